@@ -1,0 +1,745 @@
+//! The Kaleyra client against the project's Kaleyra simulator (`kaleyra-sim`).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kaleyra_client::{
+    CallType, CreateRoom, DeleteOutcome, ErrorKind, ExposeSecret, KaleyraClient,
+    KaleyraClientConfig, KaleyraError, NewParticipant, Operation, Recording, RetryPolicy, Role,
+    SecretString, Tools, UpdateCompany, UpdateUser, kaleyra_user_id,
+};
+use kaleyra_sim::{Fault, RecordedRequest, RunningSimulator};
+
+/// Distinctive, so that a leak anywhere is easy to spot.
+const KEY: &str = "ak_test_ZEBRA-7731-do-not-leak";
+
+fn config(base_url: &str, key: &str) -> KaleyraClientConfig {
+    let mut config = KaleyraClientConfig::new(base_url, SecretString::from(key));
+    config.retry = RetryPolicy {
+        max_retries: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
+    config.request_timeout = Duration::from_secs(5);
+    config
+}
+
+async fn setup() -> (RunningSimulator, KaleyraClient) {
+    let sim = kaleyra_sim::spawn(KEY).await.expect("simulator starts");
+    let client = KaleyraClient::new(config(sim.base_url(), KEY)).expect("client builds");
+    (sim, client)
+}
+
+fn calls<'a>(log: &'a [RecordedRequest], method: &str, path: &str) -> Vec<&'a RecordedRequest> {
+    log.iter()
+        .filter(|r| r.method == method && r.path == path)
+        .collect()
+}
+
+/// A few bytes that pass as a JPEG (SOI marker + APP0 + EOI).
+fn tiny_jpeg() -> Bytes {
+    Bytes::from_static(&[
+        0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0xFF, 0xD9,
+    ])
+}
+
+fn assert_no_key(e: &KaleyraError) {
+    let mut texts = vec![e.to_string(), format!("{e:?}"), format!("{e:#?}")];
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        texts.push(s.to_string());
+        texts.push(format!("{s:?}"));
+        source = s.source();
+    }
+    for text in texts {
+        assert!(!text.contains(KEY), "API key leaked: {text}");
+        assert!(!text.contains("ZEBRA"), "API key leaked: {text}");
+    }
+}
+
+async fn two_users(client: &KaleyraClient) -> (String, String) {
+    let doctor = kaleyra_user_id("doctor-1");
+    let patient = kaleyra_user_id("patient-1");
+    client
+        .ensure_user(&doctor, Role::Plus, Some("it"))
+        .await
+        .unwrap();
+    client
+        .ensure_user(&patient, Role::Basic, None)
+        .await
+        .unwrap();
+    (doctor, patient)
+}
+
+fn room_spec(doctor: &str, patient: &str) -> CreateRoom {
+    CreateRoom {
+        participants: vec![
+            NewParticipant {
+                user_id: doctor.to_owned(),
+                is_admin: true,
+                tools: Some(Tools {
+                    chat: Some(true),
+                    screen_sharing: Some(true),
+                    ..Tools::default()
+                }),
+            },
+            NewParticipant {
+                user_id: patient.to_owned(),
+                is_admin: false,
+                tools: None,
+            },
+        ],
+        duration: Some(3600),
+        live: Some(true),
+        recording: Some(Recording::None),
+        call_type: Some(CallType::AudioVideo),
+        description: Some("tc:42:abcd".to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn every_method_round_trips() {
+    let (sim, client) = setup().await;
+
+    // Users.
+    let doctor = kaleyra_user_id("doctor-1");
+    let patient = kaleyra_user_id("patient-1");
+    let created = client
+        .create_user(&doctor, Role::Plus, Some("it"))
+        .await
+        .unwrap();
+    assert_eq!(created.id, doctor);
+    assert_eq!(created.role, Role::Plus);
+    assert!(created.active);
+    assert_eq!(created.language.as_deref(), Some("it"));
+    let p = client
+        .ensure_user(&patient, Role::Basic, None)
+        .await
+        .unwrap();
+    assert_eq!(p.role, Role::Basic);
+    assert_eq!(client.get_user(&doctor).await.unwrap(), created);
+    let updated = client
+        .update_user(
+            &patient,
+            &UpdateUser {
+                language: Some("en".into()),
+                ..UpdateUser::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.language.as_deref(), Some("en"));
+    assert_eq!(updated.role, Role::Basic);
+    let missing = client.get_user("tc_nobody").await.unwrap_err();
+    assert!(missing.is_not_found(), "{missing}");
+    assert_eq!(missing.operation(), Operation::GetUser);
+
+    // Rooms.
+    let room = client
+        .create_room(&room_spec(&doctor, &patient))
+        .await
+        .unwrap();
+    assert!(room.id.starts_with("room_"), "{}", room.id);
+    assert_eq!(room.participants.len(), 2);
+    assert_eq!(room.duration_in_seconds, 3600);
+    assert_eq!(room.description.as_deref(), Some("tc:42:abcd"));
+    assert!(room.participants.iter().all(|p| !p.link.is_empty()));
+    let log = sim.requests();
+    let post = calls(&log, "POST", "/v2/rooms");
+    assert_eq!(post.len(), 1);
+    let body = post[0].body.as_ref().unwrap();
+    // Absent tools are omitted, not sent as null.
+    assert!(body["participants"][1].get("tools").is_none(), "{body}");
+    assert_eq!(body["participants"][0]["tools"]["chat"], true);
+
+    let fetched = client.get_room(&room.id).await.unwrap();
+    assert_eq!(fetched.id, room.id);
+    assert_eq!(fetched.participants, room.participants);
+    let rooms = client.list_rooms().await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].id, room.id);
+
+    // Uploads.
+    let key = sim.seed_upload(&room.id, "report.pdf", 1234).unwrap();
+    let uploads = client.list_uploads(&room.id).await.unwrap();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].key, key);
+    assert_eq!(uploads[0].name, "report.pdf");
+    assert_eq!(uploads[0].size, 1234);
+    assert_eq!(uploads[0].room_id, room.id);
+    assert_eq!(
+        client.delete_upload(&key).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert_eq!(
+        client.delete_upload(&key).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(client.list_uploads(&room.id).await.unwrap().is_empty());
+
+    // SDK credentials.
+    let creds = client
+        .create_sdk_credentials(&doctor, Some(3600))
+        .await
+        .unwrap();
+    assert_eq!(creds.user_id, doctor);
+    assert!(!creds.access_token.expose_secret().is_empty());
+    assert!(creds.expires_at > chrono::Utc::now());
+    let default_expiry = client.create_sdk_credentials(&patient, None).await.unwrap();
+    assert_eq!(default_expiry.user_id, patient);
+
+    // Company and backgrounds.
+    let company = client.get_company().await.unwrap();
+    assert!(!company.name.is_empty());
+    let bg = client
+        .upload_virtual_background(tiny_jpeg(), "bg.jpg")
+        .await
+        .unwrap();
+    assert_eq!(bg.background_alias.len(), 32);
+    let company = client
+        .update_company(&UpdateCompany {
+            background_alias: Some(bg.background_alias.clone()),
+            ..UpdateCompany::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        company
+            .default_background
+            .as_ref()
+            .map(|b| b.alias.as_str()),
+        Some(bg.background_alias.as_str())
+    );
+    let unknown_alias = client
+        .update_company(&UpdateCompany {
+            background_alias: Some("0".repeat(32)),
+            ..UpdateCompany::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(unknown_alias.is_not_found(), "{unknown_alias}");
+    client.check_reachable().await.unwrap();
+
+    // Delete the room.
+    assert_eq!(
+        client.delete_room(&room.id).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(client.get_room(&room.id).await.unwrap_err().is_not_found());
+    assert_eq!(
+        client.delete_room(&room.id).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert!(sim.rooms().is_empty());
+
+    // Every request carried the right key (else the simulator would have answered 401),
+    // and no request body was sent with a null field.
+    for r in sim.requests() {
+        if let Some(body) = &r.body {
+            assert!(
+                !body.to_string().contains("null"),
+                "{} {}: {body}",
+                r.method,
+                r.path
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn kaleyra_refusals_are_rejected_errors() {
+    let (sim, client) = setup().await;
+    let (doctor, patient) = two_users(&client).await;
+    let nurse = kaleyra_user_id("nurse-1");
+    client.ensure_user(&nurse, Role::Basic, None).await.unwrap();
+
+    // No plus user.
+    let e = client
+        .create_room(&room_spec(&patient, &nurse))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert_eq!(e.code(), Some("no_plus_user"));
+    assert!(e.is_rejected() && !e.is_retryable());
+    assert!(!e.may_have_taken_effect());
+    // Unknown user.
+    let e = client
+        .create_room(&room_spec(&doctor, "tc_ghost"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("user_not_found"), "{e}");
+    // Expiry out of range.
+    let e = client
+        .create_sdk_credentials(&doctor, Some(10))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    // Not a JPEG.
+    let e = client
+        .upload_virtual_background(Bytes::from_static(b"GIF89a..."), "bg.gif")
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(415), "{e}");
+    assert!(sim.rooms().is_empty());
+    // A 4xx is not retried.
+    assert_eq!(
+        calls(&sim.requests(), "POST", "/v2/sdk/credentials").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn wrong_api_key_is_rejected_401() {
+    let (sim, _) = setup().await;
+    let wrong = "ak_test_ZEBRA-wrong-key";
+    let client = KaleyraClient::new(config(sim.base_url(), wrong)).unwrap();
+    let e = client.get_company().await.unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Rejected { status: 401, .. }),
+        "{e:?}"
+    );
+    assert!(e.is_unauthorized());
+    assert!(!e.is_retryable());
+    assert_no_key(&e);
+    assert!(!e.to_string().contains(wrong));
+    assert_eq!(sim.requests().len(), 1, "a 401 is not retried");
+}
+
+#[tokio::test]
+async fn transient_503_is_retried_until_success() {
+    let (sim, client) = setup().await;
+    let (doctor, _) = two_users(&client).await;
+    sim.clear_requests();
+    sim.add_fault(Fault::status("/v2/users/{id}", 503).method("GET").times(2));
+
+    let user = client.get_user(&doctor).await.unwrap();
+    assert_eq!(user.id, doctor);
+    let log = sim.requests();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[0].fault.as_deref(), Some("status:503"));
+    assert_eq!(log[1].fault.as_deref(), Some("status:503"));
+    assert_eq!(log[2].fault, None);
+}
+
+#[tokio::test]
+async fn persistent_503_gives_unavailable_after_all_attempts() {
+    let (sim, client) = setup().await;
+    sim.add_fault(Fault::status("/v2/rooms", 503).method("GET"));
+
+    let e = client.list_rooms().await.unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Unavailable { status: 503, .. }),
+        "{e:?}"
+    );
+    assert_eq!(e.operation(), Operation::ListRooms);
+    assert_eq!(e.code(), Some("simulated_fault"));
+    assert!(e.is_retryable());
+    assert!(
+        e.to_string()
+            .starts_with("Kaleyra list_rooms failed: HTTP 503 (simulated_fault"),
+        "{e}"
+    );
+    // max_retries = 3: four attempts.
+    assert_eq!(calls(&sim.requests(), "GET", "/v2/rooms").len(), 4);
+    assert_no_key(&e);
+
+    // A 500 is not retried (not a "try again" status), but is still a Kaleyra failure.
+    sim.clear_faults();
+    sim.clear_requests();
+    sim.add_fault(Fault::status("/v2/company", 500));
+    let e = client.get_company().await.unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::Unavailable { status: 500, .. }
+    ));
+    assert_eq!(sim.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn room_creation_is_never_retried() {
+    let (sim, client) = setup().await;
+    let (doctor, patient) = two_users(&client).await;
+    sim.clear_requests();
+
+    // Refused: no room, one request.
+    sim.add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let e = client
+        .create_room(&room_spec(&doctor, &patient))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(503));
+    assert_eq!(e.operation(), Operation::CreateRoom);
+    assert_eq!(calls(&sim.requests(), "POST", "/v2/rooms").len(), 1);
+    assert!(sim.rooms().is_empty());
+
+    // The answer is lost after the room was made: still one request, and the error says the
+    // room may exist, so that the caller looks for it instead of creating another.
+    sim.clear_faults();
+    sim.clear_requests();
+    sim.add_fault(Fault::drop_after_effect("/v2/rooms").method("POST"));
+    let e = client
+        .create_room(&room_spec(&doctor, &patient))
+        .await
+        .unwrap_err();
+    assert!(e.may_have_taken_effect(), "{e:?}");
+    assert_eq!(calls(&sim.requests(), "POST", "/v2/rooms").len(), 1);
+    assert_eq!(sim.rooms().len(), 1);
+
+    sim.clear_faults();
+    sim.clear_requests();
+    sim.add_fault(Fault::status_after_effect("/v2/rooms", 502).method("POST"));
+    let e = client
+        .create_room(&room_spec(&doctor, &patient))
+        .await
+        .unwrap_err();
+    assert!(e.may_have_taken_effect());
+    assert_eq!(calls(&sim.requests(), "POST", "/v2/rooms").len(), 1);
+    assert_eq!(sim.rooms().len(), 2);
+    let tagged = client.list_rooms().await.unwrap();
+    assert_eq!(tagged.len(), 2, "the lost rooms can be found again");
+
+    // Credentials and the background upload are not retried either.
+    sim.clear_faults();
+    sim.clear_requests();
+    sim.add_fault(Fault::status("/v2/sdk/credentials", 503));
+    sim.add_fault(Fault::status("/v2/company/virtual-background", 503));
+    assert!(client.create_sdk_credentials(&doctor, None).await.is_err());
+    assert!(
+        client
+            .upload_virtual_background(tiny_jpeg(), "bg.jpg")
+            .await
+            .is_err()
+    );
+    assert_eq!(sim.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_429() {
+    let (sim, client) = setup().await;
+    sim.add_fault(Fault::status("/v2/company", 429).retry_after(1).times(1));
+
+    let started = Instant::now();
+    client.get_company().await.unwrap();
+    let elapsed = started.elapsed();
+    let log = sim.requests();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0].fault.as_deref(), Some("status:429"));
+    // The backoff alone would have waited a few milliseconds; Retry-After asked for 1 s.
+    assert!(elapsed >= Duration::from_millis(800), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn retry_after_on_persistent_429_is_reported() {
+    let (sim, client) = setup().await;
+    sim.add_fault(Fault::status("/v2/company", 429).retry_after(0));
+    let e = client.get_company().await.unwrap_err();
+    assert!(matches!(
+        e.kind(),
+        ErrorKind::Unavailable { status: 429, .. }
+    ));
+    assert_eq!(e.retry_after(), Some(Duration::ZERO));
+    assert!(!e.may_have_taken_effect());
+    assert_eq!(sim.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn connection_refused_is_unreachable() {
+    // Take a free port, then close it.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = KaleyraClient::new(config(&format!("http://127.0.0.1:{port}/"), KEY)).unwrap();
+    let e = client.get_company().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Unreachable), "{e:?}");
+    assert!(e.is_unreachable() && e.is_retryable());
+    assert!(!e.may_have_taken_effect());
+    assert_eq!(
+        e.to_string(),
+        "Kaleyra get_company failed: could not connect"
+    );
+    // The transport cause is kept as the error's source, for logs.
+    assert!(std::error::Error::source(&e).is_some());
+    assert_no_key(&e);
+
+    // Never retried for room creation, but the kind is the same.
+    let e = client
+        .create_room(&room_spec("tc_a", "tc_b"))
+        .await
+        .unwrap_err();
+    assert!(e.is_unreachable());
+}
+
+#[tokio::test]
+async fn slow_answer_is_a_timeout() {
+    let (sim, _) = setup().await;
+    let mut cfg = config(sim.base_url(), KEY);
+    cfg.request_timeout = Duration::from_millis(200);
+    cfg.retry.max_retries = 1;
+    let client = KaleyraClient::new(cfg).unwrap();
+    sim.add_fault(Fault::delay("/v2/company", Duration::from_secs(2)));
+
+    let started = Instant::now();
+    let e = client.get_company().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Timeout), "{e:?}");
+    assert!(e.is_retryable() && e.may_have_taken_effect());
+    assert_eq!(
+        e.to_string(),
+        "Kaleyra get_company failed: no answer within the timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(sim.requests().len(), 2, "a timeout is retried for a GET");
+    assert_no_key(&e);
+
+    // A delay shorter than the timeout is only a delay.
+    sim.clear_faults();
+    sim.add_fault(Fault::delay("/v2/company", Duration::from_millis(20)).times(1));
+    client.get_company().await.unwrap();
+}
+
+#[tokio::test]
+async fn lost_answer_on_user_creation_is_retried_and_read_back() {
+    let (sim, client) = setup().await;
+    let id = kaleyra_user_id("patient-7");
+    sim.add_fault(Fault::drop_after_effect("/v2/users").times(1));
+
+    let user = client
+        .ensure_user(&id, Role::Basic, Some("it"))
+        .await
+        .unwrap();
+    assert_eq!(user.id, id);
+    assert_eq!(user.role, Role::Basic);
+    assert_eq!(sim.users().len(), 1);
+    let log = sim.requests();
+    let summary: Vec<_> = log
+        .iter()
+        .map(|r| (r.method.as_str(), r.fault.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("POST", Some("drop_after_effect")),
+            ("POST", None), // 409 user_already_exists
+            ("GET", None),
+        ]
+    );
+
+    // create_user on its own reports the 409 of its retry.
+    sim.add_fault(Fault::drop_after_effect("/v2/users").times(1));
+    let other = kaleyra_user_id("patient-8");
+    let e = client
+        .create_user(&other, Role::Basic, None)
+        .await
+        .unwrap_err();
+    assert!(e.is_conflict(), "{e:?}");
+    assert_eq!(e.code(), Some("user_already_exists"));
+    assert_eq!(sim.users().len(), 2);
+}
+
+#[tokio::test]
+async fn ensure_user_is_idempotent() {
+    let (sim, client) = setup().await;
+    let id = kaleyra_user_id("doctor-9");
+    let first = client.ensure_user(&id, Role::Plus, None).await.unwrap();
+    sim.clear_requests();
+    let second = client.ensure_user(&id, Role::Plus, None).await.unwrap();
+    assert_eq!(first, second);
+    let log = sim.requests();
+    let summary: Vec<_> = log
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("POST", "/v2/users"),
+            ("GET", format!("/v2/users/{id}").as_str())
+        ]
+    );
+    assert_eq!(sim.users().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_ensure_user_creates_one_user() {
+    let (sim, client) = setup().await;
+    let id = kaleyra_user_id("doctor-concurrent");
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            let id = id.clone();
+            tokio::spawn(async move { client.ensure_user(&id, Role::Plus, None).await })
+        })
+        .collect();
+    for task in tasks {
+        let user = task.await.unwrap().unwrap();
+        assert_eq!(user.id, id);
+        assert_eq!(user.role, Role::Plus);
+    }
+    let users = sim.users();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].id, id);
+    assert_eq!(calls(&sim.requests(), "POST", "/v2/users").len(), 10);
+}
+
+#[tokio::test]
+async fn roles_only_go_up() {
+    let (sim, client) = setup().await;
+    let id = kaleyra_user_id("someone");
+
+    client.ensure_user(&id, Role::Basic, None).await.unwrap();
+    let upgraded = client.ensure_user(&id, Role::Plus, None).await.unwrap();
+    assert_eq!(upgraded.role, Role::Plus);
+    let puts = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect::<Vec<_>>();
+    assert_eq!(puts.len(), 1);
+    assert_eq!(puts[0].path, format!("/v2/users/{id}"));
+    assert_eq!(puts[0].body, Some(serde_json::json!({"role": "plus"})));
+
+    sim.clear_requests();
+    let kept = client.ensure_user(&id, Role::Basic, None).await.unwrap();
+    assert_eq!(kept.role, Role::Plus, "plus is never downgraded");
+    assert!(sim.requests().iter().all(|r| r.method != "PUT"));
+    assert_eq!(sim.users()[0].role, "plus");
+}
+
+#[tokio::test]
+async fn deleting_unknown_things_is_already_gone() {
+    let (sim, client) = setup().await;
+    assert_eq!(
+        client.delete_room("room_000000000000").await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert_eq!(
+        client.delete_upload("upl_nothing").await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    // Ids that would change the path are refused before any request.
+    let e = client.delete_room("..").await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidInput(_)), "{e:?}");
+    assert_eq!(sim.requests().len(), 2);
+
+    // A DELETE hit by a transient failure is retried.
+    sim.add_fault(Fault::status("/v2/rooms/{id}", 502).times(1));
+    assert_eq!(
+        client.delete_room("room_000000000001").await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    assert_eq!(sim.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn the_api_key_never_shows() {
+    let (sim, client) = setup().await;
+    assert!(!format!("{client:?}").contains("ZEBRA"));
+    let cfg = config(sim.base_url(), KEY);
+    assert!(!format!("{cfg:?}").contains("ZEBRA"));
+
+    let mut errors = Vec::new();
+    sim.add_fault(Fault::status("/v2/company", 503));
+    errors.push(client.get_company().await.unwrap_err());
+    sim.clear_faults();
+    sim.add_fault(Fault::drop_after_effect("/v2/rooms"));
+    errors.push(client.list_rooms().await.unwrap_err());
+    sim.clear_faults();
+    errors.push(client.get_room("room_missing").await.unwrap_err());
+    errors.push(
+        client
+            .create_room(&room_spec("tc_a", "tc_b"))
+            .await
+            .unwrap_err(),
+    );
+    let wrong = KaleyraClient::new(config(sim.base_url(), "ZEBRA-other")).unwrap();
+    errors.push(wrong.list_rooms().await.unwrap_err());
+    assert!(
+        matches!(errors[1].kind(), ErrorKind::ConnectionLost),
+        "{:?}",
+        errors[1]
+    );
+    for e in &errors {
+        assert_no_key(e);
+    }
+}
+
+#[tokio::test]
+async fn base_url_with_trailing_slash_works() {
+    let (sim, _) = setup().await;
+    let client = KaleyraClient::new(config(&format!("{}/", sim.base_url()), KEY)).unwrap();
+    client.get_company().await.unwrap();
+    assert_eq!(sim.requests()[0].path, "/v2/company");
+}
+
+/// The metrics, through a local debugging recorder (a current-thread runtime keeps every
+/// metric call on this thread).
+#[tokio::test(flavor = "current_thread")]
+async fn metrics_count_calls_retries_and_attempts() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
+    let (sim, client) = setup().await;
+    sim.add_fault(Fault::status("/v2/company", 503).times(2));
+    client.get_company().await.unwrap();
+    client.get_room("room_missing").await.unwrap_err();
+    sim.add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    client
+        .create_room(&room_spec("tc_a", "tc_b"))
+        .await
+        .unwrap_err();
+
+    let mut counters = Vec::new();
+    let mut attempts = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let labels = labels.join(",");
+        match value {
+            DebugValue::Counter(n) => counters.push((key.name().to_owned(), labels, n)),
+            DebugValue::Histogram(v) => {
+                assert_eq!(key.name(), "kaleyra_request_duration_seconds");
+                attempts.push((labels, v.len()));
+            }
+            DebugValue::Gauge(_) => {}
+        }
+    }
+    counters.sort();
+    attempts.sort();
+    let c = |name: &str, labels: &str, n: u64| (name.to_owned(), labels.to_owned(), n);
+    assert_eq!(
+        counters,
+        vec![
+            c(
+                "kaleyra_requests_total",
+                "operation=create_room,outcome=unavailable",
+                1
+            ),
+            c(
+                "kaleyra_requests_total",
+                "operation=get_company,outcome=success",
+                1
+            ),
+            c(
+                "kaleyra_requests_total",
+                "operation=get_room,outcome=rejected",
+                1
+            ),
+            c("kaleyra_retries_total", "operation=get_company", 2),
+        ]
+    );
+    assert_eq!(
+        attempts,
+        vec![
+            ("operation=create_room".to_owned(), 1),
+            ("operation=get_company".to_owned(), 3),
+            ("operation=get_room".to_owned(), 1),
+        ]
+    );
+}

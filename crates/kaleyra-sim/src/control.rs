@@ -1,0 +1,87 @@
+//! The `/_sim/` control API (not part of Kaleyra; no `apikey`): the same operations as the
+//! methods of [`Simulator`], for tests and tools that drive the simulator over HTTP.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, post},
+};
+use serde::Deserialize;
+
+use crate::{
+    Fault, RecordedRequest, SimRoom, SimUser, Simulator,
+    error::{ApiError, KJson},
+    wire::Upload,
+};
+
+pub(crate) fn router() -> Router<Simulator> {
+    Router::new()
+        .route("/_sim/requests", get(requests).delete(clear_requests))
+        .route(
+            "/_sim/faults",
+            get(faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/_sim/rooms", get(rooms))
+        .route("/_sim/rooms/{id}/uploads", post(seed_upload))
+        .route("/_sim/users", get(users))
+        .route("/_sim/reset", post(reset))
+}
+
+async fn requests(State(sim): State<Simulator>) -> Json<Vec<RecordedRequest>> {
+    Json(sim.requests())
+}
+
+async fn clear_requests(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_requests();
+    StatusCode::NO_CONTENT
+}
+
+async fn faults(State(sim): State<Simulator>) -> Json<Vec<Fault>> {
+    Json(sim.faults())
+}
+
+async fn add_fault(
+    State(sim): State<Simulator>,
+    KJson(fault): KJson<Fault>,
+) -> Result<(StatusCode, Json<Fault>), ApiError> {
+    let fault = fault.validated().map_err(ApiError::invalid)?;
+    sim.lock_faults().push(fault.clone());
+    Ok((StatusCode::CREATED, Json(fault)))
+}
+
+async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn rooms(State(sim): State<Simulator>) -> Json<Vec<SimRoom>> {
+    Json(sim.rooms())
+}
+
+async fn users(State(sim): State<Simulator>) -> Json<Vec<SimUser>> {
+    Json(sim.users())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedUpload {
+    name: String,
+    size: u64,
+}
+
+async fn seed_upload(
+    State(sim): State<Simulator>,
+    Path(room_id): Path<String>,
+    KJson(req): KJson<SeedUpload>,
+) -> Result<(StatusCode, Json<Upload>), ApiError> {
+    let upload = sim
+        .lock_model()
+        .seed_upload(&room_id, &req.name, req.size)?;
+    Ok((StatusCode::CREATED, Json(upload)))
+}
+
+async fn reset(State(sim): State<Simulator>) -> StatusCode {
+    sim.reset();
+    StatusCode::NO_CONTENT
+}

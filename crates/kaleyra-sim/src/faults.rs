@@ -1,0 +1,485 @@
+//! Fault injection and the gate every `/v2` call passes: request log, faults, `apikey` check.
+
+use std::{
+    future::poll_fn,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::{
+    body::{Body, Bytes, HttpBody},
+    extract::{MatchedPath, Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio_util::io::ReaderStream;
+
+use crate::{RecordedRequest, Simulator, error::ApiError};
+
+/// Request bodies up to this size are accepted: the largest virtual background (16 MiB) plus
+/// room for the multipart framing. Anything larger is answered `413`.
+pub const BODY_LIMIT: usize = crate::state::MAX_BACKGROUND_BYTES + 256 * 1024;
+/// A too-large body is still read (and discarded) up to this size, so that the client reads our
+/// `413` instead of a connection reset while it is still sending.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The route templates of the Kaleyra API, as axum's `MatchedPath` spells them. A fault's
+/// `route` must be one of these (a typo would otherwise silently match nothing).
+pub const V2_ROUTES: &[&str] = &[
+    "/v2/users",
+    "/v2/users/{id}",
+    "/v2/rooms",
+    "/v2/rooms/{id}",
+    "/v2/uploads",
+    "/v2/uploads/{key}",
+    "/v2/sdk/credentials",
+    "/v2/company",
+    "/v2/company/virtual-background",
+];
+
+/// One fault-injection rule. JSON (for `POST /_sim/faults`):
+/// `{"method": "POST"?, "route": "/v2/rooms"?, "action": {…}, "times": 2?, "rate": 0.5?,
+/// "retry_after": 3?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// HTTP method to match (case-insensitive); `None` = any.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Route template to match (one of [`V2_ROUTES`]); `None` = every `/v2` call.
+    #[serde(default)]
+    pub route: Option<String>,
+    pub action: FaultAction,
+    /// Fire for the next N matching calls only, then disappear; `None` = forever. `GET
+    /// /_sim/faults` shows how many are left.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Fire with this probability (0.0–1.0) per matching call; `None` = always. A call the dice
+    /// spare does not count towards `times`.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// Seconds, sent as `Retry-After` with `Status` and `StatusAfterEffect` answers.
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+}
+
+/// What a fault does. JSON: exactly one of `{"status": 503}`, `{"delay_ms": 1500}`,
+/// `{"status_after_effect": 502}`, `{"drop_after_effect": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ActionWire", into = "ActionWire")]
+pub enum FaultAction {
+    /// Refuse the call with this status; the call has no effect.
+    Status(u16),
+    /// Wait, then handle the call normally.
+    Delay(Duration),
+    /// Handle the call (it takes effect), then answer this status instead.
+    StatusAfterEffect(u16),
+    /// Handle the call (it takes effect), then drop the connection without an answer.
+    DropAfterEffect,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status_after_effect: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drop_after_effect: Option<bool>,
+}
+
+impl TryFrom<ActionWire> for FaultAction {
+    type Error = String;
+
+    fn try_from(w: ActionWire) -> Result<Self, String> {
+        let status_ok = |s: u16| {
+            if (400..=599).contains(&s) {
+                Ok(s)
+            } else {
+                Err(format!("a fault status must be 400–599, got {s}"))
+            }
+        };
+        match (
+            w.status,
+            w.delay_ms,
+            w.status_after_effect,
+            w.drop_after_effect,
+        ) {
+            (Some(s), None, None, None) => Ok(FaultAction::Status(status_ok(s)?)),
+            (None, Some(ms), None, None) => Ok(FaultAction::Delay(Duration::from_millis(ms))),
+            (None, None, Some(s), None) => Ok(FaultAction::StatusAfterEffect(status_ok(s)?)),
+            (None, None, None, Some(true)) => Ok(FaultAction::DropAfterEffect),
+            _ => Err("action needs exactly one of `status`, `delay_ms`, \
+                      `status_after_effect`, `drop_after_effect: true`"
+                .to_owned()),
+        }
+    }
+}
+
+impl From<FaultAction> for ActionWire {
+    fn from(a: FaultAction) -> Self {
+        let mut w = ActionWire::default();
+        match a {
+            FaultAction::Status(s) => w.status = Some(s),
+            FaultAction::Delay(d) => {
+                w.delay_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            }
+            FaultAction::StatusAfterEffect(s) => w.status_after_effect = Some(s),
+            FaultAction::DropAfterEffect => w.drop_after_effect = Some(true),
+        }
+        w
+    }
+}
+
+impl FaultAction {
+    /// How the request log names it: `status:503`, `delay_ms:1500`, `status_after_effect:502`,
+    /// `drop_after_effect`.
+    pub fn describe(&self) -> String {
+        match self {
+            FaultAction::Status(s) => format!("status:{s}"),
+            FaultAction::Delay(d) => format!("delay_ms:{}", d.as_millis()),
+            FaultAction::StatusAfterEffect(s) => format!("status_after_effect:{s}"),
+            FaultAction::DropAfterEffect => "drop_after_effect".to_owned(),
+        }
+    }
+}
+
+impl Fault {
+    /// A fault on every `/v2` call, every time; narrow it with the builder methods.
+    pub fn new(action: FaultAction) -> Self {
+        Fault {
+            method: None,
+            route: None,
+            action,
+            times: None,
+            rate: None,
+            retry_after: None,
+        }
+    }
+
+    /// Refuse calls to `route` with `status` (no effect).
+    pub fn status(route: impl Into<String>, status: u16) -> Self {
+        Self::new(FaultAction::Status(status)).route(route)
+    }
+
+    /// Delay calls to `route`.
+    pub fn delay(route: impl Into<String>, delay: Duration) -> Self {
+        Self::new(FaultAction::Delay(delay)).route(route)
+    }
+
+    /// Let calls to `route` take effect, then answer `status`.
+    pub fn status_after_effect(route: impl Into<String>, status: u16) -> Self {
+        Self::new(FaultAction::StatusAfterEffect(status)).route(route)
+    }
+
+    /// Let calls to `route` take effect, then drop the connection.
+    pub fn drop_after_effect(route: impl Into<String>) -> Self {
+        Self::new(FaultAction::DropAfterEffect).route(route)
+    }
+
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.route = Some(route.into());
+        self
+    }
+
+    pub fn method(mut self, method: impl Into<String>) -> Self {
+        self.method = Some(method.into());
+        self
+    }
+
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    pub fn rate(mut self, probability: f64) -> Self {
+        self.rate = Some(probability);
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// Checks the rule and normalises the method to upper case.
+    pub fn validated(mut self) -> Result<Self, String> {
+        if let Some(route) = &self.route
+            && !V2_ROUTES.contains(&route.as_str())
+        {
+            return Err(format!(
+                "unknown route `{route}`; known routes: {}",
+                V2_ROUTES.join(", ")
+            ));
+        }
+        if let Some(m) = &mut self.method {
+            m.make_ascii_uppercase();
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!("invalid method `{m}`"));
+            }
+        }
+        if let Some(r) = self.rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!("rate must be between 0.0 and 1.0, got {r}"));
+        }
+        if self.times == Some(0) {
+            return Err("times must be at least 1".to_owned());
+        }
+        // Re-run the action checks for faults built in Rust rather than parsed.
+        FaultAction::try_from(ActionWire::from(self.action.clone()))?;
+        Ok(self)
+    }
+
+    fn matches(&self, method: &str, route: Option<&str>) -> bool {
+        self.method.as_deref().is_none_or(|m| m == method)
+            && self.route.as_deref().is_none_or(|r| Some(r) == route)
+    }
+}
+
+/// Finds the first rule that matches and fires (rate), counts it down, and returns it.
+pub(crate) fn take_fault(
+    rules: &mut Vec<Fault>,
+    method: &str,
+    route: Option<&str>,
+) -> Option<Fault> {
+    let idx = rules.iter().position(|f| {
+        f.matches(method, route) && f.rate.is_none_or(|p| rand::random::<f64>() < p)
+    })?;
+    let fired = rules[idx].clone();
+    if let Some(n) = &mut rules[idx].times {
+        *n -= 1;
+        if *n == 0 {
+            rules.remove(idx);
+        }
+    }
+    Some(fired)
+}
+
+/// Middleware on the whole router; acts on `/v2` paths only. Order: read the body, pick a
+/// fault, log the call (with the fault), apply a refusing or delaying fault, check `apikey`,
+/// run the handler, then apply an after-effect fault.
+pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if !(path == "/v2" || path.starts_with("/v2/")) {
+        return next.run(req).await;
+    }
+    let method = req.method().as_str().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let (parts, body) = req.into_parts();
+    let body = read_body(body).await;
+
+    let fault = take_fault(&mut sim.lock_faults(), &method, route.as_deref());
+    let logged_body = match &body {
+        Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(bytes).ok(),
+        _ => None,
+    };
+    let fault_name = fault.as_ref().map(|f| f.action.describe());
+    sim.record(RecordedRequest {
+        method: method.clone(),
+        path: path.clone(),
+        query,
+        body: logged_body,
+        fault: fault_name.clone(),
+    });
+
+    let response = respond(&sim, fault, parts, body, next).await;
+    tracing::info!(
+        target: "kaleyra_sim",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        fault = fault_name.as_deref().unwrap_or("none"),
+        "request"
+    );
+    response
+}
+
+async fn respond(
+    sim: &Simulator,
+    fault: Option<Fault>,
+    parts: axum::http::request::Parts,
+    body: Result<Bytes, ApiError>,
+    next: Next,
+) -> Response {
+    let (action, retry_after) = match fault {
+        Some(f) => (Some(f.action), f.retry_after),
+        None => (None, None),
+    };
+    match action {
+        Some(FaultAction::Status(s)) => return simulated(s, retry_after),
+        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let authorized = parts
+        .headers
+        .get("apikey")
+        .is_some_and(|v| v.as_bytes() == sim.api_key().as_bytes());
+    if !authorized {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong apikey header",
+        )
+        .into_response();
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    match action {
+        Some(FaultAction::StatusAfterEffect(s)) => simulated(s, retry_after),
+        Some(FaultAction::DropAfterEffect) => dropped_connection(),
+        _ => response,
+    }
+}
+
+fn simulated(status: u16, retry_after: Option<u64>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut e = ApiError::new(
+        status,
+        "simulated_fault",
+        format!("fault injected by the simulator: {status}"),
+    );
+    e.retry_after = retry_after;
+    e.into_response()
+}
+
+/// A response whose body fails on its first read. hyper has then buffered the head but not
+/// flushed it, so it closes the connection without sending a byte: the client sees the
+/// connection close before any answer, as if the network had dropped it.
+fn dropped_connection() -> Response {
+    Response::new(Body::from_stream(ReaderStream::new(FailingReader)))
+}
+
+struct FailingReader;
+
+impl AsyncRead for FailingReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection dropped by a simulated fault",
+        )))
+    }
+}
+
+/// Reads the whole body. Over [`BODY_LIMIT`] it keeps draining (up to [`DRAIN_LIMIT`]) and
+/// then reports `413`.
+async fn read_body(mut body: Body) -> Result<Bytes, ApiError> {
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| ApiError::invalid(format!("could not read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total <= BODY_LIMIT {
+            buf.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > BODY_LIMIT {
+        return Err(ApiError::too_large(format!(
+            "request body larger than {BODY_LIMIT} bytes"
+        )));
+    }
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_json_round_trip() {
+        for (json, action) in [
+            (r#"{"status":503}"#, FaultAction::Status(503)),
+            (
+                r#"{"delay_ms":1500}"#,
+                FaultAction::Delay(Duration::from_millis(1500)),
+            ),
+            (
+                r#"{"status_after_effect":502}"#,
+                FaultAction::StatusAfterEffect(502),
+            ),
+            (
+                r#"{"drop_after_effect":true}"#,
+                FaultAction::DropAfterEffect,
+            ),
+        ] {
+            let parsed: FaultAction = serde_json::from_str(json).unwrap();
+            assert_eq!(parsed, action);
+            assert_eq!(serde_json::to_string(&action).unwrap(), json);
+        }
+        for bad in [
+            r#"{}"#,
+            r#"{"status":503,"delay_ms":1}"#,
+            r#"{"drop_after_effect":false}"#,
+            r#"{"status":200}"#,
+            r#"{"stauts":503}"#,
+        ] {
+            assert!(serde_json::from_str::<FaultAction>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching_and_counting() {
+        let mut rules = vec![
+            Fault::status("/v2/rooms", 503).method("POST").times(2),
+            Fault::status("/v2/users", 500),
+        ];
+        assert!(take_fault(&mut rules, "GET", Some("/v2/rooms")).is_none());
+        assert!(take_fault(&mut rules, "POST", Some("/v2/rooms/{id}")).is_none());
+        assert!(take_fault(&mut rules, "POST", Some("/v2/rooms")).is_some());
+        assert!(take_fault(&mut rules, "POST", Some("/v2/rooms")).is_some());
+        assert!(take_fault(&mut rules, "POST", Some("/v2/rooms")).is_none());
+        assert_eq!(rules.len(), 1);
+        assert!(take_fault(&mut rules, "PUT", Some("/v2/users")).is_some());
+        assert!(take_fault(&mut rules, "PUT", None).is_none());
+        let mut never = vec![Fault::new(FaultAction::Status(503)).rate(0.0)];
+        assert!(take_fault(&mut never, "GET", None).is_none());
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Fault::status("/v2/rooms/:id", 503).validated().is_err());
+        assert!(
+            Fault::status("/v2/rooms", 503)
+                .rate(1.5)
+                .validated()
+                .is_err()
+        );
+        assert!(
+            Fault::status("/v2/rooms", 503)
+                .times(0)
+                .validated()
+                .is_err()
+        );
+        assert!(Fault::status("/v2/rooms", 200).validated().is_err());
+        let f = Fault::status("/v2/rooms", 503)
+            .method("post")
+            .validated()
+            .unwrap();
+        assert_eq!(f.method.as_deref(), Some("POST"));
+    }
+}

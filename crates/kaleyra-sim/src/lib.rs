@@ -1,0 +1,308 @@
+//! An in-memory simulator of the Kaleyra Video v2 REST API as fixed by
+//! `shared/spec/kaleyra.md`, for tests and for running the service without a Kaleyra account.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let sim = kaleyra_sim::spawn("ak_test_key").await?;
+//! // point a Kaleyra client at sim.base_url(); inspect sim.rooms(), sim.requests(), …
+//! sim.add_fault(kaleyra_sim::Fault::status("/v2/rooms", 503).times(1));
+//! # Ok(()) }
+//! ```
+//!
+//! Besides `/v2`, the router serves a control API under `/_sim/` (no `apikey`):
+//!
+//! | Call | Body / answer |
+//! |---|---|
+//! | `GET /_sim/requests` | `200 [RecordedRequest]`, arrival order |
+//! | `DELETE /_sim/requests` | `204` |
+//! | `GET /_sim/faults` | `200 [Fault]` (with the `times` left) |
+//! | `POST /_sim/faults` | body a [`Fault`] → `201` the fault; `400` if invalid |
+//! | `DELETE /_sim/faults` | `204` |
+//! | `POST /_sim/rooms/{id}/uploads` | `{"name", "size"}` → `201` the upload; `404` no such room |
+//! | `GET /_sim/rooms` | `200 [SimRoom]` (with per-participant `tools`) |
+//! | `GET /_sim/users` | `200 [SimUser]` (sorted by id) |
+//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company |
+//!
+//! Choices where kaleyra.md is silent (all in [`wire`] or [`state`], easy to change):
+//! - Error codes: `invalid_request` (400, any malformed or out-of-range field, unknown field,
+//!   bad query), `user_not_found` (400, room names an unknown user), `no_plus_user` (400),
+//!   `unauthorized` (401), `not_found` (404, every unknown user/room/upload/background/route),
+//!   `method_not_allowed` (405), `user_already_exists` (409), `too_many_backgrounds` (409),
+//!   `payload_too_large` (413), `unsupported_media_type` (415), `simulated_fault` (faults).
+//! - A user created without `language` gets the company's `default_language` (`en`).
+//!   Generated user ids are `usr_` + 12 lowercase hex.
+//! - A room without `description` shows `"description": null`. `is_admin` defaults to false.
+//!   Per-participant `tools` are stored but not shown by `/v2` (the spec's GET shape has no
+//!   `tools`); read them through [`Simulator::rooms`] or `GET /_sim/rooms`.
+//! - Inactive users may still join rooms and get SDK credentials.
+//! - `POST /v2/sdk/credentials` checks `expires_in` (400) before the user (404). The token is
+//!   HS256 keyed with the API key, claims `sub` (user id), `iat`, `exp`.
+//! - `GET /v2/uploads` needs `room_id` (400 without); an unknown room lists `[]`. Deleting a
+//!   room does not delete its uploads, so tests can check the service deleted them itself.
+//! - Virtual backgrounds: the file type is decided by the content (`FF D8 FF`), not by the
+//!   part's `Content-Type`; 16 MB means 16 MiB of file; a body that is not multipart is 415;
+//!   an extra or misnamed part is 400. Checks run in the order 400, 413, 415, 409.
+//! - The company starts as `Simulated Company`, language `en`, every other field `null`.
+//!   `PUT /v2/company` is all-or-nothing: an unknown `background_alias` changes nothing.
+//! - Faults are picked before the `apikey` check (an outage does not look at keys), in rule
+//!   order (first match wins); a call spared by `rate` does not count towards `times`.
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    ops::Deref,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use axum::{Router, extract::DefaultBodyLimit, middleware};
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+mod control;
+mod error;
+mod faults;
+mod routes;
+pub mod state;
+pub mod wire;
+
+pub use faults::{BODY_LIMIT, Fault, FaultAction, V2_ROUTES};
+pub use state::{SimRoom, SimRoomParticipant, SimUser};
+
+/// One `/v2` call as the simulator received it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Without the query string.
+    pub path: String,
+    pub query: Option<String>,
+    /// The body parsed as JSON; `None` when empty or not JSON (e.g. multipart).
+    pub body: Option<serde_json::Value>,
+    /// The fault applied to this call, e.g. `status:503` (see [`FaultAction::describe`]).
+    pub fault: Option<String>,
+}
+
+/// A simulated Kaleyra company. Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    api_key: String,
+    // Three separate locks, each held only for a synchronous step, never across an `.await`.
+    model: Mutex<state::Model>,
+    log: Mutex<Vec<RecordedRequest>>,
+    faults: Mutex<Vec<Fault>>,
+}
+
+// By hand so that the API key never reaches a log.
+impl fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Simulator")
+            .field("api_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A poisoned lock only means a handler panicked; the data is still consistent enough for a
+/// simulator, so keep going.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Simulator {
+    pub fn new(api_key: impl Into<String>) -> Self {
+        Simulator {
+            inner: Arc::new(Inner {
+                api_key: api_key.into(),
+                model: Mutex::default(),
+                log: Mutex::default(),
+                faults: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The whole API: `/v2/…` (Kaleyra) and `/_sim/…` (control).
+    pub fn router(&self) -> Router {
+        routes::router()
+            .merge(control::router())
+            .fallback(routes::not_found)
+            .method_not_allowed_fallback(routes::method_not_allowed)
+            .layer(middleware::from_fn_with_state(self.clone(), faults::gate))
+            // The gate has already bounded the body; let the extractors take all of it.
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .with_state(self.clone())
+    }
+
+    /// Every `/v2` call so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.log).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.inner.log).clear();
+    }
+
+    /// Adds a fault rule after the existing ones (the first matching rule wins).
+    ///
+    /// # Panics
+    /// If the rule is invalid (unknown route template, rate outside 0–1, `times` 0, a status
+    /// outside 400–599): a test with a typo should fail loudly, not pass silently.
+    pub fn add_fault(&self, fault: Fault) {
+        let fault = fault
+            .validated()
+            .unwrap_or_else(|e| panic!("invalid fault: {e}"));
+        lock(&self.inner.faults).push(fault);
+    }
+
+    /// The active fault rules, with the `times` they have left.
+    pub fn faults(&self) -> Vec<Fault> {
+        lock(&self.inner.faults).clone()
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log or faults.
+    pub fn reset(&self) {
+        *lock(&self.inner.model) = state::Model::default();
+        self.clear_requests();
+        self.clear_faults();
+    }
+
+    /// Snapshot of all rooms, in creation order, with per-participant tools.
+    pub fn rooms(&self) -> Vec<SimRoom> {
+        self.lock_model().rooms()
+    }
+
+    /// Snapshot of all users, sorted by id.
+    pub fn users(&self) -> Vec<SimUser> {
+        self.lock_model().users()
+    }
+
+    /// Adds an upload to a room, as if a participant had shared a file. Returns its key, or
+    /// `None` if there is no such room.
+    pub fn seed_upload(&self, room_id: &str, name: &str, size: u64) -> Option<String> {
+        self.lock_model()
+            .seed_upload(room_id, name, size)
+            .ok()
+            .map(|u| u.key)
+    }
+
+    pub(crate) fn api_key(&self) -> &str {
+        &self.inner.api_key
+    }
+
+    pub(crate) fn lock_model(&self) -> MutexGuard<'_, state::Model> {
+        lock(&self.inner.model)
+    }
+
+    pub(crate) fn lock_faults(&self) -> MutexGuard<'_, Vec<Fault>> {
+        lock(&self.inner.faults)
+    }
+
+    pub(crate) fn record(&self, request: RecordedRequest) {
+        lock(&self.inner.log).push(request);
+    }
+}
+
+/// A simulator serving on a local port. Dropping it stops the server.
+pub struct RunningSimulator {
+    base_url: String,
+    addr: SocketAddr,
+    simulator: Simulator,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for RunningSimulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningSimulator")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningSimulator {
+    /// `http://127.0.0.1:PORT`, without a trailing slash; clients append `/v2/…`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn simulator(&self) -> &Simulator {
+        &self.simulator
+    }
+
+    /// Stops accepting connections and waits (at most 5 s) for calls in flight to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Deref for RunningSimulator {
+    type Target = Simulator;
+
+    fn deref(&self) -> &Simulator {
+        &self.simulator
+    }
+}
+
+impl Drop for RunningSimulator {
+    fn drop(&mut self) {
+        // Graceful: open keep-alive connections are closed, calls in flight finish.
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Serves a new simulator on `127.0.0.1` at a free port.
+pub async fn spawn(api_key: &str) -> std::io::Result<RunningSimulator> {
+    spawn_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), api_key).await
+}
+
+/// Serves a new simulator on `addr` (port 0 = any free port) in a background task.
+pub async fn spawn_on(addr: SocketAddr, api_key: &str) -> std::io::Result<RunningSimulator> {
+    serve(TcpListener::bind(addr).await?, Simulator::new(api_key))
+}
+
+/// Serves `simulator` on an already bound listener in a background task.
+pub fn serve(listener: TcpListener, simulator: Simulator) -> std::io::Result<RunningSimulator> {
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = simulator.router();
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(target: "kaleyra_sim", error = %e, "simulator server failed");
+        }
+    });
+    Ok(RunningSimulator {
+        base_url: format!("http://{addr}"),
+        addr,
+        simulator,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}

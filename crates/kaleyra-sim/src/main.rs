@@ -1,0 +1,46 @@
+//! `kaleyra-sim --port N --api-key K`: serves the simulator until Ctrl-C.
+//!
+//! Prints one line, the base URL, on stdout; logs (JSON lines, never the API key) go to stderr.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "In-memory simulator of the Kaleyra Video v2 REST API"
+)]
+struct Args {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, env = "KALEYRA_SIM_PORT", default_value_t = 0)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "KALEYRA_SIM_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    host: IpAddr,
+    /// The company API key clients must send in the `apikey` header.
+    #[arg(long, env = "KALEYRA_SIM_API_KEY", hide_env_values = true)]
+    api_key: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let sim = kaleyra_sim::spawn_on(SocketAddr::new(args.host, args.port), &args.api_key).await?;
+    println!("{}", sim.base_url());
+    tracing::info!(target: "kaleyra_sim", base_url = sim.base_url(), "listening");
+
+    tokio::signal::ctrl_c().await?;
+    tracing::info!(target: "kaleyra_sim", "shutting down");
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The JSON shapes of `shared/spec/kaleyra.md`, and nothing else.
+//!
+//! Every assumption about Kaleyra's wire format lives in this module, so it can be corrected in
+//! one place once a real response is seen. Requests refuse unknown fields (the spec's
+//! strictness rule); an `Option` field accepts both an omitted key and `null`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Background, Company, SimRoom, SimUser};
+
+/// Error body of every non-2xx answer: `{"error": "<snake_case_code>", "message": "<text>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Plus,
+    Basic,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Plus => "plus",
+            Role::Basic => "basic",
+        }
+    }
+}
+
+/// `POST /v2/users`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub id: Option<String>,
+    pub role: Role,
+    pub language: Option<String>,
+}
+
+/// `PUT /v2/users/{id}`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub language: Option<String>,
+}
+
+/// A user as `POST`, `GET` and `PUT /v2/users…` return it.
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: String,
+    pub role: String,
+    pub active: bool,
+    pub language: String,
+}
+
+impl From<&SimUser> for User {
+    fn from(u: &SimUser) -> Self {
+        User {
+            id: u.id.clone(),
+            role: u.role.clone(),
+            active: u.active,
+            language: u.language.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recording {
+    #[default]
+    None,
+    Manual,
+    Automatic,
+}
+
+impl Recording {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recording::None => "none",
+            Recording::Manual => "manual",
+            Recording::Automatic => "automatic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallType {
+    #[default]
+    AudioVideo,
+    AudioUpgradable,
+    AudioOnly,
+}
+
+impl CallType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallType::AudioVideo => "audio_video",
+            CallType::AudioUpgradable => "audio_upgradable",
+            CallType::AudioOnly => "audio_only",
+        }
+    }
+}
+
+/// `POST /v2/rooms`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoomRequest {
+    pub participants: Vec<ParticipantRequest>,
+    pub duration: Option<u64>,
+    pub live: Option<bool>,
+    pub recording: Option<Recording>,
+    pub call_type: Option<CallType>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantRequest {
+    pub user_id: String,
+    pub is_admin: Option<bool>,
+    pub tools: Option<BTreeMap<String, bool>>,
+}
+
+/// A room as `GET /v2/rooms/{id}` returns it (camelCase where the spec has it).
+///
+/// The per-participant `tools` are deliberately not part of this shape: the spec does not list
+/// them, so they are only visible through `GET /_sim/rooms` and `Simulator::rooms()`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Room {
+    pub id: String,
+    pub recording: String,
+    pub recording_status: &'static str,
+    pub call_type: String,
+    /// `null` when the room was created without a description.
+    pub description: Option<String>,
+    pub status: &'static str,
+    pub disabled: bool,
+    pub creation_date: String,
+    pub duration_in_seconds: u64,
+    pub duration_used_in_seconds: u64,
+    pub live: bool,
+    pub participants: Vec<RoomParticipant>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomParticipant {
+    pub user_id: String,
+    pub is_admin: bool,
+    pub link: String,
+}
+
+impl From<&SimRoom> for Room {
+    fn from(r: &SimRoom) -> Self {
+        Room {
+            id: r.id.clone(),
+            recording: r.recording.clone(),
+            recording_status: "stopped",
+            call_type: r.call_type.clone(),
+            description: r.description.clone(),
+            status: "NOT_RUNNING",
+            disabled: false,
+            creation_date: r.creation_date.clone(),
+            duration_in_seconds: r.duration_in_seconds,
+            duration_used_in_seconds: 0,
+            live: r.live,
+            participants: r
+                .participants
+                .iter()
+                .map(|p| RoomParticipant {
+                    user_id: p.user_id.clone(),
+                    is_admin: p.is_admin,
+                    link: p.link.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Uploads
+
+/// `GET /v2/uploads?room_id=…`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadsQuery {
+    pub room_id: String,
+}
+
+/// One file shared during a call, as `GET /v2/uploads` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    pub key: String,
+    pub name: String,
+    pub size: u64,
+    pub room_id: String,
+    pub creation_date: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// SDK credentials
+
+/// `POST /v2/sdk/credentials`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    pub user_id: String,
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    pub access_token: String,
+    pub expires_at: String,
+    pub user_id: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Company
+
+/// `PUT /v2/company`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCompanyRequest {
+    pub background_alias: Option<String>,
+    pub default_language: Option<String>,
+    pub end_call_redirect_url: Option<String>,
+    pub end_call_redirect_timeout_ms: Option<u64>,
+    pub user_details_provider_url: Option<String>,
+}
+
+/// `GET` and `PUT /v2/company` answer `{"company": {…}}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompanyEnvelope {
+    pub company: CompanyBody,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompanyBody {
+    pub name: String,
+    pub default_language: String,
+    pub default_background: Option<DefaultBackground>,
+    pub end_call_redirect_url: Option<String>,
+    pub user_details_provider_url: Option<String>,
+    pub end_call_redirect_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DefaultBackground {
+    pub alias: String,
+    pub url: String,
+    pub creation_date: String,
+}
+
+impl CompanyEnvelope {
+    pub fn new(company: &Company, default_background: Option<&Background>) -> Self {
+        CompanyEnvelope {
+            company: CompanyBody {
+                name: company.name.clone(),
+                default_language: company.default_language.clone(),
+                default_background: default_background.map(|b| DefaultBackground {
+                    alias: b.alias.clone(),
+                    url: b.url.clone(),
+                    creation_date: b.creation_date.clone(),
+                }),
+                end_call_redirect_url: company.end_call_redirect_url.clone(),
+                user_details_provider_url: company.user_details_provider_url.clone(),
+                end_call_redirect_timeout_ms: company.end_call_redirect_timeout_ms,
+            },
+        }
+    }
+}
+
+/// The multipart part name of `POST /v2/company/virtual-background`.
+pub const VIRTUAL_BACKGROUND_PART: &str = "virtual_background";
+
+/// `201` answer of `POST /v2/company/virtual-background`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VirtualBackgroundEnvelope {
+    pub virtual_background: VirtualBackground,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VirtualBackground {
+    pub background_alias: String,
+    pub url: String,
+    pub creation_date: String,
+}
+
+impl From<&Background> for VirtualBackgroundEnvelope {
+    fn from(b: &Background) -> Self {
+        VirtualBackgroundEnvelope {
+            virtual_background: VirtualBackground {
+                background_alias: b.alias.clone(),
+                url: b.url.clone(),
+                creation_date: b.creation_date.clone(),
+            },
+        }
+    }
+}
