@@ -1,0 +1,58 @@
+-- Instants are epoch milliseconds (UTC) on both backends, so the same values round-trip.
+CREATE TABLE teleconsultations (
+    id                TEXT    PRIMARY KEY,
+    version           BIGINT  NOT NULL,
+    state             TEXT    NOT NULL,
+    participant_count BIGINT  NOT NULL,
+    start_at_ms       BIGINT  NOT NULL,
+    duration_secs     BIGINT  NOT NULL,
+    -- The room it should have (JSON RoomSpec; NULL: none wanted) and the room it has.
+    desired_room        TEXT,
+    desired_fingerprint TEXT,
+    room_id           TEXT,
+    room_fingerprint  TEXT,
+    -- Set while the provisioner has work to do for it (a user or a room to create);
+    -- background workers pick what is due.
+    provision_due_at_ms BIGINT ,
+    created_at_ms     BIGINT  NOT NULL,
+    updated_at_ms     BIGINT  NOT NULL,
+    created_by        TEXT,
+    updated_by        TEXT
+);
+
+CREATE TABLE participants (
+    teleconsultation_id TEXT    NOT NULL REFERENCES teleconsultations (id) ON DELETE CASCADE,
+    position            BIGINT  NOT NULL,
+    external_id         TEXT    NOT NULL,
+    kaleyra_user_id     TEXT    NOT NULL,
+    role                TEXT    NOT NULL,
+    groups_json         TEXT    NOT NULL,
+    full_name           TEXT,
+    language            TEXT,
+    link                TEXT,
+    PRIMARY KEY (teleconsultation_id, position),
+    UNIQUE (teleconsultation_id, external_id)
+);
+
+CREATE INDEX participants_by_external_id ON participants (external_id);
+
+CREATE INDEX teleconsultations_provision_due ON teleconsultations (provision_due_at_ms)
+    WHERE provision_due_at_ms IS NOT NULL;
+
+-- Rooms to delete on Kaleyra (replaced, or of a deleted or incomplete teleconsultation).
+-- Written in the same transaction that retires the room, so none is ever forgotten.
+CREATE TABLE rooms_to_delete (
+    room_id             TEXT    PRIMARY KEY,
+    teleconsultation_id TEXT,
+    due_at_ms           BIGINT  NOT NULL,
+    attempts            BIGINT  NOT NULL,
+    created_at_ms       BIGINT  NOT NULL
+);
+
+CREATE TABLE kaleyra_users (
+    external_id     TEXT    PRIMARY KEY,
+    kaleyra_user_id TEXT    NOT NULL,
+    role            TEXT    NOT NULL,
+    created_at_ms   BIGINT  NOT NULL,
+    updated_at_ms   BIGINT  NOT NULL
+);

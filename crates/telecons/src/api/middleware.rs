@@ -1,0 +1,90 @@
+//! Cross-cutting HTTP concerns: request ids, request logs, metrics, timeouts, panics.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{Response, StatusCode};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use tower_http::request_id::{MakeRequestId, RequestId};
+use tower_http::trace::MakeSpan;
+use tracing::Span;
+
+use super::REQUEST_TIMEOUT;
+use super::error::ApiError;
+
+/// A random 128-bit id, for requests that arrive without `x-request-id`.
+#[derive(Clone, Copy)]
+pub struct MakeRequestHexId;
+
+impl MakeRequestId for MakeRequestHexId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        id.parse().ok().map(RequestId::new)
+    }
+}
+
+/// The span every log line of a request is written in: it carries the request id.
+#[derive(Clone, Copy)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &axum::http::Request<B>) -> Span {
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %request.method(),
+            path = %request.uri().path(),
+        )
+    }
+}
+
+pub fn log_response<B>(response: &Response<B>, latency: Duration, _: &Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request completed"
+    );
+}
+
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    ApiError::internal("handler panicked").into_response()
+}
+
+/// Requests by route (the matched template, never the raw path) and status; latency.
+pub async fn record_metrics(request: Request, next: Next) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Bounds every request, so that a graceful shutdown drains in bounded time.
+pub async fn time_out(request: Request, next: Next) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,109 @@
+//! The operational routes of the original platform (spec §4.10).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(ready))
+        .routes(routes!(check_up))
+        .routes(routes!(metrics))
+}
+
+/// `{"status": "OK" | "KO", "checks": {…}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusBody {
+    /// `OK` when every check passed, else `KO`.
+    #[schema(example = "OK")]
+    pub status: &'static str,
+    /// Each dependency checked, with `OK` or `KO`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<&'static str, &'static str>,
+}
+
+fn status_response(checks: BTreeMap<&'static str, &'static str>) -> (StatusCode, Json<StatusBody>) {
+    let ok = checks.values().all(|v| *v == "OK");
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let status = if ok { "OK" } else { "KO" };
+    (code, Json(StatusBody { status, checks }))
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "OK" } else { "KO" }
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/-/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = StatusBody)))]
+async fn healthz() -> (StatusCode, Json<StatusBody>) {
+    status_response(BTreeMap::new())
+}
+
+/// The storage is reachable: the instance can serve requests.
+#[utoipa::path(get, path = "/-/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = StatusBody),
+        (status = 503, description = "Storage unreachable", body = StatusBody),
+    ))]
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) {
+    let storage = state.store.ping().await;
+    if let Err(e) = &storage {
+        tracing::warn!(error = %e, "readiness: storage unreachable");
+    }
+    status_response(BTreeMap::from([("storage", verdict(storage.is_ok()))]))
+}
+
+/// The storage and Kaleyra are reachable.
+#[utoipa::path(get, path = "/-/check-up", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = StatusBody),
+        (status = 503, description = "A dependency does not answer", body = StatusBody),
+    ))]
+async fn check_up(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) {
+    let storage = state.store.ping().await;
+    if let Err(e) = &storage {
+        tracing::warn!(error = %e, "check-up: storage unreachable");
+    }
+    status_response(BTreeMap::from([("storage", verdict(storage.is_ok()))]))
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/-/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// `GET /documentation/json`: the OpenAPI document (served as built, so it is not itself
+/// described in it).
+pub fn documentation(openapi: utoipa::openapi::OpenApi) -> axum::Router<AppState> {
+    let json = openapi.to_json().unwrap_or_else(|_| "{}".to_owned());
+    axum::Router::new().route(
+        "/documentation/json",
+        axum::routing::get(move || {
+            let json = json.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], json) }
+        }),
+    )
+}

@@ -1,0 +1,1340 @@
+//! Configuration: environment variables (spec §3) and the JSON service file.
+//!
+//! Everything is validated up front and every problem is collected, so that an operator
+//! fixes a deployment in one round instead of one error per restart. Secrets (the Kaleyra
+//! API key, the Auth0 client secret, a database password) never appear in `Debug` output
+//! nor in error messages.
+//!
+//! Choices where the spec is silent:
+//! - A variable set to an empty (or blank) value counts as unset; values are trimmed.
+//! - When a variable and its alias are both set to different values, that is an error.
+//! - Exactly one of the Kaleyra key and base URL set is an error (half-configured); neither
+//!   is fine here (`serve` then refuses through [`Config::require_kaleyra`]).
+//! - `BANDYER_BASE_URL` may end with `/` or `/v2`; both are trimmed (the client adds `/v2`).
+//! - `LOG_LEVEL` accepts `trace`, `debug`, `info`, `warn` (or `warning`), `error`, `off`,
+//!   and pino's `fatal` (→ `error`: tracing has no higher level) and `silent` (→ `off`),
+//!   case-insensitively; it is stored as the tracing name.
+//! - `HTTP_PORT=0` is accepted: the OS picks a free port (useful for tests).
+//! - `DATABASE_URL` must start with `sqlite:`, `postgres://` or `postgresql://`.
+//! - Header names are lower-cased and must be valid HTTP header names.
+//! - In the file, an optional key set to `null` counts as absent.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use crate::domain::caller::UserIdPath;
+use crate::domain::room_spec::{Recording, RoomSettings};
+use crate::domain::roster::{Privileges, RolePrivileges, Tool, Tools};
+
+/// Every configuration problem found, one per entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Kaleyra company API access.
+#[derive(Debug, Clone)]
+pub struct KaleyraSettings {
+    /// Without a trailing `/` or `/v2`, e.g. `https://api.sandbox.eu.bandyer.com`.
+    pub base_url: String,
+    /// Sent as header `apikey`.
+    pub api_key: SecretString,
+}
+
+/// Names of the gateway's identity headers, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub groups: String,
+    pub user_properties: String,
+    pub client_type: String,
+}
+
+impl Default for IdentityHeaders {
+    /// The Mia-Platform defaults.
+    fn default() -> Self {
+        IdentityHeaders {
+            user_id: "miauserid".to_owned(),
+            groups: "miausergroups".to_owned(),
+            user_properties: "miauserproperties".to_owned(),
+            client_type: "client-type".to_owned(),
+        }
+    }
+}
+
+/// The Auth0 Management API used as user directory.
+#[derive(Debug, Clone)]
+pub struct Auth0Settings {
+    /// `https://<tenant domain>` or the full URL given, without a trailing `/`.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+/// Bearer-token authentication of callers (replaces the identity headers when set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks_url: String,
+    /// Claim holding the caller's id (default `sub`).
+    pub user_id_claim: String,
+    /// Claim holding the caller's groups (default `groups`).
+    pub groups_claim: String,
+}
+
+/// The JSON service file (`TELECONSULTATION_SERVICE_CONFIG_PATH`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFile {
+    pub privileges: Privileges,
+    /// `groupsWithBackgroundList`: callers in these groups get the company background.
+    pub groups_with_background: Vec<String>,
+    /// `userIdPathInRequest`, or the `USERID_HEADER_KEY` header when absent.
+    pub user_id_path: UserIdPath,
+    /// `settingsGroups`: `Some` = only these groups may use `/settings`; `None` = anyone
+    /// identified.
+    pub settings_groups: Option<Vec<String>>,
+}
+
+/// The validated configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// `Some` only when both the API key and the base URL are set.
+    pub kaleyra: Option<KaleyraSettings>,
+    pub database_url: String,
+    pub http_port: u16,
+    /// A tracing level name: `trace`, `debug`, `info`, `warn`, `error` or `off`.
+    pub log_level: String,
+    pub unlimited_teleconsultation: bool,
+    pub live_teleconsultation: bool,
+    pub immutable_period_ms: u64,
+    pub delete_uploads: bool,
+    pub default_recording: Recording,
+    pub auth_service: Option<String>,
+    pub headers: IdentityHeaders,
+    pub auth0: Option<Auth0Settings>,
+    pub jwt: Option<JwtSettings>,
+    pub service: ServiceFile,
+}
+
+impl fmt::Debug for Config {
+    /// As derived, but with any password in `database_url` masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("kaleyra", &self.kaleyra)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("http_port", &self.http_port)
+            .field("log_level", &self.log_level)
+            .field(
+                "unlimited_teleconsultation",
+                &self.unlimited_teleconsultation,
+            )
+            .field("live_teleconsultation", &self.live_teleconsultation)
+            .field("immutable_period_ms", &self.immutable_period_ms)
+            .field("delete_uploads", &self.delete_uploads)
+            .field("default_recording", &self.default_recording)
+            .field("auth_service", &self.auth_service)
+            .field("headers", &self.headers)
+            .field("auth0", &self.auth0)
+            .field("jwt", &self.jwt)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+// Variable names (spec §3).
+const KALEYRA_KEY: &str = "BANDYER_API_SECRET_KEY";
+const KALEYRA_KEY_ALIAS: &str = "KALEYRA_API_KEY";
+const KALEYRA_URL: &str = "BANDYER_BASE_URL";
+const KALEYRA_URL_ALIAS: &str = "KALEYRA_BASE_URL";
+const SERVICE_CONFIG_PATH: &str = "TELECONSULTATION_SERVICE_CONFIG_PATH";
+const DATABASE_URL: &str = "DATABASE_URL";
+const HTTP_PORT: &str = "HTTP_PORT";
+const LOG_LEVEL: &str = "LOG_LEVEL";
+const UNLIMITED: &str = "UNLIMITED_TELECONSULTATION";
+const LIVE: &str = "LIVE_TELECONSULTATION";
+const IMMUTABLE_PERIOD_MS: &str = "IMMUTABLE_PERIOD_MS";
+const DELETE_UPLOADS: &str = "TELECONSULTATION_DELETE_UPLOADS";
+const DEFAULT_RECORDING: &str = "DEFAULT_RECORDING_TYPE";
+const AUTH_SERVICE: &str = "AUTH_SERVICE";
+const USERID_HEADER: &str = "USERID_HEADER_KEY";
+const GROUPS_HEADER: &str = "GROUPS_HEADER_KEY";
+const USER_PROPERTIES_HEADER: &str = "USER_PROPERTIES_HEADER_KEY";
+const CLIENTTYPE_HEADER: &str = "CLIENTTYPE_HEADER_KEY";
+const AUTH0_DOMAIN: &str = "AUTH0_DOMAIN";
+const AUTH0_CLIENT_ID: &str = "AUTH0_CLIENT_ID";
+const AUTH0_CLIENT_SECRET: &str = "AUTH0_CLIENT_SECRET";
+const JWT_ISSUER: &str = "JWT_ISSUER";
+const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
+const JWT_JWKS_URL: &str = "JWT_JWKS_URL";
+const JWT_USER_ID_CLAIM: &str = "JWT_USER_ID_CLAIM";
+const JWT_GROUPS_CLAIM: &str = "JWT_GROUPS_CLAIM";
+
+/// Every variable the service reads.
+pub const VARIABLES: [&str; 26] = [
+    KALEYRA_KEY,
+    KALEYRA_KEY_ALIAS,
+    KALEYRA_URL,
+    KALEYRA_URL_ALIAS,
+    SERVICE_CONFIG_PATH,
+    DATABASE_URL,
+    HTTP_PORT,
+    LOG_LEVEL,
+    UNLIMITED,
+    LIVE,
+    IMMUTABLE_PERIOD_MS,
+    DELETE_UPLOADS,
+    DEFAULT_RECORDING,
+    AUTH_SERVICE,
+    USERID_HEADER,
+    GROUPS_HEADER,
+    USER_PROPERTIES_HEADER,
+    CLIENTTYPE_HEADER,
+    AUTH0_DOMAIN,
+    AUTH0_CLIENT_ID,
+    AUTH0_CLIENT_SECRET,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    JWT_JWKS_URL,
+    JWT_USER_ID_CLAIM,
+    JWT_GROUPS_CLAIM,
+];
+
+/// Reads variables and collects problems.
+struct Env<'a> {
+    vars: &'a HashMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Env<'_> {
+    /// The trimmed value; blank counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// A variable with an alias: either may be set; both set differently is an error
+    /// (the message never shows the values, which may be secret).
+    fn get_aliased(&mut self, name: &str, alias: &str) -> Option<String> {
+        match (self.get(name), self.get(alias)) {
+            (Some(a), Some(b)) if a != b => {
+                self.errors.push(format!(
+                    "{name} and {alias} are both set, to different values: set only one"
+                ));
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        match self.get(name).as_deref() {
+            None => default,
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                self.errors
+                    .push(format!("{name} must be true, false, 1 or 0, got {other:?}"));
+                default
+            }
+        }
+    }
+
+    fn header(&mut self, name: &str, default: &str) -> String {
+        let Some(value) = self.get(name) else {
+            return default.to_owned();
+        };
+        let lower = value.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            self.errors.push(format!(
+                "{name} must be an HTTP header name (letters, digits and -), got {value:?}"
+            ));
+            return default.to_owned();
+        }
+        lower
+    }
+
+    /// An `http(s)` URL variable, trimmed of trailing slashes.
+    fn http_url(&mut self, name: &str, value: &str) -> Option<String> {
+        if is_http_url(value) {
+            Some(value.trim_end_matches('/').to_owned())
+        } else {
+            self.errors.push(format!(
+                "{name} must be an http:// or https:// URL, got {value:?}"
+            ));
+            None
+        }
+    }
+
+    /// Names of the `names` that are unset.
+    fn missing(&self, names: &[&'static str]) -> Vec<&'static str> {
+        names
+            .iter()
+            .copied()
+            .filter(|n| self.get(n).is_none())
+            .collect()
+    }
+}
+
+fn is_http_url(value: &str) -> bool {
+    reqwest::Url::parse(value)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+/// `value` with any password (userinfo or a `password=` query parameter) masked.
+fn redact_url(value: &str) -> String {
+    let mut out = value.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let authority_start = scheme_end + 3;
+        let authority_end = out[authority_start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| authority_start + i);
+        if let Some(at) = out[authority_start..authority_end].rfind('@') {
+            let userinfo = &out[authority_start..authority_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(authority_start + colon + 1..authority_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let query = out[q + 1..]
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        out.replace_range(q + 1.., &query);
+    }
+    out
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigErrors> {
+        let mut vars = HashMap::new();
+        let mut errors = Vec::new();
+        for name in VARIABLES {
+            match std::env::var(name) {
+                Ok(v) => {
+                    vars.insert(name.to_owned(), v);
+                }
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    errors.push(format!("{name} is not valid UTF-8"));
+                }
+            }
+        }
+        match Config::from_vars(&vars) {
+            Ok(config) if errors.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(ConfigErrors(more)) => {
+                errors.extend(more);
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Builds the configuration from `vars` (reading the service file named by
+    /// `TELECONSULTATION_SERVICE_CONFIG_PATH`), reporting every problem at once.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
+        let mut env = Env {
+            vars,
+            errors: Vec::new(),
+        };
+
+        // Kaleyra: both or neither.
+        let api_key = env.get_aliased(KALEYRA_KEY, KALEYRA_KEY_ALIAS);
+        let base_url = env.get_aliased(KALEYRA_URL, KALEYRA_URL_ALIAS);
+        let kaleyra = match (api_key, base_url) {
+            (Some(key), Some(url)) => env.http_url(KALEYRA_URL, &url).map(|url| {
+                let url = url.strip_suffix("/v2").unwrap_or(&url);
+                KaleyraSettings {
+                    base_url: url.trim_end_matches('/').to_owned(),
+                    api_key: SecretString::from(key),
+                }
+            }),
+            (Some(_), None) => {
+                env.errors.push(format!(
+                    "{KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) is set but {KALEYRA_URL} (or {KALEYRA_URL_ALIAS}) is not: set both, or neither"
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                env.errors.push(format!(
+                    "{KALEYRA_URL} (or {KALEYRA_URL_ALIAS}) is set but {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) is not: set both, or neither"
+                ));
+                None
+            }
+            (None, None) => None,
+        };
+
+        let database_url = env
+            .get(DATABASE_URL)
+            .unwrap_or_else(|| "sqlite://telecons.db".to_owned());
+        let db_lower = database_url.to_ascii_lowercase();
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| db_lower.starts_with(p))
+        {
+            // The value is not shown: it may hold a password.
+            env.errors.push(format!(
+                "{DATABASE_URL} must start with sqlite: (e.g. sqlite://telecons.db) or postgres:// (e.g. postgres://user:password@host/db)"
+            ));
+        }
+
+        let http_port = match env.get(HTTP_PORT) {
+            None => 3000,
+            Some(v) => v.parse::<u16>().unwrap_or_else(|_| {
+                env.errors.push(format!(
+                    "{HTTP_PORT} must be a port number from 0 to 65535, got {v:?}"
+                ));
+                3000
+            }),
+        };
+
+        let log_level = match env.get(LOG_LEVEL) {
+            None => "info".to_owned(),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                l @ ("trace" | "debug" | "info" | "warn" | "error" | "off") => l.to_owned(),
+                "warning" => "warn".to_owned(),
+                "fatal" => "error".to_owned(),
+                "silent" => "off".to_owned(),
+                _ => {
+                    env.errors.push(format!(
+                        "{LOG_LEVEL} must be one of trace, debug, info, warn, error, fatal, silent, off; got {v:?}"
+                    ));
+                    "info".to_owned()
+                }
+            },
+        };
+
+        let unlimited_teleconsultation = env.bool(UNLIMITED, true);
+        let live_teleconsultation = env.bool(LIVE, true);
+        let delete_uploads = env.bool(DELETE_UPLOADS, false);
+
+        let immutable_period_ms = match env.get(IMMUTABLE_PERIOD_MS) {
+            None => 0,
+            Some(v) => v.parse::<u64>().unwrap_or_else(|_| {
+                env.errors.push(format!(
+                    "{IMMUTABLE_PERIOD_MS} must be a whole number of milliseconds, 0 or more, got {v:?}"
+                ));
+                0
+            }),
+        };
+
+        let default_recording = match env.get(DEFAULT_RECORDING) {
+            None => Recording::None,
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                env.errors.push(format!("{DEFAULT_RECORDING}: {e}"));
+                Recording::None
+            }),
+        };
+
+        let auth_service = env.get(AUTH_SERVICE);
+
+        let defaults = IdentityHeaders::default();
+        let headers = IdentityHeaders {
+            user_id: env.header(USERID_HEADER, &defaults.user_id),
+            groups: env.header(GROUPS_HEADER, &defaults.groups),
+            user_properties: env.header(USER_PROPERTIES_HEADER, &defaults.user_properties),
+            client_type: env.header(CLIENTTYPE_HEADER, &defaults.client_type),
+        };
+
+        let auth0_names = [AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET];
+        let auth0 = match env.missing(&auth0_names) {
+            missing if missing.len() == auth0_names.len() => None,
+            missing if !missing.is_empty() => {
+                env.errors.push(format!(
+                    "the Auth0 directory needs {} set together; missing: {}",
+                    auth0_names.join(", "),
+                    missing.join(", ")
+                ));
+                None
+            }
+            _ => {
+                let domain = env.get(AUTH0_DOMAIN).unwrap_or_default();
+                let url = if domain.contains("://") {
+                    domain.clone()
+                } else {
+                    format!("https://{domain}")
+                };
+                if is_http_url(&url) {
+                    Some(Auth0Settings {
+                        base_url: url.trim_end_matches('/').to_owned(),
+                        client_id: env.get(AUTH0_CLIENT_ID).unwrap_or_default(),
+                        client_secret: SecretString::from(
+                            env.get(AUTH0_CLIENT_SECRET).unwrap_or_default(),
+                        ),
+                    })
+                } else {
+                    env.errors.push(format!(
+                        "{AUTH0_DOMAIN} must be a tenant domain (e.g. example.eu.auth0.com) or an http:// or https:// URL, got {domain:?}"
+                    ));
+                    None
+                }
+            }
+        };
+
+        let jwt_names = [JWT_ISSUER, JWT_AUDIENCE, JWT_JWKS_URL];
+        let jwt = match env.missing(&jwt_names) {
+            missing if missing.len() == jwt_names.len() => None,
+            missing if !missing.is_empty() => {
+                env.errors.push(format!(
+                    "JWT authentication needs {} set together; missing: {}",
+                    jwt_names.join(", "),
+                    missing.join(", ")
+                ));
+                None
+            }
+            _ => {
+                let jwks = env.get(JWT_JWKS_URL).unwrap_or_default();
+                env.http_url(JWT_JWKS_URL, &jwks)
+                    .map(|jwks_url| JwtSettings {
+                        issuer: env.get(JWT_ISSUER).unwrap_or_default(),
+                        audience: env.get(JWT_AUDIENCE).unwrap_or_default(),
+                        jwks_url,
+                        user_id_claim: env
+                            .get(JWT_USER_ID_CLAIM)
+                            .unwrap_or_else(|| "sub".to_owned()),
+                        groups_claim: env
+                            .get(JWT_GROUPS_CLAIM)
+                            .unwrap_or_else(|| "groups".to_owned()),
+                    })
+            }
+        };
+
+        let service = match env.get(SERVICE_CONFIG_PATH) {
+            None => ServiceFile::built_in(&headers.user_id),
+            Some(path) => match std::fs::read_to_string(&path) {
+                Err(e) => {
+                    env.errors
+                        .push(format!("{SERVICE_CONFIG_PATH}: cannot read {path}: {e}"));
+                    ServiceFile::built_in(&headers.user_id)
+                }
+                Ok(text) => match ServiceFile::parse(&text, &headers.user_id) {
+                    Ok(file) => file,
+                    Err(problems) => {
+                        env.errors
+                            .extend(problems.into_iter().map(|p| format!("{path}: {p}")));
+                        ServiceFile::built_in(&headers.user_id)
+                    }
+                },
+            },
+        };
+
+        if !env.errors.is_empty() {
+            return Err(ConfigErrors(env.errors));
+        }
+        Ok(Config {
+            kaleyra,
+            database_url,
+            http_port,
+            log_level,
+            unlimited_teleconsultation,
+            live_teleconsultation,
+            immutable_period_ms,
+            delete_uploads,
+            default_recording,
+            auth_service,
+            headers,
+            auth0,
+            jwt,
+            service,
+        })
+    }
+
+    /// The Kaleyra settings, or the error `serve` stops with (naming both variables).
+    pub fn require_kaleyra(&self) -> Result<&KaleyraSettings, ConfigErrors> {
+        self.kaleyra.as_ref().ok_or_else(|| {
+            ConfigErrors(vec![format!(
+                "Kaleyra is not configured: set {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) and {KALEYRA_URL} (or {KALEYRA_URL_ALIAS})"
+            )])
+        })
+    }
+
+    /// The room settings that come from the configuration.
+    pub fn room_settings(&self) -> RoomSettings {
+        RoomSettings {
+            unlimited: self.unlimited_teleconsultation,
+            live: self.live_teleconsultation,
+            recording: self.default_recording,
+        }
+    }
+}
+
+/// Top-level keys of the service file. The last five are the original's and are ignored.
+const FILE_KEYS: [&str; 9] = [
+    "privileges",
+    "groupsWithBackgroundList",
+    "userIdPathInRequest",
+    "settingsGroups",
+    "theme",
+    "companyLogo",
+    "environment",
+    "mode",
+    "customUserId",
+];
+
+impl ServiceFile {
+    /// The original's built-in default: basic ← `patient`, plus ← `doctor`, all tools on, no
+    /// background groups, the caller's id in the `user_id_header` header.
+    pub fn built_in(user_id_header: &str) -> ServiceFile {
+        ServiceFile {
+            privileges: Privileges::default(),
+            groups_with_background: Vec::new(),
+            user_id_path: UserIdPath::header(user_id_header),
+            settings_groups: None,
+        }
+    }
+
+    /// Parses and validates the file's text. `user_id_header` is the default user id path.
+    /// Returns every problem found.
+    pub fn parse(text: &str, user_id_header: &str) -> Result<ServiceFile, Vec<String>> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| vec![format!("not valid JSON: {e}")])?;
+        ServiceFile::from_value(&value, user_id_header)
+    }
+
+    /// Validates a parsed file. Returns every problem found.
+    pub fn from_value(value: &Value, user_id_header: &str) -> Result<ServiceFile, Vec<String>> {
+        let mut errors = Vec::new();
+        let Some(top) = value.as_object() else {
+            return Err(vec!["the configuration must be a JSON object".to_owned()]);
+        };
+        unknown_keys(top, &FILE_KEYS, "at the top level", &mut errors);
+
+        let privileges = match present(top, "privileges") {
+            None => {
+                errors.push("privileges is required (with basic and plus)".to_owned());
+                None
+            }
+            Some(v) => parse_privileges(v, &mut errors),
+        };
+
+        let groups_with_background = present(top, "groupsWithBackgroundList")
+            .and_then(|v| string_list(v, "groupsWithBackgroundList", false, &mut errors))
+            .unwrap_or_default();
+
+        let settings_groups = present(top, "settingsGroups")
+            .and_then(|v| string_list(v, "settingsGroups", true, &mut errors));
+
+        let user_id_path = match present(top, "userIdPathInRequest") {
+            None => Some(UserIdPath::header(user_id_header)),
+            Some(v) => UserIdPath::from_json(v, "userIdPathInRequest")
+                .map_err(|e| errors.extend(e))
+                .ok(),
+        };
+
+        match (privileges, user_id_path) {
+            (Some(privileges), Some(user_id_path)) if errors.is_empty() => Ok(ServiceFile {
+                privileges,
+                groups_with_background,
+                user_id_path,
+                settings_groups,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `map[key]`, with `null` counting as absent.
+fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+/// Reports keys of `map` not in `allowed`, with a suggestion for near misses.
+fn unknown_keys(map: &Map<String, Value>, allowed: &[&str], at: &str, errors: &mut Vec<String>) {
+    for key in map.keys() {
+        if allowed.contains(&key.as_str()) {
+            continue;
+        }
+        let suggestion = allowed
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(key) || edit_distance(a, key) <= 2)
+            .map(|a| format!("; did you mean `{a}`?"))
+            .unwrap_or_default();
+        errors.push(format!(
+            "unknown key `{key}` {at} (allowed: {}){suggestion}",
+            allowed.join(", ")
+        ));
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints on short key names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// A list of non-empty strings at `at`; `non_empty` refuses an empty list.
+fn string_list(
+    value: &Value,
+    at: &str,
+    non_empty: bool,
+    errors: &mut Vec<String>,
+) -> Option<Vec<String>> {
+    let Some(items) = value.as_array() else {
+        errors.push(format!("{at} must be a list of group names"));
+        return None;
+    };
+    if non_empty && items.is_empty() {
+        errors.push(format!("{at} must not be empty"));
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let before = errors.len();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().map(str::trim) {
+            Some(s) if !s.is_empty() => out.push(s.to_owned()),
+            _ => errors.push(format!("{at}[{i}] must be a non-empty string")),
+        }
+    }
+    (errors.len() == before).then_some(out)
+}
+
+fn parse_privileges(value: &Value, errors: &mut Vec<String>) -> Option<Privileges> {
+    let Some(map) = value.as_object() else {
+        errors.push("privileges must be an object with basic and plus".to_owned());
+        return None;
+    };
+    unknown_keys(map, &["basic", "plus"], "in privileges", errors);
+    let mut role = |name: &str| match present(map, name) {
+        None => {
+            errors.push(format!("privileges.{name} is required"));
+            None
+        }
+        Some(v) => parse_role(v, &format!("privileges.{name}"), errors),
+    };
+    let basic = role("basic");
+    let plus = role("plus");
+    Some(Privileges {
+        basic: basic?,
+        plus: plus?,
+    })
+}
+
+fn parse_role(value: &Value, at: &str, errors: &mut Vec<String>) -> Option<RolePrivileges> {
+    let Some(map) = value.as_object() else {
+        errors.push(format!("{at} must be an object with groups and tools"));
+        return None;
+    };
+    unknown_keys(map, &["groups", "tools"], &format!("in {at}"), errors);
+    let groups = match present(map, "groups") {
+        None => {
+            errors.push(format!(
+                "{at}.groups is required (a non-empty list of group names)"
+            ));
+            None
+        }
+        Some(v) => string_list(v, &format!("{at}.groups"), true, errors),
+    };
+    let tools = match present(map, "tools") {
+        None => Some(None),
+        Some(v) => parse_tools(v, &format!("{at}.tools"), errors).map(Some),
+    };
+    Some(RolePrivileges {
+        groups: groups?,
+        tools: tools?,
+    })
+}
+
+fn parse_tools(value: &Value, at: &str, errors: &mut Vec<String>) -> Option<Tools> {
+    let Some(map) = value.as_object() else {
+        errors.push(format!(
+            "{at} must be an object of tool names to true or false"
+        ));
+        return None;
+    };
+    let before = errors.len();
+    let mut enabled = Vec::new();
+    for (name, on) in map {
+        let Ok(tool) = name.parse::<Tool>() else {
+            errors.push(format!(
+                "unknown tool `{name}` in {at} (allowed: {})",
+                Tool::allowed_names()
+            ));
+            continue;
+        };
+        match on.as_bool() {
+            Some(true) => enabled.push(tool),
+            Some(false) => {}
+            None => errors.push(format!("{at}.{name} must be true or false")),
+        }
+    }
+    (errors.len() == before).then(|| Tools::new(enabled))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::roster::Role;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn ok(pairs: &[(&str, &str)]) -> Config {
+        Config::from_vars(&vars(pairs)).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
+    }
+
+    fn errs(pairs: &[(&str, &str)]) -> Vec<String> {
+        Config::from_vars(&vars(pairs)).unwrap_err().0
+    }
+
+    fn file(content: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+        f
+    }
+
+    fn with_file(content: &str) -> Result<Config, ConfigErrors> {
+        let f = file(content);
+        Config::from_vars(&vars(&[(SERVICE_CONFIG_PATH, f.path().to_str().unwrap())]))
+    }
+
+    fn file_errors(content: &str) -> String {
+        with_file(content).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ok(&[]);
+        assert!(c.kaleyra.is_none());
+        assert_eq!(c.database_url, "sqlite://telecons.db");
+        assert_eq!(c.http_port, 3000);
+        assert_eq!(c.log_level, "info");
+        assert!(c.unlimited_teleconsultation);
+        assert!(c.live_teleconsultation);
+        assert_eq!(c.immutable_period_ms, 0);
+        assert!(!c.delete_uploads);
+        assert_eq!(c.default_recording, Recording::None);
+        assert_eq!(c.auth_service, None);
+        assert_eq!(c.headers, IdentityHeaders::default());
+        assert!(c.auth0.is_none());
+        assert!(c.jwt.is_none());
+        assert_eq!(c.service, ServiceFile::built_in("miauserid"));
+        assert_eq!(c.service.privileges, Privileges::default());
+        assert_eq!(
+            c.room_settings(),
+            RoomSettings {
+                unlimited: true,
+                live: true,
+                recording: Recording::None
+            }
+        );
+        assert!(c.require_kaleyra().is_err());
+    }
+
+    #[test]
+    fn every_variable_read() {
+        let c = ok(&[
+            (KALEYRA_KEY, "k-secret"),
+            (KALEYRA_URL, "https://api.sandbox.eu.bandyer.com/"),
+            (DATABASE_URL, "postgres://u:p@db/telecons"),
+            (HTTP_PORT, "8080"),
+            (LOG_LEVEL, "DEBUG"),
+            (UNLIMITED, "false"),
+            (LIVE, "0"),
+            (IMMUTABLE_PERIOD_MS, "900000"),
+            (DELETE_UPLOADS, "1"),
+            (DEFAULT_RECORDING, "automatic"),
+            (AUTH_SERVICE, "auth0-client"),
+            (USERID_HEADER, "X-User-Id"),
+            (GROUPS_HEADER, "x-groups"),
+            (USER_PROPERTIES_HEADER, "x-props"),
+            (CLIENTTYPE_HEADER, "x-client"),
+            (AUTH0_DOMAIN, "example.eu.auth0.com"),
+            (AUTH0_CLIENT_ID, "cid"),
+            (AUTH0_CLIENT_SECRET, "csecret"),
+            (JWT_ISSUER, "https://issuer/"),
+            (JWT_AUDIENCE, "telecons"),
+            (JWT_JWKS_URL, "https://issuer/.well-known/jwks.json"),
+            (JWT_USER_ID_CLAIM, "uid"),
+            (JWT_GROUPS_CLAIM, "roles"),
+        ]);
+        let k = c.require_kaleyra().unwrap();
+        assert_eq!(k.base_url, "https://api.sandbox.eu.bandyer.com");
+        assert_eq!(k.api_key.expose_secret(), "k-secret");
+        assert_eq!(c.database_url, "postgres://u:p@db/telecons");
+        assert_eq!(c.http_port, 8080);
+        assert_eq!(c.log_level, "debug");
+        assert!(!c.unlimited_teleconsultation);
+        assert!(!c.live_teleconsultation);
+        assert_eq!(c.immutable_period_ms, 900_000);
+        assert!(c.delete_uploads);
+        assert_eq!(c.default_recording, Recording::Automatic);
+        assert_eq!(c.auth_service.as_deref(), Some("auth0-client"));
+        assert_eq!(c.headers.user_id, "x-user-id");
+        assert_eq!(c.headers.groups, "x-groups");
+        assert_eq!(c.headers.user_properties, "x-props");
+        assert_eq!(c.headers.client_type, "x-client");
+        assert_eq!(c.service.user_id_path, UserIdPath::header("x-user-id"));
+        let a = c.auth0.as_ref().unwrap();
+        assert_eq!(a.base_url, "https://example.eu.auth0.com");
+        assert_eq!(a.client_id, "cid");
+        assert_eq!(a.client_secret.expose_secret(), "csecret");
+        let j = c.jwt.as_ref().unwrap();
+        assert_eq!(j.issuer, "https://issuer/");
+        assert_eq!(j.audience, "telecons");
+        assert_eq!(j.jwks_url, "https://issuer/.well-known/jwks.json");
+        assert_eq!(j.user_id_claim, "uid");
+        assert_eq!(j.groups_claim, "roles");
+        assert_eq!(c.room_settings().recording, Recording::Automatic);
+    }
+
+    #[test]
+    fn secrets_never_shown() {
+        let c = ok(&[
+            (KALEYRA_KEY, "k-secret"),
+            (KALEYRA_URL, "https://api.sandbox.eu.bandyer.com"),
+            (
+                DATABASE_URL,
+                "postgres://user:dbpass@db/telecons?password=qpass",
+            ),
+            (AUTH0_DOMAIN, "example.eu.auth0.com"),
+            (AUTH0_CLIENT_ID, "cid"),
+            (AUTH0_CLIENT_SECRET, "csecret"),
+        ]);
+        let debug = format!("{c:?}");
+        for secret in ["k-secret", "csecret", "dbpass", "qpass"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(
+            debug.contains("postgres://user:***@db/telecons?password=***"),
+            "{debug}"
+        );
+        // Errors do not echo secrets either.
+        let e = errs(&[
+            (KALEYRA_KEY, "k-secret"),
+            (KALEYRA_KEY_ALIAS, "other-secret"),
+            (KALEYRA_URL, "https://x"),
+            (AUTH0_CLIENT_SECRET, "csecret"),
+            (DATABASE_URL, "mysql://u:dbpass@h/db"),
+        ])
+        .join("\n");
+        for secret in ["k-secret", "other-secret", "csecret", "dbpass"] {
+            assert!(!e.contains(secret), "{secret} in {e}");
+        }
+        assert!(e.contains(KALEYRA_KEY_ALIAS), "{e}");
+        assert!(e.contains(DATABASE_URL), "{e}");
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("sqlite://telecons.db"), "sqlite://telecons.db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u:p@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&PASSWORD=x"),
+            "postgres://h/db?user=u&PASSWORD=***"
+        );
+        assert_eq!(redact_url("postgres://h/a@b"), "postgres://h/a@b");
+    }
+
+    #[test]
+    fn kaleyra_aliases() {
+        let c = ok(&[
+            (KALEYRA_KEY_ALIAS, "k"),
+            (KALEYRA_URL_ALIAS, "http://127.0.0.1:9000/v2/"),
+        ]);
+        assert_eq!(
+            c.require_kaleyra().unwrap().base_url,
+            "http://127.0.0.1:9000"
+        );
+        // Both names with the same value are fine.
+        ok(&[
+            (KALEYRA_KEY, "k"),
+            (KALEYRA_KEY_ALIAS, "k"),
+            (KALEYRA_URL, "https://a"),
+        ]);
+    }
+
+    #[test]
+    fn kaleyra_half_set_or_missing() {
+        let e = errs(&[(KALEYRA_KEY, "k")]).join("\n");
+        assert!(e.contains(KALEYRA_URL) && e.contains(KALEYRA_KEY), "{e}");
+        let e = errs(&[(KALEYRA_URL_ALIAS, "https://a")]).join("\n");
+        assert!(e.contains(KALEYRA_URL) && e.contains(KALEYRA_KEY), "{e}");
+        let e = errs(&[(KALEYRA_KEY, "k"), (KALEYRA_URL, "api.bandyer.com")]).join("\n");
+        assert!(e.contains("BANDYER_BASE_URL must be an http"), "{e}");
+        let missing = ok(&[]).require_kaleyra().unwrap_err().to_string();
+        assert!(
+            missing.contains(KALEYRA_KEY) && missing.contains(KALEYRA_URL),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn blank_counts_as_unset() {
+        let c = ok(&[(AUTH_SERVICE, "  "), (HTTP_PORT, ""), (UNLIMITED, " ")]);
+        assert_eq!(c.auth_service, None);
+        assert_eq!(c.http_port, 3000);
+        assert!(c.unlimited_teleconsultation);
+        assert!(!ok(&[(LIVE, " false ")]).live_teleconsultation);
+    }
+
+    #[test]
+    fn booleans() {
+        for (v, expected) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+            assert_eq!(ok(&[(DELETE_UPLOADS, v)]).delete_uploads, expected, "{v}");
+        }
+        for v in ["yes", "TRUE", "on", "2"] {
+            let e = errs(&[(LIVE, v)]);
+            assert_eq!(
+                e,
+                vec![format!(
+                    "LIVE_TELECONSULTATION must be true, false, 1 or 0, got {v:?}"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let e = errs(&[
+            (UNLIMITED, "yes"),
+            (LIVE, "no"),
+            (DELETE_UPLOADS, "maybe"),
+            (HTTP_PORT, "70000"),
+            (IMMUTABLE_PERIOD_MS, "-1"),
+            (LOG_LEVEL, "loud"),
+            (DEFAULT_RECORDING, "always"),
+            (DATABASE_URL, "mysql://h/db"),
+            (USERID_HEADER, "bad header"),
+            (SERVICE_CONFIG_PATH, "/nonexistent/telecons.json"),
+        ]);
+        let all = e.join("\n");
+        for name in [
+            UNLIMITED,
+            LIVE,
+            DELETE_UPLOADS,
+            HTTP_PORT,
+            IMMUTABLE_PERIOD_MS,
+            LOG_LEVEL,
+            DEFAULT_RECORDING,
+            DATABASE_URL,
+            USERID_HEADER,
+            SERVICE_CONFIG_PATH,
+        ] {
+            assert!(all.contains(name), "{name} missing from:\n{all}");
+        }
+        assert_eq!(e.len(), 10, "{all}");
+        assert!(all.contains("none, manual, automatic"), "{all}");
+        assert!(all.contains("/nonexistent/telecons.json"), "{all}");
+        // Display: one per line.
+        assert_eq!(ConfigErrors(e).to_string().lines().count(), 10);
+    }
+
+    #[test]
+    fn log_levels() {
+        for (v, l) in [
+            ("trace", "trace"),
+            ("Info", "info"),
+            ("warn", "warn"),
+            ("warning", "warn"),
+            ("error", "error"),
+            ("fatal", "error"),
+            ("silent", "off"),
+            ("off", "off"),
+        ] {
+            assert_eq!(ok(&[(LOG_LEVEL, v)]).log_level, l, "{v}");
+        }
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(ok(&[(HTTP_PORT, "0")]).http_port, 0);
+        assert_eq!(ok(&[(HTTP_PORT, "65535")]).http_port, 65535);
+        assert!(errs(&[(HTTP_PORT, "3000x")])[0].contains("HTTP_PORT"));
+        assert!(errs(&[(IMMUTABLE_PERIOD_MS, "1.5")])[0].contains("IMMUTABLE_PERIOD_MS"));
+        assert_eq!(ok(&[(IMMUTABLE_PERIOD_MS, "0")]).immutable_period_ms, 0);
+    }
+
+    #[test]
+    fn database_urls() {
+        for url in [
+            "sqlite://x.db",
+            "sqlite::memory:",
+            "postgres://h/db",
+            "postgresql://u:p@h/db",
+        ] {
+            assert_eq!(ok(&[(DATABASE_URL, url)]).database_url, url);
+        }
+    }
+
+    #[test]
+    fn auth0_domain_forms() {
+        let base = |d: &str| {
+            ok(&[
+                (AUTH0_DOMAIN, d),
+                (AUTH0_CLIENT_ID, "i"),
+                (AUTH0_CLIENT_SECRET, "s"),
+            ])
+            .auth0
+            .unwrap()
+            .base_url
+        };
+        assert_eq!(base("example.eu.auth0.com"), "https://example.eu.auth0.com");
+        assert_eq!(
+            base("example.eu.auth0.com/"),
+            "https://example.eu.auth0.com"
+        );
+        assert_eq!(base("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
+        assert_eq!(
+            base("https://proxy.local/auth0/"),
+            "https://proxy.local/auth0"
+        );
+        let e = errs(&[
+            (AUTH0_DOMAIN, "ftp://x"),
+            (AUTH0_CLIENT_ID, "i"),
+            (AUTH0_CLIENT_SECRET, "s"),
+        ]);
+        assert!(e[0].contains(AUTH0_DOMAIN), "{e:?}");
+    }
+
+    #[test]
+    fn auth0_partial_names_missing() {
+        let e = errs(&[(AUTH0_DOMAIN, "x.auth0.com")]);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].ends_with("missing: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET"),
+            "{e:?}"
+        );
+        let e = errs(&[(AUTH0_CLIENT_SECRET, "s"), (AUTH0_CLIENT_ID, "i")]);
+        assert!(e[0].ends_with("missing: AUTH0_DOMAIN"), "{e:?}");
+    }
+
+    #[test]
+    fn jwt_partial_names_missing() {
+        let e = errs(&[(JWT_ISSUER, "i"), (JWT_JWKS_URL, "https://k")]);
+        assert_eq!(e.len(), 1);
+        assert!(e[0].ends_with("missing: JWT_AUDIENCE"), "{e:?}");
+        let e = errs(&[
+            (JWT_ISSUER, "i"),
+            (JWT_AUDIENCE, "a"),
+            (JWT_JWKS_URL, "keys.json"),
+        ]);
+        assert!(e[0].contains(JWT_JWKS_URL), "{e:?}");
+        let j = ok(&[
+            (JWT_ISSUER, "i"),
+            (JWT_AUDIENCE, "a"),
+            (JWT_JWKS_URL, "http://127.0.0.1:1/jwks"),
+        ])
+        .jwt
+        .unwrap();
+        assert_eq!(
+            (j.user_id_claim.as_str(), j.groups_claim.as_str()),
+            ("sub", "groups")
+        );
+        // Claims alone do not enable JWT.
+        assert!(ok(&[(JWT_USER_ID_CLAIM, "uid")]).jwt.is_none());
+    }
+
+    #[test]
+    fn documented_example_file() {
+        let c = with_file(
+            r##"{
+              "privileges": {
+                "basic": { "groups": ["patient"], "tools": { "chat": true, "file_upload": true } },
+                "plus":  { "groups": ["doctor"],  "tools": { "chat": true, "screen_sharing": true, "whiteboard": true, "snapshot": false } }
+              },
+              "groupsWithBackgroundList": ["doctor"],
+              "userIdPathInRequest": [
+                { "from": "object", "extract": "headers" },
+                { "from": "object", "extract": "miauserid" }
+              ],
+              "theme": { "light": { "primaryColor": "#ffffff", "accentColor": "#480ca8" } },
+              "companyLogo": { "url": "https://example.org/logo.png" },
+              "environment": "sandbox",
+              "mode": "window",
+              "customUserId": { "source": "_id", "target": "authUserId" },
+              "settingsGroups": ["admin"]
+            }"##,
+        )
+        .unwrap();
+        let s = &c.service;
+        assert_eq!(s.privileges.basic.groups, vec!["patient"]);
+        let basic = s.privileges.tools_for(Role::Basic).unwrap();
+        assert!(basic["chat"] && basic["file_upload"] && !basic["screen_sharing"]);
+        let plus = s.privileges.plus.tools.as_ref().unwrap();
+        assert_eq!(
+            plus.enabled().collect::<Vec<_>>(),
+            vec![Tool::Chat, Tool::ScreenSharing, Tool::Whiteboard]
+        );
+        assert_eq!(s.groups_with_background, vec!["doctor"]);
+        assert_eq!(s.user_id_path, UserIdPath::header("miauserid"));
+        assert_eq!(s.settings_groups, Some(vec!["admin".to_owned()]));
+    }
+
+    #[test]
+    fn minimal_file_uses_defaults() {
+        let c = with_file(
+            r#"{"privileges": {"basic": {"groups": ["p"]}, "plus": {"groups": ["d"], "tools": null}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.service.privileges.plus.tools, None);
+        assert!(c.service.groups_with_background.is_empty());
+        assert_eq!(c.service.settings_groups, None);
+        assert_eq!(c.service.user_id_path, UserIdPath::header("miauserid"));
+    }
+
+    #[test]
+    fn custom_user_id_path_in_file() {
+        let c = with_file(
+            r#"{"privileges": {"basic": {"groups": ["p"]}, "plus": {"groups": ["d"]}},
+                "userIdPathInRequest": [
+                  {"from": "object", "extract": "headers"},
+                  {"from": "object", "extract": "miauserproperties"},
+                  {"from": "json", "extract": "customUserId"}
+                ]}"#,
+        )
+        .unwrap();
+        let h = vec![(
+            "miauserproperties".to_owned(),
+            r#"{"customUserId":"c1"}"#.to_owned(),
+        )];
+        assert_eq!(c.service.user_id_path.resolve(&h), Some("c1".to_owned()));
+    }
+
+    #[test]
+    fn file_problems_all_reported() {
+        let e = file_errors(
+            r#"{
+              "privilges": {},
+              "privileges": {
+                "basic": { "groups": ["patient"], "tols": {} },
+                "plus": { "groups": [], "tools": { "chat": "yes", "screensharing": true } },
+                "admin": {}
+              },
+              "settingsGroups": [],
+              "groupsWithBackgroundList": [1],
+              "userIdPathInRequest": [{ "from": "object", "extract": "body" }]
+            }"#,
+        );
+        for expected in [
+            "unknown key `privilges` at the top level",
+            "did you mean `privileges`?",
+            "unknown key `tols` in privileges.basic",
+            "privileges.plus.groups must not be empty",
+            "privileges.plus.tools.chat must be true or false",
+            "unknown tool `screensharing` in privileges.plus.tools",
+            "unknown key `admin` in privileges",
+            "settingsGroups must not be empty",
+            "groupsWithBackgroundList[0] must be a non-empty string",
+            "userIdPathInRequest[0] must be",
+        ] {
+            assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
+        }
+        // Every line names the file.
+        assert!(e.lines().all(|l| l.starts_with('/')), "{e}");
+    }
+
+    #[test]
+    fn file_requires_privileges_and_roles() {
+        let e = file_errors("{}");
+        assert!(e.contains("privileges is required"), "{e}");
+        let e = file_errors(r#"{"privileges": {"basic": {"groups": ["p"]}}}"#);
+        assert!(e.contains("privileges.plus is required"), "{e}");
+        let e = file_errors(r#"{"privileges": {"basic": {}, "plus": {"groups": "d"}}}"#);
+        assert!(e.contains("privileges.basic.groups is required"), "{e}");
+        assert!(e.contains("privileges.plus.groups must be a list"), "{e}");
+        let e = file_errors(r#"{"privileges": []}"#);
+        assert!(e.contains("privileges must be an object"), "{e}");
+        let e = file_errors("[]");
+        assert!(e.contains("must be a JSON object"), "{e}");
+    }
+
+    #[test]
+    fn file_unreadable_or_invalid() {
+        let e = file_errors("{ not json");
+        assert!(e.contains("not valid JSON") && e.contains("line 1"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::from_vars(&vars(&[(
+            SERVICE_CONFIG_PATH,
+            dir.path().to_str().unwrap(),
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn file_and_env_problems_together() {
+        let f = file(r#"{"privileges": {"basic": {"groups": ["p"]}, "plus": {"groups": []}}}"#);
+        let e = errs(&[
+            (SERVICE_CONFIG_PATH, f.path().to_str().unwrap()),
+            (LIVE, "yes"),
+        ]);
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    #[test]
+    fn service_file_from_value_directly() {
+        let v = json!({"privileges": {"basic": {"groups": ["a"]}, "plus": {"groups": ["b"]}}});
+        let s = ServiceFile::from_value(&v, "x-uid").unwrap();
+        assert_eq!(s.user_id_path, UserIdPath::header("x-uid"));
+        assert_eq!(
+            ServiceFile::parse("null", "x").unwrap_err(),
+            vec!["the configuration must be a JSON object".to_owned()]
+        );
+    }
+
+    #[test]
+    fn edit_distance_hints() {
+        assert_eq!(edit_distance("privileges", "privilges"), 1);
+        assert_eq!(edit_distance("mode", "mode"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        let mut e = Vec::new();
+        unknown_keys(
+            json!({"Theme": 1}).as_object().unwrap(),
+            &FILE_KEYS,
+            "at the top level",
+            &mut e,
+        );
+        assert!(e[0].contains("did you mean `theme`?"), "{e:?}");
+    }
+
+    #[test]
+    fn from_env_reads_process() {
+        // Only checks that it runs with whatever the test environment holds (no mutation of
+        // the process environment: tests run in parallel).
+        let _ = Config::from_env();
+    }
+}

@@ -1,0 +1,404 @@
+//! The Kaleyra room a teleconsultation should have.
+//!
+//! Kaleyra rooms cannot be modified, so the service compares the room it made (its spec,
+//! stored as JSON) with the spec the teleconsultation calls for now, and replaces the room
+//! when they differ. The start date is deliberately not part of a spec: a Kaleyra room has
+//! a maximum call time, not a start, so moving a booking keeps its room.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::roster::{Privileges, Role};
+use super::schedule::Schedule;
+
+/// Kaleyra's room recording mode (`DEFAULT_RECORDING_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recording {
+    #[default]
+    None,
+    Manual,
+    Automatic,
+}
+
+impl Recording {
+    /// The wire name: `none`, `manual` or `automatic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recording::None => "none",
+            Recording::Manual => "manual",
+            Recording::Automatic => "automatic",
+        }
+    }
+}
+
+impl fmt::Display for Recording {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Recording {
+    type Err = String;
+    /// Exact lowercase names only, as Kaleyra spells them.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Recording::None),
+            "manual" => Ok(Recording::Manual),
+            "automatic" => Ok(Recording::Automatic),
+            other => Err(format!(
+                "unknown recording type {other:?} (allowed: none, manual, automatic)"
+            )),
+        }
+    }
+}
+
+/// Room settings that come from the configuration rather than from the booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomSettings {
+    /// `UNLIMITED_TELECONSULTATION`: no maximum call time.
+    pub unlimited: bool,
+    /// `LIVE_TELECONSULTATION`: Kaleyra's `live` flag.
+    pub live: bool,
+    /// `DEFAULT_RECORDING_TYPE`.
+    pub recording: Recording,
+}
+
+/// One participant of the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSpecParticipant {
+    pub kaleyra_user_id: String,
+    /// `true` for plus participants.
+    pub is_admin: bool,
+    /// Kaleyra `tools`; `None` = all tools on (field omitted on the wire).
+    #[serde(default)]
+    pub tools: Option<BTreeMap<String, bool>>,
+}
+
+/// Everything about a Kaleyra room that the service decides; two teleconsultation states
+/// that give the same fingerprint can share a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSpec {
+    /// In the order the participants were given (the order does not affect the fingerprint).
+    pub participants: Vec<RoomSpecParticipant>,
+    /// Kaleyra `duration`; `None` when rooms are unlimited.
+    pub duration_secs: Option<i64>,
+    pub live: bool,
+    pub recording: Recording,
+}
+
+/// Prefix of the tag put in a room's `description`.
+const DESCRIPTION_PREFIX: &str = "telecons:";
+/// Hex characters of the fingerprint (64 bits: collisions between two specs of the same
+/// teleconsultation are not a practical concern).
+const FINGERPRINT_LEN: usize = 16;
+
+impl RoomSpec {
+    /// The room for `participants` (Kaleyra user id and role each, in booking order).
+    pub fn new(
+        participants: &[(String, Role)],
+        schedule: &Schedule,
+        privileges: &Privileges,
+        settings: &RoomSettings,
+    ) -> RoomSpec {
+        RoomSpec {
+            participants: participants
+                .iter()
+                .map(|(id, role)| RoomSpecParticipant {
+                    kaleyra_user_id: id.clone(),
+                    is_admin: *role == Role::Plus,
+                    tools: privileges.tools_for(*role),
+                })
+                .collect(),
+            duration_secs: (!settings.unlimited).then_some(schedule.duration_secs),
+            live: settings.live,
+            recording: settings.recording,
+        }
+    }
+
+    /// Short hex SHA-256 of a canonical form: participants sorted by Kaleyra id, tools as
+    /// sorted maps, a version tag so the form can evolve without silent collisions.
+    pub fn fingerprint(&self) -> String {
+        let mut participants: Vec<&RoomSpecParticipant> = self.participants.iter().collect();
+        participants.sort_by(|a, b| a.kaleyra_user_id.cmp(&b.kaleyra_user_id));
+        let canonical = serde_json::json!({
+            "v": 1,
+            "participants": participants,
+            "duration_secs": self.duration_secs,
+            "live": self.live,
+            "recording": self.recording,
+        });
+        let digest = Sha256::digest(canonical.to_string().as_bytes());
+        let mut hex = hex::encode(digest);
+        hex.truncate(FINGERPRINT_LEN);
+        hex
+    }
+
+    /// Whether a room made for `other` serves this spec too.
+    pub fn same_room_as(&self, other: &RoomSpec) -> bool {
+        self.fingerprint() == other.fingerprint()
+    }
+
+    /// The room's Kaleyra `description`: `telecons:<teleconsultation id>:<fingerprint>`.
+    /// Participants can read it, so it holds nothing personal; it lets the service find its
+    /// rooms again in `GET /v2/rooms` when a creation answer was lost.
+    pub fn description(&self, teleconsultation_id: &str) -> String {
+        format!(
+            "{DESCRIPTION_PREFIX}{teleconsultation_id}:{}",
+            self.fingerprint()
+        )
+    }
+}
+
+/// Reads back a tag made by [`RoomSpec::description`]: `(teleconsultation id, fingerprint)`.
+/// `None` for any other description (rooms not made by this service).
+pub fn parse_description(description: &str) -> Option<(String, String)> {
+    let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
+    let (id, fingerprint) = rest.split_once(':')?;
+    let fingerprint_ok = fingerprint.len() == FINGERPRINT_LEN
+        && fingerprint
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if id.is_empty() || !fingerprint_ok {
+        return None;
+    }
+    Some((id.to_owned(), fingerprint.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::roster::{Tool, Tools};
+    use crate::domain::schedule::{DurationInput, parse_instant};
+
+    fn schedule(start: &str, secs: i64) -> Schedule {
+        Schedule::new(parse_instant(start).unwrap(), DurationInput::Seconds(secs)).unwrap()
+    }
+
+    fn people() -> Vec<(String, Role)> {
+        vec![
+            ("tc_doc".into(), Role::Plus),
+            ("tc_pat".into(), Role::Basic),
+        ]
+    }
+
+    const UNLIMITED: RoomSettings = RoomSettings {
+        unlimited: true,
+        live: true,
+        recording: Recording::None,
+    };
+    const LIMITED: RoomSettings = RoomSettings {
+        unlimited: false,
+        ..UNLIMITED
+    };
+
+    fn spec(
+        people: &[(String, Role)],
+        s: &Schedule,
+        p: &Privileges,
+        settings: &RoomSettings,
+    ) -> RoomSpec {
+        RoomSpec::new(people, s, p, settings)
+    }
+
+    #[test]
+    fn recording_names() {
+        for r in [Recording::None, Recording::Manual, Recording::Automatic] {
+            assert_eq!(r.as_str().parse::<Recording>(), Ok(r));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
+        assert!("Manual".parse::<Recording>().is_err());
+        assert_eq!(Recording::default(), Recording::None);
+    }
+
+    #[test]
+    fn new_maps_roles_and_settings() {
+        let mut p = Privileges::default();
+        p.basic.tools = Some(Tools::new([Tool::Chat]));
+        let s = schedule("2030-01-01T10:00:00Z", 1800);
+        let r = spec(&people(), &s, &p, &LIMITED);
+        assert_eq!(r.participants[0].kaleyra_user_id, "tc_doc");
+        assert!(r.participants[0].is_admin);
+        assert_eq!(r.participants[0].tools, None);
+        assert!(!r.participants[1].is_admin);
+        assert!(r.participants[1].tools.as_ref().unwrap()["chat"]);
+        assert_eq!(r.duration_secs, Some(1800));
+        assert!(r.live);
+        let r = spec(&people(), &s, &p, &UNLIMITED);
+        assert_eq!(r.duration_secs, None);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let mut p = Privileges::default();
+        p.plus.tools = Some(Tools::new([Tool::Whiteboard]));
+        let r = spec(
+            &people(),
+            &schedule("2030-01-01T10:00:00Z", 600),
+            &p,
+            &LIMITED,
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        let back: RoomSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.fingerprint(), r.fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_is_short_hex_and_stable() {
+        let p = Privileges::default();
+        let r = spec(
+            &people(),
+            &schedule("2030-01-01T10:00:00Z", 600),
+            &p,
+            &UNLIMITED,
+        );
+        let f = r.fingerprint();
+        assert_eq!(f.len(), 16);
+        assert!(
+            f.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(f, r.clone().fingerprint());
+    }
+
+    #[test]
+    fn participant_order_does_not_matter() {
+        let p = Privileges::default();
+        let s = schedule("2030-01-01T10:00:00Z", 600);
+        let mut reversed = people();
+        reversed.reverse();
+        let a = spec(&people(), &s, &p, &LIMITED);
+        let b = spec(&reversed, &s, &p, &LIMITED);
+        assert!(a.same_room_as(&b));
+    }
+
+    #[test]
+    fn start_change_keeps_room() {
+        let p = Privileges::default();
+        for settings in [UNLIMITED, LIMITED] {
+            let a = spec(
+                &people(),
+                &schedule("2030-01-01T10:00:00Z", 600),
+                &p,
+                &settings,
+            );
+            let b = spec(
+                &people(),
+                &schedule("2031-06-01T08:00:00Z", 600),
+                &p,
+                &settings,
+            );
+            assert_eq!(a.fingerprint(), b.fingerprint());
+        }
+    }
+
+    #[test]
+    fn duration_change_matters_only_when_limited() {
+        let p = Privileges::default();
+        let short = schedule("2030-01-01T10:00:00Z", 600);
+        let long = schedule("2030-01-01T10:00:00Z", 7200);
+        assert_eq!(
+            spec(&people(), &short, &p, &UNLIMITED).fingerprint(),
+            spec(&people(), &long, &p, &UNLIMITED).fingerprint()
+        );
+        assert_ne!(
+            spec(&people(), &short, &p, &LIMITED).fingerprint(),
+            spec(&people(), &long, &p, &LIMITED).fingerprint()
+        );
+    }
+
+    #[test]
+    fn room_affecting_changes_change_fingerprint() {
+        let p = Privileges::default();
+        let s = schedule("2030-01-01T10:00:00Z", 600);
+        let base = spec(&people(), &s, &p, &UNLIMITED).fingerprint();
+
+        // Role change.
+        let promoted = vec![("tc_doc".into(), Role::Plus), ("tc_pat".into(), Role::Plus)];
+        assert_ne!(spec(&promoted, &s, &p, &UNLIMITED).fingerprint(), base);
+
+        // Tools change.
+        let mut p2 = Privileges::default();
+        p2.basic.tools = Some(Tools::new([Tool::Chat]));
+        assert_ne!(spec(&people(), &s, &p2, &UNLIMITED).fingerprint(), base);
+        let mut p3 = Privileges::default();
+        p3.basic.tools = Some(Tools::new([Tool::Chat, Tool::Snapshot]));
+        assert_ne!(
+            spec(&people(), &s, &p3, &UNLIMITED).fingerprint(),
+            spec(&people(), &s, &p2, &UNLIMITED).fingerprint()
+        );
+
+        // Participants change (replaced, added).
+        let other = vec![
+            ("tc_doc".into(), Role::Plus),
+            ("tc_pat2".into(), Role::Basic),
+        ];
+        assert_ne!(spec(&other, &s, &p, &UNLIMITED).fingerprint(), base);
+        let mut more = people();
+        more.push(("tc_pat3".into(), Role::Basic));
+        assert_ne!(spec(&more, &s, &p, &UNLIMITED).fingerprint(), base);
+
+        // Live and recording.
+        let not_live = RoomSettings {
+            live: false,
+            ..UNLIMITED
+        };
+        assert_ne!(spec(&people(), &s, &p, &not_live).fingerprint(), base);
+        let recorded = RoomSettings {
+            recording: Recording::Manual,
+            ..UNLIMITED
+        };
+        assert_ne!(spec(&people(), &s, &p, &recorded).fingerprint(), base);
+        let auto = RoomSettings {
+            recording: Recording::Automatic,
+            ..UNLIMITED
+        };
+        assert_ne!(
+            spec(&people(), &s, &p, &auto).fingerprint(),
+            spec(&people(), &s, &p, &recorded).fingerprint()
+        );
+
+        // Unlimited vs limited.
+        assert_ne!(spec(&people(), &s, &p, &LIMITED).fingerprint(), base);
+    }
+
+    #[test]
+    fn description_round_trip_and_nothing_personal() {
+        let p = Privileges::default();
+        let r = spec(
+            &people(),
+            &schedule("2030-01-01T10:00:00Z", 600),
+            &p,
+            &UNLIMITED,
+        );
+        let id = "65f1a2b3c4d5e6f708192a3b";
+        let d = r.description(id);
+        assert_eq!(d, format!("telecons:{id}:{}", r.fingerprint()));
+        assert!(!d.contains("tc_doc") && !d.contains("2030"));
+        assert_eq!(
+            parse_description(&d),
+            Some((id.to_owned(), r.fingerprint()))
+        );
+    }
+
+    #[test]
+    fn foreign_descriptions_are_not_ours() {
+        assert_eq!(parse_description(""), None);
+        assert_eq!(parse_description("text"), None);
+        assert_eq!(parse_description("telecons:"), None);
+        assert_eq!(parse_description("telecons:abc"), None);
+        assert_eq!(parse_description("telecons::0123456789abcdef"), None);
+        assert_eq!(parse_description("telecons:abc:xyz"), None);
+        assert_eq!(parse_description("telecons:abc:0123456789ABCDEF"), None);
+        assert_eq!(parse_description("telecons:abc:0123456789abcdef:x"), None);
+        assert_eq!(
+            parse_description("telecons:abc:0123456789abcdef"),
+            Some(("abc".into(), "0123456789abcdef".into()))
+        );
+    }
+}

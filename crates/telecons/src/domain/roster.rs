@@ -1,0 +1,421 @@
+//! Participants and their roles.
+
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+
+/// A participant's role, derived from its groups through `privileges`.
+/// Ordered: `Plus` is the higher role and wins when a user is in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Basic,
+    Plus,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Basic => "basic",
+            Role::Plus => "plus",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "basic" => Ok(Role::Basic),
+            "plus" => Ok(Role::Plus),
+            other => Err(format!("unknown role {other:?} (allowed: basic, plus)")),
+        }
+    }
+}
+
+/// A Kaleyra in-call tool, as named in the configuration file and on the Kaleyra wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tool {
+    Chat,
+    ScreenSharing,
+    FileUpload,
+    Whiteboard,
+    Snapshot,
+    LiveEdit,
+    LivePointer,
+    PresentToEveryone,
+}
+
+impl Tool {
+    /// Every tool, in a fixed order (the order of the original's documentation).
+    pub const ALL: [Tool; 8] = [
+        Tool::Chat,
+        Tool::ScreenSharing,
+        Tool::FileUpload,
+        Tool::Whiteboard,
+        Tool::Snapshot,
+        Tool::LiveEdit,
+        Tool::LivePointer,
+        Tool::PresentToEveryone,
+    ];
+
+    /// The wire / configuration name (`screen_sharing`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tool::Chat => "chat",
+            Tool::ScreenSharing => "screen_sharing",
+            Tool::FileUpload => "file_upload",
+            Tool::Whiteboard => "whiteboard",
+            Tool::Snapshot => "snapshot",
+            Tool::LiveEdit => "live_edit",
+            Tool::LivePointer => "live_pointer",
+            Tool::PresentToEveryone => "present_to_everyone",
+        }
+    }
+
+    /// The allowed names, comma separated, for error messages.
+    pub fn allowed_names() -> String {
+        Tool::ALL.map(Tool::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for Tool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tool::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown tool {s:?} (allowed: {})", Tool::allowed_names()))
+    }
+}
+
+/// A configured set of tools: exactly the tools that are on.
+///
+/// The configuration file gives `{tool: bool}`; a tool set to `false` and a tool left out
+/// mean the same (Kaleyra: "present = only those set true"), so only the enabled set is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tools {
+    enabled: BTreeSet<Tool>,
+}
+
+impl Tools {
+    /// Tools with exactly `enabled` on.
+    pub fn new(enabled: impl IntoIterator<Item = Tool>) -> Tools {
+        Tools {
+            enabled: enabled.into_iter().collect(),
+        }
+    }
+
+    /// Whether `tool` is on.
+    pub fn is_enabled(&self, tool: Tool) -> bool {
+        self.enabled.contains(&tool)
+    }
+
+    /// The enabled tools, in [`Tool`] order.
+    pub fn enabled(&self) -> impl Iterator<Item = Tool> + '_ {
+        self.enabled.iter().copied()
+    }
+
+    /// The Kaleyra `tools` object: every one of the eight tools, each `true` or `false`.
+    ///
+    /// All eight are always listed (not only the `true` ones) so that the object means the
+    /// same whatever Kaleyra assumes for a tool left out, and so that the room fingerprint
+    /// has one canonical form.
+    pub fn to_kaleyra(&self) -> BTreeMap<String, bool> {
+        Tool::ALL
+            .into_iter()
+            .map(|t| (t.as_str().to_owned(), self.is_enabled(t)))
+            .collect()
+    }
+}
+
+/// What one role gets: the groups that confer it and its tools (`None` = all tools on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolePrivileges {
+    pub groups: Vec<String>,
+    pub tools: Option<Tools>,
+}
+
+impl RolePrivileges {
+    fn has_any(&self, groups: &[String]) -> bool {
+        groups.iter().any(|g| self.groups.contains(g))
+    }
+}
+
+/// The `privileges` section of the configuration: which groups make a user basic or plus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    pub basic: RolePrivileges,
+    pub plus: RolePrivileges,
+}
+
+impl Default for Privileges {
+    /// The original's built-in default: basic ← `patient`, plus ← `doctor`, all tools on.
+    fn default() -> Self {
+        Privileges {
+            basic: RolePrivileges {
+                groups: vec!["patient".to_owned()],
+                tools: None,
+            },
+            plus: RolePrivileges {
+                groups: vec!["doctor".to_owned()],
+                tools: None,
+            },
+        }
+    }
+}
+
+impl Privileges {
+    /// The role a user in `groups` gets: `Plus` if any group confers plus (plus wins over
+    /// basic), else `Basic` if any confers basic, else `None` (the user must be refused).
+    /// Group names are compared exactly (case-sensitive), as the gateway sends them.
+    pub fn role_for(&self, groups: &[String]) -> Option<Role> {
+        if self.plus.has_any(groups) {
+            Some(Role::Plus)
+        } else if self.basic.has_any(groups) {
+            Some(Role::Basic)
+        } else {
+            None
+        }
+    }
+
+    /// [`Privileges::role_for`] for a named user, with the error the API reports (400).
+    pub fn require_role(&self, user: &str, groups: &[String]) -> Result<Role, RosterError> {
+        self.role_for(groups).ok_or_else(|| {
+            let mut allowed: Vec<String> = Vec::new();
+            for g in self.plus.groups.iter().chain(&self.basic.groups) {
+                if !allowed.contains(g) {
+                    allowed.push(g.clone());
+                }
+            }
+            RosterError::NoRole {
+                user: user.to_owned(),
+                groups: groups.to_vec(),
+                allowed,
+            }
+        })
+    }
+
+    /// The role's privileges.
+    pub fn of(&self, role: Role) -> &RolePrivileges {
+        match role {
+            Role::Basic => &self.basic,
+            Role::Plus => &self.plus,
+        }
+    }
+
+    /// The Kaleyra `tools` object for a participant of `role`: `None` = all tools on (omit
+    /// the field), `Some` = all eight tools listed, the configured ones `true`.
+    pub fn tools_for(&self, role: Role) -> Option<BTreeMap<String, bool>> {
+        self.of(role).tools.as_ref().map(Tools::to_kaleyra)
+    }
+}
+
+/// Kaleyra's lower bound on room participants.
+pub const MIN_PARTICIPANTS: u32 = 2;
+/// Kaleyra's upper bound on room participants.
+pub const MAX_PARTICIPANTS: u32 = 25;
+
+/// Why a participant list (or one participant) is refused. The messages are meant for the
+/// API caller: they name the field or the user and say what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RosterError {
+    #[error(
+        "participants.number must be between {MIN_PARTICIPANTS} and {MAX_PARTICIPANTS}, got {got}"
+    )]
+    NumberOutOfRange { got: i64 },
+    #[error(
+        "participants.data has {given} entries but participants.number is {number}: at most {number} participants may be given"
+    )]
+    TooMany { number: i64, given: usize },
+    #[error("user {user} appears more than once in participants.data")]
+    Duplicate { user: String },
+    #[error(
+        "user {user} is in none of the configured groups (groups: [{}]; allowed: {})",
+        groups.join(", "),
+        allowed.join(", ")
+    )]
+    NoRole {
+        user: String,
+        groups: Vec<String>,
+        allowed: Vec<String>,
+    },
+}
+
+/// Checks the expected participant count and the participants known so far (their external
+/// ids, in the order given): `2 <= number <= 25`, no more users than `number`, no user twice.
+/// The first problem found is returned, in that order.
+///
+/// `number` is an `i64` so that whatever integer the caller sent can be reported back.
+pub fn check_participants<S: AsRef<str>>(number: i64, users: &[S]) -> Result<(), RosterError> {
+    if number < i64::from(MIN_PARTICIPANTS) || number > i64::from(MAX_PARTICIPANTS) {
+        return Err(RosterError::NumberOutOfRange { got: number });
+    }
+    if users.len() as u64 > number.unsigned_abs() {
+        return Err(RosterError::TooMany {
+            number,
+            given: users.len(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for user in users {
+        let user = user.as_ref();
+        if !seen.insert(user) {
+            return Err(RosterError::Duplicate {
+                user: user.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether at least one of `roles` is plus (a complete room needs one).
+pub fn has_plus<R: Borrow<Role>>(roles: impl IntoIterator<Item = R>) -> bool {
+    roles.into_iter().any(|r| *r.borrow() == Role::Plus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(gs: &[&str]) -> Vec<String> {
+        gs.iter().map(|g| (*g).to_owned()).collect()
+    }
+
+    #[test]
+    fn role_from_groups_plus_wins() {
+        let p = Privileges::default();
+        assert_eq!(p.role_for(&groups(&["patient"])), Some(Role::Basic));
+        assert_eq!(p.role_for(&groups(&["doctor"])), Some(Role::Plus));
+        assert_eq!(
+            p.role_for(&groups(&["patient", "doctor"])),
+            Some(Role::Plus)
+        );
+        assert_eq!(p.role_for(&groups(&["nurse"])), None);
+        assert_eq!(p.role_for(&[]), None);
+        // Exact match only.
+        assert_eq!(p.role_for(&groups(&["Doctor"])), None);
+    }
+
+    #[test]
+    fn group_in_both_roles_gives_plus() {
+        let mut p = Privileges::default();
+        p.basic.groups.push("staff".into());
+        p.plus.groups.push("staff".into());
+        assert_eq!(p.role_for(&groups(&["staff"])), Some(Role::Plus));
+    }
+
+    #[test]
+    fn require_role_names_user() {
+        let p = Privileges::default();
+        let err = p.require_role("u1", &groups(&["nurse"])).unwrap_err();
+        assert!(err.to_string().contains("user u1"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "user u1 is in none of the configured groups (groups: [nurse]; allowed: doctor, patient)"
+        );
+        assert_eq!(p.require_role("u2", &groups(&["doctor"])), Ok(Role::Plus));
+    }
+
+    #[test]
+    fn tools_none_means_all_on() {
+        let p = Privileges::default();
+        assert_eq!(p.tools_for(Role::Basic), None);
+        assert_eq!(p.tools_for(Role::Plus), None);
+    }
+
+    #[test]
+    fn tools_some_lists_all_eight() {
+        let mut p = Privileges::default();
+        p.basic.tools = Some(Tools::new([Tool::Chat, Tool::FileUpload]));
+        let t = p.tools_for(Role::Basic).unwrap();
+        assert_eq!(t.len(), 8);
+        assert!(t["chat"]);
+        assert!(t["file_upload"]);
+        assert!(!t["screen_sharing"]);
+        assert!(!t["present_to_everyone"]);
+        assert_eq!(p.tools_for(Role::Plus), None);
+        // An empty set: every tool off, still all listed.
+        p.plus.tools = Some(Tools::default());
+        assert!(p.tools_for(Role::Plus).unwrap().values().all(|v| !v));
+    }
+
+    #[test]
+    fn tool_names_round_trip() {
+        for t in Tool::ALL {
+            assert_eq!(t.as_str().parse::<Tool>(), Ok(t));
+        }
+        let err = "screensharing".parse::<Tool>().unwrap_err();
+        assert!(
+            err.contains("screensharing") && err.contains("screen_sharing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn participant_number_bounds() {
+        let none: [&str; 0] = [];
+        assert!(check_participants(2, &none).is_ok());
+        assert!(check_participants(25, &none).is_ok());
+        let e = check_participants(1, &none).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "participants.number must be between 2 and 25, got 1"
+        );
+        assert!(matches!(
+            check_participants(26, &none),
+            Err(RosterError::NumberOutOfRange { got: 26 })
+        ));
+        assert!(matches!(
+            check_participants(-3, &none),
+            Err(RosterError::NumberOutOfRange { got: -3 })
+        ));
+    }
+
+    #[test]
+    fn participant_data_not_longer_than_number() {
+        assert!(check_participants(3, &["a", "b", "c"]).is_ok());
+        let e = check_participants(2, &["a", "b", "c"]).unwrap_err();
+        assert_eq!(
+            e,
+            RosterError::TooMany {
+                number: 2,
+                given: 3
+            }
+        );
+        assert!(e.to_string().contains("participants.data"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_user_named() {
+        let e = check_participants(3, &["u1", "u2", "u1"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "user u1 appears more than once in participants.data"
+        );
+        let owned = vec!["x".to_owned(), "y".to_owned()];
+        assert!(check_participants(2, &owned).is_ok());
+    }
+
+    #[test]
+    fn plus_rule() {
+        assert!(has_plus([Role::Basic, Role::Plus]));
+        assert!(!has_plus([Role::Basic, Role::Basic]));
+        assert!(!has_plus(Vec::<Role>::new()));
+        let roles = vec![Role::Plus];
+        assert!(has_plus(&roles));
+        assert!(has_plus(roles.iter()));
+    }
+}

@@ -1,0 +1,91 @@
+//! The `telecons` command: thin; everything lives in the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use telecons::config::Config;
+use telecons::{server, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "telecons",
+    version,
+    about = "Teleconsultation backend on Kaleyra Video"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service, configured by the environment (see the README).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Load and validate the configuration, print every problem, exit non-zero if any.
+    CheckConfig,
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => match telecons::api::openapi().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("cannot render the OpenAPI document: {e}")),
+        },
+        Command::CheckConfig => {
+            match Config::from_env().and_then(|c| c.require_kaleyra().map(|_| ())) {
+                Ok(()) => {
+                    println!("configuration OK");
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => fail(&format!("configuration problems:\n{problems}")),
+            }
+        }
+        Command::Serve => with_config(|config| async move {
+            config.require_kaleyra()?;
+            server::serve(config).await
+        }),
+        Command::Migrate => with_config(|config| async move {
+            let store = server::open_store(&config).await?;
+            println!("migrations applied ({})", store.backend());
+            Ok(())
+        }),
+    }
+}
+
+/// Loads the configuration (refusing to start half-configured), sets up logging and runs
+/// `body` on a multi-threaded runtime.
+fn with_config<F, Fut>(body: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(problems) => return fail(&format!("configuration problems:\n{problems}")),
+    };
+    telemetry::init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(body(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "telecons failed");
+            fail(&format!("{e:#}"))
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("telecons: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,157 @@
+//! Storage: one [`Store`] trait, two implementations (SQLite, the embedded default, and
+//! PostgreSQL, for several instances on one database). The same test suite runs on both.
+
+mod model;
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use model::{
+    Backlog, KaleyraUser, Participant, RoomDeletion, Teleconsultation, TeleconsultationState,
+};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in storage, told apart so that callers can react.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The change was based on a version that is no longer current (someone else changed it).
+    #[error("stale version: the record was changed concurrently")]
+    StaleVersion,
+    /// A row with the same key already exists (e.g. the same external user id twice).
+    #[error("conflict: {0} already exists")]
+    Conflict(String),
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back (a bug or a hand-edited row).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    #[error("unsupported DATABASE_URL: {0}")]
+    UnsupportedUrl(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The persistence interface of the service. Every change to a teleconsultation names the
+/// version it was based on, so that two concurrent changes never both apply on stale data.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("sqlite" or "postgres"), for logs and the check-up route.
+    fn backend(&self) -> &'static str;
+
+    /// Applies the pending migrations (safe when several instances start at once).
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Answers when the database can be reached.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores a new teleconsultation with its participants. `Conflict` when the id exists.
+    async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()>;
+
+    /// The teleconsultation with this id, live or deleted.
+    async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>>;
+
+    /// Replaces the stored teleconsultation (all fields and the participant list) when its
+    /// stored version is still `tc.version`; the stored version becomes `tc.version + 1`,
+    /// which is returned. `StaleVersion` when someone changed it meanwhile, `NotFound` when
+    /// there is no such row. `retired_rooms` are queued for deletion in the same
+    /// transaction, so a room that leaves the record is never forgotten.
+    async fn update_teleconsultation(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+    ) -> StoreResult<i64>;
+
+    /// The live teleconsultations in which this external user id participates, oldest first.
+    async fn list_teleconsultations_by_participant(
+        &self,
+        external_id: &str,
+    ) -> StoreResult<Vec<Teleconsultation>>;
+
+    /// The Kaleyra user mapped to this external id.
+    async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>>;
+
+    /// Maps an external id to a Kaleyra user. `Conflict` when the id is already mapped
+    /// (including by a concurrent caller): read it back with [`Store::get_kaleyra_user`].
+    async fn insert_kaleyra_user(&self, user: &KaleyraUser) -> StoreResult<()>;
+
+    /// Records a new role for a mapped user (roles only go up; the caller decides).
+    async fn update_kaleyra_user_role(&self, user: &KaleyraUser) -> StoreResult<()>;
+
+    /// Clears the provisioning mark of `id` if it is still at `version`; false when a
+    /// change made meanwhile keeps it marked.
+    async fn clear_provisioning(&self, id: &str, version: i64) -> StoreResult<bool>;
+
+    /// Moves a pending provisioning mark to `due_at` (retry later).
+    async fn postpone_provisioning(&self, id: &str, due_at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Ids of teleconsultations whose provisioning is due at `now`, most overdue first.
+    async fn due_provisioning(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<String>>;
+
+    /// Queues a room for deletion (idempotent), outside any teleconsultation change: e.g.
+    /// a room created for a spec that changed before it could be recorded.
+    async fn retire_room(
+        &self,
+        room_id: &str,
+        teleconsultation_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Rooms whose deletion is due at `now`, most overdue first.
+    async fn due_room_deletions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RoomDeletion>>;
+
+    /// The room is gone on Kaleyra: forget it.
+    async fn finish_room_deletion(&self, room_id: &str) -> StoreResult<()>;
+
+    /// The deletion failed: try again at `due_at`.
+    async fn postpone_room_deletion(&self, room_id: &str, due_at: DateTime<Utc>)
+    -> StoreResult<()>;
+
+    /// What the provisioner has not finished yet.
+    async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog>;
+}
+
+/// Convenience over [`Store::update_teleconsultation`]: marks a teleconsultation deleted.
+/// It is kept, not erased (the original moved it to the CRUD state TRASH).
+pub async fn soft_delete(
+    store: &dyn Store,
+    mut tc: Teleconsultation,
+    by: Option<String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<i64> {
+    tc.state = TeleconsultationState::Deleted;
+    tc.updated_by = by;
+    tc.updated_at = at;
+    store.update_teleconsultation(&tc, &[]).await
+}
+
+/// Opens the store named by `DATABASE_URL`: `sqlite:` (file created if missing) or
+/// `postgres:`/`postgresql:`. Migrations are not applied here: see [`Store::migrate`].
+pub async fn connect(database_url: &str) -> StoreResult<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(database_url).await?))
+    } else {
+        // Only the scheme is echoed: the rest of the URL may hold a password.
+        let scheme = database_url.split(':').next().unwrap_or_default();
+        Err(StoreError::UnsupportedUrl(format!(
+            "scheme {scheme:?} (allowed: sqlite://PATH, postgres://…)"
+        )))
+    }
+}

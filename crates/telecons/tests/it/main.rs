@@ -1,0 +1,12 @@
+//! The integration tests of telecons, in one binary: the store suite (run on SQLite and on
+//! PostgreSQL by the same code) and black-box HTTP tests of the running app.
+//!
+//! PostgreSQL tests run when `TELECONS_TEST_POSTGRES_URL` names a server (e.g.
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database there
+//! and drops it afterwards. Without the variable they are skipped with a note on stderr;
+//! `.ci/run` always sets it.
+
+mod support;
+
+mod ops;
+mod store;

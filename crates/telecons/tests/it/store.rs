@@ -1,0 +1,612 @@
+//! The store contract, run by the same code on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
+use telecons::domain::roster::Role;
+use telecons::store::{
+    self, Backlog, KaleyraUser, Participant, RoomDeletion, StoreError, Teleconsultation,
+    TeleconsultationState,
+};
+
+use crate::support::TestDatabase;
+
+crate::on_both_backends!(
+    inserted_teleconsultation_reads_back_identically,
+    unknown_teleconsultation_reads_as_none,
+    same_id_twice_is_a_conflict,
+    update_replaces_fields_and_participants_and_bumps_version,
+    update_on_a_stale_version_is_refused_and_changes_nothing,
+    update_of_an_unknown_id_is_not_found,
+    concurrent_updates_from_one_version_apply_once,
+    soft_delete_keeps_the_record_but_hides_it_from_listings,
+    listing_by_participant_finds_only_their_live_teleconsultations,
+    user_map_inserts_reads_and_refuses_a_second_insert,
+    concurrent_inserts_of_one_user_store_one_row,
+    user_role_update_is_stored_and_unknown_user_is_not_found,
+    migrations_can_run_again,
+    an_update_retires_rooms_in_the_same_transaction,
+    a_stale_update_retires_nothing,
+    provisioning_marks_are_due_postponed_and_cleared_only_at_their_version,
+    room_deletions_are_due_postponed_and_finished,
+    backlog_counts_unfinished_work,
+);
+
+fn spec() -> RoomSpec {
+    RoomSpec {
+        participants: vec![
+            RoomSpecParticipant {
+                kaleyra_user_id: "tc_doc".into(),
+                is_admin: true,
+                tools: None,
+            },
+            RoomSpecParticipant {
+                kaleyra_user_id: "tc_pat".into(),
+                is_admin: false,
+                tools: Some([("chat".to_owned(), true)].into()),
+            },
+        ],
+        duration_secs: None,
+        live: true,
+        recording: Recording::None,
+    }
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).unwrap()
+}
+
+fn participant(external_id: &str, role: Role) -> Participant {
+    Participant {
+        external_id: external_id.into(),
+        kaleyra_user_id: format!("tc_{external_id}"),
+        role,
+        groups: vec![
+            if role == Role::Plus {
+                "doctor"
+            } else {
+                "patient"
+            }
+            .into(),
+        ],
+        full_name: Some(format!("Name of {external_id}")),
+        language: Some("it".into()),
+        link: None,
+    }
+}
+
+fn booking(id: &str, participants: Vec<Participant>) -> Teleconsultation {
+    Teleconsultation {
+        id: id.into(),
+        version: 1,
+        state: TeleconsultationState::Active,
+        participant_count: 3,
+        start: at(1_900_000_000_123),
+        duration_secs: 3600,
+        participants,
+        desired_room: None,
+        room_id: None,
+        room_fingerprint: None,
+        provision_due_at: None,
+        created_at: at(1_800_000_000_001),
+        updated_at: at(1_800_000_000_001),
+        created_by: Some("backoffice".into()),
+        updated_by: None,
+    }
+}
+
+fn doctor_and_patient(id: &str) -> Teleconsultation {
+    booking(
+        id,
+        vec![
+            participant("doc", Role::Plus),
+            participant("pat", Role::Basic),
+        ],
+    )
+}
+
+async fn inserted_teleconsultation_reads_back_identically(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b000000000000000000001");
+    tc.participants[1].full_name = None;
+    tc.participants[1].language = None;
+    tc.participants[0].link = Some("https://example.test/link".into());
+    tc.participants[0].groups = vec!["doctor".into(), "patient".into()];
+    tc.desired_room = Some(spec());
+    tc.room_id = Some("room_0123456789ab".into());
+    tc.room_fingerprint = Some(spec().fingerprint());
+    tc.provision_due_at = Some(at(1_800_000_000_002));
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+
+    let read = db.store.get_teleconsultation(&tc.id).await.unwrap();
+    assert_eq!(read, Some(tc));
+}
+
+async fn unknown_teleconsultation_reads_as_none(db: TestDatabase) {
+    assert_eq!(db.store.get_teleconsultation("nope").await.unwrap(), None);
+}
+
+async fn same_id_twice_is_a_conflict(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000002");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    let again = db.store.insert_teleconsultation(&tc).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+}
+
+async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000003");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+
+    let mut changed = tc.clone();
+    changed.start = at(1_900_000_600_000);
+    changed.duration_secs = 1800;
+    changed.participants = vec![
+        participant("pat", Role::Basic),
+        participant("doc2", Role::Plus),
+        participant("other", Role::Basic),
+    ];
+    changed.room_id = Some("room_aaaaaaaaaaaa".into());
+    changed.updated_by = Some("editor".into());
+    let version = db
+        .store
+        .update_teleconsultation(&changed, &[])
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        read,
+        Teleconsultation {
+            version: 2,
+            ..changed
+        }
+    );
+    assert!(read.is_complete());
+}
+
+async fn update_on_a_stale_version_is_refused_and_changes_nothing(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000004");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    let mut first = tc.clone();
+    first.duration_secs = 600;
+    db.store.update_teleconsultation(&first, &[]).await.unwrap();
+
+    let mut stale = tc.clone(); // still version 1
+    stale.duration_secs = 900;
+    stale.participants.pop();
+    let result = db.store.update_teleconsultation(&stale, &[]).await;
+    assert!(
+        matches!(result, Err(StoreError::StaleVersion)),
+        "{result:?}"
+    );
+
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(read.duration_secs, 600);
+    assert_eq!(read.participants.len(), 2);
+}
+
+async fn update_of_an_unknown_id_is_not_found(db: TestDatabase) {
+    let result = db
+        .store
+        .update_teleconsultation(&doctor_and_patient("64b0000000000000000000ff"), &[])
+        .await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+}
+
+async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000005");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&db.store);
+            let mut change = tc.clone();
+            change.duration_secs = 1000 + i;
+            tokio::spawn(async move { store.update_teleconsultation(&change, &[]).await })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(version) => applied.push((i, version)),
+            Err(StoreError::StaleVersion) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(applied.len(), 1, "exactly one concurrent update applies");
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.version, 2);
+    assert_eq!(read.duration_secs, 1000 + applied[0].0 as i64);
+}
+
+async fn soft_delete_keeps_the_record_but_hides_it_from_listings(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000006");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    let version = store::soft_delete(
+        &*db.store,
+        tc.clone(),
+        Some("bo".into()),
+        at(1_850_000_000_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(version, 2);
+
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.state, TeleconsultationState::Deleted);
+    assert_eq!(read.updated_by.as_deref(), Some("bo"));
+    assert_eq!(read.updated_at, at(1_850_000_000_000));
+    assert_eq!(
+        read.participants, tc.participants,
+        "the record is kept whole"
+    );
+    let listed = db
+        .store
+        .list_teleconsultations_by_participant("doc")
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+async fn listing_by_participant_finds_only_their_live_teleconsultations(db: TestDatabase) {
+    let mut first = doctor_and_patient("64b000000000000000000007");
+    first.created_at = at(1_800_000_000_000);
+    let mut second = booking(
+        "64b000000000000000000008",
+        vec![
+            participant("doc", Role::Plus),
+            participant("someone", Role::Basic),
+        ],
+    );
+    second.created_at = at(1_800_000_000_500);
+    let unrelated = booking(
+        "64b000000000000000000009",
+        vec![participant("x", Role::Plus), participant("y", Role::Basic)],
+    );
+    for tc in [&second, &unrelated, &first] {
+        db.store.insert_teleconsultation(tc).await.unwrap();
+    }
+
+    let for_doc = db
+        .store
+        .list_teleconsultations_by_participant("doc")
+        .await
+        .unwrap();
+    assert_eq!(for_doc, vec![first.clone(), second.clone()]);
+    let for_pat = db
+        .store
+        .list_teleconsultations_by_participant("pat")
+        .await
+        .unwrap();
+    assert_eq!(for_pat, vec![first]);
+    let for_nobody = db
+        .store
+        .list_teleconsultations_by_participant("nobody")
+        .await
+        .unwrap();
+    assert!(for_nobody.is_empty());
+}
+
+fn user(external_id: &str, role: Role) -> KaleyraUser {
+    KaleyraUser {
+        external_id: external_id.into(),
+        kaleyra_user_id: format!("tc_{external_id}"),
+        role,
+        created_at: at(1_800_000_000_000),
+        updated_at: at(1_800_000_000_000),
+    }
+}
+
+async fn user_map_inserts_reads_and_refuses_a_second_insert(db: TestDatabase) {
+    let u = user("auth0|abc", Role::Basic);
+    assert_eq!(
+        db.store.get_kaleyra_user(&u.external_id).await.unwrap(),
+        None
+    );
+    db.store.insert_kaleyra_user(&u).await.unwrap();
+    assert_eq!(
+        db.store.get_kaleyra_user(&u.external_id).await.unwrap(),
+        Some(u.clone())
+    );
+
+    let again = db
+        .store
+        .insert_kaleyra_user(&user("auth0|abc", Role::Plus))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(
+        db.store.get_kaleyra_user(&u.external_id).await.unwrap(),
+        Some(u)
+    );
+}
+
+async fn concurrent_inserts_of_one_user_store_one_row(db: TestDatabase) {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            tokio::spawn(async move { store.insert_kaleyra_user(&user("racer", Role::Plus)).await })
+        })
+        .collect();
+    let (mut ok, mut conflicts) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (1, 9));
+    assert!(db.store.get_kaleyra_user("racer").await.unwrap().is_some());
+}
+
+async fn user_role_update_is_stored_and_unknown_user_is_not_found(db: TestDatabase) {
+    let mut u = user("promoted", Role::Basic);
+    db.store.insert_kaleyra_user(&u).await.unwrap();
+    u.role = Role::Plus;
+    u.updated_at = at(1_800_000_009_000);
+    db.store.update_kaleyra_user_role(&u).await.unwrap();
+    assert_eq!(
+        db.store.get_kaleyra_user("promoted").await.unwrap(),
+        Some(u)
+    );
+
+    let missing = db
+        .store
+        .update_kaleyra_user_role(&user("ghost", Role::Plus))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+}
+
+async fn migrations_can_run_again(db: TestDatabase) {
+    // Several instances starting at once: every one runs the migrator.
+    let again: Vec<_> = (0..3)
+        .map(|_| {
+            let store = Arc::clone(&db.store);
+            tokio::spawn(async move { store.migrate().await })
+        })
+        .collect();
+    for task in again {
+        task.await.unwrap().unwrap();
+    }
+    db.store.ping().await.unwrap();
+}
+
+async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b00000000000000000000a");
+    tc.room_id = Some("room_old000000001".into());
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    tc.room_id = None;
+    tc.updated_at = at(1_800_000_001_000);
+    db.store
+        .update_teleconsultation(&tc, &["room_old000000001".to_owned()])
+        .await
+        .unwrap();
+
+    let due = db
+        .store
+        .due_room_deletions(at(1_800_000_001_000), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due,
+        vec![RoomDeletion {
+            room_id: "room_old000000001".into(),
+            teleconsultation_id: Some(tc.id.clone()),
+            due_at: at(1_800_000_001_000),
+            attempts: 0,
+        }]
+    );
+    // Retiring the same room again (a retried request) keeps one entry.
+    db.store
+        .retire_room("room_old000000001", None, at(1_800_000_002_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .due_room_deletions(at(1_900_000_000_000), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn a_stale_update_retires_nothing(db: TestDatabase) {
+    let tc = doctor_and_patient("64b00000000000000000000b");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    let stale = db
+        .store
+        .update_teleconsultation(&tc, &["room_x".to_owned()])
+        .await;
+    assert!(matches!(stale, Err(StoreError::StaleVersion)), "{stale:?}");
+    assert!(
+        db.store
+            .due_room_deletions(at(i64::from(i32::MAX) * 1000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(db: TestDatabase) {
+    let mut marked = doctor_and_patient("64b00000000000000000000c");
+    marked.provision_due_at = Some(at(1_000));
+    let mut later = doctor_and_patient("64b00000000000000000000d");
+    later.provision_due_at = Some(at(5_000));
+    let unmarked = doctor_and_patient("64b00000000000000000000e");
+    for tc in [&later, &marked, &unmarked] {
+        db.store.insert_teleconsultation(tc).await.unwrap();
+    }
+    assert_eq!(
+        db.store.due_provisioning(at(999), 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        db.store.due_provisioning(at(1_000), 10).await.unwrap(),
+        vec![marked.id.clone()]
+    );
+    assert_eq!(
+        db.store.due_provisioning(at(9_000), 10).await.unwrap(),
+        vec![marked.id.clone(), later.id.clone()]
+    );
+    assert_eq!(
+        db.store.due_provisioning(at(9_000), 1).await.unwrap(),
+        vec![marked.id.clone()]
+    );
+
+    db.store
+        .postpone_provisioning(&marked.id, at(7_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.due_provisioning(at(6_000), 10).await.unwrap(),
+        vec![later.id.clone()]
+    );
+    // Postponing an unmarked one does not mark it.
+    db.store
+        .postpone_provisioning(&unmarked.id, at(1))
+        .await
+        .unwrap();
+    assert!(
+        !db.store
+            .due_provisioning(at(9_000), 10)
+            .await
+            .unwrap()
+            .contains(&unmarked.id)
+    );
+
+    // A change made since version 1 keeps the mark; clearing at the current version works.
+    db.store.update_teleconsultation(&later, &[]).await.unwrap();
+    assert!(!db.store.clear_provisioning(&later.id, 1).await.unwrap());
+    assert!(
+        db.store
+            .due_provisioning(at(9_000), 10)
+            .await
+            .unwrap()
+            .contains(&later.id)
+    );
+    assert!(db.store.clear_provisioning(&later.id, 2).await.unwrap());
+    assert_eq!(
+        db.store.due_provisioning(at(9_000), 10).await.unwrap(),
+        vec![marked.id.clone()]
+    );
+    let read = db
+        .store
+        .get_teleconsultation(&later.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.provision_due_at, None);
+    assert_eq!(
+        read.version, 2,
+        "clearing the mark is bookkeeping, not a change"
+    );
+}
+
+async fn room_deletions_are_due_postponed_and_finished(db: TestDatabase) {
+    db.store
+        .retire_room("room_a", Some("t1"), at(1_000))
+        .await
+        .unwrap();
+    db.store
+        .retire_room("room_b", None, at(2_000))
+        .await
+        .unwrap();
+    let due: Vec<String> = db
+        .store
+        .due_room_deletions(at(5_000), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.room_id)
+        .collect();
+    assert_eq!(due, ["room_a", "room_b"]);
+
+    db.store
+        .postpone_room_deletion("room_a", at(10_000))
+        .await
+        .unwrap();
+    let due = db.store.due_room_deletions(at(5_000), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].room_id, "room_b");
+    let later = db.store.due_room_deletions(at(10_000), 10).await.unwrap();
+    assert_eq!(later.len(), 2);
+    assert_eq!(later[1].room_id, "room_a");
+    assert_eq!(later[1].attempts, 1);
+    assert_eq!(later[1].due_at, at(10_000));
+
+    db.store.finish_room_deletion("room_a").await.unwrap();
+    db.store.finish_room_deletion("room_b").await.unwrap();
+    assert!(
+        db.store
+            .due_room_deletions(at(99_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn backlog_counts_unfinished_work(db: TestDatabase) {
+    assert_eq!(
+        db.store.backlog(at(0), 0).await.unwrap(),
+        Backlog::default()
+    );
+
+    // Starts at 1_900_000_000_123; wants a room; has none; marked for provisioning.
+    let mut waiting = doctor_and_patient("64b00000000000000000000f");
+    waiting.desired_room = Some(spec());
+    waiting.provision_due_at = Some(at(1));
+    let mut served = doctor_and_patient("64b000000000000000000010");
+    served.desired_room = Some(spec());
+    served.room_id = Some("room_ok".into());
+    served.room_fingerprint = Some(spec().fingerprint());
+    for tc in [&waiting, &served] {
+        db.store.insert_teleconsultation(tc).await.unwrap();
+    }
+    db.store
+        .retire_room("room_gone", None, at(1))
+        .await
+        .unwrap();
+
+    let before_start = db.store.backlog(at(1_899_999_000_000), 0).await.unwrap();
+    assert_eq!(
+        before_start,
+        Backlog {
+            teleconsultations: 1,
+            rooms_missing_at_start: 0,
+            room_deletions: 1
+        }
+    );
+    // Within the immutable period the missing room counts.
+    let in_period = db
+        .store
+        .backlog(at(1_899_999_000_000), 1_000_123)
+        .await
+        .unwrap();
+    assert_eq!(in_period.rooms_missing_at_start, 1);
+    let at_start = db.store.backlog(at(1_900_000_000_123), 0).await.unwrap();
+    assert_eq!(at_start.rooms_missing_at_start, 1);
+}
