@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use kaleyra_client::KaleyraClient;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::Clock;
@@ -17,6 +18,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub kaleyra: KaleyraClient,
     pub metrics: PrometheusHandle,
 }
 
@@ -24,15 +26,32 @@ pub struct AppState {
 pub struct AppDeps {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub kaleyra: KaleyraClient,
 }
 
 /// The whole HTTP application: routes, middleware, the OpenAPI document.
 pub fn build_app(config: Arc<Config>, deps: AppDeps) -> Router {
-    let state = AppState {
-        config,
-        store: deps.store,
-        clock: deps.clock,
-        metrics: telemetry::metrics_handle(),
-    };
-    api::router(state)
+    api::router(AppState::new(config, deps))
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, deps: AppDeps) -> Self {
+        Self {
+            config,
+            store: deps.store,
+            clock: deps.clock,
+            kaleyra: deps.kaleyra,
+            metrics: telemetry::metrics_handle(),
+        }
+    }
+}
+
+/// The Kaleyra client for `settings` (base URL and key from the configuration).
+pub fn kaleyra_client(
+    settings: &crate::config::KaleyraSettings,
+) -> Result<KaleyraClient, kaleyra_client::ConfigError> {
+    KaleyraClient::new(kaleyra_client::KaleyraClientConfig::new(
+        settings.base_url.clone(),
+        settings.api_key.clone(),
+    ))
 }

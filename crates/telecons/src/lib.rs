@@ -9,4 +9,5 @@ pub mod store;
 pub mod telemetry;
 
 pub use app::{AppDeps, AppState, build_app};
+pub mod demo;
 pub mod server;

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the service, configured by the environment (see the README).
     Serve,
+    /// Run the service on its embedded defaults: SQLite and a built-in Kaleyra simulator.
+    Demo,
     /// Apply the database migrations and exit.
     Migrate,
     /// Load and validate the configuration, print every problem, exit non-zero if any.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             config.require_kaleyra()?;
             server::serve(config).await
         }),
+        Command::Demo => with_config(telecons::demo::run),
         Command::Migrate => with_config(|config| async move {
             let store = server::open_store(&config).await?;
             println!("migrations applied ({})", store.backend());

@@ -8,7 +8,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppDeps, build_app};
+use crate::app::{AppDeps, build_app, kaleyra_client};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::{store, telemetry};
@@ -39,11 +39,14 @@ pub async fn serve_on(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let kaleyra = kaleyra_client(config.require_kaleyra()?)
+        .context("cannot build the Kaleyra client from BANDYER_BASE_URL")?;
     let store = open_store(&config).await?;
     let backend = store.backend();
     let deps = AppDeps {
         store,
         clock: Arc::new(SystemClock),
+        kaleyra,
     };
     let app = build_app(Arc::new(config), deps);
     let background = CancellationToken::new();

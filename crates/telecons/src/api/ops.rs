@@ -75,12 +75,32 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) 
         (status = 503, description = "A dependency does not answer", body = StatusBody),
     ))]
 async fn check_up(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) {
-    let storage = state.store.ping().await;
+    let (storage, kaleyra) = tokio::join!(
+        state.store.ping(),
+        tokio::time::timeout(KALEYRA_CHECK_BUDGET, state.kaleyra.check_reachable()),
+    );
     if let Err(e) = &storage {
         tracing::warn!(error = %e, "check-up: storage unreachable");
     }
-    status_response(BTreeMap::from([("storage", verdict(storage.is_ok()))]))
+    let kaleyra_ok = match kaleyra {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "check-up: Kaleyra unreachable");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("check-up: Kaleyra did not answer within 2 s");
+            false
+        }
+    };
+    status_response(BTreeMap::from([
+        ("storage", verdict(storage.is_ok())),
+        ("kaleyra", verdict(kaleyra_ok)),
+    ]))
 }
+
+/// Kaleyra counts as reachable when `GET /v2/company` answers 2xx within this time.
+const KALEYRA_CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Prometheus text format.
 #[utoipa::path(get, path = "/-/metrics", tag = "operations",

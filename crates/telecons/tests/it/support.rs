@@ -130,3 +130,161 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The instant every test app's clock starts at (tests move it explicitly).
+pub fn test_epoch() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2030-01-01T10:00:00Z")
+        .expect("valid instant")
+        .with_timezone(&chrono::Utc)
+}
+
+pub const SIM_API_KEY: &str = "sim-test-key-7f3a";
+
+/// The real app on a random loopback port, against the Kaleyra simulator and a fresh
+/// database, with a manual clock.
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub sim: kaleyra_sim::RunningSimulator,
+    pub clock: Arc<telecons::clock::ManualClock>,
+    pub state: telecons::AppState,
+    pub db: TestDatabase,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: TestDatabase) -> Self {
+        Self::spawn_with(db, &[]).await
+    }
+
+    /// `env` adds or overrides configuration variables (spec §3 names).
+    pub async fn spawn_with(db: TestDatabase, env: &[(&str, &str)]) -> Self {
+        let sim = kaleyra_sim::spawn(SIM_API_KEY)
+            .await
+            .expect("start simulator");
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("BANDYER_API_SECRET_KEY", SIM_API_KEY),
+            ("BANDYER_BASE_URL", sim.base_url()),
+            ("DATABASE_URL", db.url.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in env {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = telecons::config::Config::from_vars(&vars).expect("valid test config");
+        let kaleyra = telecons::app::kaleyra_client(config.require_kaleyra().unwrap())
+            .expect("kaleyra client");
+        // Tests must not wait on backoff: retry at once.
+        let kaleyra = kaleyra.with_retry_policy(kaleyra_client::RetryPolicy {
+            max_retries: 2,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        });
+        let clock = Arc::new(telecons::clock::ManualClock::new(test_epoch()));
+        let state = telecons::AppState::new(
+            Arc::new(config),
+            telecons::AppDeps {
+                store: Arc::clone(&db.store),
+                clock: clock.clone(),
+                kaleyra,
+            },
+        );
+        let app = telecons::api::router(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(telecons::server::run(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base_url,
+            http: reqwest::Client::new(),
+            sim,
+            clock,
+            state,
+            db,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// GET `path`; returns the status and the body parsed as JSON (Null when empty).
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, headers, None).await
+    }
+
+    /// Sends `body` (when given) as JSON; returns the status and the body parsed as JSON
+    /// (Null when empty, a JSON string when not JSON).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, self.url(path));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the app");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, body)
+    }
+
+    /// Sends a raw body with the given content type (for malformed-JSON tests).
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .request(method, self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the app");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    /// The Kaleyra calls the simulator received, as "METHOD /path" lines.
+    pub fn kaleyra_calls(&self) -> Vec<String> {
+        self.sim
+            .requests()
+            .into_iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
