@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::ids::TeleconsultationIdGenerator;
 use crate::store::Store;
 use crate::{api, telemetry};
 
@@ -19,6 +20,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub kaleyra: KaleyraClient,
+    pub ids: Arc<TeleconsultationIdGenerator>,
     pub metrics: PrometheusHandle,
 }
 
@@ -41,6 +43,7 @@ impl AppState {
             store: deps.store,
             clock: deps.clock,
             kaleyra: deps.kaleyra,
+            ids: Arc::new(TeleconsultationIdGenerator::new()),
             metrics: telemetry::metrics_handle(),
         }
     }

@@ -9,5 +9,8 @@ pub mod store;
 pub mod telemetry;
 
 pub use app::{AppDeps, AppState, build_app};
+pub mod bookings;
 pub mod demo;
+pub mod provisioner;
 pub mod server;
+pub mod users;

@@ -8,10 +8,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppDeps, build_app, kaleyra_client};
+use crate::app::{AppDeps, AppState, kaleyra_client};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::{store, telemetry};
+use crate::{provisioner, store, telemetry};
 
 /// Opens the configured store and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
@@ -48,12 +48,15 @@ pub async fn serve_on(
         clock: Arc::new(SystemClock),
         kaleyra,
     };
-    let app = build_app(Arc::new(config), deps);
+    let state = AppState::new(Arc::new(config), deps);
+    let app = crate::api::router(state.clone());
     let background = CancellationToken::new();
     tokio::spawn(telemetry::run_metrics_upkeep(
         telemetry::metrics_handle(),
         background.clone(),
     ));
+    // Rooms whose creation or deletion failed are retried here, also after a restart.
+    tokio::spawn(provisioner::run_worker(state, background.clone()));
     tracing::info!(address = %listener.local_addr()?, storage = backend, "telecons listening");
     run(listener, app, shutdown).await?;
     background.cancel();

@@ -131,3 +131,13 @@ impl From<QueryRejection> for ApiError {
         Self::bad_request(rejection.body_text())
     }
 }
+
+/// A failed Kaleyra call on a route whose answer needs Kaleyra: 503 when unreachable, else
+/// 502; refusals caused by the caller's input keep their 4xx. The message names the
+/// operation (never the API key).
+pub fn kaleyra_failure(err: &kaleyra_client::KaleyraError) -> ApiError {
+    if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+    }
+    ApiError::new(StatusCode::BAD_GATEWAY, err.to_string())
+}

@@ -1,9 +1,11 @@
 //! HTTP only: routes, extraction, mapping to responses. Rules live in `domain`, effects in
 //! `store` and the Kaleyra client.
 
+mod caller;
 pub mod error;
 mod middleware;
 mod ops;
+mod teleconsultations;
 
 use std::time::Duration;
 
@@ -35,13 +37,18 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
                        replacement for the Mia-Platform Teleconsultation Service Backend.",
     ),
     components(schemas(error::ErrorBody)),
-    tags((name = "operations", description = "Health, readiness, metrics, documentation"))
+    tags(
+        (name = "teleconsultations", description = "Bookings, their Kaleyra rooms and join links"),
+        (name = "operations", description = "Health, readiness, metrics, documentation"),
+    )
 )]
 struct ApiDoc;
 
 /// The routes and their OpenAPI description, without state or middleware.
 fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(ops::routes())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(teleconsultations::routes())
+        .merge(ops::routes())
 }
 
 /// The OpenAPI document of every route, generated from the code.

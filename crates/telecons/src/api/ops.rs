@@ -106,6 +106,20 @@ const KALEYRA_CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs
 #[utoipa::path(get, path = "/-/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // The provisioning backlog lives in the store (shared by every instance): read it now.
+    match state
+        .store
+        .backlog(state.clock.now(), state.config.immutable_period_ms)
+        .await
+    {
+        Ok(backlog) => {
+            metrics::gauge!("teleconsultations_awaiting_provisioning")
+                .set(backlog.teleconsultations as f64);
+            metrics::gauge!("rooms_missing_at_start").set(backlog.rooms_missing_at_start as f64);
+            metrics::gauge!("rooms_awaiting_deletion").set(backlog.room_deletions as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the provisioning backlog"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,245 @@
+//! Rooms by reconciliation. Each teleconsultation stores the room it should have (a
+//! [`RoomSpec`], or none) and the room it has; [`converge`] makes the second match the first:
+//! it creates the Kaleyra users, creates the room, switches the record to it and retires
+//! the old one. Retired rooms sit in a stored queue until Kaleyra confirms their deletion.
+//!
+//! Requests run [`converge`] inline, so normally the room exists when they answer. Whatever
+//! fails stays marked in the store and [`run_due`] (the background worker) retries it,
+//! across restarts, until it succeeds.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kaleyra_client::{CreateRoom, DeleteOutcome, KaleyraError, NewParticipant};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::domain::room_spec::{Recording, RoomSpec};
+use crate::store::{RoomDeletion, StoreError, TeleconsultationState};
+use crate::users::{self, UserSyncError};
+
+/// How long a failed provisioning waits before the next try.
+pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
+/// Room deletions back off exponentially from here, up to [`MAX_DELETION_BACKOFF`].
+const FIRST_DELETION_BACKOFF: TimeDelta = TimeDelta::seconds(5);
+const MAX_DELETION_BACKOFF: TimeDelta = TimeDelta::minutes(5);
+/// Teleconsultations or rooms handled per background pass.
+const BATCH: u32 = 50;
+/// How often the background worker looks for due work.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// A record that keeps changing under the provisioner is left to the next pass.
+const MAX_ROUNDS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Kaleyra(#[from] KaleyraError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<UserSyncError> for ProvisionError {
+    fn from(err: UserSyncError) -> Self {
+        match err {
+            UserSyncError::Kaleyra(e) => Self::Kaleyra(e),
+            UserSyncError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// Brings teleconsultation `id` to its desired state. On failure the work stays marked
+/// (postponed by [`PROVISION_RETRY`]) and the error is returned for logging.
+pub async fn converge(state: &AppState, id: &str) -> Result<(), ProvisionError> {
+    let result = converge_once(state, id).await;
+    if let Err(err) = &result {
+        metrics::counter!("provisioning_failures_total").increment(1);
+        tracing::warn!(teleconsultation = id, error = %err, "provisioning failed; will retry");
+        let retry_at = state.clock.now() + PROVISION_RETRY;
+        if let Err(store_err) = state.store.postpone_provisioning(id, retry_at).await {
+            tracing::error!(teleconsultation = id, error = %store_err, "cannot postpone provisioning");
+        }
+    }
+    result
+}
+
+async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError> {
+    for _ in 0..MAX_ROUNDS {
+        let Some(tc) = state.store.get_teleconsultation(id).await? else {
+            return Ok(());
+        };
+        if tc.state == TeleconsultationState::Active {
+            users::ensure_users(
+                &*state.store,
+                &state.kaleyra,
+                &*state.clock,
+                &tc.participants,
+            )
+            .await?;
+        }
+        let spec = match &tc.desired_room {
+            Some(spec) if tc.needs_room() => spec.clone(),
+            _ => {
+                state.store.clear_provisioning(id, tc.version).await?;
+                return Ok(());
+            }
+        };
+        let room = state
+            .kaleyra
+            .create_room(&create_room_request(&spec, id))
+            .await?;
+        metrics::counter!("rooms_created_total").increment(1);
+
+        let mut switched = tc.clone();
+        switched.room_id = Some(room.id.clone());
+        switched.room_fingerprint = Some(spec.fingerprint());
+        switched.provision_due_at = None;
+        for participant in &mut switched.participants {
+            participant.link = room
+                .participants
+                .iter()
+                .find(|p| p.user_id == participant.kaleyra_user_id)
+                .map(|p| p.link.clone());
+        }
+        let retired: Vec<String> = tc.room_id.iter().cloned().collect();
+        match state
+            .store
+            .update_teleconsultation(&switched, &retired)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(teleconsultation = id, room = %room.id, "room created");
+                delete_rooms(state, &retired).await;
+                return Ok(());
+            }
+            // Changed meanwhile: the new room may no longer fit. Retire it and look again.
+            Err(StoreError::StaleVersion) => {
+                state
+                    .store
+                    .retire_room(&room.id, Some(id), state.clock.now())
+                    .await?;
+                delete_rooms(state, std::slice::from_ref(&room.id)).await;
+            }
+            Err(err) => {
+                // Not recorded: never leave the room behind unknown.
+                if let Err(retire_err) = state
+                    .store
+                    .retire_room(&room.id, Some(id), state.clock.now())
+                    .await
+                {
+                    tracing::error!(room = %room.id, error = %retire_err, "room created but not recorded");
+                }
+                return Err(err.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The Kaleyra request for `spec`. The description is our tag (teleconsultation id and
+/// spec fingerprint), so a room whose creation answer was lost can be found again.
+pub fn create_room_request(spec: &RoomSpec, teleconsultation_id: &str) -> CreateRoom {
+    CreateRoom {
+        participants: spec
+            .participants
+            .iter()
+            .map(|p| NewParticipant {
+                user_id: p.kaleyra_user_id.clone(),
+                is_admin: p.is_admin,
+                // Same field names on both sides: a JSON round trip maps them.
+                tools: p
+                    .tools
+                    .as_ref()
+                    .and_then(|tools| serde_json::to_value(tools).ok())
+                    .and_then(|tools| serde_json::from_value(tools).ok()),
+            })
+            .collect(),
+        duration: spec.duration_secs.and_then(|secs| u64::try_from(secs).ok()),
+        live: Some(spec.live),
+        recording: Some(match spec.recording {
+            Recording::None => kaleyra_client::Recording::None,
+            Recording::Manual => kaleyra_client::Recording::Manual,
+            Recording::Automatic => kaleyra_client::Recording::Automatic,
+        }),
+        call_type: None,
+        description: Some(spec.description(teleconsultation_id)),
+    }
+}
+
+/// Deletes retired rooms now (best effort): what fails stays queued for the worker.
+pub async fn delete_rooms(state: &AppState, room_ids: &[String]) {
+    for room_id in room_ids {
+        let entry = RoomDeletion {
+            room_id: room_id.clone(),
+            teleconsultation_id: None,
+            due_at: state.clock.now(),
+            attempts: 0,
+        };
+        delete_room(state, &entry).await;
+    }
+}
+
+async fn delete_room(state: &AppState, entry: &RoomDeletion) {
+    match state.kaleyra.delete_room(&entry.room_id).await {
+        Ok(outcome) => {
+            if outcome == DeleteOutcome::Deleted {
+                metrics::counter!("rooms_deleted_total").increment(1);
+            }
+            if let Err(err) = state.store.finish_room_deletion(&entry.room_id).await {
+                tracing::warn!(room = %entry.room_id, error = %err, "room deleted; queue entry kept, will retry");
+            }
+        }
+        Err(err) => {
+            let retry_at = deletion_retry_at(state.clock.now(), entry.attempts);
+            tracing::warn!(room = %entry.room_id, error = %err, retry_at = %retry_at, "room deletion failed; will retry");
+            if let Err(store_err) = state
+                .store
+                .postpone_room_deletion(&entry.room_id, retry_at)
+                .await
+            {
+                tracing::error!(room = %entry.room_id, error = %store_err, "cannot postpone room deletion");
+            }
+        }
+    }
+}
+
+fn deletion_retry_at(now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
+    let factor = 1_i32 << attempts.min(10);
+    now + (FIRST_DELETION_BACKOFF * factor).min(MAX_DELETION_BACKOFF)
+}
+
+/// One background pass: every due provisioning, then every due room deletion.
+pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
+    let now = state.clock.now();
+    for id in state.store.due_provisioning(now, BATCH).await? {
+        // Errors are logged and postponed inside converge.
+        let _ = converge(state, &id).await;
+    }
+    for entry in state.store.due_room_deletions(now, BATCH).await? {
+        delete_room(state, &entry).await;
+    }
+    let backlog = state
+        .store
+        .backlog(state.clock.now(), state.config.immutable_period_ms)
+        .await?;
+    if backlog.rooms_missing_at_start > 0 {
+        tracing::warn!(
+            rooms_missing_at_start = backlog.rooms_missing_at_start,
+            "teleconsultations whose links are due have no room yet"
+        );
+    }
+    Ok(())
+}
+
+/// The background worker: a pass every [`POLL_INTERVAL`] until `shutdown`.
+pub async fn run_worker(state: AppState, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(POLL_INTERVAL) => {
+                if let Err(err) = run_due(&state).await {
+                    tracing::warn!(error = %err, "provisioning pass failed");
+                }
+            }
+        }
+    }
+}
