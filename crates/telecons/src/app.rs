@@ -21,6 +21,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub kaleyra: KaleyraClient,
     pub ids: Arc<TeleconsultationIdGenerator>,
+    /// This instance's name in provisioning leases (several instances share one database).
+    pub instance_id: Arc<str>,
     pub metrics: PrometheusHandle,
 }
 
@@ -44,6 +46,7 @@ impl AppState {
             clock: deps.clock,
             kaleyra: deps.kaleyra,
             ids: Arc::new(TeleconsultationIdGenerator::new()),
+            instance_id: format!("{:016x}", rand::random::<u64>()).into(),
             metrics: telemetry::metrics_handle(),
         }
     }

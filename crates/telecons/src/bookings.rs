@@ -103,6 +103,7 @@ pub async fn create(
         room_id: None,
         room_fingerprint: None,
         provision_due_at: None,
+        creating_fingerprint: None,
         created_at: now,
         updated_at: now,
         created_by: caller.clone(),

@@ -14,7 +14,7 @@ use kaleyra_client::{CreateRoom, DeleteOutcome, KaleyraError, NewParticipant};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::domain::room_spec::{Recording, RoomSpec};
+use crate::domain::room_spec::{Recording, RoomSpec, parse_description};
 use crate::store::{RoomDeletion, StoreError, TeleconsultationState};
 use crate::users::{self, UserSyncError};
 
@@ -29,6 +29,14 @@ const BATCH: u32 = 50;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// A record that keeps changing under the provisioner is left to the next pass.
 const MAX_ROUNDS: usize = 3;
+/// How long an instance may work on one teleconsultation before another may take over
+/// (longer than the slowest provisioning: user creations with retries plus a room).
+const LEASE: TimeDelta = TimeDelta::seconds(90);
+/// A tagged room nobody recorded is deleted only once it is this old, so that a creation
+/// still in flight on another instance is never mistaken for an orphan.
+pub const ORPHAN_GRACE: TimeDelta = TimeDelta::minutes(10);
+/// The background worker sweeps Kaleyra for orphans every this many passes.
+const SWEEP_EVERY: u32 = 150;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -48,9 +56,19 @@ impl From<UserSyncError> for ProvisionError {
 }
 
 /// Brings teleconsultation `id` to its desired state. On failure the work stays marked
-/// (postponed by [`PROVISION_RETRY`]) and the error is returned for logging.
+/// (postponed by [`PROVISION_RETRY`]) and the error is returned for logging. When another
+/// instance holds the lease on `id`, this does nothing: that instance finishes the work.
 pub async fn converge(state: &AppState, id: &str) -> Result<(), ProvisionError> {
+    let owner = &*state.instance_id;
+    let now = state.clock.now();
+    if !state.store.try_lease(id, owner, now, now + LEASE).await? {
+        tracing::debug!(teleconsultation = id, "another instance is provisioning it");
+        return Ok(());
+    }
     let result = converge_once(state, id).await;
+    if let Err(err) = state.store.release_lease(id, owner).await {
+        tracing::warn!(teleconsultation = id, error = %err, "cannot release the lease; it expires");
+    }
     if let Err(err) = &result {
         metrics::counter!("provisioning_failures_total").increment(1);
         tracing::warn!(teleconsultation = id, error = %err, "provisioning failed; will retry");
@@ -76,6 +94,11 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
             )
             .await?;
         }
+        // A previous attempt may have created a room whose answer was lost.
+        let recovered = match &tc.creating_fingerprint {
+            Some(_) => recover_lost_rooms(state, &tc).await?,
+            None => None,
+        };
         let spec = match &tc.desired_room {
             Some(spec) if tc.needs_room() => spec.clone(),
             _ => {
@@ -83,11 +106,10 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
                 return Ok(());
             }
         };
-        let room = state
-            .kaleyra
-            .create_room(&create_room_request(&spec, id))
-            .await?;
-        metrics::counter!("rooms_created_total").increment(1);
+        let room = match recovered {
+            Some(room) => room,
+            None => create_room(state, id, &spec).await?,
+        };
 
         let mut switched = tc.clone();
         switched.room_id = Some(room.id.clone());
@@ -108,6 +130,7 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
         {
             Ok(_) => {
                 tracing::info!(teleconsultation = id, room = %room.id, "room created");
+                state.store.mark_room_creation(id, None).await?;
                 delete_rooms(state, &retired).await;
                 return Ok(());
             }
@@ -133,6 +156,107 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
         }
     }
     Ok(())
+}
+
+/// Creates the room for `spec`, marking the attempt first: if the answer is lost (crash,
+/// timeout, dropped connection) the next attempt finds the room by its tag instead of
+/// making a second one.
+async fn create_room(
+    state: &AppState,
+    id: &str,
+    spec: &RoomSpec,
+) -> Result<kaleyra_client::Room, ProvisionError> {
+    let fingerprint = spec.fingerprint();
+    state
+        .store
+        .mark_room_creation(id, Some(&fingerprint))
+        .await?;
+    match state
+        .kaleyra
+        .create_room(&create_room_request(spec, id))
+        .await
+    {
+        Ok(room) => {
+            metrics::counter!("rooms_created_total").increment(1);
+            Ok(room)
+        }
+        Err(err) => {
+            if !err.may_have_taken_effect() {
+                state.store.mark_room_creation(id, None).await?;
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// Looks on Kaleyra for rooms tagged for `tc` that no record knows (answers lost on the way
+/// back). Returns one that fits the current spec, to be adopted; retires the others.
+async fn recover_lost_rooms(
+    state: &AppState,
+    tc: &crate::store::Teleconsultation,
+) -> Result<Option<kaleyra_client::Room>, ProvisionError> {
+    let wanted = tc
+        .desired_room
+        .as_ref()
+        .filter(|_| tc.needs_room())
+        .map(RoomSpec::fingerprint);
+    let mut adopted = None;
+    for room in state.kaleyra.list_rooms().await? {
+        let Some((owner, fingerprint)) = room.description.as_deref().and_then(parse_description)
+        else {
+            continue;
+        };
+        if owner != tc.id || state.store.is_room_known(&room.id).await? {
+            continue;
+        }
+        if adopted.is_none() && wanted.as_deref() == Some(fingerprint.as_str()) {
+            tracing::info!(teleconsultation = %tc.id, room = %room.id, "found a room whose creation answer was lost");
+            adopted = Some(room);
+        } else {
+            state
+                .store
+                .retire_room(&room.id, Some(&tc.id), state.clock.now())
+                .await?;
+            delete_rooms(state, std::slice::from_ref(&room.id)).await;
+        }
+    }
+    state.store.mark_room_creation(&tc.id, None).await?;
+    Ok(adopted)
+}
+
+/// Deletes rooms that carry our tag but that no record knows and no creation in flight
+/// explains, once older than [`ORPHAN_GRACE`]. Returns how many were retired. The safety
+/// net behind the creation marks (e.g. the database failed right after a creation).
+pub async fn sweep_orphans(state: &AppState) -> Result<u64, ProvisionError> {
+    let rooms = state.kaleyra.list_rooms().await?;
+    let now = state.clock.now();
+    let mut retired = 0;
+    for room in rooms {
+        let Some((teleconsultation_id, fingerprint)) =
+            room.description.as_deref().and_then(parse_description)
+        else {
+            continue; // not ours
+        };
+        if room.creation_date > now - ORPHAN_GRACE || state.store.is_room_known(&room.id).await? {
+            continue;
+        }
+        let in_flight = state
+            .store
+            .get_teleconsultation(&teleconsultation_id)
+            .await?
+            .is_some_and(|tc| tc.creating_fingerprint.as_deref() == Some(fingerprint.as_str()));
+        if in_flight {
+            continue;
+        }
+        tracing::warn!(room = %room.id, teleconsultation = %teleconsultation_id, "orphan room found; deleting it");
+        state
+            .store
+            .retire_room(&room.id, Some(&teleconsultation_id), now)
+            .await?;
+        delete_rooms(state, std::slice::from_ref(&room.id)).await;
+        retired += 1;
+    }
+    Ok(retired)
 }
 
 /// The Kaleyra request for `spec`. The description is our tag (teleconsultation id and
@@ -207,10 +331,15 @@ fn deletion_retry_at(now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
     now + (FIRST_DELETION_BACKOFF * factor).min(MAX_DELETION_BACKOFF)
 }
 
-/// One background pass: every due provisioning, then every due room deletion.
+/// One background pass: every due provisioning (leased to this instance, so that other
+/// instances take other work), then every due room deletion.
 pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
     let now = state.clock.now();
-    for id in state.store.due_provisioning(now, BATCH).await? {
+    let claimed = state
+        .store
+        .claim_due_provisioning(now, &state.instance_id, now + LEASE, BATCH)
+        .await?;
+    for id in claimed {
         // Errors are logged and postponed inside converge.
         let _ = converge(state, &id).await;
     }
@@ -230,14 +359,22 @@ pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The background worker: a pass every [`POLL_INTERVAL`] until `shutdown`.
+/// The background worker: a pass every [`POLL_INTERVAL`] until `shutdown`, and now and
+/// then a sweep for orphan rooms.
 pub async fn run_worker(state: AppState, shutdown: CancellationToken) {
+    let mut passes: u32 = 0;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(POLL_INTERVAL) => {
                 if let Err(err) = run_due(&state).await {
                     tracing::warn!(error = %err, "provisioning pass failed");
+                }
+                passes = passes.wrapping_add(1);
+                if passes % SWEEP_EVERY == 0 {
+                    if let Err(err) = sweep_orphans(&state).await {
+                        tracing::warn!(error = %err, "orphan sweep failed");
+                    }
                 }
             }
         }

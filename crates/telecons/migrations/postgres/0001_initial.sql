@@ -14,6 +14,12 @@ CREATE TABLE teleconsultations (
     -- Set while the provisioner has work to do for it (a user or a room to create);
     -- background workers pick what is due.
     provision_due_at_ms BIGINT ,
+    -- The instance working on it and until when (several instances share the work).
+    lease_owner       TEXT,
+    lease_until_ms    BIGINT ,
+    -- Set while a room for this fingerprint is being created: if the answer is lost (crash,
+    -- timeout), the next attempt looks for the room by its description tag first.
+    creating_fingerprint TEXT,
     created_at_ms     BIGINT  NOT NULL,
     updated_at_ms     BIGINT  NOT NULL,
     created_by        TEXT,

@@ -122,6 +122,42 @@ pub trait Store: Send + Sync + 'static {
     async fn postpone_room_deletion(&self, room_id: &str, due_at: DateTime<Utc>)
     -> StoreResult<()>;
 
+    /// Leases up to `limit` due teleconsultations to `owner` until `until` (so that several
+    /// instances never work on the same one) and returns their ids.
+    async fn claim_due_provisioning(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Leases `id` to `owner` until `until`, unless another owner holds a lease at `now`.
+    async fn try_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    /// Gives up `owner`'s lease on `id`.
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
+
+    /// Records (`Some`) or clears (`None`) that a room for this fingerprint is being
+    /// created for `id`; not a change of the teleconsultation (the version stays).
+    async fn mark_room_creation(&self, id: &str, fingerprint: Option<&str>) -> StoreResult<()>;
+
+    /// Whether `room_id` is some teleconsultation's room or queued for deletion.
+    async fn is_room_known(&self, room_id: &str) -> StoreResult<bool>;
+
+    /// A page of live teleconsultations: ids greater than `after`, in id order.
+    async fn list_live_teleconsultations(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Teleconsultation>>;
+
     /// What the provisioner has not finished yet.
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog>;
 }

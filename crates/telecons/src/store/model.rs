@@ -49,6 +49,9 @@ pub struct Teleconsultation {
     /// Set while the provisioner has work to do for it (users or a room to create): from
     /// then on background workers retry it until it is done.
     pub provision_due_at: Option<DateTime<Utc>>,
+    /// Set while a room for this fingerprint is being created (see
+    /// [`super::Store::mark_room_creation`]). Read-only here: versioned updates leave it alone.
+    pub creating_fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub created_by: Option<String>,

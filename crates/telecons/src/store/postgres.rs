@@ -138,4 +138,52 @@ impl Store for PostgresStore {
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog> {
         rows::backlog(&self.pool, now, immutable_period_ms).await
     }
+
+    async fn claim_due_provisioning(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        rows::claim_due_provisioning(
+            &self.pool,
+            "FOR UPDATE SKIP LOCKED",
+            now,
+            owner,
+            until,
+            limit,
+        )
+        .await
+    }
+
+    async fn try_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        rows::try_lease(&self.pool, id, owner, now, until).await
+    }
+
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        rows::release_lease(&self.pool, id, owner).await
+    }
+
+    async fn mark_room_creation(&self, id: &str, fingerprint: Option<&str>) -> StoreResult<()> {
+        rows::mark_room_creation(&self.pool, id, fingerprint).await
+    }
+
+    async fn is_room_known(&self, room_id: &str) -> StoreResult<bool> {
+        rows::is_room_known(&self.pool, room_id).await
+    }
+
+    async fn list_live_teleconsultations(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Teleconsultation>> {
+        rows::list_live(&self.pool, after, limit).await
+    }
 }

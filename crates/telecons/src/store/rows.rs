@@ -42,6 +42,7 @@ pub(super) const INSERT_PARTICIPANT: &str = "INSERT INTO participants \
 const SELECT_JOINED: &str = "SELECT t.id, t.version, t.state, t.participant_count, \
     t.start_at_ms, t.duration_secs, t.room_id, t.created_at_ms, t.updated_at_ms, \
     t.created_by, t.updated_by, t.desired_room, t.room_fingerprint, t.provision_due_at_ms, \
+    t.creating_fingerprint, \
     p.position AS p_position, p.external_id AS p_external_id, \
     p.kaleyra_user_id AS p_kaleyra_user_id, p.role AS p_role, p.groups_json AS p_groups_json, \
     p.full_name AS p_full_name, p.language AS p_language, p.link AS p_link \
@@ -166,6 +167,7 @@ pub(super) struct JoinedRow {
     desired_room: Option<String>,
     room_fingerprint: Option<String>,
     provision_due_at_ms: Option<i64>,
+    creating_fingerprint: Option<String>,
     p_position: Option<i64>,
     p_external_id: Option<String>,
     p_kaleyra_user_id: Option<String>,
@@ -219,6 +221,7 @@ pub(super) fn assemble(rows: Vec<JoinedRow>) -> StoreResult<Vec<Teleconsultation
                 room_id: row.room_id.clone(),
                 room_fingerprint: row.room_fingerprint.clone(),
                 provision_due_at: row.provision_due_at_ms.map(instant).transpose()?,
+                creating_fingerprint: row.creating_fingerprint.clone(),
                 created_at: instant(row.created_at_ms)?,
                 updated_at: instant(row.updated_at_ms)?,
                 created_by: row.created_by.clone(),
@@ -688,4 +691,152 @@ where
         rooms_missing_at_start: count(missing),
         room_deletions: count(deletions),
     })
+}
+
+/// Leases up to `limit` due teleconsultations to `owner` until `until` and returns their
+/// ids. `lock_clause` is the backend's way to skip rows another transaction is claiming
+/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer and needs none).
+pub(super) async fn claim_due_provisioning<'e, DB, E>(
+    executor: E,
+    lock_clause: &str,
+    now: DateTime<Utc>,
+    owner: &str,
+    until: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<Vec<String>>
+where
+    DB: Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): sqlx::FromRow<'r, DB::Row>,
+{
+    let ids: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+        "UPDATE teleconsultations SET lease_owner = $3, lease_until_ms = $4 \
+         WHERE id IN (SELECT id FROM teleconsultations \
+           WHERE provision_due_at_ms <= $1 AND (lease_until_ms IS NULL OR lease_until_ms < $1) \
+           ORDER BY provision_due_at_ms, id LIMIT $2 {lock_clause}) \
+         RETURNING id"
+    )))
+    .bind(now.timestamp_millis())
+    .bind(i64::from(limit))
+    .bind(owner.to_owned())
+    .bind(until.timestamp_millis())
+    .fetch_all(executor)
+    .await?;
+    Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+/// Leases one teleconsultation to `owner` unless another owner holds an unexpired lease.
+pub(super) async fn try_lease<'e, DB, E>(
+    executor: E,
+    id: &str,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> StoreResult<bool>
+where
+    DB: Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let leased = sqlx::query(
+        "UPDATE teleconsultations SET lease_owner = $2, lease_until_ms = $4 \
+         WHERE id = $1 AND (lease_until_ms IS NULL OR lease_until_ms < $3 OR lease_owner = $2) \
+         RETURNING id",
+    )
+    .bind(id.to_owned())
+    .bind(owner.to_owned())
+    .bind(now.timestamp_millis())
+    .bind(until.timestamp_millis())
+    .fetch_optional(executor)
+    .await?;
+    Ok(leased.is_some())
+}
+
+pub(super) async fn release_lease<'e, DB, E>(executor: E, id: &str, owner: &str) -> StoreResult<()>
+where
+    DB: Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+{
+    sqlx::query(
+        "UPDATE teleconsultations SET lease_owner = NULL, lease_until_ms = NULL \
+         WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind(id.to_owned())
+    .bind(owner.to_owned())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn mark_room_creation<'e, DB, E>(
+    executor: E,
+    id: &str,
+    fingerprint: Option<&str>,
+) -> StoreResult<()>
+where
+    DB: Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+{
+    sqlx::query("UPDATE teleconsultations SET creating_fingerprint = $2 WHERE id = $1")
+        .bind(id.to_owned())
+        .bind(fingerprint.map(str::to_owned))
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Whether a room is recorded anywhere: as some teleconsultation's room, or queued for
+/// deletion.
+pub(super) async fn is_room_known<'e, DB, E>(executor: E, room_id: &str) -> StoreResult<bool>
+where
+    DB: Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'r> (i64,): sqlx::FromRow<'r, DB::Row>,
+{
+    let (known,): (i64,) = sqlx::query_as(
+        "SELECT CAST((SELECT COUNT(*) FROM teleconsultations WHERE room_id = $1) \
+              + (SELECT COUNT(*) FROM rooms_to_delete WHERE room_id = $1) AS BIGINT)",
+    )
+    .bind(room_id.to_owned())
+    .fetch_one(executor)
+    .await?;
+    Ok(known > 0)
+}
+
+/// Live teleconsultations with ids after `after`, in id order (pages for audits).
+pub(super) async fn list_live<'e, DB, E>(
+    executor: E,
+    after: &str,
+    limit: u32,
+) -> StoreResult<Vec<Teleconsultation>>
+where
+    DB: Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> JoinedRow: sqlx::FromRow<'r, DB::Row>,
+{
+    let found: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "{SELECT_JOINED} WHERE t.id IN (SELECT id FROM teleconsultations \
+           WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2) \
+         ORDER BY t.id, p.position"
+    )))
+    .bind(after.to_owned())
+    .bind(i64::from(limit))
+    .fetch_all(executor)
+    .await?;
+    assemble(found)
 }

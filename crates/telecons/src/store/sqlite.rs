@@ -150,4 +150,44 @@ impl Store for SqliteStore {
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog> {
         rows::backlog(&self.readers, now, immutable_period_ms).await
     }
+
+    async fn claim_due_provisioning(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        rows::claim_due_provisioning(&self.writer, "", now, owner, until, limit).await
+    }
+
+    async fn try_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        rows::try_lease(&self.writer, id, owner, now, until).await
+    }
+
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        rows::release_lease(&self.writer, id, owner).await
+    }
+
+    async fn mark_room_creation(&self, id: &str, fingerprint: Option<&str>) -> StoreResult<()> {
+        rows::mark_room_creation(&self.writer, id, fingerprint).await
+    }
+
+    async fn is_room_known(&self, room_id: &str) -> StoreResult<bool> {
+        rows::is_room_known(&self.readers, room_id).await
+    }
+
+    async fn list_live_teleconsultations(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Teleconsultation>> {
+        rows::list_live(&self.readers, after, limit).await
+    }
 }

@@ -31,6 +31,11 @@ crate::on_both_backends!(
     provisioning_marks_are_due_postponed_and_cleared_only_at_their_version,
     room_deletions_are_due_postponed_and_finished,
     backlog_counts_unfinished_work,
+    leases_keep_other_owners_out_until_they_expire,
+    claims_take_each_due_teleconsultation_once,
+    creation_marks_are_bookkeeping_outside_versions,
+    rooms_are_known_when_recorded_or_queued,
+    live_teleconsultations_are_listed_in_pages,
 );
 
 fn spec() -> RoomSpec {
@@ -89,6 +94,7 @@ fn booking(id: &str, participants: Vec<Participant>) -> Teleconsultation {
         room_id: None,
         room_fingerprint: None,
         provision_due_at: None,
+        creating_fingerprint: None,
         created_at: at(1_800_000_000_001),
         updated_at: at(1_800_000_000_001),
         created_by: Some("backoffice".into()),
@@ -609,4 +615,181 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
     assert_eq!(in_period.rooms_missing_at_start, 1);
     let at_start = db.store.backlog(at(1_900_000_000_123), 0).await.unwrap();
     assert_eq!(at_start.rooms_missing_at_start, 1);
+}
+
+async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000011");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    assert!(
+        db.store
+            .try_lease(&tc.id, "a", at(1_000), at(2_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.store
+            .try_lease(&tc.id, "b", at(1_500), at(3_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        db.store
+            .try_lease(&tc.id, "a", at(1_500), at(3_000))
+            .await
+            .unwrap(),
+        "the owner renews"
+    );
+    assert!(
+        db.store
+            .try_lease(&tc.id, "b", at(3_001), at(4_000))
+            .await
+            .unwrap(),
+        "expired"
+    );
+    db.store.release_lease(&tc.id, "a").await.unwrap(); // not a's any more: no effect
+    assert!(
+        !db.store
+            .try_lease(&tc.id, "a", at(3_500), at(5_000))
+            .await
+            .unwrap()
+    );
+    db.store.release_lease(&tc.id, "b").await.unwrap();
+    assert!(
+        db.store
+            .try_lease(&tc.id, "a", at(3_500), at(5_000))
+            .await
+            .unwrap()
+    );
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.version, 1, "leases are not changes");
+}
+
+async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let mut tc = doctor_and_patient(&format!("64b0000000000000000001{i:02}"));
+        tc.provision_due_at = Some(at(1_000 + i));
+        db.store.insert_teleconsultation(&tc).await.unwrap();
+        ids.push(tc.id);
+    }
+    // Two owners claim concurrently: every due one goes to exactly one of them.
+    let (a, b) = tokio::join!(
+        db.store
+            .claim_due_provisioning(at(5_000), "a", at(60_000), 4),
+        db.store
+            .claim_due_provisioning(at(5_000), "b", at(60_000), 4),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut all: Vec<String> = a.iter().chain(&b).cloned().collect();
+    all.sort();
+    assert_eq!(all, ids, "a: {a:?}, b: {b:?}");
+    assert!(
+        db.store
+            .claim_due_provisioning(at(6_000), "c", at(60_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the leases expire, the still-due work can be claimed again.
+    assert_eq!(
+        db.store
+            .claim_due_provisioning(at(60_001), "c", at(90_000), 10)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+}
+
+async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000012");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .mark_room_creation(&tc.id, Some("abcd"))
+        .await
+        .unwrap();
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"));
+    assert_eq!(read.version, 1);
+    // A versioned update leaves the mark alone.
+    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"));
+    db.store.mark_room_creation(&tc.id, None).await.unwrap();
+    let read = db
+        .store
+        .get_teleconsultation(&tc.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.creating_fingerprint, None);
+}
+
+async fn rooms_are_known_when_recorded_or_queued(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b000000000000000000013");
+    tc.room_id = Some("room_recorded".into());
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .retire_room("room_queued", None, at(1))
+        .await
+        .unwrap();
+    assert!(db.store.is_room_known("room_recorded").await.unwrap());
+    assert!(db.store.is_room_known("room_queued").await.unwrap());
+    assert!(!db.store.is_room_known("room_stranger").await.unwrap());
+}
+
+async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
+    for i in 0..5 {
+        db.store
+            .insert_teleconsultation(&doctor_and_patient(&format!(
+                "64b0000000000000000002{i:02}"
+            )))
+            .await
+            .unwrap();
+    }
+    let deleted = doctor_and_patient("64b000000000000000000202");
+    store::soft_delete(
+        &*db.store,
+        db.store
+            .get_teleconsultation(&deleted.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        None,
+        at(1),
+    )
+    .await
+    .unwrap();
+    let first = db.store.list_live_teleconsultations("", 2).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["64b000000000000000000200", "64b000000000000000000201"]
+    );
+    assert_eq!(first[0].participants.len(), 2, "with their participants");
+    let rest = db
+        .store
+        .list_live_teleconsultations(&first[1].id, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rest.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["64b000000000000000000203", "64b000000000000000000204"]
+    );
 }
