@@ -18,8 +18,10 @@ use crate::provisioner;
 use crate::store::{Participant, StoreError, Teleconsultation, TeleconsultationState};
 use crate::users;
 
-/// How many times a change is re-decided after losing a race before answering 409.
-const MAX_ATTEMPTS: usize = 5;
+/// How many times a change is re-decided after losing a race before answering 409. Each
+/// stored change may be followed by the provisioner's own (the room switch), so a burst of
+/// N concurrent changes needs up to about 2N attempts for the last one.
+const MAX_ATTEMPTS: usize = 24;
 
 /// One participant as given by the caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +149,7 @@ pub async fn update(
         if let Some(outcome) = save(state, &current, next, caller.clone()).await? {
             return Ok(outcome);
         }
+        lost_a_race().await;
     }
     Err(changed_concurrently())
 }
@@ -179,6 +182,7 @@ pub async fn add_participant(
         if let Some(outcome) = save(state, &current, next, caller.clone()).await? {
             return Ok(outcome);
         }
+        lost_a_race().await;
     }
     Err(changed_concurrently())
 }
@@ -205,7 +209,7 @@ pub async fn delete(state: &AppState, id: &str, caller: Option<String>) -> Resul
                 provisioner::delete_rooms(state, &retired).await;
                 return Ok(());
             }
-            Err(StoreError::StaleVersion) => continue,
+            Err(StoreError::StaleVersion) => lost_a_race().await,
             Err(err) => return Err(err.into()),
         }
     }
@@ -347,6 +351,15 @@ pub async fn ensure_live(state: &AppState, id: &str) -> Result<()> {
     live(state, id).await.map(|_| ())
 }
 
+/// `NotFound` unless `id` is live, then `Unauthorized` unless `caller` participates.
+pub async fn ensure_participant(state: &AppState, id: &str, caller: Option<&str>) -> Result<()> {
+    let tc = live(state, id).await?;
+    match caller.and_then(|caller| tc.participant(caller)) {
+        Some(_) => Ok(()),
+        None => Err(BookingError::Unauthorized),
+    }
+}
+
 /// The live teleconsultation `id`; a deleted one is as unknown as a missing one.
 async fn live(state: &AppState, id: &str) -> Result<Teleconsultation> {
     match state.store.get_teleconsultation(id).await? {
@@ -375,6 +388,12 @@ fn refuse_if_immutable(state: &AppState, tc: &Teleconsultation) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A short random pause, so that requests that collided do not collide again in lockstep.
+async fn lost_a_race() {
+    let pause = rand::random_range(1..=10);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
 }
 
 fn changed_concurrently() -> BookingError {

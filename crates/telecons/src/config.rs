@@ -117,6 +117,8 @@ pub struct Config {
     pub unlimited_teleconsultation: bool,
     pub live_teleconsultation: bool,
     pub immutable_period_ms: u64,
+    /// `PROVISIONING_LEASE_SECONDS`: see [`DEFAULT_PROVISIONING_LEASE_SECS`].
+    pub provisioning_lease_secs: u64,
     pub delete_uploads: bool,
     pub default_recording: Recording,
     pub auth_service: Option<String>,
@@ -140,6 +142,7 @@ impl fmt::Debug for Config {
             )
             .field("live_teleconsultation", &self.live_teleconsultation)
             .field("immutable_period_ms", &self.immutable_period_ms)
+            .field("provisioning_lease_secs", &self.provisioning_lease_secs)
             .field("delete_uploads", &self.delete_uploads)
             .field("default_recording", &self.default_recording)
             .field("auth_service", &self.auth_service)
@@ -178,9 +181,14 @@ const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
 const JWT_JWKS_URL: &str = "JWT_JWKS_URL";
 const JWT_USER_ID_CLAIM: &str = "JWT_USER_ID_CLAIM";
 const JWT_GROUPS_CLAIM: &str = "JWT_GROUPS_CLAIM";
+const PROVISIONING_LEASE_SECONDS: &str = "PROVISIONING_LEASE_SECONDS";
+
+/// How long an instance may work on one teleconsultation's room before another instance may
+/// take over (also how long work held by a crashed instance waits).
+pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
 
 /// Every variable the service reads.
-pub const VARIABLES: [&str; 26] = [
+pub const VARIABLES: [&str; 27] = [
     KALEYRA_KEY,
     KALEYRA_KEY_ALIAS,
     KALEYRA_URL,
@@ -207,6 +215,7 @@ pub const VARIABLES: [&str; 26] = [
     JWT_JWKS_URL,
     JWT_USER_ID_CLAIM,
     JWT_GROUPS_CLAIM,
+    PROVISIONING_LEASE_SECONDS,
 ];
 
 /// Reads variables and collects problems.
@@ -436,6 +445,19 @@ impl Config {
             }),
         };
 
+        let provisioning_lease_secs = match env.get(PROVISIONING_LEASE_SECONDS) {
+            None => DEFAULT_PROVISIONING_LEASE_SECS,
+            Some(v) => match v.parse::<u64>() {
+                Ok(secs) if (1..=3600).contains(&secs) => secs,
+                _ => {
+                    env.errors.push(format!(
+                        "{PROVISIONING_LEASE_SECONDS} must be a whole number of seconds from 1 to 3600, got {v:?}"
+                    ));
+                    DEFAULT_PROVISIONING_LEASE_SECS
+                }
+            },
+        };
+
         let default_recording = match env.get(DEFAULT_RECORDING) {
             None => Recording::None,
             Some(v) => v.parse().unwrap_or_else(|e| {
@@ -547,6 +569,7 @@ impl Config {
             unlimited_teleconsultation,
             live_teleconsultation,
             immutable_period_ms,
+            provisioning_lease_secs,
             delete_uploads,
             default_recording,
             auth_service,

@@ -9,6 +9,7 @@ pub mod store;
 pub mod telemetry;
 
 pub use app::{AppDeps, AppState, build_app};
+pub mod audit;
 pub mod bookings;
 pub mod demo;
 pub mod provisioner;

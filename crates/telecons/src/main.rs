@@ -29,6 +29,9 @@ enum Command {
     CheckConfig,
     /// Print the OpenAPI document.
     Openapi,
+    /// Compare the stored teleconsultations with Kaleyra's rooms; print the report (JSON);
+    /// exit non-zero when a room is missing or an orphan exists.
+    Audit,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,17 @@ fn main() -> ExitCode {
             server::serve(config).await
         }),
         Command::Demo => with_config(telecons::demo::run),
+        Command::Audit => with_config(|config| async move {
+            let kaleyra = telecons::app::kaleyra_client(config.require_kaleyra()?)?;
+            let store = server::open_store(&config).await?;
+            let report = telecons::audit::audit(&*store, &kaleyra).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            anyhow::ensure!(
+                report.is_consistent(),
+                "rooms and teleconsultations disagree"
+            );
+            Ok(())
+        }),
         Command::Migrate => with_config(|config| async move {
             let store = server::open_store(&config).await?;
             println!("migrations applied ({})", store.backend());

@@ -29,9 +29,6 @@ const BATCH: u32 = 50;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// A record that keeps changing under the provisioner is left to the next pass.
 const MAX_ROUNDS: usize = 3;
-/// How long an instance may work on one teleconsultation before another may take over
-/// (longer than the slowest provisioning: user creations with retries plus a room).
-const LEASE: TimeDelta = TimeDelta::seconds(90);
 /// A tagged room nobody recorded is deleted only once it is this old, so that a creation
 /// still in flight on another instance is never mistaken for an orphan.
 pub const ORPHAN_GRACE: TimeDelta = TimeDelta::minutes(10);
@@ -55,16 +52,46 @@ impl From<UserSyncError> for ProvisionError {
     }
 }
 
+/// How long an instance may work on one teleconsultation before another may take over; it
+/// should exceed the slowest provisioning (user creations with retries, then a room).
+fn lease(state: &AppState) -> TimeDelta {
+    TimeDelta::seconds(i64::try_from(state.config.provisioning_lease_secs).unwrap_or(60))
+}
+
 /// Brings teleconsultation `id` to its desired state. On failure the work stays marked
-/// (postponed by [`PROVISION_RETRY`]) and the error is returned for logging. When another
-/// instance holds the lease on `id`, this does nothing: that instance finishes the work.
+/// (postponed by [`PROVISION_RETRY`]) and the error is returned for logging. While someone
+/// else (another request, another instance) holds the lease on `id`, this waits a moment
+/// for it, then leaves the work to the lease holder and the background worker.
 pub async fn converge(state: &AppState, id: &str) -> Result<(), ProvisionError> {
-    let owner = &*state.instance_id;
-    let now = state.clock.now();
-    if !state.store.try_lease(id, owner, now, now + LEASE).await? {
-        tracing::debug!(teleconsultation = id, "another instance is provisioning it");
-        return Ok(());
+    let owner = lease_owner(state);
+    for attempt in 0..LEASE_WAIT_ATTEMPTS {
+        let now = state.clock.now();
+        if state
+            .store
+            .try_lease(id, &owner, now, now + lease(state))
+            .await?
+        {
+            return converge_leased(state, id, &owner).await;
+        }
+        if attempt + 1 < LEASE_WAIT_ATTEMPTS {
+            tokio::time::sleep(LEASE_WAIT).await;
+        }
     }
+    tracing::debug!(teleconsultation = id, "someone else is provisioning it");
+    Ok(())
+}
+
+/// A name for one piece of work: leases exclude other requests of this instance as well as
+/// other instances.
+fn lease_owner(state: &AppState) -> String {
+    format!("{}/{:016x}", state.instance_id, rand::random::<u64>())
+}
+
+const LEASE_WAIT_ATTEMPTS: usize = 20;
+const LEASE_WAIT: Duration = Duration::from_millis(50);
+
+/// [`converge`] under a lease `owner` already holds; releases it at the end.
+async fn converge_leased(state: &AppState, id: &str, owner: &str) -> Result<(), ProvisionError> {
     let result = converge_once(state, id).await;
     if let Err(err) = state.store.release_lease(id, owner).await {
         tracing::warn!(teleconsultation = id, error = %err, "cannot release the lease; it expires");
@@ -335,13 +362,14 @@ fn deletion_retry_at(now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
 /// instances take other work), then every due room deletion.
 pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
     let now = state.clock.now();
+    let owner = lease_owner(state);
     let claimed = state
         .store
-        .claim_due_provisioning(now, &state.instance_id, now + LEASE, BATCH)
+        .claim_due_provisioning(now, &owner, now + lease(state), BATCH)
         .await?;
     for id in claimed {
-        // Errors are logged and postponed inside converge.
-        let _ = converge(state, &id).await;
+        // Errors are logged and postponed inside.
+        let _ = converge_leased(state, &id, &owner).await;
     }
     for entry in state.store.due_room_deletions(now, BATCH).await? {
         delete_room(state, &entry).await;
@@ -371,10 +399,10 @@ pub async fn run_worker(state: AppState, shutdown: CancellationToken) {
                     tracing::warn!(error = %err, "provisioning pass failed");
                 }
                 passes = passes.wrapping_add(1);
-                if passes % SWEEP_EVERY == 0 {
-                    if let Err(err) = sweep_orphans(&state).await {
-                        tracing::warn!(error = %err, "orphan sweep failed");
-                    }
+                if passes.is_multiple_of(SWEEP_EVERY)
+                    && let Err(err) = sweep_orphans(&state).await
+                {
+                    tracing::warn!(error = %err, "orphan sweep failed");
                 }
             }
         }

@@ -68,20 +68,34 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) 
     status_response(BTreeMap::from([("storage", verdict(storage.is_ok()))]))
 }
 
-/// The storage and Kaleyra are reachable.
+/// The storage and Kaleyra are reachable, and no teleconsultation whose links are due is
+/// missing its room.
 #[utoipa::path(get, path = "/-/check-up", tag = "operations",
     responses(
         (status = 200, description = "Every dependency answers", body = StatusBody),
         (status = 503, description = "A dependency does not answer", body = StatusBody),
     ))]
 async fn check_up(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) {
-    let (storage, kaleyra) = tokio::join!(
-        state.store.ping(),
+    let now = state.clock.now();
+    let (backlog, kaleyra) = tokio::join!(
+        state.store.backlog(now, state.config.immutable_period_ms),
         tokio::time::timeout(KALEYRA_CHECK_BUDGET, state.kaleyra.check_reachable()),
     );
-    if let Err(e) = &storage {
-        tracing::warn!(error = %e, "check-up: storage unreachable");
-    }
+    let (storage_ok, rooms_ok) = match &backlog {
+        Ok(backlog) => {
+            if backlog.rooms_missing_at_start > 0 {
+                tracing::warn!(
+                    rooms_missing_at_start = backlog.rooms_missing_at_start,
+                    "check-up: teleconsultations whose links are due have no room"
+                );
+            }
+            (true, backlog.rooms_missing_at_start == 0)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "check-up: storage unreachable");
+            (false, false) // unverifiable: not OK
+        }
+    };
     let kaleyra_ok = match kaleyra {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -94,8 +108,11 @@ async fn check_up(State(state): State<AppState>) -> (StatusCode, Json<StatusBody
         }
     };
     status_response(BTreeMap::from([
-        ("storage", verdict(storage.is_ok())),
+        ("storage", verdict(storage_ok)),
         ("kaleyra", verdict(kaleyra_ok)),
+        // KO while a teleconsultation whose links are due (start − IMMUTABLE_PERIOD_MS has
+        // passed) still has no room: its participants cannot join.
+        ("rooms", verdict(rooms_ok)),
     ]))
 }
 

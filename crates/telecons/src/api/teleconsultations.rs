@@ -93,8 +93,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
 pub struct ListedParticipants {
     /// How many participants the teleconsultation will have (2–25).
     pub number: i64,
-    /// The participants known so far (at most `number`), in order.
-    #[serde(default)]
+    /// The participants known so far (at most `number`), in order; may be empty.
     pub data: Vec<ParticipantBody>,
 }
 
@@ -200,6 +199,10 @@ fn json_body<T: serde::de::DeserializeOwned>(
             "the body must be JSON, sent with Content-Type: application/json",
         ));
     }
+    // serde would also read a struct from a JSON array; the bodies here are objects.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
     Json::<T>::from_bytes(body)
         .map(|Json(v)| v)
         .map_err(ApiError::from)
@@ -297,13 +300,14 @@ pub struct JoinQuery {
     pub language: Option<String>,
 }
 
-/// Maps a booking error; `no_plus_user` is the route's documented string.
+/// Maps a booking error; `no_plus_user` is the route's documented string. The documented
+/// 404 string belongs to GET (see [`get_teleconsultation`]); the other routes answer the
+/// plain shape, as the original's CRUD did.
 fn booking_error(err: BookingError, no_plus_user: impl FnOnce() -> String) -> ApiError {
     match err {
-        BookingError::NotFound(id) => ApiError::documented(
-            StatusCode::NOT_FOUND,
-            format!("Room with id {id} not found on CRUD"),
-        ),
+        BookingError::NotFound(id) => {
+            ApiError::not_found(format!("no live teleconsultation has the id {id:?}"))
+        }
         BookingError::Unauthorized => ApiError::unauthorized(),
         BookingError::Invalid(message) => ApiError::bad_request(message),
         err @ BookingError::Immutable { .. } => ApiError::conflict(err.to_string()),
@@ -409,8 +413,17 @@ async fn get_teleconsultation(
     caller: Caller,
     Query(query): Query<JoinQuery>,
 ) -> Result<Json<JoinBody>, ApiError> {
-    let map = |e| booking_error(e, String::new);
-    bookings::ensure_live(&state, &id).await.map_err(map)?;
+    let map = |e| match e {
+        BookingError::NotFound(id) => ApiError::documented(
+            StatusCode::NOT_FOUND,
+            format!("Room with id {id} not found on CRUD"),
+        ),
+        other => booking_error(other, String::new),
+    };
+    // 404, then 401, then the query's 400.
+    bookings::ensure_participant(&state, &id, caller.id.as_deref())
+        .await
+        .map_err(map)?;
     let use_background = match query.use_background.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,

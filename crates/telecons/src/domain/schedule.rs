@@ -40,21 +40,25 @@ pub struct Schedule {
 
 impl Schedule {
     /// Validates `start` with the given duration. An `end_date` is turned into whole seconds
-    /// (sub-second remainders are dropped: 300.9 s counts as 300 s, 299.9 s is refused).
+    /// (sub-second remainders are dropped: 300.9 s is stored as 300 s; 299.9 s and
+    /// 86400.001 s are refused).
     pub fn new(start: DateTime<Utc>, duration: DurationInput) -> Result<Schedule, ScheduleError> {
-        let (field, secs) = match duration {
+        // Bounds are checked on the exact duration (an end 1 ms past 24 hours is too long);
+        // the stored duration is then whole seconds.
+        let (field, millis) = match duration {
             DurationInput::End(end) => {
                 if end <= start {
                     return Err(ScheduleError::EndNotAfterStart);
                 }
-                ("end_date", (end - start).num_seconds())
+                ("end_date", (end - start).num_milliseconds())
             }
-            DurationInput::Seconds(secs) => ("duration_in_seconds", secs),
+            DurationInput::Seconds(secs) => ("duration_in_seconds", secs.saturating_mul(1000)),
         };
-        if secs < MIN_DURATION_SECS {
+        let secs = millis.div_euclid(1000);
+        if millis < MIN_DURATION_SECS * 1000 {
             return Err(ScheduleError::TooShort { field, secs });
         }
-        if secs > MAX_DURATION_SECS {
+        if millis > MAX_DURATION_SECS * 1000 {
             return Err(ScheduleError::TooLong { field, secs });
         }
         Ok(Schedule {
@@ -126,6 +130,29 @@ pub fn parse_instant(value: &str) -> Result<DateTime<Utc>, InstantError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_end_a_millisecond_past_the_bounds_is_refused() {
+        let start = parse_instant("2030-01-02T10:00:00Z").unwrap();
+        let too_long = parse_instant("2030-01-03T10:00:00.001Z").unwrap();
+        assert!(matches!(
+            Schedule::new(start, DurationInput::End(too_long)),
+            Err(ScheduleError::TooLong { .. })
+        ));
+        let too_short = parse_instant("2030-01-02T10:04:59.999Z").unwrap();
+        assert!(matches!(
+            Schedule::new(start, DurationInput::End(too_short)),
+            Err(ScheduleError::TooShort { .. })
+        ));
+        let day = parse_instant("2030-01-03T10:00:00Z").unwrap();
+        assert_eq!(
+            Schedule::new(start, DurationInput::End(day))
+                .unwrap()
+                .duration_secs,
+            86_400
+        );
+    }
+
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {

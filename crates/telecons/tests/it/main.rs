@@ -8,5 +8,8 @@
 
 mod support;
 
+mod cli;
 mod ops;
+mod provisioning;
 mod store;
+mod teleconsultations;

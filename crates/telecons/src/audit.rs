@@ -1,0 +1,125 @@
+//! Compares what the store says with what Kaleyra has: every live, complete teleconsultation
+//! should have exactly its recorded room, matching its spec; no room tagged by this service
+//! should exist without one. Used by `telecons audit`, the soak command and the tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kaleyra_client::{KaleyraClient, KaleyraError, Room};
+use serde::Serialize;
+
+use crate::domain::room_spec::{RoomSpec, parse_description};
+use crate::store::{Store, StoreError, Teleconsultation};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditReport {
+    /// Live teleconsultations that should have a room (all participants known).
+    pub rooms_expected: u64,
+    /// Rooms on Kaleyra tagged by this service.
+    pub rooms_live: u64,
+    /// Expected rooms that exist, are recorded and match their spec.
+    pub rooms_matching: u64,
+    /// Teleconsultations whose room is missing, not yet recorded, or does not match.
+    pub missing: Vec<String>,
+    /// Tagged rooms that no live teleconsultation has (deletion pending, or leaked).
+    pub orphans: Vec<String>,
+    /// Rooms without our tag (made by someone else; never touched).
+    pub untagged_rooms: u64,
+}
+
+impl AuditReport {
+    /// Every expected room is there and matches, and nothing else of ours exists.
+    pub fn is_consistent(&self) -> bool {
+        self.missing.is_empty()
+            && self.orphans.is_empty()
+            && self.rooms_matching == self.rooms_expected
+            && self.rooms_live == self.rooms_expected
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kaleyra(#[from] KaleyraError),
+}
+
+const PAGE: u32 = 500;
+
+pub async fn audit(store: &dyn Store, kaleyra: &KaleyraClient) -> Result<AuditReport, AuditError> {
+    let rooms = kaleyra.list_rooms().await?;
+    let mut live = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store.list_live_teleconsultations(&after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        live.extend(page);
+    }
+    Ok(compare(&live, &rooms))
+}
+
+/// The comparison itself, pure.
+pub fn compare(live: &[Teleconsultation], rooms: &[Room]) -> AuditReport {
+    let mut report = AuditReport::default();
+    let mut tagged: BTreeMap<&str, &Room> = BTreeMap::new();
+    for room in rooms {
+        if room
+            .description
+            .as_deref()
+            .and_then(parse_description)
+            .is_some()
+        {
+            tagged.insert(room.id.as_str(), room);
+        } else {
+            report.untagged_rooms += 1;
+        }
+    }
+    report.rooms_live = tagged.len() as u64;
+    let mut claimed: BTreeSet<&str> = BTreeSet::new();
+    for tc in live {
+        let Some(spec) = &tc.desired_room else {
+            continue;
+        };
+        report.rooms_expected += 1;
+        let room = tc.room_id.as_deref().and_then(|id| tagged.get(id));
+        match room {
+            Some(room) if tc.room_is_current() && room_matches(room, spec, &tc.id) => {
+                report.rooms_matching += 1;
+                claimed.insert(room.id.as_str());
+            }
+            _ => report.missing.push(tc.id.clone()),
+        }
+    }
+    report.orphans = tagged
+        .keys()
+        .filter(|id| !claimed.contains(*id))
+        .map(|id| (*id).to_owned())
+        .collect();
+    report
+}
+
+/// Whether Kaleyra's room is the one `spec` describes (participants and their admin flag,
+/// duration, live, recording, and our tag).
+fn room_matches(room: &Room, spec: &RoomSpec, teleconsultation_id: &str) -> bool {
+    let wanted: BTreeSet<(&str, bool)> = spec
+        .participants
+        .iter()
+        .map(|p| (p.kaleyra_user_id.as_str(), p.is_admin))
+        .collect();
+    let actual: BTreeSet<(&str, bool)> = room
+        .participants
+        .iter()
+        .map(|p| (p.user_id.as_str(), p.is_admin))
+        .collect();
+    let duration = spec
+        .duration_secs
+        .and_then(|d| u64::try_from(d).ok())
+        .unwrap_or(0);
+    wanted == actual
+        && room.participants.len() == spec.participants.len()
+        && room.duration_in_seconds == duration
+        && room.live == spec.live
+        && room.recording == spec.recording.as_str()
+        && room.description.as_deref() == Some(spec.description(teleconsultation_id).as_str())
+}

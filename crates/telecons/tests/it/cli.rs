@@ -1,0 +1,776 @@
+//! The `telecons` command, black-box: the real binary in a temporary working directory with
+//! a clean environment (README "Commands", spec §3 and §4.10).
+//!
+//! Every wait is a poll with a deadline; a child still running when a test ends (or fails)
+//! is killed by its guard.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::support::{POSTGRES_URL_VAR, with_database};
+
+const BIN: &str = env!("CARGO_BIN_EXE_telecons");
+
+/// How long a start-up, a one-shot command or a shutdown may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// The graceful-shutdown bound the tests enforce on an idle server.
+const IDLE_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// `telecons <args>` in `cwd`, with only `env` in its environment.
+fn telecons(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A child process whose output is collected as it comes; killed when dropped.
+struct Running {
+    child: Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("start the telecons binary");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            collect(
+                child.stdout.take().expect("piped stdout"),
+                Arc::clone(&stdout),
+            ),
+            collect(
+                child.stderr.take().expect("piped stderr"),
+                Arc::clone(&stderr),
+            ),
+        ];
+        Self {
+            child,
+            stdout,
+            stderr,
+            readers,
+            status: None,
+        }
+    }
+
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().expect("lock")).into_owned()
+    }
+
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().expect("lock")).into_owned()
+    }
+
+    /// Both streams, for failure messages.
+    fn output(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout(),
+            self.stderr()
+        )
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("poll the child");
+        }
+        self.status
+    }
+
+    /// Waits for the exit (at most `within`); then waits for the output to be complete.
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.exited() {
+                // The pipes close with the process: the readers finish promptly.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Runs to completion (within [`DEADLINE`]); panics with the output if it hangs.
+    async fn finish(&mut self) -> ExitStatus {
+        match self.wait_exit(DEADLINE).await {
+            Some(status) => status,
+            None => panic!(
+                "telecons did not exit within {DEADLINE:?}\n{}",
+                self.output()
+            ),
+        }
+    }
+
+    /// Sends SIGTERM with the `kill` command.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// SIGTERM, then the exit: asserts it is successful and within [`IDLE_SHUTDOWN`].
+    async fn terminate_idle(&mut self) {
+        assert!(
+            self.exited().is_none(),
+            "telecons exited before SIGTERM\n{}",
+            self.output()
+        );
+        let sent = Instant::now();
+        self.terminate();
+        let Some(status) = self.wait_exit(Duration::from_secs(5)).await else {
+            panic!("telecons still runs 5 s after SIGTERM\n{}", self.output());
+        };
+        let elapsed = sent.elapsed();
+        eprintln!("telecons stopped {elapsed:?} after SIGTERM");
+        assert!(
+            status.success(),
+            "SIGTERM must stop telecons cleanly, got {status}\n{}",
+            self.output()
+        );
+        assert!(
+            elapsed < IDLE_SHUTDOWN,
+            "an idle server must stop within {IDLE_SHUTDOWN:?} of SIGTERM, took {elapsed:?}"
+        );
+    }
+
+    /// Polls `GET http://127.0.0.1:{port}{path}` until it answers `status`; returns the body.
+    async fn wait_for(&mut self, port: u16, path: &str, status: u16) -> Value {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = String::from("no answer");
+        loop {
+            if let Some(exit) = self.exited() {
+                panic!(
+                    "telecons exited ({exit}) instead of serving\n{}",
+                    self.output()
+                );
+            }
+            if let Ok(response) = http.get(&url).send().await {
+                let code = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                if code == status {
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+                }
+                last = format!("{code} {text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "GET {path} never answered {status} within {DEADLINE:?} (last: {last})\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buffer = [0_u8; 8192];
+        while let Ok(n) = stream.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            into.lock().expect("lock").extend_from_slice(&buffer[..n]);
+        }
+    })
+}
+
+/// A loopback port free at the time of the call.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path.display().to_string()
+}
+
+/// A PostgreSQL database that exists but was never migrated; dropped with the value.
+struct FreshPostgres {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl FreshPostgres {
+    async fn create() -> Option<Self> {
+        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+            eprintln!("note: {POSTGRES_URL_VAR} is not set; PostgreSQL CLI test skipped");
+            return None;
+        };
+        let name = format!("telecons_cli_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but unreachable: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = with_database(&admin_url, &name);
+        Some(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for FreshPostgres {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `url` with `password` in its userinfo, unless it already has one.
+fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user, host)) if !user.contains(':') => {
+            format!(
+                "{scheme}://{user}:{password}@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The applied migrations recorded in a database.
+async fn applied_migrations(url: &str) -> i64 {
+    const COUNT: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        let count = sqlx::query_scalar(COUNT)
+            .fetch_one(&mut connection)
+            .await
+            .expect("the migrations table exists");
+        connection.close().await.ok();
+        count
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        let count = sqlx::query_scalar(COUNT)
+            .fetch_one(&mut connection)
+            .await
+            .expect("the migrations table exists");
+        connection.close().await.ok();
+        count
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// check-config
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn check_config_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write_file(
+        dir.path(),
+        "service.json",
+        r#"{
+            "privileges": {
+                "basic": { "groups": ["patient"], "tools": { "chat": true, "teleportation": true } },
+                "plus":  { "groups": [] }
+            },
+            "groupsWithBackgroundLsit": ["doctor"]
+        }"#,
+    );
+    let mut run = Running::start(telecons(
+        &["check-config"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "some-key"),
+            ("BANDYER_BASE_URL", "http://127.0.0.1:9"),
+            ("TELECONSULTATION_SERVICE_CONFIG_PATH", &file),
+            ("LIVE_TELECONSULTATION", "maybe"),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(
+        !status.success(),
+        "check-config must fail\n{}",
+        run.output()
+    );
+    let stderr = run.stderr();
+    // Each problem on a line of its own, naming what is wrong.
+    let problems: [&[&str]; 4] = [
+        // the unknown key, with the near miss suggested
+        &[
+            "unknown key `groupsWithBackgroundLsit`",
+            "groupsWithBackgroundList",
+        ],
+        &["privileges.plus.groups must not be empty"],
+        &["unknown tool `teleportation`", "privileges.basic.tools"],
+        // the bad boolean, named with its value
+        &["LIVE_TELECONSULTATION", "\"maybe\""],
+    ];
+    for words in problems {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| words.iter().all(|w| line.contains(w))),
+            "no line of stderr mentions {words:?}\n{}",
+            run.output()
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_config_reports_empty_basic_groups_and_bad_booleans() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write_file(
+        dir.path(),
+        "service.json",
+        r#"{"privileges": {"basic": {"groups": []}, "plus": {"groups": ["doctor"]}}}"#,
+    );
+    let mut run = Running::start(telecons(
+        &["check-config"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "some-key"),
+            ("BANDYER_BASE_URL", "http://127.0.0.1:9"),
+            ("TELECONSULTATION_SERVICE_CONFIG_PATH", &file),
+            ("UNLIMITED_TELECONSULTATION", "yes"),
+            ("TELECONSULTATION_DELETE_UPLOADS", "TRUE!"),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(
+        !status.success(),
+        "check-config must fail\n{}",
+        run.output()
+    );
+    let stderr = run.stderr();
+    for expected in [
+        "privileges.basic.groups must not be empty",
+        "UNLIMITED_TELECONSULTATION",
+        "TELECONSULTATION_DELETE_UPLOADS",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "stderr does not mention {expected:?}\n{}",
+            run.output()
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_config_accepts_a_valid_setup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The spec's example file, with the original's ignored keys.
+    let file = write_file(
+        dir.path(),
+        "service.json",
+        r##"{
+          "privileges": {
+            "basic": { "groups": ["patient"], "tools": { "chat": true, "file_upload": true } },
+            "plus":  { "groups": ["doctor"],  "tools": { "chat": true, "screen_sharing": true, "whiteboard": true } }
+          },
+          "groupsWithBackgroundList": ["doctor"],
+          "userIdPathInRequest": [
+            { "from": "object", "extract": "headers" },
+            { "from": "object", "extract": "miauserid" }
+          ],
+          "theme": { "light": { "primaryColor": "#ffffff", "accentColor": "#480ca8" } },
+          "companyLogo": { "url": "https://example.org/logo.png" }
+        }"##,
+    );
+    let mut run = Running::start(telecons(
+        &["check-config"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "some-key"),
+            ("BANDYER_BASE_URL", "https://api.sandbox.eu.bandyer.com"),
+            ("TELECONSULTATION_SERVICE_CONFIG_PATH", &file),
+            ("LIVE_TELECONSULTATION", "0"),
+            ("UNLIMITED_TELECONSULTATION", "true"),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(status.success(), "check-config must pass\n{}", run.output());
+    assert!(run.stderr().trim().is_empty(), "{}", run.output());
+
+    // Nothing but the two Kaleyra variables is required.
+    let mut run = Running::start(telecons(
+        &["check-config"],
+        dir.path(),
+        &[
+            ("KALEYRA_API_KEY", "some-key"),
+            ("KALEYRA_BASE_URL", "https://api.sandbox.eu.bandyer.com"),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(
+        status.success(),
+        "the aliases alone must pass\n{}",
+        run.output()
+    );
+}
+
+#[tokio::test]
+async fn check_config_never_prints_secret_values() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut run = Running::start(telecons(
+        &["check-config"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "canary-key-one-3f9a"),
+            ("KALEYRA_API_KEY", "canary-key-two-77c1"),
+            ("BANDYER_BASE_URL", "http://127.0.0.1:9"),
+            (
+                "DATABASE_URL",
+                "mysql://admin:canary-password-e2d0@db.example/x",
+            ),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(
+        !status.success(),
+        "check-config must fail\n{}",
+        run.output()
+    );
+    let output = run.output();
+    for named in ["BANDYER_API_SECRET_KEY", "KALEYRA_API_KEY", "DATABASE_URL"] {
+        assert!(output.contains(named), "{named} not named\n{output}");
+    }
+    for secret in [
+        "canary-key-one-3f9a",
+        "canary-key-two-77c1",
+        "canary-password-e2d0",
+    ] {
+        assert!(!output.contains(secret), "{secret} leaked\n{output}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// serve
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_kaleyra() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port().to_string();
+    let started = Instant::now();
+    let mut run = Running::start(telecons(&["serve"], dir.path(), &[("HTTP_PORT", &port)]));
+    let Some(status) = run.wait_exit(Duration::from_secs(5)).await else {
+        panic!(
+            "serve without Kaleyra must exit at once, still runs\n{}",
+            run.output()
+        );
+    };
+    assert!(!status.success(), "{}", run.output());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let stderr = run.stderr();
+    for named in ["BANDYER_API_SECRET_KEY", "BANDYER_BASE_URL"] {
+        assert!(
+            stderr.contains(named),
+            "stderr does not name {named}\n{}",
+            run.output()
+        );
+    }
+    // It never starts half-configured: no database was created.
+    assert!(
+        !dir.path().join("telecons.db").exists(),
+        "serve created its database before refusing to start"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_default_sqlite_is_ready_and_stops_on_sigterm() {
+    let sim = kaleyra_sim::spawn("cli-sim-key")
+        .await
+        .expect("start simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut run = Running::start(telecons(
+        &["serve"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "cli-sim-key"),
+            ("BANDYER_BASE_URL", sim.base_url()),
+            ("HTTP_PORT", &port_text),
+        ],
+    ));
+    assert_eq!(
+        run.wait_for(port, "/-/ready", 200).await,
+        json!({"status": "OK", "checks": {"storage": "OK"}})
+    );
+    let db = dir.path().join("telecons.db");
+    assert!(
+        db.exists(),
+        "DATABASE_URL defaults to sqlite://telecons.db in the working directory\n{}",
+        run.output()
+    );
+    assert_eq!(
+        run.wait_for(port, "/-/check-up", 200).await,
+        json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK"}})
+    );
+    run.terminate_idle().await;
+    assert!(
+        applied_migrations(&format!("sqlite://{}", db.display())).await > 0,
+        "serve applies the migrations at start-up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_is_ready_and_stops_on_sigterm() {
+    let Some(database) = FreshPostgres::create().await else {
+        return;
+    };
+    let sim = kaleyra_sim::spawn("cli-sim-key")
+        .await
+        .expect("start simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let port_text = port.to_string();
+    // With trust authentication the server ignores a password: give one, to check that it
+    // is never logged.
+    let password = format!("canary-pw-{:016x}", rand::random::<u64>());
+    let url = with_password(&database.url, &password);
+    let mut run = Running::start(telecons(
+        &["serve"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "cli-sim-key"),
+            ("BANDYER_BASE_URL", sim.base_url()),
+            ("HTTP_PORT", &port_text),
+            ("DATABASE_URL", &url),
+            ("LOG_LEVEL", "debug"),
+        ],
+    ));
+    assert_eq!(
+        run.wait_for(port, "/-/ready", 200).await,
+        json!({"status": "OK", "checks": {"storage": "OK"}})
+    );
+    assert!(
+        applied_migrations(&database.url).await > 0,
+        "serve applies the migrations at start-up"
+    );
+    assert!(
+        !dir.path().join("telecons.db").exists(),
+        "with DATABASE_URL set, no SQLite file is created"
+    );
+    run.terminate_idle().await;
+    let output = run.output();
+    assert!(
+        output.contains("telecons listening"),
+        "logs not captured\n{output}"
+    );
+    assert!(
+        !output.contains(&password),
+        "the database password leaked:\n{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_never_logs_the_api_key() {
+    let secret = format!("canary-apikey-{:016x}", rand::random::<u64>());
+    let sim = kaleyra_sim::spawn(&secret).await.expect("start simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut run = Running::start(telecons(
+        &["serve"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", &secret),
+            ("BANDYER_BASE_URL", sim.base_url()),
+            ("HTTP_PORT", &port_text),
+            ("LOG_LEVEL", "trace"),
+        ],
+    ));
+    run.wait_for(port, "/-/ready", 200).await;
+    // A successful Kaleyra call (the key is sent) …
+    assert_eq!(
+        run.wait_for(port, "/-/check-up", 200).await["checks"]["kaleyra"],
+        "OK"
+    );
+    // … a failing one (the failure is logged) …
+    sim.add_fault(kaleyra_sim::Fault::status("/v2/company", 503));
+    assert_eq!(
+        run.wait_for(port, "/-/check-up", 503).await["checks"]["kaleyra"],
+        "KO"
+    );
+    // … and callers sending the same value in headers.
+    let http = reqwest::Client::new();
+    for path in ["/-/healthz", "/nope"] {
+        http.get(format!("http://127.0.0.1:{port}{path}"))
+            .header("apikey", &secret)
+            .header("authorization", format!("Bearer {secret}"))
+            .send()
+            .await
+            .expect("request");
+    }
+    run.terminate();
+    let status = run.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "SIGTERM must stop telecons cleanly: {status:?}\n{}",
+        run.output()
+    );
+    let output = run.output();
+    assert!(
+        output.contains("request completed") && output.contains("check-up"),
+        "the request and check-up logs were not captured, the check would prove nothing\n{output}"
+    );
+    eprintln!("{} bytes of trace logs checked", output.len());
+
+    assert!(!output.contains(&secret), "the API key leaked:\n{output}");
+}
+
+// ---------------------------------------------------------------------------------------
+// openapi, migrate, demo
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn openapi_prints_the_document() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut run = Running::start(telecons(&["openapi"], dir.path(), &[]));
+    let status = run.finish().await;
+    assert!(status.success(), "{}", run.output());
+    let doc: Value = serde_json::from_str(&run.stdout()).expect("stdout is JSON");
+    let version = doc["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3."), "openapi version {version:?}");
+    assert!(
+        doc["paths"]["/-/ready"]["get"].is_object(),
+        "paths: {}",
+        doc["paths"]
+    );
+}
+
+#[tokio::test]
+async fn migrate_creates_and_migrates_a_sqlite_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("data").join("..").join("migrated.db");
+    std::fs::create_dir(dir.path().join("data")).expect("mkdir");
+    let url = format!("sqlite://{}", db.display());
+    let mut run = Running::start(telecons(
+        &["migrate"],
+        dir.path(),
+        &[("DATABASE_URL", &url)],
+    ));
+    let status = run.finish().await;
+    assert!(
+        status.success(),
+        "migrate needs no Kaleyra settings\n{}",
+        run.output()
+    );
+    assert!(
+        db.exists(),
+        "{} not created\n{}",
+        db.display(),
+        run.output()
+    );
+    assert!(applied_migrations(&url).await > 0);
+    // Running it again is harmless.
+    let mut again = Running::start(telecons(
+        &["migrate"],
+        dir.path(),
+        &[("DATABASE_URL", &url)],
+    ));
+    assert!(again.finish().await.success(), "{}", again.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_on_its_embedded_simulator_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut run = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &port_text)],
+    ));
+    let banner = format!("listening on http://127.0.0.1:{port}");
+    let deadline = Instant::now() + DEADLINE;
+    while !run.stdout().contains(&banner) {
+        if let Some(exit) = run.exited() {
+            panic!("demo exited ({exit})\n{}", run.output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo never printed {banner:?}\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        run.wait_for(port, "/-/check-up", 200).await,
+        json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK"}})
+    );
+    assert!(
+        dir.path().join("telecons.db").exists(),
+        "the demo stores in telecons.db in the working directory"
+    );
+    run.terminate_idle().await;
+}

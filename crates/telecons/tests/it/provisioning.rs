@@ -1,0 +1,498 @@
+//! Never lose, never leak (spec §7): with Kaleyra failing and recovering, every live
+//! teleconsultation ends with exactly one room matching its spec, every deleted one with
+//! none, and no other room exists.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use kaleyra_sim::Fault;
+use reqwest::Method;
+use serde_json::{Value, json};
+use telecons::clock::Clock;
+use telecons::domain::room_spec::RoomSpec;
+
+use crate::support::{TestApp, TestDatabase};
+
+crate::on_both_backends!(
+    rooms_are_created_once_kaleyra_recovers,
+    users_are_created_once_kaleyra_recovers,
+    a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden,
+    a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers,
+    a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated,
+    a_dropped_connection_on_room_creation_leaves_no_duplicate,
+    orphan_rooms_are_swept_but_rooms_in_flight_are_kept,
+    a_missing_room_at_start_is_reported,
+    two_instances_never_create_the_same_room_twice,
+    concurrent_patches_apply_one_after_the_other,
+    concurrent_bookings_introducing_one_user_create_it_once,
+);
+
+const DOCTOR: &str = "doc-1";
+const PATIENT: &str = "pat-1";
+
+fn booking(doctor: &str, patient: &str) -> Value {
+    json!({
+        "participants": {"number": 2, "data": [
+            {"userId": doctor, "groups": ["doctor"], "fullName": "Dr. House", "language": "en"},
+            {"userId": patient, "groups": ["patient"], "fullName": "Ann Smith"},
+        ]},
+        "start_date": "2030-01-02T10:00:00.000Z",
+        "duration_in_seconds": 1800,
+    })
+}
+
+async fn post(app: &TestApp, body: Value) -> String {
+    let (status, body) = app
+        .send(Method::POST, "/teleconsultation", &[], Some(body))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["roomId"].as_str().expect("roomId").to_owned()
+}
+
+async fn link(app: &TestApp, id: &str, user: &str) -> Value {
+    let (status, body) = app
+        .get(&format!("/teleconsultation/{id}"), &[("miauserid", user)])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["accessLinkURL"].clone()
+}
+
+/// Moves past every retry delay and runs the background worker's pass.
+async fn background_pass(app: &TestApp) {
+    app.clock.advance(Duration::minutes(10));
+    telecons::provisioner::run_due(&app.state)
+        .await
+        .expect("pass");
+}
+
+/// The invariant, checked through the Kaleyra API (audit) and the simulator's own view
+/// (which also shows each participant's tools).
+async fn assert_converged(app: &TestApp) {
+    let report = telecons::audit::audit(&*app.state.store, &app.state.kaleyra)
+        .await
+        .expect("audit");
+    assert!(report.is_consistent(), "{report:#?}");
+    assert_eq!(report.untagged_rooms, 0, "{report:#?}");
+    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    assert_eq!(backlog.room_deletions, 0, "{backlog:?}");
+    let mut after = String::new();
+    loop {
+        let page = app
+            .state
+            .store
+            .list_live_teleconsultations(&after, 100)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        for tc in page {
+            let Some(spec) = tc.desired_room else {
+                continue;
+            };
+            let room = app
+                .sim
+                .rooms()
+                .into_iter()
+                .find(|r| Some(&r.id) == tc.room_id.as_ref())
+                .expect("the recorded room exists");
+            assert_tools(&spec, &room);
+        }
+    }
+}
+
+fn assert_tools(spec: &RoomSpec, room: &kaleyra_sim::SimRoom) {
+    for wanted in &spec.participants {
+        let actual = room
+            .participants
+            .iter()
+            .find(|p| p.user_id == wanted.kaleyra_user_id)
+            .expect("participant in room");
+        assert_eq!(
+            actual.tools, wanted.tools,
+            "tools of {}",
+            wanted.kaleyra_user_id
+        );
+        assert_eq!(actual.is_admin, wanted.is_admin);
+    }
+}
+
+fn count(app: &TestApp, call: &str) -> usize {
+    app.kaleyra_calls().iter().filter(|c| *c == call).count()
+}
+
+async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(link(&app, &id, PATIENT).await, Value::Null, "no room yet");
+    assert!(app.sim.rooms().is_empty());
+
+    background_pass(&app).await; // still down: stays pending
+    assert!(app.sim.rooms().is_empty());
+    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    assert_eq!(backlog.teleconsultations, 1);
+
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    assert_converged(&app).await;
+    assert_eq!(app.sim.rooms().len(), 1);
+    assert!(link(&app, &id, PATIENT).await.is_string());
+    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    assert_eq!(backlog.teleconsultations, 0, "nothing left to do");
+}
+
+async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.sim.add_fault(Fault::status("/v2/users", 503));
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    assert!(app.sim.users().is_empty());
+    assert!(app.sim.rooms().is_empty());
+
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    assert_eq!(app.sim.users().len(), 2);
+    assert_converged(&app).await;
+    // The booking is intact.
+    let tc = app
+        .state
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tc.participants.len(), 2);
+}
+
+async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let old_room = app.sim.rooms()[0].id.clone();
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-01T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let mut change = booking(DOCTOR, "pat-2");
+    change.as_object_mut().unwrap().remove("start_date");
+    change
+        .as_object_mut()
+        .unwrap()
+        .remove("duration_in_seconds");
+    let (status, body) = app
+        .send(
+            Method::PATCH,
+            &format!("/teleconsultation/{id}"),
+            &[],
+            Some(change),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    // The old room still exists (it is deleted only once the new one is there), but nobody
+    // gets a link to a room that is being replaced.
+    assert_eq!(app.sim.rooms().len(), 1);
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+    assert_eq!(link(&app, &id, DOCTOR).await, Value::Null);
+
+    app.sim.clear_faults();
+    telecons::provisioner::run_due(&app.state).await.unwrap();
+    assert_converged(&app).await;
+    let rooms = app.sim.rooms();
+    assert_eq!(rooms.len(), 1);
+    assert_ne!(rooms[0].id, old_room, "replaced");
+    assert!(link(&app, &id, "pat-2").await.is_string());
+}
+
+async fn a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(app.sim.rooms().len(), 1);
+
+    app.sim
+        .add_fault(Fault::status("/v2/rooms/{id}", 503).method("DELETE"));
+    let (status, _) = app
+        .send(
+            Method::DELETE,
+            &format!("/teleconsultation/{id}"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        app.sim.rooms().len(),
+        1,
+        "Kaleyra is down: the room is still there"
+    );
+    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    assert_eq!(backlog.room_deletions, 1);
+
+    background_pass(&app).await; // still down
+    assert_eq!(app.sim.rooms().len(), 1);
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    assert!(app.sim.rooms().is_empty());
+    assert_converged(&app).await;
+}
+
+async fn a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    // Kaleyra creates the room, but its answer is lost.
+    app.sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .times(1),
+    );
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(app.sim.rooms().len(), 1, "created on Kaleyra");
+    let tc = app
+        .state
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tc.room_id, None, "but not recorded");
+    assert!(tc.creating_fingerprint.is_some(), "the attempt is marked");
+
+    background_pass(&app).await;
+    assert_eq!(app.sim.rooms().len(), 1, "adopted, not created again");
+    assert_eq!(count(&app, "POST /v2/rooms"), 1);
+    assert_converged(&app).await;
+}
+
+async fn a_dropped_connection_on_room_creation_leaves_no_duplicate(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.sim.add_fault(
+        Fault::drop_after_effect("/v2/rooms")
+            .method("POST")
+            .times(1),
+    );
+    post(&app, booking(DOCTOR, PATIENT)).await;
+    background_pass(&app).await;
+    assert_eq!(count(&app, "POST /v2/rooms"), 1);
+    assert_eq!(app.sim.rooms().len(), 1);
+    assert_converged(&app).await;
+}
+
+async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let tc = app
+        .state
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    let spec = tc.desired_room.clone().unwrap();
+    // A leaked room (as if the database had failed right after its creation)…
+    let leaked = app
+        .state
+        .kaleyra
+        .create_room(&telecons::provisioner::create_room_request(&spec, &id))
+        .await
+        .unwrap();
+    // …and one being created right now for another teleconsultation.
+    let other = post(&app, booking("doc-2", "pat-2")).await;
+    let other_tc = app
+        .state
+        .store
+        .get_teleconsultation(&other)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut other_spec = other_tc.desired_room.clone().unwrap();
+    other_spec.live = !other_spec.live; // a new spec, mid-creation
+    app.state
+        .store
+        .mark_room_creation(&other, Some(&other_spec.fingerprint()))
+        .await
+        .unwrap();
+    let in_flight = app
+        .state
+        .kaleyra
+        .create_room(&telecons::provisioner::create_room_request(
+            &other_spec,
+            &other,
+        ))
+        .await
+        .unwrap();
+    // A room someone else made is never touched.
+    let foreign = app
+        .state
+        .kaleyra
+        .create_room(&kaleyra_client::CreateRoom {
+            description: Some("made by hand".into()),
+            ..telecons::provisioner::create_room_request(&spec, &id)
+        })
+        .await
+        .unwrap();
+
+    let swept = telecons::provisioner::sweep_orphans(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(swept, 1);
+    let left: Vec<String> = app.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert!(!left.contains(&leaked.id), "the leak is deleted");
+    assert!(left.contains(&in_flight.id), "a creation in flight is kept");
+    assert!(left.contains(&foreign.id), "untagged rooms are not ours");
+    assert_eq!(left.len(), 4);
+}
+
+async fn a_missing_room_at_start_is_reported(db: TestDatabase) {
+    let app = TestApp::spawn_with(db, &[("IMMUTABLE_PERIOD_MS", "600000")]).await;
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    post(&app, booking(DOCTOR, PATIENT)).await;
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!(
+        (status, &body["checks"]["rooms"]),
+        (200, &json!("OK")),
+        "not due yet"
+    );
+
+    // 09:50 on the day: the links are due, the room is still missing.
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T09:50:00Z")
+            .unwrap()
+            .into(),
+    );
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["rooms"], "KO");
+    let (_, metrics) = app.get("/-/metrics", &[]).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("rooms_missing_at_start ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn two_instances_never_create_the_same_room_twice(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(post(&app, booking(&format!("doc-{i}"), &format!("pat-{i}"))).await);
+    }
+    app.sim.clear_faults();
+    app.sim.clear_requests();
+    app.clock.advance(Duration::minutes(10));
+
+    // A second instance: its own store connection and its own name, same database.
+    let second_store = telecons::store::connect(&app.db.url).await.unwrap();
+    let second = telecons::AppState::new(
+        Arc::clone(&app.state.config),
+        telecons::AppDeps {
+            store: second_store,
+            clock: app.clock.clone(),
+            kaleyra: app.state.kaleyra.clone(),
+        },
+    );
+    let (a, b) = tokio::join!(
+        telecons::provisioner::run_due(&app.state),
+        telecons::provisioner::run_due(&second),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(
+        count(&app, "POST /v2/rooms"),
+        ids.len(),
+        "one creation per teleconsultation"
+    );
+    assert_eq!(app.sim.rooms().len(), ids.len());
+    assert_converged(&app).await;
+}
+
+async fn concurrent_patches_apply_one_after_the_other(db: TestDatabase) {
+    let app = TestApp::spawn_with(db, &[("UNLIMITED_TELECONSULTATION", "false")]).await;
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let app = Arc::new(app);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            let id = id.clone();
+            tokio::spawn(async move {
+                app.send(
+                    Method::PATCH,
+                    &format!("/teleconsultation/{id}"),
+                    &[],
+                    Some(json!({"duration_in_seconds": 600 + 60 * i})),
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 204, "{body}");
+    }
+    let tc = app
+        .state
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        (0..6).any(|i| tc.duration_secs == 600 + 60 * i),
+        "one of the changes is the last: {}",
+        tc.duration_secs
+    );
+    background_pass(&app).await;
+    assert_converged(&app).await;
+    assert_eq!(
+        app.sim.rooms()[0].duration_in_seconds as i64,
+        tc.duration_secs
+    );
+}
+
+async fn concurrent_bookings_introducing_one_user_create_it_once(db: TestDatabase) {
+    let app = Arc::new(TestApp::spawn(db).await);
+    let tasks: Vec<_> = (0..5)
+        .map(|i| {
+            let app = Arc::clone(&app);
+            tokio::spawn(async move { post(&app, booking("new-doc", &format!("pat-{i}"))).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let doctors: Vec<_> = app
+        .sim
+        .users()
+        .into_iter()
+        .filter(|u| u.id == kaleyra_client::kaleyra_user_id("new-doc"))
+        .collect();
+    assert_eq!(doctors.len(), 1);
+    assert_eq!(app.sim.users().len(), 6);
+    assert_eq!(app.sim.rooms().len(), 5);
+    assert_converged(&app).await;
+}

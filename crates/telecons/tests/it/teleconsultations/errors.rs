@@ -1,0 +1,203 @@
+//! Bad input on the lifecycle routes (spec §6): 400 with the JSON error shape and a message
+//! naming what was wrong, never a 500, and never a Kaleyra call.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::support::{TestApp, TestDatabase};
+
+crate::on_both_backends!(
+    malformed_json_is_400,
+    wrong_types_are_400_naming_the_field,
+    unknown_fields_are_400_naming_them,
+    invalid_dates_are_400_naming_the_field,
+);
+
+/// Each lifecycle route taking a body, with a target that exists.
+async fn body_routes(app: &TestApp) -> Vec<(Method, String)> {
+    let incomplete = create_tc(app, booking(3, vec![doctor(DOC)])).await;
+    vec![
+        (Method::POST, "/teleconsultation".to_owned()),
+        (Method::PATCH, format!("/teleconsultation/{incomplete}")),
+        (
+            Method::POST,
+            format!("/teleconsultation/{incomplete}/participants/data"),
+        ),
+    ]
+}
+
+async fn malformed_json_is_400(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let routes = body_routes(&app).await;
+    app.sim.clear_requests();
+    let mut accepted = Vec::new();
+    for (method, path) in &routes {
+        for raw in [
+            "{not json",
+            "{\"start_date\": ",
+            "",
+            "[1, 2",
+            "{}}",
+            "null",
+            "[]",
+            "[null]",
+            // An entry's fields by position: a JSON array is not an object.
+            "[\"u9\", [\"doctor\"], \"Name U9\", \"it\"]",
+            "\"text\"",
+            "42",
+        ] {
+            let answer = app
+                .send_raw(method.clone(), path, "application/json", raw)
+                .await;
+            if answer.0 == 400 {
+                assert_bad_request(&answer, &[]);
+            } else {
+                accepted.push(format!("{method} {path} {raw} → {} {}", answer.0, answer.1));
+            }
+        }
+    }
+    assert_eq!(
+        accepted,
+        Vec::<String>::new(),
+        "bodies not refused with 400"
+    );
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
+
+async fn wrong_types_are_400_naming_the_field(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    app.sim.clear_requests();
+
+    let with = |key: &str, value: Value| {
+        let mut body = pair();
+        body[key] = value;
+        body
+    };
+    let with_entry = |key: &str, value: Value| {
+        let mut entry = patient(PAT);
+        entry[key] = value;
+        entry
+    };
+    let post_cases: Vec<(Value, &str)> = vec![
+        (
+            with("duration_in_seconds", json!("abc")),
+            "duration_in_seconds",
+        ),
+        (
+            with("duration_in_seconds", json!(3600.5)),
+            "duration_in_seconds",
+        ),
+        (
+            with("duration_in_seconds", json!(true)),
+            "duration_in_seconds",
+        ),
+        (with("start_date", json!(12)), "start_date"),
+        (with("participants", json!("everyone")), "participants"),
+        (
+            with("participants", json!({"number": "two", "data": []})),
+            "number",
+        ),
+        (
+            with("participants", json!({"number": 2, "data": {}})),
+            "data",
+        ),
+        (
+            booking(2, vec![doctor(DOC), with_entry("groups", json!(7))]),
+            "groups",
+        ),
+        (
+            booking(2, vec![doctor(DOC), with_entry("fullName", json!(["A"]))]),
+            "fullName",
+        ),
+        (
+            booking(2, vec![doctor(DOC), with_entry("language", json!(1))]),
+            "language",
+        ),
+        (
+            booking(2, vec![doctor(DOC), with_entry("userId", json!(7))]),
+            "userId",
+        ),
+    ];
+    for (body, field) in &post_cases {
+        let answer = post_tc(&app, body.clone()).await;
+        assert_bad_request(&answer, &[field]);
+    }
+    for (body, field) in [
+        (json!({"duration_in_seconds": "abc"}), "duration_in_seconds"),
+        (json!({"start_date": false}), "start_date"),
+        (json!({"end_date": 3}), "end_date"),
+        (
+            json!({"participants": {"number": "3", "data": []}}),
+            "number",
+        ),
+    ] {
+        let answer = patch_tc(&app, &id, body).await;
+        assert_bad_request(&answer, &[field]);
+    }
+    for (key, value) in [
+        ("groups", json!({"a": 1})),
+        ("fullName", json!(5)),
+        ("userId", json!(null)),
+    ] {
+        let answer = add_participant(&app, &id, with_entry(key, value)).await;
+        assert_bad_request(&answer, &[key]);
+    }
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
+
+async fn unknown_fields_are_400_naming_them(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    app.sim.clear_requests();
+
+    let mut body = pair();
+    body["room_name"] = json!("x");
+    assert_bad_request(&post_tc(&app, body).await, &["room_name"]);
+
+    let mut body = pair();
+    body["participants"]["expected"] = json!(2);
+    assert_bad_request(&post_tc(&app, body).await, &["expected"]);
+
+    let mut entry = patient(PAT);
+    entry["nickname"] = json!("p");
+    assert_bad_request(
+        &post_tc(&app, booking(2, vec![doctor(DOC), entry.clone()])).await,
+        &["nickname"],
+    );
+    assert_bad_request(&add_participant(&app, &id, entry).await, &["nickname"]);
+    assert_bad_request(
+        &patch_tc(&app, &id, json!({"strat_date": START})).await,
+        &["strat_date"],
+    );
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
+
+async fn invalid_dates_are_400_naming_the_field(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    app.sim.clear_requests();
+    for bad in [
+        "tomorrow",
+        "2030-13-45T10:00:00.000Z",
+        "2030-01-02",
+        "2030-01-02T10:00:00",
+        "",
+    ] {
+        let mut body = pair();
+        body["start_date"] = json!(bad);
+        assert_bad_request(&post_tc(&app, body).await, &["start_date"]);
+
+        let mut body = pair();
+        body.as_object_mut().unwrap().remove("duration_in_seconds");
+        body["end_date"] = json!(bad);
+        assert_bad_request(&post_tc(&app, body).await, &["end_date"]);
+
+        assert_bad_request(
+            &patch_tc(&app, &id, json!({"start_date": bad})).await,
+            &["start_date"],
+        );
+    }
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
