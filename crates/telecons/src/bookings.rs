@@ -197,7 +197,12 @@ pub async fn delete(state: &AppState, id: &str, caller: Option<String>) -> Resul
         next.desired_room = None;
         next.room_id = None;
         next.room_fingerprint = None;
-        next.provision_due_at = None;
+        // A room creation whose answer was lost may have left a room behind: the
+        // provisioner looks for it (and deletes it) before forgetting this one.
+        next.provision_due_at = current
+            .creating_fingerprint
+            .as_ref()
+            .map(|_| state.clock.now());
         for participant in &mut next.participants {
             participant.link = None;
         }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::domain::room_spec::{Recording, RoomSpec, parse_description};
-use crate::store::{RoomDeletion, StoreError, TeleconsultationState};
+use crate::store::{RoomDeletion, StoreError, Teleconsultation, TeleconsultationState};
 use crate::users::{self, UserSyncError};
 
 /// How long a failed provisioning waits before the next try.
@@ -137,10 +137,41 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
             Some(room) => room,
             None => create_room(state, id, &spec).await?,
         };
+        if switch_to(state, tc, &spec, &room).await? {
+            state.store.mark_room_creation(id, None).await?;
+            return Ok(());
+        }
+        // The teleconsultation changed and no longer wants this room: retire it, look again.
+        state
+            .store
+            .retire_room(&room.id, Some(id), state.clock.now())
+            .await?;
+        state.store.mark_room_creation(id, None).await?;
+        delete_rooms(state, std::slice::from_ref(&room.id)).await;
+    }
+    Ok(())
+}
 
+/// Records `room` (made for `spec`) as the room of `tc` and retires its old room. When `tc`
+/// changed meanwhile, tries again on the fresh record as long as it still wants a room for
+/// this very spec (a change of the start date alone, say). False when it no longer does.
+async fn switch_to(
+    state: &AppState,
+    mut tc: Teleconsultation,
+    spec: &RoomSpec,
+    room: &kaleyra_client::Room,
+) -> Result<bool, ProvisionError> {
+    let fingerprint = spec.fingerprint();
+    loop {
+        let wants_this_room = tc.needs_room()
+            && tc.desired_room.as_ref().map(RoomSpec::fingerprint) == Some(fingerprint.clone());
+        if !wants_this_room {
+            return Ok(false);
+        }
+        let retired: Vec<String> = tc.room_id.iter().cloned().collect();
         let mut switched = tc.clone();
         switched.room_id = Some(room.id.clone());
-        switched.room_fingerprint = Some(spec.fingerprint());
+        switched.room_fingerprint = Some(fingerprint.clone());
         switched.provision_due_at = None;
         for participant in &mut switched.participants {
             participant.link = room
@@ -149,31 +180,27 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
                 .find(|p| p.user_id == participant.kaleyra_user_id)
                 .map(|p| p.link.clone());
         }
-        let retired: Vec<String> = tc.room_id.iter().cloned().collect();
         match state
             .store
             .update_teleconsultation(&switched, &retired)
             .await
         {
             Ok(_) => {
-                tracing::info!(teleconsultation = id, room = %room.id, "room created");
-                state.store.mark_room_creation(id, None).await?;
+                tracing::info!(teleconsultation = %tc.id, room = %room.id, "room created");
                 delete_rooms(state, &retired).await;
-                return Ok(());
+                return Ok(true);
             }
-            // Changed meanwhile: the new room may no longer fit. Retire it and look again.
             Err(StoreError::StaleVersion) => {
-                state
-                    .store
-                    .retire_room(&room.id, Some(id), state.clock.now())
-                    .await?;
-                delete_rooms(state, std::slice::from_ref(&room.id)).await;
+                match state.store.get_teleconsultation(&tc.id).await? {
+                    Some(fresh) => tc = fresh,
+                    None => return Ok(false),
+                }
             }
             Err(err) => {
                 // Not recorded: never leave the room behind unknown.
                 if let Err(retire_err) = state
                     .store
-                    .retire_room(&room.id, Some(id), state.clock.now())
+                    .retire_room(&room.id, Some(&tc.id), state.clock.now())
                     .await
                 {
                     tracing::error!(room = %room.id, error = %retire_err, "room created but not recorded");
@@ -182,7 +209,6 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
             }
         }
     }
-    Ok(())
 }
 
 /// Creates the room for `spec`, marking the attempt first: if the answer is lost (crash,
@@ -271,7 +297,10 @@ pub async fn sweep_orphans(state: &AppState) -> Result<u64, ProvisionError> {
             .store
             .get_teleconsultation(&teleconsultation_id)
             .await?
-            .is_some_and(|tc| tc.creating_fingerprint.as_deref() == Some(fingerprint.as_str()));
+            .is_some_and(|tc| {
+                tc.state == TeleconsultationState::Active
+                    && tc.creating_fingerprint.as_deref() == Some(fingerprint.as_str())
+            });
         if in_flight {
             continue;
         }

@@ -24,7 +24,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const IDLE_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// `telecons <args>` in `cwd`, with only `env` in its environment.
-fn telecons(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn telecons(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -38,7 +38,7 @@ fn telecons(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
 }
 
 /// A child process whose output is collected as it comes; killed when dropped.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -47,7 +47,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(mut command: Command) -> Self {
+    pub(crate) fn start(mut command: Command) -> Self {
         let mut child = command.spawn().expect("start the telecons binary");
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -123,6 +123,12 @@ impl Running {
         }
     }
 
+    /// SIGKILL: the process dies at once, whatever it was doing.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM with the `kill` command.
     fn terminate(&self) {
         let status = Command::new("kill")
@@ -133,7 +139,7 @@ impl Running {
     }
 
     /// SIGTERM, then the exit: asserts it is successful and within [`IDLE_SHUTDOWN`].
-    async fn terminate_idle(&mut self) {
+    pub(crate) async fn terminate_idle(&mut self) {
         assert!(
             self.exited().is_none(),
             "telecons exited before SIGTERM\n{}",
@@ -158,7 +164,7 @@ impl Running {
     }
 
     /// Polls `GET http://127.0.0.1:{port}{path}` until it answers `status`; returns the body.
-    async fn wait_for(&mut self, port: u16, path: &str, status: u16) -> Value {
+    pub(crate) async fn wait_for(&mut self, port: u16, path: &str, status: u16) -> Value {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -214,7 +220,7 @@ fn collect(mut stream: impl Read + Send + 'static, into: Arc<Mutex<Vec<u8>>>) ->
 }
 
 /// A loopback port free at the time of the call.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a free port")

@@ -1,0 +1,226 @@
+//! The real `telecons serve` process, killed with SIGKILL in the middle of a burst and
+//! restarted; and two processes sharing one database. Whatever was answered 2xx is kept,
+//! every live teleconsultation ends with exactly its room, and no room leaks or is created
+//! twice.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kaleyra_sim::Fault;
+use serde_json::json;
+
+use crate::cli::{Running, free_port, telecons};
+use crate::support::{SIM_API_KEY, TestDatabase};
+
+crate::on_both_backends!(
+    killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing,
+    two_processes_share_the_work_and_never_create_a_room_twice,
+);
+
+/// How long the restarted service may take to catch up (its retry delay is 10 s).
+const CONVERGENCE: Duration = Duration::from_secs(90);
+
+fn service_env(
+    sim: &kaleyra_sim::RunningSimulator,
+    db: &TestDatabase,
+    port: u16,
+) -> Vec<(String, String)> {
+    vec![
+        ("BANDYER_API_SECRET_KEY".into(), SIM_API_KEY.into()),
+        ("BANDYER_BASE_URL".into(), sim.base_url().into()),
+        ("DATABASE_URL".into(), db.url.clone()),
+        ("HTTP_PORT".into(), port.to_string()),
+        // Work a killed process held is taken over after a second, not a minute.
+        ("PROVISIONING_LEASE_SECONDS".into(), "1".into()),
+        ("LOG_LEVEL".into(), "warn".into()),
+    ]
+}
+
+async fn start(env: &[(String, String)], dir: &std::path::Path, port: u16) -> Running {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut running = Running::start(telecons(&["serve"], dir, &env));
+    running.wait_for(port, "/-/ready", 200).await;
+    running
+}
+
+fn booking(i: usize) -> serde_json::Value {
+    json!({
+        "participants": {"number": 2, "data": [
+            {"userId": format!("crash-doc-{i}"), "groups": ["doctor"], "fullName": "Dr. A"},
+            {"userId": format!("crash-pat-{i}"), "groups": ["patient"], "fullName": "P. B"},
+        ]},
+        "start_date": "2031-01-01T10:00:00.000Z",
+        "duration_in_seconds": 1800,
+    })
+}
+
+/// Polls the audit until every live teleconsultation has exactly its room and nothing
+/// else exists (or fails after [`CONVERGENCE`]).
+async fn wait_converged(db: &TestDatabase, sim: &kaleyra_sim::RunningSimulator) {
+    let settings = telecons::config::KaleyraSettings {
+        base_url: sim.base_url().to_owned(),
+        api_key: SIM_API_KEY.to_owned().into(),
+    };
+    let kaleyra = telecons::app::kaleyra_client(&settings).unwrap();
+    let deadline = Instant::now() + CONVERGENCE;
+    loop {
+        let report = telecons::audit::audit(&*db.store, &kaleyra).await.unwrap();
+        let far_future = chrono::Utc::now() + chrono::TimeDelta::days(3650);
+        let backlog = db.store.backlog(far_future, 0).await.unwrap();
+        if report.is_consistent() && backlog.teleconsultations == 0 && backlog.room_deletions == 0 {
+            assert_eq!(report.untagged_rooms, 0);
+            assert_eq!(sim.rooms().len() as u64, report.rooms_expected);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converged: {report:#?} {backlog:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing(db: TestDatabase) {
+    let sim = kaleyra_sim::spawn(SIM_API_KEY).await.unwrap();
+    // Kaleyra misbehaves during the burst: refused calls and lost answers.
+    sim.add_fault(Fault::status("/v2/rooms", 503).method("POST").rate(0.3));
+    sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .rate(0.2),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = service_env(&sim, &db, port);
+    let mut first = start(&env, dir.path(), port).await;
+
+    let answered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/teleconsultation");
+    let burst: Vec<_> = (0..60)
+        .map(|i| {
+            let (http, url, answered) = (http.clone(), url.clone(), Arc::clone(&answered));
+            tokio::spawn(async move {
+                let Ok(response) = http.post(&url).json(&booking(i)).send().await else {
+                    return; // killed before answering: not promised, may or may not exist
+                };
+                if response.status() == 201 {
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    if let Some(id) = body["roomId"].as_str() {
+                        answered
+                            .lock()
+                            .unwrap()
+                            .push((id.to_owned(), format!("crash-pat-{i}")));
+                    }
+                }
+            })
+        })
+        .collect();
+    // SIGKILL once a third of the burst has been answered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.lock().unwrap().len() < 20 {
+        assert!(Instant::now() < deadline, "the burst is not being answered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill();
+    for task in burst {
+        let _ = task.await;
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 20);
+
+    sim.clear_faults();
+    let mut second = start(&env, dir.path(), port).await;
+    wait_converged(&db, &sim).await;
+    // Nothing that was answered 2xx is lost.
+    for (id, patient) in &answered {
+        let response = http
+            .get(format!("{url}/{id}"))
+            .header("miauserid", patient)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "{id} was answered 201 and must exist"
+        );
+    }
+    second.terminate_idle().await;
+}
+
+async fn two_processes_share_the_work_and_never_create_a_room_twice(db: TestDatabase) {
+    let sim = kaleyra_sim::spawn(SIM_API_KEY).await.unwrap();
+    sim.add_fault(Fault::status("/v2/rooms", 503).method("POST").rate(0.3));
+    sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .rate(0.1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port()];
+    let mut instances = Vec::new();
+    for port in ports {
+        instances.push(start(&service_env(&sim, &db, port), dir.path(), port).await);
+    }
+
+    // A burst spread over both instances: bookings, then a change of each through the
+    // other instance.
+    let http = reqwest::Client::new();
+    let burst: Vec<_> = (0..40)
+        .map(|i| {
+            let http = http.clone();
+            tokio::spawn(async move {
+                let first = format!("http://127.0.0.1:{}/teleconsultation", ports[i % 2]);
+                let other = format!("http://127.0.0.1:{}/teleconsultation", ports[(i + 1) % 2]);
+                let response = http.post(&first).json(&booking(i)).send().await.unwrap();
+                assert_eq!(response.status(), 201);
+                let id = response.json::<serde_json::Value>().await.unwrap()["roomId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let mut change = booking(i + 1000);
+                change.as_object_mut().unwrap().remove("start_date");
+                change
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("duration_in_seconds");
+                let response = http
+                    .patch(format!("{other}/{id}"))
+                    .json(&change)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 204);
+            })
+        })
+        .collect();
+    for task in burst {
+        task.await.unwrap();
+    }
+    sim.clear_faults();
+    wait_converged(&db, &sim).await;
+
+    // Every creation that took effect, counted per room spec (our tag): never twice.
+    let mut created: BTreeMap<String, usize> = BTreeMap::new();
+    for request in sim.requests() {
+        let took_effect = request
+            .fault
+            .as_deref()
+            .is_none_or(|f| !f.starts_with("status:"));
+        if request.method == "POST" && request.path == "/v2/rooms" && took_effect {
+            let tag = request
+                .body
+                .as_ref()
+                .and_then(|b| b["description"].as_str())
+                .unwrap_or_default();
+            *created.entry(tag.to_owned()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = created.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "rooms created twice: {twice:?}");
+    for mut instance in instances {
+        instance.terminate_idle().await;
+    }
+}
