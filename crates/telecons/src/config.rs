@@ -331,6 +331,12 @@ fn redact_url(value: &str) -> String {
     out
 }
 
+fn kaleyra_missing() -> String {
+    format!(
+        "Kaleyra is not configured: set {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) and {KALEYRA_URL} (or {KALEYRA_URL_ALIAS})"
+    )
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigErrors> {
@@ -582,11 +588,27 @@ impl Config {
 
     /// The Kaleyra settings, or the error `serve` stops with (naming both variables).
     pub fn require_kaleyra(&self) -> Result<&KaleyraSettings, ConfigErrors> {
-        self.kaleyra.as_ref().ok_or_else(|| {
-            ConfigErrors(vec![format!(
-                "Kaleyra is not configured: set {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) and {KALEYRA_URL} (or {KALEYRA_URL_ALIAS})"
-            )])
-        })
+        self.kaleyra
+            .as_ref()
+            .ok_or_else(|| ConfigErrors(vec![kaleyra_missing()]))
+    }
+
+    /// What `telecons serve` needs: [`Config::from_env`] with Kaleyra configured. Every
+    /// problem at once, the missing Kaleyra settings included.
+    pub fn from_env_for_serve() -> Result<Config, ConfigErrors> {
+        let unset = |names: [&str; 2]| names.iter().all(|n| std::env::var_os(n).is_none());
+        let neither =
+            unset([KALEYRA_KEY, KALEYRA_KEY_ALIAS]) && unset([KALEYRA_URL, KALEYRA_URL_ALIAS]);
+        match Config::from_env() {
+            Ok(config) => config.require_kaleyra().map(|_| ()).map(|()| config),
+            Err(mut problems) => {
+                // One of the two alone is already reported by from_env.
+                if neither {
+                    problems.0.push(kaleyra_missing());
+                }
+                Err(problems)
+            }
+        }
     }
 
     /// The room settings that come from the configuration.

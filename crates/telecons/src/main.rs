@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use telecons::config::Config;
+use telecons::config::{Config, ConfigErrors};
 use telecons::{server, telemetry};
 
 #[derive(Parser)]
@@ -44,21 +44,16 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&format!("cannot render the OpenAPI document: {e}")),
         },
-        Command::CheckConfig => {
-            match Config::from_env().and_then(|c| c.require_kaleyra().map(|_| ())) {
-                Ok(()) => {
-                    println!("configuration OK");
-                    ExitCode::SUCCESS
-                }
-                Err(problems) => fail(&format!("configuration problems:\n{problems}")),
+        Command::CheckConfig => match Config::from_env_for_serve() {
+            Ok(_) => {
+                println!("configuration OK");
+                ExitCode::SUCCESS
             }
-        }
-        Command::Serve => with_config(|config| async move {
-            config.require_kaleyra()?;
-            server::serve(config).await
-        }),
-        Command::Demo => with_config(telecons::demo::run),
-        Command::Audit => with_config(|config| async move {
+            Err(problems) => fail(&format!("configuration problems:\n{problems}")),
+        },
+        Command::Serve => with_config(Config::from_env_for_serve, server::serve),
+        Command::Demo => with_config(Config::from_env, telecons::demo::run),
+        Command::Audit => with_config(Config::from_env_for_serve, |config| async move {
             let kaleyra = telecons::app::kaleyra_client(config.require_kaleyra()?)?;
             let store = server::open_store(&config).await?;
             let report = telecons::audit::audit(&*store, &kaleyra).await?;
@@ -69,7 +64,7 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Migrate => with_config(|config| async move {
+        Command::Migrate => with_config(Config::from_env, |config| async move {
             let store = server::open_store(&config).await?;
             println!("migrations applied ({})", store.backend());
             Ok(())
@@ -77,14 +72,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the configuration (refusing to start half-configured), sets up logging and runs
-/// `body` on a multi-threaded runtime.
-fn with_config<F, Fut>(body: F) -> ExitCode
+/// Loads the configuration with `load` (refusing to start half-configured), sets up
+/// logging and runs `body` on a multi-threaded runtime.
+fn with_config<F, Fut>(load: fn() -> Result<Config, ConfigErrors>, body: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = match Config::from_env() {
+    let config = match load() {
         Ok(config) => config,
         Err(problems) => return fail(&format!("configuration problems:\n{problems}")),
     };
