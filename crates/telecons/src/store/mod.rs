@@ -3,7 +3,7 @@
 
 mod model;
 mod postgres;
-mod rows;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ pub use model::{
     Backlog, KaleyraUser, Participant, RoomDeletion, Teleconsultation, TeleconsultationState,
 };
 pub use postgres::PostgresStore;
+pub use sql::{Backend, SqlStore};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in storage, told apart so that callers can react.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::support::{POSTGRES_URL_VAR, with_database};
+use crate::support::FreshPostgres;
 
 const BIN: &str = env!("CARGO_BIN_EXE_telecons");
 
@@ -231,58 +231,6 @@ fn write_file(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
     path.display().to_string()
-}
-
-/// A PostgreSQL database that exists but was never migrated; dropped with the value.
-struct FreshPostgres {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl FreshPostgres {
-    async fn create() -> Option<Self> {
-        let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
-            eprintln!("note: {POSTGRES_URL_VAR} is not set; PostgreSQL CLI test skipped");
-            return None;
-        };
-        let name = format!("telecons_cli_{:016x}", rand::random::<u64>());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but unreachable: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let url = with_database(&admin_url, &name);
-        Some(Self {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for FreshPostgres {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// `url` with `password` in its userinfo, unless it already has one.

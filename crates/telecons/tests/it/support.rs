@@ -14,12 +14,7 @@ pub struct TestDatabase {
     pub url: String,
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
-    postgres: Option<PostgresCleanup>,
-}
-
-struct PostgresCleanup {
-    admin_url: String,
-    name: String,
+    _postgres: Option<FreshPostgres>,
 }
 
 impl TestDatabase {
@@ -32,13 +27,37 @@ impl TestDatabase {
             url,
             store,
             _dir: Some(dir),
-            postgres: None,
+            _postgres: None,
         }
     }
 
     /// None when the PostgreSQL suite is not enabled. Panics when it is enabled but the
     /// server cannot be reached: a broken setup must fail, never pass by skipping.
     pub async fn postgres() -> Option<Self> {
+        let database = FreshPostgres::create().await?;
+        let store = store::connect(&database.url).await.expect("open postgres");
+        store.migrate().await.expect("migrate postgres");
+        Some(Self {
+            url: database.url.clone(),
+            store,
+            _dir: None,
+            _postgres: Some(database),
+        })
+    }
+}
+
+/// A new, empty (unmigrated) PostgreSQL database on the server named by
+/// `TELECONS_TEST_POSTGRES_URL`, dropped with the value.
+pub struct FreshPostgres {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl FreshPostgres {
+    /// None when the PostgreSQL suite is not enabled (with a note); panics when it is
+    /// enabled but the server cannot be reached.
+    pub async fn create() -> Option<Self> {
         let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
             eprintln!("note: {POSTGRES_URL_VAR} is not set; PostgreSQL test skipped");
             return None;
@@ -52,14 +71,10 @@ impl TestDatabase {
             .await
             .expect("create test database");
         admin.close().await.ok();
-        let url = with_database(&admin_url, &name);
-        let store = store::connect(&url).await.expect("open postgres");
-        store.migrate().await.expect("migrate postgres");
         Some(Self {
-            url,
-            store,
-            _dir: None,
-            postgres: Some(PostgresCleanup { admin_url, name }),
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
         })
     }
 }
@@ -80,11 +95,9 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-impl Drop for TestDatabase {
+impl Drop for FreshPostgres {
     fn drop(&mut self) {
-        let Some(cleanup) = self.postgres.take() else {
-            return;
-        };
+        let cleanup = (self.admin_url.clone(), self.name.clone());
         // Drop runs inside the test's runtime; a separate thread with its own runtime can
         // block on the DROP without stalling it.
         let _ = std::thread::spawn(move || {
@@ -93,8 +106,8 @@ impl Drop for TestDatabase {
                 .build()
                 .expect("runtime");
             runtime.block_on(async {
-                if let Ok(mut admin) = sqlx::PgConnection::connect(&cleanup.admin_url).await {
-                    let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cleanup.name);
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&cleanup.0).await {
+                    let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", cleanup.1);
                     let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
                         .execute(&mut admin)
                         .await;

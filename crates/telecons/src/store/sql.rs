@@ -1,0 +1,662 @@
+//! The one implementation of [`Store`] over SQL, for both backends: the statements (both
+//! accept `$N` placeholders), the binding of records to parameters and the decoding of rows.
+//! A [`Backend`] says only what differs: how a write transaction begins, how rows being
+//! claimed by another transaction are skipped, the liveness probe and the migrations.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+
+use super::model::{
+    Backlog, KaleyraUser, Participant, RoomDeletion, Teleconsultation, TeleconsultationState,
+};
+use super::{Store, StoreError, StoreResult};
+use crate::domain::room_spec::RoomSpec;
+use crate::domain::roster::Role;
+
+/// What differs between the SQL backends.
+pub trait Backend: Database {
+    /// For logs and the check-up route.
+    const LABEL: &'static str;
+    /// How a write transaction begins.
+    const BEGIN_WRITE: &'static str;
+    /// Appended to the claim query's row selection: skip rows another transaction is
+    /// claiming (empty where the database has one writer anyway).
+    const SKIP_LOCKED: &'static str;
+    /// A query that answers only when the database (its file, its server) can be read.
+    const PING: &'static str;
+    fn migrator() -> &'static Migrator;
+}
+
+/// A store on one SQL backend: a pool for writes, a pool for reads (the same pool where the
+/// database needs no separation).
+pub struct SqlStore<DB: Database> {
+    pub(super) writer: Pool<DB>,
+    pub(super) readers: Pool<DB>,
+}
+
+const INSERT_TELECONSULTATION: &str = "INSERT INTO teleconsultations \
+    (id, version, state, participant_count, start_at_ms, duration_secs, room_id, \
+     created_at_ms, updated_at_ms, created_by, updated_by, desired_room, desired_fingerprint, \
+     room_fingerprint, provision_due_at_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// Binds the same parameters as INSERT ($1 = id, $2 = the expected version); the version is
+/// bumped by the statement itself.
+const UPDATE_TELECONSULTATION: &str = "UPDATE teleconsultations SET \
+    version = version + 1, state = $3, participant_count = $4, start_at_ms = $5, \
+    duration_secs = $6, room_id = $7, created_at_ms = $8, updated_at_ms = $9, \
+    created_by = $10, updated_by = $11, desired_room = $12, desired_fingerprint = $13, \
+    room_fingerprint = $14, provision_due_at_ms = $15 \
+    WHERE id = $1 AND version = $2 RETURNING version";
+
+const TELECONSULTATION_EXISTS: &str = "SELECT id FROM teleconsultations WHERE id = $1";
+
+const DELETE_PARTICIPANTS: &str = "DELETE FROM participants WHERE teleconsultation_id = $1";
+
+const INSERT_PARTICIPANT: &str = "INSERT INTO participants \
+    (teleconsultation_id, position, external_id, kaleyra_user_id, role, groups_json, \
+     full_name, language, link) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// One statement (one snapshot) reads a teleconsultation with its participants.
+const SELECT_JOINED: &str = "SELECT t.id, t.version, t.state, t.participant_count, \
+    t.start_at_ms, t.duration_secs, t.room_id, t.created_at_ms, t.updated_at_ms, \
+    t.created_by, t.updated_by, t.desired_room, t.room_fingerprint, t.provision_due_at_ms, \
+    t.creating_fingerprint, \
+    p.position AS p_position, p.external_id AS p_external_id, \
+    p.kaleyra_user_id AS p_kaleyra_user_id, p.role AS p_role, p.groups_json AS p_groups_json, \
+    p.full_name AS p_full_name, p.language AS p_language, p.link AS p_link \
+    FROM teleconsultations t LEFT JOIN participants p ON p.teleconsultation_id = t.id";
+
+const SELECT_KALEYRA_USER: &str = "SELECT external_id, kaleyra_user_id, role, \
+    created_at_ms, updated_at_ms FROM kaleyra_users WHERE external_id = $1";
+
+const INSERT_KALEYRA_USER: &str = "INSERT INTO kaleyra_users \
+    (external_id, kaleyra_user_id, role, created_at_ms, updated_at_ms) \
+    VALUES ($1, $2, $3, $4, $5)";
+
+const UPDATE_KALEYRA_USER_ROLE: &str = "UPDATE kaleyra_users SET role = $2, \
+    updated_at_ms = $3 WHERE external_id = $1 RETURNING external_id";
+
+const RETIRE_ROOM: &str = "INSERT INTO rooms_to_delete \
+    (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) \
+    VALUES ($1, $2, $3, 0, $3) ON CONFLICT (room_id) DO NOTHING";
+
+type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
+
+/// A teleconsultation row joined with one of its participants (none for an empty list).
+#[derive(sqlx::FromRow)]
+pub struct JoinedRow {
+    id: String,
+    version: i64,
+    state: String,
+    participant_count: i64,
+    start_at_ms: i64,
+    duration_secs: i64,
+    room_id: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    created_by: Option<String>,
+    updated_by: Option<String>,
+    desired_room: Option<String>,
+    room_fingerprint: Option<String>,
+    provision_due_at_ms: Option<i64>,
+    creating_fingerprint: Option<String>,
+    p_position: Option<i64>,
+    p_external_id: Option<String>,
+    p_kaleyra_user_id: Option<String>,
+    p_role: Option<String>,
+    p_groups_json: Option<String>,
+    p_full_name: Option<String>,
+    p_language: Option<String>,
+    p_link: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub struct KaleyraUserRow {
+    external_id: String,
+    kaleyra_user_id: String,
+    role: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+fn instant(ms: i64) -> StoreResult<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("instant {ms} ms out of range")))
+}
+
+fn role(s: &str) -> StoreResult<Role> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+/// Folds joined rows (ordered by teleconsultation, then position) into records.
+fn assemble(rows: Vec<JoinedRow>) -> StoreResult<Vec<Teleconsultation>> {
+    let mut out: Vec<Teleconsultation> = Vec::new();
+    for row in rows {
+        if out.last().is_none_or(|tc| tc.id != row.id) {
+            out.push(Teleconsultation {
+                id: row.id.clone(),
+                version: row.version,
+                state: TeleconsultationState::parse(&row.state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("state {:?}", row.state)))?,
+                participant_count: u32::try_from(row.participant_count)
+                    .map_err(|_| StoreError::Corrupt("participant_count".into()))?,
+                start: instant(row.start_at_ms)?,
+                duration_secs: row.duration_secs,
+                participants: Vec::new(),
+                desired_room: row
+                    .desired_room
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("desired room: {e}")))?,
+                room_id: row.room_id.clone(),
+                room_fingerprint: row.room_fingerprint.clone(),
+                provision_due_at: row.provision_due_at_ms.map(instant).transpose()?,
+                creating_fingerprint: row.creating_fingerprint.clone(),
+                created_at: instant(row.created_at_ms)?,
+                updated_at: instant(row.updated_at_ms)?,
+                created_by: row.created_by.clone(),
+                updated_by: row.updated_by.clone(),
+            });
+        }
+        if let (Some(_), Some(external_id), Some(kaleyra_user_id), Some(role_text), Some(groups)) = (
+            row.p_position,
+            row.p_external_id,
+            row.p_kaleyra_user_id,
+            row.p_role,
+            row.p_groups_json,
+        ) {
+            let groups: Vec<String> = serde_json::from_str(&groups)
+                .map_err(|e| StoreError::Corrupt(format!("participant groups: {e}")))?;
+            if let Some(tc) = out.last_mut() {
+                tc.participants.push(Participant {
+                    external_id,
+                    kaleyra_user_id,
+                    role: role(&role_text)?,
+                    groups,
+                    full_name: row.p_full_name,
+                    language: row.p_language,
+                    link: row.p_link,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn kaleyra_user(row: KaleyraUserRow) -> StoreResult<KaleyraUser> {
+    Ok(KaleyraUser {
+        external_id: row.external_id,
+        kaleyra_user_id: row.kaleyra_user_id,
+        role: role(&row.role)?,
+        created_at: instant(row.created_at_ms)?,
+        updated_at: instant(row.updated_at_ms)?,
+    })
+}
+
+/// A unique-key violation becomes `Conflict(what)`; anything else stays a database error.
+fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.into()),
+        _ => StoreError::Database(err),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct RoomDeletionRow {
+    room_id: String,
+    teleconsultation_id: Option<String>,
+    due_at_ms: i64,
+    attempts: i64,
+}
+
+/// The queries, written once for every backend. (The bounds say that the backend can bind
+/// and decode the few types the schema uses; both SQLite and PostgreSQL can.)
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'r> JoinedRow: FromRow<'r, DB::Row>,
+    for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
+    for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+{
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, DB>> {
+        Ok(self.writer.begin_with(DB::BEGIN_WRITE).await?)
+    }
+
+    /// Binds $1..$15 of INSERT_TELECONSULTATION / UPDATE_TELECONSULTATION.
+    fn bind_teleconsultation<'q>(query: Q<'q, DB>, tc: &Teleconsultation) -> Q<'q, DB> {
+        query
+            .bind(tc.id.clone())
+            .bind(tc.version)
+            .bind(tc.state.as_str().to_owned())
+            .bind(i64::from(tc.participant_count))
+            .bind(tc.start.timestamp_millis())
+            .bind(tc.duration_secs)
+            .bind(tc.room_id.clone())
+            .bind(tc.created_at.timestamp_millis())
+            .bind(tc.updated_at.timestamp_millis())
+            .bind(tc.created_by.clone())
+            .bind(tc.updated_by.clone())
+            .bind(
+                tc.desired_room
+                    .as_ref()
+                    .map(|spec| serde_json::to_string(spec).expect("a RoomSpec always serializes")),
+            )
+            .bind(tc.desired_room.as_ref().map(RoomSpec::fingerprint))
+            .bind(tc.room_fingerprint.clone())
+            .bind(tc.provision_due_at.map(|at| at.timestamp_millis()))
+    }
+
+    async fn insert_participants(
+        conn: &mut DB::Connection,
+        tc: &Teleconsultation,
+    ) -> StoreResult<()> {
+        for (position, p) in tc.participants.iter().enumerate() {
+            let groups = serde_json::to_string(&p.groups).unwrap_or_else(|_| "[]".to_owned());
+            sqlx::query(INSERT_PARTICIPANT)
+                .bind(tc.id.clone())
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(p.external_id.clone())
+                .bind(p.kaleyra_user_id.clone())
+                .bind(p.role.as_str().to_owned())
+                .bind(groups)
+                .bind(p.full_name.clone())
+                .bind(p.language.clone())
+                .bind(p.link.clone())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| conflict_or(e, &format!("participant {}", p.external_id)))?;
+        }
+        Ok(())
+    }
+
+    async fn retire<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        room_id: &str,
+        teleconsultation_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(RETIRE_ROOM)
+            .bind(room_id.to_owned())
+            .bind(teleconsultation_id.map(str::to_owned))
+            .bind(at.timestamp_millis())
+            .execute(executor)
+            .await?;
+        Ok(())
+    }
+
+    async fn select_joined(
+        &self,
+        filter: &str,
+        param: &str,
+        limit: Option<u32>,
+    ) -> StoreResult<Vec<Teleconsultation>> {
+        let mut query =
+            sqlx::query_as::<DB, JoinedRow>(AssertSqlSafe(format!("{SELECT_JOINED} {filter}")))
+                .bind(param.to_owned());
+        if let Some(limit) = limit {
+            query = query.bind(i64::from(limit));
+        }
+        assemble(query.fetch_all(&self.readers).await?)
+    }
+}
+
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Backend,
+    DB::Arguments: IntoArguments<DB>,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'r> JoinedRow: FromRow<'r, DB::Row>,
+    for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
+    for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+{
+    fn backend(&self) -> &'static str {
+        DB::LABEL
+    }
+
+    /// On PostgreSQL, sqlx takes an advisory lock around the migrations, so instances that
+    /// start together apply them once.
+    async fn migrate(&self) -> StoreResult<()> {
+        DB::migrator().run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query(DB::PING).execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), tc)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, &format!("teleconsultation {}", tc.id)))?;
+        Self::insert_participants(&mut tx, tc).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {
+        Ok(self
+            .select_joined("WHERE t.id = $1 ORDER BY p.position", id, None)
+            .await?
+            .pop())
+    }
+
+    async fn update_teleconsultation(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let updated = Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), tc)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if updated.is_none() {
+            let exists = sqlx::query(TELECONSULTATION_EXISTS)
+                .bind(tc.id.clone())
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Err(if exists.is_some() {
+                StoreError::StaleVersion
+            } else {
+                StoreError::NotFound
+            });
+        }
+        sqlx::query(DELETE_PARTICIPANTS)
+            .bind(tc.id.clone())
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_participants(&mut tx, tc).await?;
+        for room_id in retired_rooms {
+            Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
+        }
+        tx.commit().await?;
+        Ok(tc.version + 1)
+    }
+
+    async fn list_teleconsultations_by_participant(
+        &self,
+        external_id: &str,
+    ) -> StoreResult<Vec<Teleconsultation>> {
+        self.select_joined(
+            "WHERE t.state = 'active' AND t.id IN \
+             (SELECT teleconsultation_id FROM participants WHERE external_id = $1) \
+             ORDER BY t.created_at_ms, t.id, p.position",
+            external_id,
+            None,
+        )
+        .await
+    }
+
+    async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>> {
+        let row: Option<KaleyraUserRow> = sqlx::query_as(SELECT_KALEYRA_USER)
+            .bind(external_id.to_owned())
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(kaleyra_user).transpose()
+    }
+
+    async fn insert_kaleyra_user(&self, user: &KaleyraUser) -> StoreResult<()> {
+        sqlx::query(INSERT_KALEYRA_USER)
+            .bind(user.external_id.clone())
+            .bind(user.kaleyra_user_id.clone())
+            .bind(user.role.as_str().to_owned())
+            .bind(user.created_at.timestamp_millis())
+            .bind(user.updated_at.timestamp_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| conflict_or(e, &format!("user {}", user.external_id)))?;
+        Ok(())
+    }
+
+    async fn update_kaleyra_user_role(&self, user: &KaleyraUser) -> StoreResult<()> {
+        let updated = sqlx::query(UPDATE_KALEYRA_USER_ROLE)
+            .bind(user.external_id.clone())
+            .bind(user.role.as_str().to_owned())
+            .bind(user.updated_at.timestamp_millis())
+            .fetch_optional(&self.writer)
+            .await?;
+        updated.map(|_| ()).ok_or(StoreError::NotFound)
+    }
+
+    async fn clear_provisioning(&self, id: &str, version: i64) -> StoreResult<bool> {
+        let cleared = sqlx::query(
+            "UPDATE teleconsultations SET provision_due_at_ms = NULL \
+             WHERE id = $1 AND version = $2 RETURNING id",
+        )
+        .bind(id.to_owned())
+        .bind(version)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(cleared.is_some())
+    }
+
+    async fn postpone_provisioning(&self, id: &str, due_at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE teleconsultations SET provision_due_at_ms = $2 \
+             WHERE id = $1 AND provision_due_at_ms IS NOT NULL",
+        )
+        .bind(id.to_owned())
+        .bind(due_at.timestamp_millis())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn due_provisioning(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<String>> {
+        let ids: Vec<(String,)> = sqlx::query_as(
+            "SELECT id FROM teleconsultations WHERE provision_due_at_ms <= $1 \
+             ORDER BY provision_due_at_ms, id LIMIT $2",
+        )
+        .bind(now.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn retire_room(
+        &self,
+        room_id: &str,
+        teleconsultation_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        Self::retire(&self.writer, room_id, teleconsultation_id, at).await
+    }
+
+    async fn due_room_deletions(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<RoomDeletion>> {
+        let rows: Vec<RoomDeletionRow> = sqlx::query_as(
+            "SELECT room_id, teleconsultation_id, due_at_ms, attempts FROM rooms_to_delete \
+             WHERE due_at_ms <= $1 ORDER BY due_at_ms, room_id LIMIT $2",
+        )
+        .bind(now.timestamp_millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(RoomDeletion {
+                    room_id: row.room_id,
+                    teleconsultation_id: row.teleconsultation_id,
+                    due_at: instant(row.due_at_ms)?,
+                    attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_room_deletion(&self, room_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM rooms_to_delete WHERE room_id = $1")
+            .bind(room_id.to_owned())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn postpone_room_deletion(
+        &self,
+        room_id: &str,
+        due_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE rooms_to_delete SET due_at_ms = $2, attempts = attempts + 1 \
+             WHERE room_id = $1",
+        )
+        .bind(room_id.to_owned())
+        .bind(due_at.timestamp_millis())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_due_provisioning(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        let ids: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE teleconsultations SET lease_owner = $3, lease_until_ms = $4 \
+             WHERE id IN (SELECT id FROM teleconsultations \
+               WHERE provision_due_at_ms <= $1 \
+                 AND (lease_until_ms IS NULL OR lease_until_ms < $1) \
+               ORDER BY provision_due_at_ms, id LIMIT $2 {}) \
+             RETURNING id",
+            DB::SKIP_LOCKED
+        )))
+        .bind(now.timestamp_millis())
+        .bind(i64::from(limit))
+        .bind(owner.to_owned())
+        .bind(until.timestamp_millis())
+        .fetch_all(&self.writer)
+        .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn try_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let leased = sqlx::query(
+            "UPDATE teleconsultations SET lease_owner = $2, lease_until_ms = $4 \
+             WHERE id = $1 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $3 OR lease_owner = $2) \
+             RETURNING id",
+        )
+        .bind(id.to_owned())
+        .bind(owner.to_owned())
+        .bind(now.timestamp_millis())
+        .bind(until.timestamp_millis())
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(leased.is_some())
+    }
+
+    async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE teleconsultations SET lease_owner = NULL, lease_until_ms = NULL \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id.to_owned())
+        .bind(owner.to_owned())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_room_creation(&self, id: &str, fingerprint: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE teleconsultations SET creating_fingerprint = $2 WHERE id = $1")
+            .bind(id.to_owned())
+            .bind(fingerprint.map(str::to_owned))
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_room_known(&self, room_id: &str) -> StoreResult<bool> {
+        let (known,): (i64,) = sqlx::query_as(
+            "SELECT CAST((SELECT COUNT(*) FROM teleconsultations WHERE room_id = $1) \
+                  + (SELECT COUNT(*) FROM rooms_to_delete WHERE room_id = $1) AS BIGINT)",
+        )
+        .bind(room_id.to_owned())
+        .fetch_one(&self.readers)
+        .await?;
+        Ok(known > 0)
+    }
+
+    async fn list_live_teleconsultations(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Teleconsultation>> {
+        self.select_joined(
+            "WHERE t.id IN (SELECT id FROM teleconsultations \
+               WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2) \
+             ORDER BY t.id, p.position",
+            after,
+            Some(limit),
+        )
+        .await
+    }
+
+    async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog> {
+        // One statement, one snapshot. CAST keeps the count types equal on both backends.
+        let (teleconsultations, missing, deletions): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               CAST((SELECT COUNT(*) FROM teleconsultations \
+                     WHERE provision_due_at_ms IS NOT NULL) AS BIGINT), \
+               CAST((SELECT COUNT(*) FROM teleconsultations \
+                     WHERE state = 'active' AND desired_fingerprint IS NOT NULL \
+                       AND (room_fingerprint IS NULL OR room_fingerprint <> desired_fingerprint) \
+                       AND start_at_ms - $2 <= $1) AS BIGINT), \
+               CAST((SELECT COUNT(*) FROM rooms_to_delete) AS BIGINT)",
+        )
+        .bind(now.timestamp_millis())
+        .bind(i64::try_from(immutable_period_ms).unwrap_or(i64::MAX))
+        .fetch_one(&self.readers)
+        .await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Backlog {
+            teleconsultations: count(teleconsultations),
+            rooms_missing_at_start: count(missing),
+            room_deletions: count(deletions),
+        })
+    }
+}
