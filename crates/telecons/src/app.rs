@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::directory::Auth0Directory;
 use crate::domain::ids::TeleconsultationIdGenerator;
 use crate::store::Store;
 use crate::{api, telemetry};
@@ -23,6 +24,8 @@ pub struct AppState {
     pub ids: Arc<TeleconsultationIdGenerator>,
     /// This instance's name in provisioning leases (several instances share one database).
     pub instance_id: Arc<str>,
+    /// The user directory, when `AUTH_SERVICE` is set.
+    pub directory: Option<Arc<Auth0Directory>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -40,7 +43,19 @@ pub fn build_app(config: Arc<Config>, deps: AppDeps) -> Router {
 
 impl AppState {
     pub fn new(config: Arc<Config>, deps: AppDeps) -> Self {
+        let directory = config
+            .auth_service
+            .as_ref()
+            .and(config.auth0.as_ref())
+            .and_then(|settings| match Auth0Directory::new(settings) {
+                Ok(directory) => Some(Arc::new(directory)),
+                Err(err) => {
+                    tracing::error!(error = %err, "the user directory cannot be used");
+                    None
+                }
+            });
         Self {
+            directory,
             config,
             store: deps.store,
             clock: deps.clock,

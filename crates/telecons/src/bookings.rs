@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use kaleyra_client::{DeleteOutcome, KaleyraError, Room};
 
 use crate::app::AppState;
+use crate::directory::DirectoryError;
 use crate::domain::links::{LinkLanguage, access_link};
 use crate::domain::room_spec::RoomSpec;
 use crate::domain::roster::{Role, check_participants, has_plus};
@@ -70,6 +71,8 @@ pub enum BookingError {
     Storage(#[from] StoreError),
     #[error(transparent)]
     Kaleyra(#[from] KaleyraError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
 }
 
 type Result<T> = std::result::Result<T, BookingError>;
@@ -413,13 +416,25 @@ async fn resolve_participants(
     input: ParticipantsInput,
 ) -> Result<(u32, Vec<Participant>)> {
     let (number, data) = match input {
-        ParticipantsInput::Ids(_) => {
+        ParticipantsInput::Ids(_) if state.directory.is_none() => {
             return Err(BookingError::Invalid(
                 "participants as a list of user ids needs the user directory, which is not \
                  configured (AUTH_SERVICE); give participants as {\"number\": N, \"data\": [...]}"
                     .into(),
             ));
         }
+        // All known at once: `number` is the list's length.
+        ParticipantsInput::Ids(ids) => (
+            i64::try_from(ids.len()).unwrap_or(i64::MAX),
+            ids.into_iter()
+                .map(|external_id| ParticipantInput {
+                    external_id,
+                    groups: None,
+                    full_name: None,
+                    language: None,
+                })
+                .collect(),
+        ),
         ParticipantsInput::Listed { number, data } => (number, data),
     };
     let ids: Vec<&str> = data.iter().map(|p| p.external_id.as_str()).collect();
@@ -441,22 +456,36 @@ async fn resolve_entry(
     entry: ParticipantInput,
     field_prefix: &str,
 ) -> Result<Participant> {
-    let user = &entry.external_id;
+    let user = entry.external_id.as_str();
     if user.trim().is_empty() {
         return Err(BookingError::Invalid(format!(
             "{field_prefix}userId must be a non-empty string"
         )));
     }
-    let groups = entry.groups.filter(|g| !g.is_empty()).ok_or_else(|| {
-        BookingError::Invalid(format!(
-            "{field_prefix}groups is required for user {user} (no user directory is configured)"
-        ))
-    })?;
-    let full_name = entry.full_name.ok_or_else(|| {
-        BookingError::Invalid(format!(
-            "{field_prefix}fullName is required for user {user} (no user directory is configured)"
-        ))
-    })?;
+    let (groups, full_name) = match &state.directory {
+        // The directory's groups and name; body values are ignored.
+        Some(directory) => {
+            let known = directory.user(user).await?.ok_or_else(|| {
+                BookingError::Invalid(format!(
+                    "{field_prefix}userId: user {user} is not known to the user directory"
+                ))
+            })?;
+            (known.groups, known.full_name)
+        }
+        None => {
+            let groups = entry.groups.filter(|g| !g.is_empty()).ok_or_else(|| {
+                BookingError::Invalid(format!(
+                    "{field_prefix}groups is required for user {user} (no user directory is configured)"
+                ))
+            })?;
+            let full_name = entry.full_name.ok_or_else(|| {
+                BookingError::Invalid(format!(
+                    "{field_prefix}fullName is required for user {user} (no user directory is configured)"
+                ))
+            })?;
+            (groups, Some(full_name))
+        }
+    };
     let role = state
         .config
         .service
@@ -468,7 +497,7 @@ async fn resolve_entry(
         external_id: entry.external_id,
         role,
         groups,
-        full_name: Some(full_name),
+        full_name,
         language: entry.language,
         link: None,
     })

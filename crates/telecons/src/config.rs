@@ -517,6 +517,15 @@ impl Config {
             }
         };
 
+        // With AUTH_SERVICE, participants' groups and names come from the user directory,
+        // which is the Auth0 Management API.
+        if auth_service.is_some() && env.missing(&auth0_names).len() == auth0_names.len() {
+            env.errors.push(format!(
+                "{AUTH_SERVICE} is set, so the user directory is used: set {}",
+                auth0_names.join(", ")
+            ));
+        }
+
         let jwt_names = [JWT_ISSUER, JWT_AUDIENCE, JWT_JWKS_URL];
         let jwt = match env.missing(&jwt_names) {
             missing if missing.len() == jwt_names.len() => None,
@@ -1142,6 +1151,17 @@ mod tests {
         ] {
             assert_eq!(ok(&[(DATABASE_URL, url)]).database_url, url);
         }
+    }
+
+    #[test]
+    fn auth_service_needs_the_auth0_directory() {
+        let problems = errs(&[(AUTH_SERVICE, "auth0-client")]);
+        assert!(
+            problems.iter().any(|p| p.contains(AUTH_SERVICE)
+                && p.contains(AUTH0_DOMAIN)
+                && p.contains(AUTH0_CLIENT_SECRET)),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub use app::{AppDeps, AppState, build_app};
 pub mod audit;
 pub mod bookings;
 pub mod demo;
+pub mod directory;
 pub mod provisioner;
 pub mod server;
 pub mod users;

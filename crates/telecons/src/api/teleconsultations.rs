@@ -315,6 +315,10 @@ fn booking_error(err: BookingError, no_plus_user: impl FnOnce() -> String) -> Ap
         BookingError::NoPlusUser => ApiError::documented(StatusCode::BAD_REQUEST, no_plus_user()),
         BookingError::Storage(err) => err.into(),
         BookingError::Kaleyra(err) => super::error::kaleyra_failure(&err),
+        // Nothing was stored: the request may be sent again.
+        BookingError::Directory(err) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod directory;
 mod ops;
 mod provisioning;
 mod store;
