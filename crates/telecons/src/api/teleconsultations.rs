@@ -8,6 +8,7 @@ use std::fmt;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -188,11 +189,13 @@ impl TeleconsultationBody {
     }
 }
 
-/// Parses a JSON body the way `axum::Json` would, with our error shape.
+/// Parses a JSON body the way `axum::Json` would, with our error shape (also for a body
+/// over the size limit: 413).
 fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     if !is_json(headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -203,7 +206,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    Json::<T>::from_bytes(body)
+    Json::<T>::from_bytes(&body)
         .map(|Json(v)| v)
         .map_err(ApiError::from)
 }
@@ -341,9 +344,9 @@ async fn create_teleconsultation(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
-    let input = json_body::<TeleconsultationBody>(&headers, &body)?.into_input()?;
+    let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
     let id = bookings::create(&state, input, caller.id)
         .await
         .map_err(|e| booking_error(e, no_plus("POST /teleconsultation")))?;
@@ -365,11 +368,11 @@ async fn update_teleconsultation(
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let map = |e| booking_error(e, no_plus("PATCH /teleconsultation"));
     bookings::ensure_live(&state, &id).await.map_err(map)?;
-    let input = json_body::<TeleconsultationBody>(&headers, &body)?.into_input()?;
+    let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
     bookings::update(&state, &id, input, caller.id)
         .await
         .map_err(map)?;
@@ -391,12 +394,12 @@ async fn add_participant(
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let route = format!("POST /teleconsultation/{id}/participants/data");
     let map = |e| booking_error(e, no_plus(&route));
     bookings::ensure_live(&state, &id).await.map_err(map)?;
-    let entry = participant_input(json_body::<ParticipantBody>(&headers, &body)?);
+    let entry = participant_input(json_body::<ParticipantBody>(&headers, body)?);
     bookings::add_participant(&state, &id, entry, caller.id)
         .await
         .map_err(|e| booking_error(e, no_plus(&route)))?;
@@ -415,7 +418,7 @@ async fn get_teleconsultation(
     State(state): State<AppState>,
     Path(id): Path<String>,
     caller: Caller,
-    Query(query): Query<JoinQuery>,
+    query: Result<Query<JoinQuery>, QueryRejection>,
 ) -> Result<Json<JoinBody>, ApiError> {
     let map = |e| match e {
         BookingError::NotFound(id) => ApiError::documented(
@@ -428,6 +431,7 @@ async fn get_teleconsultation(
     bookings::ensure_participant(&state, &id, caller.id.as_deref())
         .await
         .map_err(map)?;
+    let Query(query) = query?;
     let use_background = match query.use_background.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,

@@ -12,6 +12,8 @@ crate::on_both_backends!(
     wrong_types_are_400_naming_the_field,
     unknown_fields_are_400_naming_them,
     invalid_dates_are_400_naming_the_field,
+    oversized_bodies_are_413_in_the_error_shape,
+    a_malformed_query_is_400_in_the_error_shape,
 );
 
 /// Each lifecycle route taking a body, with a target that exists.
@@ -200,4 +202,27 @@ async fn invalid_dates_are_400_naming_the_field(db: TestDatabase) {
         );
     }
     assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
+
+async fn oversized_bodies_are_413_in_the_error_shape(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let routes = body_routes(&app).await;
+    app.sim.clear_requests();
+    // Valid JSON, far over the JSON body limit.
+    let mut huge = pair();
+    huge["padding"] = json!("x".repeat(2 * 1024 * 1024));
+    for (method, path) in &routes {
+        let answer = app
+            .send(method.clone(), path, &[], Some(huge.clone()))
+            .await;
+        assert_error(&answer, 413, "Payload Too Large", &[]);
+    }
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
+
+async fn a_malformed_query_is_400_in_the_error_shape(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, pair()).await;
+    let answer = get_tc(&app, &id, Some(DOC), "?language=it&language=en").await;
+    assert_bad_request(&answer, &["language"]);
 }
