@@ -141,13 +141,16 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
             state.store.mark_room_creation(id, None).await?;
             return Ok(());
         }
-        // The teleconsultation changed and no longer wants this room: retire it, look again.
-        state
-            .store
-            .retire_room(&room.id, Some(id), state.clock.now())
-            .await?;
+        // The teleconsultation changed and no longer wants this room: retire it (unless
+        // someone else recorded it meanwhile, e.g. after our lease expired), look again.
+        if !state.store.is_room_known(&room.id).await? {
+            state
+                .store
+                .retire_room(&room.id, Some(id), state.clock.now())
+                .await?;
+            delete_rooms(state, std::slice::from_ref(&room.id)).await;
+        }
         state.store.mark_room_creation(id, None).await?;
-        delete_rooms(state, std::slice::from_ref(&room.id)).await;
     }
     Ok(())
 }

@@ -504,3 +504,20 @@ fn counter(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// The committed `openapi.json` is the document the code generates: an API change shows up
+/// in review as a change of that file. `UPDATE_OPENAPI=1` rewrites it.
+#[test]
+fn the_committed_openapi_document_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+    let generated = telecons::api::openapi().to_pretty_json().expect("renders") + "\n";
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &generated).expect("write openapi.json");
+    }
+    let committed = std::fs::read_to_string(path).expect("openapi.json is committed");
+    assert!(
+        committed == generated,
+        "crates/telecons/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test -p telecons \
+         --test it the_committed_openapi_document_is_current` and commit the result"
+    );
+}
