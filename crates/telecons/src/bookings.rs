@@ -116,7 +116,7 @@ pub async fn create(
     };
     plan_room(state, &mut tc)?;
     state.store.insert_teleconsultation(&tc).await?;
-    let _ = provisioner::converge(state, &tc.id).await;
+    provisioner::converge_inline(state, &tc.id).await;
     Ok(tc.id)
 }
 
@@ -128,6 +128,7 @@ pub async fn update(
     caller: Option<String>,
 ) -> Result<()> {
     let duration = duration_input(input.end, input.duration_secs)?;
+    let mut resolved = None;
     for _ in 0..MAX_ATTEMPTS {
         let current = live(state, id).await?;
         let mut next = current.clone();
@@ -143,12 +144,18 @@ pub async fn update(
         .map_err(|e| BookingError::Invalid(e.to_string()))?;
         next.start = schedule.start;
         next.duration_secs = schedule.duration_secs;
-        if let Some(participants) = input.participants.clone() {
-            let (number, participants) = resolve_participants(state, participants).await?;
-            next.participant_count = number;
-            next.participants = keep_links(&current, participants);
+        if let Some(participants) = &input.participants {
+            precheck_participants(state, participants)?;
         }
         refuse_if_immutable(state, &current)?;
+        // Resolved once (directory and user map), then reused if the write must be retried.
+        if let (Some(participants), None) = (&input.participants, &resolved) {
+            resolved = Some(resolve_participants(state, participants.clone()).await?);
+        }
+        if let Some((number, participants)) = &resolved {
+            next.participant_count = *number;
+            next.participants = keep_links(&current, participants.clone());
+        }
         if let Some(outcome) = save(state, &current, next, caller.clone()).await? {
             return Ok(outcome);
         }
@@ -164,10 +171,16 @@ pub async fn add_participant(
     entry: ParticipantInput,
     caller: Option<String>,
 ) -> Result<()> {
+    let mut resolved = None;
     for _ in 0..MAX_ATTEMPTS {
         let current = live(state, id).await?;
-        let participant = resolve_entry(state, entry.clone(), "").await?;
+        precheck_entry(state, &entry, "")?;
         refuse_if_immutable(state, &current)?;
+        let participant = match &resolved {
+            Some(participant) => Participant::clone(participant),
+            None => resolve_entry(state, entry.clone(), "").await?,
+        };
+        resolved = Some(participant.clone());
         if current.is_complete() {
             return Err(BookingError::Conflict(format!(
                 "all {} participants of teleconsultation {id} are already known",
@@ -339,7 +352,12 @@ pub async fn delete_uploads(
             deleted: 0,
         });
     };
-    let uploads = state.kaleyra.list_uploads(room_id).await?;
+    let uploads = match state.kaleyra.list_uploads(room_id).await {
+        Ok(uploads) => uploads,
+        // A room Kaleyra no longer knows has no files left.
+        Err(err) if err.is_not_found() => Vec::new(),
+        Err(err) => return Err(err.into()),
+    };
     let mut deleted = 0;
     for upload in &uploads {
         match state.kaleyra.delete_upload(&upload.key).await {
@@ -410,18 +428,78 @@ fn changed_concurrently() -> BookingError {
     )
 }
 
+/// The checks of a participant list that need no I/O (the 400s that come before a 409).
+fn precheck_participants(state: &AppState, input: &ParticipantsInput) -> Result<()> {
+    match input {
+        ParticipantsInput::Ids(_) if state.config.auth_service.is_none() => {
+            Err(ids_need_directory())
+        }
+        ParticipantsInput::Ids(ids) => {
+            check_participants(i64::try_from(ids.len()).unwrap_or(i64::MAX), ids)
+                .map_err(|e| BookingError::Invalid(e.to_string()))
+        }
+        ParticipantsInput::Listed { number, data } => {
+            let ids: Vec<&str> = data.iter().map(|p| p.external_id.as_str()).collect();
+            check_participants(*number, &ids).map_err(|e| BookingError::Invalid(e.to_string()))?;
+            for (index, entry) in data.iter().enumerate() {
+                precheck_entry(state, entry, &format!("participants.data[{index}]."))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The checks of one entry that need no I/O: without a directory, its groups, name and
+/// role come from the body.
+fn precheck_entry(state: &AppState, entry: &ParticipantInput, field_prefix: &str) -> Result<()> {
+    let user = entry.external_id.as_str();
+    if user.trim().is_empty() {
+        return Err(BookingError::Invalid(format!(
+            "{field_prefix}userId must be a non-empty string"
+        )));
+    }
+    if state.config.auth_service.is_some() {
+        return Ok(());
+    }
+    let groups = entry
+        .groups
+        .as_ref()
+        .filter(|g| !g.is_empty())
+        .ok_or_else(|| {
+            BookingError::Invalid(format!(
+                "{field_prefix}groups is required for user {user} (no user directory is configured)"
+            ))
+        })?;
+    if entry.full_name.is_none() {
+        return Err(BookingError::Invalid(format!(
+            "{field_prefix}fullName is required for user {user} (no user directory is configured)"
+        )));
+    }
+    state
+        .config
+        .service
+        .privileges
+        .require_role(user, groups)
+        .map(|_| ())
+        .map_err(|e| BookingError::Invalid(e.to_string()))
+}
+
+fn ids_need_directory() -> BookingError {
+    BookingError::Invalid(
+        "participants as a list of user ids needs the user directory, which is not \
+         configured (AUTH_SERVICE); give participants as {\"number\": N, \"data\": [...]}"
+            .into(),
+    )
+}
+
 /// Validates a participant list and resolves each entry (role, Kaleyra user id).
 async fn resolve_participants(
     state: &AppState,
     input: ParticipantsInput,
 ) -> Result<(u32, Vec<Participant>)> {
     let (number, data) = match input {
-        ParticipantsInput::Ids(_) if state.directory.is_none() => {
-            return Err(BookingError::Invalid(
-                "participants as a list of user ids needs the user directory, which is not \
-                 configured (AUTH_SERVICE); give participants as {\"number\": N, \"data\": [...]}"
-                    .into(),
-            ));
+        ParticipantsInput::Ids(_) if state.config.auth_service.is_none() => {
+            return Err(ids_need_directory());
         }
         // All known at once: `number` is the list's length.
         ParticipantsInput::Ids(ids) => (
@@ -462,7 +540,14 @@ async fn resolve_entry(
             "{field_prefix}userId must be a non-empty string"
         )));
     }
-    let (groups, full_name) = match &state.directory {
+    let directory = match (&state.config.auth_service, &state.directory) {
+        // Never fall back to the body's groups (the caller would choose its own role).
+        (Some(_), None) => {
+            return Err(DirectoryError::Unavailable("it could not be set up".into()).into());
+        }
+        (_, directory) => directory,
+    };
+    let (groups, full_name) = match directory {
         // The directory's groups and name; body values are ignored.
         Some(directory) => {
             let known = directory.user(user).await?.ok_or_else(|| {
@@ -524,7 +609,9 @@ fn plan_room(state: &AppState, tc: &mut Teleconsultation) -> Result<Vec<String>>
         for participant in &mut tc.participants {
             participant.link = None;
         }
-        tc.provision_due_at = (!tc.participants.is_empty()).then(|| state.clock.now());
+        // Users to create, or a room creation whose answer was lost to clean up.
+        let work = !tc.participants.is_empty() || tc.creating_fingerprint.is_some();
+        tc.provision_due_at = work.then(|| state.clock.now());
         return Ok(retired);
     }
     if !has_plus(tc.participants.iter().map(|p| p.role)) {
@@ -570,7 +657,7 @@ async fn save(
     match state.store.update_teleconsultation(&next, &retired).await {
         Ok(_) => {
             provisioner::delete_rooms(state, &retired).await;
-            let _ = provisioner::converge(state, &next.id).await;
+            provisioner::converge_inline(state, &next.id).await;
             Ok(Some(()))
         }
         Err(StoreError::StaleVersion) => Ok(None),

@@ -602,6 +602,19 @@ impl Config {
             .ok_or_else(|| ConfigErrors(vec![kaleyra_missing()]))
     }
 
+    /// Settings this version accepts but cannot honour: refusing them beats running without
+    /// what the operator asked for (bearer tokens would be ignored and headers trusted).
+    pub fn refuse_unsupported(&self) -> Result<(), ConfigErrors> {
+        if self.jwt.is_some() {
+            return Err(ConfigErrors(vec![format!(
+                "{JWT_ISSUER}, {JWT_AUDIENCE} and {JWT_JWKS_URL} are set, but bearer-token \
+                 authentication is not available in this version: unset them (callers are \
+                 identified by the gateway's headers)"
+            )]));
+        }
+        Ok(())
+    }
+
     /// What `telecons serve` needs: [`Config::from_env`] with Kaleyra configured. Every
     /// problem at once, the missing Kaleyra settings included.
     pub fn from_env_for_serve() -> Result<Config, ConfigErrors> {
@@ -609,7 +622,11 @@ impl Config {
         let neither =
             unset([KALEYRA_KEY, KALEYRA_KEY_ALIAS]) && unset([KALEYRA_URL, KALEYRA_URL_ALIAS]);
         match Config::from_env() {
-            Ok(config) => config.require_kaleyra().map(|_| ()).map(|()| config),
+            Ok(config) => {
+                config.require_kaleyra()?;
+                config.refuse_unsupported()?;
+                Ok(config)
+            }
             Err(mut problems) => {
                 // One of the two alone is already reported by from_env.
                 if neither {
@@ -1151,6 +1168,18 @@ mod tests {
         ] {
             assert_eq!(ok(&[(DATABASE_URL, url)]).database_url, url);
         }
+    }
+
+    #[test]
+    fn bearer_token_settings_are_refused_rather_than_ignored() {
+        let jwt = ok(&[
+            (JWT_ISSUER, "https://issuer/"),
+            (JWT_AUDIENCE, "telecons"),
+            (JWT_JWKS_URL, "https://issuer/.well-known/jwks.json"),
+        ]);
+        let refused = jwt.refuse_unsupported().unwrap_err();
+        assert!(refused.0[0].contains(JWT_ISSUER), "{refused}");
+        assert!(ok(&[]).refuse_unsupported().is_ok());
     }
 
     #[test]

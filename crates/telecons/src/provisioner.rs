@@ -20,6 +20,12 @@ use crate::users::{self, UserSyncError};
 
 /// How long a failed provisioning waits before the next try.
 pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
+/// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
+/// would only repeat the refusal: wait longer, and say so loudly.
+const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
+/// How long a request waits for its inline provisioning before answering anyway (the work
+/// stays marked; the worker finishes it). Well under the request timeout.
+pub const INLINE_BUDGET: Duration = Duration::from_secs(8);
 /// Room deletions back off exponentially from here, up to [`MAX_DELETION_BACKOFF`].
 const FIRST_DELETION_BACKOFF: TimeDelta = TimeDelta::seconds(5);
 const MAX_DELETION_BACKOFF: TimeDelta = TimeDelta::minutes(5);
@@ -81,6 +87,20 @@ pub async fn converge(state: &AppState, id: &str) -> Result<(), ProvisionError> 
     Ok(())
 }
 
+/// [`converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by then is
+/// left to the background worker (it stays marked), and the request answers as usual.
+pub async fn converge_inline(state: &AppState, id: &str) {
+    match tokio::time::timeout(INLINE_BUDGET, converge(state, id)).await {
+        Ok(_) => {} // errors are logged and postponed inside
+        Err(_) => {
+            tracing::warn!(
+                teleconsultation = id,
+                "provisioning is slow; the background worker finishes it"
+            )
+        }
+    }
+}
+
 /// A name for one piece of work: leases exclude other requests of this instance as well as
 /// other instances.
 fn lease_owner(state: &AppState) -> String {
@@ -98,8 +118,14 @@ async fn converge_leased(state: &AppState, id: &str, owner: &str) -> Result<(), 
     }
     if let Err(err) = &result {
         metrics::counter!("provisioning_failures_total").increment(1);
-        tracing::warn!(teleconsultation = id, error = %err, "provisioning failed; will retry");
-        let retry_at = state.clock.now() + PROVISION_RETRY;
+        let refused = matches!(err, ProvisionError::Kaleyra(e) if e.is_rejected());
+        let retry_at = if refused {
+            tracing::error!(teleconsultation = id, error = %err, "Kaleyra refuses this provisioning; will retry in 5 minutes");
+            state.clock.now() + REFUSED_RETRY
+        } else {
+            tracing::warn!(teleconsultation = id, error = %err, "provisioning failed; will retry");
+            state.clock.now() + PROVISION_RETRY
+        };
         if let Err(store_err) = state.store.postpone_provisioning(id, retry_at).await {
             tracing::error!(teleconsultation = id, error = %store_err, "cannot postpone provisioning");
         }
@@ -129,6 +155,9 @@ async fn converge_once(state: &AppState, id: &str) -> Result<(), ProvisionError>
         let spec = match &tc.desired_room {
             Some(spec) if tc.needs_room() => spec.clone(),
             _ => {
+                if tc.creating_fingerprint.is_some() {
+                    state.store.mark_room_creation(id, None).await?;
+                }
                 state.store.clear_provisioning(id, tc.version).await?;
                 return Ok(());
             }
@@ -276,7 +305,8 @@ async fn recover_lost_rooms(
             delete_rooms(state, std::slice::from_ref(&room.id)).await;
         }
     }
-    state.store.mark_room_creation(&tc.id, None).await?;
+    // The mark stays until the adopted room (or a new one) is recorded: until then a sweep
+    // must not take the room for an orphan.
     Ok(adopted)
 }
 
@@ -293,18 +323,21 @@ pub async fn sweep_orphans(state: &AppState) -> Result<u64, ProvisionError> {
         else {
             continue; // not ours
         };
-        if room.creation_date > now - ORPHAN_GRACE || state.store.is_room_known(&room.id).await? {
+        if room.creation_date > now - ORPHAN_GRACE {
             continue;
         }
+        // The record first, then whether the room is known: a room being recorded right now
+        // is seen either as in flight or as known.
         let in_flight = state
             .store
             .get_teleconsultation(&teleconsultation_id)
             .await?
             .is_some_and(|tc| {
                 tc.state == TeleconsultationState::Active
+                    && tc.provision_due_at.is_some()
                     && tc.creating_fingerprint.as_deref() == Some(fingerprint.as_str())
             });
-        if in_flight {
+        if in_flight || state.store.is_room_known(&room.id).await? {
             continue;
         }
         tracing::warn!(room = %room.id, teleconsultation = %teleconsultation_id, "orphan room found; deleting it");
@@ -394,14 +427,18 @@ fn deletion_retry_at(now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
 /// instances take other work), then every due room deletion.
 pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
     let now = state.clock.now();
-    let owner = lease_owner(state);
-    let claimed = state
-        .store
-        .claim_due_provisioning(now, &owner, now + lease(state), BATCH)
-        .await?;
-    for id in claimed {
+    // One at a time, each leased just before it is worked on: a lease taken for a whole
+    // batch could expire before the batch reaches it.
+    for _ in 0..BATCH {
+        let owner = lease_owner(state);
+        let now = state.clock.now();
+        let claimed = state
+            .store
+            .claim_due_provisioning(now, &owner, now + lease(state), 1)
+            .await?;
+        let Some(id) = claimed.first() else { break };
         // Errors are logged and postponed inside.
-        let _ = converge_leased(state, &id, &owner).await;
+        let _ = converge_leased(state, id, &owner).await;
     }
     for entry in state.store.due_room_deletions(now, BATCH).await? {
         delete_room(state, &entry).await;

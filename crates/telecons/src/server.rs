@@ -13,6 +13,9 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::{provisioner, store, telemetry};
 
+/// How long shutdown waits for the provisioning worker's pass in progress.
+const WORKER_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Opens the configured store and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     let store = store::connect(&config.database_url)
@@ -39,6 +42,7 @@ pub async fn serve_on(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.refuse_unsupported()?;
     let kaleyra = kaleyra_client(config.require_kaleyra()?)
         .context("cannot build the Kaleyra client from BANDYER_BASE_URL")?;
     let store = open_store(&config).await?;
@@ -56,10 +60,14 @@ pub async fn serve_on(
         background.clone(),
     ));
     // Rooms whose creation or deletion failed are retried here, also after a restart.
-    tokio::spawn(provisioner::run_worker(state, background.clone()));
+    let worker = tokio::spawn(provisioner::run_worker(state, background.clone()));
     tracing::info!(address = %listener.local_addr()?, storage = backend, "telecons listening");
     run(listener, app, shutdown).await?;
     background.cancel();
+    // Let a pass in progress finish (bounded: requests are bounded, Kaleyra calls too).
+    if tokio::time::timeout(WORKER_DRAIN, worker).await.is_err() {
+        tracing::warn!("the provisioning worker did not finish in time; its leases expire");
+    }
     tracing::info!("telecons stopped");
     Ok(())
 }

@@ -7,6 +7,7 @@
 use kaleyra_client::{KaleyraClient, KaleyraError, UpdateUser, kaleyra_user_id};
 
 use crate::clock::Clock;
+use crate::domain::links::LinkLanguage;
 use crate::domain::roster::Role;
 use crate::store::{KaleyraUser, Participant, Store, StoreError};
 
@@ -71,11 +72,17 @@ async fn create_user(
     clock: &dyn Clock,
     participant: &Participant,
 ) -> Result<(), UserSyncError> {
+    // Kaleyra takes a known language only; any other stays with us (links fall back too).
+    let language = participant
+        .language
+        .as_deref()
+        .and_then(LinkLanguage::parse)
+        .map(LinkLanguage::as_str);
     let created = kaleyra
         .ensure_user(
             &participant.kaleyra_user_id,
             wire_role(participant.role),
-            participant.language.as_deref(),
+            language,
         )
         .await?;
     let role = match created.role {

@@ -45,6 +45,8 @@ CREATE INDEX participants_by_external_id ON participants (external_id);
 CREATE INDEX teleconsultations_provision_due ON teleconsultations (provision_due_at_ms)
     WHERE provision_due_at_ms IS NOT NULL;
 
+CREATE INDEX teleconsultations_room ON teleconsultations (room_id) WHERE room_id IS NOT NULL;
+
 -- Rooms to delete on Kaleyra (replaced, or of a deleted or incomplete teleconsultation).
 -- Written in the same transaction that retires the room, so none is ever forgotten.
 CREATE TABLE rooms_to_delete (

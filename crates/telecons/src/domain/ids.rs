@@ -51,17 +51,16 @@ impl TeleconsultationIdGenerator {
     }
 }
 
-/// Whether `id` has the shape of a teleconsultation id (24 lowercase hex). A malformed id
-/// names no teleconsultation, so handlers may answer 404 without asking the store.
-pub fn is_well_formed(id: &str) -> bool {
-    id.len() == 24
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 #[cfg(test)]
 mod tests {
+    /// The shape of a teleconsultation id: 24 lowercase hex.
+    fn is_well_formed(id: &str) -> bool {
+        id.len() == 24
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
     use std::collections::HashSet;
 
     use super::*;

@@ -67,11 +67,6 @@ impl Schedule {
         })
     }
 
-    /// The same duration from a new start (a PATCH giving only `start_date`).
-    pub fn with_start(&self, start: DateTime<Utc>) -> Schedule {
-        Schedule { start, ..*self }
-    }
-
     /// The planned end: start + duration.
     pub fn end(&self) -> DateTime<Utc> {
         self.start + TimeDelta::seconds(self.duration_secs)
@@ -227,14 +222,6 @@ mod tests {
                 secs: 86_401
             }
         ));
-    }
-
-    #[test]
-    fn with_start_keeps_duration() {
-        let s = Schedule::new(t("2030-01-01T10:00:00Z"), DurationInput::Seconds(600)).unwrap();
-        let moved = s.with_start(t("2030-02-01T08:00:00Z"));
-        assert_eq!(moved.duration_secs, 600);
-        assert_eq!(moved.end(), t("2030-02-01T08:10:00Z"));
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub trait Store: Send + Sync + 'static {
     /// change made meanwhile keeps it marked.
     async fn clear_provisioning(&self, id: &str, version: i64) -> StoreResult<bool>;
 
-    /// Moves a pending provisioning mark to `due_at` (retry later).
+    /// Marks `id` for provisioning at `due_at` (work failed: retry later).
     async fn postpone_provisioning(&self, id: &str, due_at: DateTime<Utc>) -> StoreResult<()>;
 
     /// Ids of teleconsultations whose provisioning is due at `now`, most overdue first.
@@ -161,20 +161,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the provisioner has not finished yet.
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog>;
-}
-
-/// Convenience over [`Store::update_teleconsultation`]: marks a teleconsultation deleted.
-/// It is kept, not erased (the original moved it to the CRUD state TRASH).
-pub async fn soft_delete(
-    store: &dyn Store,
-    mut tc: Teleconsultation,
-    by: Option<String>,
-    at: chrono::DateTime<chrono::Utc>,
-) -> StoreResult<i64> {
-    tc.state = TeleconsultationState::Deleted;
-    tc.updated_by = by;
-    tc.updated_at = at;
-    store.update_teleconsultation(&tc, &[]).await
 }
 
 /// Opens the store named by `DATABASE_URL`: `sqlite:` (file created if missing) or

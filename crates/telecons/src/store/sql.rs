@@ -461,14 +461,11 @@ where
     }
 
     async fn postpone_provisioning(&self, id: &str, due_at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE teleconsultations SET provision_due_at_ms = $2 \
-             WHERE id = $1 AND provision_due_at_ms IS NOT NULL",
-        )
-        .bind(id.to_owned())
-        .bind(due_at.timestamp_millis())
-        .execute(&self.writer)
-        .await?;
+        sqlx::query("UPDATE teleconsultations SET provision_due_at_ms = $2 WHERE id = $1")
+            .bind(id.to_owned())
+            .bind(due_at.timestamp_millis())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

@@ -36,7 +36,8 @@ impl SqlStore<Sqlite> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // FULL: a committed change survives a power loss too (a 2xx means stored).
+            .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         // One writer connection: SQLite has one writer at a time anyway.

@@ -21,6 +21,7 @@ crate::on_both_backends!(
     a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated,
     a_dropped_connection_on_room_creation_leaves_no_duplicate,
     orphan_rooms_are_swept_but_rooms_in_flight_are_kept,
+    a_lost_room_of_a_list_made_incomplete_is_found_and_deleted,
     a_missing_room_at_start_is_reported,
     two_instances_never_create_the_same_room_twice,
     concurrent_patches_apply_one_after_the_other,
@@ -321,6 +322,12 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .unwrap();
     let mut other_spec = other_tc.desired_room.clone().unwrap();
     other_spec.live = !other_spec.live; // a new spec, mid-creation
+    // (A creation in flight: the record is due for provisioning and marked.)
+    app.state
+        .store
+        .postpone_provisioning(&other, app.clock.now())
+        .await
+        .unwrap();
     app.state
         .store
         .mark_room_creation(&other, Some(&other_spec.fingerprint()))
@@ -495,4 +502,43 @@ async fn concurrent_bookings_introducing_one_user_create_it_once(db: TestDatabas
     assert_eq!(app.sim.users().len(), 6);
     assert_eq!(app.sim.rooms().len(), 5);
     assert_converged(&app).await;
+}
+
+async fn a_lost_room_of_a_list_made_incomplete_is_found_and_deleted(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    // The room is created but its answer is lost…
+    app.sim.add_fault(
+        Fault::drop_after_effect("/v2/rooms")
+            .method("POST")
+            .times(1),
+    );
+    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(app.sim.rooms().len(), 1);
+    // …then the list is made incomplete while Kaleyra cannot list its rooms.
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("GET"));
+    let (status, body) = app
+        .send(
+            Method::PATCH,
+            &format!("/teleconsultation/{id}"),
+            &[],
+            Some(json!({"participants": {"number": 2, "data": []}})),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(app.sim.rooms().len(), 1, "not found yet");
+
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    assert!(app.sim.rooms().is_empty(), "the lost room is deleted");
+    assert_converged(&app).await;
+    let tc = app
+        .state
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tc.creating_fingerprint, None);
+    assert_eq!(tc.provision_due_at, None);
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
 use telecons::domain::roster::Role;
 use telecons::store::{
-    self, Backlog, KaleyraUser, Participant, RoomDeletion, StoreError, Teleconsultation,
+    Backlog, KaleyraUser, Participant, RoomDeletion, StoreError, Teleconsultation,
     TeleconsultationState,
 };
 
@@ -245,7 +245,7 @@ async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
 async fn soft_delete_keeps_the_record_but_hides_it_from_listings(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000006");
     db.store.insert_teleconsultation(&tc).await.unwrap();
-    let version = store::soft_delete(
+    let version = soft_delete(
         &*db.store,
         tc.clone(),
         Some("bo".into()),
@@ -491,18 +491,19 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
         db.store.due_provisioning(at(6_000), 10).await.unwrap(),
         vec![later.id.clone()]
     );
-    // Postponing an unmarked one does not mark it.
+    // Postponing marks it even if unmarked: the work failed and must be retried.
     db.store
         .postpone_provisioning(&unmarked.id, at(1))
         .await
         .unwrap();
     assert!(
-        !db.store
+        db.store
             .due_provisioning(at(9_000), 10)
             .await
             .unwrap()
             .contains(&unmarked.id)
     );
+    assert!(db.store.clear_provisioning(&unmarked.id, 1).await.unwrap());
 
     // A change made since version 1 keeps the mark; clearing at the current version works.
     db.store.update_teleconsultation(&later, &[]).await.unwrap();
@@ -763,7 +764,7 @@ async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
             .unwrap();
     }
     let deleted = doctor_and_patient("64b000000000000000000202");
-    store::soft_delete(
+    soft_delete(
         &*db.store,
         db.store
             .get_teleconsultation(&deleted.id)
@@ -792,4 +793,18 @@ async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
         ids,
         ["64b000000000000000000203", "64b000000000000000000204"]
     );
+}
+
+/// Marks a teleconsultation deleted as DELETE does: a versioned update; the record is kept,
+/// not erased (the original moved it to the CRUD state TRASH).
+async fn soft_delete(
+    store: &dyn telecons::store::Store,
+    mut tc: Teleconsultation,
+    by: Option<String>,
+    at: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    tc.state = TeleconsultationState::Deleted;
+    tc.updated_by = by;
+    tc.updated_at = at;
+    store.update_teleconsultation(&tc, &[]).await
 }
