@@ -23,7 +23,7 @@ crate::on_both_backends!(
 );
 
 #[derive(Default)]
-struct FakeAuth0 {
+pub(crate) struct FakeAuth0 {
     users: BTreeMap<String, Value>,
     token_requests: AtomicUsize,
     down: AtomicBool,
@@ -62,17 +62,15 @@ async fn user(
     }
 }
 
-/// The stand-in, with a doctor and a patient (ids in Auth0's `provider|id` form).
-async fn spawn_auth0() -> (String, Arc<FakeAuth0>) {
+/// The stand-in, knowing `users` as (id, group, name).
+pub(crate) async fn spawn_auth0(users: &[(&str, &str, &str)]) -> (String, Arc<FakeAuth0>) {
     let mut auth0 = FakeAuth0::default();
-    auth0.users.insert(
-        "auth0|doctor".into(),
-        json!({"user_id": "auth0|doctor", "name": "Dr. Maria Rossi", "app_metadata": {"groups": ["doctor"]}}),
-    );
-    auth0.users.insert(
-        "auth0|patient".into(),
-        json!({"user_id": "auth0|patient", "name": "Luca Bianchi", "app_metadata": {"groups": ["patient"]}}),
-    );
+    for (id, group, name) in users {
+        auth0.users.insert(
+            (*id).to_owned(),
+            json!({"user_id": id, "name": name, "app_metadata": {"groups": [group]}}),
+        );
+    }
     let auth0 = Arc::new(auth0);
     let app = axum::Router::new()
         .route("/oauth/token", axum::routing::post(token))
@@ -84,8 +82,12 @@ async fn spawn_auth0() -> (String, Arc<FakeAuth0>) {
     (url, auth0)
 }
 
-async fn app_with_directory(db: TestDatabase) -> (TestApp, Arc<FakeAuth0>) {
-    let (url, auth0) = spawn_auth0().await;
+/// The app with the directory on, backed by the stand-in knowing `users`.
+pub(crate) async fn app_with_directory_of(
+    db: TestDatabase,
+    users: &[(&str, &str, &str)],
+) -> (TestApp, Arc<FakeAuth0>) {
+    let (url, auth0) = spawn_auth0(users).await;
     let app = TestApp::spawn_with(
         db,
         &[
@@ -97,6 +99,18 @@ async fn app_with_directory(db: TestDatabase) -> (TestApp, Arc<FakeAuth0>) {
     )
     .await;
     (app, auth0)
+}
+
+/// A doctor and a patient, ids in Auth0's `provider|id` form.
+async fn app_with_directory(db: TestDatabase) -> (TestApp, Arc<FakeAuth0>) {
+    app_with_directory_of(
+        db,
+        &[
+            ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
+            ("auth0|patient", "patient", "Luca Bianchi"),
+        ],
+    )
+    .await
 }
 
 fn by_ids(ids: &[&str]) -> Value {

@@ -7,7 +7,9 @@
 //! without `groups`/`fullName`: they need the user directory (`AUTH_SERVICE`). No directory is
 //! configured here, so the documented outcome for them is this service's 400 — the array
 //! format "only accepted if the service is configured to interact with auth0", and the
-//! entries lack what "without auth0 dependency" requires.
+//! entries lack what "without auth0 dependency" requires. `auth0_examples_with_the_directory`
+//! sends the same examples to a service with the directory on (a stand-in for Auth0 knowing
+//! the three users): they get the documented 201/204.
 
 use serde_json::{Value, json};
 
@@ -21,6 +23,7 @@ crate::on_both_backends!(
     get_examples,
     delete_examples,
     delete_uploads_example_with_the_flag_on,
+    auth0_examples_with_the_directory,
 );
 
 const EX_START: &str = "2030-02-22T15:30:00.000Z";
@@ -301,4 +304,53 @@ async fn delete_uploads_example_with_the_flag_on(db: TestDatabase) {
         delete_uploads(&app, &id, Some("user3_external_id")).await,
         (200, json!({"total": 2, "deleted": 2}))
     );
+}
+
+async fn auth0_examples_with_the_directory(db: TestDatabase) {
+    let users = [
+        ("user1_auth0_id", "doctor", "Joe Smith"),
+        ("user2_auth0_id", "patient", "Jane Doe"),
+        ("user3_auth0_id", "patient", "John Roe"),
+    ];
+    let (app, _) = crate::directory::app_with_directory_of(db, &users).await;
+    let mut ids = Vec::new();
+    for (body, _) in auth0_bodies() {
+        let answer = post_tc(&app, body).await;
+        assert_eq!(answer.0, 201, "{}", answer.1);
+        assert_eq!(
+            answer.1.as_object().unwrap().len(),
+            1,
+            "only roomId: {}",
+            answer.1
+        );
+        ids.push(answer.1["roomId"].as_str().unwrap().to_owned());
+    }
+    // Three of the four examples know every participant: a room each.
+    assert_eq!(app.sim.rooms().len(), 3);
+
+    // PATCH examples (the same bodies) on the incomplete one: 204, no body.
+    for (body, _) in auth0_bodies() {
+        let answer = patch_tc(&app, &ids[2], body).await;
+        assert_eq!(answer, (204, Value::Null));
+    }
+    // participants/data "with auth0 dependency": completes a two-of-three list.
+    let partial = create_tc(
+        &app,
+        json!({
+            "participants": {"number": 3, "data": auth0_entries(&["user1_auth0_id", "user2_auth0_id"])},
+            "start_date": EX_START,
+            "end_date": EX_END
+        }),
+    )
+    .await;
+    let answer = add_participant(
+        &app,
+        &partial,
+        json!({"userExternalId": "user3_auth0_id", "language": "it"}),
+    )
+    .await;
+    assert_eq!(answer, (201, Value::Null));
+    let (status, body) = get_tc(&app, &partial, Some("user3_auth0_id"), "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["participantsBandyerCall"][2]["fullName"], "John Roe");
 }
