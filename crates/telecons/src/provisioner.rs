@@ -384,16 +384,30 @@ pub fn create_room_request(spec: &RoomSpec, teleconsultation_id: &str) -> Create
 /// Deletes retired rooms now (best effort): what fails stays queued for the worker.
 pub async fn delete_rooms(state: &AppState, room_ids: &[String]) {
     for room_id in room_ids {
-        let entry = RoomDeletion {
-            room_id: room_id.clone(),
-            teleconsultation_id: None,
-            due_at: state.clock.now(),
-            attempts: 0,
-        };
-        delete_room(state, &entry).await;
+        match claim_deletion(state, Some(room_id)).await {
+            Ok(Some(entry)) => delete_room(state, &entry).await,
+            Ok(None) => {} // another worker has it, or it is not due yet
+            Err(err) => {
+                tracing::warn!(room = %room_id, error = %err, "room deletion left to the worker")
+            }
+        }
     }
 }
 
+/// Leases one due deletion (`room_id`'s, when given) for a fresh piece of work. The lease
+/// ends with the entry (deleted) or with its postponement.
+async fn claim_deletion(
+    state: &AppState,
+    room_id: Option<&str>,
+) -> Result<Option<RoomDeletion>, StoreError> {
+    let now = state.clock.now();
+    state
+        .store
+        .claim_room_deletion(room_id, now, &lease_owner(state), now + lease(state))
+        .await
+}
+
+/// Deletes a leased room: done → forgotten; failed → retried later (lease given up).
 async fn delete_room(state: &AppState, entry: &RoomDeletion) {
     match state.kaleyra.delete_room(&entry.room_id).await {
         Ok(outcome) => {
@@ -426,7 +440,6 @@ fn deletion_retry_at(now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
 /// One background pass: every due provisioning (leased to this instance, so that other
 /// instances take other work), then every due room deletion.
 pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
-    let now = state.clock.now();
     // One at a time, each leased just before it is worked on: a lease taken for a whole
     // batch could expire before the batch reaches it.
     for _ in 0..BATCH {
@@ -440,7 +453,10 @@ pub async fn run_due(state: &AppState) -> Result<(), StoreError> {
         // Errors are logged and postponed inside.
         let _ = converge_leased(state, id, &owner).await;
     }
-    for entry in state.store.due_room_deletions(now, BATCH).await? {
+    for _ in 0..BATCH {
+        let Some(entry) = claim_deletion(state, None).await? else {
+            break;
+        };
         delete_room(state, &entry).await;
     }
     let backlog = state

@@ -54,7 +54,10 @@ CREATE TABLE rooms_to_delete (
     teleconsultation_id TEXT,
     due_at_ms           BIGINT  NOT NULL,
     attempts            BIGINT  NOT NULL,
-    created_at_ms       BIGINT  NOT NULL
+    created_at_ms       BIGINT  NOT NULL,
+    -- The instance deleting it right now, and until when.
+    lease_owner         TEXT,
+    lease_until_ms      BIGINT 
 );
 
 CREATE TABLE kaleyra_users (

@@ -54,7 +54,10 @@ CREATE TABLE rooms_to_delete (
     teleconsultation_id TEXT,
     due_at_ms           INTEGER NOT NULL,
     attempts            INTEGER NOT NULL,
-    created_at_ms       INTEGER NOT NULL
+    created_at_ms       INTEGER NOT NULL,
+    -- The instance deleting it right now, and until when.
+    lease_owner         TEXT,
+    lease_until_ms      INTEGER
 );
 
 CREATE TABLE kaleyra_users (

@@ -116,10 +116,20 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<RoomDeletion>>;
 
+    /// Leases one due room deletion to `owner` until `until` — the one for `room_id` when
+    /// given — so that no two workers delete the same room at once.
+    async fn claim_room_deletion(
+        &self,
+        room_id: Option<&str>,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<RoomDeletion>>;
+
     /// The room is gone on Kaleyra: forget it.
     async fn finish_room_deletion(&self, room_id: &str) -> StoreResult<()>;
 
-    /// The deletion failed: try again at `due_at`.
+    /// The deletion failed: try again at `due_at` (the lease is given up).
     async fn postpone_room_deletion(&self, room_id: &str, due_at: DateTime<Utc>)
     -> StoreResult<()>;
 

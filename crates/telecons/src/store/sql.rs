@@ -200,6 +200,15 @@ fn kaleyra_user(row: KaleyraUserRow) -> StoreResult<KaleyraUser> {
     })
 }
 
+fn room_deletion(row: RoomDeletionRow) -> StoreResult<RoomDeletion> {
+    Ok(RoomDeletion {
+        room_id: row.room_id,
+        teleconsultation_id: row.teleconsultation_id,
+        due_at: instant(row.due_at_ms)?,
+        attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+    })
+}
+
 /// A unique-key violation becomes `Conflict(what)`; anything else stays a database error.
 fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
     match &err {
@@ -503,16 +512,32 @@ where
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(RoomDeletion {
-                    room_id: row.room_id,
-                    teleconsultation_id: row.teleconsultation_id,
-                    due_at: instant(row.due_at_ms)?,
-                    attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-                })
-            })
-            .collect()
+        rows.into_iter().map(room_deletion).collect()
+    }
+
+    async fn claim_room_deletion(
+        &self,
+        room_id: Option<&str>,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<RoomDeletion>> {
+        let row: Option<RoomDeletionRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE rooms_to_delete SET lease_owner = $3, lease_until_ms = $4 \
+             WHERE room_id IN (SELECT room_id FROM rooms_to_delete \
+               WHERE due_at_ms <= $1 AND (lease_until_ms IS NULL OR lease_until_ms < $1) \
+                 AND ($2 = '' OR room_id = $2) \
+               ORDER BY due_at_ms, room_id LIMIT 1 {}) \
+             RETURNING room_id, teleconsultation_id, due_at_ms, attempts",
+            DB::SKIP_LOCKED
+        )))
+        .bind(now.timestamp_millis())
+        .bind(room_id.unwrap_or_default().to_owned())
+        .bind(owner.to_owned())
+        .bind(until.timestamp_millis())
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(room_deletion).transpose()
     }
 
     async fn finish_room_deletion(&self, room_id: &str) -> StoreResult<()> {
@@ -529,7 +554,8 @@ where
         due_at: DateTime<Utc>,
     ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE rooms_to_delete SET due_at_ms = $2, attempts = attempts + 1 \
+            "UPDATE rooms_to_delete SET due_at_ms = $2, attempts = attempts + 1, \
+               lease_owner = NULL, lease_until_ms = NULL \
              WHERE room_id = $1",
         )
         .bind(room_id.to_owned())

@@ -36,6 +36,7 @@ crate::on_both_backends!(
     creation_marks_are_bookkeeping_outside_versions,
     rooms_are_known_when_recorded_or_queued,
     live_teleconsultations_are_listed_in_pages,
+    room_deletions_are_claimed_by_one_worker_at_a_time,
 );
 
 fn spec() -> RoomSpec {
@@ -807,4 +808,62 @@ async fn soft_delete(
     tc.updated_by = by;
     tc.updated_at = at;
     store.update_teleconsultation(&tc, &[]).await
+}
+
+async fn room_deletions_are_claimed_by_one_worker_at_a_time(db: TestDatabase) {
+    for room in ["room_1", "room_2", "room_3"] {
+        db.store.retire_room(room, None, at(1_000)).await.unwrap();
+    }
+    db.store
+        .retire_room("room_later", None, at(9_000))
+        .await
+        .unwrap();
+    // Concurrent claims never hand out the same room.
+    let (a, b, c, d) = tokio::join!(
+        db.store
+            .claim_room_deletion(None, at(5_000), "a", at(60_000)),
+        db.store
+            .claim_room_deletion(None, at(5_000), "b", at(60_000)),
+        db.store
+            .claim_room_deletion(None, at(5_000), "c", at(60_000)),
+        db.store
+            .claim_room_deletion(None, at(5_000), "d", at(60_000)),
+    );
+    let mut claimed: Vec<String> = [a, b, c, d]
+        .into_iter()
+        .filter_map(|r| r.unwrap().map(|d| d.room_id))
+        .collect();
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        ["room_1", "room_2", "room_3"],
+        "room_later is not due"
+    );
+    // A named claim finds nothing while the lease holds…
+    assert_eq!(
+        db.store
+            .claim_room_deletion(Some("room_2"), at(6_000), "e", at(60_000))
+            .await
+            .unwrap(),
+        None
+    );
+    // …and the room once the holder gave up (postponed) and it is due again.
+    db.store
+        .postpone_room_deletion("room_2", at(7_000))
+        .await
+        .unwrap();
+    let again = db
+        .store
+        .claim_room_deletion(Some("room_2"), at(7_000), "e", at(60_000))
+        .await
+        .unwrap()
+        .expect("claimable again");
+    assert_eq!((again.room_id.as_str(), again.attempts), ("room_2", 1));
+    // An expired lease is claimable by another worker.
+    let taken_over = db
+        .store
+        .claim_room_deletion(Some("room_1"), at(60_001), "f", at(90_000))
+        .await
+        .unwrap();
+    assert_eq!(taken_over.map(|d| d.room_id).as_deref(), Some("room_1"));
 }
