@@ -161,12 +161,7 @@ async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatab
         .unwrap();
     assert_eq!(version, 2);
 
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(
         read,
         Teleconsultation {
@@ -193,12 +188,7 @@ async fn update_on_a_stale_version_is_refused_and_changes_nothing(db: TestDataba
         "{result:?}"
     );
 
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.version, 2);
     assert_eq!(read.duration_secs, 600);
     assert_eq!(read.participants.len(), 2);
@@ -233,12 +223,7 @@ async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
         }
     }
     assert_eq!(applied.len(), 1, "exactly one concurrent update applies");
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.version, 2);
     assert_eq!(read.duration_secs, 1000 + applied[0].0 as i64);
 }
@@ -256,12 +241,7 @@ async fn soft_delete_keeps_the_record_but_hides_it_from_listings(db: TestDatabas
     .unwrap();
     assert_eq!(version, 2);
 
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.state, TeleconsultationState::Deleted);
     assert_eq!(read.updated_by.as_deref(), Some("bo"));
     assert_eq!(read.updated_at, at(1_850_000_000_000));
@@ -521,12 +501,7 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
         db.store.due_provisioning(at(9_000), 10).await.unwrap(),
         vec![marked.id.clone()]
     );
-    let read = db
-        .store
-        .get_teleconsultation(&later.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &later.id).await;
     assert_eq!(read.provision_due_at, None);
     assert_eq!(
         read.version, 2,
@@ -662,12 +637,7 @@ async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
             .await
             .unwrap()
     );
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.version, 1, "leases are not changes");
 }
 
@@ -715,30 +685,15 @@ async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
         .mark_room_creation(&tc.id, Some("abcd"))
         .await
         .unwrap();
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"));
     assert_eq!(read.version, 1);
     // A versioned update leaves the mark alone.
     db.store.update_teleconsultation(&tc, &[]).await.unwrap();
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"));
     db.store.mark_room_creation(&tc.id, None).await.unwrap();
-    let read = db
-        .store
-        .get_teleconsultation(&tc.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let read = stored(&db, &tc.id).await;
     assert_eq!(read.creating_fingerprint, None);
 }
 
@@ -765,18 +720,9 @@ async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
             .unwrap();
     }
     let deleted = doctor_and_patient("64b000000000000000000202");
-    soft_delete(
-        &*db.store,
-        db.store
-            .get_teleconsultation(&deleted.id)
-            .await
-            .unwrap()
-            .unwrap(),
-        None,
-        at(1),
-    )
-    .await
-    .unwrap();
+    soft_delete(&*db.store, stored(&db, &deleted.id).await, None, at(1))
+        .await
+        .unwrap();
     let first = db.store.list_live_teleconsultations("", 2).await.unwrap();
     let ids: Vec<&str> = first.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(
@@ -866,4 +812,13 @@ async fn room_deletions_are_claimed_by_one_worker_at_a_time(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(taken_over.map(|d| d.room_id).as_deref(), Some("room_1"));
+}
+
+/// The stored teleconsultation `id`, which must exist.
+async fn stored(db: &TestDatabase, id: &str) -> Teleconsultation {
+    db.store
+        .get_teleconsultation(id)
+        .await
+        .unwrap()
+        .expect("stored")
 }
