@@ -18,8 +18,10 @@ use crate::domain::room_spec::{Recording, RoomSpec, parse_description};
 use crate::store::{RoomDeletion, StoreError, Teleconsultation, TeleconsultationState};
 use crate::users::{self, UserSyncError};
 
-/// How long a failed provisioning waits before the next try.
+/// A failed provisioning is retried after this, doubling with each failure up to
+/// [`MAX_PROVISION_RETRY`].
 pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
+const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(5);
 /// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
 /// would only repeat the refusal: wait longer, and say so loudly.
 const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
@@ -119,15 +121,25 @@ async fn converge_leased(state: &AppState, id: &str, owner: &str) -> Result<(), 
     if let Err(err) = &result {
         metrics::counter!("provisioning_failures_total").increment(1);
         let refused = matches!(err, ProvisionError::Kaleyra(e) if e.is_rejected());
-        let retry_at = if refused {
-            tracing::error!(teleconsultation = id, error = %err, "Kaleyra refuses this provisioning; will retry in 5 minutes");
-            state.clock.now() + REFUSED_RETRY
+        let (first, max) = if refused {
+            (REFUSED_RETRY, REFUSED_RETRY)
         } else {
-            tracing::warn!(teleconsultation = id, error = %err, "provisioning failed; will retry");
-            state.clock.now() + PROVISION_RETRY
+            (PROVISION_RETRY, MAX_PROVISION_RETRY)
         };
-        if let Err(store_err) = state.store.postpone_provisioning(id, retry_at).await {
-            tracing::error!(teleconsultation = id, error = %store_err, "cannot postpone provisioning");
+        match state
+            .store
+            .postpone_provisioning(id, state.clock.now(), first, max)
+            .await
+        {
+            Ok(retry_at) if refused => {
+                tracing::error!(teleconsultation = id, error = %err, retry_at = ?retry_at, "Kaleyra refuses this provisioning; will retry")
+            }
+            Ok(retry_at) => {
+                tracing::warn!(teleconsultation = id, error = %err, retry_at = ?retry_at, "provisioning failed; will retry")
+            }
+            Err(store_err) => {
+                tracing::error!(teleconsultation = id, error = %err, store_error = %store_err, "provisioning failed and cannot be postponed")
+            }
         }
     }
     result

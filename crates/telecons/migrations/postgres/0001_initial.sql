@@ -14,6 +14,8 @@ CREATE TABLE teleconsultations (
     -- Set while the provisioner has work to do for it (a user or a room to create);
     -- background workers pick what is due.
     provision_due_at_ms BIGINT ,
+    -- Failed provisioning attempts since the last change: the retry delay doubles with each.
+    provision_attempts  BIGINT  NOT NULL DEFAULT 0,
     -- The instance working on it and until when (several instances share the work).
     lease_owner       TEXT,
     lease_until_ms    BIGINT ,

@@ -9,7 +9,7 @@ mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 pub use model::{
     Backlog, KaleyraUser, Participant, RoomDeletion, Teleconsultation, TeleconsultationState,
@@ -95,7 +95,15 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_provisioning(&self, id: &str, version: i64) -> StoreResult<bool>;
 
     /// Marks `id` for provisioning at `due_at` (work failed: retry later).
-    async fn postpone_provisioning(&self, id: &str, due_at: DateTime<Utc>) -> StoreResult<()>;
+    /// Backs off: the next try is due `first_delay` after `now`, doubled for every failed
+    /// attempt since the last change, at most `max_delay`. Returns when (None: no such row).
+    async fn postpone_provisioning(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        first_delay: TimeDelta,
+        max_delay: TimeDelta,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
 
     /// Ids of teleconsultations whose provisioning is due at `now`, most overdue first.
     async fn due_provisioning(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<String>>;

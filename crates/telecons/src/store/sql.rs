@@ -4,7 +4,7 @@
 //! claimed by another transaction are skipped, the liveness probe and the migrations.
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
@@ -49,7 +49,7 @@ const UPDATE_TELECONSULTATION: &str = "UPDATE teleconsultations SET \
     version = version + 1, state = $3, participant_count = $4, start_at_ms = $5, \
     duration_secs = $6, room_id = $7, created_at_ms = $8, updated_at_ms = $9, \
     created_by = $10, updated_by = $11, desired_room = $12, desired_fingerprint = $13, \
-    room_fingerprint = $14, provision_due_at_ms = $15 \
+    room_fingerprint = $14, provision_due_at_ms = $15, provision_attempts = 0 \
     WHERE id = $1 AND version = $2 RETURNING version";
 
 const TELECONSULTATION_EXISTS: &str = "SELECT id FROM teleconsultations WHERE id = $1";
@@ -459,7 +459,7 @@ where
 
     async fn clear_provisioning(&self, id: &str, version: i64) -> StoreResult<bool> {
         let cleared = sqlx::query(
-            "UPDATE teleconsultations SET provision_due_at_ms = NULL \
+            "UPDATE teleconsultations SET provision_due_at_ms = NULL, provision_attempts = 0 \
              WHERE id = $1 AND version = $2 RETURNING id",
         )
         .bind(id.to_owned())
@@ -469,13 +469,30 @@ where
         Ok(cleared.is_some())
     }
 
-    async fn postpone_provisioning(&self, id: &str, due_at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("UPDATE teleconsultations SET provision_due_at_ms = $2 WHERE id = $1")
-            .bind(id.to_owned())
-            .bind(due_at.timestamp_millis())
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+    async fn postpone_provisioning(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        first_delay: TimeDelta,
+        max_delay: TimeDelta,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        // first × 2^attempts, capped (the shift is bounded so it cannot overflow).
+        let due: Option<(i64,)> = sqlx::query_as(
+            "UPDATE teleconsultations SET \
+               provision_due_at_ms = $2 + CASE \
+                 WHEN provision_attempts >= 30 THEN $4 \
+                 WHEN $3 * (CAST(1 AS BIGINT) << CAST(provision_attempts AS INTEGER)) > $4 THEN $4 \
+                 ELSE $3 * (CAST(1 AS BIGINT) << CAST(provision_attempts AS INTEGER)) END, \
+               provision_attempts = provision_attempts + 1 \
+             WHERE id = $1 RETURNING provision_due_at_ms",
+        )
+        .bind(id.to_owned())
+        .bind(now.timestamp_millis())
+        .bind(first_delay.num_milliseconds())
+        .bind(max_delay.num_milliseconds())
+        .fetch_optional(&self.writer)
+        .await?;
+        due.map(|(ms,)| instant(ms)).transpose()
     }
 
     async fn due_provisioning(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<String>> {

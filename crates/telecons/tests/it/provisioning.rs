@@ -325,7 +325,12 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     // (A creation in flight: the record is due for provisioning and marked.)
     app.state
         .store
-        .postpone_provisioning(&other, app.clock.now())
+        .postpone_provisioning(
+            &other,
+            app.clock.now(),
+            chrono::TimeDelta::zero(),
+            chrono::TimeDelta::zero(),
+        )
         .await
         .unwrap();
     app.state

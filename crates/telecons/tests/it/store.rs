@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
 use telecons::domain::roster::Role;
 use telecons::store::{
@@ -37,6 +37,7 @@ crate::on_both_backends!(
     rooms_are_known_when_recorded_or_queued,
     live_teleconsultations_are_listed_in_pages,
     room_deletions_are_claimed_by_one_worker_at_a_time,
+    failed_provisioning_backs_off_until_a_change,
 );
 
 fn spec() -> RoomSpec {
@@ -465,7 +466,12 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
     );
 
     db.store
-        .postpone_provisioning(&marked.id, at(7_000))
+        .postpone_provisioning(
+            &marked.id,
+            at(2_000),
+            TimeDelta::seconds(5),
+            TimeDelta::seconds(5),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -474,7 +480,7 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
     );
     // Postponing marks it even if unmarked: the work failed and must be retried.
     db.store
-        .postpone_provisioning(&unmarked.id, at(1))
+        .postpone_provisioning(&unmarked.id, at(1), TimeDelta::zero(), TimeDelta::zero())
         .await
         .unwrap();
     assert!(
@@ -821,4 +827,37 @@ async fn stored(db: &TestDatabase, id: &str) -> Teleconsultation {
         .await
         .unwrap()
         .expect("stored")
+}
+
+async fn failed_provisioning_backs_off_until_a_change(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b000000000000000000300");
+    tc.provision_due_at = Some(at(0));
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    let (first, max) = (TimeDelta::seconds(10), TimeDelta::seconds(300));
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        let due = db
+            .store
+            .postpone_provisioning(&tc.id, at(1_000_000), first, max)
+            .await
+            .unwrap()
+            .expect("the row exists");
+        delays.push((due - at(1_000_000)).num_seconds());
+    }
+    assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+    // A change starts over.
+    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    let due = db
+        .store
+        .postpone_provisioning(&tc.id, at(1_000_000), first, max)
+        .await
+        .unwrap();
+    assert_eq!(due, Some(at(1_010_000)));
+    assert_eq!(
+        db.store
+            .postpone_provisioning("no-such-id", at(0), first, max)
+            .await
+            .unwrap(),
+        None
+    );
 }
