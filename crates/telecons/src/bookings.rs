@@ -260,16 +260,14 @@ pub struct LinkOptions {
 const DETAILS_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `GET /teleconsultation/:id` for `caller`.
+/// `tc` must be one [`authorize`] returned for `caller`.
 pub async fn view(
     state: &AppState,
-    id: &str,
-    caller: Option<&str>,
+    tc: &Teleconsultation,
+    caller: &str,
     options: LinkOptions,
 ) -> Result<JoinView> {
-    let tc = live(state, id).await?;
-    let participant = caller
-        .and_then(|caller| tc.participant(caller))
-        .ok_or(BookingError::Unauthorized)?;
+    let participant = tc.participant(caller).ok_or(BookingError::Unauthorized)?;
     let now = state.clock.now();
     let access_link = if tc.room_is_current()
         && schedule::link_available(now, tc.start, state.config.immutable_period_ms)
@@ -377,11 +375,16 @@ pub async fn ensure_live(state: &AppState, id: &str) -> Result<()> {
     live(state, id).await.map(|_| ())
 }
 
-/// `NotFound` unless `id` is live, then `Unauthorized` unless `caller` participates.
-pub async fn ensure_participant(state: &AppState, id: &str, caller: Option<&str>) -> Result<()> {
+/// The live teleconsultation `id` if `caller` participates in it: `NotFound`, then
+/// `Unauthorized`, otherwise.
+pub async fn authorize(
+    state: &AppState,
+    id: &str,
+    caller: Option<&str>,
+) -> Result<Teleconsultation> {
     let tc = live(state, id).await?;
     match caller.and_then(|caller| tc.participant(caller)) {
-        Some(_) => Ok(()),
+        Some(_) => Ok(tc),
         None => Err(BookingError::Unauthorized),
     }
 }

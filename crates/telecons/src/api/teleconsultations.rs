@@ -428,9 +428,10 @@ async fn get_teleconsultation(
         other => booking_error(other, String::new),
     };
     // 404, then 401, then the query's 400.
-    bookings::ensure_participant(&state, &id, caller.id.as_deref())
+    let tc = bookings::authorize(&state, &id, caller.id.as_deref())
         .await
         .map_err(map)?;
+    let caller_id = caller.id.unwrap_or_default();
     let Query(query) = query?;
     let use_background = match query.use_background.as_deref() {
         None | Some("false") | Some("0") => false,
@@ -446,7 +447,7 @@ async fn get_teleconsultation(
         language: query.language,
         caller_groups: caller.groups,
     };
-    let view = bookings::view(&state, &id, caller.id.as_deref(), options)
+    let view = bookings::view(&state, &tc, &caller_id, options)
         .await
         .map_err(map)?;
     Ok(Json(JoinBody {
