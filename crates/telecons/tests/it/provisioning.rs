@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use kaleyra_sim::Fault;
-use reqwest::Method;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
 use telecons::domain::room_spec::RoomSpec;
 
 use crate::support::{TestApp, TestDatabase};
+use crate::teleconsultations::{create_tc, delete_tc, patch_tc};
 
 crate::on_both_backends!(
     rooms_are_created_once_kaleyra_recovers,
@@ -40,14 +40,6 @@ fn booking(doctor: &str, patient: &str) -> Value {
         "start_date": "2030-01-02T10:00:00.000Z",
         "duration_in_seconds": 1800,
     })
-}
-
-async fn post(app: &TestApp, body: Value) -> String {
-    let (status, body) = app
-        .send(Method::POST, "/teleconsultation", &[], Some(body))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["roomId"].as_str().expect("roomId").to_owned()
 }
 
 async fn link(app: &TestApp, id: &str, user: &str) -> Value {
@@ -130,7 +122,7 @@ async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
     );
     app.sim
         .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert_eq!(link(&app, &id, PATIENT).await, Value::Null, "no room yet");
     assert!(app.sim.rooms().is_empty());
 
@@ -151,7 +143,7 @@ async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
 async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     app.sim.add_fault(Fault::status("/v2/users", 503));
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert!(app.sim.users().is_empty());
     assert!(app.sim.rooms().is_empty());
 
@@ -177,7 +169,7 @@ async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestD
             .unwrap()
             .into(),
     );
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let old_room = app.sim.rooms()[0].id.clone();
     app.clock.set(
         chrono::DateTime::parse_from_rfc3339("2030-01-01T10:00:00Z")
@@ -193,14 +185,7 @@ async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestD
         .as_object_mut()
         .unwrap()
         .remove("duration_in_seconds");
-    let (status, body) = app
-        .send(
-            Method::PATCH,
-            &format!("/teleconsultation/{id}"),
-            &[],
-            Some(change),
-        )
-        .await;
+    let (status, body) = patch_tc(&app, &id, change).await;
     assert_eq!(status, 204, "{body}");
     // The old room still exists (it is deleted only once the new one is there), but nobody
     // gets a link to a room that is being replaced.
@@ -223,19 +208,12 @@ async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestD
 
 async fn a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert_eq!(app.sim.rooms().len(), 1);
 
     app.sim
         .add_fault(Fault::status("/v2/rooms/{id}", 503).method("DELETE"));
-    let (status, _) = app
-        .send(
-            Method::DELETE,
-            &format!("/teleconsultation/{id}"),
-            &[],
-            None,
-        )
-        .await;
+    let (status, _) = delete_tc(&app, &id).await;
     assert_eq!(status, 204);
     assert_eq!(
         app.sim.rooms().len(),
@@ -261,7 +239,7 @@ async fn a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated(db: Tes
             .method("POST")
             .times(1),
     );
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert_eq!(app.sim.rooms().len(), 1, "created on Kaleyra");
     let tc = app
         .state
@@ -286,7 +264,7 @@ async fn a_dropped_connection_on_room_creation_leaves_no_duplicate(db: TestDatab
             .method("POST")
             .times(1),
     );
-    post(&app, booking(DOCTOR, PATIENT)).await;
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
     background_pass(&app).await;
     assert_eq!(count(&app, "POST /v2/rooms"), 1);
     assert_eq!(app.sim.rooms().len(), 1);
@@ -295,7 +273,7 @@ async fn a_dropped_connection_on_room_creation_leaves_no_duplicate(db: TestDatab
 
 async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let tc = app
         .state
         .store
@@ -312,7 +290,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .await
         .unwrap();
     // …and one being created right now for another teleconsultation.
-    let other = post(&app, booking("doc-2", "pat-2")).await;
+    let other = create_tc(&app, booking("doc-2", "pat-2")).await;
     let other_tc = app
         .state
         .store
@@ -373,7 +351,7 @@ async fn a_missing_room_at_start_is_reported(db: TestDatabase) {
     let app = TestApp::spawn_with(db, &[("IMMUTABLE_PERIOD_MS", "600000")]).await;
     app.sim
         .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
-    post(&app, booking(DOCTOR, PATIENT)).await;
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let (status, body) = app.get("/-/check-up", &[]).await;
     assert_eq!(
         (status, &body["checks"]["rooms"]),
@@ -412,7 +390,7 @@ async fn two_instances_never_create_the_same_room_twice(db: TestDatabase) {
         .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
     let mut ids = Vec::new();
     for i in 0..12 {
-        ids.push(post(&app, booking(&format!("doc-{i}"), &format!("pat-{i}"))).await);
+        ids.push(create_tc(&app, booking(&format!("doc-{i}"), &format!("pat-{i}"))).await);
     }
     app.sim.clear_faults();
     app.sim.clear_requests();
@@ -445,20 +423,14 @@ async fn two_instances_never_create_the_same_room_twice(db: TestDatabase) {
 
 async fn concurrent_patches_apply_one_after_the_other(db: TestDatabase) {
     let app = TestApp::spawn_with(db, &[("UNLIMITED_TELECONSULTATION", "false")]).await;
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let app = Arc::new(app);
     let tasks: Vec<_> = (0..6)
         .map(|i| {
             let app = Arc::clone(&app);
             let id = id.clone();
             tokio::spawn(async move {
-                app.send(
-                    Method::PATCH,
-                    &format!("/teleconsultation/{id}"),
-                    &[],
-                    Some(json!({"duration_in_seconds": 600 + 60 * i})),
-                )
-                .await
+                patch_tc(&app, &id, json!({"duration_in_seconds": 600 + 60 * i})).await
             })
         })
         .collect();
@@ -491,7 +463,9 @@ async fn concurrent_bookings_introducing_one_user_create_it_once(db: TestDatabas
     let tasks: Vec<_> = (0..5)
         .map(|i| {
             let app = Arc::clone(&app);
-            tokio::spawn(async move { post(&app, booking("new-doc", &format!("pat-{i}"))).await })
+            tokio::spawn(
+                async move { create_tc(&app, booking("new-doc", &format!("pat-{i}"))).await },
+            )
         })
         .collect();
     for task in tasks {
@@ -517,19 +491,17 @@ async fn a_lost_room_of_a_list_made_incomplete_is_found_and_deleted(db: TestData
             .method("POST")
             .times(1),
     );
-    let id = post(&app, booking(DOCTOR, PATIENT)).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert_eq!(app.sim.rooms().len(), 1);
     // …then the list is made incomplete while Kaleyra cannot list its rooms.
     app.sim
         .add_fault(Fault::status("/v2/rooms", 503).method("GET"));
-    let (status, body) = app
-        .send(
-            Method::PATCH,
-            &format!("/teleconsultation/{id}"),
-            &[],
-            Some(json!({"participants": {"number": 2, "data": []}})),
-        )
-        .await;
+    let (status, body) = patch_tc(
+        &app,
+        &id,
+        json!({"participants": {"number": 2, "data": []}}),
+    )
+    .await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(app.sim.rooms().len(), 1, "not found yet");
 
