@@ -1,78 +1,268 @@
-//! The application: its state and `build_app`, the one constructor used by `main`, the demo
-//! and the tests.
+//! The one assembly of the service: [`Application::build`] wires storage, Kaleyra, the
+//! provisioner, the lifecycle and the HTTP API from a [`Config`], and binds the listener;
+//! `serve`, `demo`, the tests and the soak all use it. [`Services`] is the same wiring
+//! without a listener, for commands that do not serve (`telecons audit`).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
-use kaleyra_client::KaleyraClient;
-use metrics_exporter_prometheus::PrometheusHandle;
+use chrono::TimeDelta;
+use kaleyra_client::{KaleyraClient, RetryPolicy};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
-use crate::config::Config;
-use crate::directory::Auth0Directory;
-use crate::domain::ids::TeleconsultationIdGenerator;
-use crate::store::Store;
-use crate::{api, telemetry};
+use crate::api::{self, ApiState};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, KaleyraSettings};
+use crate::domain::join::JoinRules;
+use crate::domain::room_spec::RoomRules;
+use crate::health::Health;
+use crate::identity::GatewayIdentity;
+use crate::identity::directory::Auth0Directory;
+use crate::lifecycle::{Lifecycle, LifecycleSettings};
+use crate::provisioner::{Provisioner, ProvisionerSettings};
+use crate::store::{self, Store};
+use crate::telemetry;
 
-/// What every handler can reach. Cheap to clone (all `Arc`s).
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
+/// How long shutdown waits for the provisioning worker's pass in progress.
+const WORKER_DRAIN: Duration = Duration::from_secs(10);
+
+/// What the application runs on besides its configuration. `Default` is production's;
+/// tests, the demo and the soak change what they need.
+pub struct Dependencies {
     pub clock: Arc<dyn Clock>,
-    pub kaleyra: KaleyraClient,
-    pub ids: Arc<TeleconsultationIdGenerator>,
-    /// This instance's name in provisioning leases (several instances share one database).
-    pub instance_id: Arc<str>,
-    /// The user directory, when `AUTH_SERVICE` is set.
-    pub directory: Option<Arc<Auth0Directory>>,
-    pub metrics: PrometheusHandle,
+    /// An open, migrated store; `None` opens `DATABASE_URL` and applies the migrations.
+    pub store: Option<Arc<dyn Store>>,
+    /// The Kaleyra client's retry policy; `None` keeps the client's own.
+    pub kaleyra_retry: Option<RetryPolicy>,
+    /// The address to listen on (the port is `HTTP_PORT`).
+    pub address: IpAddr,
+    /// Whether [`Application::run_until_stopped`] runs the background worker (tests run its
+    /// passes themselves, with their own clock).
+    pub background_worker: bool,
 }
 
-/// The outside world the app talks to; tests pass their own.
-pub struct AppDeps {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub kaleyra: KaleyraClient,
-}
-
-/// The whole HTTP application: routes, middleware, the OpenAPI document.
-pub fn build_app(config: Arc<Config>, deps: AppDeps) -> Router {
-    api::router(AppState::new(config, deps))
-}
-
-impl AppState {
-    pub fn new(config: Arc<Config>, deps: AppDeps) -> Self {
-        let directory = config
-            .auth_service
-            .as_ref()
-            .and(config.auth0.as_ref())
-            .and_then(|settings| match Auth0Directory::new(settings) {
-                Ok(directory) => Some(Arc::new(directory)),
-                Err(err) => {
-                    tracing::error!(error = %err, "the user directory cannot be used");
-                    None
-                }
-            });
+impl Default for Dependencies {
+    fn default() -> Self {
         Self {
-            directory,
-            config,
-            store: deps.store,
-            clock: deps.clock,
-            kaleyra: deps.kaleyra,
-            ids: Arc::new(TeleconsultationIdGenerator::new()),
-            instance_id: format!("{:016x}", rand::random::<u64>()).into(),
-            metrics: telemetry::metrics_handle(),
+            clock: Arc::new(SystemClock),
+            store: None,
+            kaleyra_retry: None,
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            background_worker: true,
         }
     }
 }
 
+/// The service's parts, wired together.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub kaleyra: KaleyraClient,
+    pub provisioner: Provisioner,
+    pub lifecycle: Arc<Lifecycle>,
+    pub health: Arc<Health>,
+    pub identity: Arc<GatewayIdentity>,
+}
+
+impl Services {
+    /// Wires the parts. Refuses a configuration the service cannot honour (no Kaleyra, bearer
+    /// tokens) and a user directory that cannot be set up: better not to start than to
+    /// answer 503 on every request.
+    pub async fn build(config: &Config, deps: &Dependencies) -> anyhow::Result<Services> {
+        config.refuse_unsupported()?;
+        let mut kaleyra = kaleyra_client(config.require_kaleyra()?)
+            .context("cannot build the Kaleyra client from BANDYER_BASE_URL")?;
+        if let Some(retry) = deps.kaleyra_retry {
+            kaleyra = kaleyra.with_retry_policy(retry);
+        }
+        let directory = match (&config.auth_service, &config.auth0) {
+            (Some(_), Some(settings)) => Some(Arc::new(
+                Auth0Directory::new(settings).context("cannot set up the user directory")?,
+            )),
+            (Some(_), None) => {
+                anyhow::bail!("AUTH_SERVICE is set but the Auth0 directory is not configured")
+            }
+            (None, _) => None,
+        };
+        let store = match &deps.store {
+            Some(store) => Arc::clone(store),
+            None => open_store(config).await?,
+        };
+        let clock = Arc::clone(&deps.clock);
+        let provisioner = Provisioner::new(
+            Arc::clone(&store),
+            kaleyra.clone(),
+            Arc::clone(&clock),
+            ProvisionerSettings {
+                lease: TimeDelta::seconds(
+                    i64::try_from(config.provisioning_lease_secs).unwrap_or(i64::MAX),
+                ),
+                immutable_period_ms: config.immutable_period_ms,
+            },
+        );
+        let lifecycle = Lifecycle::new(
+            Arc::clone(&store),
+            provisioner.clone(),
+            kaleyra.clone(),
+            directory,
+            Arc::clone(&clock),
+            LifecycleSettings {
+                rooms: RoomRules {
+                    privileges: config.service.privileges.clone(),
+                    settings: config.room_settings(),
+                },
+                join: JoinRules {
+                    immutable_period_ms: config.immutable_period_ms,
+                    groups_with_background: config.service.groups_with_background.clone(),
+                },
+                delete_uploads: config.delete_uploads,
+            },
+        );
+        let health = Health::new(
+            Arc::clone(&store),
+            kaleyra.clone(),
+            clock,
+            config.immutable_period_ms,
+        );
+        let identity =
+            GatewayIdentity::new(config.service.user_id_path.clone(), &config.headers.groups);
+        Ok(Services {
+            store,
+            kaleyra,
+            provisioner,
+            lifecycle: Arc::new(lifecycle),
+            health: Arc::new(health),
+            identity: Arc::new(identity),
+        })
+    }
+
+    /// The HTTP application on these parts.
+    pub fn router(&self) -> Router {
+        api::router(ApiState {
+            lifecycle: Arc::clone(&self.lifecycle),
+            health: Arc::clone(&self.health),
+            identity: Arc::clone(&self.identity),
+            metrics: telemetry::metrics_handle(),
+        })
+    }
+}
+
+/// The service, built and listening, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    services: Services,
+    background_worker: bool,
+}
+
+impl Application {
+    /// Wires the service (see [`Services::build`]) and binds `deps.address` on `HTTP_PORT`
+    /// (`0`: a free port, see [`Self::address`]).
+    pub async fn build(config: Config, deps: Dependencies) -> anyhow::Result<Application> {
+        let services = Services::build(&config, &deps).await?;
+        let address = SocketAddr::new(deps.address, config.http_port);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on port {} (HTTP_PORT)", config.http_port))?;
+        Ok(Application {
+            listener,
+            services,
+            background_worker: deps.background_worker,
+        })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until `shutdown` completes: in-flight requests finish first, then the
+    /// background worker's pass in progress (bounded).
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let background = CancellationToken::new();
+        tokio::spawn(telemetry::run_metrics_upkeep(
+            telemetry::metrics_handle(),
+            background.clone(),
+        ));
+        // Rooms whose creation or deletion failed are retried here, also after a restart.
+        let worker = self.background_worker.then(|| {
+            tokio::spawn(
+                self.services
+                    .provisioner
+                    .clone()
+                    .run_worker(background.clone()),
+            )
+        });
+        tracing::info!(
+            address = %self.listener.local_addr()?,
+            storage = self.services.store.backend(),
+            "telecons listening"
+        );
+        axum::serve(self.listener, self.services.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        background.cancel();
+        if let Some(worker) = worker
+            && tokio::time::timeout(WORKER_DRAIN, worker).await.is_err()
+        {
+            tracing::warn!("the provisioning worker did not finish in time; its leases expire");
+        }
+        tracing::info!("telecons stopped");
+        Ok(())
+    }
+}
+
+/// Opens the configured store and applies its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = store::connect(&config.database_url)
+        .await
+        .context("cannot open the database named by DATABASE_URL")?;
+    store
+        .migrate()
+        .await
+        .context("cannot apply the migrations")?;
+    Ok(store)
+}
+
 /// The Kaleyra client for `settings` (base URL and key from the configuration).
 pub fn kaleyra_client(
-    settings: &crate::config::KaleyraSettings,
+    settings: &KaleyraSettings,
 ) -> Result<KaleyraClient, kaleyra_client::ConfigError> {
     KaleyraClient::new(kaleyra_client::KaleyraClientConfig::new(
         settings.base_url.clone(),
         settings.api_key.clone(),
     ))
+}
+
+/// Completes on SIGTERM (orchestrators) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
 }

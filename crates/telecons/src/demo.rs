@@ -1,15 +1,14 @@
 //! `telecons demo`: the service on its embedded defaults — SQLite and an in-process Kaleyra
 //! simulator on a loopback port — for trying it without a Kaleyra account.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use anyhow::Context;
 use secrecy::SecretString;
-use tokio::net::TcpListener;
 
+use crate::app::{self, Application, Dependencies};
 use crate::config::{Config, KaleyraSettings};
 use crate::domain::schedule::format_instant;
-use crate::server;
 
 /// Runs until SIGTERM/SIGINT. Any configured Kaleyra is ignored: the demo never calls out.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
@@ -22,13 +21,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         base_url: simulator.base_url().to_owned(),
         api_key: SecretString::from(api_key),
     });
+    let banner = config.clone();
     // Loopback only: the demo is for the machine it runs on.
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, config.http_port)))
-        .await
-        .with_context(|| format!("cannot listen on port {} (HTTP_PORT)", config.http_port))?;
-    let address = listener.local_addr()?;
-    println!("{}", instructions(address, simulator.base_url(), &config));
-    server::serve_on(listener, config, server::shutdown_signal()).await
+    let deps = Dependencies {
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ..Dependencies::default()
+    };
+    let application = Application::build(config, deps).await?;
+    println!(
+        "{}",
+        instructions(application.address()?, simulator.base_url(), &banner)
+    );
+    application.run_until_stopped(app::shutdown_signal()).await
 }
 
 fn instructions(address: SocketAddr, simulator: &str, config: &Config) -> String {

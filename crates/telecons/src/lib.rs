@@ -1,18 +1,19 @@
 //! telecons: turns booked video consultations into Kaleyra Video rooms.
+//!
+//! Imports run one way: `domain` (pure rules, the entity) ← `store` ← `provisioner`,
+//! `identity` ← `lifecycle`, `health` ← `api` (HTTP) ← `app` (the assembly) ← `main`, `demo`.
 
 pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod domain;
+pub mod health;
+pub mod identity;
+pub mod lifecycle;
+pub mod provisioner;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{AppDeps, AppState, build_app};
-pub mod audit;
-pub mod bookings;
-pub mod demo;
-pub mod directory;
-pub mod provisioner;
-pub mod server;
-pub mod users;
+pub use app::{Application, Dependencies, Services};

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use telecons::app::{self, Application, Dependencies, Services};
 use telecons::config::{Config, ConfigErrors};
-use telecons::{server, telemetry};
+use telecons::telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -51,12 +52,16 @@ fn main() -> ExitCode {
             }
             Err(problems) => fail(&format!("configuration problems:\n{problems}")),
         },
-        Command::Serve => with_config(Config::from_env_for_serve, server::serve),
+        Command::Serve => with_config(Config::from_env_for_serve, |config| async move {
+            Application::build(config, Dependencies::default())
+                .await?
+                .run_until_stopped(app::shutdown_signal())
+                .await
+        }),
         Command::Demo => with_config(Config::from_env, telecons::demo::run),
         Command::Audit => with_config(Config::from_env_for_serve, |config| async move {
-            let kaleyra = telecons::app::kaleyra_client(config.require_kaleyra()?)?;
-            let store = server::open_store(&config).await?;
-            let report = telecons::audit::audit(&*store, &kaleyra).await?;
+            let services = Services::build(&config, &Dependencies::default()).await?;
+            let report = services.provisioner.audit().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             anyhow::ensure!(
                 report.is_consistent(),
@@ -65,7 +70,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Migrate => with_config(Config::from_env, |config| async move {
-            let store = server::open_store(&config).await?;
+            let store = app::open_store(&config).await?;
             println!("migrations applied ({})", store.backend());
             Ok(())
         }),

@@ -1,27 +1,18 @@
-//! Who is calling: the identity the API gateway put in the request headers (spec §5).
+//! The caller of a request (spec §5), as an extractor: the identity module reads it from
+//! the request's headers.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::app::AppState;
-use crate::domain::caller::groups_from_header;
+use super::ApiState;
+pub use crate::identity::Caller;
 
-/// The caller as the gateway describes it. Both parts may be missing: each route decides
-/// whether that is a 401.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Caller {
-    /// Found through `userIdPathInRequest` (by default the `USERID_HEADER_KEY` header).
-    pub id: Option<String>,
-    /// From the `GROUPS_HEADER_KEY` header, when sent.
-    pub groups: Option<Vec<String>>,
-}
-
-impl FromRequestParts<AppState> for Caller {
+impl FromRequestParts<ApiState> for Caller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &AppState,
+        state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let headers: Vec<(String, String)> = parts
             .headers
@@ -30,12 +21,6 @@ impl FromRequestParts<AppState> for Caller {
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })
             .collect();
-        let id = state.config.service.user_id_path.resolve(&headers);
-        let groups = parts
-            .headers
-            .get(state.config.headers.groups.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(groups_from_header);
-        Ok(Caller { id, groups })
+        Ok(state.identity.caller(&headers))
     }
 }

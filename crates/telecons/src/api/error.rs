@@ -99,8 +99,8 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Database(ref cause) => {
-                tracing::error!(error = %cause, "storage failed");
+            StoreError::Database { .. } => {
+                tracing::error!(error = %err, "storage failed");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage is unavailable; try again",

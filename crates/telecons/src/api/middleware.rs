@@ -13,6 +13,7 @@ use tracing::Span;
 
 use super::REQUEST_TIMEOUT;
 use super::error::ApiError;
+use crate::telemetry;
 
 /// A random 128-bit id, for requests that arrive without `x-request-id`.
 #[derive(Clone, Copy)]
@@ -72,9 +73,9 @@ pub async fn record_metrics(request: Request, next: Next) -> axum::response::Res
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(telemetry::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+    metrics::histogram!(telemetry::HTTP_REQUEST_DURATION, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -1,5 +1,5 @@
-//! HTTP only: routes, extraction, mapping to responses. Rules live in `domain`, effects in
-//! `store` and the Kaleyra client.
+//! HTTP only: routes, extraction, mapping to responses. Handlers call the lifecycle (and the
+//! health checks); rules live in `domain`, effects behind the lifecycle.
 
 mod caller;
 pub mod error;
@@ -7,11 +7,13 @@ mod middleware;
 mod ops;
 mod teleconsultations;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Method, StatusCode, Uri};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,8 +22,20 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppState;
+use crate::health::Health;
+use crate::identity::GatewayIdentity;
+use crate::lifecycle::Lifecycle;
 use error::ApiError;
+
+/// What handlers reach. Cheap to clone (all `Arc`s).
+#[derive(Clone)]
+pub struct ApiState {
+    pub lifecycle: Arc<Lifecycle>,
+    pub health: Arc<Health>,
+    pub identity: Arc<GatewayIdentity>,
+    /// Renders `/-/metrics`.
+    pub metrics: PrometheusHandle,
+}
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.
 pub const JSON_BODY_LIMIT: usize = 256 * 1024;
@@ -45,7 +59,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 struct ApiDoc;
 
 /// The routes and their OpenAPI description, without state or middleware.
-fn routes() -> OpenApiRouter<AppState> {
+fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(teleconsultations::routes())
         .merge(ops::routes())
@@ -56,7 +70,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().split_for_parts().1
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP application: routes, middleware, the OpenAPI document.
+pub fn router(state: ApiState) -> Router {
     let (routes, openapi) = routes().split_for_parts();
     let request_id = HeaderName::from_static("x-request-id");
     let middleware = ServiceBuilder::new()

@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use super::ApiState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(ready))
@@ -60,12 +60,9 @@ async fn healthz() -> (StatusCode, Json<StatusBody>) {
         (status = 200, description = "Ready", body = StatusBody),
         (status = 503, description = "Storage unreachable", body = StatusBody),
     ))]
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) {
-    let storage = state.store.ping().await;
-    if let Err(e) = &storage {
-        tracing::warn!(error = %e, "readiness: storage unreachable");
-    }
-    status_response(BTreeMap::from([("storage", verdict(storage.is_ok()))]))
+async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
+    let storage = state.health.ready().await;
+    status_response(BTreeMap::from([("storage", verdict(storage))]))
 }
 
 /// The storage and Kaleyra are reachable, and no teleconsultation whose links are due is
@@ -75,68 +72,22 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) 
         (status = 200, description = "Every dependency answers", body = StatusBody),
         (status = 503, description = "A dependency does not answer", body = StatusBody),
     ))]
-async fn check_up(State(state): State<AppState>) -> (StatusCode, Json<StatusBody>) {
-    let now = state.clock.now();
-    let (backlog, kaleyra) = tokio::join!(
-        state.store.backlog(now, state.config.immutable_period_ms),
-        tokio::time::timeout(KALEYRA_CHECK_BUDGET, state.kaleyra.check_reachable()),
-    );
-    let (storage_ok, rooms_ok) = match &backlog {
-        Ok(backlog) => {
-            if backlog.rooms_missing_at_start > 0 {
-                tracing::warn!(
-                    rooms_missing_at_start = backlog.rooms_missing_at_start,
-                    "check-up: teleconsultations whose links are due have no room"
-                );
-            }
-            (true, backlog.rooms_missing_at_start == 0)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "check-up: storage unreachable");
-            (false, false) // unverifiable: not OK
-        }
-    };
-    let kaleyra_ok = match kaleyra {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "check-up: Kaleyra unreachable");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("check-up: Kaleyra did not answer within 2 s");
-            false
-        }
-    };
+async fn check_up(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
+    let checks = state.health.check_up().await;
     status_response(BTreeMap::from([
-        ("storage", verdict(storage_ok)),
-        ("kaleyra", verdict(kaleyra_ok)),
+        ("storage", verdict(checks.storage)),
+        ("kaleyra", verdict(checks.kaleyra)),
         // KO while a teleconsultation whose links are due (start − IMMUTABLE_PERIOD_MS has
         // passed) still has no room: its participants cannot join.
-        ("rooms", verdict(rooms_ok)),
+        ("rooms", verdict(checks.rooms)),
     ]))
 }
-
-/// Kaleyra counts as reachable when `GET /v2/company` answers 2xx within this time.
-const KALEYRA_CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Prometheus text format.
 #[utoipa::path(get, path = "/-/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    // The provisioning backlog lives in the store (shared by every instance): read it now.
-    match state
-        .store
-        .backlog(state.clock.now(), state.config.immutable_period_ms)
-        .await
-    {
-        Ok(backlog) => {
-            metrics::gauge!("teleconsultations_awaiting_provisioning")
-                .set(backlog.teleconsultations as f64);
-            metrics::gauge!("rooms_missing_at_start").set(backlog.rooms_missing_at_start as f64);
-            metrics::gauge!("rooms_awaiting_deletion").set(backlog.room_deletions as f64);
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the provisioning backlog"),
-    }
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    state.health.refresh_gauges().await;
     (
         [(
             header::CONTENT_TYPE,
@@ -148,7 +99,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `GET /documentation/json`: the OpenAPI document (served as built, so it is not itself
 /// described in it).
-pub fn documentation(openapi: utoipa::openapi::OpenApi) -> axum::Router<AppState> {
+pub fn documentation(openapi: utoipa::openapi::OpenApi) -> axum::Router<ApiState> {
     let json = openapi.to_json().unwrap_or_else(|_| "{}".to_owned());
     axum::Router::new().route(
         "/documentation/json",

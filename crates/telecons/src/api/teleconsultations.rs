@@ -1,4 +1,4 @@
-//! `/teleconsultation` routes (spec §4.1–§4.6): parse, call `bookings`, shape the answer.
+//! `/teleconsultation` routes (spec §4.1–§4.6): parse, call the lifecycle, shape the answer.
 //!
 //! Bodies are parsed inside the handlers, after the id is known to exist, so that errors
 //! come in the documented order: 404 (unknown id) → 401 (caller) → 400 (body) → 409 → 400
@@ -19,15 +19,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ApiState;
 use super::caller::Caller;
 use super::error::{ApiError, ErrorBody};
-use crate::app::AppState;
-use crate::bookings::{
-    self, BookingError, BookingInput, LinkOptions, ParticipantInput, ParticipantsInput,
-};
+use crate::domain::join::LinkOptions;
+use crate::domain::participants::{ParticipantEntry, ParticipantsInput};
 use crate::domain::schedule::{format_instant, parse_instant};
+use crate::lifecycle::{BookingInput, LifecycleError};
 
-pub fn routes() -> OpenApiRouter<AppState> {
+pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(create_teleconsultation))
         .routes(routes!(
@@ -163,8 +163,8 @@ fn instant(field: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, 
         .transpose()
 }
 
-fn participant_input(body: ParticipantBody) -> ParticipantInput {
-    ParticipantInput {
+fn participant_input(body: ParticipantBody) -> ParticipantEntry {
+    ParticipantEntry {
         external_id: body.user_id,
         groups: body.groups.map(|g| g.0),
         full_name: body.full_name,
@@ -303,23 +303,25 @@ pub struct JoinQuery {
     pub language: Option<String>,
 }
 
-/// Maps a booking error; `no_plus_user` is the route's documented string. The documented
+/// Maps a lifecycle error; `no_plus_user` is the route's documented string. The documented
 /// 404 string belongs to GET (see [`get_teleconsultation`]); the other routes answer the
 /// plain shape, as the original's CRUD did.
-fn booking_error(err: BookingError, no_plus_user: impl FnOnce() -> String) -> ApiError {
+fn booking_error(err: LifecycleError, no_plus_user: impl FnOnce() -> String) -> ApiError {
     match err {
-        BookingError::NotFound(id) => {
+        LifecycleError::NotFound(id) => {
             ApiError::not_found(format!("no live teleconsultation has the id {id:?}"))
         }
-        BookingError::Unauthorized => ApiError::unauthorized(),
-        BookingError::Invalid(message) => ApiError::bad_request(message),
-        err @ BookingError::Immutable { .. } => ApiError::conflict(err.to_string()),
-        BookingError::Conflict(message) => ApiError::conflict(message),
-        BookingError::NoPlusUser => ApiError::documented(StatusCode::BAD_REQUEST, no_plus_user()),
-        BookingError::Storage(err) => err.into(),
-        BookingError::Kaleyra(err) => super::error::kaleyra_failure(&err),
+        LifecycleError::Unauthorized => ApiError::unauthorized(),
+        LifecycleError::Invalid(message) => ApiError::bad_request(message),
+        err @ LifecycleError::Immutable { .. } => ApiError::conflict(err.to_string()),
+        LifecycleError::Conflict(message) => ApiError::conflict(message),
+        LifecycleError::NoPlusUser(_) => {
+            ApiError::documented(StatusCode::BAD_REQUEST, no_plus_user())
+        }
+        LifecycleError::Storage(err) => err.into(),
+        LifecycleError::Kaleyra(err) => super::error::kaleyra_failure(&err),
         // Nothing was stored: the request may be sent again.
-        BookingError::Directory(err) => {
+        LifecycleError::Directory(err) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
     }
@@ -341,13 +343,15 @@ fn no_plus(route: &str) -> impl FnOnce() -> String + '_ {
         (status = 400, description = "Invalid body, or `Failed POST /teleconsultation: no plus user in room`", body = ErrorBody),
     ))]
 async fn create_teleconsultation(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
     let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
-    let id = bookings::create(&state, input, caller.id)
+    let id = state
+        .lifecycle
+        .create(input, caller.id)
         .await
         .map_err(|e| booking_error(e, no_plus("POST /teleconsultation")))?;
     Ok((StatusCode::CREATED, Json(CreatedBody { room_id: id })))
@@ -364,16 +368,18 @@ async fn create_teleconsultation(
         (status = 409, description = "Inside the immutable period", body = ErrorBody),
     ))]
 async fn update_teleconsultation(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let map = |e| booking_error(e, no_plus("PATCH /teleconsultation"));
-    bookings::ensure_live(&state, &id).await.map_err(map)?;
+    state.lifecycle.ensure_live(&id).await.map_err(map)?;
     let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
-    bookings::update(&state, &id, input, caller.id)
+    state
+        .lifecycle
+        .update(&id, input, caller.id)
         .await
         .map_err(map)?;
     Ok(StatusCode::NO_CONTENT)
@@ -390,7 +396,7 @@ async fn update_teleconsultation(
         (status = 409, description = "Immutable, already complete, or the user is already a participant", body = ErrorBody),
     ))]
 async fn add_participant(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     caller: Caller,
     headers: HeaderMap,
@@ -398,11 +404,13 @@ async fn add_participant(
 ) -> Result<Response, ApiError> {
     let route = format!("POST /teleconsultation/{id}/participants/data");
     let map = |e| booking_error(e, no_plus(&route));
-    bookings::ensure_live(&state, &id).await.map_err(map)?;
+    state.lifecycle.ensure_live(&id).await.map_err(map)?;
     let entry = participant_input(json_body::<ParticipantBody>(&headers, body)?);
-    bookings::add_participant(&state, &id, entry, caller.id)
+    state
+        .lifecycle
+        .add_participant(&id, entry, caller.id)
         .await
-        .map_err(|e| booking_error(e, no_plus(&route)))?;
+        .map_err(map)?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -415,20 +423,22 @@ async fn add_participant(
         (status = 404, description = "`Room with id <roomId> not found on CRUD`", body = ErrorBody),
     ))]
 async fn get_teleconsultation(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     caller: Caller,
     query: Result<Query<JoinQuery>, QueryRejection>,
 ) -> Result<Json<JoinBody>, ApiError> {
     let map = |e| match e {
-        BookingError::NotFound(id) => ApiError::documented(
+        LifecycleError::NotFound(id) => ApiError::documented(
             StatusCode::NOT_FOUND,
             format!("Room with id {id} not found on CRUD"),
         ),
         other => booking_error(other, String::new),
     };
     // 404, then 401, then the query's 400.
-    let tc = bookings::authorize(&state, &id, caller.id.as_deref())
+    let tc = state
+        .lifecycle
+        .authorize(&id, caller.id.as_deref())
         .await
         .map_err(map)?;
     let caller_id = caller.id.unwrap_or_default();
@@ -447,9 +457,12 @@ async fn get_teleconsultation(
         language: query.language,
         caller_groups: caller.groups,
     };
-    let view = bookings::view(&state, &tc, &caller_id, options)
+    let join = state
+        .lifecycle
+        .view(&tc, &caller_id, &options)
         .await
         .map_err(map)?;
+    let view = join.view;
     Ok(Json(JoinBody {
         bandyer_user_id: view.kaleyra_user_id,
         access_link_url: view.access_link,
@@ -461,7 +474,7 @@ async fn get_teleconsultation(
                 full_name,
             })
             .collect(),
-        details: view.details.map(|room| DetailsBody {
+        details: join.details.map(|room| DetailsBody {
             recording: room.recording,
             recording_status: room.recording_status,
             call_type: room.call_type,
@@ -484,11 +497,13 @@ async fn get_teleconsultation(
         (status = 404, description = "Unknown or already deleted", body = ErrorBody),
     ))]
 async fn delete_teleconsultation(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    bookings::delete(&state, &id, caller.id)
+    state
+        .lifecycle
+        .delete(&id, caller.id)
         .await
         .map_err(|e| booking_error(e, String::new))?;
     Ok(StatusCode::NO_CONTENT)
@@ -506,19 +521,21 @@ async fn delete_teleconsultation(
         (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
     ))]
 async fn delete_uploads(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(id): Path<String>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    if !state.config.delete_uploads {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let deleted = bookings::delete_uploads(&state, &id, caller.id.as_deref())
+    let deleted = state
+        .lifecycle
+        .delete_uploads(&id, caller.id.as_deref())
         .await
         .map_err(|e| booking_error(e, String::new))?;
-    Ok(Json(UploadsDeletedBody {
-        total: deleted.total,
-        deleted: deleted.deleted,
+    Ok(match deleted {
+        Some(deleted) => Json(UploadsDeletedBody {
+            total: deleted.total,
+            deleted: deleted.deleted,
+        })
+        .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
     })
-    .into_response())
 }

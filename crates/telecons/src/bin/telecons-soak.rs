@@ -20,8 +20,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
 use telecons::config::Config;
-use telecons::store::TeleconsultationState;
-use telecons::{AppDeps, AppState, provisioner};
+use telecons::domain::teleconsultation::TeleconsultationState;
+use telecons::store::Store;
+use telecons::{Application, Dependencies};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -95,37 +96,31 @@ async fn main() -> anyhow::Result<()> {
         ("BANDYER_BASE_URL", sim.base_url().to_owned()),
         ("DATABASE_URL", database_url.clone()),
         ("UNLIMITED_TELECONSULTATION", "false".to_owned()),
+        ("HTTP_PORT", "0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = telecons::server::open_store(&config).await?;
     let clock = Arc::new(SkewClock::default());
-    let kaleyra = telecons::app::kaleyra_client(config.require_kaleyra()?)?.with_retry_policy(
-        kaleyra_client::RetryPolicy {
-            max_retries: 2,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(50),
-        },
-    );
-    let state = AppState::new(
-        Arc::new(config),
-        AppDeps {
-            store,
+    let application = Application::build(
+        config,
+        Dependencies {
             clock: clock.clone(),
-            kaleyra,
+            kaleyra_retry: Some(kaleyra_client::RetryPolicy {
+                max_retries: 2,
+                base_delay: Duration::from_millis(5),
+                max_delay: Duration::from_millis(50),
+            }),
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            ..Dependencies::default()
         },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    )
+    .await?;
+    let base = format!("http://{}", application.address()?);
+    let services = application.services().clone();
     let stop = CancellationToken::new();
-    let server = tokio::spawn(telecons::server::run(
-        listener,
-        telecons::api::router(state.clone()),
-        stop.clone().cancelled_owned(),
-    ));
-    let worker = tokio::spawn(provisioner::run_worker(state.clone(), stop.clone()));
+    let server = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
 
     // About `fault_rate` of the calls fail: most are refused, some take effect but lose
     // their answer, some drop the connection after taking effect.
@@ -184,9 +179,9 @@ async fn main() -> anyhow::Result<()> {
     let mut passes = 0;
     loop {
         clock.skip(TimeDelta::minutes(10));
-        provisioner::run_due(&state).await?;
+        services.provisioner.run_due().await?;
         passes += 1;
-        let backlog = state.store.backlog(clock.now(), 0).await?;
+        let backlog = services.store.backlog(clock.now(), 0).await?;
         if backlog.teleconsultations == 0 && backlog.room_deletions == 0 {
             break;
         }
@@ -194,13 +189,12 @@ async fn main() -> anyhow::Result<()> {
             bail!("the provisioner did not catch up: {backlog:?}");
         }
     }
-    let orphans_swept = provisioner::sweep_orphans(&state).await?;
+    let orphans_swept = services.provisioner.sweep_orphans().await?;
     stop.cancel();
-    let _ = server.await;
-    let _ = worker.await;
+    server.await??;
 
-    let report = telecons::audit::audit(&*state.store, &state.kaleyra).await?;
-    let lost = count_lost(&state, &bookings).await?;
+    let report = services.provisioner.audit().await?;
+    let lost = count_lost(&*services.store, &bookings).await?;
     let unexpected = tally.unexpected.load(Ordering::SeqCst);
     println!("  caught up in {passes} background passes; orphans swept: {orphans_swept}");
     println!(
@@ -401,10 +395,10 @@ fn report_unexpected(tally: &Tally, method: &str, url: &str, status: u16, body: 
 }
 
 /// Bookings whose stored state is not what their 2xx answers said.
-async fn count_lost(state: &AppState, bookings: &[Booking]) -> anyhow::Result<u64> {
+async fn count_lost(store: &dyn Store, bookings: &[Booking]) -> anyhow::Result<u64> {
     let mut lost = 0;
     for booking in bookings {
-        let stored = state.store.get_teleconsultation(&booking.id).await?;
+        let stored = store.get_teleconsultation(&booking.id).await?;
         let ok = match stored {
             None => false,
             Some(tc) if booking.deleted => tc.state == TeleconsultationState::Deleted,

@@ -1,8 +1,11 @@
-//! Pure rules of the product: no I/O, no clock reads, unit-tested.
+//! Pure rules of the product and its central entity: no I/O, no clock reads, unit-tested.
 
 pub mod caller;
 pub mod ids;
+pub mod join;
 pub mod links;
+pub mod participants;
 pub mod room_spec;
 pub mod roster;
 pub mod schedule;
+pub mod teleconsultation;

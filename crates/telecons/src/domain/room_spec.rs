@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::roster::{Privileges, Role};
-use super::schedule::Schedule;
+use super::roster::{Privileges, Role, Tool, Tools};
 
 /// Kaleyra's room recording mode (`DEFAULT_RECORDING_TYPE`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Recording {
     #[default]
@@ -68,20 +67,26 @@ pub struct RoomSettings {
     pub recording: Recording,
 }
 
+/// Everything besides the booking that decides its room: roles' tools and room settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRules {
+    pub privileges: Privileges,
+    pub settings: RoomSettings,
+}
+
 /// One participant of the room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSpecParticipant {
     pub kaleyra_user_id: String,
     /// `true` for plus participants.
     pub is_admin: bool,
     /// Kaleyra `tools`; `None` = all tools on (field omitted on the wire).
-    #[serde(default)]
-    pub tools: Option<BTreeMap<String, bool>>,
+    pub tools: Option<Tools>,
 }
 
 /// Everything about a Kaleyra room that the service decides; two teleconsultation states
 /// that give the same fingerprint can share a room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSpec {
     /// In the order the participants were given (the order does not affect the fingerprint).
     pub participants: Vec<RoomSpecParticipant>,
@@ -97,43 +102,74 @@ const DESCRIPTION_PREFIX: &str = "telecons:";
 /// teleconsultation are not a practical concern).
 const FINGERPRINT_LEN: usize = 16;
 
+/// The form the fingerprint hashes, version 1. It is a stored format (fingerprints are kept
+/// in the database and in every room's tag): the keys are spelt out and in sorted order, so
+/// that no rename in the code can change a fingerprint — which would replace every room at
+/// the next deploy. `fingerprint_is_pinned` fails on any change.
+#[derive(Serialize)]
+struct CanonicalSpec<'a> {
+    duration_secs: Option<i64>,
+    live: bool,
+    /// Sorted by Kaleyra user id.
+    participants: Vec<CanonicalParticipant<'a>>,
+    recording: &'static str,
+    v: u8,
+}
+
+#[derive(Serialize)]
+struct CanonicalParticipant<'a> {
+    is_admin: bool,
+    kaleyra_user_id: &'a str,
+    /// All eight tools, by wire name, when restricted.
+    tools: Option<BTreeMap<&'static str, bool>>,
+}
+
 impl RoomSpec {
-    /// The room for `participants` (Kaleyra user id and role each, in booking order).
-    pub fn new(
-        participants: &[(String, Role)],
-        schedule: &Schedule,
-        privileges: &Privileges,
-        settings: &RoomSettings,
-    ) -> RoomSpec {
+    /// The room for `participants` (Kaleyra user id and role each, in booking order) of a
+    /// booking lasting `duration_secs`.
+    pub fn new(participants: &[(String, Role)], duration_secs: i64, rules: &RoomRules) -> RoomSpec {
         RoomSpec {
             participants: participants
                 .iter()
                 .map(|(id, role)| RoomSpecParticipant {
                     kaleyra_user_id: id.clone(),
                     is_admin: *role == Role::Plus,
-                    tools: privileges.tools_for(*role),
+                    tools: rules.privileges.of(*role).tools.clone(),
                 })
                 .collect(),
-            duration_secs: (!settings.unlimited).then_some(schedule.duration_secs),
-            live: settings.live,
-            recording: settings.recording,
+            duration_secs: (!rules.settings.unlimited).then_some(duration_secs),
+            live: rules.settings.live,
+            recording: rules.settings.recording,
         }
     }
 
-    /// Short hex SHA-256 of a canonical form: participants sorted by Kaleyra id, tools as
-    /// sorted maps, a version tag so the form can evolve without silent collisions.
+    /// Short hex SHA-256 of [`CanonicalSpec`]: participants sorted by Kaleyra id, tools
+    /// listed in full, a version tag so the form can evolve without silent collisions.
     pub fn fingerprint(&self) -> String {
-        let mut participants: Vec<&RoomSpecParticipant> = self.participants.iter().collect();
-        participants.sort_by(|a, b| a.kaleyra_user_id.cmp(&b.kaleyra_user_id));
-        let canonical = serde_json::json!({
-            "v": 1,
-            "participants": participants,
-            "duration_secs": self.duration_secs,
-            "live": self.live,
-            "recording": self.recording,
-        });
-        let digest = Sha256::digest(canonical.to_string().as_bytes());
-        let mut hex = hex::encode(digest);
+        let mut participants: Vec<CanonicalParticipant<'_>> = self
+            .participants
+            .iter()
+            .map(|p| CanonicalParticipant {
+                is_admin: p.is_admin,
+                kaleyra_user_id: &p.kaleyra_user_id,
+                tools: p.tools.as_ref().map(|tools| {
+                    Tool::ALL
+                        .into_iter()
+                        .map(|tool| (tool.as_str(), tools.is_enabled(tool)))
+                        .collect()
+                }),
+            })
+            .collect();
+        participants.sort_by(|a, b| a.kaleyra_user_id.cmp(b.kaleyra_user_id));
+        let canonical = CanonicalSpec {
+            duration_secs: self.duration_secs,
+            live: self.live,
+            participants,
+            recording: self.recording.as_str(),
+            v: 1,
+        };
+        let json = serde_json::to_string(&canonical).expect("plain data always serializes");
+        let mut hex = hex::encode(Sha256::digest(json.as_bytes()));
         hex.truncate(FINGERPRINT_LEN);
         hex
     }
@@ -167,8 +203,7 @@ pub fn parse_description(description: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::roster::{Tool, Tools};
-    use crate::domain::schedule::{DurationInput, parse_instant};
+    use crate::domain::schedule::{DurationInput, Schedule, parse_instant};
 
     fn schedule(start: &str, secs: i64) -> Schedule {
         Schedule::new(parse_instant(start).unwrap(), DurationInput::Seconds(secs)).unwrap()
@@ -197,7 +232,11 @@ mod tests {
         p: &Privileges,
         settings: &RoomSettings,
     ) -> RoomSpec {
-        RoomSpec::new(people, s, p, settings)
+        let rules = RoomRules {
+            privileges: p.clone(),
+            settings: *settings,
+        };
+        RoomSpec::new(people, s.duration_secs, &rules)
     }
 
     #[test]
@@ -220,27 +259,17 @@ mod tests {
         assert!(r.participants[0].is_admin);
         assert_eq!(r.participants[0].tools, None);
         assert!(!r.participants[1].is_admin);
-        assert!(r.participants[1].tools.as_ref().unwrap()["chat"]);
+        assert!(
+            r.participants[1]
+                .tools
+                .as_ref()
+                .unwrap()
+                .is_enabled(Tool::Chat)
+        );
         assert_eq!(r.duration_secs, Some(1800));
         assert!(r.live);
         let r = spec(&people(), &s, &p, &UNLIMITED);
         assert_eq!(r.duration_secs, None);
-    }
-
-    #[test]
-    fn json_round_trip() {
-        let mut p = Privileges::default();
-        p.plus.tools = Some(Tools::new([Tool::Whiteboard]));
-        let r = spec(
-            &people(),
-            &schedule("2030-01-01T10:00:00Z", 600),
-            &p,
-            &LIMITED,
-        );
-        let json = serde_json::to_string(&r).unwrap();
-        let back: RoomSpec = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, r);
-        assert_eq!(back.fingerprint(), r.fingerprint());
     }
 
     #[test]
@@ -259,6 +288,24 @@ mod tests {
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
         assert_eq!(f, r.clone().fingerprint());
+    }
+
+    /// The fingerprint is stored (records, room tags): a change to its form would replace
+    /// every live room at the next deploy. These values were computed by the first release.
+    #[test]
+    fn fingerprint_is_pinned() {
+        let mut p = Privileges::default();
+        p.basic.tools = Some(Tools::new([Tool::Chat, Tool::FileUpload]));
+        let s = schedule("2030-01-01T10:00:00Z", 1800);
+        let r = spec(&people(), &s, &p, &UNLIMITED);
+        assert_eq!(r.fingerprint(), "f1d3112c9b9a10af");
+        let limited = RoomSettings {
+            unlimited: false,
+            live: false,
+            recording: Recording::Manual,
+        };
+        let r = spec(&people(), &s, &p, &limited);
+        assert_eq!(r.fingerprint(), "c44e57629efd9e93");
     }
 
     #[test]

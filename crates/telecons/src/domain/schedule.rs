@@ -16,9 +16,27 @@ pub enum DurationInput {
     Seconds(i64),
 }
 
+impl DurationInput {
+    /// The duration as a body gives it: `end_date` or `duration_in_seconds`, not both;
+    /// `None` when neither is given.
+    pub fn from_fields(
+        end: Option<DateTime<Utc>>,
+        secs: Option<i64>,
+    ) -> Result<Option<DurationInput>, ScheduleError> {
+        match (end, secs) {
+            (Some(_), Some(_)) => Err(ScheduleError::EndAndDuration),
+            (Some(end), None) => Ok(Some(DurationInput::End(end))),
+            (None, Some(secs)) => Ok(Some(DurationInput::Seconds(secs))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// Why a schedule is refused. Messages name the request field and the allowed range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
+    #[error("give either end_date or duration_in_seconds, not both")]
+    EndAndDuration,
     #[error("end_date must be after start_date")]
     EndNotAfterStart,
     #[error(

@@ -1,8 +1,10 @@
-//! Storage: one [`Store`] trait, two implementations (SQLite, the embedded default, and
-//! PostgreSQL, for several instances on one database). The same test suite runs on both.
+//! Storage: one [`Store`] trait, one SQL implementation for two backends (SQLite, the
+//! embedded default, and PostgreSQL, for several instances on one database). The store maps
+//! the domain's records to row types of its own (`rows`). The same test suite runs on both.
 
-mod model;
 mod postgres;
+mod records;
+mod rows;
 mod sql;
 mod sqlite;
 
@@ -11,10 +13,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub use model::{
-    Backlog, KaleyraUser, Participant, RoomDeletion, Teleconsultation, TeleconsultationState,
-};
+use crate::domain::teleconsultation::Teleconsultation;
+
 pub use postgres::PostgresStore;
+pub use records::{Backlog, KaleyraUser, RoomDeletion};
 pub use sql::{Backend, SqlStore};
 pub use sqlite::SqliteStore;
 
@@ -30,9 +32,13 @@ pub enum StoreError {
     /// A row with the same key already exists (e.g. the same external user id twice).
     #[error("conflict: {0} already exists")]
     Conflict(String),
-    /// The database could not be reached or answered with an error.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// The database could not be reached or answered with an error while doing `operation`.
+    #[error("database error while {operation}: {source}")]
+    Database {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be read back (a bug or a hand-edited row).

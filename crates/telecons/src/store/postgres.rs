@@ -9,7 +9,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 
 use super::StoreResult;
-use super::sql::{Backend, SqlStore};
+use super::sql::{Backend, During, SqlStore};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -32,7 +32,8 @@ impl SqlStore<Postgres> {
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
-            .await?;
+            .await
+            .during("connecting to PostgreSQL")?;
         // One pool serves both: PostgreSQL has no single-writer constraint.
         Ok(Self {
             writer: pool.clone(),

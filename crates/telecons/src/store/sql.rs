@@ -4,17 +4,19 @@
 //! claimed by another transaction are skipped, the liveness probe and the migrations.
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use super::model::{
-    Backlog, KaleyraUser, Participant, RoomDeletion, Teleconsultation, TeleconsultationState,
+use super::records::{Backlog, KaleyraUser, RoomDeletion};
+use super::rows::{
+    JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json, instant, kaleyra_user,
+    role_text, room_deletion, room_spec_json, state_text,
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::room_spec::RoomSpec;
-use crate::domain::roster::Role;
+use crate::domain::teleconsultation::Teleconsultation;
 
 /// What differs between the SQL backends.
 pub trait Backend: Database {
@@ -87,142 +89,26 @@ const RETIRE_ROOM: &str = "INSERT INTO rooms_to_delete \
 
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
-/// A teleconsultation row joined with one of its participants (none for an empty list).
-#[derive(sqlx::FromRow)]
-pub struct JoinedRow {
-    id: String,
-    version: i64,
-    state: String,
-    participant_count: i64,
-    start_at_ms: i64,
-    duration_secs: i64,
-    room_id: Option<String>,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    created_by: Option<String>,
-    updated_by: Option<String>,
-    desired_room: Option<String>,
-    room_fingerprint: Option<String>,
-    provision_due_at_ms: Option<i64>,
-    creating_fingerprint: Option<String>,
-    p_position: Option<i64>,
-    p_external_id: Option<String>,
-    p_kaleyra_user_id: Option<String>,
-    p_role: Option<String>,
-    p_groups_json: Option<String>,
-    p_full_name: Option<String>,
-    p_language: Option<String>,
-    p_link: Option<String>,
+/// Names the operation a database error happened in (logs say what failed).
+pub(super) trait During<T> {
+    fn during(self, operation: &'static str) -> StoreResult<T>;
 }
 
-#[derive(sqlx::FromRow)]
-pub struct KaleyraUserRow {
-    external_id: String,
-    kaleyra_user_id: String,
-    role: String,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-}
-
-fn instant(ms: i64) -> StoreResult<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .ok_or_else(|| StoreError::Corrupt(format!("instant {ms} ms out of range")))
-}
-
-fn role(s: &str) -> StoreResult<Role> {
-    s.parse().map_err(StoreError::Corrupt)
-}
-
-/// Folds joined rows (ordered by teleconsultation, then position) into records.
-fn assemble(rows: Vec<JoinedRow>) -> StoreResult<Vec<Teleconsultation>> {
-    let mut out: Vec<Teleconsultation> = Vec::new();
-    for row in rows {
-        if out.last().is_none_or(|tc| tc.id != row.id) {
-            out.push(Teleconsultation {
-                id: row.id.clone(),
-                version: row.version,
-                state: TeleconsultationState::parse(&row.state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("state {:?}", row.state)))?,
-                participant_count: u32::try_from(row.participant_count)
-                    .map_err(|_| StoreError::Corrupt("participant_count".into()))?,
-                start: instant(row.start_at_ms)?,
-                duration_secs: row.duration_secs,
-                participants: Vec::new(),
-                desired_room: row
-                    .desired_room
-                    .as_deref()
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(format!("desired room: {e}")))?,
-                room_id: row.room_id.clone(),
-                room_fingerprint: row.room_fingerprint.clone(),
-                provision_due_at: row.provision_due_at_ms.map(instant).transpose()?,
-                creating_fingerprint: row.creating_fingerprint.clone(),
-                created_at: instant(row.created_at_ms)?,
-                updated_at: instant(row.updated_at_ms)?,
-                created_by: row.created_by.clone(),
-                updated_by: row.updated_by.clone(),
-            });
-        }
-        if let (Some(_), Some(external_id), Some(kaleyra_user_id), Some(role_text), Some(groups)) = (
-            row.p_position,
-            row.p_external_id,
-            row.p_kaleyra_user_id,
-            row.p_role,
-            row.p_groups_json,
-        ) {
-            let groups: Vec<String> = serde_json::from_str(&groups)
-                .map_err(|e| StoreError::Corrupt(format!("participant groups: {e}")))?;
-            if let Some(tc) = out.last_mut() {
-                tc.participants.push(Participant {
-                    external_id,
-                    kaleyra_user_id,
-                    role: role(&role_text)?,
-                    groups,
-                    full_name: row.p_full_name,
-                    language: row.p_language,
-                    link: row.p_link,
-                });
-            }
-        }
+impl<T> During<T> for Result<T, sqlx::Error> {
+    fn during(self, operation: &'static str) -> StoreResult<T> {
+        self.map_err(|source| StoreError::Database { operation, source })
     }
-    Ok(out)
-}
-
-fn kaleyra_user(row: KaleyraUserRow) -> StoreResult<KaleyraUser> {
-    Ok(KaleyraUser {
-        external_id: row.external_id,
-        kaleyra_user_id: row.kaleyra_user_id,
-        role: role(&row.role)?,
-        created_at: instant(row.created_at_ms)?,
-        updated_at: instant(row.updated_at_ms)?,
-    })
-}
-
-fn room_deletion(row: RoomDeletionRow) -> StoreResult<RoomDeletion> {
-    Ok(RoomDeletion {
-        room_id: row.room_id,
-        teleconsultation_id: row.teleconsultation_id,
-        due_at: instant(row.due_at_ms)?,
-        attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-    })
 }
 
 /// A unique-key violation becomes `Conflict(what)`; anything else stays a database error.
-fn conflict_or(err: sqlx::Error, what: &str) -> StoreError {
+fn conflict_or(err: sqlx::Error, operation: &'static str, what: &str) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.into()),
-        _ => StoreError::Database(err),
+        _ => StoreError::Database {
+            operation,
+            source: err,
+        },
     }
-}
-
-#[derive(sqlx::FromRow)]
-pub struct RoomDeletionRow {
-    room_id: String,
-    teleconsultation_id: Option<String>,
-    due_at_ms: i64,
-    attempts: i64,
 }
 
 /// The queries, written once for every backend. (The bounds say that the backend can bind
@@ -245,8 +131,14 @@ where
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
 {
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, DB>> {
-        Ok(self.writer.begin_with(DB::BEGIN_WRITE).await?)
+    async fn begin_write(
+        &self,
+        operation: &'static str,
+    ) -> StoreResult<sqlx::Transaction<'static, DB>> {
+        self.writer
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .during(operation)
     }
 
     /// Binds $1..$15 of INSERT_TELECONSULTATION / UPDATE_TELECONSULTATION.
@@ -254,7 +146,7 @@ where
         query
             .bind(tc.id.clone())
             .bind(tc.version)
-            .bind(tc.state.as_str().to_owned())
+            .bind(state_text(tc.state).to_owned())
             .bind(i64::from(tc.participant_count))
             .bind(tc.start.timestamp_millis())
             .bind(tc.duration_secs)
@@ -263,11 +155,7 @@ where
             .bind(tc.updated_at.timestamp_millis())
             .bind(tc.created_by.clone())
             .bind(tc.updated_by.clone())
-            .bind(
-                tc.desired_room
-                    .as_ref()
-                    .map(|spec| serde_json::to_string(spec).expect("a RoomSpec always serializes")),
-            )
+            .bind(tc.desired_room.as_ref().map(room_spec_json))
             .bind(tc.desired_room.as_ref().map(RoomSpec::fingerprint))
             .bind(tc.room_fingerprint.clone())
             .bind(tc.provision_due_at.map(|at| at.timestamp_millis()))
@@ -276,22 +164,24 @@ where
     async fn insert_participants(
         conn: &mut DB::Connection,
         tc: &Teleconsultation,
+        operation: &'static str,
     ) -> StoreResult<()> {
         for (position, p) in tc.participants.iter().enumerate() {
-            let groups = serde_json::to_string(&p.groups).unwrap_or_else(|_| "[]".to_owned());
             sqlx::query(INSERT_PARTICIPANT)
                 .bind(tc.id.clone())
                 .bind(i64::try_from(position).unwrap_or(i64::MAX))
                 .bind(p.external_id.clone())
                 .bind(p.kaleyra_user_id.clone())
-                .bind(p.role.as_str().to_owned())
-                .bind(groups)
+                .bind(role_text(p.role).to_owned())
+                .bind(groups_json(&p.groups))
                 .bind(p.full_name.clone())
                 .bind(p.language.clone())
                 .bind(p.link.clone())
                 .execute(&mut *conn)
                 .await
-                .map_err(|e| conflict_or(e, &format!("participant {}", p.external_id)))?;
+                .map_err(|e| {
+                    conflict_or(e, operation, &format!("participant {}", p.external_id))
+                })?;
         }
         Ok(())
     }
@@ -307,12 +197,14 @@ where
             .bind(teleconsultation_id.map(str::to_owned))
             .bind(at.timestamp_millis())
             .execute(executor)
-            .await?;
+            .await
+            .during("retiring a room")?;
         Ok(())
     }
 
     async fn select_joined(
         &self,
+        operation: &'static str,
         filter: &str,
         param: &str,
         limit: Option<u32>,
@@ -323,7 +215,7 @@ where
         if let Some(limit) = limit {
             query = query.bind(i64::from(limit));
         }
-        assemble(query.fetch_all(&self.readers).await?)
+        assemble(query.fetch_all(&self.readers).await.during(operation)?)
     }
 }
 
@@ -358,24 +250,33 @@ where
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query(DB::PING).execute(&self.readers).await?;
+        sqlx::query(DB::PING)
+            .execute(&self.readers)
+            .await
+            .during("checking the database answers")?;
         Ok(())
     }
 
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+        const OPERATION: &str = "inserting a teleconsultation";
+        let mut tx = self.begin_write(OPERATION).await?;
         Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), tc)
             .execute(&mut *tx)
             .await
-            .map_err(|e| conflict_or(e, &format!("teleconsultation {}", tc.id)))?;
-        Self::insert_participants(&mut tx, tc).await?;
-        tx.commit().await?;
+            .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
+        Self::insert_participants(&mut tx, tc, OPERATION).await?;
+        tx.commit().await.during(OPERATION)?;
         Ok(())
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {
         Ok(self
-            .select_joined("WHERE t.id = $1 ORDER BY p.position", id, None)
+            .select_joined(
+                "reading a teleconsultation",
+                "WHERE t.id = $1 ORDER BY p.position",
+                id,
+                None,
+            )
             .await?
             .pop())
     }
@@ -385,15 +286,18 @@ where
         tc: &Teleconsultation,
         retired_rooms: &[String],
     ) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
+        const OPERATION: &str = "updating a teleconsultation";
+        let mut tx = self.begin_write(OPERATION).await?;
         let updated = Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), tc)
             .fetch_optional(&mut *tx)
-            .await?;
+            .await
+            .during(OPERATION)?;
         if updated.is_none() {
             let exists = sqlx::query(TELECONSULTATION_EXISTS)
                 .bind(tc.id.clone())
                 .fetch_optional(&mut *tx)
-                .await?;
+                .await
+                .during(OPERATION)?;
             return Err(if exists.is_some() {
                 StoreError::StaleVersion
             } else {
@@ -403,12 +307,13 @@ where
         sqlx::query(DELETE_PARTICIPANTS)
             .bind(tc.id.clone())
             .execute(&mut *tx)
-            .await?;
-        Self::insert_participants(&mut tx, tc).await?;
+            .await
+            .during(OPERATION)?;
+        Self::insert_participants(&mut tx, tc, OPERATION).await?;
         for room_id in retired_rooms {
             Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
         }
-        tx.commit().await?;
+        tx.commit().await.during(OPERATION)?;
         Ok(tc.version + 1)
     }
 
@@ -417,6 +322,7 @@ where
         external_id: &str,
     ) -> StoreResult<Vec<Teleconsultation>> {
         self.select_joined(
+            "listing a participant's teleconsultations",
             "WHERE t.state = 'active' AND t.id IN \
              (SELECT teleconsultation_id FROM participants WHERE external_id = $1) \
              ORDER BY t.created_at_ms, t.id, p.position",
@@ -430,7 +336,8 @@ where
         let row: Option<KaleyraUserRow> = sqlx::query_as(SELECT_KALEYRA_USER)
             .bind(external_id.to_owned())
             .fetch_optional(&self.readers)
-            .await?;
+            .await
+            .during("reading a Kaleyra user")?;
         row.map(kaleyra_user).transpose()
     }
 
@@ -438,22 +345,29 @@ where
         sqlx::query(INSERT_KALEYRA_USER)
             .bind(user.external_id.clone())
             .bind(user.kaleyra_user_id.clone())
-            .bind(user.role.as_str().to_owned())
+            .bind(role_text(user.role).to_owned())
             .bind(user.created_at.timestamp_millis())
             .bind(user.updated_at.timestamp_millis())
             .execute(&self.writer)
             .await
-            .map_err(|e| conflict_or(e, &format!("user {}", user.external_id)))?;
+            .map_err(|e| {
+                conflict_or(
+                    e,
+                    "inserting a Kaleyra user",
+                    &format!("user {}", user.external_id),
+                )
+            })?;
         Ok(())
     }
 
     async fn update_kaleyra_user_role(&self, user: &KaleyraUser) -> StoreResult<()> {
         let updated = sqlx::query(UPDATE_KALEYRA_USER_ROLE)
             .bind(user.external_id.clone())
-            .bind(user.role.as_str().to_owned())
+            .bind(role_text(user.role).to_owned())
             .bind(user.updated_at.timestamp_millis())
             .fetch_optional(&self.writer)
-            .await?;
+            .await
+            .during("updating a Kaleyra user's role")?;
         updated.map(|_| ()).ok_or(StoreError::NotFound)
     }
 
@@ -465,7 +379,8 @@ where
         .bind(id.to_owned())
         .bind(version)
         .fetch_optional(&self.writer)
-        .await?;
+        .await
+        .during("clearing a provisioning mark")?;
         Ok(cleared.is_some())
     }
 
@@ -491,7 +406,8 @@ where
         .bind(first_delay.num_milliseconds())
         .bind(max_delay.num_milliseconds())
         .fetch_optional(&self.writer)
-        .await?;
+        .await
+        .during("postponing a provisioning")?;
         due.map(|(ms,)| instant(ms)).transpose()
     }
 
@@ -503,7 +419,8 @@ where
         .bind(now.timestamp_millis())
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
-        .await?;
+        .await
+        .during("listing due provisioning")?;
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
@@ -528,7 +445,8 @@ where
         .bind(now.timestamp_millis())
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
-        .await?;
+        .await
+        .during("listing due room deletions")?;
         rows.into_iter().map(room_deletion).collect()
     }
 
@@ -553,7 +471,8 @@ where
         .bind(owner.to_owned())
         .bind(until.timestamp_millis())
         .fetch_optional(&self.writer)
-        .await?;
+        .await
+        .during("claiming a room deletion")?;
         row.map(room_deletion).transpose()
     }
 
@@ -561,7 +480,8 @@ where
         sqlx::query("DELETE FROM rooms_to_delete WHERE room_id = $1")
             .bind(room_id.to_owned())
             .execute(&self.writer)
-            .await?;
+            .await
+            .during("finishing a room deletion")?;
         Ok(())
     }
 
@@ -578,7 +498,8 @@ where
         .bind(room_id.to_owned())
         .bind(due_at.timestamp_millis())
         .execute(&self.writer)
-        .await?;
+        .await
+        .during("postponing a room deletion")?;
         Ok(())
     }
 
@@ -603,7 +524,8 @@ where
         .bind(owner.to_owned())
         .bind(until.timestamp_millis())
         .fetch_all(&self.writer)
-        .await?;
+        .await
+        .during("claiming due provisioning")?;
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
@@ -625,7 +547,8 @@ where
         .bind(now.timestamp_millis())
         .bind(until.timestamp_millis())
         .fetch_optional(&self.writer)
-        .await?;
+        .await
+        .during("taking a provisioning lease")?;
         Ok(leased.is_some())
     }
 
@@ -637,7 +560,8 @@ where
         .bind(id.to_owned())
         .bind(owner.to_owned())
         .execute(&self.writer)
-        .await?;
+        .await
+        .during("releasing a provisioning lease")?;
         Ok(())
     }
 
@@ -646,7 +570,8 @@ where
             .bind(id.to_owned())
             .bind(fingerprint.map(str::to_owned))
             .execute(&self.writer)
-            .await?;
+            .await
+            .during("marking a room creation")?;
         Ok(())
     }
 
@@ -657,7 +582,8 @@ where
         )
         .bind(room_id.to_owned())
         .fetch_one(&self.readers)
-        .await?;
+        .await
+        .during("looking up a room")?;
         Ok(known > 0)
     }
 
@@ -667,6 +593,7 @@ where
         limit: u32,
     ) -> StoreResult<Vec<Teleconsultation>> {
         self.select_joined(
+            "listing live teleconsultations",
             "WHERE t.id IN (SELECT id FROM teleconsultations \
                WHERE state = 'active' AND id > $1 ORDER BY id LIMIT $2) \
              ORDER BY t.id, p.position",
@@ -691,7 +618,8 @@ where
         .bind(now.timestamp_millis())
         .bind(i64::try_from(immutable_period_ms).unwrap_or(i64::MAX))
         .fetch_one(&self.readers)
-        .await?;
+        .await
+        .during("counting the provisioning backlog")?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Backlog {
             teleconsultations: count(teleconsultations),

@@ -63,9 +63,18 @@ async fn wait_converged(db: &TestDatabase, sim: &kaleyra_sim::RunningSimulator) 
         api_key: SIM_API_KEY.to_owned().into(),
     };
     let kaleyra = telecons::app::kaleyra_client(&settings).unwrap();
+    let provisioner = telecons::provisioner::Provisioner::new(
+        Arc::clone(&db.store),
+        kaleyra,
+        Arc::new(telecons::clock::SystemClock),
+        telecons::provisioner::ProvisionerSettings {
+            lease: chrono::TimeDelta::seconds(60),
+            immutable_period_ms: 0,
+        },
+    );
     let deadline = Instant::now() + CONVERGENCE;
     loop {
-        let report = telecons::audit::audit(&*db.store, &kaleyra).await.unwrap();
+        let report = provisioner.audit().await.unwrap();
         let far_future = chrono::Utc::now() + chrono::TimeDelta::days(3650);
         let backlog = db.store.backlog(far_future, 0).await.unwrap();
         if report.is_consistent() && backlog.teleconsultations == 0 && backlog.room_deletions == 0 {

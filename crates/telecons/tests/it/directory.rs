@@ -195,7 +195,7 @@ async fn the_directory_decides_groups_and_names_over_the_body(db: TestDatabase) 
     assert_eq!(status, 201, "{body}");
     let id = body["roomId"].as_str().unwrap();
     let tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(id)
         .await
@@ -232,7 +232,7 @@ async fn a_user_the_directory_does_not_know_is_refused_and_nothing_is_stored(db:
         app.kaleyra_calls()
     );
     let stored = app
-        .state
+        .services
         .store
         .list_live_teleconsultations("", 10)
         .await
@@ -255,7 +255,7 @@ async fn a_directory_that_is_down_answers_503_and_nothing_is_stored(db: TestData
     assert_eq!(body["error"], "Service Unavailable");
     assert!(app.kaleyra_calls().is_empty());
     assert!(
-        app.state
+        app.services
             .store
             .list_live_teleconsultations("", 10)
             .await

@@ -9,6 +9,7 @@ use kaleyra_sim::Fault;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
 use telecons::domain::room_spec::RoomSpec;
+use telecons::domain::roster::Tools;
 
 use crate::support::{TestApp, TestDatabase};
 use crate::teleconsultations::{create_tc, delete_tc, patch_tc};
@@ -53,25 +54,26 @@ async fn link(app: &TestApp, id: &str, user: &str) -> Value {
 /// Moves past every retry delay and runs the background worker's pass.
 async fn background_pass(app: &TestApp) {
     app.clock.advance(Duration::minutes(10));
-    telecons::provisioner::run_due(&app.state)
-        .await
-        .expect("pass");
+    app.services.provisioner.run_due().await.expect("pass");
 }
 
 /// The invariant, checked through the Kaleyra API (audit) and the simulator's own view
 /// (which also shows each participant's tools).
 async fn assert_converged(app: &TestApp) {
-    let report = telecons::audit::audit(&*app.state.store, &app.state.kaleyra)
-        .await
-        .expect("audit");
+    let report = app.services.provisioner.audit().await.expect("audit");
     assert!(report.is_consistent(), "{report:#?}");
     assert_eq!(report.untagged_rooms, 0, "{report:#?}");
-    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    let backlog = app
+        .services
+        .store
+        .backlog(app.clock.now(), 0)
+        .await
+        .unwrap();
     assert_eq!(backlog.room_deletions, 0, "{backlog:?}");
     let mut after = String::new();
     loop {
         let page = app
-            .state
+            .services
             .store
             .list_live_teleconsultations(&after, 100)
             .await
@@ -100,8 +102,9 @@ fn assert_tools(spec: &RoomSpec, room: &kaleyra_sim::SimRoom) {
             .iter()
             .find(|p| p.user_id == wanted.kaleyra_user_id)
             .expect("participant in room");
+        let wanted_tools = wanted.tools.as_ref().map(Tools::to_kaleyra);
         assert_eq!(
-            actual.tools, wanted.tools,
+            actual.tools, wanted_tools,
             "tools of {}",
             wanted.kaleyra_user_id
         );
@@ -128,7 +131,12 @@ async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
 
     background_pass(&app).await; // still down: stays pending
     assert!(app.sim.rooms().is_empty());
-    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    let backlog = app
+        .services
+        .store
+        .backlog(app.clock.now(), 0)
+        .await
+        .unwrap();
     assert_eq!(backlog.teleconsultations, 1);
 
     app.sim.clear_faults();
@@ -136,7 +144,12 @@ async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
     assert_converged(&app).await;
     assert_eq!(app.sim.rooms().len(), 1);
     assert!(link(&app, &id, PATIENT).await.is_string());
-    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    let backlog = app
+        .services
+        .store
+        .backlog(app.clock.now(), 0)
+        .await
+        .unwrap();
     assert_eq!(backlog.teleconsultations, 0, "nothing left to do");
 }
 
@@ -153,7 +166,7 @@ async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
     assert_converged(&app).await;
     // The booking is intact.
     let tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(&id)
         .await
@@ -198,7 +211,7 @@ async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestD
     assert_eq!(link(&app, &id, DOCTOR).await, Value::Null);
 
     app.sim.clear_faults();
-    telecons::provisioner::run_due(&app.state).await.unwrap();
+    app.services.provisioner.run_due().await.unwrap();
     assert_converged(&app).await;
     let rooms = app.sim.rooms();
     assert_eq!(rooms.len(), 1);
@@ -220,7 +233,12 @@ async fn a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers(db: T
         1,
         "Kaleyra is down: the room is still there"
     );
-    let backlog = app.state.store.backlog(app.clock.now(), 0).await.unwrap();
+    let backlog = app
+        .services
+        .store
+        .backlog(app.clock.now(), 0)
+        .await
+        .unwrap();
     assert_eq!(backlog.room_deletions, 1);
 
     background_pass(&app).await; // still down
@@ -242,7 +260,7 @@ async fn a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated(db: Tes
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert_eq!(app.sim.rooms().len(), 1, "created on Kaleyra");
     let tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(&id)
         .await
@@ -275,7 +293,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(&id)
         .await
@@ -284,7 +302,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let spec = tc.desired_room.clone().unwrap();
     // A leaked room (as if the database had failed right after its creation)…
     let leaked = app
-        .state
+        .services
         .kaleyra
         .create_room(&telecons::provisioner::create_room_request(&spec, &id))
         .await
@@ -292,7 +310,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     // …and one being created right now for another teleconsultation.
     let other = create_tc(&app, booking("doc-2", "pat-2")).await;
     let other_tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(&other)
         .await
@@ -301,7 +319,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let mut other_spec = other_tc.desired_room.clone().unwrap();
     other_spec.live = !other_spec.live; // a new spec, mid-creation
     // (A creation in flight: the record is due for provisioning and marked.)
-    app.state
+    app.services
         .store
         .postpone_provisioning(
             &other,
@@ -311,13 +329,13 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         )
         .await
         .unwrap();
-    app.state
+    app.services
         .store
         .mark_room_creation(&other, Some(&other_spec.fingerprint()))
         .await
         .unwrap();
     let in_flight = app
-        .state
+        .services
         .kaleyra
         .create_room(&telecons::provisioner::create_room_request(
             &other_spec,
@@ -327,7 +345,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .unwrap();
     // A room someone else made is never touched.
     let foreign = app
-        .state
+        .services
         .kaleyra
         .create_room(&kaleyra_client::CreateRoom {
             description: Some("made by hand".into()),
@@ -336,9 +354,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .await
         .unwrap();
 
-    let swept = telecons::provisioner::sweep_orphans(&app.state)
-        .await
-        .unwrap();
+    let swept = app.services.provisioner.sweep_orphans().await.unwrap();
     assert_eq!(swept, 1);
     let left: Vec<String> = app.sim.rooms().into_iter().map(|r| r.id).collect();
     assert!(!left.contains(&leaked.id), "the leak is deleted");
@@ -398,17 +414,18 @@ async fn two_instances_never_create_the_same_room_twice(db: TestDatabase) {
 
     // A second instance: its own store connection and its own name, same database.
     let second_store = telecons::store::connect(&app.db.url).await.unwrap();
-    let second = telecons::AppState::new(
-        Arc::clone(&app.state.config),
-        telecons::AppDeps {
-            store: second_store,
-            clock: app.clock.clone(),
-            kaleyra: app.state.kaleyra.clone(),
+    let second = telecons::Services::build(
+        &app.config,
+        &telecons::Dependencies {
+            store: Some(second_store),
+            ..crate::support::test_dependencies(&app.db, &app.clock)
         },
-    );
+    )
+    .await
+    .unwrap();
     let (a, b) = tokio::join!(
-        telecons::provisioner::run_due(&app.state),
-        telecons::provisioner::run_due(&second),
+        app.services.provisioner.run_due(),
+        second.provisioner.run_due(),
     );
     a.unwrap();
     b.unwrap();
@@ -439,7 +456,7 @@ async fn concurrent_patches_apply_one_after_the_other(db: TestDatabase) {
         assert_eq!(status, 204, "{body}");
     }
     let tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(&id)
         .await
@@ -510,7 +527,7 @@ async fn a_lost_room_of_a_list_made_incomplete_is_found_and_deleted(db: TestData
     assert!(app.sim.rooms().is_empty(), "the lost room is deleted");
     assert_converged(&app).await;
     let tc = app
-        .state
+        .services
         .store
         .get_teleconsultation(&id)
         .await

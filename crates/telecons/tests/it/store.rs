@@ -4,11 +4,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
-use telecons::domain::roster::Role;
-use telecons::store::{
-    Backlog, KaleyraUser, Participant, RoomDeletion, StoreError, Teleconsultation,
-    TeleconsultationState,
-};
+use telecons::domain::roster::{Role, Tool, Tools};
+use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
+use telecons::store::{Backlog, KaleyraUser, RoomDeletion, StoreError};
 
 use crate::support::TestDatabase;
 
@@ -51,7 +49,7 @@ fn spec() -> RoomSpec {
             RoomSpecParticipant {
                 kaleyra_user_id: "tc_pat".into(),
                 is_admin: false,
-                tools: Some([("chat".to_owned(), true)].into()),
+                tools: Some(Tools::new([Tool::Chat])),
             },
         ],
         duration_secs: None,

@@ -144,6 +144,25 @@ macro_rules! on_both_backends {
     };
 }
 
+/// How every test app runs: on the test's database and clock, on loopback, Kaleyra retried
+/// at once (tests must not wait on backoff), the background worker off.
+pub fn test_dependencies(
+    db: &TestDatabase,
+    clock: &Arc<telecons::clock::ManualClock>,
+) -> telecons::Dependencies {
+    telecons::Dependencies {
+        clock: clock.clone(),
+        store: Some(Arc::clone(&db.store)),
+        kaleyra_retry: Some(kaleyra_client::RetryPolicy {
+            max_retries: 2,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        }),
+        address: std::net::Ipv4Addr::LOCALHOST.into(),
+        background_worker: false,
+    }
+}
+
 /// The instant every test app's clock starts at (tests move it explicitly).
 pub fn test_epoch() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339("2030-01-01T10:00:00Z")
@@ -154,13 +173,16 @@ pub fn test_epoch() -> chrono::DateTime<chrono::Utc> {
 pub const SIM_API_KEY: &str = "sim-test-key-7f3a";
 
 /// The real app on a random loopback port, against the Kaleyra simulator and a fresh
-/// database, with a manual clock.
+/// database, with a manual clock. Its background worker does not run: tests run its passes
+/// (`services.provisioner.run_due()`) after moving the clock.
 pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,
     pub sim: kaleyra_sim::RunningSimulator,
     pub clock: Arc<telecons::clock::ManualClock>,
-    pub state: telecons::AppState,
+    pub services: telecons::Services,
+    /// The configuration it runs on (a second instance can share it).
+    pub config: telecons::config::Config,
     pub db: TestDatabase,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -179,6 +201,7 @@ impl TestApp {
             ("BANDYER_API_SECRET_KEY", SIM_API_KEY),
             ("BANDYER_BASE_URL", sim.base_url()),
             ("DATABASE_URL", db.url.as_str()),
+            ("HTTP_PORT", "0"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -187,30 +210,15 @@ impl TestApp {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = telecons::config::Config::from_vars(&vars).expect("valid test config");
-        let kaleyra = telecons::app::kaleyra_client(config.require_kaleyra().unwrap())
-            .expect("kaleyra client");
-        // Tests must not wait on backoff: retry at once.
-        let kaleyra = kaleyra.with_retry_policy(kaleyra_client::RetryPolicy {
-            max_retries: 2,
-            base_delay: std::time::Duration::from_millis(1),
-            max_delay: std::time::Duration::from_millis(2),
-        });
         let clock = Arc::new(telecons::clock::ManualClock::new(test_epoch()));
-        let state = telecons::AppState::new(
-            Arc::new(config),
-            telecons::AppDeps {
-                store: Arc::clone(&db.store),
-                clock: clock.clone(),
-                kaleyra,
-            },
-        );
-        let app = telecons::api::router(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let application =
+            telecons::Application::build(config.clone(), test_dependencies(&db, &clock))
+                .await
+                .expect("the app builds");
+        let base_url = format!("http://{}", application.address().unwrap());
+        let services = application.services().clone();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(telecons::server::run(listener, app, async move {
+        tokio::spawn(application.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Self {
@@ -218,7 +226,8 @@ impl TestApp {
             http: reqwest::Client::new(),
             sim,
             clock,
-            state,
+            services,
+            config,
             db,
             shutdown: Some(shutdown),
         }

@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kaleyra_client::{KaleyraClient, KaleyraError, Room};
+use kaleyra_client::Room;
 use serde::Serialize;
 
+use super::{ProvisionError, Provisioner};
 use crate::domain::room_spec::{RoomSpec, parse_description};
-use crate::store::{Store, StoreError, Teleconsultation};
+use crate::domain::teleconsultation::Teleconsultation;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
@@ -36,27 +37,22 @@ impl AuditReport {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Kaleyra(#[from] KaleyraError),
-}
-
 const PAGE: u32 = 500;
 
-pub async fn audit(store: &dyn Store, kaleyra: &KaleyraClient) -> Result<AuditReport, AuditError> {
-    let rooms = kaleyra.list_rooms().await?;
-    let mut live = Vec::new();
-    let mut after = String::new();
-    loop {
-        let page = store.list_live_teleconsultations(&after, PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        live.extend(page);
+impl Provisioner {
+    /// Compares every live teleconsultation with Kaleyra's rooms.
+    pub async fn audit(&self) -> Result<AuditReport, ProvisionError> {
+        let rooms = self.kaleyra.list_rooms().await?;
+        let mut live = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.list_live_teleconsultations(&after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            live.extend(page);
+        }
+        Ok(compare(&live, &rooms))
     }
-    Ok(compare(&live, &rooms))
 }
 
 /// The comparison itself, pure.

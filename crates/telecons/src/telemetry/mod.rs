@@ -1,4 +1,9 @@
-//! Logs (JSON lines on stdout) and metrics (Prometheus text).
+//! Logs (JSON lines on stdout) and metrics (Prometheus text); the metric names are in
+//! [`names`].
+
+mod names;
+
+pub use names::*;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -38,7 +43,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed by an embedding program; then this
             // handle renders our metrics only if they were registered here, which is fine.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                names::describe();
+            }
             handle
         })
         .clone()

@@ -1,0 +1,321 @@
+//! Participants as callers give them, checked once: every check that needs no I/O happens
+//! here, so that a request with a bad body is refused before the directory, the store or
+//! Kaleyra is asked anything.
+
+use super::roster::{Privileges, Role, check_participants};
+
+/// One participant as the caller gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipantEntry {
+    pub external_id: String,
+    pub groups: Option<Vec<String>>,
+    pub full_name: Option<String>,
+    pub language: Option<String>,
+}
+
+/// The two formats of `participants`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParticipantsInput {
+    /// Plain user ids, resolved through the user directory.
+    Ids(Vec<String>),
+    Listed {
+        number: i64,
+        data: Vec<ParticipantEntry>,
+    },
+}
+
+/// Where participants' groups and full names come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// The request body (no user directory is configured).
+    Body,
+    /// The user directory; body values are ignored (a caller must not choose its role).
+    Directory,
+}
+
+/// A body the caller must correct (400); the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParticipants(pub String);
+
+/// What decides a participant's place in the room: groups, name, and the role they give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub groups: Vec<String>,
+    pub full_name: Option<String>,
+    pub role: Role,
+}
+
+impl Profile {
+    /// The profile of `user`: refused when its groups give it no role.
+    pub fn new(
+        user: &str,
+        groups: Vec<String>,
+        full_name: Option<String>,
+        privileges: &Privileges,
+    ) -> Result<Profile, InvalidParticipants> {
+        let role = privileges
+            .require_role(user, &groups)
+            .map_err(|e| InvalidParticipants(e.to_string()))?;
+        Ok(Profile {
+            groups,
+            full_name,
+            role,
+        })
+    }
+}
+
+/// An entry that passed every check that needs no I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedEntry {
+    pub external_id: String,
+    pub language: Option<String>,
+    /// Known from the body; `None` while it is to be read from the directory.
+    pub profile: Option<Profile>,
+    /// Where the entry is in the body (`participants.data[1].`), for messages.
+    pub field: String,
+}
+
+impl CheckedEntry {
+    /// The message for a user the directory does not know.
+    pub fn unknown_to_directory(&self) -> InvalidParticipants {
+        InvalidParticipants(format!(
+            "{}userId: user {} is not known to the user directory",
+            self.field, self.external_id
+        ))
+    }
+}
+
+/// A participant list that passed every check that needs no I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedParticipants {
+    /// The expected number of participants (2–25).
+    pub number: u32,
+    /// The participants known so far, in order.
+    pub entries: Vec<CheckedEntry>,
+}
+
+/// Checks a participant list: its format against the profile source, the expected count
+/// (2–25, at least as many as given), no user twice, then each entry.
+pub fn check_participants_input(
+    input: ParticipantsInput,
+    source: ProfileSource,
+    privileges: &Privileges,
+) -> Result<CheckedParticipants, InvalidParticipants> {
+    let (number, data) = match input {
+        ParticipantsInput::Ids(_) if source == ProfileSource::Body => {
+            return Err(InvalidParticipants(
+                "participants as a list of user ids needs the user directory, which is not \
+                 configured (AUTH_SERVICE); give participants as {\"number\": N, \"data\": [...]}"
+                    .into(),
+            ));
+        }
+        // All known at once: `number` is the list's length.
+        ParticipantsInput::Ids(ids) => (
+            i64::try_from(ids.len()).unwrap_or(i64::MAX),
+            ids.into_iter()
+                .map(|external_id| ParticipantEntry {
+                    external_id,
+                    groups: None,
+                    full_name: None,
+                    language: None,
+                })
+                .collect(),
+        ),
+        ParticipantsInput::Listed { number, data } => (number, data),
+    };
+    let ids: Vec<&str> = data.iter().map(|p| p.external_id.as_str()).collect();
+    check_participants(number, &ids).map_err(|e| InvalidParticipants(e.to_string()))?;
+    let entries = data
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            check_entry(
+                entry,
+                &format!("participants.data[{index}]."),
+                source,
+                privileges,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let number = u32::try_from(number)
+        .map_err(|_| InvalidParticipants("participants.number is out of range".into()))?;
+    Ok(CheckedParticipants { number, entries })
+}
+
+/// Checks one entry; `field` locates it in the body for messages (empty for a body that is
+/// the entry itself). Without a directory its groups, name and role come from the body.
+pub fn check_entry(
+    entry: ParticipantEntry,
+    field: &str,
+    source: ProfileSource,
+    privileges: &Privileges,
+) -> Result<CheckedEntry, InvalidParticipants> {
+    let user = entry.external_id.as_str();
+    if user.trim().is_empty() {
+        return Err(InvalidParticipants(format!(
+            "{field}userId must be a non-empty string"
+        )));
+    }
+    let profile = match source {
+        ProfileSource::Directory => None,
+        ProfileSource::Body => {
+            let groups = entry.groups.filter(|g| !g.is_empty()).ok_or_else(|| {
+                InvalidParticipants(format!(
+                    "{field}groups is required for user {user} (no user directory is configured)"
+                ))
+            })?;
+            let full_name = entry.full_name.ok_or_else(|| {
+                InvalidParticipants(format!(
+                    "{field}fullName is required for user {user} (no user directory is configured)"
+                ))
+            })?;
+            Some(Profile::new(user, groups, Some(full_name), privileges)?)
+        }
+    };
+    Ok(CheckedEntry {
+        external_id: entry.external_id,
+        language: entry.language,
+        profile,
+        field: field.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, groups: Option<&[&str]>, name: Option<&str>) -> ParticipantEntry {
+        ParticipantEntry {
+            external_id: id.into(),
+            groups: groups.map(|g| g.iter().map(|s| (*s).to_owned()).collect()),
+            full_name: name.map(str::to_owned),
+            language: Some("it".into()),
+        }
+    }
+
+    fn listed(number: i64, data: Vec<ParticipantEntry>) -> ParticipantsInput {
+        ParticipantsInput::Listed { number, data }
+    }
+
+    fn message(result: Result<CheckedParticipants, InvalidParticipants>) -> String {
+        result.unwrap_err().0
+    }
+
+    #[test]
+    fn a_body_entry_carries_its_profile_and_role() {
+        let checked = check_participants_input(
+            listed(
+                3,
+                vec![
+                    entry("doc", Some(&["doctor"]), Some("Dr. A")),
+                    entry("pat", Some(&["patient"]), Some("B")),
+                ],
+            ),
+            ProfileSource::Body,
+            &Privileges::default(),
+        )
+        .unwrap();
+        assert_eq!(checked.number, 3);
+        assert_eq!(
+            checked.entries[0].profile.as_ref().unwrap().role,
+            Role::Plus
+        );
+        assert_eq!(
+            checked.entries[1].profile.as_ref().unwrap().role,
+            Role::Basic
+        );
+        assert_eq!(checked.entries[1].field, "participants.data[1].");
+        assert_eq!(checked.entries[1].language.as_deref(), Some("it"));
+    }
+
+    #[test]
+    fn without_a_directory_groups_and_name_are_required() {
+        let p = Privileges::default();
+        let e = message(check_participants_input(
+            listed(2, vec![entry("doc", None, Some("A"))]),
+            ProfileSource::Body,
+            &p,
+        ));
+        assert_eq!(
+            e,
+            "participants.data[0].groups is required for user doc (no user directory is configured)"
+        );
+        let e = message(check_participants_input(
+            listed(2, vec![entry("doc", Some(&["doctor"]), None)]),
+            ProfileSource::Body,
+            &p,
+        ));
+        assert!(
+            e.starts_with("participants.data[0].fullName is required"),
+            "{e}"
+        );
+        let e = message(check_participants_input(
+            listed(2, vec![entry("x", Some(&["nurse"]), Some("N"))]),
+            ProfileSource::Body,
+            &p,
+        ));
+        assert!(
+            e.contains("user x is in none of the configured groups"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn with_a_directory_the_body_profile_is_ignored() {
+        let checked = check_participants_input(
+            ParticipantsInput::Ids(vec!["a".into(), "b".into()]),
+            ProfileSource::Directory,
+            &Privileges::default(),
+        )
+        .unwrap();
+        assert_eq!(checked.number, 2);
+        assert!(checked.entries.iter().all(|e| e.profile.is_none()));
+        assert_eq!(
+            checked.entries[1].unknown_to_directory().0,
+            "participants.data[1].userId: user b is not known to the user directory"
+        );
+    }
+
+    #[test]
+    fn ids_need_a_directory() {
+        let e = message(check_participants_input(
+            ParticipantsInput::Ids(vec!["a".into(), "b".into()]),
+            ProfileSource::Body,
+            &Privileges::default(),
+        ));
+        assert!(e.contains("AUTH_SERVICE"), "{e}");
+    }
+
+    #[test]
+    fn list_rules_come_before_entry_rules() {
+        let p = Privileges::default();
+        let e = message(check_participants_input(
+            listed(1, vec![entry("", None, None)]),
+            ProfileSource::Body,
+            &p,
+        ));
+        assert_eq!(e, "participants.number must be between 2 and 25, got 1");
+        let e = message(check_participants_input(
+            listed(2, vec![entry(" ", None, None)]),
+            ProfileSource::Directory,
+            &p,
+        ));
+        assert_eq!(e, "participants.data[0].userId must be a non-empty string");
+    }
+
+    #[test]
+    fn a_single_entry_is_checked_with_its_own_field_prefix() {
+        let e = check_entry(
+            entry("u", None, None),
+            "",
+            ProfileSource::Body,
+            &Privileges::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "groups is required for user u (no user directory is configured)"
+        );
+    }
+}

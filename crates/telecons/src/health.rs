@@ -1,0 +1,118 @@
+//! Whether the service can serve (spec §4.10): storage, Kaleyra, and rooms that should
+//! exist by now. Also keeps the backlog gauges current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kaleyra_client::KaleyraClient;
+
+use crate::clock::Clock;
+use crate::store::Store;
+use crate::telemetry;
+
+/// Kaleyra counts as reachable when `GET /v2/company` answers 2xx within this time.
+const KALEYRA_CHECK_BUDGET: Duration = Duration::from_secs(2);
+
+/// The verdict of each check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckUp {
+    pub storage: bool,
+    pub kaleyra: bool,
+    /// No teleconsultation whose links are due is without its room.
+    pub rooms: bool,
+}
+
+pub struct Health {
+    store: Arc<dyn Store>,
+    kaleyra: KaleyraClient,
+    clock: Arc<dyn Clock>,
+    /// `IMMUTABLE_PERIOD_MS`: links are due from `start − period` on.
+    immutable_period_ms: u64,
+}
+
+impl Health {
+    pub fn new(
+        store: Arc<dyn Store>,
+        kaleyra: KaleyraClient,
+        clock: Arc<dyn Clock>,
+        immutable_period_ms: u64,
+    ) -> Self {
+        Self {
+            store,
+            kaleyra,
+            clock,
+            immutable_period_ms,
+        }
+    }
+
+    /// The storage answers: the instance can serve requests.
+    pub async fn ready(&self) -> bool {
+        match self.store.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: storage unreachable");
+                false
+            }
+        }
+    }
+
+    /// Storage, Kaleyra, and the rooms whose links are due.
+    pub async fn check_up(&self) -> CheckUp {
+        let now = self.clock.now();
+        let (backlog, kaleyra) = tokio::join!(
+            self.store.backlog(now, self.immutable_period_ms),
+            tokio::time::timeout(KALEYRA_CHECK_BUDGET, self.kaleyra.check_reachable()),
+        );
+        let (storage, rooms) = match &backlog {
+            Ok(backlog) => {
+                if backlog.rooms_missing_at_start > 0 {
+                    tracing::warn!(
+                        rooms_missing_at_start = backlog.rooms_missing_at_start,
+                        "check-up: teleconsultations whose links are due have no room"
+                    );
+                }
+                (true, backlog.rooms_missing_at_start == 0)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "check-up: storage unreachable");
+                (false, false) // unverifiable: not OK
+            }
+        };
+        let kaleyra = match kaleyra {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "check-up: Kaleyra unreachable");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("check-up: Kaleyra did not answer within 2 s");
+                false
+            }
+        };
+        CheckUp {
+            storage,
+            kaleyra,
+            rooms,
+        }
+    }
+
+    /// Reads the provisioning backlog (it lives in the store, shared by every instance) into
+    /// its gauges.
+    pub async fn refresh_gauges(&self) {
+        match self
+            .store
+            .backlog(self.clock.now(), self.immutable_period_ms)
+            .await
+        {
+            Ok(backlog) => {
+                metrics::gauge!(telemetry::AWAITING_PROVISIONING)
+                    .set(backlog.teleconsultations as f64);
+                metrics::gauge!(telemetry::ROOMS_MISSING_AT_START)
+                    .set(backlog.rooms_missing_at_start as f64);
+                metrics::gauge!(telemetry::ROOMS_AWAITING_DELETION)
+                    .set(backlog.room_deletions as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the provisioning backlog"),
+        }
+    }
+}

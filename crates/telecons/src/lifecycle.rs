@@ -1,0 +1,553 @@
+//! The teleconsultation lifecycle (spec §4.1–§4.6): decide (domain rules), store, then
+//! converge (the provisioner). HTTP-free: handlers translate requests into these calls and
+//! errors into responses.
+//!
+//! Every change is a read–modify–write on a versioned record ([`Lifecycle::change`]). When
+//! another request changed the record in between, the change is re-decided on the fresh
+//! record (up to a few times): concurrent changes never both apply on stale data, and
+//! callers rarely see a conflict.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
+
+use crate::clock::Clock;
+use crate::domain::ids::TeleconsultationIdGenerator;
+use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
+use crate::domain::participants::{
+    CheckedEntry, CheckedParticipants, InvalidParticipants, ParticipantEntry, ParticipantsInput,
+    Profile, ProfileSource, check_entry, check_participants_input,
+};
+use crate::domain::room_spec::RoomRules;
+use crate::domain::schedule::{self, DurationInput, Schedule, ScheduleError};
+use crate::domain::teleconsultation::{
+    AddParticipantError, NoPlusUser, Participant, Teleconsultation, TeleconsultationState,
+    keep_links,
+};
+use crate::identity::directory::{Auth0Directory, DirectoryError};
+use crate::provisioner::Provisioner;
+use crate::store::{Store, StoreError};
+
+/// How many times a change is re-decided after losing a race before answering 409. Each
+/// stored change may be followed by the provisioner's own (the room switch), so a burst of
+/// N concurrent changes needs up to about 2N attempts for the last one.
+const MAX_ATTEMPTS: usize = 24;
+/// How long the room details may take: the join must not wait for them.
+const DETAILS_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The fields of a POST or PATCH body; `None` = not given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BookingInput {
+    pub participants: Option<ParticipantsInput>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub duration_secs: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("teleconsultation {0} not found")]
+    NotFound(String),
+    #[error("unauthorized user")]
+    Unauthorized,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("teleconsultation {id} can no longer be changed: changes are refused from {}", schedule::format_instant(*.from))]
+    Immutable { id: String, from: DateTime<Utc> },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    NoPlusUser(#[from] NoPlusUser),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    #[error(transparent)]
+    Kaleyra(#[from] KaleyraError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+impl From<InvalidParticipants> for LifecycleError {
+    fn from(err: InvalidParticipants) -> Self {
+        Self::Invalid(err.0)
+    }
+}
+
+impl From<ScheduleError> for LifecycleError {
+    fn from(err: ScheduleError) -> Self {
+        Self::Invalid(err.to_string())
+    }
+}
+
+impl From<AddParticipantError> for LifecycleError {
+    fn from(err: AddParticipantError) -> Self {
+        Self::Conflict(err.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, LifecycleError>;
+
+/// The lifecycle's rules that come from the configuration.
+#[derive(Debug, Clone)]
+pub struct LifecycleSettings {
+    pub rooms: RoomRules,
+    pub join: JoinRules,
+    /// `TELECONSULTATION_DELETE_UPLOADS`.
+    pub delete_uploads: bool,
+}
+
+/// `GET /teleconsultation/:id` for one caller: the view and the room's details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Join {
+    pub view: JoinView,
+    /// As Kaleyra reports the room; `None` without a room or when Kaleyra cannot answer.
+    pub details: Option<Room>,
+}
+
+/// `{total, deleted}` of `DELETE /teleconsultation/:id/uploads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadsDeleted {
+    pub total: u64,
+    pub deleted: u64,
+}
+
+/// What a decision on the current record leads to.
+enum Decision {
+    /// Nothing to store: no write, no version bump.
+    Unchanged,
+    /// Store `next`, retiring these rooms in the same transaction.
+    Store {
+        next: Box<Teleconsultation>,
+        retired: Vec<String>,
+    },
+}
+
+/// The use cases of the teleconsultation API.
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    provisioner: Provisioner,
+    /// For room details and uploads; provisioning goes through the provisioner.
+    kaleyra: KaleyraClient,
+    /// The user directory, when `AUTH_SERVICE` is set.
+    directory: Option<Arc<Auth0Directory>>,
+    clock: Arc<dyn Clock>,
+    ids: TeleconsultationIdGenerator,
+    settings: LifecycleSettings,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn Store>,
+        provisioner: Provisioner,
+        kaleyra: KaleyraClient,
+        directory: Option<Arc<Auth0Directory>>,
+        clock: Arc<dyn Clock>,
+        settings: LifecycleSettings,
+    ) -> Self {
+        Self {
+            store,
+            provisioner,
+            kaleyra,
+            directory,
+            clock,
+            ids: TeleconsultationIdGenerator::new(),
+            settings,
+        }
+    }
+
+    /// `POST /teleconsultation`: stores a new teleconsultation and provisions it. Returns
+    /// its id.
+    pub async fn create(&self, input: BookingInput, caller: Option<String>) -> Result<String> {
+        let participants = input
+            .participants
+            .ok_or_else(|| LifecycleError::Invalid("participants is required".into()))?;
+        let start = input
+            .start
+            .ok_or_else(|| LifecycleError::Invalid("start_date is required".into()))?;
+        let duration =
+            DurationInput::from_fields(input.end, input.duration_secs)?.ok_or_else(|| {
+                LifecycleError::Invalid("one of end_date or duration_in_seconds is required".into())
+            })?;
+        let schedule = Schedule::new(start, duration)?;
+        let checked = check_participants_input(
+            participants,
+            self.profile_source(),
+            &self.settings.rooms.privileges,
+        )?;
+        let participants = self.resolve_all(checked.entries).await?;
+        let now = self.clock.now();
+        let mut tc = Teleconsultation {
+            id: self.ids.next(now),
+            version: 1,
+            state: TeleconsultationState::Active,
+            participant_count: checked.number,
+            start: schedule.start,
+            duration_secs: schedule.duration_secs,
+            participants,
+            desired_room: None,
+            room_id: None,
+            room_fingerprint: None,
+            provision_due_at: None,
+            creating_fingerprint: None,
+            created_at: now,
+            updated_at: now,
+            created_by: caller.clone(),
+            updated_by: caller,
+        };
+        tc.plan_room(&self.settings.rooms, now)?;
+        self.store.insert_teleconsultation(&tc).await?;
+        self.provisioner.converge_inline(&tc.id).await;
+        Ok(tc.id)
+    }
+
+    /// `PATCH /teleconsultation/:id`: applies the given fields, re-validates the result.
+    pub async fn update(
+        &self,
+        id: &str,
+        input: BookingInput,
+        caller: Option<String>,
+    ) -> Result<()> {
+        let change = Update {
+            duration: DurationInput::from_fields(input.end, input.duration_secs)?,
+            start: input.start,
+            participants: input.participants.map(|participants| {
+                check_participants_input(
+                    participants,
+                    self.profile_source(),
+                    &self.settings.rooms.privileges,
+                )
+            }),
+            resolved: None,
+        };
+        self.change(id, caller, change).await
+    }
+
+    /// `POST /teleconsultation/:id/participants/data`: adds one participant.
+    pub async fn add_participant(
+        &self,
+        id: &str,
+        entry: ParticipantEntry,
+        caller: Option<String>,
+    ) -> Result<()> {
+        let change = AddParticipant {
+            entry: check_entry(
+                entry,
+                "",
+                self.profile_source(),
+                &self.settings.rooms.privileges,
+            ),
+            resolved: None,
+        };
+        self.change(id, caller, change).await
+    }
+
+    /// `DELETE /teleconsultation/:id`: marks it deleted and deletes its room (now, or later
+    /// if Kaleyra is down).
+    pub async fn delete(&self, id: &str, caller: Option<String>) -> Result<()> {
+        self.change(id, caller, Delete).await
+    }
+
+    /// `GET /teleconsultation/:id` for `caller`. `tc` must be one [`Self::authorize`]
+    /// returned for `caller`.
+    pub async fn view(
+        &self,
+        tc: &Teleconsultation,
+        caller: &str,
+        options: &LinkOptions,
+    ) -> Result<Join> {
+        let view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
+            .ok_or(LifecycleError::Unauthorized)?;
+        let details = match &view.room_id {
+            Some(room_id) => self.room_details(room_id).await,
+            None => None,
+        };
+        Ok(Join { view, details })
+    }
+
+    async fn room_details(&self, room_id: &str) -> Option<Room> {
+        let quick = self
+            .kaleyra
+            .with_retry_policy(kaleyra_client::RetryPolicy::none())
+            .with_request_timeout(DETAILS_BUDGET);
+        match quick.get_room(room_id).await {
+            Ok(room) => Some(room),
+            Err(err) => {
+                tracing::warn!(room = room_id, error = %err, "room details unavailable; answering without them");
+                None
+            }
+        }
+    }
+
+    /// `DELETE /teleconsultation/:id/uploads`: deletes the files shared in the room; `None`
+    /// when the route is disabled (`TELECONSULTATION_DELETE_UPLOADS`). Failures are
+    /// counted, not fatal: the same request may be sent again.
+    pub async fn delete_uploads(
+        &self,
+        id: &str,
+        caller: Option<&str>,
+    ) -> Result<Option<UploadsDeleted>> {
+        if !self.settings.delete_uploads {
+            return Ok(None);
+        }
+        let tc = self.authorize(id, caller).await?;
+        let Some(room_id) = &tc.room_id else {
+            return Ok(Some(UploadsDeleted {
+                total: 0,
+                deleted: 0,
+            }));
+        };
+        let uploads = match self.kaleyra.list_uploads(room_id).await {
+            Ok(uploads) => uploads,
+            // A room Kaleyra no longer knows has no files left.
+            Err(err) if err.is_not_found() => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
+        let mut deleted = 0;
+        for upload in &uploads {
+            match self.kaleyra.delete_upload(&upload.key).await {
+                Ok(DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone) => deleted += 1,
+                Err(err) => {
+                    tracing::warn!(upload = %upload.key, error = %err, "upload not deleted")
+                }
+            }
+        }
+        Ok(Some(UploadsDeleted {
+            total: uploads.len() as u64,
+            deleted,
+        }))
+    }
+
+    /// `NotFound` unless `id` names a live teleconsultation (checked first: 404 comes before
+    /// any other error).
+    pub async fn ensure_live(&self, id: &str) -> Result<()> {
+        self.live(id).await.map(|_| ())
+    }
+
+    /// The live teleconsultation `id` if `caller` participates in it: `NotFound`, then
+    /// `Unauthorized`, otherwise.
+    pub async fn authorize(&self, id: &str, caller: Option<&str>) -> Result<Teleconsultation> {
+        let tc = self.live(id).await?;
+        match caller.and_then(|caller| tc.participant(caller)) {
+            Some(_) => Ok(tc),
+            None => Err(LifecycleError::Unauthorized),
+        }
+    }
+
+    /// The live teleconsultation `id`; a deleted one is as unknown as a missing one.
+    async fn live(&self, id: &str) -> Result<Teleconsultation> {
+        match self.store.get_teleconsultation(id).await? {
+            Some(tc) if tc.is_live() => Ok(tc),
+            _ => Err(LifecycleError::NotFound(id.to_owned())),
+        }
+    }
+
+    /// Applies `change` to the live record `id`: stores what it decides (retiring rooms in
+    /// the same transaction), deletes the retired rooms and provisions. When the record
+    /// changed meanwhile, the change is decided again on the fresh one.
+    async fn change(
+        &self,
+        id: &str,
+        caller: Option<String>,
+        mut change: impl Change,
+    ) -> Result<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.live(id).await?;
+            let Decision::Store { mut next, retired } = change.decide(self, &current).await? else {
+                return Ok(());
+            };
+            next.updated_at = self.clock.now();
+            next.updated_by = caller.clone();
+            match self.store.update_teleconsultation(&next, &retired).await {
+                Ok(_) => {
+                    self.provisioner.delete_rooms(&retired).await;
+                    if next.is_live() {
+                        self.provisioner.converge_inline(&next.id).await;
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::StaleVersion) => lost_a_race().await,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(LifecycleError::Conflict(
+            "the teleconsultation kept changing under concurrent requests; try again".into(),
+        ))
+    }
+
+    /// The decision for `next`, a change of `current`: its room planned (a complete list
+    /// without a plus user is refused even when nothing changes), or nothing to do.
+    fn plan(&self, current: &Teleconsultation, mut next: Teleconsultation) -> Result<Decision> {
+        let unchanged = current.books_the_same_as(&next);
+        let retired = next.plan_room(&self.settings.rooms, self.clock.now())?;
+        if unchanged {
+            return Ok(Decision::Unchanged);
+        }
+        Ok(Decision::Store {
+            next: Box::new(next),
+            retired,
+        })
+    }
+
+    fn refuse_if_immutable(&self, tc: &Teleconsultation) -> Result<()> {
+        let period = self.settings.join.immutable_period_ms;
+        if schedule::is_immutable(self.clock.now(), tc.start, period, tc.is_complete()) {
+            return Err(LifecycleError::Immutable {
+                id: tc.id.clone(),
+                from: schedule::immutable_from(tc.start, period),
+            });
+        }
+        Ok(())
+    }
+
+    fn profile_source(&self) -> ProfileSource {
+        match self.directory {
+            Some(_) => ProfileSource::Directory,
+            None => ProfileSource::Body,
+        }
+    }
+
+    async fn resolve_all(&self, entries: Vec<CheckedEntry>) -> Result<Vec<Participant>> {
+        let mut participants = Vec::with_capacity(entries.len());
+        for entry in entries {
+            participants.push(self.resolve(entry).await?);
+        }
+        Ok(participants)
+    }
+
+    /// A checked entry as a participant: its profile (from the directory when configured),
+    /// its Kaleyra user id.
+    async fn resolve(&self, entry: CheckedEntry) -> Result<Participant> {
+        let profile = match (entry.profile.clone(), &self.directory) {
+            (Some(profile), _) => profile,
+            (None, Some(directory)) => {
+                let known = directory
+                    .user(&entry.external_id)
+                    .await?
+                    .ok_or_else(|| entry.unknown_to_directory())?;
+                Profile::new(
+                    &entry.external_id,
+                    known.groups,
+                    known.full_name,
+                    &self.settings.rooms.privileges,
+                )?
+            }
+            // Entries are checked against the configured source: cannot happen.
+            (None, None) => {
+                return Err(DirectoryError::Unavailable("it is not configured".into()).into());
+            }
+        };
+        Ok(Participant {
+            kaleyra_user_id: self.provisioner.kaleyra_id_for(&entry.external_id).await?,
+            external_id: entry.external_id,
+            role: profile.role,
+            groups: profile.groups,
+            full_name: profile.full_name,
+            language: entry.language,
+            link: None,
+        })
+    }
+}
+
+/// A change of one teleconsultation, decided on its current state — and again on the fresh
+/// state when another request changed it first. Work that does not depend on the state
+/// (directory lookups) is done once and kept.
+trait Change: Send {
+    fn decide(
+        &mut self,
+        lifecycle: &Lifecycle,
+        current: &Teleconsultation,
+    ) -> impl Future<Output = Result<Decision>> + Send;
+}
+
+/// PATCH: the given fields replace the stored ones.
+struct Update {
+    start: Option<DateTime<Utc>>,
+    duration: Option<DurationInput>,
+    /// The new list, checked (its error is reported after the schedule's).
+    participants: Option<std::result::Result<CheckedParticipants, InvalidParticipants>>,
+    resolved: Option<(u32, Vec<Participant>)>,
+}
+
+impl Change for Update {
+    async fn decide(
+        &mut self,
+        lifecycle: &Lifecycle,
+        current: &Teleconsultation,
+    ) -> Result<Decision> {
+        let start = self.start.unwrap_or(current.start);
+        let schedule = match self.duration {
+            Some(duration) => Schedule::new(start, duration)?,
+            // A new start alone keeps the duration; bounds were checked when it was set.
+            None => Schedule {
+                start,
+                duration_secs: current.duration_secs,
+            },
+        };
+        let checked = self.participants.clone().transpose()?;
+        lifecycle.refuse_if_immutable(current)?;
+        let mut next = current.clone();
+        next.start = schedule.start;
+        next.duration_secs = schedule.duration_secs;
+        if let Some(checked) = checked {
+            let (number, participants) = match &self.resolved {
+                Some(resolved) => resolved.clone(),
+                None => {
+                    let participants = lifecycle.resolve_all(checked.entries).await?;
+                    self.resolved.insert((checked.number, participants)).clone()
+                }
+            };
+            next.participant_count = number;
+            next.participants = keep_links(current, participants);
+        }
+        lifecycle.plan(current, next)
+    }
+}
+
+/// participants/data: one more participant.
+struct AddParticipant {
+    entry: std::result::Result<CheckedEntry, InvalidParticipants>,
+    resolved: Option<Participant>,
+}
+
+impl Change for AddParticipant {
+    async fn decide(
+        &mut self,
+        lifecycle: &Lifecycle,
+        current: &Teleconsultation,
+    ) -> Result<Decision> {
+        let entry = self.entry.clone()?;
+        lifecycle.refuse_if_immutable(current)?;
+        let participant = match &self.resolved {
+            Some(participant) => participant.clone(),
+            None => self
+                .resolved
+                .insert(lifecycle.resolve(entry).await?)
+                .clone(),
+        };
+        let next = current.with_participant(participant)?;
+        lifecycle.plan(current, next)
+    }
+}
+
+/// DELETE: allowed at any time.
+struct Delete;
+
+impl Change for Delete {
+    async fn decide(
+        &mut self,
+        lifecycle: &Lifecycle,
+        current: &Teleconsultation,
+    ) -> Result<Decision> {
+        let (next, retired) = current.deleted(lifecycle.clock.now());
+        Ok(Decision::Store {
+            next: Box::new(next),
+            retired,
+        })
+    }
+}
+
+/// A short random pause, so that requests that collided do not collide again in lockstep.
+async fn lost_a_race() {
+    let pause = rand::random_range(1..=10);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}

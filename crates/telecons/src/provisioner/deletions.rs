@@ -1,0 +1,88 @@
+//! The room deletion queue: rooms retired by a change are stored in the same transaction,
+//! then deleted on Kaleyra until it confirms (a 404 counts), backing off on failures.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kaleyra_client::DeleteOutcome;
+
+use super::Provisioner;
+use crate::store::{RoomDeletion, StoreError};
+use crate::telemetry;
+
+/// Room deletions back off exponentially from here, up to [`MAX_DELETION_BACKOFF`].
+const FIRST_DELETION_BACKOFF: TimeDelta = TimeDelta::seconds(5);
+const MAX_DELETION_BACKOFF: TimeDelta = TimeDelta::minutes(5);
+
+impl Provisioner {
+    /// Deletes retired rooms now (best effort): what fails stays queued for the worker.
+    pub async fn delete_rooms(&self, room_ids: &[String]) {
+        for room_id in room_ids {
+            match self.claim_deletion(Some(room_id)).await {
+                Ok(Some(entry)) => self.delete_room(&entry).await,
+                Ok(None) => {} // another worker has it, or it is not due yet
+                Err(err) => {
+                    tracing::warn!(room = %room_id, error = %err, "room deletion left to the worker")
+                }
+            }
+        }
+    }
+
+    /// Leases one due deletion (`room_id`'s, when given) for a fresh piece of work. The
+    /// lease ends with the entry (deleted) or with its postponement.
+    pub(super) async fn claim_deletion(
+        &self,
+        room_id: Option<&str>,
+    ) -> Result<Option<RoomDeletion>, StoreError> {
+        let now = self.clock.now();
+        self.store
+            .claim_room_deletion(room_id, now, &self.lease_owner(), now + self.settings.lease)
+            .await
+    }
+
+    /// Deletes a leased room: done → forgotten; failed → retried later (lease given up).
+    pub(super) async fn delete_room(&self, entry: &RoomDeletion) {
+        match self.kaleyra.delete_room(&entry.room_id).await {
+            Ok(outcome) => {
+                if outcome == DeleteOutcome::Deleted {
+                    metrics::counter!(telemetry::ROOMS_DELETED).increment(1);
+                }
+                if let Err(err) = self.store.finish_room_deletion(&entry.room_id).await {
+                    tracing::warn!(room = %entry.room_id, error = %err, "room deleted; queue entry kept, will retry");
+                }
+            }
+            Err(err) => {
+                let retry_at = deletion_retry_at(self.clock.now(), entry.attempts);
+                tracing::warn!(room = %entry.room_id, error = %err, retry_at = %retry_at, "room deletion failed; will retry");
+                if let Err(store_err) = self
+                    .store
+                    .postpone_room_deletion(&entry.room_id, retry_at)
+                    .await
+                {
+                    tracing::error!(room = %entry.room_id, error = %store_err, "cannot postpone room deletion");
+                }
+            }
+        }
+    }
+}
+
+fn deletion_retry_at(now: DateTime<Utc>, attempts: u32) -> DateTime<Utc> {
+    let factor = 1_i32 << attempts.min(10);
+    now + (FIRST_DELETION_BACKOFF * factor).min(MAX_DELETION_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletions_back_off_exponentially_up_to_five_minutes() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        assert_eq!(deletion_retry_at(now, 0), now + TimeDelta::seconds(5));
+        assert_eq!(deletion_retry_at(now, 1), now + TimeDelta::seconds(10));
+        assert_eq!(deletion_retry_at(now, 5), now + TimeDelta::seconds(160));
+        assert_eq!(deletion_retry_at(now, 6), now + TimeDelta::minutes(5));
+        assert_eq!(
+            deletion_retry_at(now, u32::MAX),
+            now + TimeDelta::minutes(5)
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! Rooms by reconciliation. Each teleconsultation stores the room it should have (a
+//! [`RoomSpec`], or none) and the room it has; [`Provisioner::converge`] makes the second
+//! match the first: it creates the Kaleyra users, creates the room, switches the record to
+//! it and retires the old one. Retired rooms sit in a stored queue until Kaleyra confirms
+//! their deletion (`deletions`).
+//!
+//! Requests run `converge` inline, so normally the room exists when they answer. Whatever
+//! fails stays marked in the store and the background worker (`worker`) retries it, across
+//! restarts, until it succeeds. Rooms whose creation answer was lost are found again by
+//! their tag (`recovery`).
+
+mod audit;
+mod deletions;
+mod recovery;
+mod users;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use kaleyra_client::{CreateRoom, KaleyraClient, KaleyraError, NewParticipant};
+
+pub use audit::{AuditReport, compare};
+pub use recovery::ORPHAN_GRACE;
+pub use worker::POLL_INTERVAL;
+
+use crate::clock::Clock;
+use crate::domain::room_spec::{Recording, RoomSpec};
+use crate::domain::roster::{Tool, Tools};
+use crate::domain::teleconsultation::Teleconsultation;
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+/// A failed provisioning is retried after this, doubling with each failure up to
+/// [`MAX_PROVISION_RETRY`].
+pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
+const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(5);
+/// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
+/// would only repeat the refusal: wait longer, and say so loudly.
+const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
+/// How long a request waits for its inline provisioning before answering anyway (the work
+/// stays marked; the worker finishes it). Well under the request timeout.
+pub const INLINE_BUDGET: Duration = Duration::from_secs(8);
+/// A record that keeps changing under the provisioner is left to the next pass.
+const MAX_ROUNDS: usize = 3;
+const LEASE_WAIT_ATTEMPTS: usize = 20;
+const LEASE_WAIT: Duration = Duration::from_millis(50);
+
+/// What provisioning needs besides its dependencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvisionerSettings {
+    /// How long an instance may work on one teleconsultation before another may take over;
+    /// it should exceed the slowest provisioning (user creations with retries, then a room).
+    pub lease: TimeDelta,
+    /// `IMMUTABLE_PERIOD_MS`: from `start − period` on, a missing room is reported.
+    pub immutable_period_ms: u64,
+}
+
+/// Provisioning failed: Kaleyra or the store. The work stays marked and is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(transparent)]
+    Kaleyra(#[from] KaleyraError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Converges stored teleconsultations with Kaleyra. Cheap to clone.
+#[derive(Clone)]
+pub struct Provisioner {
+    store: Arc<dyn Store>,
+    kaleyra: KaleyraClient,
+    clock: Arc<dyn Clock>,
+    settings: ProvisionerSettings,
+    /// This instance's name in leases (several instances share one database).
+    instance_id: Arc<str>,
+}
+
+impl Provisioner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        kaleyra: KaleyraClient,
+        clock: Arc<dyn Clock>,
+        settings: ProvisionerSettings,
+    ) -> Self {
+        Self {
+            store,
+            kaleyra,
+            clock,
+            settings,
+            instance_id: format!("{:016x}", rand::random::<u64>()).into(),
+        }
+    }
+
+    /// Brings teleconsultation `id` to its desired state. On failure the work stays marked
+    /// (postponed by [`PROVISION_RETRY`]) and the error is returned for logging. While
+    /// someone else (another request, another instance) holds the lease on `id`, this waits
+    /// a moment for it, then leaves the work to the lease holder and the background worker.
+    pub async fn converge(&self, id: &str) -> Result<(), ProvisionError> {
+        let owner = self.lease_owner();
+        for attempt in 0..LEASE_WAIT_ATTEMPTS {
+            let now = self.clock.now();
+            if self
+                .store
+                .try_lease(id, &owner, now, now + self.settings.lease)
+                .await?
+            {
+                return self.converge_leased(id, &owner).await;
+            }
+            if attempt + 1 < LEASE_WAIT_ATTEMPTS {
+                tokio::time::sleep(LEASE_WAIT).await;
+            }
+        }
+        tracing::debug!(teleconsultation = id, "someone else is provisioning it");
+        Ok(())
+    }
+
+    /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
+    /// then is left to the background worker (it stays marked), and the request answers as
+    /// usual.
+    pub async fn converge_inline(&self, id: &str) {
+        if tokio::time::timeout(INLINE_BUDGET, self.converge(id))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                teleconsultation = id,
+                "provisioning is slow; the background worker finishes it"
+            );
+        }
+        // Errors are logged and postponed inside.
+    }
+
+    /// A name for one piece of work: leases exclude other requests of this instance as well
+    /// as other instances.
+    fn lease_owner(&self) -> String {
+        format!("{}/{:016x}", self.instance_id, rand::random::<u64>())
+    }
+
+    /// [`Self::converge`] under a lease `owner` already holds; releases it at the end.
+    async fn converge_leased(&self, id: &str, owner: &str) -> Result<(), ProvisionError> {
+        let result = self.converge_once(id).await;
+        if let Err(err) = self.store.release_lease(id, owner).await {
+            tracing::warn!(teleconsultation = id, error = %err, "cannot release the lease; it expires");
+        }
+        if let Err(err) = &result {
+            self.postpone(id, err).await;
+        }
+        result
+    }
+
+    /// Marks failed work for a later try, backing off.
+    async fn postpone(&self, id: &str, err: &ProvisionError) {
+        metrics::counter!(telemetry::PROVISIONING_FAILURES).increment(1);
+        let refused = matches!(err, ProvisionError::Kaleyra(e) if e.is_rejected());
+        let (first, max) = if refused {
+            (REFUSED_RETRY, REFUSED_RETRY)
+        } else {
+            (PROVISION_RETRY, MAX_PROVISION_RETRY)
+        };
+        let postponed = self
+            .store
+            .postpone_provisioning(id, self.clock.now(), first, max)
+            .await;
+        let retry_at = match &postponed {
+            Ok(Some(at)) => crate::domain::schedule::format_instant(*at),
+            _ => "never (no such teleconsultation)".to_owned(),
+        };
+        match postponed {
+            Ok(_) if refused => {
+                tracing::error!(teleconsultation = id, error = %err, retry_at, "Kaleyra refuses this provisioning; will retry")
+            }
+            Ok(_) => {
+                tracing::warn!(teleconsultation = id, error = %err, retry_at, "provisioning failed; will retry")
+            }
+            Err(store_err) => {
+                tracing::error!(teleconsultation = id, error = %err, store_error = %store_err, "provisioning failed and cannot be postponed")
+            }
+        }
+    }
+
+    async fn converge_once(&self, id: &str) -> Result<(), ProvisionError> {
+        for _ in 0..MAX_ROUNDS {
+            let Some(tc) = self.store.get_teleconsultation(id).await? else {
+                return Ok(());
+            };
+            if tc.is_live() {
+                self.ensure_users(&tc.participants).await?;
+            }
+            // A previous attempt may have created a room whose answer was lost.
+            let recovered = match &tc.creating_fingerprint {
+                Some(_) => self.recover_lost_rooms(&tc).await?,
+                None => None,
+            };
+            let spec = match &tc.desired_room {
+                Some(spec) if tc.needs_room() => spec.clone(),
+                _ => {
+                    if tc.creating_fingerprint.is_some() {
+                        self.store.mark_room_creation(id, None).await?;
+                    }
+                    self.store.clear_provisioning(id, tc.version).await?;
+                    return Ok(());
+                }
+            };
+            let room = match recovered {
+                Some(room) => room,
+                None => self.create_room(id, &spec).await?,
+            };
+            if self.switch_to(tc, &spec, &room).await? {
+                self.store.mark_room_creation(id, None).await?;
+                return Ok(());
+            }
+            // The teleconsultation changed and no longer wants this room: retire it (unless
+            // someone else recorded it meanwhile, e.g. after our lease expired), look again.
+            if !self.store.is_room_known(&room.id).await? {
+                self.store
+                    .retire_room(&room.id, Some(id), self.clock.now())
+                    .await?;
+                self.delete_rooms(std::slice::from_ref(&room.id)).await;
+            }
+            self.store.mark_room_creation(id, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Records `room` (made for `spec`) as the room of `tc` and retires its old room. When
+    /// `tc` changed meanwhile, tries again on the fresh record as long as it still wants a
+    /// room for this very spec (a change of the start date alone, say). False when it no
+    /// longer does.
+    async fn switch_to(
+        &self,
+        mut tc: Teleconsultation,
+        spec: &RoomSpec,
+        room: &kaleyra_client::Room,
+    ) -> Result<bool, ProvisionError> {
+        let fingerprint = spec.fingerprint();
+        let links: Vec<(&str, &str)> = room
+            .participants
+            .iter()
+            .map(|p| (p.user_id.as_str(), p.link.as_str()))
+            .collect();
+        loop {
+            if !tc.wants_room(&fingerprint) {
+                return Ok(false);
+            }
+            let (switched, retired) = tc.switched_to(&room.id, &fingerprint, &links);
+            match self
+                .store
+                .update_teleconsultation(&switched, &retired)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(teleconsultation = %tc.id, room = %room.id, "room created");
+                    self.delete_rooms(&retired).await;
+                    return Ok(true);
+                }
+                Err(StoreError::StaleVersion) => {
+                    match self.store.get_teleconsultation(&tc.id).await? {
+                        Some(fresh) => tc = fresh,
+                        None => return Ok(false),
+                    }
+                }
+                Err(err) => {
+                    // Not recorded: never leave the room behind unknown.
+                    if let Err(retire_err) = self
+                        .store
+                        .retire_room(&room.id, Some(&tc.id), self.clock.now())
+                        .await
+                    {
+                        tracing::error!(room = %room.id, error = %retire_err, "room created but not recorded");
+                    }
+                    return Err(err.into());
+                }
+            }
+        }
+    }
+
+    /// Creates the room for `spec`, marking the attempt first: if the answer is lost
+    /// (crash, timeout, dropped connection) the next attempt finds the room by its tag
+    /// instead of making a second one.
+    async fn create_room(
+        &self,
+        id: &str,
+        spec: &RoomSpec,
+    ) -> Result<kaleyra_client::Room, ProvisionError> {
+        self.store
+            .mark_room_creation(id, Some(&spec.fingerprint()))
+            .await?;
+        match self
+            .kaleyra
+            .create_room(&create_room_request(spec, id))
+            .await
+        {
+            Ok(room) => {
+                metrics::counter!(telemetry::ROOMS_CREATED).increment(1);
+                Ok(room)
+            }
+            Err(err) => {
+                if !err.may_have_taken_effect() {
+                    self.store.mark_room_creation(id, None).await?;
+                }
+                Err(err.into())
+            }
+        }
+    }
+}
+
+/// The Kaleyra request for `spec`. The description is our tag (teleconsultation id and
+/// spec fingerprint), so a room whose creation answer was lost can be found again.
+pub fn create_room_request(spec: &RoomSpec, teleconsultation_id: &str) -> CreateRoom {
+    CreateRoom {
+        participants: spec
+            .participants
+            .iter()
+            .map(|p| NewParticipant {
+                user_id: p.kaleyra_user_id.clone(),
+                is_admin: p.is_admin,
+                tools: p.tools.as_ref().map(wire_tools),
+            })
+            .collect(),
+        duration: spec.duration_secs.and_then(|secs| u64::try_from(secs).ok()),
+        live: Some(spec.live),
+        recording: Some(match spec.recording {
+            Recording::None => kaleyra_client::Recording::None,
+            Recording::Manual => kaleyra_client::Recording::Manual,
+            Recording::Automatic => kaleyra_client::Recording::Automatic,
+        }),
+        call_type: None,
+        description: Some(spec.description(teleconsultation_id)),
+    }
+}
+
+/// Kaleyra's `tools` object: every tool listed, on or off, so that it means the same
+/// whatever Kaleyra assumes for a tool left out. The match is exhaustive: a new tool cannot
+/// be forgotten (and never turns every tool on).
+fn wire_tools(tools: &Tools) -> kaleyra_client::Tools {
+    let mut wire = kaleyra_client::Tools::default();
+    for tool in Tool::ALL {
+        let on = Some(tools.is_enabled(tool));
+        let field = match tool {
+            Tool::Chat => &mut wire.chat,
+            Tool::ScreenSharing => &mut wire.screen_sharing,
+            Tool::FileUpload => &mut wire.file_upload,
+            Tool::Whiteboard => &mut wire.whiteboard,
+            Tool::Snapshot => &mut wire.snapshot,
+            Tool::LiveEdit => &mut wire.live_edit,
+            Tool::LivePointer => &mut wire.live_pointer,
+            Tool::PresentToEveryone => &mut wire.present_to_everyone,
+        };
+        *field = on;
+    }
+    wire
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::room_spec::{RoomRules, RoomSettings};
+    use crate::domain::roster::{Privileges, Role};
+
+    #[test]
+    fn restricted_tools_list_every_tool_on_the_wire() {
+        let wire = wire_tools(&Tools::new([Tool::Chat, Tool::PresentToEveryone]));
+        assert_eq!(
+            serde_json::to_value(wire).unwrap(),
+            serde_json::json!({
+                "chat": true, "screen_sharing": false, "file_upload": false,
+                "whiteboard": false, "snapshot": false, "live_edit": false,
+                "live_pointer": false, "present_to_everyone": true
+            })
+        );
+        let none = wire_tools(&Tools::default());
+        assert_eq!(
+            serde_json::to_value(none)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .len(),
+            8,
+            "no tool on is not 'all tools on'"
+        );
+    }
+
+    #[test]
+    fn the_room_request_follows_the_spec() {
+        let mut privileges = Privileges::default();
+        privileges.basic.tools = Some(Tools::new([Tool::Chat]));
+        let rules = RoomRules {
+            privileges,
+            settings: RoomSettings {
+                unlimited: false,
+                live: false,
+                recording: Recording::Manual,
+            },
+        };
+        let spec = RoomSpec::new(
+            &[
+                ("tc_doc".to_owned(), Role::Plus),
+                ("tc_pat".to_owned(), Role::Basic),
+            ],
+            900,
+            &rules,
+        );
+        let request = create_room_request(&spec, "64b000000000000000000001");
+        assert_eq!(request.duration, Some(900));
+        assert_eq!(request.live, Some(false));
+        assert_eq!(request.recording, Some(kaleyra_client::Recording::Manual));
+        assert!(request.participants[0].is_admin);
+        assert_eq!(request.participants[0].tools, None, "all tools on");
+        assert_eq!(request.participants[1].tools.unwrap().chat, Some(true));
+        assert_eq!(
+            request.description.as_deref(),
+            Some(format!("telecons:64b000000000000000000001:{}", spec.fingerprint()).as_str())
+        );
+    }
+}

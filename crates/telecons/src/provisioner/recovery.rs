@@ -1,0 +1,91 @@
+//! Finding rooms again: a room whose creation answer was lost is found by its tag and
+//! adopted (or retired); a tagged room that no record knows is an orphan and is deleted.
+
+use chrono::TimeDelta;
+
+use super::{ProvisionError, Provisioner};
+use crate::domain::room_spec::{RoomSpec, parse_description};
+use crate::domain::teleconsultation::Teleconsultation;
+
+/// A tagged room nobody recorded is deleted only once it is this old, so that a creation
+/// still in flight on another instance is never mistaken for an orphan.
+pub const ORPHAN_GRACE: TimeDelta = TimeDelta::minutes(10);
+
+impl Provisioner {
+    /// Looks on Kaleyra for rooms tagged for `tc` that no record knows (answers lost on the
+    /// way back). Returns one that fits the current spec, to be adopted; retires the others.
+    pub(super) async fn recover_lost_rooms(
+        &self,
+        tc: &Teleconsultation,
+    ) -> Result<Option<kaleyra_client::Room>, ProvisionError> {
+        let wanted = tc
+            .desired_room
+            .as_ref()
+            .filter(|_| tc.needs_room())
+            .map(RoomSpec::fingerprint);
+        let mut adopted = None;
+        for room in self.kaleyra.list_rooms().await? {
+            let Some((owner, fingerprint)) =
+                room.description.as_deref().and_then(parse_description)
+            else {
+                continue;
+            };
+            if owner != tc.id || self.store.is_room_known(&room.id).await? {
+                continue;
+            }
+            if adopted.is_none() && wanted.as_deref() == Some(fingerprint.as_str()) {
+                tracing::info!(teleconsultation = %tc.id, room = %room.id, "found a room whose creation answer was lost");
+                adopted = Some(room);
+            } else {
+                self.store
+                    .retire_room(&room.id, Some(&tc.id), self.clock.now())
+                    .await?;
+                self.delete_rooms(std::slice::from_ref(&room.id)).await;
+            }
+        }
+        // The mark stays until the adopted room (or a new one) is recorded: until then a
+        // sweep must not take the room for an orphan.
+        Ok(adopted)
+    }
+
+    /// Deletes rooms that carry our tag but that no record knows and no creation in flight
+    /// explains, once older than [`ORPHAN_GRACE`]. Returns how many were retired. The
+    /// safety net behind the creation marks (e.g. the database failed right after a
+    /// creation).
+    pub async fn sweep_orphans(&self) -> Result<u64, ProvisionError> {
+        let rooms = self.kaleyra.list_rooms().await?;
+        let now = self.clock.now();
+        let mut retired = 0;
+        for room in rooms {
+            let Some((teleconsultation_id, fingerprint)) =
+                room.description.as_deref().and_then(parse_description)
+            else {
+                continue; // not ours
+            };
+            if room.creation_date > now - ORPHAN_GRACE {
+                continue;
+            }
+            // The record first, then whether the room is known: a room being recorded right
+            // now is seen either as in flight or as known.
+            let in_flight = self
+                .store
+                .get_teleconsultation(&teleconsultation_id)
+                .await?
+                .is_some_and(|tc| {
+                    tc.is_live()
+                        && tc.provision_due_at.is_some()
+                        && tc.creating_fingerprint.as_deref() == Some(fingerprint.as_str())
+                });
+            if in_flight || self.store.is_room_known(&room.id).await? {
+                continue;
+            }
+            tracing::warn!(room = %room.id, teleconsultation = %teleconsultation_id, "orphan room found; deleting it");
+            self.store
+                .retire_room(&room.id, Some(&teleconsultation_id), now)
+                .await?;
+            self.delete_rooms(std::slice::from_ref(&room.id)).await;
+            retired += 1;
+        }
+        Ok(retired)
+    }
+}

@@ -1,0 +1,113 @@
+//! The map external id → Kaleyra user, kept in step with Kaleyra.
+//!
+//! Kaleyra user ids are derived from the external id ([`kaleyra_user_id`]), so two requests
+//! that introduce the same new user at once ask Kaleyra for the same id: one creates it, the
+//! other gets 409 and reads it back. Neither can create a second user.
+
+use kaleyra_client::{UpdateUser, kaleyra_user_id};
+
+use super::{ProvisionError, Provisioner};
+use crate::domain::links::LinkLanguage;
+use crate::domain::roster::Role;
+use crate::domain::teleconsultation::Participant;
+use crate::store::{KaleyraUser, StoreError};
+
+fn wire_role(role: Role) -> kaleyra_client::Role {
+    match role {
+        Role::Basic => kaleyra_client::Role::Basic,
+        Role::Plus => kaleyra_client::Role::Plus,
+    }
+}
+
+impl Provisioner {
+    /// The Kaleyra user id for an external id: the one already mapped, else the derived one.
+    pub async fn kaleyra_id_for(&self, external_id: &str) -> Result<String, StoreError> {
+        Ok(match self.store.get_kaleyra_user(external_id).await? {
+            Some(user) => user.kaleyra_user_id,
+            None => kaleyra_user_id(external_id),
+        })
+    }
+
+    /// Makes sure every participant has a Kaleyra user with at least the role this booking
+    /// gives it: creates the missing ones, upgrades basic users who are plus here (roles only
+    /// go up). Users already mapped with a sufficient role cost no Kaleyra call.
+    pub(super) async fn ensure_users(
+        &self,
+        participants: &[Participant],
+    ) -> Result<(), ProvisionError> {
+        for participant in participants {
+            match self
+                .store
+                .get_kaleyra_user(&participant.external_id)
+                .await?
+            {
+                Some(user) if user.role >= participant.role => {}
+                Some(mut user) => {
+                    self.kaleyra
+                        .update_user(
+                            &user.kaleyra_user_id,
+                            &UpdateUser {
+                                role: Some(wire_role(participant.role)),
+                                ..UpdateUser::default()
+                            },
+                        )
+                        .await?;
+                    user.role = participant.role;
+                    user.updated_at = self.clock.now();
+                    self.store.update_kaleyra_user_role(&user).await?;
+                }
+                None => self.create_user(participant).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_user(&self, participant: &Participant) -> Result<(), ProvisionError> {
+        // Kaleyra takes a known language only; any other stays with us (links fall back too).
+        let language = participant
+            .language
+            .as_deref()
+            .and_then(LinkLanguage::parse)
+            .map(LinkLanguage::as_str);
+        let created = self
+            .kaleyra
+            .ensure_user(
+                &participant.kaleyra_user_id,
+                wire_role(participant.role),
+                language,
+            )
+            .await?;
+        let role = match created.role {
+            kaleyra_client::Role::Plus => Role::Plus,
+            kaleyra_client::Role::Basic => Role::Basic,
+        };
+        let now = self.clock.now();
+        let user = KaleyraUser {
+            external_id: participant.external_id.clone(),
+            kaleyra_user_id: participant.kaleyra_user_id.clone(),
+            role: role.max(participant.role),
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.insert_kaleyra_user(&user).await {
+            Ok(()) => Ok(()),
+            // A concurrent request mapped it first (same derived id). ensure_user gave the
+            // Kaleyra user at least our role; record it if the map says less.
+            Err(StoreError::Conflict(_)) => {
+                match self.store.get_kaleyra_user(&user.external_id).await? {
+                    Some(mapped) if mapped.role < user.role => {
+                        self.store
+                            .update_kaleyra_user_role(&KaleyraUser {
+                                role: user.role,
+                                ..mapped
+                            })
+                            .await?;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Every metric the service reports, named and described in one place. The Kaleyra client
+//! names its own (`kaleyra_*`); [`describe`] describes those too, so that `/-/metrics`
+//! carries a help text for every series.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
+pub const ROOMS_CREATED: &str = "rooms_created_total";
+pub const ROOMS_DELETED: &str = "rooms_deleted_total";
+pub const PROVISIONING_FAILURES: &str = "provisioning_failures_total";
+pub const AWAITING_PROVISIONING: &str = "teleconsultations_awaiting_provisioning";
+pub const ROOMS_MISSING_AT_START: &str = "rooms_missing_at_start";
+pub const ROOMS_AWAITING_DELETION: &str = "rooms_awaiting_deletion";
+
+/// Gives every metric its help text and unit (once, at start-up).
+pub fn describe() {
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests answered, by method, route template and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route template"
+    );
+    describe_counter!(ROOMS_CREATED, "Kaleyra rooms created");
+    describe_counter!(ROOMS_DELETED, "Kaleyra rooms deleted (retired rooms)");
+    describe_counter!(
+        PROVISIONING_FAILURES,
+        "Provisioning attempts that failed and were postponed"
+    );
+    describe_gauge!(
+        AWAITING_PROVISIONING,
+        "Teleconsultations with Kaleyra users or a room still to create"
+    );
+    describe_gauge!(
+        ROOMS_MISSING_AT_START,
+        "Teleconsultations whose links are due (start - IMMUTABLE_PERIOD_MS passed) without their room"
+    );
+    describe_gauge!(
+        ROOMS_AWAITING_DELETION,
+        "Retired Kaleyra rooms still to delete"
+    );
+    kaleyra_client::describe_metrics();
+}
