@@ -26,8 +26,10 @@ use secrecy::SecretString;
 
 use crate::domain::room_spec::{Recording, RoomSettings};
 
+mod database_url;
 mod service_file;
 
+pub use database_url::DatabaseUrl;
 pub use service_file::ServiceFile;
 
 /// Every configuration problem found, one per entry.
@@ -94,11 +96,11 @@ pub struct JwtSettings {
 }
 
 /// The validated configuration.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `Some` only when both the API key and the base URL are set.
     pub kaleyra: Option<KaleyraSettings>,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub http_port: u16,
     /// A tracing level name: `trace`, `debug`, `info`, `warn`, `error` or `off`.
     pub log_level: String,
@@ -114,32 +116,6 @@ pub struct Config {
     pub auth0: Option<Auth0Settings>,
     pub jwt: Option<JwtSettings>,
     pub service: ServiceFile,
-}
-
-impl fmt::Debug for Config {
-    /// As derived, but with any password in `database_url` masked.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("kaleyra", &self.kaleyra)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("http_port", &self.http_port)
-            .field("log_level", &self.log_level)
-            .field(
-                "unlimited_teleconsultation",
-                &self.unlimited_teleconsultation,
-            )
-            .field("live_teleconsultation", &self.live_teleconsultation)
-            .field("immutable_period_ms", &self.immutable_period_ms)
-            .field("provisioning_lease_secs", &self.provisioning_lease_secs)
-            .field("delete_uploads", &self.delete_uploads)
-            .field("default_recording", &self.default_recording)
-            .field("auth_service", &self.auth_service)
-            .field("headers", &self.headers)
-            .field("auth0", &self.auth0)
-            .field("jwt", &self.jwt)
-            .field("service", &self.service)
-            .finish()
-    }
 }
 
 // Variable names (spec §3).
@@ -290,35 +266,6 @@ fn is_http_url(value: &str) -> bool {
         .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
-/// `value` with any password (userinfo or a `password=` query parameter) masked.
-fn redact_url(value: &str) -> String {
-    let mut out = value.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let authority_start = scheme_end + 3;
-        let authority_end = out[authority_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| authority_start + i);
-        if let Some(at) = out[authority_start..authority_end].rfind('@') {
-            let userinfo = &out[authority_start..authority_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(authority_start + colon + 1..authority_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let query = out[q + 1..]
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out.replace_range(q + 1.., &query);
-    }
-    out
-}
-
 fn kaleyra_missing() -> String {
     format!(
         "Kaleyra is not configured: set {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) and {KALEYRA_URL} (or {KALEYRA_URL_ALIAS})"
@@ -385,19 +332,16 @@ impl Config {
             (None, None) => None,
         };
 
-        let database_url = env
-            .get(DATABASE_URL)
-            .unwrap_or_else(|| "sqlite://telecons.db".to_owned());
-        let db_lower = database_url.to_ascii_lowercase();
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| db_lower.starts_with(p))
-        {
-            // The value is not shown: it may hold a password.
-            env.errors.push(format!(
-                "{DATABASE_URL} must start with sqlite: (e.g. sqlite://telecons.db) or postgres:// (e.g. postgres://user:password@host/db)"
-            ));
-        }
+        let database_url = match env.get(DATABASE_URL) {
+            None => DatabaseUrl::default(),
+            Some(v) => DatabaseUrl::parse(&v).unwrap_or_else(|| {
+                // The value is not shown: it may hold a password.
+                env.errors.push(format!(
+                    "{DATABASE_URL} must start with sqlite: (e.g. sqlite://telecons.db) or postgres:// (e.g. postgres://user:password@host/db)"
+                ));
+                DatabaseUrl::default()
+            }),
+        };
 
         let http_port = match env.get(HTTP_PORT) {
             None => 3000,
@@ -789,21 +733,6 @@ mod tests {
     }
 
     #[test]
-    fn redaction() {
-        assert_eq!(redact_url("sqlite://telecons.db"), "sqlite://telecons.db");
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            redact_url("postgres://u:p@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(
-            redact_url("postgres://h/db?user=u&PASSWORD=x"),
-            "postgres://h/db?user=u&PASSWORD=***"
-        );
-        assert_eq!(redact_url("postgres://h/a@b"), "postgres://h/a@b");
-    }
-
-    #[test]
     fn kaleyra_aliases() {
         let c = ok(&[
             (KALEYRA_KEY_ALIAS, "k"),
@@ -920,18 +849,6 @@ mod tests {
         assert!(errs(&[(HTTP_PORT, "3000x")])[0].contains("HTTP_PORT"));
         assert!(errs(&[(IMMUTABLE_PERIOD_MS, "1.5")])[0].contains("IMMUTABLE_PERIOD_MS"));
         assert_eq!(ok(&[(IMMUTABLE_PERIOD_MS, "0")]).immutable_period_ms, 0);
-    }
-
-    #[test]
-    fn database_urls() {
-        for url in [
-            "sqlite://x.db",
-            "sqlite::memory:",
-            "postgres://h/db",
-            "postgresql://u:p@h/db",
-        ] {
-            assert_eq!(ok(&[(DATABASE_URL, url)]).database_url, url);
-        }
     }
 
     #[test]
