@@ -7,6 +7,8 @@
 //!
 //! Choices where the spec is silent:
 //! - A variable set to an empty (or blank) value counts as unset; values are trimmed.
+//! - A variable the service reads whose value is not valid UTF-8 is an error; other
+//!   variables may hold anything.
 //! - When a variable and its alias are both set to different values, that is an error.
 //! - Exactly one of the Kaleyra key and base URL set is an error (half-configured); neither
 //!   is fine here (`serve` then refuses through [`Config::require_kaleyra`]).
@@ -27,10 +29,13 @@ use secrecy::SecretString;
 use crate::domain::room_spec::{Recording, RoomSettings};
 
 mod database_url;
+mod env;
 mod service_file;
 
 pub use database_url::DatabaseUrl;
 pub use service_file::ServiceFile;
+
+use env::*;
 
 /// Every configuration problem found, one per entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,293 +123,80 @@ pub struct Config {
     pub service: ServiceFile,
 }
 
-// Variable names (spec §3).
-const KALEYRA_KEY: &str = "BANDYER_API_SECRET_KEY";
-const KALEYRA_KEY_ALIAS: &str = "KALEYRA_API_KEY";
-const KALEYRA_URL: &str = "BANDYER_BASE_URL";
-const KALEYRA_URL_ALIAS: &str = "KALEYRA_BASE_URL";
-const SERVICE_CONFIG_PATH: &str = "TELECONSULTATION_SERVICE_CONFIG_PATH";
-const DATABASE_URL: &str = "DATABASE_URL";
-const HTTP_PORT: &str = "HTTP_PORT";
-const LOG_LEVEL: &str = "LOG_LEVEL";
-const UNLIMITED: &str = "UNLIMITED_TELECONSULTATION";
-const LIVE: &str = "LIVE_TELECONSULTATION";
-const IMMUTABLE_PERIOD_MS: &str = "IMMUTABLE_PERIOD_MS";
-const DELETE_UPLOADS: &str = "TELECONSULTATION_DELETE_UPLOADS";
-const DEFAULT_RECORDING: &str = "DEFAULT_RECORDING_TYPE";
-const AUTH_SERVICE: &str = "AUTH_SERVICE";
-const USERID_HEADER: &str = "USERID_HEADER_KEY";
-const GROUPS_HEADER: &str = "GROUPS_HEADER_KEY";
-const USER_PROPERTIES_HEADER: &str = "USER_PROPERTIES_HEADER_KEY";
-const CLIENTTYPE_HEADER: &str = "CLIENTTYPE_HEADER_KEY";
-const AUTH0_DOMAIN: &str = "AUTH0_DOMAIN";
-const AUTH0_CLIENT_ID: &str = "AUTH0_CLIENT_ID";
-const AUTH0_CLIENT_SECRET: &str = "AUTH0_CLIENT_SECRET";
-const JWT_ISSUER: &str = "JWT_ISSUER";
-const JWT_AUDIENCE: &str = "JWT_AUDIENCE";
-const JWT_JWKS_URL: &str = "JWT_JWKS_URL";
-const JWT_USER_ID_CLAIM: &str = "JWT_USER_ID_CLAIM";
-const JWT_GROUPS_CLAIM: &str = "JWT_GROUPS_CLAIM";
-const PROVISIONING_LEASE_SECONDS: &str = "PROVISIONING_LEASE_SECONDS";
-
 /// How long an instance may work on one teleconsultation's room before another instance may
 /// take over (also how long work held by a crashed instance waits).
 pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
 
-/// Every variable the service reads.
-pub const VARIABLES: [&str; 27] = [
-    KALEYRA_KEY,
-    KALEYRA_KEY_ALIAS,
-    KALEYRA_URL,
-    KALEYRA_URL_ALIAS,
-    SERVICE_CONFIG_PATH,
-    DATABASE_URL,
-    HTTP_PORT,
-    LOG_LEVEL,
-    UNLIMITED,
-    LIVE,
-    IMMUTABLE_PERIOD_MS,
-    DELETE_UPLOADS,
-    DEFAULT_RECORDING,
-    AUTH_SERVICE,
-    USERID_HEADER,
-    GROUPS_HEADER,
-    USER_PROPERTIES_HEADER,
-    CLIENTTYPE_HEADER,
-    AUTH0_DOMAIN,
-    AUTH0_CLIENT_ID,
-    AUTH0_CLIENT_SECRET,
-    JWT_ISSUER,
-    JWT_AUDIENCE,
-    JWT_JWKS_URL,
-    JWT_USER_ID_CLAIM,
-    JWT_GROUPS_CLAIM,
-    PROVISIONING_LEASE_SECONDS,
-];
-
-/// Reads variables and collects problems.
-struct Env<'a> {
-    vars: &'a HashMap<String, String>,
-    errors: Vec<String>,
-}
-
-impl Env<'_> {
-    /// The trimmed value; blank counts as unset.
-    fn get(&self, name: &str) -> Option<String> {
-        self.vars
-            .get(name)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    }
-
-    /// A variable with an alias: either may be set; both set differently is an error
-    /// (the message never shows the values, which may be secret).
-    fn get_aliased(&mut self, name: &str, alias: &str) -> Option<String> {
-        match (self.get(name), self.get(alias)) {
-            (Some(a), Some(b)) if a != b => {
-                self.errors.push(format!(
-                    "{name} and {alias} are both set, to different values: set only one"
-                ));
-                Some(a)
-            }
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn bool(&mut self, name: &str, default: bool) -> bool {
-        match self.get(name).as_deref() {
-            None => default,
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(other) => {
-                self.errors
-                    .push(format!("{name} must be true, false, 1 or 0, got {other:?}"));
-                default
-            }
-        }
-    }
-
-    fn header(&mut self, name: &str, default: &str) -> String {
-        let Some(value) = self.get(name) else {
-            return default.to_owned();
-        };
-        let lower = value.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            self.errors.push(format!(
-                "{name} must be an HTTP header name (letters, digits and -), got {value:?}"
-            ));
-            return default.to_owned();
-        }
-        lower
-    }
-
-    /// An `http(s)` URL variable, trimmed of trailing slashes.
-    fn http_url(&mut self, name: &str, value: &str) -> Option<String> {
-        if is_http_url(value) {
-            Some(value.trim_end_matches('/').to_owned())
-        } else {
-            self.errors.push(format!(
-                "{name} must be an http:// or https:// URL, got {value:?}"
-            ));
-            None
-        }
-    }
-
-    /// Names of the `names` that are unset.
-    fn missing(&self, names: &[&'static str]) -> Vec<&'static str> {
-        names
-            .iter()
-            .copied()
-            .filter(|n| self.get(n).is_none())
-            .collect()
-    }
-}
-
-fn is_http_url(value: &str) -> bool {
-    reqwest::Url::parse(value)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-}
-
 fn kaleyra_missing() -> String {
-    format!(
-        "Kaleyra is not configured: set {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) and {KALEYRA_URL} (or {KALEYRA_URL_ALIAS})"
-    )
+    KALEYRA.required("Kaleyra is not configured")
 }
 
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigErrors> {
-        let mut vars = HashMap::new();
-        let mut errors = Vec::new();
-        for name in VARIABLES {
-            match std::env::var(name) {
-                Ok(v) => {
-                    vars.insert(name.to_owned(), v);
-                }
-                Err(std::env::VarError::NotPresent) => {}
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    errors.push(format!("{name} is not valid UTF-8"));
-                }
-            }
-        }
-        match Config::from_vars(&vars) {
-            Ok(config) if errors.is_empty() => Ok(config),
-            Ok(_) => Err(ConfigErrors(errors)),
-            Err(ConfigErrors(more)) => {
-                errors.extend(more);
-                Err(ConfigErrors(errors))
-            }
-        }
+        Config::load(&Vars::from_process())
     }
 
     /// Builds the configuration from `vars` (reading the service file named by
     /// `TELECONSULTATION_SERVICE_CONFIG_PATH`), reporting every problem at once.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
-        let mut env = Env {
-            vars,
-            errors: Vec::new(),
-        };
+        Config::load(&Vars::from_strings(vars))
+    }
 
-        // Kaleyra: both or neither.
-        let api_key = env.get_aliased(KALEYRA_KEY, KALEYRA_KEY_ALIAS);
-        let base_url = env.get_aliased(KALEYRA_URL, KALEYRA_URL_ALIAS);
-        let kaleyra = match (api_key, base_url) {
-            (Some(key), Some(url)) => env.http_url(KALEYRA_URL, &url).map(|url| {
-                let url = url.strip_suffix("/v2").unwrap_or(&url);
-                KaleyraSettings {
-                    base_url: url.trim_end_matches('/').to_owned(),
-                    api_key: SecretString::from(key),
-                }
-            }),
-            (Some(_), None) => {
-                env.errors.push(format!(
-                    "{KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) is set but {KALEYRA_URL} (or {KALEYRA_URL_ALIAS}) is not: set both, or neither"
-                ));
-                None
-            }
-            (None, Some(_)) => {
-                env.errors.push(format!(
-                    "{KALEYRA_URL} (or {KALEYRA_URL_ALIAS}) is set but {KALEYRA_KEY} (or {KALEYRA_KEY_ALIAS}) is not: set both, or neither"
-                ));
-                None
-            }
-            (None, None) => None,
-        };
+    fn load(vars: &Vars) -> Result<Config, ConfigErrors> {
+        let mut env = Env::new(vars);
 
-        let database_url = match env.get(DATABASE_URL) {
-            None => DatabaseUrl::default(),
-            Some(v) => DatabaseUrl::parse(&v).unwrap_or_else(|| {
-                // The value is not shown: it may hold a password.
-                env.errors.push(format!(
-                    "{DATABASE_URL} must start with sqlite: (e.g. sqlite://telecons.db) or postgres:// (e.g. postgres://user:password@host/db)"
-                ));
-                DatabaseUrl::default()
-            }),
-        };
+        let kaleyra = env
+            .together(&KALEYRA, None)
+            .and_then(|[api_key, base_url]| {
+                Some(KaleyraSettings {
+                    base_url: env.check(KALEYRA_URL, &base_url, HTTP_URL, kaleyra_base_url)?,
+                    api_key: SecretString::from(api_key),
+                })
+            });
 
-        let http_port = match env.get(HTTP_PORT) {
-            None => 3000,
-            Some(v) => v.parse::<u16>().unwrap_or_else(|_| {
-                env.errors.push(format!(
-                    "{HTTP_PORT} must be a port number from 0 to 65535, got {v:?}"
-                ));
-                3000
-            }),
-        };
-
-        let log_level = match env.get(LOG_LEVEL) {
-            None => "info".to_owned(),
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                l @ ("trace" | "debug" | "info" | "warn" | "error" | "off") => l.to_owned(),
-                "warning" => "warn".to_owned(),
-                "fatal" => "error".to_owned(),
-                "silent" => "off".to_owned(),
-                _ => {
-                    env.errors.push(format!(
-                        "{LOG_LEVEL} must be one of trace, debug, info, warn, error, fatal, silent, off; got {v:?}"
-                    ));
-                    "info".to_owned()
-                }
-            },
-        };
-
+        let database_url = env
+            .parsed_secret(
+                DATABASE_URL,
+                "a URL starting with sqlite: (e.g. sqlite://telecons.db) or postgres:// \
+                 (e.g. postgres://user:password@host/db)",
+                DatabaseUrl::parse,
+            )
+            .unwrap_or_default();
+        let http_port = env.number(
+            HTTP_PORT,
+            0..=u16::MAX,
+            "a port number from 0 to 65535",
+            3000,
+        );
+        let log_level = env
+            .parsed(
+                LOG_LEVEL,
+                "one of trace, debug, info, warn, error, fatal, silent, off",
+                tracing_level,
+            )
+            .unwrap_or("info")
+            .to_owned();
         let unlimited_teleconsultation = env.bool(UNLIMITED, true);
         let live_teleconsultation = env.bool(LIVE, true);
         let delete_uploads = env.bool(DELETE_UPLOADS, false);
-
-        let immutable_period_ms = match env.get(IMMUTABLE_PERIOD_MS) {
-            None => 0,
-            Some(v) => v.parse::<u64>().unwrap_or_else(|_| {
-                env.errors.push(format!(
-                    "{IMMUTABLE_PERIOD_MS} must be a whole number of milliseconds, 0 or more, got {v:?}"
-                ));
-                0
-            }),
-        };
-
-        let provisioning_lease_secs = match env.get(PROVISIONING_LEASE_SECONDS) {
-            None => DEFAULT_PROVISIONING_LEASE_SECS,
-            Some(v) => match v.parse::<u64>() {
-                Ok(secs) if (1..=3600).contains(&secs) => secs,
-                _ => {
-                    env.errors.push(format!(
-                        "{PROVISIONING_LEASE_SECONDS} must be a whole number of seconds from 1 to 3600, got {v:?}"
-                    ));
-                    DEFAULT_PROVISIONING_LEASE_SECS
-                }
-            },
-        };
-
-        let default_recording = match env.get(DEFAULT_RECORDING) {
-            None => Recording::None,
-            Some(v) => v.parse().unwrap_or_else(|e| {
-                env.errors.push(format!("{DEFAULT_RECORDING}: {e}"));
-                Recording::None
-            }),
-        };
-
-        let auth_service = env.get(AUTH_SERVICE);
+        let immutable_period_ms = env.number(
+            IMMUTABLE_PERIOD_MS,
+            0..=u64::MAX,
+            "a whole number of milliseconds, 0 or more",
+            0,
+        );
+        let provisioning_lease_secs = env.number(
+            PROVISIONING_LEASE_SECONDS,
+            1..=3600,
+            "a whole number of seconds from 1 to 3600",
+            DEFAULT_PROVISIONING_LEASE_SECS,
+        );
+        let default_recording = env
+            .parsed(DEFAULT_RECORDING, "one of none, manual, automatic", |v| {
+                v.parse().ok()
+            })
+            .unwrap_or(Recording::None);
 
         let defaults = IdentityHeaders::default();
         let headers = IdentityHeaders {
@@ -414,99 +206,50 @@ impl Config {
             client_type: env.header(CLIENTTYPE_HEADER, &defaults.client_type),
         };
 
-        let auth0_names = [AUTH0_DOMAIN, AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET];
-        let auth0 = match env.missing(&auth0_names) {
-            missing if missing.len() == auth0_names.len() => None,
-            missing if !missing.is_empty() => {
-                env.errors.push(format!(
-                    "the Auth0 directory needs {} set together; missing: {}",
-                    auth0_names.join(", "),
-                    missing.join(", ")
-                ));
-                None
-            }
-            _ => {
-                let domain = env.get(AUTH0_DOMAIN).unwrap_or_default();
-                let url = if domain.contains("://") {
-                    domain.clone()
-                } else {
-                    format!("https://{domain}")
-                };
-                if is_http_url(&url) {
-                    Some(Auth0Settings {
-                        base_url: url.trim_end_matches('/').to_owned(),
-                        client_id: env.get(AUTH0_CLIENT_ID).unwrap_or_default(),
-                        client_secret: SecretString::from(
-                            env.get(AUTH0_CLIENT_SECRET).unwrap_or_default(),
-                        ),
-                    })
-                } else {
-                    env.errors.push(format!(
-                        "{AUTH0_DOMAIN} must be a tenant domain (e.g. example.eu.auth0.com) or an http:// or https:// URL, got {domain:?}"
-                    ));
-                    None
-                }
-            }
-        };
-
         // With AUTH_SERVICE, participants' groups and names come from the user directory,
         // which is the Auth0 Management API.
-        if auth_service.is_some() && env.missing(&auth0_names).len() == auth0_names.len() {
-            env.errors.push(format!(
-                "{AUTH_SERVICE} is set, so the user directory is used: set {}",
-                auth0_names.join(", ")
-            ));
-        }
+        let auth_service = env.get(AUTH_SERVICE);
+        let auth0_required = auth_service.as_ref().map(|_| {
+            AUTH0.required(&format!(
+                "{AUTH_SERVICE} is set, so the user directory is used"
+            ))
+        });
+        let auth0 =
+            env.together(&AUTH0, auth0_required)
+                .and_then(|[domain, client_id, client_secret]| {
+                    Some(Auth0Settings {
+                    base_url: env.check(
+                        AUTH0_DOMAIN,
+                        &domain,
+                        "a tenant domain (e.g. example.eu.auth0.com) or an http:// or https:// URL",
+                        auth0_base_url,
+                    )?,
+                    client_id,
+                    client_secret: SecretString::from(client_secret),
+                })
+                });
 
-        let jwt_names = [JWT_ISSUER, JWT_AUDIENCE, JWT_JWKS_URL];
-        let jwt = match env.missing(&jwt_names) {
-            missing if missing.len() == jwt_names.len() => None,
-            missing if !missing.is_empty() => {
-                env.errors.push(format!(
-                    "JWT authentication needs {} set together; missing: {}",
-                    jwt_names.join(", "),
-                    missing.join(", ")
-                ));
-                None
-            }
-            _ => {
-                let jwks = env.get(JWT_JWKS_URL).unwrap_or_default();
-                env.http_url(JWT_JWKS_URL, &jwks)
-                    .map(|jwks_url| JwtSettings {
-                        issuer: env.get(JWT_ISSUER).unwrap_or_default(),
-                        audience: env.get(JWT_AUDIENCE).unwrap_or_default(),
-                        jwks_url,
-                        user_id_claim: env
-                            .get(JWT_USER_ID_CLAIM)
-                            .unwrap_or_else(|| "sub".to_owned()),
-                        groups_claim: env
-                            .get(JWT_GROUPS_CLAIM)
-                            .unwrap_or_else(|| "groups".to_owned()),
-                    })
-            }
-        };
+        let jwt = env
+            .together(&JWT, None)
+            .and_then(|[issuer, audience, jwks_url]| {
+                Some(JwtSettings {
+                    issuer,
+                    audience,
+                    user_id_claim: env
+                        .get(JWT_USER_ID_CLAIM)
+                        .unwrap_or_else(|| "sub".to_owned()),
+                    groups_claim: env
+                        .get(JWT_GROUPS_CLAIM)
+                        .unwrap_or_else(|| "groups".to_owned()),
+                    jwks_url: env.check(JWT_JWKS_URL, &jwks_url, HTTP_URL, http_url)?,
+                })
+            });
 
-        let service = match env.get(SERVICE_CONFIG_PATH) {
-            None => ServiceFile::built_in(&headers.user_id),
-            Some(path) => match std::fs::read_to_string(&path) {
-                Err(e) => {
-                    env.errors
-                        .push(format!("{SERVICE_CONFIG_PATH}: cannot read {path}: {e}"));
-                    ServiceFile::built_in(&headers.user_id)
-                }
-                Ok(text) => match ServiceFile::parse(&text, &headers.user_id) {
-                    Ok(file) => file,
-                    Err(problems) => {
-                        env.errors
-                            .extend(problems.into_iter().map(|p| format!("{path}: {p}")));
-                        ServiceFile::built_in(&headers.user_id)
-                    }
-                },
-            },
-        };
+        let service = service_file(&mut env, &headers.user_id);
 
-        if !env.errors.is_empty() {
-            return Err(ConfigErrors(env.errors));
+        let problems = env.into_problems();
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
         }
         Ok(Config {
             kaleyra,
@@ -539,9 +282,9 @@ impl Config {
     pub fn refuse_unsupported(&self) -> Result<(), ConfigErrors> {
         if self.jwt.is_some() {
             return Err(ConfigErrors(vec![format!(
-                "{JWT_ISSUER}, {JWT_AUDIENCE} and {JWT_JWKS_URL} are set, but bearer-token \
-                 authentication is not available in this version: unset them (callers are \
-                 identified by the gateway's headers)"
+                "{} are set, but bearer-token authentication is not available in this \
+                 version: unset them (callers are identified by the gateway's headers)",
+                JWT.names()
             )]));
         }
         Ok(())
@@ -577,6 +320,54 @@ impl Config {
             recording: self.default_recording,
         }
     }
+}
+
+/// The Kaleyra base URL without a trailing `/` or `/v2` (the client adds `/v2`).
+fn kaleyra_base_url(value: &str) -> Option<String> {
+    let url = http_url(value)?;
+    let url = url.strip_suffix("/v2").unwrap_or(&url);
+    Some(url.trim_end_matches('/').to_owned())
+}
+
+/// `AUTH0_DOMAIN` as a base URL: a tenant domain implies `https://`.
+fn auth0_base_url(domain: &str) -> Option<String> {
+    if domain.contains("://") {
+        http_url(domain)
+    } else {
+        http_url(&format!("https://{domain}"))
+    }
+}
+
+/// A `LOG_LEVEL` as the tracing level it stands for.
+fn tracing_level(value: &str) -> Option<&'static str> {
+    Some(match value.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "fatal" => "error",
+        "off" | "silent" => "off",
+        _ => return None,
+    })
+}
+
+/// The service file named by `TELECONSULTATION_SERVICE_CONFIG_PATH`, or the built-in one.
+/// Its problems name the file.
+fn service_file(env: &mut Env<'_>, user_id_header: &str) -> ServiceFile {
+    let Some(path) = env.get(SERVICE_CONFIG_PATH) else {
+        return ServiceFile::built_in(user_id_header);
+    };
+    let file = match std::fs::read_to_string(&path) {
+        Err(e) => Err(vec![format!(
+            "{SERVICE_CONFIG_PATH}: cannot read {path}: {e}"
+        )]),
+        Ok(text) => ServiceFile::parse(&text, user_id_header)
+            .map_err(|problems| problems.iter().map(|p| format!("{path}: {p}")).collect()),
+    };
+    file.unwrap_or_else(|problems| {
+        problems.into_iter().for_each(|p| env.problem(p));
+        ServiceFile::built_in(user_id_header)
+    })
 }
 
 /// Building configurations in the tests of every configuration module.
@@ -733,24 +524,6 @@ mod tests {
     }
 
     #[test]
-    fn kaleyra_aliases() {
-        let c = ok(&[
-            (KALEYRA_KEY_ALIAS, "k"),
-            (KALEYRA_URL_ALIAS, "http://127.0.0.1:9000/v2/"),
-        ]);
-        assert_eq!(
-            c.require_kaleyra().unwrap().base_url,
-            "http://127.0.0.1:9000"
-        );
-        // Both names with the same value are fine.
-        ok(&[
-            (KALEYRA_KEY, "k"),
-            (KALEYRA_KEY_ALIAS, "k"),
-            (KALEYRA_URL, "https://a"),
-        ]);
-    }
-
-    #[test]
     fn kaleyra_half_set_or_missing() {
         let e = errs(&[(KALEYRA_KEY, "k")]).join("\n");
         assert!(e.contains(KALEYRA_URL) && e.contains(KALEYRA_KEY), "{e}");
@@ -763,31 +536,6 @@ mod tests {
             missing.contains(KALEYRA_KEY) && missing.contains(KALEYRA_URL),
             "{missing}"
         );
-    }
-
-    #[test]
-    fn blank_counts_as_unset() {
-        let c = ok(&[(AUTH_SERVICE, "  "), (HTTP_PORT, ""), (UNLIMITED, " ")]);
-        assert_eq!(c.auth_service, None);
-        assert_eq!(c.http_port, 3000);
-        assert!(c.unlimited_teleconsultation);
-        assert!(!ok(&[(LIVE, " false ")]).live_teleconsultation);
-    }
-
-    #[test]
-    fn booleans() {
-        for (v, expected) in [("true", true), ("1", true), ("false", false), ("0", false)] {
-            assert_eq!(ok(&[(DELETE_UPLOADS, v)]).delete_uploads, expected, "{v}");
-        }
-        for v in ["yes", "TRUE", "on", "2"] {
-            let e = errs(&[(LIVE, v)]);
-            assert_eq!(
-                e,
-                vec![format!(
-                    "LIVE_TELECONSULTATION must be true, false, 1 or 0, got {v:?}"
-                )]
-            );
-        }
     }
 
     #[test]
@@ -843,15 +591,6 @@ mod tests {
     }
 
     #[test]
-    fn numbers() {
-        assert_eq!(ok(&[(HTTP_PORT, "0")]).http_port, 0);
-        assert_eq!(ok(&[(HTTP_PORT, "65535")]).http_port, 65535);
-        assert!(errs(&[(HTTP_PORT, "3000x")])[0].contains("HTTP_PORT"));
-        assert!(errs(&[(IMMUTABLE_PERIOD_MS, "1.5")])[0].contains("IMMUTABLE_PERIOD_MS"));
-        assert_eq!(ok(&[(IMMUTABLE_PERIOD_MS, "0")]).immutable_period_ms, 0);
-    }
-
-    #[test]
     fn bearer_token_settings_are_refused_rather_than_ignored() {
         let jwt = ok(&[
             (JWT_ISSUER, "https://issuer/"),
@@ -902,44 +641,6 @@ mod tests {
             (AUTH0_CLIENT_SECRET, "s"),
         ]);
         assert!(e[0].contains(AUTH0_DOMAIN), "{e:?}");
-    }
-
-    #[test]
-    fn auth0_partial_names_missing() {
-        let e = errs(&[(AUTH0_DOMAIN, "x.auth0.com")]);
-        assert_eq!(e.len(), 1);
-        assert!(
-            e[0].ends_with("missing: AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET"),
-            "{e:?}"
-        );
-        let e = errs(&[(AUTH0_CLIENT_SECRET, "s"), (AUTH0_CLIENT_ID, "i")]);
-        assert!(e[0].ends_with("missing: AUTH0_DOMAIN"), "{e:?}");
-    }
-
-    #[test]
-    fn jwt_partial_names_missing() {
-        let e = errs(&[(JWT_ISSUER, "i"), (JWT_JWKS_URL, "https://k")]);
-        assert_eq!(e.len(), 1);
-        assert!(e[0].ends_with("missing: JWT_AUDIENCE"), "{e:?}");
-        let e = errs(&[
-            (JWT_ISSUER, "i"),
-            (JWT_AUDIENCE, "a"),
-            (JWT_JWKS_URL, "keys.json"),
-        ]);
-        assert!(e[0].contains(JWT_JWKS_URL), "{e:?}");
-        let j = ok(&[
-            (JWT_ISSUER, "i"),
-            (JWT_AUDIENCE, "a"),
-            (JWT_JWKS_URL, "http://127.0.0.1:1/jwks"),
-        ])
-        .jwt
-        .unwrap();
-        assert_eq!(
-            (j.user_id_claim.as_str(), j.groups_claim.as_str()),
-            ("sub", "groups")
-        );
-        // Claims alone do not enable JWT.
-        assert!(ok(&[(JWT_USER_ID_CLAIM, "uid")]).jwt.is_none());
     }
 
     #[test]
