@@ -11,7 +11,8 @@
 //!   variables may hold anything.
 //! - When a variable and its alias are both set to different values, that is an error.
 //! - Exactly one of the Kaleyra key and base URL set is an error (half-configured); neither
-//!   is fine here (`serve` then refuses through [`Config::require_kaleyra`]).
+//!   is fine for `demo` and `migrate`, and an error when loading for `serve`
+//!   ([`Needs::Serve`]), reported with every other problem.
 //! - `BANDYER_BASE_URL` may end with `/` or `/v2`; both are trimmed (the client adds `/v2`).
 //! - `LOG_LEVEL` accepts `trace`, `debug`, `info`, `warn` (or `warning`), `error`, `off`,
 //!   and pino's `fatal` (→ `error`: tracing has no higher level) and `silent` (→ `off`),
@@ -127,27 +128,65 @@ pub struct Config {
 /// take over (also how long work held by a crashed instance waits).
 pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
 
+/// What the command being started needs from the configuration, beyond its being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing more: `demo` brings its own Kaleyra simulator, `migrate` needs only storage.
+    Nothing,
+    /// Serving with Kaleyra (`serve`, `check-config`, `audit`): the Kaleyra settings, and
+    /// none of the settings this version refuses (see [`Config::refuse_unsupported`]).
+    Serve,
+}
+
+/// Why `serve` cannot start without Kaleyra, and what can.
 fn kaleyra_missing() -> String {
-    KALEYRA.required("Kaleyra is not configured")
+    format!(
+        "{}; `telecons demo` runs without them, on a built-in Kaleyra simulator",
+        KALEYRA.required("Kaleyra is not configured")
+    )
+}
+
+/// Bearer tokens would be ignored and the gateway's headers trusted.
+fn jwt_unsupported() -> String {
+    format!(
+        "{} are set, but bearer-token authentication is not available in this version: \
+         unset them (callers are identified by the gateway's headers)",
+        JWT.names()
+    )
 }
 
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigErrors> {
-        Config::load(&Vars::from_process())
+        Config::load(&Vars::from_process(), Needs::Nothing)
+    }
+
+    /// What `telecons serve` needs: [`Config::from_env`] with [`Needs::Serve`]. Every
+    /// problem at once, the missing Kaleyra settings included.
+    pub fn from_env_for_serve() -> Result<Config, ConfigErrors> {
+        Config::load(&Vars::from_process(), Needs::Serve)
     }
 
     /// Builds the configuration from `vars` (reading the service file named by
     /// `TELECONSULTATION_SERVICE_CONFIG_PATH`), reporting every problem at once.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
-        Config::load(&Vars::from_strings(vars))
+        Config::from_vars_for(vars, Needs::Nothing)
     }
 
-    fn load(vars: &Vars) -> Result<Config, ConfigErrors> {
+    /// As [`Config::from_vars`], for a command that `needs` more.
+    pub fn from_vars_for(
+        vars: &HashMap<String, String>,
+        needs: Needs,
+    ) -> Result<Config, ConfigErrors> {
+        Config::load(&Vars::from_strings(vars), needs)
+    }
+
+    fn load(vars: &Vars, needs: Needs) -> Result<Config, ConfigErrors> {
         let mut env = Env::new(vars);
+        let serve = needs == Needs::Serve;
 
         let kaleyra = env
-            .together(&KALEYRA, None)
+            .together(&KALEYRA, serve.then(kaleyra_missing))
             .and_then(|[api_key, base_url]| {
                 Some(KaleyraSettings {
                     base_url: env.check(KALEYRA_URL, &base_url, HTTP_URL, kaleyra_base_url)?,
@@ -229,21 +268,23 @@ impl Config {
                 })
                 });
 
-        let jwt = env
-            .together(&JWT, None)
-            .and_then(|[issuer, audience, jwks_url]| {
-                Some(JwtSettings {
-                    issuer,
-                    audience,
-                    user_id_claim: env
-                        .get(JWT_USER_ID_CLAIM)
-                        .unwrap_or_else(|| "sub".to_owned()),
-                    groups_claim: env
-                        .get(JWT_GROUPS_CLAIM)
-                        .unwrap_or_else(|| "groups".to_owned()),
-                    jwks_url: env.check(JWT_JWKS_URL, &jwks_url, HTTP_URL, http_url)?,
-                })
-            });
+        let jwt_vars = env.together(&JWT, None);
+        if serve && jwt_vars.is_some() {
+            env.problem(jwt_unsupported());
+        }
+        let jwt = jwt_vars.and_then(|[issuer, audience, jwks_url]| {
+            Some(JwtSettings {
+                issuer,
+                audience,
+                user_id_claim: env
+                    .get(JWT_USER_ID_CLAIM)
+                    .unwrap_or_else(|| "sub".to_owned()),
+                groups_claim: env
+                    .get(JWT_GROUPS_CLAIM)
+                    .unwrap_or_else(|| "groups".to_owned()),
+                jwks_url: env.check(JWT_JWKS_URL, &jwks_url, HTTP_URL, http_url)?,
+            })
+        });
 
         let service = service_file(&mut env, &headers.user_id);
 
@@ -278,37 +319,11 @@ impl Config {
     }
 
     /// Settings this version accepts but cannot honour: refusing them beats running without
-    /// what the operator asked for (bearer tokens would be ignored and headers trusted).
+    /// what the operator asked for.
     pub fn refuse_unsupported(&self) -> Result<(), ConfigErrors> {
-        if self.jwt.is_some() {
-            return Err(ConfigErrors(vec![format!(
-                "{} are set, but bearer-token authentication is not available in this \
-                 version: unset them (callers are identified by the gateway's headers)",
-                JWT.names()
-            )]));
-        }
-        Ok(())
-    }
-
-    /// What `telecons serve` needs: [`Config::from_env`] with Kaleyra configured. Every
-    /// problem at once, the missing Kaleyra settings included.
-    pub fn from_env_for_serve() -> Result<Config, ConfigErrors> {
-        let unset = |names: [&str; 2]| names.iter().all(|n| std::env::var_os(n).is_none());
-        let neither =
-            unset([KALEYRA_KEY, KALEYRA_KEY_ALIAS]) && unset([KALEYRA_URL, KALEYRA_URL_ALIAS]);
-        match Config::from_env() {
-            Ok(config) => {
-                config.require_kaleyra()?;
-                config.refuse_unsupported()?;
-                Ok(config)
-            }
-            Err(mut problems) => {
-                // One of the two alone is already reported by from_env.
-                if neither {
-                    problems.0.push(kaleyra_missing());
-                }
-                Err(problems)
-            }
+        match self.jwt {
+            Some(_) => Err(ConfigErrors(vec![jwt_unsupported()])),
+            None => Ok(()),
         }
     }
 
@@ -641,6 +656,51 @@ mod tests {
             (AUTH0_CLIENT_SECRET, "s"),
         ]);
         assert!(e[0].contains(AUTH0_DOMAIN), "{e:?}");
+    }
+
+    fn serve_errs(pairs: &[(&str, &str)]) -> Vec<String> {
+        Config::from_vars_for(&testing::vars(pairs), Needs::Serve)
+            .unwrap_err()
+            .0
+    }
+
+    #[test]
+    fn serve_needs_kaleyra_and_says_what_runs_without() {
+        let expected = "Kaleyra is not configured: set BANDYER_API_SECRET_KEY (or \
+                        KALEYRA_API_KEY) and BANDYER_BASE_URL (or KALEYRA_BASE_URL); \
+                        `telecons demo` runs without them, on a built-in Kaleyra simulator";
+        assert_eq!(serve_errs(&[]), vec![expected.to_owned()]);
+        assert_eq!(
+            ok(&[]).require_kaleyra().unwrap_err(),
+            ConfigErrors(vec![expected.to_owned()])
+        );
+        // Half set: the missing one is named, and "none" is no way out for serve.
+        let e = serve_errs(&[(KALEYRA_KEY, "k")]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].ends_with("missing: BANDYER_BASE_URL (or KALEYRA_BASE_URL)"));
+        assert!(!e[0].contains("none"), "{e:?}");
+        let serving = [(KALEYRA_KEY_ALIAS, "k"), (KALEYRA_URL, "https://a")];
+        assert!(Config::from_vars_for(&testing::vars(&serving), Needs::Serve).is_ok());
+    }
+
+    #[test]
+    fn serve_reports_every_problem_in_one_pass() {
+        let e = serve_errs(&[
+            (LIVE, "maybe"),
+            (JWT_ISSUER, "https://issuer/"),
+            (JWT_AUDIENCE, "telecons"),
+            (JWT_JWKS_URL, "https://issuer/jwks.json"),
+        ]);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e.iter().any(|p| p.starts_with("Kaleyra is not configured")));
+        assert!(e.iter().any(|p| p.contains(LIVE)));
+        assert!(e.contains(&jwt_unsupported()), "{e:?}");
+    }
+
+    #[test]
+    fn from_env_for_serve_reads_process() {
+        // As from_env_reads_process: whatever the test environment holds.
+        let _ = Config::from_env_for_serve();
     }
 
     #[test]
