@@ -62,9 +62,16 @@ pub struct KaleyraSettings {
 /// Names of the gateway's identity headers, lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityHeaders {
+    /// `USERID_HEADER_KEY`: the caller's id (unless `userIdPathInRequest` says otherwise).
     pub user_id: String,
+    /// `GROUPS_HEADER_KEY`: the caller's groups, comma separated.
     pub groups: String,
+    /// `USER_PROPERTIES_HEADER_KEY`: reserved, read by nothing yet. The caller's properties
+    /// are readable through `userIdPathInRequest`, whose steps name the header themselves
+    /// (e.g. `miauserproperties`, then `json` `customUserId`).
     pub user_properties: String,
+    /// `CLIENTTYPE_HEADER_KEY`: reserved, to be forwarded to a user directory that needs it;
+    /// the Auth0 directory, the only one today, does not.
     pub client_type: String,
 }
 
