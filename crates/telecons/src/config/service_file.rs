@@ -118,6 +118,24 @@ fn unknown_keys(map: &Map<String, Value>, allowed: &[&str], at: &str, errors: &m
     }
 }
 
+/// `value` (found at `at`) as an object of the `keys`; others are reported.
+fn object<'a>(
+    value: &'a Value,
+    at: &str,
+    keys: &[&str],
+    errors: &mut Vec<String>,
+) -> Option<&'a Map<String, Value>> {
+    let Some(map) = value.as_object() else {
+        errors.push(format!(
+            "{at} must be an object with {}",
+            keys.join(" and ")
+        ));
+        return None;
+    };
+    unknown_keys(map, keys, &format!("in {at}"), errors);
+    Some(map)
+}
+
 /// Levenshtein distance, for "did you mean" hints on short key names.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -163,11 +181,7 @@ fn string_list(
 }
 
 fn parse_privileges(value: &Value, errors: &mut Vec<String>) -> Option<Privileges> {
-    let Some(map) = value.as_object() else {
-        errors.push("privileges must be an object with basic and plus".to_owned());
-        return None;
-    };
-    unknown_keys(map, &["basic", "plus"], "in privileges", errors);
+    let map = object(value, "privileges", &["basic", "plus"], errors)?;
     let mut role = |name: &str| match present(map, name) {
         None => {
             errors.push(format!("privileges.{name} is required"));
@@ -184,11 +198,7 @@ fn parse_privileges(value: &Value, errors: &mut Vec<String>) -> Option<Privilege
 }
 
 fn parse_role(value: &Value, at: &str, errors: &mut Vec<String>) -> Option<RolePrivileges> {
-    let Some(map) = value.as_object() else {
-        errors.push(format!("{at} must be an object with groups and tools"));
-        return None;
-    };
-    unknown_keys(map, &["groups", "tools"], &format!("in {at}"), errors);
+    let map = object(value, at, &["groups", "tools"], errors)?;
     let groups = match present(map, "groups") {
         None => {
             errors.push(format!(
