@@ -22,8 +22,7 @@ use crate::domain::participants::{
 use crate::domain::room_spec::RoomRules;
 use crate::domain::schedule::{self, DurationInput, Schedule, ScheduleError};
 use crate::domain::teleconsultation::{
-    AddParticipantError, NoPlusUser, Participant, Teleconsultation, TeleconsultationState,
-    keep_links,
+    AddParticipantError, NoPlusUser, Participant, Teleconsultation, keep_links,
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::provisioner::Provisioner;
@@ -176,24 +175,14 @@ impl Lifecycle {
         )?;
         let participants = self.resolve_all(checked.entries).await?;
         let now = self.clock.now();
-        let mut tc = Teleconsultation {
-            id: self.ids.next(now),
-            version: 1,
-            state: TeleconsultationState::Active,
-            participant_count: checked.number,
-            start: schedule.start,
-            duration_secs: schedule.duration_secs,
+        let mut tc = Teleconsultation::new(
+            self.ids.next(now),
+            checked.number,
+            schedule,
             participants,
-            desired_room: None,
-            room_id: None,
-            room_fingerprint: None,
-            provision_due_at: None,
-            creating_fingerprint: None,
-            created_at: now,
-            updated_at: now,
-            created_by: caller.clone(),
-            updated_by: caller,
-        };
+            now,
+            caller,
+        );
         tc.plan_room(&self.settings.rooms, now)?;
         self.store.insert_teleconsultation(&tc).await?;
         self.provisioner.converge_inline(&tc.id).await;

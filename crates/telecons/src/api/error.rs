@@ -1,5 +1,7 @@
 //! One error type for every route, rendered as `{"statusCode", "error", "message"}`
-//! (spec §6). Internal causes go to the logs, never to the response.
+//! (spec §6). Unexpected failures (storage, panics) reach the response as a generic message
+//! and the cause goes to the logs; a failed Kaleyra call reaches it as the operation and
+//! Kaleyra's status (see [`kaleyra_failure`]).
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -132,9 +134,11 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// A failed Kaleyra call on a route whose answer needs Kaleyra: 503 when unreachable, else
-/// 502; refusals caused by the caller's input keep their 4xx. The message names the
-/// operation (never the API key).
+/// A failed Kaleyra call on a route whose answer needs Kaleyra: 503 when Kaleyra cannot be
+/// reached or does not answer in time, else 502 — Kaleyra's refusals too: on the routes that
+/// use this, what Kaleyra refuses came from stored data, not from the caller's body. The
+/// message is the error's text: the operation and Kaleyra's status and error code (never the
+/// API key, which only ever travels in a header).
 pub fn kaleyra_failure(err: &kaleyra_client::KaleyraError) -> ApiError {
     if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());

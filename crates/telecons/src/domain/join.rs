@@ -96,7 +96,8 @@ mod tests {
     use super::*;
     use crate::domain::room_spec::{Recording, RoomRules, RoomSettings};
     use crate::domain::roster::{Privileges, Role};
-    use crate::domain::teleconsultation::{Participant, TeleconsultationState};
+    use crate::domain::schedule::Schedule;
+    use crate::domain::teleconsultation::Participant;
 
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(secs, 0).unwrap()
@@ -118,27 +119,15 @@ mod tests {
 
     /// A complete teleconsultation with its current room.
     fn provisioned() -> Teleconsultation {
-        let mut tc = Teleconsultation {
-            id: "t".into(),
-            version: 1,
-            state: TeleconsultationState::Active,
-            participant_count: 2,
+        let schedule = Schedule {
             start: at(START),
             duration_secs: 1800,
-            participants: vec![
-                person("doc", Role::Plus, &["doctor"]),
-                person("pat", Role::Basic, &["patient"]),
-            ],
-            desired_room: None,
-            room_id: None,
-            room_fingerprint: None,
-            provision_due_at: None,
-            creating_fingerprint: None,
-            created_at: at(0),
-            updated_at: at(0),
-            created_by: None,
-            updated_by: None,
         };
+        let participants = vec![
+            person("doc", Role::Plus, &["doctor"]),
+            person("pat", Role::Basic, &["patient"]),
+        ];
+        let mut tc = Teleconsultation::new("t".into(), 2, schedule, participants, at(0), None);
         let rules = RoomRules {
             privileges: Privileges::default(),
             settings: RoomSettings {

@@ -419,3 +419,57 @@ mod tests {
         assert!(has_plus(roles.iter()));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn group() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["doctor", "patient", "nurse", "admin", "staff"])
+            .prop_map(str::to_owned)
+    }
+
+    fn privileges() -> impl Strategy<Value = Privileges> {
+        (
+            prop::collection::vec(group(), 1..3),
+            prop::collection::vec(group(), 1..3),
+        )
+            .prop_map(|(basic, plus)| Privileges {
+                basic: RolePrivileges {
+                    groups: basic,
+                    tools: None,
+                },
+                plus: RolePrivileges {
+                    groups: plus,
+                    tools: None,
+                },
+            })
+    }
+
+    proptest! {
+        /// Plus exactly when a group confers plus; basic when only basic groups match;
+        /// refused (no role) when none does. The order of the groups never matters.
+        #[test]
+        fn the_role_follows_the_groups(p in privileges(), mut groups in prop::collection::vec(group(), 0..4)) {
+            let plus = groups.iter().any(|g| p.plus.groups.contains(g));
+            let basic = groups.iter().any(|g| p.basic.groups.contains(g));
+            let expected = if plus { Some(Role::Plus) } else if basic { Some(Role::Basic) } else { None };
+            prop_assert_eq!(p.role_for(&groups), expected);
+            prop_assert_eq!(p.require_role("u", &groups).ok(), expected);
+            groups.reverse();
+            prop_assert_eq!(p.role_for(&groups), expected);
+        }
+
+        /// Being in one more group never lowers a role (plus wins).
+        #[test]
+        fn more_groups_never_lower_the_role(p in privileges(), groups in prop::collection::vec(group(), 0..4), extra in group()) {
+            let before = p.role_for(&groups);
+            let mut more = groups.clone();
+            more.push(extra);
+            let after = p.role_for(&more);
+            prop_assert!(after >= before, "{before:?} -> {after:?}");
+        }
+    }
+}

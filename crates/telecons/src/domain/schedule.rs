@@ -299,3 +299,56 @@ mod tests {
         assert!(e.to_string().contains("RFC 3339"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Instants within a few centuries of the epoch, to the millisecond.
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        (-5_000_000_000_000_i64..10_000_000_000_000)
+            .prop_map(|ms| DateTime::from_timestamp_millis(ms).expect("in chrono's range"))
+    }
+
+    proptest! {
+        /// Links are given out exactly when changes stop (for a complete list), never while
+        /// participants are missing, and once given they stay given.
+        #[test]
+        fn the_link_window_is_the_immutable_window(
+            now in instant(),
+            start in instant(),
+            period in 0_u64..=u64::MAX,
+            later_ms in 0_i64..1_000_000_000,
+        ) {
+            prop_assert_eq!(is_immutable(now, start, period, true), link_available(now, start, period));
+            prop_assert!(!is_immutable(now, start, period, false));
+            prop_assert!(immutable_from(start, period) <= start);
+            if link_available(now, start, period) {
+                let later = now + TimeDelta::milliseconds(later_ms);
+                prop_assert!(link_available(later, start, period));
+                prop_assert!(is_immutable(later, start, period, true));
+            }
+        }
+
+        /// A duration is accepted exactly within 5 minutes to 24 hours, and stored in whole
+        /// seconds, whether it comes as seconds or as an end date.
+        #[test]
+        fn durations_are_bounded_exactly(start in instant(), ms in -100_000_000_i64..200_000_000) {
+            let by_end = Schedule::new(start, DurationInput::End(start + TimeDelta::milliseconds(ms)));
+            let within = (MIN_DURATION_SECS * 1000..=MAX_DURATION_SECS * 1000).contains(&ms);
+            prop_assert_eq!(by_end.is_ok(), within);
+            if let Ok(schedule) = by_end {
+                prop_assert_eq!(schedule.duration_secs, ms / 1000);
+                prop_assert_eq!(schedule.start, start);
+            }
+            let secs = ms / 1000;
+            let by_secs = Schedule::new(start, DurationInput::Seconds(secs));
+            prop_assert_eq!(
+                by_secs.is_ok(),
+                (MIN_DURATION_SECS..=MAX_DURATION_SECS).contains(&secs)
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::room_spec::{RoomRules, RoomSpec};
 use super::roster::{Role, has_plus};
+use super::schedule::Schedule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TeleconsultationState {
@@ -70,6 +71,36 @@ pub enum AddParticipantError {
 }
 
 impl Teleconsultation {
+    /// A new booking, as first stored: version 1, live, no room planned yet (see
+    /// [`Self::plan_room`]).
+    pub fn new(
+        id: String,
+        participant_count: u32,
+        schedule: Schedule,
+        participants: Vec<Participant>,
+        now: DateTime<Utc>,
+        created_by: Option<String>,
+    ) -> Teleconsultation {
+        Teleconsultation {
+            id,
+            version: 1,
+            state: TeleconsultationState::Active,
+            participant_count,
+            start: schedule.start,
+            duration_secs: schedule.duration_secs,
+            participants,
+            desired_room: None,
+            room_id: None,
+            room_fingerprint: None,
+            provision_due_at: None,
+            creating_fingerprint: None,
+            created_at: now,
+            updated_at: now,
+            updated_by: created_by.clone(),
+            created_by,
+        }
+    }
+
     pub fn is_live(&self) -> bool {
         self.state == TeleconsultationState::Active
     }
@@ -268,24 +299,18 @@ mod tests {
     }
 
     fn booking(number: u32, participants: Vec<Participant>) -> Teleconsultation {
-        Teleconsultation {
-            id: "64b000000000000000000001".into(),
-            version: 1,
-            state: TeleconsultationState::Active,
-            participant_count: number,
+        let schedule = Schedule {
             start: at(2_000_000_000),
             duration_secs: 1800,
+        };
+        Teleconsultation::new(
+            "64b000000000000000000001".into(),
+            number,
+            schedule,
             participants,
-            desired_room: None,
-            room_id: None,
-            room_fingerprint: None,
-            provision_due_at: None,
-            creating_fingerprint: None,
-            created_at: at(1_900_000_000),
-            updated_at: at(1_900_000_000),
-            created_by: None,
-            updated_by: None,
-        }
+            at(1_900_000_000),
+            None,
+        )
     }
 
     fn complete() -> Teleconsultation {

@@ -537,6 +537,10 @@ async fn serve_on_default_sqlite_is_ready_and_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
 async fn serve_on_postgres_is_ready_and_stops_on_sigterm() {
     let Some(database) = FreshPostgres::create().await else {
         return;

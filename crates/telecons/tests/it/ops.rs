@@ -106,6 +106,10 @@ async fn check_up_is_ko_when_kaleyra_refuses_the_api_key(db: TestDatabase) {
 ///
 /// For SQLite see `ready_is_503_ko_when_the_sqlite_file_is_unreadable` below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
 async fn ready_is_503_ko_when_postgres_is_unreachable() {
     let Some(db) = TestDatabase::postgres().await else {
         return;

@@ -59,6 +59,7 @@ impl FreshPostgres {
     /// enabled but the server cannot be reached.
     pub async fn create() -> Option<Self> {
         let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+            // Built with the variable, run without it (an `--ignored` run, say).
             eprintln!("note: {POSTGRES_URL_VAR} is not set; PostgreSQL test skipped");
             return None;
         };
@@ -134,6 +135,10 @@ macro_rules! on_both_backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    not(telecons_postgres_tests),
+                    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+                )]
                 async fn $name() {
                     if let Some(db) = $crate::support::TestDatabase::postgres().await {
                         super::$name(db).await;
