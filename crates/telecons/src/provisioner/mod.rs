@@ -205,7 +205,17 @@ impl Provisioner {
             };
             let room = match recovered {
                 Some(room) => room,
-                None => self.create_room(id, &spec).await?,
+                None => match self.create_room(id, &spec).await {
+                    // A user we mapped is gone on Kaleyra's side (deleted there, or a fresh
+                    // Kaleyra behind an old database): make them again under the same ids,
+                    // then try once more, so that one lost user never blocks a room.
+                    Err(ProvisionError::Kaleyra(err)) if err.code() == Some("user_not_found") => {
+                        tracing::warn!(teleconsultation = id, error = %err, "Kaleyra no longer knows a user of this room; creating the users again");
+                        self.recreate_users(&tc.participants).await?;
+                        self.create_room(id, &spec).await?
+                    }
+                    created => created?,
+                },
             };
             if self.switch_to(tc, &spec, &room).await? {
                 self.store.mark_room_creation(id, None).await?;

@@ -43,15 +43,24 @@ impl Provisioner {
             {
                 Some(user) if user.role >= participant.role => {}
                 Some(mut user) => {
-                    self.kaleyra
-                        .update_user(
-                            &user.kaleyra_user_id,
-                            &UpdateUser {
-                                role: Some(wire_role(participant.role)),
-                                ..UpdateUser::default()
-                            },
-                        )
-                        .await?;
+                    let upgrade = UpdateUser {
+                        role: Some(wire_role(participant.role)),
+                        ..UpdateUser::default()
+                    };
+                    match self
+                        .kaleyra
+                        .update_user(&user.kaleyra_user_id, &upgrade)
+                        .await
+                    {
+                        Ok(_) => {}
+                        // Gone on Kaleyra's side: made again, at the role it needs now.
+                        Err(err) if err.is_not_found() => {
+                            tracing::warn!(error = %err, "Kaleyra no longer knows a mapped user; creating it again");
+                            self.ensure_kaleyra_user(participant, participant.role)
+                                .await?;
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
                     user.role = participant.role;
                     user.updated_at = self.clock.now();
                     self.store.update_kaleyra_user_role(&user).await?;
@@ -62,25 +71,50 @@ impl Provisioner {
         Ok(())
     }
 
-    async fn create_user(&self, participant: &Participant) -> Result<(), ProvisionError> {
+    /// Makes the users of `participants` exist on Kaleyra again (same ids, at least the role
+    /// they are mapped with): for when Kaleyra no longer knows a user the map has.
+    pub(super) async fn recreate_users(
+        &self,
+        participants: &[Participant],
+    ) -> Result<(), ProvisionError> {
+        for participant in participants {
+            let mapped = self
+                .store
+                .get_kaleyra_user(&participant.external_id)
+                .await?;
+            let role = mapped.map_or(participant.role, |user| user.role.max(participant.role));
+            self.ensure_kaleyra_user(participant, role).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the participant's Kaleyra user with at least `role` (or finds it, upgrading
+    /// it if needed). Returns the role it has.
+    async fn ensure_kaleyra_user(
+        &self,
+        participant: &Participant,
+        role: Role,
+    ) -> Result<Role, ProvisionError> {
         // Kaleyra takes a known language only; any other stays with us (links fall back too).
         let language = participant
             .language
             .as_deref()
             .and_then(LinkLanguage::parse)
             .map(LinkLanguage::as_str);
-        let created = self
+        let user = self
             .kaleyra
-            .ensure_user(
-                &participant.kaleyra_user_id,
-                wire_role(participant.role),
-                language,
-            )
+            .ensure_user(&participant.kaleyra_user_id, wire_role(role), language)
             .await?;
-        let role = match created.role {
+        Ok(match user.role {
             kaleyra_client::Role::Plus => Role::Plus,
             kaleyra_client::Role::Basic => Role::Basic,
-        };
+        })
+    }
+
+    async fn create_user(&self, participant: &Participant) -> Result<(), ProvisionError> {
+        let role = self
+            .ensure_kaleyra_user(participant, participant.role)
+            .await?;
         let now = self.clock.now();
         let user = KaleyraUser {
             external_id: participant.external_id.clone(),

@@ -27,6 +27,8 @@ crate::on_both_backends!(
     two_instances_never_create_the_same_room_twice,
     concurrent_patches_apply_one_after_the_other,
     concurrent_bookings_introducing_one_user_create_it_once,
+    a_user_kaleyra_no_longer_knows_is_created_again_under_its_id,
+    a_forgotten_user_who_becomes_plus_is_created_again_as_plus,
 );
 
 const DOCTOR: &str = "doc-1";
@@ -535,4 +537,60 @@ async fn a_lost_room_of_a_list_made_incomplete_is_found_and_deleted(db: TestData
         .unwrap();
     assert_eq!(tc.creating_fingerprint, None);
     assert_eq!(tc.provision_due_at, None);
+}
+
+/// A Kaleyra that lost its users (a user deleted on Kaleyra's side, or a fresh Kaleyra behind
+/// an old database, as a restarted demo is): the mapped users are created again, under the
+/// same deterministic ids, and the room is made at once.
+async fn a_user_kaleyra_no_longer_knows_is_created_again_under_its_id(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+    let first = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    let doctor_id = kaleyra_client::kaleyra_user_id(DOCTOR);
+    assert!(app.sim.users().iter().any(|u| u.id == doctor_id));
+    delete_tc(&app, &first).await;
+    app.sim.reset();
+
+    let id = create_tc(&app, booking(DOCTOR, "pat-2")).await;
+    assert!(
+        link(&app, &id, DOCTOR).await.is_string(),
+        "the room is made in the request"
+    );
+    assert!(
+        app.sim.users().iter().any(|u| u.id == doctor_id),
+        "the doctor exists again, under the same id"
+    );
+    assert_eq!(app.sim.rooms().len(), 1);
+    assert_converged(&app).await;
+}
+
+/// The same when the forgotten user is to be upgraded (basic before, plus now): the upgrade
+/// finds no user, so it is created again as plus.
+async fn a_forgotten_user_who_becomes_plus_is_created_again_as_plus(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+    let first = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    delete_tc(&app, &first).await;
+    app.sim.reset();
+
+    // The former patient is the doctor this time.
+    let id = create_tc(&app, booking(PATIENT, "pat-2")).await;
+    assert!(link(&app, &id, PATIENT).await.is_string());
+    let patient_id = kaleyra_client::kaleyra_user_id(PATIENT);
+    let user = app
+        .sim
+        .users()
+        .into_iter()
+        .find(|u| u.id == patient_id)
+        .expect("created again");
+    assert_eq!(user.role, "plus");
+    assert_converged(&app).await;
 }
