@@ -1,17 +1,37 @@
 //! `telecons demo`: the service on its embedded defaults — SQLite and an in-process Kaleyra
 //! simulator on a loopback port — for trying it without a Kaleyra account.
+//!
+//! The simulator keeps its users and rooms in memory, so the demo starts from a fresh
+//! database each run (`telecons-demo.db`, replaced at start): the two always agree, and a
+//! restarted demo gives links at once. It never uses `DATABASE_URL` (which names what `serve`
+//! uses); `--database-url` names another database, used as it is.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use anyhow::Context;
 use secrecy::SecretString;
 
 use crate::app::{self, Application, Dependencies};
-use crate::config::{Config, KaleyraSettings};
+use crate::config::{Config, DatabaseUrl, KaleyraSettings};
 use crate::domain::schedule::format_instant;
 
+/// The demo's own database, in the working directory.
+pub const DEMO_DATABASE_FILE: &str = "telecons-demo.db";
+
 /// Runs until SIGTERM/SIGINT. Any configured Kaleyra is ignored: the demo never calls out.
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+/// `database_url` overrides the demo's own fresh database.
+pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Result<()> {
+    let fresh = database_url.is_none();
+    let url = match database_url {
+        Some(url) => url,
+        None => {
+            remove_database_files(Path::new(DEMO_DATABASE_FILE))?;
+            format!("sqlite://{DEMO_DATABASE_FILE}")
+        }
+    };
+    config.database_url = DatabaseUrl::parse(&url)
+        .context("--database-url must start with sqlite: (e.g. sqlite://demo.db) or postgres://")?;
     // A fresh key per run: the simulator only has to agree with our client.
     let api_key = format!("demo-{:032x}", rand::random::<u128>());
     let simulator = kaleyra_sim::spawn(&api_key)
@@ -21,41 +41,124 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         base_url: simulator.base_url().to_owned(),
         api_key: SecretString::from(api_key),
     });
-    let banner = config.clone();
+    let banner = Banner {
+        storage: config.database_url.to_string(),
+        fresh,
+        user_header: config.headers.user_id.clone(),
+        simulator: simulator.base_url().to_owned(),
+    };
     // Loopback only: the demo is for the machine it runs on.
     let deps = Dependencies {
         address: IpAddr::V4(Ipv4Addr::LOCALHOST),
         ..Dependencies::default()
     };
     let application = Application::build(config, deps).await?;
-    println!(
-        "{}",
-        instructions(application.address()?, simulator.base_url(), &banner)
-    );
+    println!("{}", banner.render(application.address()?));
     application.run_until_stopped(app::shutdown_signal()).await
 }
 
-fn instructions(address: SocketAddr, simulator: &str, config: &Config) -> String {
-    let base = format!("http://{address}");
-    let start = format_instant(chrono::Utc::now());
-    let user_header = &config.headers.user_id;
-    format!(
-        r#"telecons demo: listening on {base}
-  storage:            {database}
-  Kaleyra simulator:  {simulator}  (its rooms: {simulator}/_sim/rooms)
+/// Removes a SQLite database and its journal files, if they exist.
+fn remove_database_files(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = format!("{}{suffix}", path.display());
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot replace {file}")),
+        }
+    }
+    Ok(())
+}
+
+/// What the demo prints: where things are, then a walkthrough to paste into a shell.
+struct Banner {
+    /// The database URL, its password masked.
+    storage: String,
+    fresh: bool,
+    user_header: String,
+    simulator: String,
+}
+
+impl Banner {
+    fn render(&self, address: SocketAddr) -> String {
+        let base = format!("http://{address}");
+        let start = format_instant(chrono::Utc::now());
+        let storage_note = if self.fresh {
+            "a fresh database each run, like the simulator's memory"
+        } else {
+            "as given by --database-url"
+        };
+        let Banner {
+            storage,
+            user_header,
+            simulator,
+            ..
+        } = self;
+        format!(
+            r#"telecons demo: listening on {base}
+  storage:            {storage}  ({storage_note})
+  Kaleyra simulator:  {simulator}  (in memory; its rooms: {simulator}/_sim/rooms)
   OpenAPI document:   {base}/documentation/json
 
-Try it (the booking starts now, so the links are available at once):
+Try it: paste these lines into a shell. Every answer ends with its HTTP status.
 
-ROOM=$(curl -s -X POST {base}/teleconsultation -H 'content-type: application/json' -d '{{
+# 1. Book a teleconsultation that starts now, so that its links are available at once:
+ANSWER=$(curl -s -w '\nHTTP %{{http_code}}' -X POST {base}/teleconsultation \
+  -H 'content-type: application/json' -d '{{
   "participants": {{"number": 2, "data": [
     {{"userId": "doctor-1",  "groups": ["doctor"],  "fullName": "Dr. Maria Rossi", "language": "it"}},
     {{"userId": "patient-1", "groups": ["patient"], "fullName": "Luca Bianchi",    "language": "it"}}]}},
-  "start_date": "{start}", "duration_in_seconds": 1800}}' | sed -E 's/.*"roomId":"([^"]+)".*/\1/')
-curl -s {base}/teleconsultation/$ROOM -H '{user_header}: patient-1'
-curl -s -X DELETE -i {base}/teleconsultation/$ROOM
+  "start_date": "{start}", "duration_in_seconds": 1800}}'); echo "$ANSWER"
+ROOM=$(echo "$ANSWER" | sed -n 's/.*"roomId":"\([0-9a-f]*\)".*/\1/p')
+echo "roomId: ${{ROOM:-none, the booking failed (see its answer above)}}"
+# 2. The patient asks for its join link (accessLinkURL; it points at the built-in simulator,
+#    not at a real video call):
+curl -s -w '\nHTTP %{{http_code}}\n' {base}/teleconsultation/$ROOM -H '{user_header}: patient-1'
+# 3. Cancel the booking (its room is deleted):
+curl -s -w 'HTTP %{{http_code}}\n' -X DELETE {base}/teleconsultation/$ROOM
 
-Stop with Ctrl-C."#,
-        database = config.database_url,
-    )
+Stop with Ctrl-C."#
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_masks_nothing_it_does_not_have_and_ends_each_answer_with_its_status() {
+        let banner = Banner {
+            storage: "sqlite://telecons-demo.db".into(),
+            fresh: true,
+            user_header: "miauserid".into(),
+            simulator: "http://127.0.0.1:9".into(),
+        };
+        let text = banner.render(SocketAddr::from(([127, 0, 0, 1], 3000)));
+        assert!(
+            text.contains("listening on http://127.0.0.1:3000"),
+            "{text}"
+        );
+        assert!(text.contains("a fresh database each run"), "{text}");
+        assert!(text.contains("-H 'miauserid: patient-1'"), "{text}");
+        assert_eq!(
+            text.matches("-w '").count(),
+            3,
+            "every curl shows its status"
+        );
+        assert!(!text.contains("tee "), "{text}");
+        assert!(text.contains("points at the built-in simulator"), "{text}");
+    }
+
+    #[test]
+    fn the_demo_database_is_replaced_with_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("demo.db");
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::write(format!("{}{suffix}", db.display()), b"old").unwrap();
+        }
+        remove_database_files(&db).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        remove_database_files(&db).expect("nothing to remove is fine");
+    }
 }

@@ -21,17 +21,54 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service, configured by the environment (see the README).
+    #[command(
+        long_about = "Run the service, configured by the environment (README, \
+        \"Configuration\").\n\n\
+        Needs BANDYER_API_SECRET_KEY and BANDYER_BASE_URL (the Kaleyra company key and API \
+        base; `telecons demo` runs without them). Listens on all interfaces on HTTP_PORT \
+        (default 3000); stores in DATABASE_URL (default sqlite://telecons.db, created if \
+        missing; postgres://... for PostgreSQL) and applies its migrations at start-up. \
+        Stops gracefully on SIGTERM or SIGINT."
+    )]
     Serve,
     /// Run the service on its embedded defaults: SQLite and a built-in Kaleyra simulator.
-    Demo,
+    #[command(
+        long_about = "Run the service on its embedded defaults, for trying it: a \
+        built-in Kaleyra simulator (in memory) and a fresh SQLite database, \
+        telecons-demo.db in the working directory, replaced at each start so that it \
+        always agrees with the simulator. Listens on 127.0.0.1 only, on HTTP_PORT (default \
+        3000), and prints a walkthrough to paste into a shell.\n\n\
+        Ignores DATABASE_URL (the database `serve` uses) and the Kaleyra variables; the \
+        other variables (LOG_LEVEL, IMMUTABLE_PERIOD_MS, the service file...) apply."
+    )]
+    Demo {
+        /// Use this database as it is instead of a fresh telecons-demo.db.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
+    },
     /// Apply the database migrations and exit.
+    #[command(long_about = "Apply the database migrations to DATABASE_URL (default \
+        sqlite://telecons.db, created if missing) and exit. `serve` applies them at start-up \
+        too; this is for deployments that migrate as a separate step. Needs no Kaleyra \
+        settings.")]
     Migrate,
     /// Load and validate the configuration, print every problem, exit non-zero if any.
+    #[command(
+        long_about = "Load and validate the configuration as `serve` would (every \
+        variable of the README's \"Configuration\" and the service file named by \
+        TELECONSULTATION_SERVICE_CONFIG_PATH), print every problem at once, and exit \
+        non-zero if there is any. Connects to nothing."
+    )]
     CheckConfig,
     /// Print the OpenAPI document.
     Openapi,
     /// Compare the stored teleconsultations with Kaleyra's rooms; print the report (JSON);
     /// exit non-zero when a room is missing or an orphan exists.
+    #[command(
+        long_about = "Compare the teleconsultations stored in DATABASE_URL with the \
+        rooms Kaleyra has (BANDYER_API_SECRET_KEY, BANDYER_BASE_URL): print the report as \
+        JSON, and exit non-zero when a room is missing or an orphan exists. Changes nothing."
+    )]
     Audit,
 }
 
@@ -58,7 +95,9 @@ fn main() -> ExitCode {
                 .run_until_stopped(app::shutdown_signal())
                 .await
         }),
-        Command::Demo => with_config(Config::from_env, telecons::demo::run),
+        Command::Demo { database_url } => with_config(Config::from_env, |config| {
+            telecons::demo::run(config, database_url)
+        }),
         Command::Audit => with_config(Config::from_env_for_serve, |config| async move {
             let services = Services::build(&config, &Dependencies::default()).await?;
             let report = services.provisioner.audit().await?;

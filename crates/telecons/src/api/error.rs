@@ -124,7 +124,15 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
             other => other,
         };
-        Self::new(status, rejection.body_text())
+        // axum's preamble speaks of "the target type"; the rest names the field and what
+        // belongs there.
+        let text = rejection.body_text();
+        let text = text
+            .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+            .map_or(text.clone(), |detail| {
+                format!("the body does not fit: {detail}")
+            });
+        Self::new(status, text)
     }
 }
 

@@ -45,7 +45,10 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 
 /// One participant.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a participant: an object with userId (or userExternalId), groups (or group), fullName and language"
+)]
 pub struct ParticipantBody {
     /// The participant's external user id (alias `userExternalId`).
     #[serde(rename = "userId", alias = "userExternalId")]
@@ -90,7 +93,10 @@ impl<'de> Deserialize<'de> for OneOrMany {
 
 /// `{"number": N, "data": [...]}`: N participants expected, those known so far.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with number (2 to 25) and data (a list of participants)"
+)]
 pub struct ListedParticipants {
     /// How many participants the teleconsultation will have (2–25).
     pub number: i64,
@@ -133,7 +139,10 @@ impl<'de> Deserialize<'de> for ParticipantsBody {
 /// The body of `POST /teleconsultation` (all required but one of `end_date` /
 /// `duration_in_seconds`) and of `PATCH` (any subset).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with participants, start_date, and end_date or duration_in_seconds"
+)]
 pub struct TeleconsultationBody {
     #[serde(default)]
     pub participants: Option<ParticipantsBody>,

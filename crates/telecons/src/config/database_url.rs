@@ -11,7 +11,7 @@ pub struct DatabaseUrl(String);
 impl DatabaseUrl {
     /// `value`, if it names a backend the store has: `sqlite:`, `postgres://` or
     /// `postgresql://` (the scheme in any case).
-    pub(super) fn parse(value: &str) -> Option<DatabaseUrl> {
+    pub fn parse(value: &str) -> Option<DatabaseUrl> {
         let lower = value.to_ascii_lowercase();
         ["sqlite:", "postgres://", "postgresql://"]
             .iter()

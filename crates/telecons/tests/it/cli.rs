@@ -704,31 +704,98 @@ async fn demo_serves_on_its_embedded_simulator_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let port_text = port.to_string();
+    let serve_db = format!("sqlite://{}", dir.path().join("serve.db").display());
     let mut run = Running::start(telecons(
         &["demo"],
         dir.path(),
-        &[("HTTP_PORT", &port_text)],
+        &[("HTTP_PORT", &port_text), ("DATABASE_URL", &serve_db)],
     ));
-    let banner = format!("listening on http://127.0.0.1:{port}");
-    let deadline = Instant::now() + DEADLINE;
-    while !run.stdout().contains(&banner) {
-        if let Some(exit) = run.exited() {
-            panic!("demo exited ({exit})\n{}", run.output());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "demo never printed {banner:?}\n{}",
-            run.output()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_banner(&mut run, &format!("listening on http://127.0.0.1:{port}")).await;
     assert_eq!(
         run.wait_for(port, "/-/check-up", 200).await,
         json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK"}})
     );
     assert!(
-        dir.path().join("telecons.db").exists(),
-        "the demo stores in telecons.db in the working directory"
+        dir.path().join("telecons-demo.db").exists(),
+        "the demo stores in telecons-demo.db in the working directory"
+    );
+    assert!(
+        !dir.path().join("serve.db").exists(),
+        "the demo never touches the database DATABASE_URL names"
     );
     run.terminate_idle().await;
+}
+
+/// A new user's first ten minutes: what the demo prints alone books a teleconsultation and
+/// gives a participant's join link — on the first run and after a restart (when the
+/// simulator starts empty again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_walkthrough_gives_a_link_on_the_first_run_and_after_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let port_text = port.to_string();
+    for attempt in ["first run", "after a restart"] {
+        let mut run = Running::start(telecons(
+            &["demo"],
+            dir.path(),
+            &[("HTTP_PORT", &port_text)],
+        ));
+        let banner = wait_for_banner(&mut run, "Stop with Ctrl-C.").await;
+        let walkthrough: String = banner
+            .lines()
+            .skip_while(|line| !line.starts_with("# 1."))
+            .take_while(|line| !line.starts_with("Stop with"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            walkthrough.contains("curl"),
+            "{attempt}: no walkthrough in\n{banner}"
+        );
+        let shell = Command::new("bash")
+            .arg("-c")
+            .arg(&walkthrough)
+            .current_dir(dir.path())
+            .output()
+            .expect("bash runs the walkthrough");
+        let output = String::from_utf8_lossy(&shell.stdout);
+        assert!(
+            shell.status.success(),
+            "{attempt}:\n{output}\n{}",
+            String::from_utf8_lossy(&shell.stderr)
+        );
+        assert!(
+            output.contains("\nHTTP 201\n"),
+            "{attempt}: booked\n{output}"
+        );
+        assert!(
+            output.contains("\"accessLinkURL\":\"https://"),
+            "{attempt}: a join link\n{output}"
+        );
+        assert!(output.contains("\nHTTP 200\n"), "{attempt}:\n{output}");
+        assert!(
+            output.ends_with("HTTP 204\n"),
+            "{attempt}: cancelled\n{output}"
+        );
+        run.terminate_idle().await;
+    }
+}
+
+/// Waits until the demo's stdout holds `text`; returns the stdout.
+async fn wait_for_banner(run: &mut Running, text: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let stdout = run.stdout();
+        if stdout.contains(text) {
+            return stdout;
+        }
+        if let Some(exit) = run.exited() {
+            panic!("demo exited ({exit})\n{}", run.output());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo never printed {text:?}\n{}",
+            run.output()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

@@ -14,6 +14,7 @@ crate::on_both_backends!(
     invalid_dates_are_400_naming_the_field,
     oversized_bodies_are_413_in_the_error_shape,
     a_malformed_query_is_400_in_the_error_shape,
+    messages_name_json_fields_not_rust_types,
 );
 
 /// Each lifecycle route taking a body, with a target that exists.
@@ -225,4 +226,48 @@ async fn a_malformed_query_is_400_in_the_error_shape(db: TestDatabase) {
     let id = create_tc(&app, pair()).await;
     let answer = get_tc(&app, &id, Some(DOC), "?language=it&language=en").await;
     assert_bad_request(&answer, &["language"]);
+}
+
+/// A body of the wrong shape is explained in the API's words: where in the body, and what
+/// belongs there, never the name of a Rust type.
+async fn messages_name_json_fields_not_rust_types(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let mut entry_as_text = pair();
+    entry_as_text["participants"]["data"][1] = json!("patient-9");
+    let mut list_as_number = pair();
+    list_as_number["participants"] = json!(7);
+    for (body, field, allowed) in [
+        (entry_as_text, "participants.data[1]", "userId"),
+        (list_as_number, "participants", "number"),
+        (
+            json!({"start_date": "2030-01-01T10:00:00Z", "participants": {"number": 2, "data": [1]}}),
+            "participants.data[0]",
+            "fullName",
+        ),
+    ] {
+        let (status, answer) = post_tc(&app, body).await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{message}");
+        assert!(message.contains(allowed), "{message}");
+        for rust in ["struct", "Body", "Participants", "enum"] {
+            assert!(!message.contains(rust), "{rust} in {message}");
+        }
+    }
+    let (status, answer) = app
+        .send_raw(
+            Method::POST,
+            "/teleconsultation",
+            "application/json",
+            "{\"participants\": [1]}",
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        !answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("struct"),
+        "{answer}"
+    );
 }
