@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Background, Company, SimRoom, SimUser};
-
 /// Error body of every non-2xx answer: `{"error": "<snake_case_code>", "message": "<text>"}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -61,17 +59,6 @@ pub struct User {
     pub role: String,
     pub active: bool,
     pub language: String,
-}
-
-impl From<&SimUser> for User {
-    fn from(u: &SimUser) -> Self {
-        User {
-            id: u.id.clone(),
-            role: u.role.clone(),
-            active: u.active,
-            language: u.language.clone(),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,33 +151,6 @@ pub struct RoomParticipant {
     pub link: String,
 }
 
-impl From<&SimRoom> for Room {
-    fn from(r: &SimRoom) -> Self {
-        Room {
-            id: r.id.clone(),
-            recording: r.recording.clone(),
-            recording_status: "stopped",
-            call_type: r.call_type.clone(),
-            description: r.description.clone(),
-            status: "NOT_RUNNING",
-            disabled: false,
-            creation_date: r.creation_date.clone(),
-            duration_in_seconds: r.duration_in_seconds,
-            duration_used_in_seconds: 0,
-            live: r.live,
-            participants: r
-                .participants
-                .iter()
-                .map(|p| RoomParticipant {
-                    user_id: p.user_id.clone(),
-                    is_admin: p.is_admin,
-                    link: p.link.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Uploads
 
@@ -266,25 +226,6 @@ pub struct DefaultBackground {
     pub creation_date: String,
 }
 
-impl CompanyEnvelope {
-    pub fn new(company: &Company, default_background: Option<&Background>) -> Self {
-        CompanyEnvelope {
-            company: CompanyBody {
-                name: company.name.clone(),
-                default_language: company.default_language.clone(),
-                default_background: default_background.map(|b| DefaultBackground {
-                    alias: b.alias.clone(),
-                    url: b.url.clone(),
-                    creation_date: b.creation_date.clone(),
-                }),
-                end_call_redirect_url: company.end_call_redirect_url.clone(),
-                user_details_provider_url: company.user_details_provider_url.clone(),
-                end_call_redirect_timeout_ms: company.end_call_redirect_timeout_ms,
-            },
-        }
-    }
-}
-
 /// The multipart part name of `POST /v2/company/virtual-background`.
 pub const VIRTUAL_BACKGROUND_PART: &str = "virtual_background";
 
@@ -299,16 +240,4 @@ pub struct VirtualBackground {
     pub background_alias: String,
     pub url: String,
     pub creation_date: String,
-}
-
-impl From<&Background> for VirtualBackgroundEnvelope {
-    fn from(b: &Background) -> Self {
-        VirtualBackgroundEnvelope {
-            virtual_background: VirtualBackground {
-                background_alias: b.alias.clone(),
-                url: b.url.clone(),
-                creation_date: b.creation_date.clone(),
-            },
-        }
-    }
 }
