@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
 
 use crate::clock::Clock;
-use crate::domain::ids::TeleconsultationIdGenerator;
+use crate::domain::ids::new_teleconsultation_id;
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
     CheckedEntry, CheckedParticipants, InvalidParticipants, ParticipantEntry, ParticipantsInput,
@@ -130,7 +130,6 @@ pub struct Lifecycle {
     /// The user directory, when `AUTH_SERVICE` is set.
     directory: Option<Arc<Auth0Directory>>,
     clock: Arc<dyn Clock>,
-    ids: TeleconsultationIdGenerator,
     settings: LifecycleSettings,
 }
 
@@ -149,7 +148,6 @@ impl Lifecycle {
             kaleyra,
             directory,
             clock,
-            ids: TeleconsultationIdGenerator::new(),
             settings,
         }
     }
@@ -176,7 +174,7 @@ impl Lifecycle {
         let participants = self.resolve_all(checked.entries).await?;
         let now = self.clock.now();
         let mut tc = Teleconsultation::new(
-            self.ids.next(now),
+            new_teleconsultation_id(now),
             checked.number,
             schedule,
             participants,
@@ -184,7 +182,14 @@ impl Lifecycle {
             caller,
         );
         tc.plan_room(&self.settings.rooms, now)?;
-        self.store.insert_teleconsultation(&tc).await?;
+        match self.store.insert_teleconsultation(&tc).await {
+            // 64 random bits collided: another id, once.
+            Err(StoreError::Conflict(_)) => {
+                tc.id = new_teleconsultation_id(now);
+                self.store.insert_teleconsultation(&tc).await?;
+            }
+            stored => stored?,
+        }
         self.provisioner.converge_inline(&tc.id).await;
         Ok(tc.id)
     }

@@ -1,66 +1,38 @@
 //! Teleconsultation ids: 24 lowercase hex characters, time-ordered like a MongoDB ObjectId,
-//! so that clients of the original (which used CRUD `_id`s) keep working.
-
-use std::sync::atomic::{AtomicU32, Ordering};
+//! so that clients of the original (which used CRUD `_id`s) keep working — but unguessable:
+//! knowing one id tells nothing about another (an ObjectId's per-process bytes and counter
+//! would let a caller find its neighbours, and then join their bookings).
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 
-/// Makes ObjectId-shaped ids: 4 bytes of big-endian epoch seconds (from the `now` passed in),
-/// 5 random bytes fixed per generator (per process, like a MongoDB driver), and a 3-byte
-/// counter starting at a random value. Ids of one generator are unique (up to 2^24 per
-/// second) and sort by creation second.
-#[derive(Debug)]
-pub struct TeleconsultationIdGenerator {
-    random: [u8; 5],
-    counter: AtomicU32,
+/// A new id: 4 bytes of big-endian epoch seconds (from `now`, clamped to the 32-bit range
+/// as ObjectIds are) and 8 random bytes (64 bits) drawn anew for each id. Ids sort by
+/// creation second; two ids collide with negligible probability (and the store refuses a
+/// duplicate anyway).
+pub fn new_teleconsultation_id(now: DateTime<Utc>) -> String {
+    id_with_random(now, rand::random())
 }
 
-impl Default for TeleconsultationIdGenerator {
-    fn default() -> Self {
-        Self::new()
-    }
+/// The id for `now` with the given random part.
+pub fn id_with_random(now: DateTime<Utc>, random: [u8; 8]) -> String {
+    let secs = u32::try_from(now.timestamp().max(0)).unwrap_or(u32::MAX);
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&secs.to_be_bytes());
+    bytes[4..].copy_from_slice(&random);
+    hex::encode(bytes)
 }
 
-impl TeleconsultationIdGenerator {
-    /// A generator with fresh random bytes.
-    pub fn new() -> Self {
-        let mut rng = rand::rng();
-        let mut random = [0u8; 5];
-        rng.fill(&mut random);
-        Self::with_parts(random, rng.random::<u32>())
-    }
-
-    /// A generator with given parts (for reproducible tests).
-    pub fn with_parts(random: [u8; 5], counter_start: u32) -> Self {
-        TeleconsultationIdGenerator {
-            random,
-            counter: AtomicU32::new(counter_start & 0x00ff_ffff),
-        }
-    }
-
-    /// The next id, stamped with `now` (clamped to the 32-bit seconds range, as ObjectIds).
-    pub fn next(&self, now: DateTime<Utc>) -> String {
-        let secs = u32::try_from(now.timestamp().max(0)).unwrap_or(u32::MAX);
-        let count = self.counter.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
-        let mut bytes = [0u8; 12];
-        bytes[..4].copy_from_slice(&secs.to_be_bytes());
-        bytes[4..9].copy_from_slice(&self.random);
-        bytes[9..].copy_from_slice(&count.to_be_bytes()[1..]);
-        hex::encode(bytes)
-    }
+/// Whether `id` has the shape of a teleconsultation id (24 lowercase hex): anything else
+/// names no teleconsultation, and need not be looked up.
+pub fn is_well_formed(id: &str) -> bool {
+    id.len() == 24
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
 mod tests {
-    /// The shape of a teleconsultation id: 24 lowercase hex.
-    fn is_well_formed(id: &str) -> bool {
-        id.len() == 24
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    }
-
     use std::collections::HashSet;
 
     use super::*;
@@ -71,46 +43,49 @@ mod tests {
 
     #[test]
     fn format() {
-        let g = TeleconsultationIdGenerator::with_parts([1, 2, 3, 4, 5], 0x00ab_cdef);
-        let id = g.next(at(0x6543_2100));
+        let id = id_with_random(
+            at(0x6543_2100),
+            [1, 2, 3, 4, 5, 0xab, 0xcd, 0xef],
+        );
         assert_eq!(id, "654321000102030405abcdef");
         assert!(is_well_formed(&id));
-        assert_eq!(g.next(at(0x6543_2100)), "654321000102030405abcdf0");
-        let random = TeleconsultationIdGenerator::new().next(Utc::now());
+        let random = new_teleconsultation_id(Utc::now());
         assert!(is_well_formed(&random), "{random}");
     }
 
     #[test]
-    fn counter_wraps_at_24_bits() {
-        let g = TeleconsultationIdGenerator::with_parts([0; 5], 0x00ff_ffff);
-        assert!(g.next(at(1)).ends_with("ffffff"));
-        assert!(g.next(at(1)).ends_with("000000"));
-    }
-
-    #[test]
     fn ordered_across_seconds() {
-        let g = TeleconsultationIdGenerator::with_parts([9; 5], 0x00ff_fff0);
         let mut previous = String::new();
         for s in 1_700_000_000..1_700_000_050 {
-            let id = g.next(at(s));
+            let id = new_teleconsultation_id(at(s));
             assert!(id > previous, "{id} <= {previous}");
             previous = id;
         }
     }
 
+    /// Ids made in the same second share their time prefix only: every one of the 8 random
+    /// bytes varies between them (not a per-process part or a counter).
+    #[test]
+    fn neighbours_cannot_be_guessed() {
+        let now = at(1_700_000_000);
+        let ids: Vec<Vec<u8>> = (0..64).map(|_| hex::decode(new_teleconsultation_id(now)).unwrap()).collect();
+        for byte in 4..12 {
+            let distinct: HashSet<u8> = ids.iter().map(|id| id[byte]).collect();
+            assert!(distinct.len() > 8, "byte {byte} barely varies: {distinct:?}");
+        }
+    }
+
     #[test]
     fn unique() {
-        let g = TeleconsultationIdGenerator::new();
         let now = at(1_700_000_000);
-        let ids: HashSet<String> = (0..10_000).map(|_| g.next(now)).collect();
+        let ids: HashSet<String> = (0..10_000).map(|_| new_teleconsultation_id(now)).collect();
         assert_eq!(ids.len(), 10_000);
     }
 
     #[test]
     fn out_of_range_times_clamp() {
-        let g = TeleconsultationIdGenerator::with_parts([0; 5], 0);
-        assert!(g.next(at(-5)).starts_with("00000000"));
-        assert!(g.next(at(1 << 40)).starts_with("ffffffff"));
+        assert!(new_teleconsultation_id(at(-5)).starts_with("00000000"));
+        assert!(new_teleconsultation_id(at(1 << 40)).starts_with("ffffffff"));
     }
 
     #[test]

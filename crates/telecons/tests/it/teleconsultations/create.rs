@@ -11,6 +11,7 @@ use crate::support::{TestApp, TestDatabase};
 crate::on_both_backends!(
     complete_booking_creates_users_then_room,
     room_ids_are_distinct_lowercase_hex,
+    ids_of_one_second_share_nothing_but_their_time,
     incomplete_booking_creates_users_but_no_room,
     incomplete_booking_without_plus_user_is_accepted,
     complete_booking_without_plus_user_is_refused_and_nothing_is_stored,
@@ -115,6 +116,25 @@ async fn room_ids_are_distinct_lowercase_hex(db: TestDatabase) {
         app.clock.advance(chrono::Duration::seconds(2));
     }
     assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+/// A known id tells nothing about its neighbours (spec §2 asks for ObjectId-shaped,
+/// time-ordered ids; these carry 64 random bits besides the time).
+async fn ids_of_one_second_share_nothing_but_their_time(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let first = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    let second = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    assert_eq!(first[..8], second[..8], "the same second");
+    let differing = first[8..]
+        .bytes()
+        .zip(second[8..].bytes())
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(
+        differing >= 8,
+        "{first} and {second}: the part after the time is guessable"
+    );
+    assert_ne!(first[8..18], second[8..18], "no per-process part");
 }
 
 async fn incomplete_booking_creates_users_but_no_room(db: TestDatabase) {
