@@ -128,8 +128,11 @@ impl Services {
             clock,
             config.immutable_period_ms,
         );
-        let identity =
-            GatewayIdentity::new(config.service.user_id_path.clone(), &config.headers.groups);
+        let identity = GatewayIdentity::new(
+            config.service.user_id_path.clone(),
+            &config.headers.groups,
+            &config.headers.user_properties,
+        );
         Ok(Services {
             store,
             kaleyra,

@@ -5,10 +5,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::ApiState;
+use super::error::ApiError;
 pub use crate::identity::Caller;
 
 impl FromRequestParts<ApiState> for Caller {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -21,6 +22,9 @@ impl FromRequestParts<ApiState> for Caller {
                 Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
             })
             .collect();
-        Ok(state.identity.caller(&headers))
+        state
+            .identity
+            .caller(&headers)
+            .map_err(|err| ApiError::bad_request(err.to_string()))
     }
 }

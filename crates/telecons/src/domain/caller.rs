@@ -36,6 +36,14 @@ impl UserIdPath {
         &self.steps
     }
 
+    /// The header the path starts from.
+    pub fn start_header(&self) -> Option<&str> {
+        match self.steps.first() {
+            Some(PathStep::Object(name)) => Some(name),
+            _ => None,
+        }
+    }
+
     /// Parses the configuration file's `userIdPathInRequest` value. `at` is the path used in
     /// messages (e.g. `userIdPathInRequest`). Every problem is returned, not just the first.
     ///

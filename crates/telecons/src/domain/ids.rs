@@ -43,10 +43,7 @@ mod tests {
 
     #[test]
     fn format() {
-        let id = id_with_random(
-            at(0x6543_2100),
-            [1, 2, 3, 4, 5, 0xab, 0xcd, 0xef],
-        );
+        let id = id_with_random(at(0x6543_2100), [1, 2, 3, 4, 5, 0xab, 0xcd, 0xef]);
         assert_eq!(id, "654321000102030405abcdef");
         assert!(is_well_formed(&id));
         let random = new_teleconsultation_id(Utc::now());
@@ -68,10 +65,15 @@ mod tests {
     #[test]
     fn neighbours_cannot_be_guessed() {
         let now = at(1_700_000_000);
-        let ids: Vec<Vec<u8>> = (0..64).map(|_| hex::decode(new_teleconsultation_id(now)).unwrap()).collect();
+        let ids: Vec<Vec<u8>> = (0..64)
+            .map(|_| hex::decode(new_teleconsultation_id(now)).unwrap())
+            .collect();
         for byte in 4..12 {
             let distinct: HashSet<u8> = ids.iter().map(|id| id[byte]).collect();
-            assert!(distinct.len() > 8, "byte {byte} barely varies: {distinct:?}");
+            assert!(
+                distinct.len() > 8,
+                "byte {byte} barely varies: {distinct:?}"
+            );
         }
     }
 

@@ -15,33 +15,71 @@ pub struct Caller {
     pub groups: Option<Vec<String>>,
 }
 
+/// A request whose identity is ambiguous: the caller must fix it (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {header} header was sent {count} times; a request carries one identity")]
+pub struct RepeatedIdentityHeader {
+    pub header: String,
+    pub count: usize,
+}
+
 /// Reads the caller from the gateway's identity headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayIdentity {
     user_id_path: UserIdPath,
-    /// Lower-cased header name.
+    /// Lower-cased header names.
     groups_header: String,
+    /// Every header that carries identity: each may appear once per request.
+    identity_headers: Vec<String>,
 }
 
 impl GatewayIdentity {
-    pub fn new(user_id_path: UserIdPath, groups_header: &str) -> Self {
+    /// `user_properties_header` is refused twice like the others, whether or not the user id
+    /// path reads it.
+    pub fn new(
+        user_id_path: UserIdPath,
+        groups_header: &str,
+        user_properties_header: &str,
+    ) -> Self {
+        let mut identity_headers: Vec<String> = user_id_path
+            .start_header()
+            .into_iter()
+            .chain([groups_header, user_properties_header])
+            .map(str::to_ascii_lowercase)
+            .collect();
+        identity_headers.sort();
+        identity_headers.dedup();
         Self {
             user_id_path,
             groups_header: groups_header.to_ascii_lowercase(),
+            identity_headers,
         }
     }
 
     /// The caller of a request with these headers (name, value); names match
-    /// case-insensitively and the first header of a name counts.
-    pub fn caller(&self, headers: &[(String, String)]) -> Caller {
+    /// case-insensitively. An identity header sent twice is refused: never "the first one
+    /// wins" (a gateway that appends instead of replacing would let a client choose).
+    pub fn caller(&self, headers: &[(String, String)]) -> Result<Caller, RepeatedIdentityHeader> {
+        for header in &self.identity_headers {
+            let count = headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(header))
+                .count();
+            if count > 1 {
+                return Err(RepeatedIdentityHeader {
+                    header: header.clone(),
+                    count,
+                });
+            }
+        }
         let groups = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(&self.groups_header))
             .map(|(_, value)| groups_from_header(value));
-        Caller {
+        Ok(Caller {
             id: self.user_id_path.resolve(headers),
             groups,
-        }
+        })
     }
 }
 
@@ -56,15 +94,41 @@ mod tests {
             .collect()
     }
 
+    fn identity() -> GatewayIdentity {
+        GatewayIdentity::new(UserIdPath::header("x-user"), "X-Groups", "x-props")
+    }
+
     #[test]
     fn the_caller_comes_from_the_configured_headers() {
-        let identity = GatewayIdentity::new(UserIdPath::header("x-user"), "X-Groups");
-        let caller = identity.caller(&headers(&[("x-user", "u1"), ("x-groups", "doctor, a")]));
+        let caller = identity()
+            .caller(&headers(&[("x-user", "u1"), ("x-groups", "doctor, a")]))
+            .unwrap();
         assert_eq!(caller.id.as_deref(), Some("u1"));
         assert_eq!(
             caller.groups,
             Some(vec!["doctor".to_owned(), "a".to_owned()])
         );
-        assert_eq!(identity.caller(&[]), Caller::default());
+        assert_eq!(identity().caller(&[]), Ok(Caller::default()));
+    }
+
+    #[test]
+    fn an_identity_header_sent_twice_is_refused() {
+        for name in ["X-User", "x-groups", "x-props"] {
+            let err = identity()
+                .caller(&headers(&[(name, "a"), ("other", "b"), (name, "c")]))
+                .unwrap_err();
+            assert_eq!(err.header, name.to_ascii_lowercase());
+            assert_eq!(err.count, 2);
+        }
+        assert!(
+            identity()
+                .caller(&headers(&[
+                    ("x-user", "a"),
+                    ("accept", "1"),
+                    ("accept", "2")
+                ]))
+                .is_ok(),
+            "other headers may repeat"
+        );
     }
 }

@@ -26,6 +26,7 @@ crate::on_both_backends!(
     details_come_back_when_kaleyra_does,
     no_link_to_a_room_awaiting_replacement,
     caller_header_is_configurable,
+    an_identity_header_sent_twice_is_400_naming_it,
 );
 
 /// Entries without a stored language (so the link carries no options unless asked).
@@ -426,4 +427,51 @@ async fn caller_header_is_configurable(db: TestDatabase) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["bandyerUserId"], json!(kid(PAT)));
     assert_eq!(app.get(&path, &caller(PAT)).await, (401, unauthorized()));
+}
+
+/// One identity per request (spec §5): a gateway that appends instead of replacing must not
+/// let a client choose who it is. Refused before anything is read or stored.
+async fn an_identity_header_sent_twice_is_400_naming_it(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, plain_pair()).await;
+    for header in ["miauserid", "miausergroups", "miauserproperties"] {
+        let (status, body) = app
+            .get(
+                &format!("/teleconsultation/{id}"),
+                &[("miauserid", PAT), (header, DOC), (header, PAT)],
+            )
+            .await;
+        assert_eq!(status, 400, "{header}: {body}");
+        assert_eq!(body["error"], "Bad Request");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(header), "{message}");
+    }
+    let before = app
+        .services
+        .store
+        .list_live_teleconsultations("", 10)
+        .await
+        .unwrap()
+        .len();
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/teleconsultation",
+            &[("miauserid", "a"), ("MiaUserId", "b")],
+            Some(plain_pair()),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let after = app
+        .services
+        .store
+        .list_live_teleconsultations("", 10)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "nothing stored");
+    let (status, _) = app
+        .get(&format!("/teleconsultation/{id}"), &[("miauserid", PAT)])
+        .await;
+    assert_eq!(status, 200, "one header is fine");
 }
