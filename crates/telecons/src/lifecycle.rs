@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
 
 use crate::clock::Clock;
-use crate::domain::ids::new_teleconsultation_id;
+use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
     CheckedEntry, CheckedParticipants, InvalidParticipants, ParticipantEntry, ParticipantsInput,
@@ -327,8 +327,12 @@ impl Lifecycle {
         }
     }
 
-    /// The live teleconsultation `id`; a deleted one is as unknown as a missing one.
+    /// The live teleconsultation `id`; a deleted one is as unknown as a missing one, and an
+    /// id of another shape is not looked up at all.
     async fn live(&self, id: &str) -> Result<Teleconsultation> {
+        if !is_well_formed(id) {
+            return Err(LifecycleError::NotFound(id.to_owned()));
+        }
         match self.store.get_teleconsultation(id).await? {
             Some(tc) if tc.is_live() => Ok(tc),
             _ => Err(LifecycleError::NotFound(id.to_owned())),
@@ -420,6 +424,7 @@ impl Lifecycle {
                     .ok_or_else(|| entry.unknown_to_directory())?;
                 Profile::new(
                     &entry.external_id,
+                    &entry.field,
                     known.groups,
                     known.full_name,
                     &self.settings.rooms.privileges,

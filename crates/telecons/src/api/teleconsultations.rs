@@ -4,12 +4,14 @@
 //! come in the documented order: 404 (unknown id) → 401 (caller) → 400 (body) → 409 → 400
 //! (no plus user).
 
+use std::convert::Infallible;
 use std::fmt;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -37,6 +39,31 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(add_participant))
         .routes(routes!(delete_uploads))
+}
+
+/// The `:roomId` path segment. A segment that is not valid percent-encoded UTF-8 names no
+/// teleconsultation either: it is kept as sent and answers 404 like any unknown id (in the
+/// JSON error shape), instead of axum's plain-text rejection.
+struct RoomId(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(RoomId(id)),
+            // `/teleconsultation/<segment>[/...]`
+            Err(_) => Ok(RoomId(
+                parts
+                    .uri
+                    .path()
+                    .split('/')
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_owned(),
+            )),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,7 +405,7 @@ async fn create_teleconsultation(
     ))]
 async fn update_teleconsultation(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -406,7 +433,7 @@ async fn update_teleconsultation(
     ))]
 async fn add_participant(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -433,7 +460,7 @@ async fn add_participant(
     ))]
 async fn get_teleconsultation(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     caller: Caller,
     query: Result<Query<JoinQuery>, QueryRejection>,
 ) -> Result<Json<JoinBody>, ApiError> {
@@ -507,7 +534,7 @@ async fn get_teleconsultation(
     ))]
 async fn delete_teleconsultation(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -531,7 +558,7 @@ async fn delete_teleconsultation(
     ))]
 async fn delete_uploads(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    RoomId(id): RoomId,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let deleted = state

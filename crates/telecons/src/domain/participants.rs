@@ -38,6 +38,49 @@ pub enum ProfileSource {
 #[error("{0}")]
 pub struct InvalidParticipants(pub String);
 
+/// The longest user id accepted (characters). Ids are stored and indexed: both backends keep
+/// this much, and no real identity provider's ids come close.
+pub const MAX_USER_ID_CHARS: usize = 256;
+/// The longest full name accepted (characters).
+pub const MAX_FULL_NAME_CHARS: usize = 256;
+/// The longest group name accepted (characters), and the most groups per participant.
+pub const MAX_GROUP_CHARS: usize = 128;
+pub const MAX_GROUPS: usize = 64;
+/// The longest language accepted (characters; BCP 47 tags are at most 35).
+pub const MAX_LANGUAGE_CHARS: usize = 35;
+
+/// `value` at `field` is text storage keeps whole: no NUL character (PostgreSQL refuses
+/// them), at most `max` characters.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), InvalidParticipants> {
+    if value.contains('\0') {
+        return Err(InvalidParticipants(format!(
+            "{field} must not contain a NUL character"
+        )));
+    }
+    if value.chars().count() > max {
+        return Err(InvalidParticipants(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A user id as a caller may give it: not blank, storable, and not `.` or `..` (which a URL
+/// would read as a path step, e.g. in the directory's `/users/{id}`).
+pub fn check_user_id(field: &str, id: &str) -> Result<(), InvalidParticipants> {
+    if id.trim().is_empty() {
+        return Err(InvalidParticipants(format!(
+            "{field} must be a non-empty string"
+        )));
+    }
+    if id == "." || id == ".." {
+        return Err(InvalidParticipants(format!(
+            "{field} must not be \".\" or \"..\""
+        )));
+    }
+    check_text(field, id, MAX_USER_ID_CHARS)
+}
+
 /// What decides a participant's place in the room: groups, name, and the role they give.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
@@ -47,13 +90,26 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The profile of `user`: refused when its groups give it no role.
+    /// The profile of `user` (whose entry is at `field` in the body): refused when its
+    /// groups give it no role, or when storage could not keep it whole.
     pub fn new(
         user: &str,
+        field: &str,
         groups: Vec<String>,
         full_name: Option<String>,
         privileges: &Privileges,
     ) -> Result<Profile, InvalidParticipants> {
+        if groups.len() > MAX_GROUPS {
+            return Err(InvalidParticipants(format!(
+                "{field}groups: user {user} has more than {MAX_GROUPS} groups"
+            )));
+        }
+        for (index, group) in groups.iter().enumerate() {
+            check_text(&format!("{field}groups[{index}]"), group, MAX_GROUP_CHARS)?;
+        }
+        if let Some(name) = &full_name {
+            check_text(&format!("{field}fullName"), name, MAX_FULL_NAME_CHARS)?;
+        }
         let role = privileges
             .require_role(user, &groups)
             .map_err(|e| InvalidParticipants(e.to_string()))?;
@@ -152,10 +208,9 @@ pub fn check_entry(
     privileges: &Privileges,
 ) -> Result<CheckedEntry, InvalidParticipants> {
     let user = entry.external_id.as_str();
-    if user.trim().is_empty() {
-        return Err(InvalidParticipants(format!(
-            "{field}userId must be a non-empty string"
-        )));
+    check_user_id(&format!("{field}userId"), user)?;
+    if let Some(language) = &entry.language {
+        check_text(&format!("{field}language"), language, MAX_LANGUAGE_CHARS)?;
     }
     let profile = match source {
         ProfileSource::Directory => None,
@@ -170,7 +225,13 @@ pub fn check_entry(
                     "{field}fullName is required for user {user} (no user directory is configured)"
                 ))
             })?;
-            Some(Profile::new(user, groups, Some(full_name), privileges)?)
+            Some(Profile::new(
+                user,
+                field,
+                groups,
+                Some(full_name),
+                privileges,
+            )?)
         }
     };
     Ok(CheckedEntry {
@@ -302,6 +363,57 @@ mod tests {
             &p,
         ));
         assert_eq!(e, "participants.data[0].userId must be a non-empty string");
+    }
+
+    #[test]
+    fn text_storage_cannot_keep_is_refused_naming_the_field() {
+        let p = Privileges::default();
+        let check = |e: ParticipantEntry| {
+            check_entry(e, "participants.data[1].", ProfileSource::Body, &p)
+                .unwrap_err()
+                .0
+        };
+        let long = "x".repeat(257);
+        assert_eq!(
+            check(entry(&long, Some(&["doctor"]), Some("A"))),
+            "participants.data[1].userId is longer than 256 characters"
+        );
+        assert_eq!(
+            check(entry("a\0b", Some(&["doctor"]), Some("A"))),
+            "participants.data[1].userId must not contain a NUL character"
+        );
+        assert_eq!(
+            check(entry("..", Some(&["doctor"]), Some("A"))),
+            "participants.data[1].userId must not be \".\" or \"..\""
+        );
+        assert_eq!(
+            check(entry("u", Some(&["doctor", "a\0"]), Some("A"))),
+            "participants.data[1].groups[1] must not contain a NUL character"
+        );
+        assert_eq!(
+            check(entry("u", Some(&["doctor"]), Some(&long))),
+            "participants.data[1].fullName is longer than 256 characters"
+        );
+        let mut with_language = entry("u", Some(&["doctor"]), Some("A"));
+        with_language.language = Some("l".repeat(36));
+        assert_eq!(
+            check(with_language),
+            "participants.data[1].language is longer than 35 characters"
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("g{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(check(entry("u", Some(&many), Some("A"))).contains("more than 64 groups"));
+        // At the limits: accepted.
+        let at_limit = "é".repeat(256);
+        assert!(
+            check_entry(
+                entry(&at_limit, Some(&["doctor"]), Some(&at_limit)),
+                "",
+                ProfileSource::Body,
+                &p
+            )
+            .is_ok()
+        );
     }
 
     #[test]

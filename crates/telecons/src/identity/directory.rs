@@ -39,12 +39,24 @@ pub struct Auth0Directory {
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
-    #[serde(default = "default_expiry")]
-    expires_in: u64,
+    /// Seconds, as Auth0 says; any JSON value is survived (see [`token_lifetime`]).
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
 }
 
-fn default_expiry() -> u64 {
-    3600
+/// The longest a token is kept, whatever Auth0 says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long to keep a token Auth0 says lives `expires_in` seconds: renewed [`TOKEN_MARGIN`]
+/// early, at most a day; a missing value means an hour, a negative or unreadable one means
+/// "do not keep it".
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> Duration {
+    let secs = match expires_in {
+        None => 3600.0,
+        Some(value) => value.as_f64().unwrap_or(0.0),
+    };
+    let secs = secs.clamp(0.0, MAX_TOKEN_LIFETIME.as_secs_f64());
+    Duration::from_secs_f64(secs).saturating_sub(TOKEN_MARGIN)
 }
 
 #[derive(Deserialize)]
@@ -91,6 +103,10 @@ impl Auth0Directory {
 
     /// The user, `None` when the directory does not know it.
     pub async fn user(&self, user_id: &str) -> Result<Option<DirectoryUser>, DirectoryError> {
+        // A URL reads these as path steps (`/users/..` would be the user list): no such user.
+        if user_id.is_empty() || user_id == "." || user_id == ".." {
+            return Ok(None);
+        }
         // A token revoked early is dropped and fetched again, once.
         for attempt in 0..2 {
             let token = self.token().await?;
@@ -169,7 +185,7 @@ impl Auth0Directory {
             .json()
             .await
             .map_err(|e| DirectoryError::Unavailable(without_url(&e)))?;
-        let lifetime = Duration::from_secs(answer.expires_in).saturating_sub(TOKEN_MARGIN);
+        let lifetime = token_lifetime(answer.expires_in.as_ref());
         let token = SecretString::from(answer.access_token);
         *cached = Some((token.clone(), Instant::now() + lifetime));
         Ok(token)
@@ -188,4 +204,31 @@ fn without_url(err: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn any_token_lifetime_is_bounded() {
+        assert_eq!(token_lifetime(None), Duration::from_secs(3540));
+        assert_eq!(
+            token_lifetime(Some(&json!(86400))),
+            Duration::from_secs(86340)
+        );
+        assert_eq!(
+            token_lifetime(Some(&json!(1e300))),
+            MAX_TOKEN_LIFETIME - TOKEN_MARGIN
+        );
+        assert_eq!(
+            token_lifetime(Some(&json!(u64::MAX))),
+            MAX_TOKEN_LIFETIME - TOKEN_MARGIN
+        );
+        assert_eq!(token_lifetime(Some(&json!(-5))), Duration::ZERO);
+        assert_eq!(token_lifetime(Some(&json!("3600"))), Duration::ZERO);
+        assert_eq!(token_lifetime(Some(&json!(30))), Duration::ZERO);
+    }
 }

@@ -4,6 +4,7 @@
 pub mod directory;
 
 use crate::domain::caller::{UserIdPath, groups_from_header};
+use crate::domain::participants::check_user_id;
 
 /// The caller as the request describes it. Both parts may be missing: each route decides
 /// whether that is a 401.
@@ -15,12 +16,13 @@ pub struct Caller {
     pub groups: Option<Vec<String>>,
 }
 
-/// A request whose identity is ambiguous: the caller must fix it (400).
+/// A request whose identity is ambiguous or unusable: the caller must fix it (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the {header} header was sent {count} times; a request carries one identity")]
-pub struct RepeatedIdentityHeader {
-    pub header: String,
-    pub count: usize,
+pub enum IdentityError {
+    #[error("the {header} header was sent {count} times; a request carries one identity")]
+    Repeated { header: String, count: usize },
+    #[error("{0} (the caller's id)")]
+    InvalidId(String),
 }
 
 /// Reads the caller from the gateway's identity headers.
@@ -59,27 +61,30 @@ impl GatewayIdentity {
     /// The caller of a request with these headers (name, value); names match
     /// case-insensitively. An identity header sent twice is refused: never "the first one
     /// wins" (a gateway that appends instead of replacing would let a client choose).
-    pub fn caller(&self, headers: &[(String, String)]) -> Result<Caller, RepeatedIdentityHeader> {
+    pub fn caller(&self, headers: &[(String, String)]) -> Result<Caller, IdentityError> {
         for header in &self.identity_headers {
             let count = headers
                 .iter()
                 .filter(|(name, _)| name.eq_ignore_ascii_case(header))
                 .count();
             if count > 1 {
-                return Err(RepeatedIdentityHeader {
+                return Err(IdentityError::Repeated {
                     header: header.clone(),
                     count,
                 });
             }
         }
+        let id = self.user_id_path.resolve(headers);
+        if let Some(id) = &id {
+            // It is stored (creator, last updater) and compared with participants.
+            let header = self.user_id_path.start_header().unwrap_or("user id");
+            check_user_id(header, id).map_err(|e| IdentityError::InvalidId(e.0))?;
+        }
         let groups = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(&self.groups_header))
             .map(|(_, value)| groups_from_header(value));
-        Ok(Caller {
-            id: self.user_id_path.resolve(headers),
-            groups,
-        })
+        Ok(Caller { id, groups })
     }
 }
 
@@ -117,8 +122,13 @@ mod tests {
             let err = identity()
                 .caller(&headers(&[(name, "a"), ("other", "b"), (name, "c")]))
                 .unwrap_err();
-            assert_eq!(err.header, name.to_ascii_lowercase());
-            assert_eq!(err.count, 2);
+            assert_eq!(
+                err,
+                IdentityError::Repeated {
+                    header: name.to_ascii_lowercase(),
+                    count: 2
+                }
+            );
         }
         assert!(
             identity()
@@ -129,6 +139,18 @@ mod tests {
                 ]))
                 .is_ok(),
             "other headers may repeat"
+        );
+    }
+
+    #[test]
+    fn a_caller_id_storage_cannot_keep_is_refused() {
+        let long = "u".repeat(257);
+        let err = identity()
+            .caller(&headers(&[("x-user", &long)]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x-user is longer than 256 characters (the caller's id)"
         );
     }
 }

@@ -20,13 +20,20 @@ crate::on_both_backends!(
     the_directory_decides_groups_and_names_over_the_body,
     a_user_the_directory_does_not_know_is_refused_and_nothing_is_stored,
     a_directory_that_is_down_answers_503_and_nothing_is_stored,
+    any_token_lifetime_auth0_gives_is_survived,
+    dot_ids_are_refused_before_the_directory_is_asked,
 );
 
 #[derive(Default)]
 pub(crate) struct FakeAuth0 {
     users: BTreeMap<String, Value>,
     token_requests: AtomicUsize,
+    user_requests: AtomicUsize,
     down: AtomicBool,
+    /// The `expires_in` of its tokens; 86400 when unset.
+    expires_in: std::sync::Mutex<Option<Value>>,
+    /// A pause before each user answer.
+    user_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 const TOKEN: &str = "management-token";
@@ -39,7 +46,13 @@ async fn token(State(auth0): State<Arc<FakeAuth0>>, Json(body): Json<Value>) -> 
     if !valid {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    Json(json!({"access_token": TOKEN, "expires_in": 86400, "token_type": "Bearer"}))
+    let expires_in = auth0
+        .expires_in
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or(json!(86400));
+    Json(json!({"access_token": TOKEN, "expires_in": expires_in, "token_type": "Bearer"}))
         .into_response()
 }
 
@@ -48,6 +61,11 @@ async fn user(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    auth0.user_requests.fetch_add(1, Ordering::SeqCst);
+    let delay = auth0.user_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if auth0.down.load(Ordering::SeqCst) {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
@@ -264,4 +282,50 @@ async fn a_directory_that_is_down_answers_503_and_nothing_is_stored(db: TestData
     );
     // The secret never reaches an answer.
     assert!(!body.to_string().contains("s3cret"));
+}
+
+/// Auth0 decides its tokens' lifetime: a huge, fractional or negative `expires_in` must
+/// neither panic (a 500) nor stop the directory from answering.
+async fn any_token_lifetime_auth0_gives_is_survived(db: TestDatabase) {
+    let (app, auth0) = app_with_directory(db).await;
+    // Those that are not kept come first, so that each is fetched (the last one is kept).
+    for expires_in in [json!(-5), json!("3600"), json!(0.5), json!(u64::MAX)] {
+        *auth0.expires_in.lock().unwrap() = Some(expires_in.clone());
+        let (status, body) = app
+            .send(
+                Method::POST,
+                "/teleconsultation",
+                &[],
+                Some(by_ids(&["auth0|doctor", "auth0|patient"])),
+            )
+            .await;
+        assert_eq!(status, 201, "expires_in {expires_in}: {body}");
+    }
+    // Two lookups per booking: a token each for the three not kept, one for the last.
+    assert_eq!(auth0.token_requests.load(Ordering::SeqCst), 3 * 2 + 1);
+}
+
+/// `.` and `..` would be read as path steps by the directory's URL (`/users/..` is the user
+/// list): refused as ids, before anyone is asked.
+async fn dot_ids_are_refused_before_the_directory_is_asked(db: TestDatabase) {
+    let (app, auth0) = app_with_directory(db).await;
+    for id in [".", ".."] {
+        let (status, body) = app
+            .send(
+                Method::POST,
+                "/teleconsultation",
+                &[],
+                Some(by_ids(&["auth0|doctor", id])),
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("participants.data[1].userId"),
+            "{body}"
+        );
+    }
+    assert_eq!(auth0.user_requests.load(Ordering::SeqCst), 0);
 }

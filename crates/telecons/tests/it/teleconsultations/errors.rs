@@ -15,6 +15,8 @@ crate::on_both_backends!(
     oversized_bodies_are_413_in_the_error_shape,
     a_malformed_query_is_400_in_the_error_shape,
     messages_name_json_fields_not_rust_types,
+    text_storage_cannot_keep_is_400_naming_the_field,
+    ids_no_teleconsultation_can_have_are_404_in_the_error_shape,
 );
 
 /// Each lifecycle route taking a body, with a target that exists.
@@ -270,4 +272,104 @@ async fn messages_name_json_fields_not_rust_types(db: TestDatabase) {
             .contains("struct"),
         "{answer}"
     );
+}
+
+/// Text that a backend could not keep (PostgreSQL refuses NUL characters; long values
+/// overflow its index) is refused the same way on both backends: 400 naming the field, and
+/// nothing stored (spec §6; the limits are in the README).
+async fn text_storage_cannot_keep_is_400_naming_the_field(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let incomplete = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    app.sim.clear_requests();
+    let long = |n: usize| "x".repeat(n);
+    let entry_with = |key: &str, value: Value| {
+        let mut entry = patient(PAT);
+        entry[key] = value;
+        entry
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (entry_with("userId", json!("pat\u{0}1")), "userId"),
+        (entry_with("userId", json!(long(2000))), "userId"),
+        (
+            entry_with("fullName", json!(format!("Ann{}", '\u{0}'))),
+            "fullName",
+        ),
+        (entry_with("fullName", json!(long(10_000))), "fullName"),
+        (
+            entry_with("groups", json!(["patient", long(1000)])),
+            "groups[1]",
+        ),
+        (entry_with("groups", json!(["patient\u{0}"])), "groups[0]"),
+        (entry_with("language", json!("it\u{0}")), "language"),
+        (entry_with("language", json!(long(100))), "language"),
+    ];
+    for (entry, field) in cases {
+        let (status, body) = post_tc(&app, booking(2, vec![doctor(DOC), entry.clone()])).await;
+        assert_eq!(status, 400, "POST {field}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("participants.data[1].{field}")),
+            "{message}"
+        );
+        let (status, body) = patch_tc(
+            &app,
+            &incomplete,
+            json!({"participants": {"number": 3, "data": [doctor(DOC), entry.clone()]}}),
+        )
+        .await;
+        assert_eq!(status, 400, "PATCH {field}: {body}");
+        let (status, body) = add_participant(&app, &incomplete, entry).await;
+        assert_eq!(status, 400, "participants/data {field}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.services
+            .store
+            .list_live_teleconsultations("", 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "nothing stored"
+    );
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+    // At the limits, accepted.
+    let at_limit = entry_with("userId", json!(long(256)));
+    let mut at_limit = at_limit;
+    at_limit["fullName"] = json!(long(256));
+    at_limit["groups"] = json!(["patient", long(128)]);
+    let (status, body) = post_tc(&app, booking(2, vec![doctor(DOC), at_limit])).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Any id no teleconsultation can have — with a NUL, very long, or not even valid
+/// percent-encoding — is a 404 in the JSON error shape, never a 503 from storage.
+async fn ids_no_teleconsultation_can_have_are_404_in_the_error_shape(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let long = "a".repeat(5000);
+    for id in ["%00", "abc%00def", long.as_str(), "%ff%fe", "%c3%28"] {
+        let (status, body) = app
+            .get(&format!("/teleconsultation/{id}"), &[("miauserid", DOC)])
+            .await;
+        assert_eq!(status, 404, "GET {id}: {body}");
+        assert_eq!(body["statusCode"], 404, "{body}");
+        for (method, path) in [
+            (Method::PATCH, format!("/teleconsultation/{id}")),
+            (Method::DELETE, format!("/teleconsultation/{id}")),
+            (
+                Method::POST,
+                format!("/teleconsultation/{id}/participants/data"),
+            ),
+        ] {
+            let (status, body) = app.send(method.clone(), &path, &[], Some(json!({}))).await;
+            assert_eq!(status, 404, "{method} {path}: {body}");
+            assert_eq!(body["error"], "Not Found", "{body}");
+        }
+    }
 }
