@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use kaleyra_client::{KaleyraClient, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,7 @@ use crate::identity::GatewayIdentity;
 use crate::identity::directory::Auth0Directory;
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::provisioner::{Provisioner, ProvisionerSettings};
-use crate::store::{self, Store};
+use crate::store::{self, Installation, InstallationMode, Store};
 use crate::telemetry;
 
 /// How long shutdown waits for the provisioning worker's pass in progress.
@@ -43,6 +43,8 @@ pub struct Dependencies {
     /// Whether [`Application::run_until_stopped`] runs the background worker (tests run its
     /// passes themselves, with their own clock).
     pub background_worker: bool,
+    /// The service, or the demo: neither starts on the other's database.
+    pub mode: InstallationMode,
 }
 
 impl Default for Dependencies {
@@ -53,6 +55,7 @@ impl Default for Dependencies {
             kaleyra_retry: None,
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             background_worker: true,
+            mode: InstallationMode::Service,
         }
     }
 }
@@ -93,11 +96,13 @@ impl Services {
             None => open_store(config).await?,
         };
         let clock = Arc::clone(&deps.clock);
+        let installation = installation(&*store, deps.mode, clock.now()).await?;
         let provisioner = Provisioner::new(
             Arc::clone(&store),
             kaleyra.clone(),
             Arc::clone(&clock),
             ProvisionerSettings {
+                installation_id: installation.id,
                 lease: TimeDelta::seconds(
                     i64::try_from(config.provisioning_lease_secs).unwrap_or(i64::MAX),
                 ),
@@ -222,6 +227,36 @@ impl Application {
         }
         tracing::info!("telecons stopped");
         Ok(())
+    }
+}
+
+/// This database's installation (made now if it has none), refused when it belongs to the
+/// other mode: the demo must never write simulator users into a service's database, nor a
+/// service inherit a demo's.
+async fn installation(
+    store: &dyn Store,
+    mode: InstallationMode,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Installation> {
+    let candidate = Installation {
+        id: format!("{:016x}", rand::random::<u64>()),
+        mode,
+        created_at: now,
+    };
+    let installation = store
+        .installation(&candidate)
+        .await
+        .context("cannot read this database's installation")?;
+    match (installation.mode, mode) {
+        (InstallationMode::Service, InstallationMode::Demo) => anyhow::bail!(
+            "this database belongs to a telecons service: the demo never writes into it; \
+             run the demo without --database-url (it makes its own) or on another database"
+        ),
+        (InstallationMode::Demo, InstallationMode::Service) => anyhow::bail!(
+            "this database was made by `telecons demo` (its Kaleyra users and rooms are a \
+             simulator's): start the service on another database"
+        ),
+        _ => Ok(installation),
     }
 }
 

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use crate::app::{self, Application, Dependencies};
 use crate::config::{Config, DatabaseUrl, KaleyraSettings};
 use crate::domain::schedule::format_instant;
+use crate::store::InstallationMode;
 
 /// The demo's own database, in the working directory.
 pub const DEMO_DATABASE_FILE: &str = "telecons-demo.db";
@@ -50,6 +51,7 @@ pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Re
     // Loopback only: the demo is for the machine it runs on.
     let deps = Dependencies {
         address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        mode: InstallationMode::Demo,
         ..Dependencies::default()
     };
     let application = Application::build(config, deps).await?;

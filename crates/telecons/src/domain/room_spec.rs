@@ -174,30 +174,76 @@ impl RoomSpec {
         hex
     }
 
-    /// The room's Kaleyra `description`: `telecons:<teleconsultation id>:<fingerprint>`.
-    /// Participants can read it, so it holds nothing personal; it lets the service find its
-    /// rooms again in `GET /v2/rooms` when a creation answer was lost.
-    pub fn description(&self, teleconsultation_id: &str) -> String {
-        format!(
-            "{DESCRIPTION_PREFIX}{teleconsultation_id}:{}",
-            self.fingerprint()
-        )
+    /// The room's tag for teleconsultation `teleconsultation_id` of `installation`.
+    pub fn tag(&self, installation: &str, teleconsultation_id: &str) -> RoomTag {
+        RoomTag {
+            installation: Some(installation.to_owned()),
+            teleconsultation_id: teleconsultation_id.to_owned(),
+            fingerprint: self.fingerprint(),
+        }
     }
 }
 
-/// Reads back a tag made by [`RoomSpec::description`]: `(teleconsultation id, fingerprint)`.
-/// `None` for any other description (rooms not made by this service).
-pub fn parse_description(description: &str) -> Option<(String, String)> {
-    let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
-    let (id, fingerprint) = rest.split_once(':')?;
-    let fingerprint_ok = fingerprint.len() == FINGERPRINT_LEN
-        && fingerprint
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if id.is_empty() || !fingerprint_ok {
-        return None;
+/// What the service writes in a room's Kaleyra `description`:
+/// `telecons:<installation>:<teleconsultation id>:<fingerprint>`. Participants can read
+/// it, so it holds nothing personal. It lets the service find its rooms again in
+/// `GET /v2/rooms` when a creation answer was lost, and tells which rooms are this
+/// installation's: clean-up never touches another deployment's rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomTag {
+    /// `None` for rooms tagged before installations existed (`telecons:<id>:<fingerprint>`):
+    /// nobody can say whose they are, so clean-up leaves them alone.
+    pub installation: Option<String>,
+    pub teleconsultation_id: String,
+    pub fingerprint: String,
+}
+
+impl RoomTag {
+    /// Reads back a tag; `None` for any other description (rooms not made by this service).
+    pub fn parse(description: &str) -> Option<RoomTag> {
+        let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (installation, id, fingerprint) = match parts.as_slice() {
+            [id, fingerprint] => (None, *id, *fingerprint),
+            [installation, id, fingerprint] if is_hex(installation, INSTALLATION_ID_LEN) => {
+                (Some((*installation).to_owned()), *id, *fingerprint)
+            }
+            _ => return None,
+        };
+        if id.is_empty() || !is_hex(fingerprint, FINGERPRINT_LEN) {
+            return None;
+        }
+        Some(RoomTag {
+            installation,
+            teleconsultation_id: id.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        })
     }
-    Some((id.to_owned(), fingerprint.to_owned()))
+
+    /// Whether the room was made by `installation`.
+    pub fn is_of(&self, installation: &str) -> bool {
+        self.installation.as_deref() == Some(installation)
+    }
+}
+
+impl fmt::Display for RoomTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(DESCRIPTION_PREFIX)?;
+        if let Some(installation) = &self.installation {
+            write!(f, "{installation}:")?;
+        }
+        write!(f, "{}:{}", self.teleconsultation_id, self.fingerprint)
+    }
+}
+
+/// Hex characters of an installation id (64 random bits).
+pub const INSTALLATION_ID_LEN: usize = 16;
+
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -419,28 +465,46 @@ mod tests {
             &UNLIMITED,
         );
         let id = "65f1a2b3c4d5e6f708192a3b";
-        let d = r.description(id);
-        assert_eq!(d, format!("telecons:{id}:{}", r.fingerprint()));
-        assert!(!d.contains("tc_doc") && !d.contains("2030"));
+        let installation = "0123456789abcdef";
+        let d = r.tag(installation, id).to_string();
         assert_eq!(
-            parse_description(&d),
-            Some((id.to_owned(), r.fingerprint()))
+            d,
+            format!("telecons:{installation}:{id}:{}", r.fingerprint())
         );
+        assert!(!d.contains("tc_doc") && !d.contains("2030"));
+        let tag = RoomTag::parse(&d).unwrap();
+        assert_eq!(tag, r.tag(installation, id));
+        assert!(tag.is_of(installation));
+        assert!(!tag.is_of("fedcba9876543210"));
+    }
+
+    #[test]
+    fn tags_from_before_installations_are_read_but_belong_to_nobody() {
+        let tag = RoomTag::parse("telecons:abc:0123456789abcdef").unwrap();
+        assert_eq!(tag.installation, None);
+        assert_eq!(tag.teleconsultation_id, "abc");
+        assert!(!tag.is_of("0123456789abcdef"));
+        assert_eq!(tag.to_string(), "telecons:abc:0123456789abcdef");
     }
 
     #[test]
     fn foreign_descriptions_are_not_ours() {
-        assert_eq!(parse_description(""), None);
-        assert_eq!(parse_description("text"), None);
-        assert_eq!(parse_description("telecons:"), None);
-        assert_eq!(parse_description("telecons:abc"), None);
-        assert_eq!(parse_description("telecons::0123456789abcdef"), None);
-        assert_eq!(parse_description("telecons:abc:xyz"), None);
-        assert_eq!(parse_description("telecons:abc:0123456789ABCDEF"), None);
-        assert_eq!(parse_description("telecons:abc:0123456789abcdef:x"), None);
+        assert_eq!(RoomTag::parse(""), None);
+        assert_eq!(RoomTag::parse("text"), None);
+        assert_eq!(RoomTag::parse("telecons:"), None);
+        assert_eq!(RoomTag::parse("telecons:abc"), None);
+        assert_eq!(RoomTag::parse("telecons::0123456789abcdef"), None);
+        assert_eq!(RoomTag::parse("telecons:abc:xyz"), None);
+        assert_eq!(RoomTag::parse("telecons:abc:0123456789ABCDEF"), None);
+        assert_eq!(RoomTag::parse("telecons:abc:0123456789abcdef:x"), None);
         assert_eq!(
-            parse_description("telecons:abc:0123456789abcdef"),
-            Some(("abc".into(), "0123456789abcdef".into()))
+            RoomTag::parse("telecons:abc:0123456789abcdef").map(|t| t.teleconsultation_id),
+            Some("abc".into())
+        );
+        assert_eq!(
+            RoomTag::parse("telecons:XYZ:abc:0123456789abcdef"),
+            None,
+            "not an installation id"
         );
     }
 }

@@ -8,14 +8,14 @@ use kaleyra_client::Room;
 use serde::Serialize;
 
 use super::{ProvisionError, Provisioner};
-use crate::domain::room_spec::{RoomSpec, parse_description};
+use crate::domain::room_spec::{RoomSpec, RoomTag};
 use crate::domain::teleconsultation::Teleconsultation;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditReport {
     /// Live teleconsultations that should have a room (all participants known).
     pub rooms_expected: u64,
-    /// Rooms on Kaleyra tagged by this service.
+    /// Rooms on Kaleyra tagged by this installation.
     pub rooms_live: u64,
     /// Expected rooms that exist, are recorded and match their spec.
     pub rooms_matching: u64,
@@ -23,7 +23,8 @@ pub struct AuditReport {
     pub missing: Vec<String>,
     /// Tagged rooms that no live teleconsultation has (deletion pending, or leaked).
     pub orphans: Vec<String>,
-    /// Rooms without our tag (made by someone else; never touched).
+    /// Rooms this installation did not make (another deployment's, or made by hand): never
+    /// touched.
     pub untagged_rooms: u64,
 }
 
@@ -51,21 +52,27 @@ impl Provisioner {
             after = last.id.clone();
             live.extend(page);
         }
-        Ok(compare(&live, &rooms))
+        Ok(compare(&live, &rooms, &self.settings.installation_id))
     }
 }
 
 /// The comparison itself, pure.
-pub fn compare(live: &[Teleconsultation], rooms: &[Room]) -> AuditReport {
+pub fn compare(live: &[Teleconsultation], rooms: &[Room], installation_id: &str) -> AuditReport {
     let mut report = AuditReport::default();
+    // Rooms recorded before installations existed carry a tag without one: ours when a
+    // record here points to them.
+    let recorded: BTreeSet<&str> = live.iter().filter_map(|tc| tc.room_id.as_deref()).collect();
     let mut tagged: BTreeMap<&str, &Room> = BTreeMap::new();
     for room in rooms {
-        if room
+        let ours = room
             .description
             .as_deref()
-            .and_then(parse_description)
-            .is_some()
-        {
+            .and_then(RoomTag::parse)
+            .is_some_and(|tag| {
+                tag.is_of(installation_id)
+                    || (tag.installation.is_none() && recorded.contains(room.id.as_str()))
+            });
+        if ours {
             tagged.insert(room.id.as_str(), room);
         } else {
             report.untagged_rooms += 1;
@@ -96,7 +103,7 @@ pub fn compare(live: &[Teleconsultation], rooms: &[Room]) -> AuditReport {
 }
 
 /// Whether Kaleyra's room is the one `spec` describes (participants and their admin flag,
-/// duration, live, recording, and our tag).
+/// duration, live, recording, and our tag for this teleconsultation and spec).
 fn room_matches(room: &Room, spec: &RoomSpec, teleconsultation_id: &str) -> bool {
     let wanted: BTreeSet<(&str, bool)> = spec
         .participants
@@ -112,10 +119,17 @@ fn room_matches(room: &Room, spec: &RoomSpec, teleconsultation_id: &str) -> bool
         .duration_secs
         .and_then(|d| u64::try_from(d).ok())
         .unwrap_or(0);
+    let tagged_for_it = room
+        .description
+        .as_deref()
+        .and_then(RoomTag::parse)
+        .is_some_and(|tag| {
+            tag.teleconsultation_id == teleconsultation_id && tag.fingerprint == spec.fingerprint()
+        });
     wanted == actual
         && room.participants.len() == spec.participants.len()
         && room.duration_in_seconds == duration
         && room.live == spec.live
         && room.recording == spec.recording.as_str()
-        && room.description.as_deref() == Some(spec.description(teleconsultation_id).as_str())
+        && tagged_for_it
 }

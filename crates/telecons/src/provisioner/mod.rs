@@ -48,8 +48,10 @@ const LEASE_WAIT_ATTEMPTS: usize = 20;
 const LEASE_WAIT: Duration = Duration::from_millis(50);
 
 /// What provisioning needs besides its dependencies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvisionerSettings {
+    /// This database's installation id: in every room tag; clean-up acts on these rooms only.
+    pub installation_id: String,
     /// How long an instance may work on one teleconsultation before another may take over;
     /// it should exceed the slowest provisioning (user creations with retries, then a room).
     pub lease: TimeDelta,
@@ -91,6 +93,11 @@ impl Provisioner {
             settings,
             instance_id: format!("{:016x}", rand::random::<u64>()).into(),
         }
+    }
+
+    /// This database's installation id (in every room tag).
+    pub fn installation_id(&self) -> &str {
+        &self.settings.installation_id
     }
 
     /// Brings teleconsultation `id` to its desired state. On failure the work stays marked
@@ -297,11 +304,8 @@ impl Provisioner {
         self.store
             .mark_room_creation(id, Some(&spec.fingerprint()))
             .await?;
-        match self
-            .kaleyra
-            .create_room(&create_room_request(spec, id))
-            .await
-        {
+        let request = create_room_request(spec, &self.settings.installation_id, id);
+        match self.kaleyra.create_room(&request).await {
             Ok(room) => {
                 metrics::counter!(telemetry::ROOMS_CREATED).increment(1);
                 Ok(room)
@@ -316,9 +320,14 @@ impl Provisioner {
     }
 }
 
-/// The Kaleyra request for `spec`. The description is our tag (teleconsultation id and
-/// spec fingerprint), so a room whose creation answer was lost can be found again.
-pub fn create_room_request(spec: &RoomSpec, teleconsultation_id: &str) -> CreateRoom {
+/// The Kaleyra request for `spec`. The description is our tag (installation,
+/// teleconsultation id and spec fingerprint), so a room whose creation answer was lost can
+/// be found again, and clean-up knows this installation's rooms.
+pub fn create_room_request(
+    spec: &RoomSpec,
+    installation_id: &str,
+    teleconsultation_id: &str,
+) -> CreateRoom {
     CreateRoom {
         participants: spec
             .participants
@@ -337,7 +346,7 @@ pub fn create_room_request(spec: &RoomSpec, teleconsultation_id: &str) -> Create
             Recording::Automatic => kaleyra_client::Recording::Automatic,
         }),
         call_type: None,
-        description: Some(spec.description(teleconsultation_id)),
+        description: Some(spec.tag(installation_id, teleconsultation_id).to_string()),
     }
 }
 
@@ -412,7 +421,7 @@ mod tests {
             900,
             &rules,
         );
-        let request = create_room_request(&spec, "64b000000000000000000001");
+        let request = create_room_request(&spec, "0123456789abcdef", "64b000000000000000000001");
         assert_eq!(request.duration, Some(900));
         assert_eq!(request.live, Some(false));
         assert_eq!(request.recording, Some(kaleyra_client::Recording::Manual));
@@ -421,7 +430,13 @@ mod tests {
         assert_eq!(request.participants[1].tools.unwrap().chat, Some(true));
         assert_eq!(
             request.description.as_deref(),
-            Some(format!("telecons:64b000000000000000000001:{}", spec.fingerprint()).as_str())
+            Some(
+                format!(
+                    "telecons:0123456789abcdef:64b000000000000000000001:{}",
+                    spec.fingerprint()
+                )
+                .as_str()
+            )
         );
     }
 }

@@ -4,7 +4,7 @@
 use chrono::TimeDelta;
 
 use super::{ProvisionError, Provisioner};
-use crate::domain::room_spec::{RoomSpec, parse_description};
+use crate::domain::room_spec::{RoomSpec, RoomTag};
 use crate::domain::teleconsultation::Teleconsultation;
 
 /// A tagged room nobody recorded is deleted only once it is this old, so that a creation
@@ -25,15 +25,13 @@ impl Provisioner {
             .map(RoomSpec::fingerprint);
         let mut adopted = None;
         for room in self.kaleyra.list_rooms().await? {
-            let Some((owner, fingerprint)) =
-                room.description.as_deref().and_then(parse_description)
-            else {
+            let Some(tag) = self.own_tag(&room) else {
                 continue;
             };
-            if owner != tc.id || self.store.is_room_known(&room.id).await? {
+            if tag.teleconsultation_id != tc.id || self.store.is_room_known(&room.id).await? {
                 continue;
             }
-            if adopted.is_none() && wanted.as_deref() == Some(fingerprint.as_str()) {
+            if adopted.is_none() && wanted.as_deref() == Some(tag.fingerprint.as_str()) {
                 tracing::info!(teleconsultation = %tc.id, room = %room.id, "found a room whose creation answer was lost");
                 adopted = Some(room);
             } else {
@@ -48,6 +46,14 @@ impl Provisioner {
         Ok(adopted)
     }
 
+    /// The room's tag, if this installation made the room: clean-up never acts on others'.
+    fn own_tag(&self, room: &kaleyra_client::Room) -> Option<RoomTag> {
+        room.description
+            .as_deref()
+            .and_then(RoomTag::parse)
+            .filter(|tag| tag.is_of(&self.settings.installation_id))
+    }
+
     /// Deletes rooms that carry our tag but that no record knows and no creation in flight
     /// explains, once older than [`ORPHAN_GRACE`]. Returns how many were retired. The
     /// safety net behind the creation marks (e.g. the database failed right after a
@@ -57,10 +63,13 @@ impl Provisioner {
         let now = self.clock.now();
         let mut retired = 0;
         for room in rooms {
-            let Some((teleconsultation_id, fingerprint)) =
-                room.description.as_deref().and_then(parse_description)
+            let Some(RoomTag {
+                teleconsultation_id,
+                fingerprint,
+                ..
+            }) = self.own_tag(&room)
             else {
-                continue; // not ours
+                continue; // another installation's, or not made by telecons
             };
             if room.creation_date > now - ORPHAN_GRACE {
                 continue;

@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::domain::teleconsultation::Teleconsultation;
 
 pub use postgres::PostgresStore;
-pub use records::{Backlog, KaleyraUser, RoomDeletion};
+pub use records::{Backlog, Installation, InstallationMode, KaleyraUser, RoomDeletion};
 pub use sql::{Backend, SqlStore};
 pub use sqlite::SqliteStore;
 
@@ -62,6 +62,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Answers when the database can be reached.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// This database's installation: `candidate` when the database has none yet (it is
+    /// stored), else the one stored, whoever made it (instances starting together agree).
+    async fn installation(&self, candidate: &Installation) -> StoreResult<Installation>;
 
     /// Stores a new teleconsultation with its participants. `Conflict` when the id exists.
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()>;

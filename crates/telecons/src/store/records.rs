@@ -35,3 +35,20 @@ pub struct Backlog {
     /// Rooms still to delete on Kaleyra.
     pub room_deletions: u64,
 }
+
+/// Which program made a database: the service, or `telecons demo` (whose Kaleyra is a
+/// simulator). Neither starts on the other's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallationMode {
+    Service,
+    Demo,
+}
+
+/// This database's installation, made once by the first instance that starts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    /// 16 lowercase hex (64 random bits), in every room tag.
+    pub id: String,
+    pub mode: InstallationMode,
+    pub created_at: DateTime<Utc>,
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::records::{KaleyraUser, RoomDeletion};
+use super::records::{Installation, InstallationMode, KaleyraUser, RoomDeletion};
 use super::{StoreError, StoreResult};
 use crate::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
 use crate::domain::roster::{Role, Tool, Tools};
@@ -48,6 +48,13 @@ pub struct KaleyraUserRow {
     role: String,
     created_at_ms: i64,
     updated_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub struct InstallationRow {
+    id: String,
+    mode: String,
+    created_at_ms: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -254,6 +261,25 @@ pub fn kaleyra_user(row: KaleyraUserRow) -> StoreResult<KaleyraUser> {
         role: role(&row.role)?,
         created_at: instant(row.created_at_ms)?,
         updated_at: instant(row.updated_at_ms)?,
+    })
+}
+
+pub fn mode_text(mode: InstallationMode) -> &'static str {
+    match mode {
+        InstallationMode::Service => "service",
+        InstallationMode::Demo => "demo",
+    }
+}
+
+pub fn installation(row: InstallationRow) -> StoreResult<Installation> {
+    Ok(Installation {
+        id: row.id,
+        mode: match row.mode.as_str() {
+            "service" => InstallationMode::Service,
+            "demo" => InstallationMode::Demo,
+            other => return Err(StoreError::Corrupt(format!("installation mode {other:?}"))),
+        },
+        created_at: instant(row.created_at_ms)?,
     })
 }
 

@@ -9,10 +9,11 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use super::records::{Backlog, KaleyraUser, RoomDeletion};
+use super::records::{Backlog, Installation, KaleyraUser, RoomDeletion};
 use super::rows::{
-    JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json, instant, kaleyra_user,
-    role_text, room_deletion, room_spec_json, state_text,
+    InstallationRow, JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json,
+    installation, instant, kaleyra_user, mode_text, role_text, room_deletion, room_spec_json,
+    state_text,
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::room_spec::RoomSpec;
@@ -127,6 +128,7 @@ where
     for<'r> JoinedRow: FromRow<'r, DB::Row>,
     for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
+    for<'r> InstallationRow: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
@@ -234,6 +236,7 @@ where
     for<'r> JoinedRow: FromRow<'r, DB::Row>,
     for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
+    for<'r> InstallationRow: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
@@ -255,6 +258,26 @@ where
             .await
             .during("checking the database answers")?;
         Ok(())
+    }
+
+    async fn installation(&self, candidate: &Installation) -> StoreResult<Installation> {
+        const OPERATION: &str = "reading the installation";
+        sqlx::query(
+            "INSERT INTO installation (id, mode, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (singleton) DO NOTHING",
+        )
+        .bind(candidate.id.clone())
+        .bind(mode_text(candidate.mode).to_owned())
+        .bind(candidate.created_at.timestamp_millis())
+        .execute(&self.writer)
+        .await
+        .during(OPERATION)?;
+        let row: InstallationRow =
+            sqlx::query_as("SELECT id, mode, created_at_ms FROM installation")
+                .fetch_one(&self.writer)
+                .await
+                .during(OPERATION)?;
+        installation(row)
     }
 
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {

@@ -780,6 +780,77 @@ async fn the_printed_walkthrough_gives_a_link_on_the_first_run_and_after_a_resta
     }
 }
 
+/// The demo's Kaleyra is a simulator: it must never write its users into a service's
+/// database (its roles would mislead the service), and a service must not inherit a demo's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_and_the_service_never_start_on_each_others_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("service.db").display());
+    let store = telecons::store::connect(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    store
+        .installation(&telecons::store::Installation {
+            id: "0123456789abcdef".into(),
+            mode: telecons::store::InstallationMode::Service,
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .expect("a service's installation");
+    let port = free_port().to_string();
+    let mut run = Running::start(telecons(
+        &["demo", "--database-url", &url],
+        dir.path(),
+        &[("HTTP_PORT", &port)],
+    ));
+    let status = run.finish().await;
+    assert!(!status.success(), "{}", run.output());
+    assert!(
+        run.stderr().contains("belongs to a telecons service"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        store
+            .list_live_teleconsultations("", 1)
+            .await
+            .expect("readable")
+            .len(),
+        0
+    );
+
+    // And the other way round: the demo's own database is not for a service.
+    let demo_dir = tempfile::tempdir().expect("temp dir");
+    let mut demo = Running::start(telecons(
+        &["demo"],
+        demo_dir.path(),
+        &[("HTTP_PORT", &port)],
+    ));
+    wait_for_banner(&mut demo, "Stop with Ctrl-C.").await;
+    demo.terminate_idle().await;
+    let sim = kaleyra_sim::spawn("cli-sim-key").await.expect("simulator");
+    let demo_db = format!(
+        "sqlite://{}",
+        demo_dir.path().join("telecons-demo.db").display()
+    );
+    let mut serve = Running::start(telecons(
+        &["serve"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "cli-sim-key"),
+            ("BANDYER_BASE_URL", sim.base_url()),
+            ("HTTP_PORT", &port),
+            ("DATABASE_URL", &demo_db),
+        ],
+    ));
+    let status = serve.finish().await;
+    assert!(!status.success(), "{}", serve.output());
+    assert!(
+        serve.stderr().contains("made by `telecons demo`"),
+        "{}",
+        serve.output()
+    );
+}
+
 /// Waits until the demo's stdout holds `text`; returns the stdout.
 async fn wait_for_banner(run: &mut Running, text: &str) -> String {
     let deadline = Instant::now() + DEADLINE;

@@ -63,11 +63,22 @@ async fn wait_converged(db: &TestDatabase, sim: &kaleyra_sim::RunningSimulator) 
         api_key: SIM_API_KEY.to_owned().into(),
     };
     let kaleyra = telecons::app::kaleyra_client(&settings).unwrap();
+    // The installation the services made (a candidate is stored only in an empty database).
+    let installation = db
+        .store
+        .installation(&telecons::store::Installation {
+            id: "0000000000000000".into(),
+            mode: telecons::store::InstallationMode::Service,
+            created_at: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
     let provisioner = telecons::provisioner::Provisioner::new(
         Arc::clone(&db.store),
         kaleyra,
         Arc::new(telecons::clock::SystemClock),
         telecons::provisioner::ProvisionerSettings {
+            installation_id: installation.id,
             lease: chrono::TimeDelta::seconds(60),
             immutable_period_ms: 0,
         },

@@ -29,6 +29,7 @@ crate::on_both_backends!(
     concurrent_bookings_introducing_one_user_create_it_once,
     a_user_kaleyra_no_longer_knows_is_created_again_under_its_id,
     a_forgotten_user_who_becomes_plus_is_created_again_as_plus,
+    deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms,
 );
 
 const DOCTOR: &str = "doc-1";
@@ -306,7 +307,11 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let leaked = app
         .services
         .kaleyra
-        .create_room(&telecons::provisioner::create_room_request(&spec, &id))
+        .create_room(&telecons::provisioner::create_room_request(
+            &spec,
+            app.services.provisioner.installation_id(),
+            &id,
+        ))
         .await
         .unwrap();
     // …and one being created right now for another teleconsultation.
@@ -341,6 +346,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .kaleyra
         .create_room(&telecons::provisioner::create_room_request(
             &other_spec,
+            app.services.provisioner.installation_id(),
             &other,
         ))
         .await
@@ -351,7 +357,11 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .kaleyra
         .create_room(&kaleyra_client::CreateRoom {
             description: Some("made by hand".into()),
-            ..telecons::provisioner::create_room_request(&spec, &id)
+            ..telecons::provisioner::create_room_request(
+                &spec,
+                app.services.provisioner.installation_id(),
+                &id,
+            )
         })
         .await
         .unwrap();
@@ -593,4 +603,36 @@ async fn a_forgotten_user_who_becomes_plus_is_created_again_as_plus(db: TestData
         .expect("created again");
     assert_eq!(user.role, "plus");
     assert_converged(&app).await;
+}
+
+/// Production, staging and a laptop may share one Kaleyra company: each database has its
+/// own installation id, in every room tag, and clean-up acts only on its own rooms. An empty
+/// database (a new laptop, or a key started by mistake) deletes nothing.
+async fn deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms(db: TestDatabase) {
+    let production = TestApp::spawn(db).await;
+    let staging = TestApp::spawn_sharing(TestDatabase::sqlite().await, &production).await;
+    let empty = TestApp::spawn_sharing(TestDatabase::sqlite().await, &production).await;
+    assert_ne!(
+        production.services.provisioner.installation_id(),
+        staging.services.provisioner.installation_id()
+    );
+    create_tc(&production, booking(DOCTOR, PATIENT)).await;
+    create_tc(&staging, booking("doc-2", "pat-2")).await;
+    let rooms: Vec<String> = production.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert_eq!(rooms.len(), 2);
+
+    for app in [&production, &staging, &empty] {
+        // Long after the orphan grace.
+        app.clock.advance(Duration::hours(1));
+        let swept = app.services.provisioner.sweep_orphans().await.unwrap();
+        assert_eq!(swept, 0);
+        app.services.provisioner.run_due().await.unwrap();
+    }
+    let left: Vec<String> = production.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert_eq!(left, rooms, "every room of each deployment is still there");
+    for app in [&production, &staging] {
+        let report = app.services.provisioner.audit().await.unwrap();
+        assert!(report.is_consistent(), "{report:#?}");
+        assert_eq!(report.untagged_rooms, 1, "the other deployment's room");
+    }
 }

@@ -36,6 +36,7 @@ crate::on_both_backends!(
     live_teleconsultations_are_listed_in_pages,
     room_deletions_are_claimed_by_one_worker_at_a_time,
     failed_provisioning_backs_off_until_a_change,
+    the_installation_is_made_once_and_then_read,
 );
 
 fn spec() -> RoomSpec {
@@ -858,4 +859,29 @@ async fn failed_provisioning_backs_off_until_a_change(db: TestDatabase) {
             .unwrap(),
         None
     );
+}
+
+async fn the_installation_is_made_once_and_then_read(db: TestDatabase) {
+    use telecons::store::{Installation, InstallationMode};
+    let candidate = |id: &str, mode| Installation {
+        id: id.into(),
+        mode,
+        created_at: at(1_800_000_000_000),
+    };
+    // Instances starting together agree on one.
+    let first = candidate("aaaaaaaaaaaaaaaa", InstallationMode::Service);
+    let second = candidate("bbbbbbbbbbbbbbbb", InstallationMode::Demo);
+    let (a, b) = tokio::join!(
+        db.store.installation(&first),
+        db.store.installation(&second),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    let later = db
+        .store
+        .installation(&candidate("cccccccccccccccc", InstallationMode::Service))
+        .await
+        .unwrap();
+    assert_eq!(later, a, "made once, then read");
+    assert_eq!(later.created_at, at(1_800_000_000_000));
 }

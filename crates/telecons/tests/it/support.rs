@@ -165,6 +165,7 @@ pub fn test_dependencies(
         }),
         address: std::net::Ipv4Addr::LOCALHOST.into(),
         background_worker: false,
+        ..telecons::Dependencies::default()
     }
 }
 
@@ -183,7 +184,8 @@ pub const SIM_API_KEY: &str = "sim-test-key-7f3a";
 pub struct TestApp {
     pub base_url: String,
     pub http: reqwest::Client,
-    pub sim: kaleyra_sim::RunningSimulator,
+    /// Shared with another app when it was spawned with [`TestApp::spawn_sharing`].
+    pub sim: Arc<kaleyra_sim::RunningSimulator>,
     pub clock: Arc<telecons::clock::ManualClock>,
     pub services: telecons::Services,
     /// The configuration it runs on (a second instance can share it).
@@ -202,6 +204,19 @@ impl TestApp {
         let sim = kaleyra_sim::spawn(SIM_API_KEY)
             .await
             .expect("start simulator");
+        Self::spawn_on(db, env, Arc::new(sim)).await
+    }
+
+    /// Another deployment (its own database) on `other`'s Kaleyra company.
+    pub async fn spawn_sharing(db: TestDatabase, other: &TestApp) -> Self {
+        Self::spawn_on(db, &[], Arc::clone(&other.sim)).await
+    }
+
+    async fn spawn_on(
+        db: TestDatabase,
+        env: &[(&str, &str)],
+        sim: Arc<kaleyra_sim::RunningSimulator>,
+    ) -> Self {
         let mut vars: std::collections::HashMap<String, String> = [
             ("BANDYER_API_SECRET_KEY", SIM_API_KEY),
             ("BANDYER_BASE_URL", sim.base_url()),
