@@ -27,6 +27,9 @@ use crate::provisioner::{Provisioner, ProvisionerSettings};
 use crate::store::{self, Installation, InstallationMode, Store};
 use crate::telemetry;
 
+/// How long one request's work may take (the HTTP timeout is a little longer).
+pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(25);
+
 /// How long shutdown waits for the provisioning worker's pass in progress.
 const WORKER_DRAIN: Duration = Duration::from_secs(10);
 
@@ -45,6 +48,8 @@ pub struct Dependencies {
     pub background_worker: bool,
     /// The service, or the demo: neither starts on the other's database.
     pub mode: InstallationMode,
+    /// How long one request's work may take, all of it; see [`LifecycleSettings`].
+    pub request_budget: Duration,
 }
 
 impl Default for Dependencies {
@@ -56,6 +61,7 @@ impl Default for Dependencies {
             address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             background_worker: true,
             mode: InstallationMode::Service,
+            request_budget: DEFAULT_REQUEST_BUDGET,
         }
     }
 }
@@ -69,6 +75,7 @@ pub struct Services {
     pub lifecycle: Arc<Lifecycle>,
     pub health: Arc<Health>,
     pub identity: Arc<GatewayIdentity>,
+    request_budget: Duration,
 }
 
 impl Services {
@@ -125,6 +132,7 @@ impl Services {
                     groups_with_background: config.service.groups_with_background.clone(),
                 },
                 delete_uploads: config.delete_uploads,
+                request_budget: deps.request_budget,
             },
         );
         let health = Health::new(
@@ -145,6 +153,7 @@ impl Services {
             lifecycle: Arc::new(lifecycle),
             health: Arc::new(health),
             identity: Arc::new(identity),
+            request_budget: deps.request_budget,
         })
     }
 
@@ -155,6 +164,7 @@ impl Services {
             health: Arc::clone(&self.health),
             identity: Arc::clone(&self.identity),
             metrics: telemetry::metrics_handle(),
+            request_budget: self.request_budget,
         })
     }
 }

@@ -9,8 +9,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
@@ -64,6 +67,11 @@ pub enum LifecycleError {
     Kaleyra(#[from] KaleyraError),
     #[error(transparent)]
     Directory(#[from] DirectoryError),
+    /// What had to happen before the commit did not fit in the request's time.
+    #[error(
+        "the request could not be decided in time (the user directory or storage is slow); nothing was stored"
+    )]
+    OutOfTime,
 }
 
 impl From<InvalidParticipants> for LifecycleError {
@@ -93,6 +101,12 @@ pub struct LifecycleSettings {
     pub join: JoinRules,
     /// `TELECONSULTATION_DELETE_UPLOADS`.
     pub delete_uploads: bool,
+    /// How long one request's work may take, all of it. Lookups before the commit get the
+    /// first half (past it: 503, nothing stored); after the commit, what does not fit in
+    /// what is left (deleting retired rooms, provisioning) is left to the stored queue and
+    /// the background worker, and the request answers as usual: a request that stored its
+    /// effect never answers 5xx because Kaleyra is slow afterwards.
+    pub request_budget: Duration,
 }
 
 /// `GET /teleconsultation/:id` for one caller: the view and the room's details.
@@ -155,6 +169,7 @@ impl Lifecycle {
     /// `POST /teleconsultation`: stores a new teleconsultation and provisions it. Returns
     /// its id.
     pub async fn create(&self, input: BookingInput, caller: Option<String>) -> Result<String> {
+        let budget = Budget::start(self.settings.request_budget);
         let participants = input
             .participants
             .ok_or_else(|| LifecycleError::Invalid("participants is required".into()))?;
@@ -171,7 +186,9 @@ impl Lifecycle {
             self.profile_source(),
             &self.settings.rooms.privileges,
         )?;
-        let participants = self.resolve_all(checked.entries).await?;
+        let participants = budget
+            .before_commit(self.resolve_all(checked.entries))
+            .await?;
         let now = self.clock.now();
         let mut tc = Teleconsultation::new(
             new_teleconsultation_id(now),
@@ -190,7 +207,7 @@ impl Lifecycle {
             }
             stored => stored?,
         }
-        self.provisioner.converge_inline(&tc.id).await;
+        self.after_commit(&budget, &[], Some(&tc.id)).await;
         Ok(tc.id)
     }
 
@@ -348,19 +365,19 @@ impl Lifecycle {
         caller: Option<String>,
         mut change: impl Change,
     ) -> Result<()> {
+        let budget = Budget::start(self.settings.request_budget);
         for _ in 0..MAX_ATTEMPTS {
             let current = self.live(id).await?;
-            let Decision::Store { mut next, retired } = change.decide(self, &current).await? else {
+            let decision = budget.before_commit(change.decide(self, &current)).await?;
+            let Decision::Store { mut next, retired } = decision else {
                 return Ok(());
             };
             next.updated_at = self.clock.now();
             next.updated_by = caller.clone();
             match self.store.update_teleconsultation(&next, &retired).await {
                 Ok(_) => {
-                    self.provisioner.delete_rooms(&retired).await;
-                    if next.is_live() {
-                        self.provisioner.converge_inline(&next.id).await;
-                    }
+                    let provision = next.is_live().then_some(next.id.as_str());
+                    self.after_commit(&budget, &retired, provision).await;
                     return Ok(());
                 }
                 Err(StoreError::StaleVersion) => lost_a_race().await,
@@ -370,6 +387,27 @@ impl Lifecycle {
         Err(LifecycleError::Conflict(
             "the teleconsultation kept changing under concurrent requests; try again".into(),
         ))
+    }
+
+    /// The work after a commit, within what is left of the request's budget: deleting the
+    /// rooms it retired, then provisioning `provision`. What does not fit stays stored (the
+    /// deletion queue, the provisioning mark) and the background worker finishes it.
+    async fn after_commit(&self, budget: &Budget, retired: &[String], provision: Option<&str>) {
+        let work = async {
+            self.provisioner.delete_rooms(retired).await;
+            if let Some(id) = provision {
+                self.provisioner.converge_inline(id).await;
+            }
+        };
+        if tokio::time::timeout_at(budget.deadline, work)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                teleconsultation = provision,
+                "the request's time is up; the background worker finishes its Kaleyra work"
+            );
+        }
     }
 
     /// The decision for `next`, a change of `current`: its room planned (a complete list
@@ -542,6 +580,31 @@ impl Change for Delete {
             next: Box::new(next),
             retired,
         })
+    }
+}
+
+/// One request's time ([`LifecycleSettings::request_budget`]).
+struct Budget {
+    /// Lookups before the commit must be done by then.
+    commit_by: Instant,
+    /// Everything must be done by then.
+    deadline: Instant,
+}
+
+impl Budget {
+    fn start(budget: Duration) -> Self {
+        let now = Instant::now();
+        Budget {
+            commit_by: now + budget / 2,
+            deadline: now + budget,
+        }
+    }
+
+    /// `work` before the commit, refused (503, nothing stored) if it overruns.
+    async fn before_commit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::time::timeout_at(self.commit_by, work)
+            .await
+            .unwrap_or(Err(LifecycleError::OutOfTime))
     }
 }
 

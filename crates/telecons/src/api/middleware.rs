@@ -1,5 +1,6 @@
 //! Cross-cutting HTTP concerns: request ids, request logs, metrics, timeouts, panics.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -11,7 +12,6 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 use tower_http::trace::MakeSpan;
 use tracing::Span;
 
-use super::REQUEST_TIMEOUT;
 use super::error::ApiError;
 use crate::telemetry;
 
@@ -80,17 +80,25 @@ pub async fn record_metrics(request: Request, next: Next) -> axum::response::Res
     response
 }
 
-/// Bounds every request, so that a graceful shutdown drains in bounded time.
-pub async fn time_out(request: Request, next: Next) -> axum::response::Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the request took longer than {} s",
-                REQUEST_TIMEOUT.as_secs()
-            ),
-        )
-        .into_response(),
+/// Bounds every request to `limit` (503 after it), so that a graceful shutdown drains in
+/// bounded time.
+pub fn time_out(
+    limit: Duration,
+) -> impl Fn(Request, Next) -> Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |request, next| {
+        Box::pin(async move {
+            match tokio::time::timeout(limit, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the request took longer than {} s", limit.as_secs()),
+                )
+                .into_response(),
+            }
+        })
     }
 }

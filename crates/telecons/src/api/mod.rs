@@ -35,12 +35,16 @@ pub struct ApiState {
     pub identity: Arc<GatewayIdentity>,
     /// Renders `/-/metrics`.
     pub metrics: PrometheusHandle,
+    /// The lifecycle's budget for one request; requests time out a little after it.
+    pub request_budget: Duration,
 }
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.
 pub const JSON_BODY_LIMIT: usize = 256 * 1024;
-/// A request that has not answered by then gets 503 (so shutdown drains in bounded time).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than the lifecycle's request budget a request may take before it gets
+/// 503: the lifecycle answers within its budget, so this only bounds what has no budget of
+/// its own (and lets shutdown drain in bounded time).
+const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -92,7 +96,9 @@ pub fn router(state: ApiState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::record_metrics))
-        .layer(axum::middleware::from_fn(middleware::time_out))
+        .layer(axum::middleware::from_fn(middleware::time_out(
+            state.request_budget + REQUEST_TIMEOUT_MARGIN,
+        )))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     routes
         .merge(ops::documentation(openapi))

@@ -357,7 +357,7 @@ fn booking_error(err: LifecycleError, no_plus_user: impl FnOnce() -> String) -> 
         LifecycleError::Storage(err) => err.into(),
         LifecycleError::Kaleyra(err) => super::error::kaleyra_failure(&err),
         // Nothing was stored: the request may be sent again.
-        LifecycleError::Directory(err) => {
+        err @ (LifecycleError::Directory(_) | LifecycleError::OutOfTime) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
     }

@@ -43,13 +43,17 @@ impl SqlStore<Sqlite> {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         // One writer connection: SQLite has one writer at a time anyway.
+        // A request waits at most this long for the writer: it must stay within its budget
+        // (a failed write is a 503 with nothing stored).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await
             .during(OPERATION)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.read_only(true))
             .await
             .during(OPERATION)?;

@@ -33,7 +33,7 @@ pub(crate) struct FakeAuth0 {
     /// The `expires_in` of its tokens; 86400 when unset.
     expires_in: std::sync::Mutex<Option<Value>>,
     /// A pause before each user answer.
-    user_delay_ms: std::sync::atomic::AtomicU64,
+    pub(crate) user_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 const TOKEN: &str = "management-token";

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod budget;
 mod cli;
 mod crash;
 mod directory;

@@ -204,18 +204,43 @@ impl TestApp {
         let sim = kaleyra_sim::spawn(SIM_API_KEY)
             .await
             .expect("start simulator");
-        Self::spawn_on(db, env, Arc::new(sim)).await
+        Self::spawn_on(
+            db,
+            env,
+            Arc::new(sim),
+            telecons::app::DEFAULT_REQUEST_BUDGET,
+        )
+        .await
     }
 
     /// Another deployment (its own database) on `other`'s Kaleyra company.
     pub async fn spawn_sharing(db: TestDatabase, other: &TestApp) -> Self {
-        Self::spawn_on(db, &[], Arc::clone(&other.sim)).await
+        Self::spawn_on(
+            db,
+            &[],
+            Arc::clone(&other.sim),
+            telecons::app::DEFAULT_REQUEST_BUDGET,
+        )
+        .await
+    }
+
+    /// With a short request budget (and so a short HTTP timeout: the budget plus 5 s).
+    pub async fn spawn_with_budget(
+        db: TestDatabase,
+        env: &[(&str, &str)],
+        budget: std::time::Duration,
+    ) -> Self {
+        let sim = kaleyra_sim::spawn(SIM_API_KEY)
+            .await
+            .expect("start simulator");
+        Self::spawn_on(db, env, Arc::new(sim), budget).await
     }
 
     async fn spawn_on(
         db: TestDatabase,
         env: &[(&str, &str)],
         sim: Arc<kaleyra_sim::RunningSimulator>,
+        request_budget: std::time::Duration,
     ) -> Self {
         let mut vars: std::collections::HashMap<String, String> = [
             ("BANDYER_API_SECRET_KEY", SIM_API_KEY),
@@ -231,10 +256,13 @@ impl TestApp {
         }
         let config = telecons::config::Config::from_vars(&vars).expect("valid test config");
         let clock = Arc::new(telecons::clock::ManualClock::new(test_epoch()));
-        let application =
-            telecons::Application::build(config.clone(), test_dependencies(&db, &clock))
-                .await
-                .expect("the app builds");
+        let deps = telecons::Dependencies {
+            request_budget,
+            ..test_dependencies(&db, &clock)
+        };
+        let application = telecons::Application::build(config.clone(), deps)
+            .await
+            .expect("the app builds");
         let base_url = format!("http://{}", application.address().unwrap());
         let services = application.services().clone();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();

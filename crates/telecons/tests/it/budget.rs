@@ -1,0 +1,161 @@
+//! A request that has stored its effect never answers 5xx because Kaleyra (or the directory)
+//! is slow afterwards (spec §7): one budget covers the request's work; what does not fit after
+//! the commit goes to the stored queue or the background worker. These apps have a 1 s
+//! budget (so their HTTP timeout is 6 s); Kaleyra is made to take far longer.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kaleyra_sim::Fault;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::directory::spawn_auth0;
+use crate::support::{TestApp, TestDatabase};
+use crate::teleconsultations::{DOC, create_tc, delete_tc, doctor, pair, patch_tc, patient};
+
+crate::on_both_backends!(
+    a_delete_answers_204_while_kaleyra_asks_to_retry_in_30_seconds,
+    a_patch_that_retires_a_room_answers_while_kaleyra_is_slow,
+    a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory,
+    a_directory_too_slow_for_the_request_stores_nothing,
+);
+
+const BUDGET: Duration = Duration::from_secs(1);
+
+async fn deletions_pending(app: &TestApp) -> u64 {
+    let far = chrono::Utc::now() + chrono::TimeDelta::days(3650);
+    app.services
+        .store
+        .backlog(far, 0)
+        .await
+        .unwrap()
+        .room_deletions
+}
+
+async fn a_delete_answers_204_while_kaleyra_asks_to_retry_in_30_seconds(db: TestDatabase) {
+    let app = TestApp::spawn_with_budget(db, &[], BUDGET).await;
+    let id = create_tc(&app, pair()).await;
+    assert_eq!(app.sim.rooms().len(), 1);
+    app.sim.add_fault(
+        Fault::status("/v2/rooms/{id}", 503)
+            .method("DELETE")
+            .retry_after(30),
+    );
+    assert_eq!(delete_tc(&app, &id).await, (204, Value::Null));
+    assert_eq!(deletions_pending(&app).await, 1, "the deletion is queued");
+    // Once Kaleyra recovers, the worker deletes it (after the request's lease expired).
+    app.sim.clear_faults();
+    app.clock.advance(chrono::Duration::minutes(10));
+    app.services.provisioner.run_due().await.unwrap();
+    assert!(app.sim.rooms().is_empty());
+    assert_eq!(deletions_pending(&app).await, 0);
+}
+
+async fn a_patch_that_retires_a_room_answers_while_kaleyra_is_slow(db: TestDatabase) {
+    let app = TestApp::spawn_with_budget(db, &[], BUDGET).await;
+    let id = create_tc(&app, pair()).await;
+    app.sim.add_fault(
+        Fault::status("/v2/rooms/{id}", 503)
+            .method("DELETE")
+            .retry_after(30),
+    );
+    app.sim
+        .add_fault(Fault::delay("/v2/rooms", Duration::from_secs(20)).method("POST"));
+    let replaced =
+        json!({"participants": {"number": 2, "data": [doctor(DOC), patient("pat-new")]}});
+    let (status, body) = patch_tc(&app, &id, replaced).await;
+    assert_eq!(status, 204, "{body}");
+    let stored = app
+        .services
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.participants[1].external_id, "pat-new",
+        "the change is stored"
+    );
+}
+
+async fn a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory(db: TestDatabase) {
+    let (url, auth0) = spawn_auth0(&[
+        ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
+        ("auth0|patient", "patient", "Luca Bianchi"),
+    ])
+    .await;
+    // Two lookups of 150 ms: most of the time before the commit is used up.
+    auth0.user_delay_ms.store(150, Ordering::SeqCst);
+    let app = TestApp::spawn_with_budget(
+        db,
+        &[
+            ("AUTH_SERVICE", "auth0-client"),
+            ("AUTH0_DOMAIN", &url),
+            ("AUTH0_CLIENT_ID", "telecons"),
+            ("AUTH0_CLIENT_SECRET", "s3cret"),
+        ],
+        BUDGET,
+    )
+    .await;
+    app.sim
+        .add_fault(Fault::delay("/v2/rooms", Duration::from_secs(20)).method("POST"));
+    let (status, body) = app
+        .send(Method::POST, "/teleconsultation", &[], Some(by_ids()))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["roomId"].as_str().unwrap();
+    let stored = app
+        .services
+        .store
+        .get_teleconsultation(id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(
+        stored.provision_due_at.is_some(),
+        "the worker finishes the room"
+    );
+}
+
+async fn a_directory_too_slow_for_the_request_stores_nothing(db: TestDatabase) {
+    let (url, auth0) = spawn_auth0(&[
+        ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
+        ("auth0|patient", "patient", "Luca Bianchi"),
+    ])
+    .await;
+    auth0.user_delay_ms.store(3_000, Ordering::SeqCst);
+    let app = TestApp::spawn_with_budget(
+        db,
+        &[
+            ("AUTH_SERVICE", "auth0-client"),
+            ("AUTH0_DOMAIN", &url),
+            ("AUTH0_CLIENT_ID", "telecons"),
+            ("AUTH0_CLIENT_SECRET", "s3cret"),
+        ],
+        BUDGET,
+    )
+    .await;
+    let (status, body) = app
+        .send(Method::POST, "/teleconsultation", &[], Some(by_ids()))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        app.services
+            .store
+            .list_live_teleconsultations("", 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing stored"
+    );
+    assert!(app.kaleyra_calls().is_empty());
+}
+
+fn by_ids() -> Value {
+    json!({
+        "participants": ["auth0|doctor", "auth0|patient"],
+        "start_date": "2030-01-01T10:00:00.000Z",
+        "duration_in_seconds": 1800,
+    })
+}
