@@ -10,6 +10,7 @@ mod support;
 
 mod budget;
 mod cli;
+mod connections;
 mod crash;
 mod directory;
 mod ops;

@@ -3,6 +3,10 @@
 //! `serve`, `demo`, the tests and the soak all use it. [`Services`] is the same wiring
 //! without a listener, for commands that do not serve (`telecons audit`).
 
+mod server;
+
+pub use server::ConnectionLimits;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +54,8 @@ pub struct Dependencies {
     pub mode: InstallationMode,
     /// How long one request's work may take, all of it; see [`LifecycleSettings`].
     pub request_budget: Duration,
+    /// Connection deadlines and limits.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Dependencies {
@@ -62,6 +68,7 @@ impl Default for Dependencies {
             background_worker: true,
             mode: InstallationMode::Service,
             request_budget: DEFAULT_REQUEST_BUDGET,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -174,6 +181,7 @@ pub struct Application {
     listener: TcpListener,
     services: Services,
     background_worker: bool,
+    connections: ConnectionLimits,
 }
 
 impl Application {
@@ -189,6 +197,7 @@ impl Application {
             listener,
             services,
             background_worker: deps.background_worker,
+            connections: deps.connections,
         })
     }
 
@@ -201,8 +210,9 @@ impl Application {
         &self.services
     }
 
-    /// Serves until `shutdown` completes: in-flight requests finish first, then the
-    /// background worker's pass in progress (bounded).
+    /// Serves until `shutdown` completes: requests in flight finish first (idle and stalled
+    /// connections are not waited for), then the background worker's pass in progress
+    /// (bounded).
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -226,9 +236,13 @@ impl Application {
             storage = self.services.store.backend(),
             "telecons listening"
         );
-        axum::serve(self.listener, self.services.router())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        server::serve(
+            self.listener,
+            self.services.router(),
+            self.connections,
+            shutdown,
+        )
+        .await;
         background.cancel();
         if let Some(worker) = worker
             && tokio::time::timeout(WORKER_DRAIN, worker).await.is_err()

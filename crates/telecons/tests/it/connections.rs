@@ -1,0 +1,199 @@
+//! Connections (the server loop): a client that trickles its headers is disconnected, an
+//! idle keep-alive connection is closed, open connections are capped, and shutdown waits for
+//! requests in flight but never for stalled or idle connections. Real time is involved:
+//! deadlines of about a second, waits with wide margins.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kaleyra_sim::Fault;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{SIM_API_KEY, TestDatabase, test_dependencies, test_epoch};
+
+crate::on_both_backends!(
+    a_client_trickling_its_headers_is_disconnected,
+    an_idle_keep_alive_connection_is_closed,
+    open_connections_are_capped,
+    shutdown_waits_for_answers_but_not_for_stalled_connections,
+);
+
+struct Running {
+    address: std::net::SocketAddr,
+    sim: kaleyra_sim::RunningSimulator,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: TestDatabase,
+}
+
+async fn start(db: TestDatabase, limits: telecons::app::ConnectionLimits) -> Running {
+    let sim = kaleyra_sim::spawn(SIM_API_KEY).await.expect("simulator");
+    let vars = [
+        ("BANDYER_API_SECRET_KEY", SIM_API_KEY),
+        ("BANDYER_BASE_URL", sim.base_url()),
+        ("DATABASE_URL", db.url.as_str()),
+        ("HTTP_PORT", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = telecons::config::Config::from_vars(&vars).expect("config");
+    let clock = Arc::new(telecons::clock::ManualClock::new(test_epoch()));
+    let deps = telecons::Dependencies {
+        connections: limits,
+        ..test_dependencies(&db, &clock)
+    };
+    let application = telecons::Application::build(config, deps)
+        .await
+        .expect("builds");
+    let address = application.address().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        address,
+        sim,
+        stop: Some(stop),
+        stopped,
+        _db: db,
+    }
+}
+
+fn limits(
+    header_read_timeout: Duration,
+    max_connections: usize,
+) -> telecons::app::ConnectionLimits {
+    telecons::app::ConnectionLimits {
+        max_connections,
+        header_read_timeout,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Whether the server closed `stream` (a read returns end of file or an error) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // an answer; keep reading until it closes
+            Err(_) => return false,
+        }
+    }
+}
+
+async fn a_client_trickling_its_headers_is_disconnected(db: TestDatabase) {
+    let app = start(db, limits(Duration::from_secs(1), 64)).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let request =
+        b"GET /-/healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let started = Instant::now();
+    let mut disconnected = false;
+    for byte in request.iter().take(request.len() - 2) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            disconnected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if started.elapsed() > Duration::from_secs(2) {
+            disconnected = closed_within(&mut stream, Duration::from_secs(3)).await;
+            break;
+        }
+    }
+    assert!(
+        disconnected,
+        "a client sending one header byte at a time keeps its connection"
+    );
+    assert!(started.elapsed() < Duration::from_secs(6));
+}
+
+async fn an_idle_keep_alive_connection_is_closed(db: TestDatabase) {
+    let app = start(db, limits(Duration::from_secs(1), 64)).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    stream
+        .write_all(b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(5)).await,
+        "an idle keep-alive connection stays open"
+    );
+}
+
+async fn open_connections_are_capped(db: TestDatabase) {
+    let app = start(db, limits(Duration::from_secs(60), 2)).await;
+    let url = format!("http://{}/-/healthz", app.address);
+    // Two clients each hold a keep-alive connection.
+    let first = reqwest::Client::new();
+    let second = reqwest::Client::new();
+    assert_eq!(first.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(second.get(&url).send().await.unwrap().status(), 200);
+    let third = reqwest::Client::builder()
+        .timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    assert!(
+        third.get(&url).send().await.is_err(),
+        "a third connection is served while two are open"
+    );
+    drop(first);
+    let third = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert_eq!(third.get(&url).send().await.unwrap().status(), 200);
+    drop(second);
+}
+
+async fn shutdown_waits_for_answers_but_not_for_stalled_connections(db: TestDatabase) {
+    let mut app = start(db, limits(Duration::from_secs(60), 64)).await;
+    // A stalled client: half a request head, then nothing.
+    let mut stalled = TcpStream::connect(app.address).await.unwrap();
+    stalled
+        .write_all(b"GET /-/healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    // An idle keep-alive client.
+    let idle = reqwest::Client::new();
+    let url = format!("http://{}", app.address);
+    assert_eq!(
+        idle.get(format!("{url}/-/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A request in flight: Kaleyra takes a second to answer the check-up.
+    app.sim
+        .add_fault(Fault::delay("/v2/company", Duration::from_millis(1000)));
+    let in_flight = tokio::spawn(async move {
+        reqwest::get(format!("{url}/-/check-up"))
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let _ = app.stop.take().unwrap().send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(5), &mut app.stopped).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited on a stalled connection for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        in_flight
+            .await
+            .unwrap()
+            .expect("the request in flight is answered"),
+        200
+    );
+    assert!(closed_within(&mut stalled, Duration::from_secs(2)).await);
+}
