@@ -261,32 +261,74 @@ impl Lifecycle {
     /// `GET /teleconsultation/:id` for `caller`. `tc` must be one [`Self::authorize`]
     /// returned for `caller`.
     pub async fn view(
-        &self,
+        self: &Arc<Self>,
         tc: &Teleconsultation,
         caller: &str,
         options: &LinkOptions,
     ) -> Result<Join> {
-        let view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
+        let mut view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
             .ok_or(LifecycleError::Unauthorized)?;
         let details = match &view.room_id {
-            Some(room_id) => self.room_details(room_id).await,
+            Some(room_id) => match self.room_details(room_id).await {
+                Ok(room) => Some(room),
+                Err(err) if err.is_not_found() => {
+                    // Deleted on Kaleyra's side: no link to it; it is made again in the
+                    // background (the join never waits for Kaleyra).
+                    self.replace_lost_room_later(room_id);
+                    view.access_link = None;
+                    None
+                }
+                Err(err) => {
+                    tracing::warn!(room = %room_id, error = %err, "room details unavailable; answering without them");
+                    None
+                }
+            },
             None => None,
         };
         Ok(Join { view, details })
     }
 
-    async fn room_details(&self, room_id: &str) -> Option<Room> {
-        let quick = self
-            .kaleyra
+    async fn room_details(&self, room_id: &str) -> std::result::Result<Room, KaleyraError> {
+        self.kaleyra
             .with_retry_policy(kaleyra_client::RetryPolicy::none())
-            .with_request_timeout(DETAILS_BUDGET);
-        match quick.get_room(room_id).await {
-            Ok(room) => Some(room),
-            Err(err) => {
-                tracing::warn!(room = room_id, error = %err, "room details unavailable; answering without them");
-                None
+            .with_request_timeout(DETAILS_BUDGET)
+            .get_room(room_id)
+            .await
+    }
+
+    /// Kaleyra lost `room_id` (its `on_room_deleted` webhook, or a 404): the live
+    /// teleconsultation whose room it was wants a new one, made now within the request's
+    /// time (or by the worker). Returns that teleconsultation's id, if any.
+    pub async fn room_lost(&self, room_id: &str) -> Result<Option<String>> {
+        let Some(id) = self.store.teleconsultation_with_room(room_id).await? else {
+            return Ok(None);
+        };
+        self.change(
+            &id,
+            None,
+            RoomLost {
+                room_id: room_id.to_owned(),
+            },
+        )
+        .await?;
+        Ok(Some(id))
+    }
+
+    /// [`Self::room_lost`], in a task of its own.
+    fn replace_lost_room_later(self: &Arc<Self>, room_id: &str) {
+        let lifecycle = Arc::clone(self);
+        let room_id = room_id.to_owned();
+        tokio::spawn(async move {
+            match lifecycle.room_lost(&room_id).await {
+                Ok(Some(id)) => {
+                    tracing::warn!(teleconsultation = %id, room = %room_id, "Kaleyra no longer knows this room; it is made again")
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(room = %room_id, error = %err, "a room Kaleyra lost is not replaced yet")
+                }
             }
-        }
+        });
     }
 
     /// `DELETE /teleconsultation/:id/uploads`: deletes the files shared in the room; `None`
@@ -372,8 +414,10 @@ impl Lifecycle {
             let Decision::Store { mut next, retired } = decision else {
                 return Ok(());
             };
-            next.updated_at = self.clock.now();
-            next.updated_by = caller.clone();
+            if change.by_caller() {
+                next.updated_at = self.clock.now();
+                next.updated_by = caller.clone();
+            }
             match self.store.update_teleconsultation(&next, &retired).await {
                 Ok(_) => {
                     let provision = next.is_live().then_some(next.id.as_str());
@@ -494,6 +538,12 @@ trait Change: Send {
         lifecycle: &Lifecycle,
         current: &Teleconsultation,
     ) -> impl Future<Output = Result<Decision>> + Send;
+
+    /// Whether the change is the caller's (it then becomes the last updater); the service's
+    /// own changes leave `updated_at`/`updated_by` as they are.
+    fn by_caller(&self) -> bool {
+        true
+    }
 }
 
 /// PATCH: the given fields replace the stored ones.
@@ -605,6 +655,33 @@ impl Budget {
         tokio::time::timeout_at(self.commit_by, work)
             .await
             .unwrap_or(Err(LifecycleError::OutOfTime))
+    }
+}
+
+/// Kaleyra lost the room: it is made again.
+struct RoomLost {
+    room_id: String,
+}
+
+impl Change for RoomLost {
+    async fn decide(
+        &mut self,
+        lifecycle: &Lifecycle,
+        current: &Teleconsultation,
+    ) -> Result<Decision> {
+        Ok(
+            match current.room_lost(&self.room_id, lifecycle.clock.now()) {
+                Some((next, retired)) => Decision::Store {
+                    next: Box::new(next),
+                    retired,
+                },
+                None => Decision::Unchanged,
+            },
+        )
+    }
+
+    fn by_caller(&self) -> bool {
+        false
     }
 }
 

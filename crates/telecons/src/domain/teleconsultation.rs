@@ -241,6 +241,26 @@ impl Teleconsultation {
         (next, retired)
     }
 
+    /// `self` after Kaleyra lost `room_id` (deleted on its side): if it is still its room,
+    /// it has none now and wants its room made again (its links are gone with it). Returns
+    /// it with the room to retire (the deletion confirms it is gone); `None` when `room_id`
+    /// is not its room.
+    pub fn room_lost(
+        &self,
+        room_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<(Teleconsultation, Vec<String>)> {
+        if !self.is_live() || self.room_id.as_deref() != Some(room_id) {
+            return None;
+        }
+        let mut next = self.clone();
+        let retired: Vec<String> = next.room_id.take().into_iter().collect();
+        next.room_fingerprint = None;
+        next.forget_links();
+        next.provision_due_at = next.desired_room.is_some().then_some(now);
+        Some((next, retired))
+    }
+
     fn forget_links(&mut self) {
         for participant in &mut self.participants {
             participant.link = None;
@@ -408,6 +428,20 @@ mod tests {
         let mut creating = complete();
         creating.creating_fingerprint = Some("0123456789abcdef".into());
         assert_eq!(creating.deleted(at(9)).0.provision_due_at, Some(at(9)));
+    }
+
+    #[test]
+    fn a_room_kaleyra_lost_is_wanted_again() {
+        let tc = provisioned(&complete());
+        assert_eq!(tc.room_lost("room_other", at(7)), None);
+        let (next, retired) = tc.room_lost("room_1", at(7)).unwrap();
+        assert_eq!(retired, vec!["room_1".to_owned()]);
+        assert_eq!(next.room_id, None);
+        assert!(next.needs_room());
+        assert_eq!(next.provision_due_at, Some(at(7)));
+        assert!(next.participants.iter().all(|p| p.link.is_none()));
+        let (deleted, _) = tc.deleted(at(8));
+        assert_eq!(deleted.room_lost("room_1", at(9)), None);
     }
 
     #[test]

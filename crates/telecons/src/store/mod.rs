@@ -180,6 +180,9 @@ pub trait Store: Send + Sync + 'static {
     /// Whether `room_id` is some teleconsultation's room or queued for deletion.
     async fn is_room_known(&self, room_id: &str) -> StoreResult<bool>;
 
+    /// The id of the live teleconsultation whose room is `room_id`, if any.
+    async fn teleconsultation_with_room(&self, room_id: &str) -> StoreResult<Option<String>>;
+
     /// A page of live teleconsultations: ids greater than `after`, in id order.
     async fn list_live_teleconsultations(
         &self,

@@ -610,6 +610,17 @@ where
         Ok(known > 0)
     }
 
+    async fn teleconsultation_with_room(&self, room_id: &str) -> StoreResult<Option<String>> {
+        let id: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM teleconsultations WHERE room_id = $1 AND state = 'active'",
+        )
+        .bind(room_id.to_owned())
+        .fetch_optional(&self.readers)
+        .await
+        .during("finding a room's teleconsultation")?;
+        Ok(id.map(|(id,)| id))
+    }
+
     async fn list_live_teleconsultations(
         &self,
         after: &str,

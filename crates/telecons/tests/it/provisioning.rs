@@ -30,6 +30,7 @@ crate::on_both_backends!(
     a_user_kaleyra_no_longer_knows_is_created_again_under_its_id,
     a_forgotten_user_who_becomes_plus_is_created_again_as_plus,
     deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms,
+    a_room_deleted_on_kaleyras_side_is_made_again,
 );
 
 const DOCTOR: &str = "doc-1";
@@ -635,4 +636,52 @@ async fn deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms(db:
         assert!(report.is_consistent(), "{report:#?}");
         assert_eq!(report.untagged_rooms, 1, "the other deployment's room");
     }
+}
+
+/// A room Kaleyra no longer knows (deleted in its console, say) is noticed when its details
+/// answer 404: no link to it, and a new room is made (spec §7).
+async fn a_room_deleted_on_kaleyras_side_is_made_again(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    let old_link = link(&app, &id, PATIENT).await;
+    assert!(old_link.is_string());
+    let old_room = app.sim.rooms()[0].id.clone();
+    app.services.kaleyra.delete_room(&old_room).await.unwrap();
+
+    let (status, body) = app
+        .get(
+            &format!("/teleconsultation/{id}"),
+            &[("miauserid", PATIENT)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["accessLinkURL"],
+        Value::Null,
+        "no link to a room that is gone"
+    );
+    assert_eq!(body["details"], Value::Null);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let new_link = link(&app, &id, PATIENT).await;
+        if new_link.is_string() {
+            assert_ne!(new_link, old_link);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the room was not made again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rooms = app.sim.rooms();
+    assert_eq!(rooms.len(), 1);
+    assert_ne!(rooms[0].id, old_room);
+    assert_converged(&app).await;
 }
