@@ -1,6 +1,7 @@
 //! Who is calling (spec §5): the identity the API gateway puts in the request headers, and
 //! the user directory that knows users' groups and names.
 
+pub mod bearer;
 pub mod directory;
 
 use crate::domain::caller::{UserIdPath, groups_from_header};
