@@ -9,6 +9,9 @@
 //!   timeout, connection lost, rejected (4xx: the request was wrong), unavailable (5xx/429 after
 //!   retries), invalid response.
 //! - [`wire`]: every JSON body, in one module, easy to correct once a real answer is seen.
+//! - [`webhook`]: the `bandyer-signature` of Kaleyra's webhooks ([`webhook::sign`],
+//!   [`webhook::verify`]), shared by the service that receives them and the simulator that
+//!   sends them; `t` is in seconds.
 //! - [`kaleyra_user_id`]: the deterministic, non-revealing Kaleyra id of a user.
 //!
 //! The API key lives in a [`secrecy::SecretString`] and is sent only in the `apikey` header
@@ -31,6 +34,7 @@
 mod client;
 mod error;
 mod user_id;
+pub mod webhook;
 pub mod wire;
 
 pub use client::{
@@ -42,7 +46,7 @@ pub use user_id::{KALEYRA_USER_ID_PREFIX, kaleyra_user_id};
 pub use wire::{
     CallType, Company, CreateRoom, DefaultBackground, NewParticipant, Recording, Role, Room,
     RoomParticipant, SdkCredentials, Tools, UpdateCompany, UpdateUser, Upload, User,
-    VirtualBackground,
+    VirtualBackground, WebhookEvent,
 };
 
 /// Re-exported so that callers can build a [`KaleyraClientConfig`] without naming the crate.
