@@ -38,8 +38,8 @@ pub mod webhook;
 pub mod wire;
 
 pub use client::{
-    API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, MAX_RETRY_AFTER,
-    RetryPolicy, describe_metrics,
+    API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, MAX_ANSWER_BYTES,
+    MAX_RETRY_AFTER, RetryPolicy, RoomList, describe_metrics,
 };
 pub use error::{ConfigError, ErrorKind, KaleyraError, Operation};
 pub use user_id::{KALEYRA_USER_ID_PREFIX, kaleyra_user_id};
