@@ -7,10 +7,12 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use serde::Deserialize;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    Fault, RecordedRequest, SimRoom, SimUser, Simulator,
+    Fault, MAX_LATENCY, RecordedRequest, SimRoom, SimUser, Simulator,
     error::{ApiError, KJson},
     wire::Upload,
 };
@@ -26,6 +28,7 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/_sim/rooms/{id}/uploads", post(seed_upload))
         .route("/_sim/users", get(users))
         .route("/_sim/reset", post(reset))
+        .route("/_sim/latency", get(latency).put(set_latency))
 }
 
 async fn requests(State(sim): State<Simulator>) -> Json<Vec<RecordedRequest>> {
@@ -79,6 +82,35 @@ async fn seed_upload(
         .lock_model()
         .seed_upload(&room_id, &req.name, req.size)?;
     Ok((StatusCode::CREATED, Json(upload)))
+}
+
+/// `{"ms": 50}`: the artificial latency of every `/v2` answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Latency {
+    ms: u64,
+}
+
+async fn latency(State(sim): State<Simulator>) -> Json<Latency> {
+    Json(Latency {
+        ms: u64::try_from(sim.latency().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+async fn set_latency(
+    State(sim): State<Simulator>,
+    KJson(req): KJson<Latency>,
+) -> Result<Json<Latency>, ApiError> {
+    let latency = Duration::from_millis(req.ms);
+    if latency > MAX_LATENCY {
+        return Err(ApiError::invalid(format!(
+            "ms must be at most {}, got {}",
+            MAX_LATENCY.as_millis(),
+            req.ms
+        )));
+    }
+    sim.set_latency(latency);
+    Ok(Json(req))
 }
 
 async fn reset(State(sim): State<Simulator>) -> StatusCode {

@@ -6,6 +6,9 @@
 //! let sim = kaleyra_sim::spawn("ak_test_key").await?;
 //! // point a Kaleyra client at sim.base_url(); inspect sim.rooms(), sim.requests(), …
 //! sim.add_fault(kaleyra_sim::Fault::status("/v2/rooms", 503).times(1));
+//! // A Kaleyra 50 ms away, for benchmarks:
+//! let options = kaleyra_sim::SimOptions::default().latency(std::time::Duration::from_millis(50));
+//! let slow = kaleyra_sim::spawn_with("ak_test_key", options).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -21,7 +24,9 @@
 //! | `POST /_sim/rooms/{id}/uploads` | `{"name", "size"}` → `201` the upload; `404` no such room |
 //! | `GET /_sim/rooms` | `200 [SimRoom]` (with per-participant `tools`) |
 //! | `GET /_sim/users` | `200 [SimUser]` (sorted by id) |
-//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company |
+//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company; the latency goes back to its start value |
+//! | `GET /_sim/latency` | `200 {"ms": N}`: the artificial latency of every `/v2` answer |
+//! | `PUT /_sim/latency` | `{"ms": N}` (0–60000) → `200 {"ms": N}`; `400` above |
 //!
 //! Choices where kaleyra.md is silent (all in [`wire`] or [`state`], easy to change):
 //! - Error codes: `invalid_request` (400, any malformed or out-of-range field, unknown field,
@@ -44,6 +49,10 @@
 //!   an extra or misnamed part is 400. Checks run in the order 400, 413, 415, 409.
 //! - The company starts as `Simulated Company`, language `en`, every other field `null`.
 //!   `PUT /v2/company` is all-or-nothing: an unknown `background_alias` changes nothing.
+//! - Artificial latency (for benchmarks; [`SimOptions::latency`] at start, the binary's
+//!   `--latency-ms`, [`Simulator::set_latency`] or `PUT /_sim/latency`): every `/v2` answer —
+//!   refusals and injected faults included, before a `delay_ms` fault — waits this long first;
+//!   `/_sim/` answers never wait.
 //! - Faults are picked before the `apikey` check (an outage does not look at keys), in rule
 //!   order (first match wins); a call spared by `rate` does not count towards `times`.
 
@@ -90,6 +99,10 @@ pub struct Simulator {
 
 struct Inner {
     api_key: String,
+    /// What the simulator was started with; [`Simulator::reset`] goes back to it.
+    options: SimOptions,
+    /// Added to every `/v2` answer.
+    latency: Mutex<Duration>,
     // Three separate locks, each held only for a synchronous step, never across an `.await`.
     model: Mutex<state::Model>,
     log: Mutex<Vec<RecordedRequest>>,
@@ -111,11 +124,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Settings given when the simulator starts ([`Simulator::with_options`], [`spawn_with`],
+/// the binary's flags). [`Simulator::reset`] returns to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimOptions {
+    /// Artificial latency added to every Kaleyra API answer (`/v2`, not `/_sim/`). Default 0.
+    pub latency: Duration,
+}
+
+impl SimOptions {
+    /// Sets [`SimOptions::latency`].
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+}
+
+/// The longest artificial latency accepted (`PUT /_sim/latency` refuses more with `400`).
+pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+
 impl Simulator {
     pub fn new(api_key: impl Into<String>) -> Self {
+        Self::with_options(api_key, SimOptions::default())
+    }
+
+    /// A simulator started with `options` (latency, …).
+    ///
+    /// # Panics
+    /// If `options.latency` exceeds [`MAX_LATENCY`].
+    pub fn with_options(api_key: impl Into<String>, options: SimOptions) -> Self {
+        assert!(
+            options.latency <= MAX_LATENCY,
+            "latency {:?} exceeds {MAX_LATENCY:?}",
+            options.latency
+        );
         Simulator {
             inner: Arc::new(Inner {
                 api_key: api_key.into(),
+                latency: Mutex::new(options.latency),
+                options,
                 model: Mutex::default(),
                 log: Mutex::default(),
                 faults: Mutex::default(),
@@ -165,11 +213,32 @@ impl Simulator {
         lock(&self.inner.faults).clear();
     }
 
-    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log or faults.
+    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log or faults, and
+    /// the latency given at start.
     pub fn reset(&self) {
         *lock(&self.inner.model) = state::Model::default();
         self.clear_requests();
         self.clear_faults();
+        *lock(&self.inner.latency) = self.inner.options.latency;
+    }
+
+    /// Sets the artificial latency added to every Kaleyra API answer (`/v2`, not `/_sim/`),
+    /// for benchmarks. It applies to every answer, refusals and injected faults included,
+    /// before the call is handled (as if the request took that long to arrive).
+    ///
+    /// # Panics
+    /// Above [`MAX_LATENCY`].
+    pub fn set_latency(&self, latency: Duration) {
+        assert!(
+            latency <= MAX_LATENCY,
+            "latency {latency:?} exceeds {MAX_LATENCY:?}"
+        );
+        *lock(&self.inner.latency) = latency;
+    }
+
+    /// The artificial latency now in force.
+    pub fn latency(&self) -> Duration {
+        *lock(&self.inner.latency)
     }
 
     /// Snapshot of all rooms, in creation order, with per-participant tools.
@@ -276,6 +345,14 @@ impl Drop for RunningSimulator {
 /// Serves a new simulator on `127.0.0.1` at a free port.
 pub async fn spawn(api_key: &str) -> std::io::Result<RunningSimulator> {
     spawn_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), api_key).await
+}
+
+/// Serves a new simulator started with `options` on `127.0.0.1` at a free port.
+pub async fn spawn_with(api_key: &str, options: SimOptions) -> std::io::Result<RunningSimulator> {
+    serve(
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?,
+        Simulator::with_options(api_key, options),
+    )
 }
 
 /// Serves a new simulator on `addr` (port 0 = any free port) in a background task.

@@ -1367,3 +1367,125 @@ async fn binary_prints_its_url_and_never_logs_the_key() {
     assert!(logs.contains("/v2/company"), "{logs}");
     assert!(!logs.contains(KEY), "{logs}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Artificial latency
+
+#[tokio::test]
+async fn latency_delays_every_v2_answer_and_no_control_answer() {
+    let ctx = Ctx::new().await;
+    assert_eq!(ctx.sim.latency(), Duration::ZERO);
+    assert_eq!(
+        ctx.get("/_sim/latency").await,
+        (StatusCode::OK, json!({"ms": 0}))
+    );
+
+    assert_eq!(
+        ctx.put("/_sim/latency", json!({"ms": 400})).await,
+        (StatusCode::OK, json!({"ms": 400}))
+    );
+    assert_eq!(ctx.sim.latency(), Duration::from_millis(400));
+    let started = Instant::now();
+    assert_eq!(ctx.get("/v2/company").await.0, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Refusals wait too (every answer of the API), control calls do not.
+    let started = Instant::now();
+    let wrong_key = ctx.http.get(ctx.url("/v2/company")).send().await.unwrap();
+    assert_eq!(wrong_key.status(), StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let started = Instant::now();
+    assert_eq!(ctx.get("/_sim/users").await.0, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(400));
+
+    ctx.sim.set_latency(Duration::ZERO);
+    assert_eq!(ctx.get("/_sim/latency").await.1, json!({"ms": 0}));
+
+    assert_error(
+        &ctx.put("/_sim/latency", json!({"ms": 60_001})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        &ctx.put("/_sim/latency", json!({"ms": -1})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        &ctx.put("/_sim/latency", json!({"latency": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn latency_given_at_start_survives_a_reset() {
+    let options = kaleyra_sim::SimOptions::default().latency(Duration::from_millis(300));
+    let sim = kaleyra_sim::spawn_with(KEY, options).await.unwrap();
+    let http = reqwest::Client::new();
+    let company = format!("{}/v2/company", sim.base_url());
+    let started = Instant::now();
+    let resp = http
+        .get(&company)
+        .header("apikey", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    sim.set_latency(Duration::from_millis(5));
+    sim.reset();
+    assert_eq!(
+        sim.latency(),
+        Duration::from_millis(300),
+        "back to the start value"
+    );
+}
+
+#[tokio::test]
+async fn binary_takes_a_latency_flag() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
+        .args(["--port", "0", "--api-key", KEY, "--latency-ms", "250"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let base = line.trim().to_owned();
+    let http = reqwest::Client::new();
+    let latency: Value = http
+        .get(format!("{base}/_sim/latency"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latency, json!({"ms": 250}));
+    let started = Instant::now();
+    let resp = http
+        .get(format!("{base}/v2/company"))
+        .header("apikey", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    // Out of range: refused at start.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
+        .args(["--port", "0", "--api-key", KEY, "--latency-ms", "60001"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
