@@ -456,6 +456,78 @@ impl Model {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The state as the wire shows it (the wire types know nothing of the state).
+
+impl From<&SimUser> for User {
+    fn from(u: &SimUser) -> Self {
+        User {
+            id: u.id.clone(),
+            role: u.role.clone(),
+            active: u.active,
+            language: u.language.clone(),
+        }
+    }
+}
+
+impl From<&SimRoom> for Room {
+    fn from(r: &SimRoom) -> Self {
+        Room {
+            id: r.id.clone(),
+            recording: r.recording.clone(),
+            recording_status: "stopped",
+            call_type: r.call_type.clone(),
+            description: r.description.clone(),
+            status: "NOT_RUNNING",
+            disabled: false,
+            creation_date: r.creation_date.clone(),
+            duration_in_seconds: r.duration_in_seconds,
+            duration_used_in_seconds: 0,
+            live: r.live,
+            participants: r
+                .participants
+                .iter()
+                .map(|p| RoomParticipant {
+                    user_id: p.user_id.clone(),
+                    is_admin: p.is_admin,
+                    link: p.link.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl CompanyEnvelope {
+    pub fn new(company: &Company, default_background: Option<&Background>) -> Self {
+        CompanyEnvelope {
+            company: CompanyBody {
+                name: company.name.clone(),
+                default_language: company.default_language.clone(),
+                default_background: default_background.map(|b| DefaultBackground {
+                    alias: b.alias.clone(),
+                    url: b.url.clone(),
+                    creation_date: b.creation_date.clone(),
+                }),
+                end_call_redirect_url: company.end_call_redirect_url.clone(),
+                user_details_provider_url: company.user_details_provider_url.clone(),
+                end_call_redirect_timeout_ms: company.end_call_redirect_timeout_ms,
+            },
+        }
+    }
+}
+
+impl From<&Background> for VirtualBackgroundEnvelope {
+    fn from(b: &Background) -> Self {
+        VirtualBackgroundEnvelope {
+            virtual_background: VirtualBackground {
+                background_alias: b.alias.clone(),
+                url: b.url.clone(),
+                creation_date: b.creation_date.clone(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,77 +681,5 @@ mod tests {
     fn dates_have_millis() {
         let s = format_date(DateTime::from_timestamp_millis(1_703_252_208_164).unwrap());
         assert_eq!(s, "2023-12-22T13:36:48.164Z");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The state as the wire shows it (the wire types know nothing of the state).
-
-impl From<&SimUser> for User {
-    fn from(u: &SimUser) -> Self {
-        User {
-            id: u.id.clone(),
-            role: u.role.clone(),
-            active: u.active,
-            language: u.language.clone(),
-        }
-    }
-}
-
-impl From<&SimRoom> for Room {
-    fn from(r: &SimRoom) -> Self {
-        Room {
-            id: r.id.clone(),
-            recording: r.recording.clone(),
-            recording_status: "stopped",
-            call_type: r.call_type.clone(),
-            description: r.description.clone(),
-            status: "NOT_RUNNING",
-            disabled: false,
-            creation_date: r.creation_date.clone(),
-            duration_in_seconds: r.duration_in_seconds,
-            duration_used_in_seconds: 0,
-            live: r.live,
-            participants: r
-                .participants
-                .iter()
-                .map(|p| RoomParticipant {
-                    user_id: p.user_id.clone(),
-                    is_admin: p.is_admin,
-                    link: p.link.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
-impl CompanyEnvelope {
-    pub fn new(company: &Company, default_background: Option<&Background>) -> Self {
-        CompanyEnvelope {
-            company: CompanyBody {
-                name: company.name.clone(),
-                default_language: company.default_language.clone(),
-                default_background: default_background.map(|b| DefaultBackground {
-                    alias: b.alias.clone(),
-                    url: b.url.clone(),
-                    creation_date: b.creation_date.clone(),
-                }),
-                end_call_redirect_url: company.end_call_redirect_url.clone(),
-                user_details_provider_url: company.user_details_provider_url.clone(),
-                end_call_redirect_timeout_ms: company.end_call_redirect_timeout_ms,
-            },
-        }
-    }
-}
-
-impl From<&Background> for VirtualBackgroundEnvelope {
-    fn from(b: &Background) -> Self {
-        VirtualBackgroundEnvelope {
-            virtual_background: VirtualBackground {
-                background_alias: b.alias.clone(),
-                url: b.url.clone(),
-                creation_date: b.creation_date.clone(),
-            },
-        }
     }
 }
