@@ -5,14 +5,15 @@ use axum::{
     Json, Router,
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Fault, MAX_LATENCY, RecordedRequest, SimRoom, SimUser, Simulator,
+    Fault, MAX_LATENCY, RecordedRequest, SimRoom, SimUser, Simulator, WebhookDelivery,
+    WebhookSettings,
     error::{ApiError, KJson},
     wire::Upload,
 };
@@ -25,10 +26,16 @@ pub(crate) fn router() -> Router<Simulator> {
             get(faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sim/rooms", get(rooms))
+        .route("/_sim/rooms/{id}", delete(console_delete_room))
         .route("/_sim/rooms/{id}/uploads", post(seed_upload))
         .route("/_sim/users", get(users))
         .route("/_sim/reset", post(reset))
         .route("/_sim/latency", get(latency).put(set_latency))
+        .route("/_sim/webhook", get(webhook).put(set_webhook))
+        .route(
+            "/_sim/webhook/deliveries",
+            get(deliveries).delete(clear_deliveries),
+        )
 }
 
 async fn requests(State(sim): State<Simulator>) -> Json<Vec<RecordedRequest>> {
@@ -111,6 +118,43 @@ async fn set_latency(
     }
     sim.set_latency(latency);
     Ok(Json(req))
+}
+
+async fn webhook(State(sim): State<Simulator>) -> Json<WebhookSettings> {
+    Json(sim.webhook())
+}
+
+async fn set_webhook(
+    State(sim): State<Simulator>,
+    KJson(settings): KJson<WebhookSettings>,
+) -> Result<Json<WebhookSettings>, ApiError> {
+    sim.set_webhook(settings).map_err(ApiError::invalid)?;
+    Ok(Json(sim.webhook()))
+}
+
+async fn deliveries(State(sim): State<Simulator>) -> Json<Vec<WebhookDelivery>> {
+    Json(sim.webhook_deliveries())
+}
+
+async fn clear_deliveries(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_webhook_deliveries();
+    StatusCode::NO_CONTENT
+}
+
+/// The answer of `DELETE /_sim/rooms/{id}`.
+#[derive(Debug, Serialize)]
+struct ConsoleDeletion {
+    room_id: String,
+    /// `null` when no webhook URL is set.
+    webhook: Option<WebhookDelivery>,
+}
+
+async fn console_delete_room(
+    State(sim): State<Simulator>,
+    Path(room_id): Path<String>,
+) -> Result<Json<ConsoleDeletion>, ApiError> {
+    let webhook = sim.delete_room_from_console(&room_id).await?;
+    Ok(Json(ConsoleDeletion { room_id, webhook }))
 }
 
 async fn reset(State(sim): State<Simulator>) -> StatusCode {

@@ -24,7 +24,12 @@
 //! | `POST /_sim/rooms/{id}/uploads` | `{"name", "size"}` → `201` the upload; `404` no such room |
 //! | `GET /_sim/rooms` | `200 [SimRoom]` (with per-participant `tools`) |
 //! | `GET /_sim/users` | `200 [SimUser]` (sorted by id) |
-//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company; the latency goes back to its start value |
+//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company, webhook deliveries; the latency and the webhook settings go back to those given at start |
+//! | `DELETE /_sim/rooms/{id}` | deletes the room as Kaleyra's console would, then sends the signed `on_room_deleted` webhook and waits for its answer (at most `timeout_ms`) → `200 {"room_id", "webhook": WebhookDelivery \| null}` (`null`: no webhook URL set); `404` no such room (nothing sent) |
+//! | `GET /_sim/webhook` | `200 {"url": … \| null, "tamper": … \| null, "timeout_ms": N}` ([`WebhookSettings`]) |
+//! | `PUT /_sim/webhook` | `{"url"?, "tamper"?, "timeout_ms"?}` (absent = default: none, none, 5000) → `200` the settings; `400` a URL that is not http(s), a timeout outside 1–60000 |
+//! | `GET /_sim/webhook/deliveries` | `200 [WebhookDelivery]`, oldest first, each with `status`, `delivered`, `error` |
+//! | `DELETE /_sim/webhook/deliveries` | `204` |
 //! | `GET /_sim/latency` | `200 {"ms": N}`: the artificial latency of every `/v2` answer |
 //! | `PUT /_sim/latency` | `{"ms": N}` (0–60000) → `200 {"ms": N}`; `400` above |
 //!
@@ -53,6 +58,20 @@
 //!   `--latency-ms`, [`Simulator::set_latency`] or `PUT /_sim/latency`): every `/v2` answer —
 //!   refusals and injected faults included, before a `delay_ms` fault — waits this long first;
 //!   `/_sim/` answers never wait.
+//! - Webhooks (kaleyra.md, "Webhooks"): only a console deletion
+//!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one; `DELETE /v2/rooms/{id}` (the service's own call)
+//!   sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",
+//!   "namespace": "room", "timestamp": <epoch ms>, "data": {"room_id": "…"}}`, POSTed as
+//!   `application/json` with `bandyer-signature: t=<epoch seconds>,v0=<hex HMAC-SHA256 keyed
+//!   with the simulator's API key over t + "." + body>` — **`t` is in seconds**, as in
+//!   kaleyra.md's test vector, while the envelope's `timestamp` is in milliseconds (both from
+//!   the same instant). The signature is [`kaleyra_client::webhook::signature_header`], the
+//!   very function the service verifies with. One attempt per webhook, no retry, redirects
+//!   not followed, bounded by the timeout (default 5 s); the outcome — delivered (2xx), the
+//!   receiver's status, or the error (`HTTP 500`, timeout, connection refused) — is kept in
+//!   the deliveries list, never lost silently. A [`WebhookTamper`] sends the next webhooks
+//!   with a wrong signature (another key), a stale timestamp (both `t` and `timestamp` one
+//!   hour old, correctly signed) or no signature header, to test the receiver's checks.
 //! - Faults are picked before the `apikey` check (an outage does not look at keys), in rule
 //!   order (first match wins); a call spared by `rate` does not count towards `times`.
 
@@ -60,7 +79,7 @@ use std::{
     fmt,
     net::{Ipv4Addr, SocketAddr},
     ops::Deref,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -73,10 +92,12 @@ mod error;
 mod faults;
 mod routes;
 pub mod state;
+pub mod webhook;
 pub mod wire;
 
 pub use faults::{BODY_LIMIT, Fault, FaultAction, V2_ROUTES};
-pub use state::{SimRoom, SimRoomParticipant, SimUser};
+pub use state::{SimError, SimRoom, SimRoomParticipant, SimUser};
+pub use webhook::{WebhookDelivery, WebhookSettings, WebhookTamper};
 
 /// One `/v2` call as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +124,10 @@ struct Inner {
     options: SimOptions,
     /// Added to every `/v2` answer.
     latency: Mutex<Duration>,
+    webhook: Mutex<WebhookSettings>,
+    deliveries: Mutex<Vec<WebhookDelivery>>,
+    /// Sends the webhooks; built on first use.
+    http: OnceLock<reqwest::Client>,
     // Three separate locks, each held only for a synchronous step, never across an `.await`.
     model: Mutex<state::Model>,
     log: Mutex<Vec<RecordedRequest>>,
@@ -131,6 +156,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct SimOptions {
     /// Artificial latency added to every Kaleyra API answer (`/v2`, not `/_sim/`). Default 0.
     pub latency: Duration,
+    /// Where the webhooks go (the service's `POST /webhooks/kaleyra`). Default none.
+    pub webhook_url: Option<String>,
 }
 
 impl SimOptions {
@@ -138,6 +165,19 @@ impl SimOptions {
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
         self
+    }
+
+    /// Sets [`SimOptions::webhook_url`].
+    pub fn webhook_url(mut self, url: impl Into<String>) -> Self {
+        self.webhook_url = Some(url.into());
+        self
+    }
+
+    fn webhook(&self) -> WebhookSettings {
+        WebhookSettings {
+            url: self.webhook_url.clone(),
+            ..WebhookSettings::default()
+        }
     }
 }
 
@@ -152,17 +192,25 @@ impl Simulator {
     /// A simulator started with `options` (latency, …).
     ///
     /// # Panics
-    /// If `options.latency` exceeds [`MAX_LATENCY`].
+    /// If `options.latency` exceeds [`MAX_LATENCY`] or `options.webhook_url` is not an
+    /// `http(s)` URL.
     pub fn with_options(api_key: impl Into<String>, options: SimOptions) -> Self {
         assert!(
             options.latency <= MAX_LATENCY,
             "latency {:?} exceeds {MAX_LATENCY:?}",
             options.latency
         );
+        let webhook = options
+            .webhook()
+            .validated()
+            .unwrap_or_else(|e| panic!("{e}"));
         Simulator {
             inner: Arc::new(Inner {
                 api_key: api_key.into(),
                 latency: Mutex::new(options.latency),
+                webhook: Mutex::new(webhook),
+                deliveries: Mutex::default(),
+                http: OnceLock::new(),
                 options,
                 model: Mutex::default(),
                 log: Mutex::default(),
@@ -213,13 +261,99 @@ impl Simulator {
         lock(&self.inner.faults).clear();
     }
 
-    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log or faults, and
-    /// the latency given at start.
+    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log, faults or webhook
+    /// deliveries, and the latency and webhook URL given at start (no tamper).
     pub fn reset(&self) {
         *lock(&self.inner.model) = state::Model::default();
         self.clear_requests();
         self.clear_faults();
         *lock(&self.inner.latency) = self.inner.options.latency;
+        *lock(&self.inner.webhook) = self.inner.options.webhook();
+        self.clear_webhook_deliveries();
+    }
+
+    // --- webhooks ----------------------------------------------------------------------------
+
+    /// Sends webhooks to `url` from now on (the service's `POST /webhooks/kaleyra`).
+    ///
+    /// # Panics
+    /// If `url` is not an absolute `http(s)` URL without credentials.
+    pub fn set_webhook_url(&self, url: impl Into<String>) {
+        let url = url.into();
+        webhook::check_url(&url).unwrap_or_else(|e| panic!("{e}"));
+        lock(&self.inner.webhook).url = Some(url);
+    }
+
+    /// Sends no webhooks from now on.
+    pub fn clear_webhook_url(&self) {
+        lock(&self.inner.webhook).url = None;
+    }
+
+    /// Sends the next webhooks with a deliberate flaw (`None`: correctly signed again).
+    pub fn set_webhook_tamper(&self, tamper: Option<WebhookTamper>) {
+        lock(&self.inner.webhook).tamper = tamper;
+    }
+
+    /// Replaces all webhook settings (URL, tamper, timeout); what `PUT /_sim/webhook` does.
+    pub fn set_webhook(&self, settings: WebhookSettings) -> Result<(), String> {
+        *lock(&self.inner.webhook) = settings.validated()?;
+        Ok(())
+    }
+
+    /// The webhook settings now in force.
+    pub fn webhook(&self) -> WebhookSettings {
+        lock(&self.inner.webhook).clone()
+    }
+
+    /// Every webhook sent or attempted, oldest first, with its outcome.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        lock(&self.inner.deliveries).clone()
+    }
+
+    pub fn clear_webhook_deliveries(&self) {
+        lock(&self.inner.deliveries).clear();
+    }
+
+    /// Deletes a room as Kaleyra's own console would: the room goes (its uploads stay, as
+    /// with `DELETE /v2/rooms/{id}`), then the signed `on_room_deleted` webhook is POSTed to
+    /// the webhook URL, if one is set, and this waits for the answer (at most the webhook
+    /// timeout). Returns the delivery (also kept in [`Self::webhook_deliveries`]), `None`
+    /// without a webhook URL, or [`SimError::NotFound`] for an unknown room (nothing sent).
+    /// Not a `/v2` call: not in the request log, no faults, no latency.
+    pub async fn delete_room_from_console(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<WebhookDelivery>, SimError> {
+        self.lock_model().delete_room(room_id)?;
+        let settings = self.webhook();
+        let Some(url) = settings.url else {
+            tracing::info!(target: "kaleyra_sim", room_id, "room deleted from the console; no webhook URL set");
+            return Ok(None);
+        };
+        let outgoing =
+            webhook::room_deleted(self.api_key(), room_id, state::now(), settings.tamper);
+        let delivery = webhook::deliver(
+            self.http(),
+            &url,
+            Duration::from_millis(settings.timeout_ms),
+            settings.tamper,
+            outgoing,
+        )
+        .await;
+        lock(&self.inner.deliveries).push(delivery.clone());
+        Ok(Some(delivery))
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.inner.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("kaleyra-sim/", env!("CARGO_PKG_VERSION")))
+                .build()
+                // Only TLS set-up can fail here; fall back to the defaults.
+                .unwrap_or_default()
+        })
     }
 
     /// Sets the artificial latency added to every Kaleyra API answer (`/v2`, not `/_sim/`),
@@ -347,7 +481,8 @@ pub async fn spawn(api_key: &str) -> std::io::Result<RunningSimulator> {
     spawn_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), api_key).await
 }
 
-/// Serves a new simulator started with `options` on `127.0.0.1` at a free port.
+/// Serves a new simulator started with `options` (latency, webhook URL) on `127.0.0.1` at a
+/// free port.
 pub async fn spawn_with(api_key: &str, options: SimOptions) -> std::io::Result<RunningSimulator> {
     serve(
         TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?,
