@@ -938,3 +938,117 @@ async fn an_announced_oversized_answer_is_refused_before_reading() {
         "exactly the limit is fine"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Company settings, as the service's §4.8–§4.9 need them
+
+#[tokio::test]
+async fn background_upload_sends_a_jpeg_file_part() {
+    let (sim, client) = setup().await;
+    let bg = client
+        .upload_virtual_background(tiny_jpeg(), "clinic-bg.jpg")
+        .await
+        .unwrap();
+    // The simulator refuses a part without a filename or not declared image/jpeg; it kept
+    // what the part declared.
+    let stored = sim.backgrounds();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].alias, bg.background_alias);
+    assert_eq!(stored[0].filename, "clinic-bg.jpg");
+    assert_eq!(stored[0].content_type, "image/jpeg");
+    assert_eq!(stored[0].size, tiny_jpeg().len());
+    assert_eq!(stored[0].url, bg.url);
+    // One multipart request, not JSON.
+    let log = sim.requests();
+    let posts = calls(&log, "POST", "/v2/company/virtual-background");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].body, None);
+
+    client
+        .update_company(&UpdateCompany {
+            background_alias: Some(bg.background_alias.clone()),
+            ..UpdateCompany::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.company().default_background.as_deref(),
+        Some(bg.background_alias.as_str())
+    );
+}
+
+#[tokio::test]
+async fn company_refusals_are_rejected_with_their_status() {
+    let (sim, client) = setup().await;
+    let rejected = |e: &KaleyraError, status: u16, code: &str| {
+        assert!(
+            matches!(e.kind(), ErrorKind::Rejected { status: s, .. } if *s == status),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), Some(code), "{e}");
+        assert!(e.is_rejected() && !e.is_retryable() && !e.may_have_taken_effect());
+        assert_no_key(e);
+    };
+
+    // Not a JPEG: 415.
+    let e = client
+        .upload_virtual_background(Bytes::from_static(b"\x89PNG\r\n\x1a\n"), "bg.jpg")
+        .await
+        .unwrap_err();
+    rejected(&e, 415, "unsupported_media_type");
+    assert_eq!(e.operation(), Operation::UploadVirtualBackground);
+    // Over 16 MiB: 413.
+    let mut big = vec![0u8; 16 * 1024 * 1024 + 1];
+    big[..4].copy_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+    let e = client
+        .upload_virtual_background(Bytes::from(big), "big.jpg")
+        .await
+        .unwrap_err();
+    rejected(&e, 413, "payload_too_large");
+    // The eleventh: 409.
+    for i in 0..10 {
+        client
+            .upload_virtual_background(tiny_jpeg(), &format!("bg{i}.jpg"))
+            .await
+            .unwrap();
+    }
+    let e = client
+        .upload_virtual_background(tiny_jpeg(), "bg10.jpg")
+        .await
+        .unwrap_err();
+    rejected(&e, 409, "too_many_backgrounds");
+    assert!(e.is_conflict());
+    // An unknown alias: 404.
+    let e = client
+        .update_company(&UpdateCompany {
+            background_alias: Some("0".repeat(32)),
+            ..UpdateCompany::default()
+        })
+        .await
+        .unwrap_err();
+    rejected(&e, 404, "not_found");
+    assert!(e.is_not_found());
+    assert_eq!(e.operation(), Operation::UpdateCompany);
+
+    // None of the refusals was repeated.
+    let log = sim.requests();
+    assert_eq!(
+        calls(&log, "POST", "/v2/company/virtual-background").len(),
+        13
+    );
+    assert_eq!(calls(&log, "PUT", "/v2/company").len(), 1);
+    assert_eq!(sim.backgrounds().len(), 10);
+
+    // A Kaleyra failure on the upload is Unavailable, not a refusal, and not retried.
+    sim.reset();
+    sim.add_fault(Fault::status("/v2/company/virtual-background", 503));
+    let e = client
+        .upload_virtual_background(tiny_jpeg(), "bg.jpg")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Unavailable { status: 503, .. }),
+        "{e:?}"
+    );
+    assert_eq!(sim.requests().len(), 1);
+}

@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Fault, MAX_LATENCY, RecordedRequest, SimRoom, SimUser, Simulator, WebhookDelivery,
-    WebhookSettings,
+    Fault, MAX_LATENCY, RecordedRequest, SimBackground, SimCompany, SimRoom, SimUser, Simulator,
+    WebhookDelivery, WebhookSettings,
     error::{ApiError, KJson},
     wire::Upload,
 };
@@ -29,6 +29,8 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/_sim/rooms/{id}", delete(console_delete_room))
         .route("/_sim/rooms/{id}/uploads", post(seed_upload))
         .route("/_sim/users", get(users))
+        .route("/_sim/company", get(company))
+        .route("/_sim/backgrounds", get(backgrounds))
         .route("/_sim/reset", post(reset))
         .route("/_sim/latency", get(latency).put(set_latency))
         .route("/_sim/webhook", get(webhook).put(set_webhook))
@@ -71,6 +73,14 @@ async fn rooms(State(sim): State<Simulator>) -> Json<Vec<SimRoom>> {
 
 async fn users(State(sim): State<Simulator>) -> Json<Vec<SimUser>> {
     Json(sim.users())
+}
+
+async fn company(State(sim): State<Simulator>) -> Json<SimCompany> {
+    Json(sim.company())
+}
+
+async fn backgrounds(State(sim): State<Simulator>) -> Json<Vec<SimBackground>> {
+    Json(sim.backgrounds())
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,8 @@
 //! | `POST /_sim/rooms/{id}/uploads` | `{"name", "size"}` → `201` the upload; `404` no such room |
 //! | `GET /_sim/rooms` | `200 [SimRoom]` (with per-participant `tools`) |
 //! | `GET /_sim/users` | `200 [SimUser]` (sorted by id) |
+//! | `GET /_sim/company` | `200 SimCompany` (the default background as its alias) |
+//! | `GET /_sim/backgrounds` | `200 [SimBackground]` (oldest first; alias, url, size, the part's filename and content type) |
 //! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company, webhook deliveries; the latency and the webhook settings go back to those given at start |
 //! | `DELETE /_sim/rooms/{id}` | deletes the room as Kaleyra's console would, then sends the signed `on_room_deleted` webhook and waits for its answer (at most `timeout_ms`) → `200 {"room_id", "webhook": WebhookDelivery \| null}` (`null`: no webhook URL set); `404` no such room (nothing sent) |
 //! | `GET /_sim/webhook` | `200 {"url": … \| null, "tamper": … \| null, "timeout_ms": N}` ([`WebhookSettings`]) |
@@ -49,9 +51,12 @@
 //!   HS256 keyed with the API key, claims `sub` (user id), `iat`, `exp`.
 //! - `GET /v2/uploads` needs `room_id` (400 without); an unknown room lists `[]`. Deleting a
 //!   room does not delete its uploads, so tests can check the service deleted them itself.
-//! - Virtual backgrounds: the file type is decided by the content (`FF D8 FF`), not by the
-//!   part's `Content-Type`; 16 MB means 16 MiB of file; a body that is not multipart is 415;
-//!   an extra or misnamed part is 400. Checks run in the order 400, 413, 415, 409.
+//! - Virtual backgrounds: the part must be declared `Content-Type: image/jpeg` (parameters
+//!   and case aside; a missing or other type is 415) **and** its content must be a JPEG by
+//!   its bytes (`FF D8 FF`, 415 otherwise — a PNG declared `image/jpeg` is refused); 16 MB
+//!   means 16 MiB of file; a body that is not multipart is 415; an extra or misnamed part, or
+//!   a part without a filename, is 400. Checks run in the order 400, 413, 415, 409. Faults
+//!   can target the upload like any route (`/v2/company/virtual-background`).
 //! - The company starts as `Simulated Company`, language `en`, every other field `null`.
 //!   `PUT /v2/company` is all-or-nothing: an unknown `background_alias` changes nothing.
 //! - Artificial latency (for benchmarks; [`SimOptions::latency`] at start, the binary's
@@ -96,7 +101,7 @@ pub mod webhook;
 pub mod wire;
 
 pub use faults::{BODY_LIMIT, Fault, FaultAction, V2_ROUTES};
-pub use state::{SimError, SimRoom, SimRoomParticipant, SimUser};
+pub use state::{SimBackground, SimCompany, SimError, SimRoom, SimRoomParticipant, SimUser};
 pub use webhook::{WebhookDelivery, WebhookSettings, WebhookTamper};
 
 /// One `/v2` call as the simulator received it.
@@ -383,6 +388,18 @@ impl Simulator {
     /// Snapshot of all users, sorted by id.
     pub fn users(&self) -> Vec<SimUser> {
         self.lock_model().users()
+    }
+
+    /// The company settings (default background as its alias; see also
+    /// [`Self::backgrounds`]).
+    pub fn company(&self) -> SimCompany {
+        self.lock_model().company().0
+    }
+
+    /// Every uploaded virtual background, oldest first, with the filename and content type
+    /// its part declared.
+    pub fn backgrounds(&self) -> Vec<SimBackground> {
+        self.lock_model().backgrounds()
     }
 
     /// Adds an upload to a room, as if a participant had shared a file. Returns its key, or

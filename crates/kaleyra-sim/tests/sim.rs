@@ -1918,3 +1918,168 @@ async fn webhook_settings_are_checked_and_reset() {
     );
     assert!(ctx.sim.webhook_deliveries().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Company state and background uploads, as the service's settings tests need them
+
+#[tokio::test]
+async fn background_parts_must_be_declared_jpeg_and_be_jpeg() {
+    let ctx = Ctx::new().await;
+    // JPEG bytes declared as something else, or not declared at all: 415.
+    for part in [
+        Part::bytes(jpeg(100))
+            .file_name("bg.jpg")
+            .mime_str("image/png")
+            .unwrap(),
+        Part::bytes(jpeg(100))
+            .file_name("bg.jpg")
+            .mime_str("application/octet-stream")
+            .unwrap(),
+        Part::bytes(jpeg(100)).file_name("bg.jpg"),
+    ] {
+        assert_error(
+            &ctx.upload_background(part).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+    // Size comes first: an oversized part is 413 whatever it declares.
+    let big_png = Part::bytes(vec![0u8; 16 * MIB + 1])
+        .file_name("bg.png")
+        .mime_str("image/png")
+        .unwrap();
+    assert_error(
+        &ctx.upload_background(big_png).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert!(
+        ctx.sim.backgrounds().is_empty(),
+        "nothing refused is stored"
+    );
+
+    let (status, body) = ctx.upload_background(jpeg_part(1000)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let alias = body["virtual_background"]["background_alias"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = ctx.sim.backgrounds();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].alias, alias);
+    assert_eq!(stored[0].filename, "background.jpg");
+    assert_eq!(stored[0].content_type, "image/jpeg");
+    assert_eq!(stored[0].size, 1000);
+    assert_eq!(stored[0].url, body["virtual_background"]["url"]);
+    let (status, listed) = ctx.get("/_sim/backgrounds").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed[0]["alias"], alias.as_str());
+    assert_eq!(listed[0]["filename"], "background.jpg");
+}
+
+#[tokio::test]
+async fn company_state_is_readable_from_rust_and_the_control_api() {
+    let ctx = Ctx::new().await;
+    let company = ctx.sim.company();
+    assert_eq!(company.name, "Simulated Company");
+    assert_eq!(company.default_language, "en");
+    assert_eq!(company.default_background, None);
+
+    let (_, bg) = ctx.upload_background(jpeg_part(10)).await;
+    let alias = bg["virtual_background"]["background_alias"]
+        .as_str()
+        .unwrap();
+    ctx.put(
+        "/v2/company",
+        json!({"background_alias": alias, "default_language": "it", "end_call_redirect_url": "https://example.org/bye"}),
+    )
+    .await;
+    let company = ctx.sim.company();
+    assert_eq!(company.default_background.as_deref(), Some(alias));
+    assert_eq!(company.default_language, "it");
+    assert_eq!(
+        company.end_call_redirect_url.as_deref(),
+        Some("https://example.org/bye")
+    );
+    let (status, body) = ctx.get("/_sim/company").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["default_background"], alias);
+    assert_eq!(body["name"], "Simulated Company");
+
+    // An unknown alias: 404 and nothing changes.
+    assert_error(
+        &ctx.put(
+            "/v2/company",
+            json!({"background_alias": "f".repeat(32), "default_language": "de"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_eq!(ctx.sim.company(), company);
+
+    ctx.sim.reset();
+    assert_eq!(ctx.sim.company().default_background, None);
+    assert!(ctx.sim.backgrounds().is_empty());
+}
+
+#[tokio::test]
+async fn faults_target_the_background_upload() {
+    let ctx = Ctx::new().await;
+    ctx.sim.add_fault(
+        Fault::status("/v2/company/virtual-background", 503)
+            .method("POST")
+            .times(1),
+    );
+    assert_error(
+        &ctx.upload_background(jpeg_part(10)).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "simulated_fault",
+    );
+    assert!(
+        ctx.sim.backgrounds().is_empty(),
+        "a refusing fault has no effect"
+    );
+
+    ctx.sim
+        .add_fault(Fault::status_after_effect("/v2/company/virtual-background", 502).times(1));
+    assert_error(
+        &ctx.upload_background(jpeg_part(10)).await,
+        StatusCode::BAD_GATEWAY,
+        "simulated_fault",
+    );
+    assert_eq!(ctx.sim.backgrounds().len(), 1, "stored, answer lost");
+
+    ctx.sim.add_fault(
+        Fault::delay("/v2/company/virtual-background", Duration::from_millis(300)).times(1),
+    );
+    let started = Instant::now();
+    assert_eq!(
+        ctx.upload_background(jpeg_part(10)).await.0,
+        StatusCode::CREATED
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let faults: Vec<Option<String>> = ctx.sim.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("status:503".to_owned()),
+            Some("status_after_effect:502".to_owned()),
+            Some("delay_ms:300".to_owned())
+        ]
+    );
+    // Over the control API too.
+    assert_eq!(
+        ctx.post(
+            "/_sim/faults",
+            json!({"route": "/v2/company/virtual-background", "action": {"status": 500}})
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        ctx.upload_background(jpeg_part(10)).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
