@@ -1052,3 +1052,78 @@ async fn company_refusals_are_rejected_with_their_status() {
     );
     assert_eq!(sim.requests().len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// SDK credentials (kaleyra.md, "SDK credentials")
+
+#[tokio::test]
+async fn sdk_credentials_follow_the_wire_format() {
+    let (sim, client) = setup().await;
+    let (doctor, _) = two_users(&client).await;
+    sim.clear_requests();
+
+    // The body is exactly {"user_id", "expires_in"}; without a lifetime, `expires_in` is
+    // omitted (Kaleyra's default, 3600).
+    let before = chrono::Utc::now();
+    let creds = client
+        .create_sdk_credentials(&doctor, Some(7200))
+        .await
+        .unwrap();
+    assert_eq!(creds.user_id, doctor);
+    let lifetime = creds.expires_at - before;
+    assert!(
+        (7199..=7201).contains(&lifetime.num_seconds()),
+        "{lifetime}"
+    );
+    let default = client.create_sdk_credentials(&doctor, None).await.unwrap();
+    let lifetime = default.expires_at - before;
+    assert!(
+        (3599..=3601).contains(&lifetime.num_seconds()),
+        "{lifetime}"
+    );
+    let log = sim.requests();
+    let posts = calls(&log, "POST", "/v2/sdk/credentials");
+    assert_eq!(
+        posts[0].body,
+        Some(serde_json::json!({"user_id": doctor, "expires_in": 7200}))
+    );
+    assert_eq!(posts[1].body, Some(serde_json::json!({"user_id": doctor})));
+    // The token is an HS256 JWT keyed with the API key (the simulator's choice), for this user.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims = ["exp", "sub"].into_iter().map(String::from).collect();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        creds.access_token.expose_secret(),
+        &jsonwebtoken::DecodingKey::from_secret(KEY.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], doctor.as_str());
+    assert_eq!(claims["exp"], creds.expires_at.timestamp());
+
+    // 360–86400 are accepted, outside is 400, an unknown user is 404.
+    for ok in [360, 86_400] {
+        client
+            .create_sdk_credentials(&doctor, Some(ok))
+            .await
+            .unwrap();
+    }
+    for bad in [0, 359, 86_401] {
+        let e = client
+            .create_sdk_credentials(&doctor, Some(bad))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Rejected { status: 400, .. }),
+            "{bad}: {e:?}"
+        );
+        assert_eq!(e.code(), Some("invalid_request"));
+    }
+    let e = client
+        .create_sdk_credentials("tc_nobody", None)
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+    assert_eq!(e.operation(), Operation::CreateSdkCredentials);
+    assert!(!format!("{creds:?}").contains(creds.access_token.expose_secret()));
+}

@@ -2083,3 +2083,51 @@ async fn faults_target_the_background_upload() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
 }
+
+#[tokio::test]
+async fn sdk_credentials_answer_shape() {
+    let ctx = Ctx::new().await;
+    ctx.user("doc", "plus").await;
+    // `expires_in` is optional.
+    let (status, body) = ctx
+        .post("/v2/sdk/credentials", json!({"user_id": "doc"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["access_token", "expires_at", "user_id"]);
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let lifetime = expires_at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        (3590..=3600).contains(&lifetime.num_seconds()),
+        "{lifetime}"
+    );
+    // `user_id` is required; a lifetime must be a whole number of seconds.
+    for bad in [
+        json!({}),
+        json!({"user_id": "doc", "expires_in": "3600"}),
+        json!({"user_id": "doc", "expires_in": 3600.5}),
+        json!({"user_id": "doc", "ttl": 3600}),
+    ] {
+        assert_error(
+            &ctx.post("/v2/sdk/credentials", bad).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+    }
+    // The range is checked before the user.
+    assert_error(
+        &ctx.post(
+            "/v2/sdk/credentials",
+            json!({"user_id": "ghost", "expires_in": 10}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}
