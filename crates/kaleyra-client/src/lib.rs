@@ -8,6 +8,10 @@
 //! - [`KaleyraError`]: which [`Operation`] failed and how ([`ErrorKind`]): unreachable,
 //!   timeout, connection lost, rejected (4xx: the request was wrong), unavailable (5xx/429 after
 //!   retries), invalid response.
+//! - [`RoomList`]: what [`KaleyraClient::list_rooms`] returns — each room of the listing is
+//!   decoded on its own, so a room this client cannot read is skipped and counted
+//!   (`unreadable`) instead of failing the whole listing. Every answer is read with a cap
+//!   ([`MAX_ANSWER_BYTES`], 64 MiB by default) enforced while it streams in.
 //! - [`wire`]: every JSON body, in one module, easy to correct once a real answer is seen.
 //! - [`webhook`]: the `bandyer-signature` of Kaleyra's webhooks ([`webhook::sign`],
 //!   [`webhook::verify`]), shared by the service that receives them and the simulator that

@@ -1,14 +1,14 @@
 //! The `/_sim/` control API (not part of Kaleyra; no `apikey`): the same operations as the
 //! methods of [`Simulator`], for tests and tools that drive the simulator over HTTP.
 
+use std::time::Duration;
+
 use axum::{
     Json, Router,
     extract::{Path, State},
     http::StatusCode,
     routing::{delete, get, post},
 };
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{

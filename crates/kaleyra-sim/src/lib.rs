@@ -64,8 +64,8 @@
 //!   refusals and injected faults included, before a `delay_ms` fault — waits this long first;
 //!   `/_sim/` answers never wait.
 //! - Webhooks (kaleyra.md, "Webhooks"): only a console deletion
-//!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one; `DELETE /v2/rooms/{id}` (the service's own call)
-//!   sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",
+//!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one;
+//!   `DELETE /v2/rooms/{id}` (the service's own call) sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",
 //!   "namespace": "room", "timestamp": <epoch ms>, "data": {"room_id": "…"}}`, POSTed as
 //!   `application/json` with `bandyer-signature: t=<epoch seconds>,v0=<hex HMAC-SHA256 keyed
 //!   with the simulator's API key over t + "." + body>` — **`t` is in seconds**, as in
@@ -133,7 +133,7 @@ struct Inner {
     deliveries: Mutex<Vec<WebhookDelivery>>,
     /// Sends the webhooks; built on first use.
     http: OnceLock<reqwest::Client>,
-    // Three separate locks, each held only for a synchronous step, never across an `.await`.
+    // Separate locks, each held only for a synchronous step, never across an `.await`.
     model: Mutex<state::Model>,
     log: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,

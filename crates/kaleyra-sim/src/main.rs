@@ -1,4 +1,5 @@
-//! `kaleyra-sim --port N --api-key K [--latency-ms MS] [--webhook-url URL]`: serves the simulator until Ctrl-C.
+//! `kaleyra-sim --port N --api-key K [--latency-ms MS] [--webhook-url URL]`: serves the
+//! simulator until Ctrl-C.
 //!
 //! Prints one line, the base URL, on stdout; logs (JSON lines, never the API key) go to stderr.
 
