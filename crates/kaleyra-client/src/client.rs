@@ -28,6 +28,15 @@ pub const API_KEY_HEADER: &str = "apikey";
 /// is shortened to this (the answer is still a failure if the attempts run out).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// The largest answer body the client reads by default (64 MiB): a longer answer — in
+/// practice only a listing (`GET /v2/rooms`, `GET /v2/uploads`) could be — is refused as
+/// [`ErrorKind::InvalidResponse`] naming the limit, without reading (or keeping) more than the
+/// limit. Change it with [`KaleyraClientConfig::max_answer_bytes`].
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Of an error answer (non-2xx), only this much is read, for its `error` and `message`.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
 /// How the client repeats calls that are safe to repeat (see [`KaleyraClient`]).
 ///
 /// Delays grow exponentially from `base_delay` (×2 per attempt) with random jitter, and never
@@ -79,11 +88,15 @@ pub struct KaleyraClientConfig {
     pub request_timeout: Duration,
     /// Retries of the calls that are safe to repeat.
     pub retry: RetryPolicy,
+    /// The largest 2xx answer body read, in bytes. Default [`MAX_ANSWER_BYTES`] (64 MiB).
+    /// Enforced while the body streams in (and up front when `Content-Length` says more).
+    pub max_answer_bytes: usize,
 }
 
 impl KaleyraClientConfig {
     /// A configuration with the default timeouts (connect 2 s, request 10 s) and retry policy
-    /// (3 retries, 200 ms base delay, 5 s max delay).
+    /// (3 retries, 200 ms base delay, 5 s max delay), and answers of at most
+    /// [`MAX_ANSWER_BYTES`].
     pub fn new(base_url: impl Into<String>, api_key: SecretString) -> Self {
         Self {
             base_url: base_url.into(),
@@ -91,6 +104,7 @@ impl KaleyraClientConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
+            max_answer_bytes: MAX_ANSWER_BYTES,
         }
     }
 }
@@ -102,6 +116,51 @@ pub enum DeleteOutcome {
     Deleted,
     /// Kaleyra did not know it (`404`): already deleted, which is what the caller wanted.
     AlreadyGone,
+}
+
+/// What `GET /v2/rooms` answered ([`KaleyraClient::list_rooms`]): the rooms that could be
+/// decoded, and how many could not.
+///
+/// Each room of the listing is decoded on its own, so one room this client cannot read (a
+/// room made by another tool without a field we need, a value of an unexpected type) does not
+/// hide all the others: it is skipped and counted in `unreadable` (and logged at warn).
+/// Note that an unreadable room cannot be recognised as one's own: a caller that cleans up
+/// its rooms should report a non-zero `unreadable` rather than assume there is nothing else.
+///
+/// Dereferences to the slice of readable rooms and iterates over them, so it can be used
+/// where a `Vec<Room>` was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomList {
+    /// The rooms that could be decoded, in Kaleyra's order.
+    pub rooms: Vec<Room>,
+    /// How many elements of the listing could not be decoded as a room.
+    pub unreadable: u64,
+}
+
+impl std::ops::Deref for RoomList {
+    type Target = [Room];
+
+    fn deref(&self) -> &[Room] {
+        &self.rooms
+    }
+}
+
+impl IntoIterator for RoomList {
+    type Item = Room;
+    type IntoIter = std::vec::IntoIter<Room>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.rooms.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a RoomList {
+    type Item = &'a Room;
+    type IntoIter = std::slice::Iter<'a, Room>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.rooms.iter()
+    }
 }
 
 /// A typed client of the Kaleyra Video v2 API (`shared/spec/kaleyra.md`).
@@ -140,14 +199,22 @@ pub enum DeleteOutcome {
 /// outcome}` per call (outcome: `success`, `rejected`, `unavailable`, `timeout`,
 /// `unreachable`, `connection_lost`, `invalid_response`), counter
 /// `kaleyra_retries_total{operation}`, histogram `kaleyra_request_duration_seconds{operation}`
-/// per attempt. `tracing` events at debug (each attempt, success, refusals) and warn (retries,
-/// failures other than refusals).
+/// per attempt, counter `kaleyra_unreadable_rooms_total` (rooms of a listing that could not be
+/// decoded, see [`Self::list_rooms`]). `tracing` events at debug (each attempt, success,
+/// refusals) and warn (retries, failures other than refusals, unreadable rooms).
+///
+/// # Memory
+/// An answer body is read chunk by chunk up to [`KaleyraClientConfig::max_answer_bytes`]
+/// (default [`MAX_ANSWER_BYTES`], 64 MiB); a longer one is refused as
+/// [`ErrorKind::InvalidResponse`] naming the limit. Of an error answer only the first 64 KiB
+/// are read.
 #[derive(Clone)]
 pub struct KaleyraClient {
     http: reqwest::Client,
     base: Arc<Url>,
     request_timeout: Duration,
     retry: RetryPolicy,
+    max_answer_bytes: usize,
 }
 
 impl fmt::Debug for KaleyraClient {
@@ -157,6 +224,7 @@ impl fmt::Debug for KaleyraClient {
             .field("api_key", &"[REDACTED]")
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
+            .field("max_answer_bytes", &self.max_answer_bytes)
             .finish()
     }
 }
@@ -198,6 +266,7 @@ impl KaleyraClient {
             base: Arc::new(base),
             request_timeout: config.request_timeout,
             retry: config.retry,
+            max_answer_bytes: config.max_answer_bytes,
         })
     }
 
@@ -318,10 +387,23 @@ impl KaleyraClient {
     }
 
     /// `GET /v2/rooms`: every room of the company.
-    pub async fn list_rooms(&self) -> Result<Vec<Room>, KaleyraError> {
+    ///
+    /// Each room is decoded on its own: a room that cannot be decoded is skipped and counted
+    /// in [`RoomList::unreadable`] (logged at warn, and counted in the metric
+    /// `kaleyra_unreadable_rooms_total`), so that one foreign room cannot break the listing.
+    /// The call fails only when the answer as a whole is not a JSON array, or is larger than
+    /// [`KaleyraClientConfig::max_answer_bytes`] ([`ErrorKind::InvalidResponse`] naming the
+    /// limit).
+    pub async fn list_rooms(&self) -> Result<RoomList, KaleyraError> {
         let op = Operation::ListRooms;
-        self.json_call(op, Method::GET, self.url(&["rooms"]), None::<&()>)
-            .await
+        let url = self.url(&["rooms"]);
+        let build = |http: &reqwest::Client| Ok(http.get(url.clone()));
+        let result = async {
+            let answer = self.send(op, build).await?;
+            decode_room_list(op, &answer)
+        }
+        .await;
+        record_outcome(op, result)
     }
 
     /// `DELETE /v2/rooms/{id}`. A room Kaleyra does not know (`404`) counts as deleted:
@@ -579,10 +661,28 @@ impl KaleyraClient {
             Ok(response) => {
                 let status = response.status();
                 let retry_after = parse_retry_after(response.headers());
-                match response.bytes().await {
-                    Err(e) => Err(transport_error(op, e)),
-                    Ok(body) if status.is_success() => Ok(Answer { body }),
-                    Ok(body) => Err(status_error(op, status, retry_after, &body)),
+                if status.is_success() {
+                    match read_capped(response, self.max_answer_bytes).await {
+                        Err(e) => Err(transport_error(op, e)),
+                        Ok(Capped::Whole(body)) => Ok(Answer { body }),
+                        Ok(Capped::TooLarge) => Err(KaleyraError::new(
+                            op,
+                            ErrorKind::InvalidResponse(format!(
+                                "the answer is larger than the limit of {} bytes \
+                                 (max_answer_bytes)",
+                                self.max_answer_bytes
+                            )),
+                        )),
+                    }
+                } else {
+                    // Only the start of an error body matters (its `error` and `message`).
+                    match read_capped(response, MAX_ERROR_BODY_BYTES).await {
+                        Err(e) => Err(transport_error(op, e)),
+                        Ok(Capped::Whole(body)) => {
+                            Err(status_error(op, status, retry_after, &body))
+                        }
+                        Ok(Capped::TooLarge) => Err(status_error(op, status, retry_after, b"")),
+                    }
                 }
             }
         };
@@ -667,6 +767,10 @@ pub fn describe_metrics() {
         "kaleyra_retries_total",
         "Kaleyra API call retries, by operation"
     );
+    metrics::describe_counter!(
+        "kaleyra_unreadable_rooms_total",
+        "Rooms of a Kaleyra room listing that could not be decoded and were skipped"
+    );
     metrics::describe_histogram!(
         "kaleyra_request_duration_seconds",
         metrics::Unit::Seconds,
@@ -681,6 +785,76 @@ fn decode<T: DeserializeOwned>(op: Operation, answer: &Answer) -> Result<T, Kale
             ErrorKind::InvalidResponse(format!("cannot decode the answer: {e}")),
         )
     })
+}
+
+/// Decodes `GET /v2/rooms`: the answer must be a JSON array; each element is decoded as a
+/// [`Room`] on its own, and those that fail are counted, not fatal.
+fn decode_room_list(op: Operation, answer: &Answer) -> Result<RoomList, KaleyraError> {
+    let elements: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&answer.body)
+        .map_err(|e| {
+            KaleyraError::new(
+                op,
+                ErrorKind::InvalidResponse(format!("the room listing is not a JSON array: {e}")),
+            )
+        })?;
+    let mut list = RoomList {
+        rooms: Vec::with_capacity(elements.len()),
+        unreadable: 0,
+    };
+    let mut first_error = None;
+    for element in elements {
+        match serde_json::from_str::<Room>(element.get()) {
+            Ok(room) => list.rooms.push(room),
+            Err(e) => {
+                list.unreadable += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        metrics::counter!("kaleyra_unreadable_rooms_total").increment(list.unreadable);
+        tracing::warn!(
+            operation = op.as_str(),
+            unreadable = list.unreadable,
+            readable = list.rooms.len(),
+            first_error = %e,
+            "Kaleyra listed rooms this client cannot decode; they are skipped"
+        );
+    }
+    Ok(list)
+}
+
+/// A body read up to a limit.
+enum Capped {
+    Whole(Bytes),
+    /// Longer than the limit: reading stopped there (or did not start, when
+    /// `Content-Length` said so).
+    TooLarge,
+}
+
+/// Reads `response`'s body chunk by chunk, never holding more than `limit` bytes.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Capped, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Ok(Capped::TooLarge);
+    }
+    // Trust `Content-Length` for the first allocation only up to 1 MiB.
+    let hint = response
+        .content_length()
+        .map_or(0, |len| len.min(1024 * 1024) as usize);
+    let mut body = Vec::with_capacity(hint);
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(Bytes::from(body)))
 }
 
 fn transport_error(op: Operation, e: reqwest::Error) -> KaleyraError {

@@ -8,7 +8,14 @@
 //! - [`KaleyraError`]: which [`Operation`] failed and how ([`ErrorKind`]): unreachable,
 //!   timeout, connection lost, rejected (4xx: the request was wrong), unavailable (5xx/429 after
 //!   retries), invalid response.
+//! - [`RoomList`]: what [`KaleyraClient::list_rooms`] returns — each room of the listing is
+//!   decoded on its own, so a room this client cannot read is skipped and counted
+//!   (`unreadable`) instead of failing the whole listing. Every answer is read with a cap
+//!   ([`MAX_ANSWER_BYTES`], 64 MiB by default) enforced while it streams in.
 //! - [`wire`]: every JSON body, in one module, easy to correct once a real answer is seen.
+//! - [`webhook`]: the `bandyer-signature` of Kaleyra's webhooks ([`webhook::sign`],
+//!   [`webhook::verify`]), shared by the service that receives them and the simulator that
+//!   sends them; `t` is in seconds.
 //! - [`kaleyra_user_id`]: the deterministic, non-revealing Kaleyra id of a user.
 //!
 //! The API key lives in a [`secrecy::SecretString`] and is sent only in the `apikey` header
@@ -31,18 +38,19 @@
 mod client;
 mod error;
 mod user_id;
+pub mod webhook;
 pub mod wire;
 
 pub use client::{
-    API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, MAX_RETRY_AFTER,
-    RetryPolicy, describe_metrics,
+    API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, MAX_ANSWER_BYTES,
+    MAX_RETRY_AFTER, RetryPolicy, RoomList, describe_metrics,
 };
 pub use error::{ConfigError, ErrorKind, KaleyraError, Operation};
 pub use user_id::{KALEYRA_USER_ID_PREFIX, kaleyra_user_id};
 pub use wire::{
     CallType, Company, CreateRoom, DefaultBackground, NewParticipant, Recording, Role, Room,
     RoomParticipant, SdkCredentials, Tools, UpdateCompany, UpdateUser, Upload, User,
-    VirtualBackground,
+    VirtualBackground, WebhookEvent,
 };
 
 /// Re-exported so that callers can build a [`KaleyraClientConfig`] without naming the crate.

@@ -383,6 +383,52 @@ pub struct VirtualBackgroundEnvelope {
 /// Name of the multipart file part of `POST /v2/company/virtual-background`.
 pub const VIRTUAL_BACKGROUND_PART: &str = "virtual_background";
 
+// ---------------------------------------------------------------------------------------------
+// Webhooks Kaleyra sends
+// ---------------------------------------------------------------------------------------------
+
+/// The `event` of the webhook Kaleyra sends when a room is deleted.
+pub const ON_ROOM_DELETED: &str = "on_room_deleted";
+
+/// The envelope of every webhook Kaleyra sends: `{"event", "event_version", "namespace",
+/// "timestamp" (epoch ms), "data"}`. Verify the signature first
+/// ([`crate::webhook::verify`]), then decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    /// E.g. [`ON_ROOM_DELETED`].
+    pub event: String,
+    /// E.g. `"1.0"`.
+    #[serde(default)]
+    pub event_version: String,
+    /// E.g. `"room"`.
+    #[serde(default)]
+    pub namespace: String,
+    /// When Kaleyra sent it, in milliseconds since the epoch (the signature header's `t` is
+    /// in seconds).
+    #[serde(default)]
+    pub timestamp: Option<i64>,
+    /// The event's data; for [`ON_ROOM_DELETED`] a [`RoomDeletedData`].
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl WebhookEvent {
+    /// The deleted room's id, when this is an [`ON_ROOM_DELETED`] event that names one.
+    pub fn room_deleted_id(&self) -> Option<&str> {
+        if self.event != ON_ROOM_DELETED {
+            return None;
+        }
+        self.data.get("room_id")?.as_str()
+    }
+}
+
+/// The `data` of an [`ON_ROOM_DELETED`] webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomDeletedData {
+    /// The deleted room.
+    pub room_id: String,
+}
+
 fn default_true() -> bool {
     true
 }

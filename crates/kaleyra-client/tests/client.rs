@@ -743,3 +743,387 @@ async fn metrics_count_calls_retries_and_attempts() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Room listings, against a local stand-in that answers what the simulator never would.
+
+/// What the stand-in answers to every request.
+#[derive(Clone)]
+enum StandIn {
+    /// `200` with this body and its `Content-Length`.
+    Body(&'static str),
+    /// `200`, chunked, a body that never ends (the stand-in stops at 256 MiB or when the
+    /// client hangs up).
+    Endless,
+    /// `200` announcing this `Content-Length`, then nothing.
+    Announced(u64),
+}
+
+/// Counts of what the stand-in did.
+#[derive(Default)]
+struct StandInStats {
+    requests: std::sync::atomic::AtomicU64,
+    body_bytes_sent: std::sync::atomic::AtomicU64,
+}
+
+/// Serves `reply` on 127.0.0.1; returns the base URL and the counts.
+async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
+    use std::sync::{Arc, atomic::Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stats = Arc::new(StandInStats::default());
+    let counts = stats.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let reply = reply.clone();
+            let stats = counts.clone();
+            tokio::spawn(async move {
+                // The request head (a GET has no body).
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                stats.requests.fetch_add(1, Ordering::SeqCst);
+                match reply {
+                    StandIn::Body(body) => {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                    }
+                    StandIn::Announced(len) => {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             content-length: {len}\r\n\r\n"
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                    StandIn::Endless => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                    transfer-encoding: chunked\r\n\r\n";
+                        if socket.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let room = r#"{"id":"room_0123456789ab","recording":"none","recordingStatus":"stopped","callType":"audio_video","description":null,"status":"NOT_RUNNING","disabled":false,"creationDate":"2023-12-22T13:36:48.164Z","durationInSeconds":0,"durationUsedInSeconds":0,"live":true,"participants":[]},"#;
+                        let mut data = String::from("[");
+                        while data.len() < 64 * 1024 {
+                            data.push_str(room);
+                        }
+                        let chunk = format!("{:x}\r\n{data}\r\n", data.len());
+                        while stats.body_bytes_sent.load(Ordering::SeqCst) < 256 * 1024 * 1024 {
+                            if socket.write_all(chunk.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            stats
+                                .body_bytes_sent
+                                .fetch_add(data.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (base, stats)
+}
+
+/// A room as kaleyra.md shows it.
+const GOOD_ROOM_A: &str = r#"{"id":"room_aaaaaaaaaaaa","recording":"none","recordingStatus":"stopped","callType":"audio_video","description":"tc:1:ab","status":"NOT_RUNNING","disabled":false,"creationDate":"2023-12-22T13:36:48.164Z","durationInSeconds":3600,"durationUsedInSeconds":0,"live":true,"participants":[{"user_id":"tc_1","is_admin":true,"link":"https://sandbox.bandyer.com/eu/direct-rest-call-handler/3f9a"}]}"#;
+const GOOD_ROOM_B: &str = r#"{"id":"room_bbbbbbbbbbbb","recording":"manual","recordingStatus":"stopped","callType":"audio_only","description":null,"status":"RUNNING","creationDate":"2023-12-22T13:36:48.164Z","participants":[],"someNewField":{"x":1}}"#;
+
+#[tokio::test]
+async fn one_unreadable_room_does_not_break_the_listing() {
+    // Among good rooms: a foreign room without `status` and `creationDate`, one whose date is
+    // not a date, and things that are not rooms at all.
+    let body: &'static str = Box::leak(
+        format!(
+            r#"[{GOOD_ROOM_A},
+                {{"id":"room_cccccccccccc","recording":"none","recordingStatus":"stopped","callType":"audio_video"}},
+                {{"id":"room_dddddddddddd","recording":"none","recordingStatus":"stopped","callType":"audio_video","status":"NOT_RUNNING","creationDate":"yesterday"}},
+                42, null, "room_eeeeeeeeeeee",
+                {GOOD_ROOM_B}]"#
+        )
+        .into_boxed_str(),
+    );
+    let (base, stats) = stand_in(StandIn::Body(body)).await;
+    let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+    let list = client.list_rooms().await.unwrap();
+    let ids: Vec<&str> = list.rooms.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["room_aaaaaaaaaaaa", "room_bbbbbbbbbbbb"]);
+    assert_eq!(list.unreadable, 5);
+    assert_eq!(list.rooms[1].status, "RUNNING");
+    assert_eq!(list.rooms[1].duration_in_seconds, 0);
+    // The list still reads like the Vec<Room> it was.
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].description.as_deref(), Some("tc:1:ab"));
+    assert_eq!((&list).into_iter().count(), 2);
+    assert_eq!(stats.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Only a listing that is not an array at all fails.
+    let (base, _) = stand_in(StandIn::Body(r#"{"rooms": []}"#)).await;
+    let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+    let e = client.list_rooms().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidResponse(_)), "{e:?}");
+    assert_eq!(e.operation(), Operation::ListRooms);
+    let (base, _) = stand_in(StandIn::Body("[]")).await;
+    let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+    assert_eq!(
+        client.list_rooms().await.unwrap(),
+        kaleyra_client::RoomList::default()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_listing_is_refused_while_it_streams() {
+    use std::sync::atomic::Ordering;
+
+    assert_eq!(kaleyra_client::MAX_ANSWER_BYTES, 64 * 1024 * 1024);
+    let (base, stats) = stand_in(StandIn::Endless).await;
+    let mut cfg = config(&base, KEY);
+    cfg.request_timeout = Duration::from_secs(60);
+    let client = KaleyraClient::new(cfg).unwrap();
+    let e = client.list_rooms().await.unwrap_err();
+    match e.kind() {
+        ErrorKind::InvalidResponse(why) => {
+            assert!(why.contains("67108864 bytes"), "the limit is named: {why}")
+        }
+        other => panic!("expected InvalidResponse, got {other:?}"),
+    }
+    assert!(!e.is_retryable());
+    assert_eq!(stats.requests.load(Ordering::SeqCst), 1, "not retried");
+    // The client hung up at the limit: the stand-in could not send much more than 64 MiB
+    // (what the sockets buffer), far from the 256 MiB it would have sent to a reader that
+    // buffers everything.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = stats.body_bytes_sent.load(Ordering::SeqCst);
+    assert!(sent < 100 * 1024 * 1024, "{sent} bytes were sent");
+}
+
+#[tokio::test]
+async fn an_announced_oversized_answer_is_refused_before_reading() {
+    let (base, _) = stand_in(StandIn::Announced(10 * 1024 * 1024 * 1024)).await;
+    let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+    let started = Instant::now();
+    let e = client.list_rooms().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidResponse(_)), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no waiting for the body"
+    );
+
+    // The limit is configurable, and applies to every answer.
+    let (base, _) = stand_in(StandIn::Body(GOOD_ROOM_A)).await;
+    let mut cfg = config(&base, KEY);
+    cfg.max_answer_bytes = 100;
+    let client = KaleyraClient::new(cfg).unwrap();
+    let e = client.get_room("room_aaaaaaaaaaaa").await.unwrap_err();
+    assert!(
+        e.to_string().contains("limit of 100 bytes"),
+        "{e}: the limit is named"
+    );
+    let mut cfg = config(&base, KEY);
+    cfg.max_answer_bytes = GOOD_ROOM_A.len();
+    let client = KaleyraClient::new(cfg).unwrap();
+    assert_eq!(
+        client.get_room("room_aaaaaaaaaaaa").await.unwrap().id,
+        "room_aaaaaaaaaaaa",
+        "exactly the limit is fine"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Company settings, as the service's §4.8–§4.9 need them
+
+#[tokio::test]
+async fn background_upload_sends_a_jpeg_file_part() {
+    let (sim, client) = setup().await;
+    let bg = client
+        .upload_virtual_background(tiny_jpeg(), "clinic-bg.jpg")
+        .await
+        .unwrap();
+    // The simulator refuses a part without a filename or not declared image/jpeg; it kept
+    // what the part declared.
+    let stored = sim.backgrounds();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].alias, bg.background_alias);
+    assert_eq!(stored[0].filename, "clinic-bg.jpg");
+    assert_eq!(stored[0].content_type, "image/jpeg");
+    assert_eq!(stored[0].size, tiny_jpeg().len());
+    assert_eq!(stored[0].url, bg.url);
+    // One multipart request, not JSON.
+    let log = sim.requests();
+    let posts = calls(&log, "POST", "/v2/company/virtual-background");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].body, None);
+
+    client
+        .update_company(&UpdateCompany {
+            background_alias: Some(bg.background_alias.clone()),
+            ..UpdateCompany::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.company().default_background.as_deref(),
+        Some(bg.background_alias.as_str())
+    );
+}
+
+#[tokio::test]
+async fn company_refusals_are_rejected_with_their_status() {
+    let (sim, client) = setup().await;
+    let rejected = |e: &KaleyraError, status: u16, code: &str| {
+        assert!(
+            matches!(e.kind(), ErrorKind::Rejected { status: s, .. } if *s == status),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), Some(code), "{e}");
+        assert!(e.is_rejected() && !e.is_retryable() && !e.may_have_taken_effect());
+        assert_no_key(e);
+    };
+
+    // Not a JPEG: 415.
+    let e = client
+        .upload_virtual_background(Bytes::from_static(b"\x89PNG\r\n\x1a\n"), "bg.jpg")
+        .await
+        .unwrap_err();
+    rejected(&e, 415, "unsupported_media_type");
+    assert_eq!(e.operation(), Operation::UploadVirtualBackground);
+    // Over 16 MiB: 413.
+    let mut big = vec![0u8; 16 * 1024 * 1024 + 1];
+    big[..4].copy_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+    let e = client
+        .upload_virtual_background(Bytes::from(big), "big.jpg")
+        .await
+        .unwrap_err();
+    rejected(&e, 413, "payload_too_large");
+    // The eleventh: 409.
+    for i in 0..10 {
+        client
+            .upload_virtual_background(tiny_jpeg(), &format!("bg{i}.jpg"))
+            .await
+            .unwrap();
+    }
+    let e = client
+        .upload_virtual_background(tiny_jpeg(), "bg10.jpg")
+        .await
+        .unwrap_err();
+    rejected(&e, 409, "too_many_backgrounds");
+    assert!(e.is_conflict());
+    // An unknown alias: 404.
+    let e = client
+        .update_company(&UpdateCompany {
+            background_alias: Some("0".repeat(32)),
+            ..UpdateCompany::default()
+        })
+        .await
+        .unwrap_err();
+    rejected(&e, 404, "not_found");
+    assert!(e.is_not_found());
+    assert_eq!(e.operation(), Operation::UpdateCompany);
+
+    // None of the refusals was repeated.
+    let log = sim.requests();
+    assert_eq!(
+        calls(&log, "POST", "/v2/company/virtual-background").len(),
+        13
+    );
+    assert_eq!(calls(&log, "PUT", "/v2/company").len(), 1);
+    assert_eq!(sim.backgrounds().len(), 10);
+
+    // A Kaleyra failure on the upload is Unavailable, not a refusal, and not retried.
+    sim.reset();
+    sim.add_fault(Fault::status("/v2/company/virtual-background", 503));
+    let e = client
+        .upload_virtual_background(tiny_jpeg(), "bg.jpg")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Unavailable { status: 503, .. }),
+        "{e:?}"
+    );
+    assert_eq!(sim.requests().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SDK credentials (kaleyra.md, "SDK credentials")
+
+#[tokio::test]
+async fn sdk_credentials_follow_the_wire_format() {
+    let (sim, client) = setup().await;
+    let (doctor, _) = two_users(&client).await;
+    sim.clear_requests();
+
+    // The body is exactly {"user_id", "expires_in"}; without a lifetime, `expires_in` is
+    // omitted (Kaleyra's default, 3600).
+    let before = chrono::Utc::now();
+    let creds = client
+        .create_sdk_credentials(&doctor, Some(7200))
+        .await
+        .unwrap();
+    assert_eq!(creds.user_id, doctor);
+    let lifetime = creds.expires_at - before;
+    assert!(
+        (7199..=7201).contains(&lifetime.num_seconds()),
+        "{lifetime}"
+    );
+    let default = client.create_sdk_credentials(&doctor, None).await.unwrap();
+    let lifetime = default.expires_at - before;
+    assert!(
+        (3599..=3601).contains(&lifetime.num_seconds()),
+        "{lifetime}"
+    );
+    let log = sim.requests();
+    let posts = calls(&log, "POST", "/v2/sdk/credentials");
+    assert_eq!(
+        posts[0].body,
+        Some(serde_json::json!({"user_id": doctor, "expires_in": 7200}))
+    );
+    assert_eq!(posts[1].body, Some(serde_json::json!({"user_id": doctor})));
+    // The token is an HS256 JWT keyed with the API key (the simulator's choice), for this user.
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims = ["exp", "sub"].into_iter().map(String::from).collect();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        creds.access_token.expose_secret(),
+        &jsonwebtoken::DecodingKey::from_secret(KEY.as_bytes()).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], doctor.as_str());
+    assert_eq!(claims["exp"], creds.expires_at.timestamp());
+
+    // 360–86400 are accepted, outside is 400, an unknown user is 404.
+    for ok in [360, 86_400] {
+        client
+            .create_sdk_credentials(&doctor, Some(ok))
+            .await
+            .unwrap();
+    }
+    for bad in [0, 359, 86_401] {
+        let e = client
+            .create_sdk_credentials(&doctor, Some(bad))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Rejected { status: 400, .. }),
+            "{bad}: {e:?}"
+        );
+        assert_eq!(e.code(), Some("invalid_request"));
+    }
+    let e = client
+        .create_sdk_credentials("tc_nobody", None)
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+    assert_eq!(e.operation(), Operation::CreateSdkCredentials);
+    assert!(!format!("{creds:?}").contains(creds.access_token.expose_secret()));
+}

@@ -1,16 +1,19 @@
 //! The `/_sim/` control API (not part of Kaleyra; no `apikey`): the same operations as the
 //! methods of [`Simulator`], for tests and tools that drive the simulator over HTTP.
 
+use std::time::Duration;
+
 use axum::{
     Json, Router,
     extract::{Path, State},
     http::StatusCode,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    Fault, RecordedRequest, SimRoom, SimUser, Simulator,
+    Fault, MAX_LATENCY, RecordedRequest, SimBackground, SimCompany, SimRoom, SimUser, Simulator,
+    WebhookDelivery, WebhookSettings,
     error::{ApiError, KJson},
     wire::Upload,
 };
@@ -23,9 +26,18 @@ pub(crate) fn router() -> Router<Simulator> {
             get(faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sim/rooms", get(rooms))
+        .route("/_sim/rooms/{id}", delete(console_delete_room))
         .route("/_sim/rooms/{id}/uploads", post(seed_upload))
         .route("/_sim/users", get(users))
+        .route("/_sim/company", get(company))
+        .route("/_sim/backgrounds", get(backgrounds))
         .route("/_sim/reset", post(reset))
+        .route("/_sim/latency", get(latency).put(set_latency))
+        .route("/_sim/webhook", get(webhook).put(set_webhook))
+        .route(
+            "/_sim/webhook/deliveries",
+            get(deliveries).delete(clear_deliveries),
+        )
 }
 
 async fn requests(State(sim): State<Simulator>) -> Json<Vec<RecordedRequest>> {
@@ -63,6 +75,14 @@ async fn users(State(sim): State<Simulator>) -> Json<Vec<SimUser>> {
     Json(sim.users())
 }
 
+async fn company(State(sim): State<Simulator>) -> Json<SimCompany> {
+    Json(sim.company())
+}
+
+async fn backgrounds(State(sim): State<Simulator>) -> Json<Vec<SimBackground>> {
+    Json(sim.backgrounds())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SeedUpload {
@@ -79,6 +99,72 @@ async fn seed_upload(
         .lock_model()
         .seed_upload(&room_id, &req.name, req.size)?;
     Ok((StatusCode::CREATED, Json(upload)))
+}
+
+/// `{"ms": 50}`: the artificial latency of every `/v2` answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Latency {
+    ms: u64,
+}
+
+async fn latency(State(sim): State<Simulator>) -> Json<Latency> {
+    Json(Latency {
+        ms: u64::try_from(sim.latency().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+async fn set_latency(
+    State(sim): State<Simulator>,
+    KJson(req): KJson<Latency>,
+) -> Result<Json<Latency>, ApiError> {
+    let latency = Duration::from_millis(req.ms);
+    if latency > MAX_LATENCY {
+        return Err(ApiError::invalid(format!(
+            "ms must be at most {}, got {}",
+            MAX_LATENCY.as_millis(),
+            req.ms
+        )));
+    }
+    sim.set_latency(latency);
+    Ok(Json(req))
+}
+
+async fn webhook(State(sim): State<Simulator>) -> Json<WebhookSettings> {
+    Json(sim.webhook())
+}
+
+async fn set_webhook(
+    State(sim): State<Simulator>,
+    KJson(settings): KJson<WebhookSettings>,
+) -> Result<Json<WebhookSettings>, ApiError> {
+    sim.set_webhook(settings).map_err(ApiError::invalid)?;
+    Ok(Json(sim.webhook()))
+}
+
+async fn deliveries(State(sim): State<Simulator>) -> Json<Vec<WebhookDelivery>> {
+    Json(sim.webhook_deliveries())
+}
+
+async fn clear_deliveries(State(sim): State<Simulator>) -> StatusCode {
+    sim.clear_webhook_deliveries();
+    StatusCode::NO_CONTENT
+}
+
+/// The answer of `DELETE /_sim/rooms/{id}`.
+#[derive(Debug, Serialize)]
+struct ConsoleDeletion {
+    room_id: String,
+    /// `null` when no webhook URL is set.
+    webhook: Option<WebhookDelivery>,
+}
+
+async fn console_delete_room(
+    State(sim): State<Simulator>,
+    Path(room_id): Path<String>,
+) -> Result<Json<ConsoleDeletion>, ApiError> {
+    let webhook = sim.delete_room_from_console(&room_id).await?;
+    Ok(Json(ConsoleDeletion { room_id, webhook }))
 }
 
 async fn reset(State(sim): State<Simulator>) -> StatusCode {

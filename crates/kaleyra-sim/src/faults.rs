@@ -265,8 +265,8 @@ pub(crate) fn take_fault(
 }
 
 /// Middleware on the whole router; acts on `/v2` paths only. Order: read the body, pick a
-/// fault, log the call (with the fault), apply a refusing or delaying fault, check `apikey`,
-/// run the handler, then apply an after-effect fault.
+/// fault, log the call (with the fault), wait the artificial latency, apply a refusing or
+/// delaying fault, check `apikey`, run the handler, then apply an after-effect fault.
 pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if !(path == "/v2" || path.starts_with("/v2/")) {
@@ -295,6 +295,11 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         fault: fault_name.clone(),
     });
 
+    // The artificial latency comes first: it stands for the network and Kaleyra's own time.
+    let latency = sim.latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let response = respond(&sim, fault, parts, body, next).await;
     tracing::info!(
         target: "kaleyra_sim",

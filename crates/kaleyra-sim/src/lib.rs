@@ -6,6 +6,9 @@
 //! let sim = kaleyra_sim::spawn("ak_test_key").await?;
 //! // point a Kaleyra client at sim.base_url(); inspect sim.rooms(), sim.requests(), …
 //! sim.add_fault(kaleyra_sim::Fault::status("/v2/rooms", 503).times(1));
+//! // A Kaleyra 50 ms away, for benchmarks:
+//! let options = kaleyra_sim::SimOptions::default().latency(std::time::Duration::from_millis(50));
+//! let slow = kaleyra_sim::spawn_with("ak_test_key", options).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -21,7 +24,16 @@
 //! | `POST /_sim/rooms/{id}/uploads` | `{"name", "size"}` → `201` the upload; `404` no such room |
 //! | `GET /_sim/rooms` | `200 [SimRoom]` (with per-participant `tools`) |
 //! | `GET /_sim/users` | `200 [SimUser]` (sorted by id) |
-//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company |
+//! | `GET /_sim/company` | `200 SimCompany` (the default background as its alias) |
+//! | `GET /_sim/backgrounds` | `200 [SimBackground]` (oldest first; alias, url, size, the part's filename and content type) |
+//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company, webhook deliveries; the latency and the webhook settings go back to those given at start |
+//! | `DELETE /_sim/rooms/{id}` | deletes the room as Kaleyra's console would, then sends the signed `on_room_deleted` webhook and waits for its answer (at most `timeout_ms`) → `200 {"room_id", "webhook": WebhookDelivery \| null}` (`null`: no webhook URL set); `404` no such room (nothing sent) |
+//! | `GET /_sim/webhook` | `200 {"url": … \| null, "tamper": … \| null, "timeout_ms": N}` ([`WebhookSettings`]) |
+//! | `PUT /_sim/webhook` | `{"url"?, "tamper"?, "timeout_ms"?}` (absent = default: none, none, 5000) → `200` the settings; `400` a URL that is not http(s), a timeout outside 1–60000 |
+//! | `GET /_sim/webhook/deliveries` | `200 [WebhookDelivery]`, oldest first, each with `status`, `delivered`, `error` |
+//! | `DELETE /_sim/webhook/deliveries` | `204` |
+//! | `GET /_sim/latency` | `200 {"ms": N}`: the artificial latency of every `/v2` answer |
+//! | `PUT /_sim/latency` | `{"ms": N}` (0–60000) → `200 {"ms": N}`; `400` above |
 //!
 //! Choices where kaleyra.md is silent (all in [`wire`] or [`state`], easy to change):
 //! - Error codes: `invalid_request` (400, any malformed or out-of-range field, unknown field,
@@ -39,11 +51,32 @@
 //!   HS256 keyed with the API key, claims `sub` (user id), `iat`, `exp`.
 //! - `GET /v2/uploads` needs `room_id` (400 without); an unknown room lists `[]`. Deleting a
 //!   room does not delete its uploads, so tests can check the service deleted them itself.
-//! - Virtual backgrounds: the file type is decided by the content (`FF D8 FF`), not by the
-//!   part's `Content-Type`; 16 MB means 16 MiB of file; a body that is not multipart is 415;
-//!   an extra or misnamed part is 400. Checks run in the order 400, 413, 415, 409.
+//! - Virtual backgrounds: the part must be declared `Content-Type: image/jpeg` (parameters
+//!   and case aside; a missing or other type is 415) **and** its content must be a JPEG by
+//!   its bytes (`FF D8 FF`, 415 otherwise — a PNG declared `image/jpeg` is refused); 16 MB
+//!   means 16 MiB of file; a body that is not multipart is 415; an extra or misnamed part, or
+//!   a part without a filename, is 400. Checks run in the order 400, 413, 415, 409. Faults
+//!   can target the upload like any route (`/v2/company/virtual-background`).
 //! - The company starts as `Simulated Company`, language `en`, every other field `null`.
 //!   `PUT /v2/company` is all-or-nothing: an unknown `background_alias` changes nothing.
+//! - Artificial latency (for benchmarks; [`SimOptions::latency`] at start, the binary's
+//!   `--latency-ms`, [`Simulator::set_latency`] or `PUT /_sim/latency`): every `/v2` answer —
+//!   refusals and injected faults included, before a `delay_ms` fault — waits this long first;
+//!   `/_sim/` answers never wait.
+//! - Webhooks (kaleyra.md, "Webhooks"): only a console deletion
+//!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one;
+//!   `DELETE /v2/rooms/{id}` (the service's own call) sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",
+//!   "namespace": "room", "timestamp": <epoch ms>, "data": {"room_id": "…"}}`, POSTed as
+//!   `application/json` with `bandyer-signature: t=<epoch seconds>,v0=<hex HMAC-SHA256 keyed
+//!   with the simulator's API key over t + "." + body>` — **`t` is in seconds**, as in
+//!   kaleyra.md's test vector, while the envelope's `timestamp` is in milliseconds (both from
+//!   the same instant). The signature is [`kaleyra_client::webhook::signature_header`], the
+//!   very function the service verifies with. One attempt per webhook, no retry, redirects
+//!   not followed, bounded by the timeout (default 5 s); the outcome — delivered (2xx), the
+//!   receiver's status, or the error (`HTTP 500`, timeout, connection refused) — is kept in
+//!   the deliveries list, never lost silently. A [`WebhookTamper`] sends the next webhooks
+//!   with a wrong signature (another key), a stale timestamp (both `t` and `timestamp` one
+//!   hour old, correctly signed) or no signature header, to test the receiver's checks.
 //! - Faults are picked before the `apikey` check (an outage does not look at keys), in rule
 //!   order (first match wins); a call spared by `rate` does not count towards `times`.
 
@@ -51,7 +84,7 @@ use std::{
     fmt,
     net::{Ipv4Addr, SocketAddr},
     ops::Deref,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -64,10 +97,12 @@ mod error;
 mod faults;
 mod routes;
 pub mod state;
+pub mod webhook;
 pub mod wire;
 
 pub use faults::{BODY_LIMIT, Fault, FaultAction, V2_ROUTES};
-pub use state::{SimRoom, SimRoomParticipant, SimUser};
+pub use state::{SimBackground, SimCompany, SimError, SimRoom, SimRoomParticipant, SimUser};
+pub use webhook::{WebhookDelivery, WebhookSettings, WebhookTamper};
 
 /// One `/v2` call as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +125,15 @@ pub struct Simulator {
 
 struct Inner {
     api_key: String,
-    // Three separate locks, each held only for a synchronous step, never across an `.await`.
+    /// What the simulator was started with; [`Simulator::reset`] goes back to it.
+    options: SimOptions,
+    /// Added to every `/v2` answer.
+    latency: Mutex<Duration>,
+    webhook: Mutex<WebhookSettings>,
+    deliveries: Mutex<Vec<WebhookDelivery>>,
+    /// Sends the webhooks; built on first use.
+    http: OnceLock<reqwest::Client>,
+    // Separate locks, each held only for a synchronous step, never across an `.await`.
     model: Mutex<state::Model>,
     log: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,
@@ -111,11 +154,69 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Settings given when the simulator starts ([`Simulator::with_options`], [`spawn_with`],
+/// the binary's flags). [`Simulator::reset`] returns to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimOptions {
+    /// Artificial latency added to every Kaleyra API answer (`/v2`, not `/_sim/`). Default 0.
+    pub latency: Duration,
+    /// Where the webhooks go (the service's `POST /webhooks/kaleyra`). Default none.
+    pub webhook_url: Option<String>,
+}
+
+impl SimOptions {
+    /// Sets [`SimOptions::latency`].
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Sets [`SimOptions::webhook_url`].
+    pub fn webhook_url(mut self, url: impl Into<String>) -> Self {
+        self.webhook_url = Some(url.into());
+        self
+    }
+
+    fn webhook(&self) -> WebhookSettings {
+        WebhookSettings {
+            url: self.webhook_url.clone(),
+            ..WebhookSettings::default()
+        }
+    }
+}
+
+/// The longest artificial latency accepted (`PUT /_sim/latency` refuses more with `400`).
+pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+
 impl Simulator {
     pub fn new(api_key: impl Into<String>) -> Self {
+        Self::with_options(api_key, SimOptions::default())
+    }
+
+    /// A simulator started with `options` (latency, …).
+    ///
+    /// # Panics
+    /// If `options.latency` exceeds [`MAX_LATENCY`] or `options.webhook_url` is not an
+    /// `http(s)` URL.
+    pub fn with_options(api_key: impl Into<String>, options: SimOptions) -> Self {
+        assert!(
+            options.latency <= MAX_LATENCY,
+            "latency {:?} exceeds {MAX_LATENCY:?}",
+            options.latency
+        );
+        let webhook = options
+            .webhook()
+            .validated()
+            .unwrap_or_else(|e| panic!("{e}"));
         Simulator {
             inner: Arc::new(Inner {
                 api_key: api_key.into(),
+                latency: Mutex::new(options.latency),
+                webhook: Mutex::new(webhook),
+                deliveries: Mutex::default(),
+                http: OnceLock::new(),
+                options,
                 model: Mutex::default(),
                 log: Mutex::default(),
                 faults: Mutex::default(),
@@ -165,11 +266,118 @@ impl Simulator {
         lock(&self.inner.faults).clear();
     }
 
-    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log or faults.
+    /// Back to a fresh company: no users, rooms, uploads, backgrounds, log, faults or webhook
+    /// deliveries, and the latency and webhook URL given at start (no tamper).
     pub fn reset(&self) {
         *lock(&self.inner.model) = state::Model::default();
         self.clear_requests();
         self.clear_faults();
+        *lock(&self.inner.latency) = self.inner.options.latency;
+        *lock(&self.inner.webhook) = self.inner.options.webhook();
+        self.clear_webhook_deliveries();
+    }
+
+    // --- webhooks ----------------------------------------------------------------------------
+
+    /// Sends webhooks to `url` from now on (the service's `POST /webhooks/kaleyra`).
+    ///
+    /// # Panics
+    /// If `url` is not an absolute `http(s)` URL without credentials.
+    pub fn set_webhook_url(&self, url: impl Into<String>) {
+        let url = url.into();
+        webhook::check_url(&url).unwrap_or_else(|e| panic!("{e}"));
+        lock(&self.inner.webhook).url = Some(url);
+    }
+
+    /// Sends no webhooks from now on.
+    pub fn clear_webhook_url(&self) {
+        lock(&self.inner.webhook).url = None;
+    }
+
+    /// Sends the next webhooks with a deliberate flaw (`None`: correctly signed again).
+    pub fn set_webhook_tamper(&self, tamper: Option<WebhookTamper>) {
+        lock(&self.inner.webhook).tamper = tamper;
+    }
+
+    /// Replaces all webhook settings (URL, tamper, timeout); what `PUT /_sim/webhook` does.
+    pub fn set_webhook(&self, settings: WebhookSettings) -> Result<(), String> {
+        *lock(&self.inner.webhook) = settings.validated()?;
+        Ok(())
+    }
+
+    /// The webhook settings now in force.
+    pub fn webhook(&self) -> WebhookSettings {
+        lock(&self.inner.webhook).clone()
+    }
+
+    /// Every webhook sent or attempted, oldest first, with its outcome.
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        lock(&self.inner.deliveries).clone()
+    }
+
+    pub fn clear_webhook_deliveries(&self) {
+        lock(&self.inner.deliveries).clear();
+    }
+
+    /// Deletes a room as Kaleyra's own console would: the room goes (its uploads stay, as
+    /// with `DELETE /v2/rooms/{id}`), then the signed `on_room_deleted` webhook is POSTed to
+    /// the webhook URL, if one is set, and this waits for the answer (at most the webhook
+    /// timeout). Returns the delivery (also kept in [`Self::webhook_deliveries`]), `None`
+    /// without a webhook URL, or [`SimError::NotFound`] for an unknown room (nothing sent).
+    /// Not a `/v2` call: not in the request log, no faults, no latency.
+    pub async fn delete_room_from_console(
+        &self,
+        room_id: &str,
+    ) -> Result<Option<WebhookDelivery>, SimError> {
+        self.lock_model().delete_room(room_id)?;
+        let settings = self.webhook();
+        let Some(url) = settings.url else {
+            tracing::info!(target: "kaleyra_sim", room_id, "room deleted from the console; no webhook URL set");
+            return Ok(None);
+        };
+        let outgoing =
+            webhook::room_deleted(self.api_key(), room_id, state::now(), settings.tamper);
+        let delivery = webhook::deliver(
+            self.http(),
+            &url,
+            Duration::from_millis(settings.timeout_ms),
+            settings.tamper,
+            outgoing,
+        )
+        .await;
+        lock(&self.inner.deliveries).push(delivery.clone());
+        Ok(Some(delivery))
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.inner.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("kaleyra-sim/", env!("CARGO_PKG_VERSION")))
+                .build()
+                // Only TLS set-up can fail here; fall back to the defaults.
+                .unwrap_or_default()
+        })
+    }
+
+    /// Sets the artificial latency added to every Kaleyra API answer (`/v2`, not `/_sim/`),
+    /// for benchmarks. It applies to every answer, refusals and injected faults included,
+    /// before the call is handled (as if the request took that long to arrive).
+    ///
+    /// # Panics
+    /// Above [`MAX_LATENCY`].
+    pub fn set_latency(&self, latency: Duration) {
+        assert!(
+            latency <= MAX_LATENCY,
+            "latency {latency:?} exceeds {MAX_LATENCY:?}"
+        );
+        *lock(&self.inner.latency) = latency;
+    }
+
+    /// The artificial latency now in force.
+    pub fn latency(&self) -> Duration {
+        *lock(&self.inner.latency)
     }
 
     /// Snapshot of all rooms, in creation order, with per-participant tools.
@@ -180,6 +388,18 @@ impl Simulator {
     /// Snapshot of all users, sorted by id.
     pub fn users(&self) -> Vec<SimUser> {
         self.lock_model().users()
+    }
+
+    /// The company settings (default background as its alias; see also
+    /// [`Self::backgrounds`]).
+    pub fn company(&self) -> SimCompany {
+        self.lock_model().company().0
+    }
+
+    /// Every uploaded virtual background, oldest first, with the filename and content type
+    /// its part declared.
+    pub fn backgrounds(&self) -> Vec<SimBackground> {
+        self.lock_model().backgrounds()
     }
 
     /// Adds an upload to a room, as if a participant had shared a file. Returns its key, or
@@ -276,6 +496,15 @@ impl Drop for RunningSimulator {
 /// Serves a new simulator on `127.0.0.1` at a free port.
 pub async fn spawn(api_key: &str) -> std::io::Result<RunningSimulator> {
     spawn_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), api_key).await
+}
+
+/// Serves a new simulator started with `options` (latency, webhook URL) on `127.0.0.1` at a
+/// free port.
+pub async fn spawn_with(api_key: &str, options: SimOptions) -> std::io::Result<RunningSimulator> {
+    serve(
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?,
+        Simulator::with_options(api_key, options),
+    )
 }
 
 /// Serves a new simulator on `addr` (port 0 = any free port) in a background task.

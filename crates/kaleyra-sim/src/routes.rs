@@ -156,7 +156,8 @@ async fn update_company(
     Ok(Json(CompanyEnvelope::new(&company, bg.as_ref())))
 }
 
-/// `POST /v2/company/virtual-background`: exactly one file part `virtual_background`.
+/// `POST /v2/company/virtual-background`: exactly one file part `virtual_background`, with a
+/// filename, declared `image/jpeg`.
 async fn upload_background(
     State(sim): State<Simulator>,
     multipart: Result<Multipart, MultipartRejection>,
@@ -164,7 +165,7 @@ async fn upload_background(
     let mut multipart = multipart.map_err(|e| {
         ApiError::unsupported_media_type(format!("expected multipart/form-data: {}", e.body_text()))
     })?;
-    let mut image = None;
+    let mut file = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
         if name != VIRTUAL_BACKGROUND_PART {
@@ -172,23 +173,27 @@ async fn upload_background(
                 "unknown field `{name}`, expected `{VIRTUAL_BACKGROUND_PART}`"
             )));
         }
-        if image.is_some() {
+        if file.is_some() {
             return Err(ApiError::invalid(format!(
                 "more than one `{VIRTUAL_BACKGROUND_PART}` part"
             )));
         }
         // Without a filename the part is a plain form field, not a file.
-        if field.file_name().is_none() {
+        let Some(filename) = field.file_name().map(str::to_owned) else {
             return Err(ApiError::invalid(format!(
                 "`{VIRTUAL_BACKGROUND_PART}` must be a file part (with a filename)"
             )));
-        }
-        image = Some(field.bytes().await.map_err(multipart_error)?);
+        };
+        let content_type = field.content_type().map(str::to_owned);
+        let bytes = field.bytes().await.map_err(multipart_error)?;
+        file = Some((filename, content_type, bytes));
     }
-    let image = image.ok_or_else(|| {
+    let (filename, content_type, image) = file.ok_or_else(|| {
         ApiError::invalid(format!("missing the file part `{VIRTUAL_BACKGROUND_PART}`"))
     })?;
-    let bg = sim.lock_model().add_background(&image)?;
+    let bg = sim
+        .lock_model()
+        .add_background_file(&filename, content_type.as_deref(), &image)?;
     Ok((
         StatusCode::CREATED,
         Json(VirtualBackgroundEnvelope::from(&bg)),

@@ -72,18 +72,26 @@ pub struct SimRoomParticipant {
     pub link: String,
 }
 
-/// An uploaded virtual background (only its metadata is kept, not the image).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Background {
+/// An uploaded virtual background (only its metadata is kept, not the image), with what the
+/// upload's file part declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimBackground {
     pub alias: String,
     pub url: String,
     pub creation_date: String,
+    /// Bytes of the image.
     pub size: usize,
+    /// The part's `filename`.
+    pub filename: String,
+    /// The part's `Content-Type` (always `image/jpeg`, possibly with parameters: anything
+    /// else is refused).
+    pub content_type: String,
 }
 
-/// Company settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Company {
+/// The company settings, as `GET /v2/company` shows them (but with the default background
+/// as its alias).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimCompany {
     pub name: String,
     pub default_language: String,
     /// Alias of one of the uploaded virtual backgrounds.
@@ -93,9 +101,9 @@ pub struct Company {
     pub end_call_redirect_timeout_ms: Option<u64>,
 }
 
-impl Default for Company {
+impl Default for SimCompany {
     fn default() -> Self {
-        Company {
+        SimCompany {
             name: "Simulated Company".to_owned(),
             default_language: "en".to_owned(),
             default_background: None,
@@ -134,8 +142,8 @@ pub struct Model {
     /// In creation order, which is the order `GET /v2/rooms` lists them in.
     rooms: Vec<SimRoom>,
     uploads: Vec<Upload>,
-    backgrounds: Vec<Background>,
-    company: Company,
+    backgrounds: Vec<SimBackground>,
+    company: SimCompany,
 }
 
 /// Current time as Kaleyra writes it: ISO 8601 UTC with milliseconds.
@@ -165,6 +173,14 @@ pub fn valid_user_id(id: &str) -> bool {
 /// JPEG files start with the SOI marker followed by another marker: `FF D8 FF`.
 pub fn is_jpeg(data: &[u8]) -> bool {
     data.starts_with(&[0xFF, 0xD8, 0xFF])
+}
+
+/// Whether a declared content type is `image/jpeg` (case-insensitive, parameters allowed).
+pub fn is_jpeg_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("image/jpeg"))
 }
 
 impl Model {
@@ -388,7 +404,12 @@ impl Model {
 
     // --- company -----------------------------------------------------------------------------
 
-    pub fn company(&self) -> (Company, Option<Background>) {
+    /// Every uploaded background, oldest first.
+    pub fn backgrounds(&self) -> Vec<SimBackground> {
+        self.backgrounds.clone()
+    }
+
+    pub fn company(&self) -> (SimCompany, Option<SimBackground>) {
         let bg = self
             .company
             .default_background
@@ -401,7 +422,7 @@ impl Model {
     pub fn update_company(
         &mut self,
         req: UpdateCompanyRequest,
-    ) -> Result<(Company, Option<Background>), SimError> {
+    ) -> Result<(SimCompany, Option<SimBackground>), SimError> {
         if let Some(alias) = &req.background_alias
             && !self.backgrounds.iter().any(|b| &b.alias == alias)
         {
@@ -428,12 +449,32 @@ impl Model {
         Ok(self.company())
     }
 
-    /// Stores a virtual background after the format and size checks.
-    pub fn add_background(&mut self, data: &[u8]) -> Result<Background, SimError> {
+    /// Stores a virtual background after the size and content checks, as if it came as
+    /// `background.jpg` declared `image/jpeg` (see [`Self::add_background_file`]).
+    pub fn add_background(&mut self, data: &[u8]) -> Result<SimBackground, SimError> {
+        self.add_background_file("background.jpg", Some("image/jpeg"), data)
+    }
+
+    /// Stores the virtual background of a file part named `filename`, declared
+    /// `content_type`, after the checks in this order: at most [`MAX_BACKGROUND_BYTES`]
+    /// (413), declared `image/jpeg` (415), a JPEG by its bytes ([`is_jpeg`], 415), at most
+    /// [`MAX_BACKGROUNDS`] per company (409).
+    pub fn add_background_file(
+        &mut self,
+        filename: &str,
+        content_type: Option<&str>,
+        data: &[u8],
+    ) -> Result<SimBackground, SimError> {
         if data.len() > MAX_BACKGROUND_BYTES {
             return Err(SimError::TooLarge(format!(
                 "a virtual background may have at most {MAX_BACKGROUND_BYTES} bytes, got {}",
                 data.len()
+            )));
+        }
+        let declared = content_type.unwrap_or_default();
+        if !is_jpeg_type(declared) {
+            return Err(SimError::UnsupportedMediaType(format!(
+                "a virtual background must be sent as Content-Type: image/jpeg, got `{declared}`"
             )));
         }
         if !is_jpeg(data) {
@@ -445,11 +486,13 @@ impl Model {
             return Err(SimError::TooManyBackgrounds);
         }
         let alias = random_hex(16);
-        let bg = Background {
+        let bg = SimBackground {
             url: format!("{BACKGROUND_URL_PREFIX}{alias}.jpeg"),
             alias,
             creation_date: format_date(now()),
             size: data.len(),
+            filename: filename.to_owned(),
+            content_type: declared.to_owned(),
         };
         self.backgrounds.push(bg.clone());
         Ok(bg)
@@ -498,7 +541,7 @@ impl From<&SimRoom> for Room {
 }
 
 impl CompanyEnvelope {
-    pub fn new(company: &Company, default_background: Option<&Background>) -> Self {
+    pub fn new(company: &SimCompany, default_background: Option<&SimBackground>) -> Self {
         CompanyEnvelope {
             company: CompanyBody {
                 name: company.name.clone(),
@@ -516,8 +559,8 @@ impl CompanyEnvelope {
     }
 }
 
-impl From<&Background> for VirtualBackgroundEnvelope {
-    fn from(b: &Background) -> Self {
+impl From<&SimBackground> for VirtualBackgroundEnvelope {
+    fn from(b: &SimBackground) -> Self {
         VirtualBackgroundEnvelope {
             virtual_background: VirtualBackground {
                 background_alias: b.alias.clone(),
@@ -655,6 +698,40 @@ mod tests {
             m.add_background(&[0xFF, 0xD8, 0xFF, 0xE0]),
             Err(SimError::TooManyBackgrounds)
         );
+    }
+
+    #[test]
+    fn background_parts_must_be_declared_jpeg() {
+        let mut m = Model::default();
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0];
+        for declared in [
+            None,
+            Some("image/png"),
+            Some("application/octet-stream"),
+            Some(""),
+        ] {
+            assert!(
+                matches!(
+                    m.add_background_file("bg.jpg", declared, &jpeg),
+                    Err(SimError::UnsupportedMediaType(_))
+                ),
+                "{declared:?}"
+            );
+        }
+        // Size is checked before the type.
+        assert!(matches!(
+            m.add_background_file(
+                "bg.png",
+                Some("image/png"),
+                &vec![0; MAX_BACKGROUND_BYTES + 1]
+            ),
+            Err(SimError::TooLarge(_))
+        ));
+        let bg = m
+            .add_background_file("bg.jpg", Some("Image/JPEG; q=1"), &jpeg)
+            .unwrap();
+        assert_eq!((bg.filename.as_str(), bg.size), ("bg.jpg", 4));
+        assert_eq!(m.backgrounds(), vec![bg]);
     }
 
     #[test]

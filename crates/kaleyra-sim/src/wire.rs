@@ -241,3 +241,23 @@ pub struct VirtualBackground {
     pub url: String,
     pub creation_date: String,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks the simulator sends
+
+/// The envelope of every webhook: `{"event", "event_version", "namespace", "timestamp"
+/// (epoch ms), "data"}`, in this order.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookEnvelope<T> {
+    pub event: &'static str,
+    pub event_version: &'static str,
+    pub namespace: &'static str,
+    pub timestamp: i64,
+    pub data: T,
+}
+
+/// `data` of `on_room_deleted`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomDeletedData {
+    pub room_id: String,
+}

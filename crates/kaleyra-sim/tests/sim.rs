@@ -1367,3 +1367,767 @@ async fn binary_prints_its_url_and_never_logs_the_key() {
     assert!(logs.contains("/v2/company"), "{logs}");
     assert!(!logs.contains(KEY), "{logs}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Artificial latency
+
+#[tokio::test]
+async fn latency_delays_every_v2_answer_and_no_control_answer() {
+    let ctx = Ctx::new().await;
+    assert_eq!(ctx.sim.latency(), Duration::ZERO);
+    assert_eq!(
+        ctx.get("/_sim/latency").await,
+        (StatusCode::OK, json!({"ms": 0}))
+    );
+
+    assert_eq!(
+        ctx.put("/_sim/latency", json!({"ms": 400})).await,
+        (StatusCode::OK, json!({"ms": 400}))
+    );
+    assert_eq!(ctx.sim.latency(), Duration::from_millis(400));
+    let started = Instant::now();
+    assert_eq!(ctx.get("/v2/company").await.0, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    // Refusals wait too (every answer of the API), control calls do not.
+    let started = Instant::now();
+    let wrong_key = ctx.http.get(ctx.url("/v2/company")).send().await.unwrap();
+    assert_eq!(wrong_key.status(), StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    let started = Instant::now();
+    assert_eq!(ctx.get("/_sim/users").await.0, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(400));
+
+    ctx.sim.set_latency(Duration::ZERO);
+    assert_eq!(ctx.get("/_sim/latency").await.1, json!({"ms": 0}));
+
+    assert_error(
+        &ctx.put("/_sim/latency", json!({"ms": 60_001})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        &ctx.put("/_sim/latency", json!({"ms": -1})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_error(
+        &ctx.put("/_sim/latency", json!({"latency": 5})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn latency_given_at_start_survives_a_reset() {
+    let options = kaleyra_sim::SimOptions::default().latency(Duration::from_millis(300));
+    let sim = kaleyra_sim::spawn_with(KEY, options).await.unwrap();
+    let http = reqwest::Client::new();
+    let company = format!("{}/v2/company", sim.base_url());
+    let started = Instant::now();
+    let resp = http
+        .get(&company)
+        .header("apikey", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    sim.set_latency(Duration::from_millis(5));
+    sim.reset();
+    assert_eq!(
+        sim.latency(),
+        Duration::from_millis(300),
+        "back to the start value"
+    );
+}
+
+#[tokio::test]
+async fn binary_takes_latency_and_webhook_url_flags() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
+        .args([
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--latency-ms",
+            "250",
+            "--webhook-url",
+            "http://127.0.0.1:9/webhooks/kaleyra",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    let base = line.trim().to_owned();
+    let http = reqwest::Client::new();
+    let latency: Value = http
+        .get(format!("{base}/_sim/latency"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(latency, json!({"ms": 250}));
+    let webhook: Value = http
+        .get(format!("{base}/_sim/webhook"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(webhook["url"], "http://127.0.0.1:9/webhooks/kaleyra");
+    let started = Instant::now();
+    let resp = http
+        .get(format!("{base}/v2/company"))
+        .header("apikey", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    // Out of range: refused at start.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
+        .args(["--port", "0", "--api-key", KEY, "--latency-ms", "60001"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
+        .args([
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--webhook-url",
+            "ftp://x/y",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+
+/// What a test receiver got: the `bandyer-signature` header, the content type and the raw body.
+#[derive(Debug, Clone)]
+struct Received {
+    signature: Option<String>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver on 127.0.0.1 answering `status` after `delay`; returns its URL and what
+/// it received.
+async fn receiver(
+    status: u16,
+    delay: Duration,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    use axum::{body::Bytes, http::HeaderMap, routing::post};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/webhooks/kaleyra",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let store = store.clone();
+            async move {
+                let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+                store.lock().unwrap().push(Received {
+                    signature: header("bandyer-signature"),
+                    content_type: header("content-type"),
+                    body: body.to_vec(),
+                });
+                tokio::time::sleep(delay).await;
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/kaleyra", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// The receiver's check, with the client crate's function (as the service does).
+fn verify(r: &Received) -> Result<(), kaleyra_client::webhook::WebhookError> {
+    kaleyra_client::webhook::verify(
+        r.signature.as_deref(),
+        &r.body,
+        KEY,
+        chrono::Utc::now(),
+        kaleyra_client::webhook::DEFAULT_TOLERANCE,
+    )
+}
+
+#[tokio::test]
+async fn console_deletion_sends_the_signed_on_room_deleted_webhook() {
+    let ctx = Ctx::new().await;
+    let (url, got) = receiver(204, Duration::ZERO).await;
+    assert_eq!(
+        ctx.put("/_sim/webhook", json!({"url": url})).await,
+        (
+            StatusCode::OK,
+            json!({"url": url, "tamper": null, "timeout_ms": 5000})
+        )
+    );
+    assert_eq!(ctx.get("/_sim/webhook").await.1["url"], url);
+    let room = ctx.room().await;
+    let id = room["id"].as_str().unwrap();
+    ctx.sim.clear_requests();
+
+    let before_ms = chrono::Utc::now().timestamp_millis();
+    let (status, answer) = ctx.delete(&format!("/_sim/rooms/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["room_id"], id);
+    assert_eq!(answer["webhook"]["delivered"], true, "{answer}");
+    assert_eq!(answer["webhook"]["status"], 204);
+    assert_eq!(answer["webhook"]["error"], Value::Null);
+    assert!(ctx.sim.rooms().is_empty(), "the room is gone");
+    assert_error(
+        &ctx.get(&format!("/v2/rooms/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let received = got.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    let hook = &received[0];
+    assert_eq!(hook.content_type.as_deref(), Some("application/json"));
+    verify(hook).expect("signed with the API key, t within 5 minutes");
+    let body: Value = serde_json::from_slice(&hook.body).unwrap();
+    assert_eq!(body.as_object().unwrap().len(), 5, "{body}");
+    assert_eq!(body["event"], "on_room_deleted");
+    assert_eq!(body["event_version"], "1.0");
+    assert_eq!(body["namespace"], "room");
+    assert_eq!(body["data"], json!({"room_id": id}));
+    let timestamp_ms = body["timestamp"].as_i64().expect("epoch ms");
+    assert!(timestamp_ms >= before_ms && timestamp_ms <= chrono::Utc::now().timestamp_millis());
+    // `t` is the same instant in seconds.
+    let signature = hook.signature.as_deref().unwrap();
+    assert!(
+        signature.starts_with(&format!("t={},v0=", timestamp_ms / 1000)),
+        "{signature}"
+    );
+    // The webhook is what the client crate decodes.
+    let event = kaleyra_client::webhook::parse_event(&hook.body).unwrap();
+    assert_eq!(event.room_deleted_id(), Some(id));
+
+    // The delivery is recorded, with the body exactly as sent.
+    let deliveries = ctx.sim.webhook_deliveries();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].body.as_bytes(), hook.body.as_slice());
+    assert_eq!(deliveries[0].signature, hook.signature);
+    assert_eq!(deliveries[0].url, url);
+    assert_eq!(
+        ctx.get("/_sim/webhook/deliveries").await.1[0]["event"],
+        "on_room_deleted"
+    );
+    // A console deletion is not a /v2 call: the log has only the GET above.
+    let log = ctx.sim.requests();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].path, format!("/v2/rooms/{id}"));
+
+    // An unknown room: 404, nothing sent.
+    assert_error(
+        &ctx.delete(&format!("/_sim/rooms/{id}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // The service's own deletion sends nothing.
+    let room = ctx
+        .post(
+            "/v2/rooms",
+            json!({"participants": [{"user_id": "doc"}, {"user_id": "pat"}]}),
+        )
+        .await
+        .1;
+    ctx.delete(&format!("/v2/rooms/{}", room["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(got.lock().unwrap().len(), 1);
+    assert_eq!(ctx.sim.webhook_deliveries().len(), 1);
+
+    assert_eq!(
+        ctx.delete("/_sim/webhook/deliveries").await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert!(ctx.sim.webhook_deliveries().is_empty());
+}
+
+#[tokio::test]
+async fn console_deletion_from_rust_and_without_a_url() {
+    let ctx = Ctx::new().await;
+    let room = ctx.room().await;
+    let id = room["id"].as_str().unwrap();
+    // No URL: the room goes, nothing is sent.
+    assert_eq!(ctx.sim.delete_room_from_console(id).await, Ok(None));
+    assert!(ctx.sim.rooms().is_empty());
+    assert!(matches!(
+        ctx.sim.delete_room_from_console(id).await,
+        Err(kaleyra_sim::SimError::NotFound(_))
+    ));
+
+    let (url, got) = receiver(200, Duration::ZERO).await;
+    ctx.sim.set_webhook_url(&url);
+    let (_, room) = ctx
+        .post(
+            "/v2/rooms",
+            json!({"participants": [{"user_id": "doc"}, {"user_id": "pat"}]}),
+        )
+        .await;
+    let id = room["id"].as_str().unwrap();
+    let delivery = ctx
+        .sim
+        .delete_room_from_console(id)
+        .await
+        .unwrap()
+        .expect("a URL is set");
+    assert!(delivery.delivered && delivery.status == Some(200));
+    verify(&got.lock().unwrap()[0]).unwrap();
+    ctx.sim.clear_webhook_url();
+    assert_eq!(ctx.sim.webhook().url, None);
+}
+
+#[tokio::test]
+async fn tampered_webhooks_for_the_receivers_tests() {
+    use kaleyra_client::webhook::WebhookError;
+    use kaleyra_sim::WebhookTamper;
+
+    let ctx = Ctx::new().await;
+    let (url, got) = receiver(401, Duration::ZERO).await;
+    ctx.sim.set_webhook_url(&url);
+    ctx.user("doc", "plus").await;
+    ctx.user("pat", "basic").await;
+    let new_room = || async {
+        let (_, room) = ctx
+            .post(
+                "/v2/rooms",
+                json!({"participants": [{"user_id": "doc"}, {"user_id": "pat"}]}),
+            )
+            .await;
+        room["id"].as_str().unwrap().to_owned()
+    };
+
+    ctx.sim
+        .set_webhook_tamper(Some(WebhookTamper::WrongSignature));
+    let d = ctx
+        .sim
+        .delete_room_from_console(&new_room().await)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.tamper, Some(WebhookTamper::WrongSignature));
+    assert!(!d.delivered && d.status == Some(401) && d.error.as_deref() == Some("HTTP 401"));
+    assert_eq!(
+        verify(&got.lock().unwrap()[0]),
+        Err(WebhookError::BadSignature)
+    );
+
+    ctx.sim
+        .set_webhook_tamper(Some(WebhookTamper::StaleTimestamp));
+    ctx.sim
+        .delete_room_from_console(&new_room().await)
+        .await
+        .unwrap();
+    let stale = got.lock().unwrap()[1].clone();
+    assert!(matches!(
+        verify(&stale),
+        Err(WebhookError::StaleTimestamp { .. })
+    ));
+    let body: Value = serde_json::from_slice(&stale.body).unwrap();
+    let age_ms = chrono::Utc::now().timestamp_millis() - body["timestamp"].as_i64().unwrap();
+    assert!((3_600_000..3_660_000).contains(&age_ms), "{age_ms}");
+
+    // Over the control API, as a string.
+    assert_eq!(
+        ctx.put(
+            "/_sim/webhook",
+            json!({"url": url, "tamper": "missing_signature"})
+        )
+        .await
+        .1["tamper"],
+        "missing_signature"
+    );
+    ctx.delete(&format!("/_sim/rooms/{}", new_room().await))
+        .await;
+    assert_eq!(
+        verify(&got.lock().unwrap()[2]),
+        Err(WebhookError::MissingSignature)
+    );
+
+    // Back to correct signatures.
+    ctx.sim.set_webhook_tamper(None);
+    ctx.sim
+        .delete_room_from_console(&new_room().await)
+        .await
+        .unwrap();
+    verify(&got.lock().unwrap()[3]).unwrap();
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_recorded_and_never_block() {
+    let ctx = Ctx::new().await;
+    ctx.user("doc", "plus").await;
+    ctx.user("pat", "basic").await;
+    let new_room = || async {
+        let (_, room) = ctx
+            .post(
+                "/v2/rooms",
+                json!({"participants": [{"user_id": "doc"}, {"user_id": "pat"}]}),
+            )
+            .await;
+        room["id"].as_str().unwrap().to_owned()
+    };
+
+    // The receiver fails.
+    let (url, _) = receiver(500, Duration::ZERO).await;
+    ctx.sim.set_webhook_url(&url);
+    let d = ctx
+        .sim
+        .delete_room_from_console(&new_room().await)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!d.delivered);
+    assert_eq!(
+        (d.status, d.error.as_deref()),
+        (Some(500), Some("HTTP 500"))
+    );
+
+    // Nobody listens.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    ctx.sim
+        .set_webhook_url(format!("http://{closed}/webhooks/kaleyra"));
+    let d = ctx
+        .sim
+        .delete_room_from_console(&new_room().await)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!d.delivered && d.status.is_none());
+    assert!(d.error.is_some());
+
+    // The receiver hangs: the control route answers after the timeout, not never.
+    let (url, _) = receiver(204, Duration::from_secs(30)).await;
+    assert_eq!(
+        ctx.put("/_sim/webhook", json!({"url": url, "timeout_ms": 300}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let room = new_room().await;
+    let started = Instant::now();
+    let (status, answer) = ctx.delete(&format!("/_sim/rooms/{room}")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["webhook"]["delivered"], false);
+    assert!(
+        answer["webhook"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timeout"),
+        "{answer}"
+    );
+    assert!(
+        ctx.sim.rooms().is_empty(),
+        "the room is deleted all the same"
+    );
+
+    // All three are in the list, in order.
+    let deliveries = ctx.get("/_sim/webhook/deliveries").await.1;
+    let delivered: Vec<&Value> = deliveries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["delivered"])
+        .collect();
+    assert_eq!(delivered, [&json!(false), &json!(false), &json!(false)]);
+}
+
+#[tokio::test]
+async fn webhook_settings_are_checked_and_reset() {
+    let (url, _) = receiver(204, Duration::ZERO).await;
+    let options = kaleyra_sim::SimOptions::default().webhook_url(&url);
+    let sim = kaleyra_sim::spawn_with(KEY, options).await.unwrap();
+    assert_eq!(sim.webhook().url.as_deref(), Some(url.as_str()));
+    let ctx = Ctx {
+        sim,
+        http: reqwest::Client::new(),
+    };
+    for bad in [
+        json!({"url": "ftp://example.org/x"}),
+        json!({"url": "/webhooks/kaleyra"}),
+        json!({"url": url, "timeout_ms": 0}),
+        json!({"url": url, "tamper": "late"}),
+        json!({"url": url, "secret": "x"}),
+    ] {
+        assert_error(
+            &ctx.put("/_sim/webhook", bad).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+    }
+    assert_eq!(
+        ctx.sim.webhook().url.as_deref(),
+        Some(url.as_str()),
+        "unchanged"
+    );
+    // A PUT replaces every setting.
+    assert_eq!(
+        ctx.put("/_sim/webhook", json!({})).await.1,
+        json!({"url": null, "tamper": null, "timeout_ms": 5000})
+    );
+    ctx.sim
+        .set_webhook_tamper(Some(kaleyra_sim::WebhookTamper::StaleTimestamp));
+    ctx.room().await;
+    let id = ctx.sim.rooms()[0].id.clone();
+    ctx.sim.set_webhook_url(&url);
+    ctx.sim.delete_room_from_console(&id).await.unwrap();
+    assert_eq!(ctx.sim.webhook_deliveries().len(), 1);
+
+    ctx.sim.reset();
+    assert_eq!(
+        ctx.sim.webhook(),
+        kaleyra_sim::WebhookSettings {
+            url: Some(url.clone()),
+            tamper: None,
+            timeout_ms: 5000
+        },
+        "back to the start settings"
+    );
+    assert!(ctx.sim.webhook_deliveries().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Company state and background uploads, as the service's settings tests need them
+
+#[tokio::test]
+async fn background_parts_must_be_declared_jpeg_and_be_jpeg() {
+    let ctx = Ctx::new().await;
+    // JPEG bytes declared as something else, or not declared at all: 415.
+    for part in [
+        Part::bytes(jpeg(100))
+            .file_name("bg.jpg")
+            .mime_str("image/png")
+            .unwrap(),
+        Part::bytes(jpeg(100))
+            .file_name("bg.jpg")
+            .mime_str("application/octet-stream")
+            .unwrap(),
+        Part::bytes(jpeg(100)).file_name("bg.jpg"),
+    ] {
+        assert_error(
+            &ctx.upload_background(part).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        );
+    }
+    // Size comes first: an oversized part is 413 whatever it declares.
+    let big_png = Part::bytes(vec![0u8; 16 * MIB + 1])
+        .file_name("bg.png")
+        .mime_str("image/png")
+        .unwrap();
+    assert_error(
+        &ctx.upload_background(big_png).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    assert!(
+        ctx.sim.backgrounds().is_empty(),
+        "nothing refused is stored"
+    );
+
+    let (status, body) = ctx.upload_background(jpeg_part(1000)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let alias = body["virtual_background"]["background_alias"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = ctx.sim.backgrounds();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].alias, alias);
+    assert_eq!(stored[0].filename, "background.jpg");
+    assert_eq!(stored[0].content_type, "image/jpeg");
+    assert_eq!(stored[0].size, 1000);
+    assert_eq!(stored[0].url, body["virtual_background"]["url"]);
+    let (status, listed) = ctx.get("/_sim/backgrounds").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed[0]["alias"], alias.as_str());
+    assert_eq!(listed[0]["filename"], "background.jpg");
+}
+
+#[tokio::test]
+async fn company_state_is_readable_from_rust_and_the_control_api() {
+    let ctx = Ctx::new().await;
+    let company = ctx.sim.company();
+    assert_eq!(company.name, "Simulated Company");
+    assert_eq!(company.default_language, "en");
+    assert_eq!(company.default_background, None);
+
+    let (_, bg) = ctx.upload_background(jpeg_part(10)).await;
+    let alias = bg["virtual_background"]["background_alias"]
+        .as_str()
+        .unwrap();
+    ctx.put(
+        "/v2/company",
+        json!({"background_alias": alias, "default_language": "it", "end_call_redirect_url": "https://example.org/bye"}),
+    )
+    .await;
+    let company = ctx.sim.company();
+    assert_eq!(company.default_background.as_deref(), Some(alias));
+    assert_eq!(company.default_language, "it");
+    assert_eq!(
+        company.end_call_redirect_url.as_deref(),
+        Some("https://example.org/bye")
+    );
+    let (status, body) = ctx.get("/_sim/company").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["default_background"], alias);
+    assert_eq!(body["name"], "Simulated Company");
+
+    // An unknown alias: 404 and nothing changes.
+    assert_error(
+        &ctx.put(
+            "/v2/company",
+            json!({"background_alias": "f".repeat(32), "default_language": "de"}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_eq!(ctx.sim.company(), company);
+
+    ctx.sim.reset();
+    assert_eq!(ctx.sim.company().default_background, None);
+    assert!(ctx.sim.backgrounds().is_empty());
+}
+
+#[tokio::test]
+async fn faults_target_the_background_upload() {
+    let ctx = Ctx::new().await;
+    ctx.sim.add_fault(
+        Fault::status("/v2/company/virtual-background", 503)
+            .method("POST")
+            .times(1),
+    );
+    assert_error(
+        &ctx.upload_background(jpeg_part(10)).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "simulated_fault",
+    );
+    assert!(
+        ctx.sim.backgrounds().is_empty(),
+        "a refusing fault has no effect"
+    );
+
+    ctx.sim
+        .add_fault(Fault::status_after_effect("/v2/company/virtual-background", 502).times(1));
+    assert_error(
+        &ctx.upload_background(jpeg_part(10)).await,
+        StatusCode::BAD_GATEWAY,
+        "simulated_fault",
+    );
+    assert_eq!(ctx.sim.backgrounds().len(), 1, "stored, answer lost");
+
+    ctx.sim.add_fault(
+        Fault::delay("/v2/company/virtual-background", Duration::from_millis(300)).times(1),
+    );
+    let started = Instant::now();
+    assert_eq!(
+        ctx.upload_background(jpeg_part(10)).await.0,
+        StatusCode::CREATED
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let faults: Vec<Option<String>> = ctx.sim.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("status:503".to_owned()),
+            Some("status_after_effect:502".to_owned()),
+            Some("delay_ms:300".to_owned())
+        ]
+    );
+    // Over the control API too.
+    assert_eq!(
+        ctx.post(
+            "/_sim/faults",
+            json!({"route": "/v2/company/virtual-background", "action": {"status": 500}})
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        ctx.upload_background(jpeg_part(10)).await.0,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+}
+
+#[tokio::test]
+async fn sdk_credentials_answer_shape() {
+    let ctx = Ctx::new().await;
+    ctx.user("doc", "plus").await;
+    // `expires_in` is optional.
+    let (status, body) = ctx
+        .post("/v2/sdk/credentials", json!({"user_id": "doc"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["access_token", "expires_at", "user_id"]);
+    let expires_at =
+        chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let lifetime = expires_at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        (3590..=3600).contains(&lifetime.num_seconds()),
+        "{lifetime}"
+    );
+    // `user_id` is required; a lifetime must be a whole number of seconds.
+    for bad in [
+        json!({}),
+        json!({"user_id": "doc", "expires_in": "3600"}),
+        json!({"user_id": "doc", "expires_in": 3600.5}),
+        json!({"user_id": "doc", "ttl": 3600}),
+    ] {
+        assert_error(
+            &ctx.post("/v2/sdk/credentials", bad).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        );
+    }
+    // The range is checked before the user.
+    assert_error(
+        &ctx.post(
+            "/v2/sdk/credentials",
+            json!({"user_id": "ghost", "expires_in": 10}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}
