@@ -7,6 +7,7 @@ use std::time::Duration;
 use kaleyra_client::KaleyraClient;
 
 use crate::clock::Clock;
+use crate::identity::bearer::BearerVerifier;
 use crate::store::Store;
 use crate::telemetry;
 
@@ -20,6 +21,8 @@ pub struct CheckUp {
     pub kaleyra: bool,
     /// No teleconsultation whose links are due is without its room.
     pub rooms: bool,
+    /// In bearer mode: the issuer's key set can be read (`None` otherwise).
+    pub identity: Option<bool>,
 }
 
 pub struct Health {
@@ -28,6 +31,8 @@ pub struct Health {
     clock: Arc<dyn Clock>,
     /// `IMMUTABLE_PERIOD_MS`: links are due from `start − period` on.
     immutable_period_ms: u64,
+    /// In bearer mode, whose key set must be readable.
+    bearer: Option<BearerVerifier>,
 }
 
 impl Health {
@@ -36,12 +41,14 @@ impl Health {
         kaleyra: KaleyraClient,
         clock: Arc<dyn Clock>,
         immutable_period_ms: u64,
+        bearer: Option<BearerVerifier>,
     ) -> Self {
         Self {
             store,
             kaleyra,
             clock,
             immutable_period_ms,
+            bearer,
         }
     }
 
@@ -59,10 +66,20 @@ impl Health {
     /// Storage, Kaleyra, and the rooms whose links are due.
     pub async fn check_up(&self) -> CheckUp {
         let now = self.clock.now();
-        let (backlog, kaleyra) = tokio::join!(
+        let identity = async {
+            match &self.bearer {
+                Some(verifier) => Some(verifier.check_reachable().await),
+                None => None,
+            }
+        };
+        let (backlog, kaleyra, identity) = tokio::join!(
             self.store.backlog(now, self.immutable_period_ms),
             tokio::time::timeout(KALEYRA_CHECK_BUDGET, self.kaleyra.check_reachable()),
+            identity,
         );
+        if identity == Some(false) {
+            tracing::warn!("check-up: the issuer's key set (JWT_JWKS_URL) cannot be read");
+        }
         let (storage, rooms) = match &backlog {
             Ok(backlog) => {
                 if backlog.rooms_missing_at_start > 0 {
@@ -93,6 +110,7 @@ impl Health {
             storage,
             kaleyra,
             rooms,
+            identity,
         }
     }
 

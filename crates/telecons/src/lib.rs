@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod domain;
 pub mod health;
@@ -15,5 +16,6 @@ pub mod lifecycle;
 pub mod provisioner;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use app::{Application, Dependencies, Services};

@@ -1,5 +1,5 @@
 //! The caller of a request (spec §5), as an extractor: the identity module reads it from
-//! the request's headers.
+//! the request's headers (the gateway's, or a bearer token).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -25,6 +25,7 @@ impl FromRequestParts<ApiState> for Caller {
         state
             .identity
             .caller(&headers)
+            .await
             .map_err(|err| ApiError::bad_request(err.to_string()))
     }
 }

@@ -1,11 +1,14 @@
 //! HTTP only: routes, extraction, mapping to responses. Handlers call the lifecycle (and the
 //! health checks); rules live in `domain`, effects behind the lifecycle.
 
+mod body;
 mod caller;
+mod credentials;
 pub mod error;
 mod middleware;
 mod ops;
 mod teleconsultations;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,17 +25,21 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::credentials::Credentials;
 use crate::health::Health;
-use crate::identity::GatewayIdentity;
+use crate::identity::Identity;
 use crate::lifecycle::Lifecycle;
+use crate::webhooks::KaleyraWebhooks;
 use error::ApiError;
 
 /// What handlers reach. Cheap to clone (all `Arc`s).
 #[derive(Clone)]
 pub struct ApiState {
     pub lifecycle: Arc<Lifecycle>,
+    pub credentials: Arc<Credentials>,
     pub health: Arc<Health>,
-    pub identity: Arc<GatewayIdentity>,
+    pub identity: Arc<Identity>,
+    pub webhooks: Arc<KaleyraWebhooks>,
     /// Renders `/-/metrics`.
     pub metrics: PrometheusHandle,
     /// The lifecycle's budget for one request; requests time out a little after it.
@@ -57,6 +64,8 @@ const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
     components(schemas(error::ErrorBody)),
     tags(
         (name = "teleconsultations", description = "Bookings, their Kaleyra rooms and join links"),
+        (name = "credentials", description = "Kaleyra SDK tokens for the caller"),
+        (name = "webhooks", description = "Events Kaleyra sends, signed with the API key"),
         (name = "operations", description = "Health, readiness, metrics, documentation"),
     )
 )]
@@ -66,6 +75,8 @@ struct ApiDoc;
 fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(teleconsultations::routes())
+        .merge(credentials::routes())
+        .merge(webhooks::routes())
         .merge(ops::routes())
 }
 
@@ -76,7 +87,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole HTTP application: routes, middleware, the OpenAPI document.
 pub fn router(state: ApiState) -> Router {
-    let (routes, openapi) = routes().split_for_parts();
+    let (routes, mut openapi) = routes().split_for_parts();
+    if state.identity.bearer().is_some() {
+        document_bearer_tokens(&mut openapi);
+    }
     let request_id = HeaderName::from_static("x-request-id");
     let middleware = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -106,6 +120,53 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware)
         .with_state(state)
+}
+
+/// The routes that need a caller (401 without one).
+const ROUTES_WITH_A_CALLER: [(&str, &str); 3] = [
+    ("/teleconsultation/{roomId}", "get"),
+    ("/teleconsultation/{roomId}/uploads", "delete"),
+    ("/credentials", "post"),
+];
+
+/// In bearer mode, the served document says how callers identify: `Authorization: Bearer
+/// <JWT>` on the routes that need a caller (the gateway's headers are then ignored).
+fn document_bearer_tokens(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    openapi
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A token of the issuer in JWT_ISSUER, signed with a key of JWT_JWKS_URL; \
+                         the caller is its JWT_USER_ID_CLAIM, its groups JWT_GROUPS_CLAIM",
+                    ))
+                    .build(),
+            ),
+        );
+    for (path, method) in ROUTES_WITH_A_CALLER {
+        let Some(item) = openapi.paths.paths.get_mut(path) else {
+            continue;
+        };
+        let operation = match method {
+            "get" => item.get.as_mut(),
+            "post" => item.post.as_mut(),
+            _ => item.delete.as_mut(),
+        };
+        if let Some(operation) = operation {
+            operation.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+        }
+    }
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

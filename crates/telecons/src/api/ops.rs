@@ -74,13 +74,18 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) 
     ))]
 async fn check_up(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
     let checks = state.health.check_up().await;
-    status_response(BTreeMap::from([
+    let mut verdicts = BTreeMap::from([
         ("storage", verdict(checks.storage)),
         ("kaleyra", verdict(checks.kaleyra)),
         // KO while a teleconsultation whose links are due (start − IMMUTABLE_PERIOD_MS has
         // passed) still has no room: its participants cannot join.
         ("rooms", verdict(checks.rooms)),
-    ]))
+    ]);
+    // Only in bearer mode: the issuer's key set can be read.
+    if let Some(identity) = checks.identity {
+        verdicts.insert("identity", verdict(identity));
+    }
+    status_response(verdicts)
 }
 
 /// Prometheus text format.

@@ -21,15 +21,18 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KaleyraSettings};
+use crate::credentials::Credentials;
 use crate::domain::join::JoinRules;
 use crate::domain::room_spec::RoomRules;
 use crate::health::Health;
-use crate::identity::GatewayIdentity;
+use crate::identity::bearer::{BearerOptions, BearerVerifier};
 use crate::identity::directory::Auth0Directory;
+use crate::identity::{GatewayIdentity, Identity};
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::provisioner::{Provisioner, ProvisionerSettings};
 use crate::store::{self, Installation, InstallationMode, Store};
 use crate::telemetry;
+use crate::webhooks::KaleyraWebhooks;
 
 /// How long one request's work may take (the HTTP timeout is a little longer).
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(25);
@@ -80,17 +83,18 @@ pub struct Services {
     pub kaleyra: KaleyraClient,
     pub provisioner: Provisioner,
     pub lifecycle: Arc<Lifecycle>,
+    pub credentials: Arc<Credentials>,
     pub health: Arc<Health>,
-    pub identity: Arc<GatewayIdentity>,
+    pub identity: Arc<Identity>,
+    pub webhooks: Arc<KaleyraWebhooks>,
     request_budget: Duration,
 }
 
 impl Services {
-    /// Wires the parts. Refuses a configuration the service cannot honour (no Kaleyra, bearer
-    /// tokens) and a user directory that cannot be set up: better not to start than to
+    /// Wires the parts. Refuses a configuration the service cannot honour (no Kaleyra) and a
+    /// user directory or bearer verifier that cannot be set up: better not to start than to
     /// answer 503 on every request.
     pub async fn build(config: &Config, deps: &Dependencies) -> anyhow::Result<Services> {
-        config.refuse_unsupported()?;
         let mut kaleyra = kaleyra_client(config.require_kaleyra()?)
             .context("cannot build the Kaleyra client from BANDYER_BASE_URL")?;
         if let Some(retry) = deps.kaleyra_retry {
@@ -123,6 +127,12 @@ impl Services {
                 immutable_period_ms: config.immutable_period_ms,
             },
         );
+        let credentials = Credentials::new(
+            provisioner.clone(),
+            kaleyra.clone(),
+            directory.clone(),
+            config.service.privileges.clone(),
+        );
         let lifecycle = Lifecycle::new(
             Arc::clone(&store),
             provisioner.clone(),
@@ -142,24 +152,45 @@ impl Services {
                 request_budget: deps.request_budget,
             },
         );
+        let lifecycle = Arc::new(lifecycle);
+        let webhooks = KaleyraWebhooks::new(
+            config.require_kaleyra()?.api_key.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&lifecycle),
+        );
+        let identity = match &config.jwt {
+            Some(settings) => Identity::Bearer(
+                BearerVerifier::with_options(
+                    settings.clone(),
+                    BearerOptions {
+                        clock: Arc::clone(&deps.clock),
+                        ..BearerOptions::default()
+                    },
+                )
+                .context("cannot set up bearer-token verification")?,
+            ),
+            None => Identity::Gateway(GatewayIdentity::new(
+                config.service.user_id_path.clone(),
+                &config.headers.groups,
+                &config.headers.user_properties,
+            )),
+        };
         let health = Health::new(
             Arc::clone(&store),
             kaleyra.clone(),
             clock,
             config.immutable_period_ms,
-        );
-        let identity = GatewayIdentity::new(
-            config.service.user_id_path.clone(),
-            &config.headers.groups,
-            &config.headers.user_properties,
+            identity.bearer().cloned(),
         );
         Ok(Services {
             store,
             kaleyra,
             provisioner,
-            lifecycle: Arc::new(lifecycle),
+            lifecycle,
+            credentials: Arc::new(credentials),
             health: Arc::new(health),
             identity: Arc::new(identity),
+            webhooks: Arc::new(webhooks),
             request_budget: deps.request_budget,
         })
     }
@@ -168,8 +199,10 @@ impl Services {
     pub fn router(&self) -> Router {
         api::router(ApiState {
             lifecycle: Arc::clone(&self.lifecycle),
+            credentials: Arc::clone(&self.credentials),
             health: Arc::clone(&self.health),
             identity: Arc::clone(&self.identity),
+            webhooks: Arc::clone(&self.webhooks),
             metrics: telemetry::metrics_handle(),
             request_budget: self.request_budget,
         })

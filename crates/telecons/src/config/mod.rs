@@ -87,26 +87,9 @@ impl Default for IdentityHeaders {
     }
 }
 
-/// The Auth0 Management API used as user directory.
-#[derive(Debug, Clone)]
-pub struct Auth0Settings {
-    /// `https://<tenant domain>` or the full URL given, without a trailing `/`.
-    pub base_url: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-}
-
-/// Bearer-token authentication of callers (replaces the identity headers when set).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtSettings {
-    pub issuer: String,
-    pub audience: String,
-    pub jwks_url: String,
-    /// Claim holding the caller's id (default `sub`).
-    pub user_id_claim: String,
-    /// Claim holding the caller's groups (default `groups`).
-    pub groups_claim: String,
-}
+pub use crate::identity::bearer::BearerSettings;
+use crate::identity::bearer::{DEFAULT_GROUPS_CLAIM, DEFAULT_USER_ID_CLAIM};
+pub use crate::identity::directory::Auth0Settings;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -127,7 +110,8 @@ pub struct Config {
     pub auth_service: Option<String>,
     pub headers: IdentityHeaders,
     pub auth0: Option<Auth0Settings>,
-    pub jwt: Option<JwtSettings>,
+    /// Bearer-token authentication of callers (replaces the identity headers when set).
+    pub jwt: Option<BearerSettings>,
     pub service: ServiceFile,
 }
 
@@ -140,8 +124,7 @@ pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
 pub enum Needs {
     /// Nothing more: `demo` brings its own Kaleyra simulator, `migrate` needs only storage.
     Nothing,
-    /// Serving with Kaleyra (`serve`, `check-config`, `audit`): the Kaleyra settings, and
-    /// none of the settings this version refuses (see [`Config::refuse_unsupported`]).
+    /// Serving with Kaleyra (`serve`, `check-config`, `audit`): the Kaleyra settings.
     Serve,
 }
 
@@ -150,15 +133,6 @@ fn kaleyra_missing() -> String {
     format!(
         "{}; `telecons demo` runs without them, on a built-in Kaleyra simulator",
         KALEYRA.required("Kaleyra is not configured")
-    )
-}
-
-/// Bearer tokens would be ignored and the gateway's headers trusted.
-fn jwt_unsupported() -> String {
-    format!(
-        "{} are set, but bearer-token authentication is not available in this version: \
-         unset them (callers are identified by the gateway's headers)",
-        JWT.names()
     )
 }
 
@@ -275,23 +249,21 @@ impl Config {
                 })
                 });
 
-        let jwt_vars = env.together(&JWT, None);
-        if serve && jwt_vars.is_some() {
-            env.problem(jwt_unsupported());
-        }
-        let jwt = jwt_vars.and_then(|[issuer, audience, jwks_url]| {
-            Some(JwtSettings {
-                issuer,
-                audience,
-                user_id_claim: env
-                    .get(JWT_USER_ID_CLAIM)
-                    .unwrap_or_else(|| "sub".to_owned()),
-                groups_claim: env
-                    .get(JWT_GROUPS_CLAIM)
-                    .unwrap_or_else(|| "groups".to_owned()),
-                jwks_url: env.check(JWT_JWKS_URL, &jwks_url, HTTP_URL, http_url)?,
-            })
-        });
+        let jwt = env
+            .together(&JWT, None)
+            .and_then(|[issuer, audience, jwks_url]| {
+                Some(BearerSettings {
+                    issuer,
+                    audience,
+                    user_id_claim: env
+                        .get(JWT_USER_ID_CLAIM)
+                        .unwrap_or_else(|| DEFAULT_USER_ID_CLAIM.to_owned()),
+                    groups_claim: env
+                        .get(JWT_GROUPS_CLAIM)
+                        .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_owned()),
+                    jwks_url: env.check(JWT_JWKS_URL, &jwks_url, HTTP_URL, http_url)?,
+                })
+            });
 
         let service = service_file(&mut env, &headers.user_id);
 
@@ -323,15 +295,6 @@ impl Config {
         self.kaleyra
             .as_ref()
             .ok_or_else(|| ConfigErrors(vec![kaleyra_missing()]))
-    }
-
-    /// Settings this version accepts but cannot honour: refusing them beats running without
-    /// what the operator asked for.
-    pub fn refuse_unsupported(&self) -> Result<(), ConfigErrors> {
-        match self.jwt {
-            Some(_) => Err(ConfigErrors(vec![jwt_unsupported()])),
-            None => Ok(()),
-        }
     }
 
     /// The room settings that come from the configuration.
@@ -613,15 +576,16 @@ mod tests {
     }
 
     #[test]
-    fn bearer_token_settings_are_refused_rather_than_ignored() {
+    fn bearer_token_settings_turn_bearer_mode_on() {
         let jwt = ok(&[
             (JWT_ISSUER, "https://issuer/"),
             (JWT_AUDIENCE, "telecons"),
             (JWT_JWKS_URL, "https://issuer/.well-known/jwks.json"),
         ]);
-        let refused = jwt.refuse_unsupported().unwrap_err();
-        assert!(refused.0[0].contains(JWT_ISSUER), "{refused}");
-        assert!(ok(&[]).refuse_unsupported().is_ok());
+        let settings = jwt.jwt.expect("bearer mode");
+        assert_eq!(settings.user_id_claim, "sub");
+        assert_eq!(settings.groups_claim, "groups");
+        assert!(ok(&[]).jwt.is_none());
     }
 
     #[test]
@@ -696,12 +660,12 @@ mod tests {
             (LIVE, "maybe"),
             (JWT_ISSUER, "https://issuer/"),
             (JWT_AUDIENCE, "telecons"),
-            (JWT_JWKS_URL, "https://issuer/jwks.json"),
+            (JWT_JWKS_URL, "not a url"),
         ]);
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e.iter().any(|p| p.starts_with("Kaleyra is not configured")));
         assert!(e.iter().any(|p| p.contains(LIVE)));
-        assert!(e.contains(&jwt_unsupported()), "{e:?}");
+        assert!(e.iter().any(|p| p.contains(JWT_JWKS_URL)), "{e:?}");
     }
 
     #[test]

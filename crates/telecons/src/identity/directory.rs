@@ -8,7 +8,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::config::Auth0Settings;
+/// The Auth0 Management API used as user directory (`AUTH0_*`).
+#[derive(Debug, Clone)]
+pub struct Auth0Settings {
+    /// `https://<tenant domain>` or the full URL given, without a trailing `/`.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
 
 /// What the directory knows of a user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,11 @@
-//! Who is calling (spec §5): the identity the API gateway puts in the request headers, and
-//! the user directory that knows users' groups and names.
+//! Who is calling (spec §5): the identity the API gateway puts in the request headers, or a
+//! verified bearer token (`bearer`); and the user directory that knows users' groups and
+//! names (`directory`).
 
 pub mod bearer;
 pub mod directory;
+
+use bearer::BearerVerifier;
 
 use crate::domain::caller::{UserIdPath, groups_from_header};
 use crate::domain::participants::check_user_id;
@@ -24,6 +27,74 @@ pub enum IdentityError {
     Repeated { header: String, count: usize },
     #[error("{0} (the caller's id)")]
     InvalidId(String),
+}
+
+/// How callers are identified: by the gateway's headers, or (`JWT_*` set) by a bearer token,
+/// the headers then being ignored entirely.
+pub enum Identity {
+    Gateway(GatewayIdentity),
+    Bearer(BearerVerifier),
+}
+
+impl Identity {
+    /// The caller of a request with these headers (name, value).
+    pub async fn caller(&self, headers: &[(String, String)]) -> Result<Caller, IdentityError> {
+        match self {
+            Identity::Gateway(gateway) => gateway.caller(headers),
+            Identity::Bearer(verifier) => bearer_caller(verifier, headers).await,
+        }
+    }
+
+    /// The bearer verifier, in bearer mode.
+    pub fn bearer(&self) -> Option<&BearerVerifier> {
+        match self {
+            Identity::Bearer(verifier) => Some(verifier),
+            Identity::Gateway(_) => None,
+        }
+    }
+}
+
+/// The caller of a bearer token: `Authorization: Bearer <JWT>`, verified. A request without
+/// one, or with one that fails verification, has no caller (the routes that need one answer
+/// 401); why it failed goes to the debug log, never the token.
+async fn bearer_caller(
+    verifier: &BearerVerifier,
+    headers: &[(String, String)],
+) -> Result<Caller, IdentityError> {
+    let mut authorizations = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+    let Some((_, value)) = authorizations.next() else {
+        return Ok(Caller::default());
+    };
+    let count = 1 + authorizations.count();
+    if count > 1 {
+        return Err(IdentityError::Repeated {
+            header: "authorization".into(),
+            count,
+        });
+    }
+    let token = match value.trim().split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => {
+            tracing::debug!("an Authorization header that is not a bearer token");
+            return Ok(Caller::default());
+        }
+    };
+    match verifier.verify(token).await {
+        Ok(verified) => {
+            check_user_id("the token's caller id", &verified.id)
+                .map_err(|e| IdentityError::InvalidId(e.0))?;
+            Ok(Caller {
+                id: Some(verified.id),
+                groups: Some(verified.groups),
+            })
+        }
+        Err(reason) => {
+            tracing::debug!(reason = %reason, "bearer token refused");
+            Ok(Caller::default())
+        }
+    }
 }
 
 /// Reads the caller from the gateway's identity headers.

@@ -10,6 +10,8 @@ use crate::domain::teleconsultation::Teleconsultation;
 /// A tagged room nobody recorded is deleted only once it is this old, so that a creation
 /// still in flight on another instance is never mistaken for an orphan.
 pub const ORPHAN_GRACE: TimeDelta = TimeDelta::minutes(10);
+/// At most this many of this installation's rooms are checked per sweep.
+const SWEEP_BATCH: usize = 500;
 
 impl Provisioner {
     /// Looks on Kaleyra for rooms tagged for `tc` that no record knows (answers lost on the
@@ -59,21 +61,34 @@ impl Provisioner {
     /// safety net behind the creation marks (e.g. the database failed right after a
     /// creation).
     pub async fn sweep_orphans(&self) -> Result<u64, ProvisionError> {
-        let rooms = self.kaleyra.list_rooms().await?;
         let now = self.clock.now();
+        // This installation's rooms old enough to judge, oldest first; at most a batch per
+        // pass, so that a pass's database work stays bounded.
+        let mut candidates: Vec<(kaleyra_client::Room, RoomTag)> = self
+            .kaleyra
+            .list_rooms()
+            .await?
+            .rooms
+            .into_iter()
+            .filter(|room| room.creation_date <= now - ORPHAN_GRACE)
+            .filter_map(|room| self.own_tag(&room).map(|tag| (room, tag)))
+            .collect();
+        candidates.sort_by_key(|(room, _)| room.creation_date);
+        if candidates.len() > SWEEP_BATCH {
+            tracing::info!(
+                rooms = candidates.len(),
+                batch = SWEEP_BATCH,
+                "more rooms to check than a sweep takes; the next sweeps take the rest"
+            );
+            candidates.truncate(SWEEP_BATCH);
+        }
         let mut retired = 0;
-        for room in rooms {
-            let Some(RoomTag {
+        for (room, tag) in candidates {
+            let RoomTag {
                 teleconsultation_id,
                 fingerprint,
                 ..
-            }) = self.own_tag(&room)
-            else {
-                continue; // another installation's, or not made by telecons
-            };
-            if room.creation_date > now - ORPHAN_GRACE {
-                continue;
-            }
+            } = tag;
             // The record first, then whether the room is known: a room being recorded right
             // now is seen either as in flight or as known.
             let in_flight = self

@@ -28,6 +28,43 @@ impl Provisioner {
         })
     }
 
+    /// Makes sure `external_id` has a Kaleyra user with at least `role` (created on first use,
+    /// upgraded if needed, as for participants). Returns its Kaleyra id.
+    pub async fn ensure_user(
+        &self,
+        external_id: &str,
+        role: Role,
+    ) -> Result<String, ProvisionError> {
+        let participant = self.bare_participant(external_id, role).await?;
+        self.ensure_users(std::slice::from_ref(&participant))
+            .await?;
+        Ok(participant.kaleyra_user_id)
+    }
+
+    /// Makes `external_id`'s Kaleyra user exist again (Kaleyra no longer knows it).
+    pub async fn recreate_user(&self, external_id: &str, role: Role) -> Result<(), ProvisionError> {
+        let participant = self.bare_participant(external_id, role).await?;
+        self.recreate_users(std::slice::from_ref(&participant))
+            .await
+    }
+
+    /// A participant with nothing but an id and a role, for the user map.
+    async fn bare_participant(
+        &self,
+        external_id: &str,
+        role: Role,
+    ) -> Result<Participant, ProvisionError> {
+        Ok(Participant {
+            kaleyra_user_id: self.kaleyra_id_for(external_id).await?,
+            external_id: external_id.to_owned(),
+            role,
+            groups: Vec::new(),
+            full_name: None,
+            language: None,
+            link: None,
+        })
+    }
+
     /// Makes sure every participant has a Kaleyra user with at least the role this booking
     /// gives it: creates the missing ones, upgrades basic users who are plus here (roles only
     /// go up). Users already mapped with a sufficient role cost no Kaleyra call.

@@ -29,7 +29,7 @@ pub(crate) struct FakeAuth0 {
     users: BTreeMap<String, Value>,
     token_requests: AtomicUsize,
     user_requests: AtomicUsize,
-    down: AtomicBool,
+    pub(crate) down: AtomicBool,
     /// The `expires_in` of its tokens; 86400 when unset.
     expires_in: std::sync::Mutex<Option<Value>>,
     /// A pause before each user answer.

@@ -8,12 +8,15 @@
 
 mod support;
 
+mod bearer;
 mod budget;
 mod cli;
 mod connections;
 mod crash;
+mod credentials;
 mod directory;
 mod ops;
 mod provisioning;
 mod store;
 mod teleconsultations;
+mod webhooks;

@@ -1,0 +1,49 @@
+//! JSON request bodies, parsed the way `axum::Json` would but in the service's error shape,
+//! and inside the handlers (so that a 404 or 401 comes before a body's 400).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::error::ApiError;
+
+/// Parses a JSON body the way `axum::Json` would, with our error shape (also for a body
+/// over the size limit: 413).
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    // serde would also read a struct from a JSON array; the bodies here are objects.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Json::<T>::from_bytes(&body)
+        .map(|Json(v)| v)
+        .map_err(ApiError::from)
+}
+
+/// `application/json` or `application/*+json`, parameters (charset) ignored.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}

@@ -1,0 +1,96 @@
+//! `POST /credentials` (spec §4.7): a Kaleyra SDK token for the caller.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ApiState;
+use super::body::json_body;
+use super::caller::Caller;
+use super::error::{ApiError, ErrorBody, kaleyra_failure};
+use crate::credentials::{CredentialsError, expires_in};
+use crate::domain::schedule::format_instant;
+
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new().routes(routes!(create_credentials))
+}
+
+/// The body, optional.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with expiresIn (seconds, 360 to 86400)"
+)]
+pub struct CredentialsBody {
+    /// Seconds until the token expires: 360–86400, default 3600.
+    #[serde(default, rename = "expiresIn")]
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialsAnswer {
+    /// The Kaleyra SDK access token (a JWT).
+    #[serde(rename = "accessToken")]
+    pub access_token: String,
+    /// When it expires, as Kaleyra says.
+    #[serde(rename = "expiresAt")]
+    #[schema(example = "2030-01-10T11:41:19.000Z")]
+    pub expires_at: String,
+    /// The caller's Kaleyra user id (created on first use).
+    #[serde(rename = "bandyerUserId")]
+    pub bandyer_user_id: String,
+}
+
+/// A Kaleyra SDK token for the caller, whose Kaleyra user is created on first use. The
+/// caller's role comes from its groups (the user directory's, when `AUTH_SERVICE` is set).
+#[utoipa::path(post, path = "/credentials", tag = "credentials",
+    request_body(content = CredentialsBody, description = "Optional"),
+    responses(
+        (status = 201, description = "Issued", body = CredentialsAnswer),
+        (status = 400, description = "`expiresIn` outside 360–86400 or not an integer; a caller the directory does not know", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
+        (status = 403, description = "The caller's groups give it no role", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed", body = ErrorBody),
+        (status = 503, description = "Kaleyra or the user directory unreachable", body = ErrorBody),
+    ))]
+async fn create_credentials(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CredentialsAnswer>), ApiError> {
+    if caller.id.is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let given = match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
+        _ => json_body::<CredentialsBody>(&headers, body)?.expires_in,
+    };
+    let issued = async { state.credentials.issue(&caller, expires_in(given)?).await }
+        .await
+        .map_err(|err| match err {
+            CredentialsError::Unauthorized => ApiError::unauthorized(),
+            CredentialsError::Invalid(message) => ApiError::bad_request(message),
+            CredentialsError::NoRole(message) => ApiError::new(StatusCode::FORBIDDEN, message),
+            CredentialsError::Directory(err) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
+            CredentialsError::Kaleyra(err) => kaleyra_failure(&err),
+            CredentialsError::Storage(err) => err.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CredentialsAnswer {
+            access_token: issued.access_token.expose_secret().to_owned(),
+            expires_at: format_instant(issued.expires_at),
+            bandyer_user_id: issued.kaleyra_user_id,
+        }),
+    ))
+}

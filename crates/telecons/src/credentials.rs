@@ -1,0 +1,160 @@
+//! `POST /credentials` (spec §4.7): a Kaleyra SDK token for the caller, whose Kaleyra user is
+//! created on first use — under the same deterministic id the lifecycle uses, so one person
+//! is one Kaleyra user whichever route meets them first.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kaleyra_client::{KaleyraClient, KaleyraError};
+use secrecy::SecretString;
+
+use crate::domain::roster::Privileges;
+use crate::identity::Caller;
+use crate::identity::directory::{Auth0Directory, DirectoryError};
+use crate::provisioner::{ProvisionError, Provisioner};
+use crate::store::StoreError;
+
+/// `expiresIn` when not given, and the bounds Kaleyra accepts (seconds).
+pub const DEFAULT_EXPIRES_IN: u32 = 3600;
+pub const MIN_EXPIRES_IN: i64 = 360;
+pub const MAX_EXPIRES_IN: i64 = 86_400;
+
+/// A token for the Kaleyra SDK.
+#[derive(Debug, Clone)]
+pub struct SdkCredentials {
+    pub access_token: SecretString,
+    pub expires_at: DateTime<Utc>,
+    pub kaleyra_user_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// No caller (401 `Unauthorized user`).
+    #[error("unauthorized user")]
+    Unauthorized,
+    /// The body or the caller is wrong (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller's groups give it no role (403).
+    #[error("{0}")]
+    NoRole(String),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Kaleyra(#[from] KaleyraError),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl From<ProvisionError> for CredentialsError {
+    fn from(err: ProvisionError) -> Self {
+        match err {
+            ProvisionError::Kaleyra(e) => Self::Kaleyra(e),
+            ProvisionError::Store(e) => Self::Storage(e),
+        }
+    }
+}
+
+pub struct Credentials {
+    provisioner: Provisioner,
+    kaleyra: KaleyraClient,
+    /// The user directory, when `AUTH_SERVICE` is set: the caller's groups come from it.
+    directory: Option<Arc<Auth0Directory>>,
+    privileges: Privileges,
+}
+
+/// `expiresIn` as given: 360–86400 seconds, or the default.
+pub fn expires_in(given: Option<i64>) -> Result<u32, CredentialsError> {
+    match given {
+        None => Ok(DEFAULT_EXPIRES_IN),
+        Some(secs) if (MIN_EXPIRES_IN..=MAX_EXPIRES_IN).contains(&secs) => {
+            Ok(u32::try_from(secs).unwrap_or(DEFAULT_EXPIRES_IN))
+        }
+        Some(secs) => Err(CredentialsError::Invalid(format!(
+            "expiresIn must be between {MIN_EXPIRES_IN} and {MAX_EXPIRES_IN} seconds, got {secs}"
+        ))),
+    }
+}
+
+impl Credentials {
+    pub fn new(
+        provisioner: Provisioner,
+        kaleyra: KaleyraClient,
+        directory: Option<Arc<Auth0Directory>>,
+        privileges: Privileges,
+    ) -> Self {
+        Self {
+            provisioner,
+            kaleyra,
+            directory,
+            privileges,
+        }
+    }
+
+    /// A token for `caller`, valid `expires_in` seconds (see [`expires_in`]).
+    pub async fn issue(
+        &self,
+        caller: &Caller,
+        expires_in: u32,
+    ) -> Result<SdkCredentials, CredentialsError> {
+        let user = caller.id.as_deref().ok_or(CredentialsError::Unauthorized)?;
+        let groups = match &self.directory {
+            // Never the request's groups when a directory is configured.
+            Some(directory) => {
+                directory
+                    .user(user)
+                    .await?
+                    .ok_or_else(|| {
+                        CredentialsError::Invalid(format!(
+                            "user {user} is not known to the user directory"
+                        ))
+                    })?
+                    .groups
+            }
+            None => caller.groups.clone().unwrap_or_default(),
+        };
+        let role = self
+            .privileges
+            .require_role(user, &groups)
+            .map_err(|e| CredentialsError::NoRole(e.to_string()))?;
+        let kaleyra_user_id = self.provisioner.ensure_user(user, role).await?;
+        let issued = match self
+            .kaleyra
+            .create_sdk_credentials(&kaleyra_user_id, Some(expires_in))
+            .await
+        {
+            // Kaleyra forgot the user: made again under its id, then once more.
+            Err(err) if err.is_not_found() => {
+                self.provisioner.recreate_user(user, role).await?;
+                self.kaleyra
+                    .create_sdk_credentials(&kaleyra_user_id, Some(expires_in))
+                    .await?
+            }
+            issued => issued?,
+        };
+        Ok(SdkCredentials {
+            access_token: issued.access_token,
+            expires_at: issued.expires_at,
+            kaleyra_user_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_is_bounded_and_defaults_to_an_hour() {
+        assert_eq!(expires_in(None).unwrap(), 3600);
+        assert_eq!(expires_in(Some(360)).unwrap(), 360);
+        assert_eq!(expires_in(Some(86_400)).unwrap(), 86_400);
+        for wrong in [359, 86_401, 0, -5, i64::MAX] {
+            let err = expires_in(Some(wrong)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("expiresIn must be between 360 and 86400"),
+                "{err}"
+            );
+        }
+    }
+}

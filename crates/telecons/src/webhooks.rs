@@ -1,0 +1,67 @@
+//! Kaleyra's webhooks (spec §4.11): verified by their `bandyer-signature` (HMAC-SHA256 keyed
+//! with the API key, timestamp within 5 minutes), then acted on. `on_room_deleted` for a room
+//! a live teleconsultation still points to makes that room again; anything else is
+//! acknowledged and left alone.
+
+use std::sync::Arc;
+
+use kaleyra_client::webhook::{self, WebhookError};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::clock::Clock;
+use crate::lifecycle::Lifecycle;
+
+/// Why a webhook is refused (401): its signature, never its content.
+pub type Refusal = WebhookError;
+
+pub struct KaleyraWebhooks {
+    /// The company API key, the signatures' key.
+    api_key: SecretString,
+    clock: Arc<dyn Clock>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl KaleyraWebhooks {
+    pub fn new(api_key: SecretString, clock: Arc<dyn Clock>, lifecycle: Arc<Lifecycle>) -> Self {
+        Self {
+            api_key,
+            clock,
+            lifecycle,
+        }
+    }
+
+    /// Verifies and handles one webhook. `Err` = refused (nothing done); `Ok` = acknowledged
+    /// (whatever it was about).
+    pub async fn receive(&self, signature: Option<&str>, raw_body: &[u8]) -> Result<(), Refusal> {
+        webhook::verify(
+            signature,
+            raw_body,
+            self.api_key.expose_secret(),
+            self.clock.now(),
+            webhook::DEFAULT_TOLERANCE,
+        )?;
+        let event = match webhook::parse_event(raw_body) {
+            Ok(event) => event,
+            // Signed by Kaleyra but not an envelope we read: acknowledged, nothing to do.
+            Err(err) => {
+                tracing::warn!(error = %err, "an unreadable Kaleyra webhook was ignored");
+                return Ok(());
+            }
+        };
+        let Some(room_id) = event.room_deleted_id() else {
+            tracing::debug!(event = %event.event, "a Kaleyra webhook that needs nothing done");
+            return Ok(());
+        };
+        match self.lifecycle.room_lost(room_id).await {
+            Ok(Some(id)) => {
+                tracing::warn!(teleconsultation = %id, room = room_id, "Kaleyra deleted this room; it is made again")
+            }
+            Ok(None) => {} // a room we retired ourselves, or another deployment's
+            // The webhook is not lost: the next GET of the room's details finds it gone too.
+            Err(err) => {
+                tracing::warn!(room = room_id, error = %err, "a room Kaleyra deleted is not replaced yet")
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! `POST /webhooks/kaleyra` (spec §4.11): Kaleyra's signed webhooks. A room deleted in
+//! Kaleyra's console is made again; a missing, wrong or stale signature is a 401 and nothing
+//! is done. The simulator deletes rooms "from its console" and sends the signed webhook.
+
+use chrono::Utc;
+use kaleyra_sim::WebhookTamper;
+use serde_json::{Value, json};
+use telecons::clock::Clock as _;
+
+use crate::support::{SIM_API_KEY, TestApp, TestDatabase};
+use crate::teleconsultations::create_tc;
+
+crate::on_both_backends!(
+    a_room_deleted_in_kaleyras_console_is_made_again,
+    a_missing_wrong_or_stale_signature_is_401_and_nothing_is_done,
+    other_events_and_unknown_rooms_are_acknowledged_and_ignored,
+);
+
+/// An app whose clock is the real time (webhook signatures are checked against it) and whose
+/// simulator sends its webhooks to it; a booking that starts now (links due), with its room.
+async fn app_with_room(db: TestDatabase) -> (TestApp, String, String) {
+    let app = TestApp::spawn(db).await;
+    app.clock.set(Utc::now());
+    app.sim.set_webhook_url(app.url("/webhooks/kaleyra"));
+    let id = create_tc(
+        &app,
+        json!({
+            "participants": {"number": 2, "data": [
+                {"userId": "doc", "groups": ["doctor"], "fullName": "Dr. A"},
+                {"userId": "pat", "groups": ["patient"], "fullName": "B"},
+            ]},
+            "start_date": telecons::domain::schedule::format_instant(app.clock.now()),
+            "duration_in_seconds": 1800,
+        }),
+    )
+    .await;
+    let room = app.sim.rooms()[0].id.clone();
+    (app, id, room)
+}
+
+async fn link(app: &TestApp, id: &str) -> Value {
+    let (status, body) = app
+        .get(&format!("/teleconsultation/{id}"), &[("miauserid", "pat")])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["accessLinkURL"].clone()
+}
+
+async fn a_room_deleted_in_kaleyras_console_is_made_again(db: TestDatabase) {
+    let (app, id, room) = app_with_room(db).await;
+    let before = link(&app, &id).await;
+    assert!(before.is_string());
+    let delivery = app
+        .sim
+        .delete_room_from_console(&room)
+        .await
+        .unwrap()
+        .expect("a webhook was sent");
+    assert_eq!(delivery.status, Some(204), "{delivery:?}");
+    let rooms = app.sim.rooms();
+    assert_eq!(
+        rooms.len(),
+        1,
+        "a new room, made while answering the webhook"
+    );
+    assert_ne!(rooms[0].id, room);
+    let after = link(&app, &id).await;
+    assert!(after.is_string() && after != before, "{after}");
+    let report = app.services.provisioner.audit().await.unwrap();
+    assert!(report.is_consistent(), "{report:#?}");
+}
+
+async fn a_missing_wrong_or_stale_signature_is_401_and_nothing_is_done(db: TestDatabase) {
+    let (app, id, room) = app_with_room(db).await;
+    // Kaleyra's console deletes the room; the webhook comes signed with another key.
+    app.sim
+        .set_webhook_tamper(Some(WebhookTamper::WrongSignature));
+    let delivery = app
+        .sim
+        .delete_room_from_console(&room)
+        .await
+        .unwrap()
+        .expect("a webhook was sent");
+    assert_eq!(delivery.status, Some(401), "{delivery:?}");
+    // By hand: stale, missing, malformed — each a 401 in the error shape.
+    let raw = json!({"event": "on_room_deleted", "event_version": "1.0", "namespace": "room",
+                     "timestamp": 1, "data": {"room_id": room}})
+    .to_string();
+    let stale = kaleyra_client::webhook::signature_header(
+        SIM_API_KEY,
+        Utc::now().timestamp() - 3600,
+        raw.as_bytes(),
+    );
+    for signature in [Some(stale.as_str()), None, Some("t=1,v0=00")] {
+        let mut request = app
+            .http
+            .post(app.url("/webhooks/kaleyra"))
+            .header("content-type", "application/json")
+            .body(raw.clone());
+        if let Some(signature) = signature {
+            request = request.header("bandyer-signature", signature);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{signature:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["statusCode"], 401, "{body}");
+    }
+    assert!(app.sim.rooms().is_empty(), "no room was made again");
+    let stored = app
+        .services
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.room_id.as_deref(),
+        Some(room.as_str()),
+        "nothing changed"
+    );
+}
+
+async fn other_events_and_unknown_rooms_are_acknowledged_and_ignored(db: TestDatabase) {
+    let (app, id, room) = app_with_room(db).await;
+    app.sim.clear_requests();
+    for body in [
+        json!({"event": "on_call_started", "event_version": "1.0", "namespace": "call", "timestamp": 1, "data": {"room_id": room}}),
+        json!({"event": "on_room_deleted", "event_version": "1.0", "namespace": "room", "timestamp": 1, "data": {"room_id": "room_000000000000"}}),
+    ] {
+        let raw = body.to_string();
+        let signature = kaleyra_client::webhook::signature_header(
+            SIM_API_KEY,
+            Utc::now().timestamp(),
+            raw.as_bytes(),
+        );
+        let response = app
+            .http
+            .post(app.url("/webhooks/kaleyra"))
+            .header("bandyer-signature", signature)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204);
+    }
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new(), "nothing done");
+    assert!(link(&app, &id).await.is_string(), "the room is untouched");
+}
