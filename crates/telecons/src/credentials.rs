@@ -2,15 +2,13 @@
 //! created on first use — under the same deterministic id the lifecycle uses, so one person
 //! is one Kaleyra user whichever route meets them first.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use kaleyra_client::{KaleyraClient, KaleyraError};
 use secrecy::SecretString;
 
 use crate::domain::roster::Privileges;
-use crate::identity::Caller;
-use crate::identity::directory::{Auth0Directory, DirectoryError};
+use crate::identity::directory::DirectoryError;
+use crate::identity::{Caller, CallerGroups, GroupsError};
 use crate::provisioner::{ProvisionError, Provisioner};
 use crate::store::StoreError;
 
@@ -46,6 +44,15 @@ pub enum CredentialsError {
     Storage(#[from] StoreError),
 }
 
+impl From<GroupsError> for CredentialsError {
+    fn from(err: GroupsError) -> Self {
+        match err {
+            GroupsError::UnknownUser(_) => Self::Invalid(err.to_string()),
+            GroupsError::Directory(e) => Self::Directory(e),
+        }
+    }
+}
+
 impl From<ProvisionError> for CredentialsError {
     fn from(err: ProvisionError) -> Self {
         match err {
@@ -58,8 +65,7 @@ impl From<ProvisionError> for CredentialsError {
 pub struct Credentials {
     provisioner: Provisioner,
     kaleyra: KaleyraClient,
-    /// The user directory, when `AUTH_SERVICE` is set: the caller's groups come from it.
-    directory: Option<Arc<Auth0Directory>>,
+    groups: CallerGroups,
     privileges: Privileges,
 }
 
@@ -80,13 +86,13 @@ impl Credentials {
     pub fn new(
         provisioner: Provisioner,
         kaleyra: KaleyraClient,
-        directory: Option<Arc<Auth0Directory>>,
+        groups: CallerGroups,
         privileges: Privileges,
     ) -> Self {
         Self {
             provisioner,
             kaleyra,
-            directory,
+            groups,
             privileges,
         }
     }
@@ -98,21 +104,7 @@ impl Credentials {
         expires_in: u32,
     ) -> Result<SdkCredentials, CredentialsError> {
         let user = caller.id.as_deref().ok_or(CredentialsError::Unauthorized)?;
-        let groups = match &self.directory {
-            // Never the request's groups when a directory is configured.
-            Some(directory) => {
-                directory
-                    .user(user)
-                    .await?
-                    .ok_or_else(|| {
-                        CredentialsError::Invalid(format!(
-                            "user {user} is not known to the user directory"
-                        ))
-                    })?
-                    .groups
-            }
-            None => caller.groups.clone().unwrap_or_default(),
-        };
+        let groups = self.groups.of(user, caller).await?;
         let role = self
             .privileges
             .require_role(user, &groups)

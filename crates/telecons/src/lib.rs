@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod clock;
+pub mod company;
 pub mod config;
 pub mod credentials;
 pub mod demo;

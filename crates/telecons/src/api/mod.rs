@@ -7,6 +7,7 @@ mod credentials;
 pub mod error;
 mod middleware;
 mod ops;
+mod settings;
 mod teleconsultations;
 mod webhooks;
 
@@ -25,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::company::CompanySettings;
 use crate::credentials::Credentials;
 use crate::health::Health;
 use crate::identity::Identity;
@@ -37,6 +39,7 @@ use error::ApiError;
 pub struct ApiState {
     pub lifecycle: Arc<Lifecycle>,
     pub credentials: Arc<Credentials>,
+    pub company: Arc<CompanySettings>,
     pub health: Arc<Health>,
     pub identity: Arc<Identity>,
     pub webhooks: Arc<KaleyraWebhooks>,
@@ -65,6 +68,7 @@ const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
     tags(
         (name = "teleconsultations", description = "Bookings, their Kaleyra rooms and join links"),
         (name = "credentials", description = "Kaleyra SDK tokens for the caller"),
+        (name = "settings", description = "The company's look on Kaleyra: virtual backgrounds"),
         (name = "webhooks", description = "Events Kaleyra sends, signed with the API key"),
         (name = "operations", description = "Health, readiness, metrics, documentation"),
     )
@@ -76,6 +80,7 @@ fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(teleconsultations::routes())
         .merge(credentials::routes())
+        .merge(settings::routes())
         .merge(webhooks::routes())
         .merge(ops::routes())
 }
@@ -123,10 +128,12 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// The routes that need a caller (401 without one).
-const ROUTES_WITH_A_CALLER: [(&str, &str); 3] = [
+const ROUTES_WITH_A_CALLER: [(&str, &str); 5] = [
     ("/teleconsultation/{roomId}", "get"),
     ("/teleconsultation/{roomId}/uploads", "delete"),
     ("/credentials", "post"),
+    ("/settings/background-image", "post"),
+    ("/settings/update", "patch"),
 ];
 
 /// In bearer mode, the served document says how callers identify: `Authorization: Bearer
@@ -158,6 +165,7 @@ fn document_bearer_tokens(openapi: &mut utoipa::openapi::OpenApi) {
         let operation = match method {
             "get" => item.get.as_mut(),
             "post" => item.post.as_mut(),
+            "patch" => item.patch.as_mut(),
             _ => item.delete.as_mut(),
         };
         if let Some(operation) = operation {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, SystemClock};
+use crate::company::CompanySettings;
 use crate::config::{Config, KaleyraSettings};
 use crate::credentials::Credentials;
 use crate::domain::join::JoinRules;
@@ -27,7 +28,7 @@ use crate::domain::room_spec::RoomRules;
 use crate::health::Health;
 use crate::identity::bearer::{BearerOptions, BearerVerifier};
 use crate::identity::directory::Auth0Directory;
-use crate::identity::{GatewayIdentity, Identity};
+use crate::identity::{CallerGroups, GatewayIdentity, Identity};
 use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::provisioner::{Provisioner, ProvisionerSettings};
 use crate::store::{self, Installation, InstallationMode, Store};
@@ -84,6 +85,7 @@ pub struct Services {
     pub provisioner: Provisioner,
     pub lifecycle: Arc<Lifecycle>,
     pub credentials: Arc<Credentials>,
+    pub company: Arc<CompanySettings>,
     pub health: Arc<Health>,
     pub identity: Arc<Identity>,
     pub webhooks: Arc<KaleyraWebhooks>,
@@ -127,11 +129,17 @@ impl Services {
                 immutable_period_ms: config.immutable_period_ms,
             },
         );
+        let caller_groups = CallerGroups::new(directory.clone());
         let credentials = Credentials::new(
             provisioner.clone(),
             kaleyra.clone(),
-            directory.clone(),
+            caller_groups.clone(),
             config.service.privileges.clone(),
+        );
+        let company = CompanySettings::new(
+            kaleyra.clone(),
+            caller_groups,
+            config.service.settings_groups.clone(),
         );
         let lifecycle = Lifecycle::new(
             Arc::clone(&store),
@@ -188,6 +196,7 @@ impl Services {
             provisioner,
             lifecycle,
             credentials: Arc::new(credentials),
+            company: Arc::new(company),
             health: Arc::new(health),
             identity: Arc::new(identity),
             webhooks: Arc::new(webhooks),
@@ -200,6 +209,7 @@ impl Services {
         api::router(ApiState {
             lifecycle: Arc::clone(&self.lifecycle),
             credentials: Arc::clone(&self.credentials),
+            company: Arc::clone(&self.company),
             health: Arc::clone(&self.health),
             identity: Arc::clone(&self.identity),
             webhooks: Arc::clone(&self.webhooks),

@@ -15,8 +15,7 @@ pub struct ServiceFile {
     /// `userIdPathInRequest`, or the `USERID_HEADER_KEY` header when absent.
     pub user_id_path: UserIdPath,
     /// `settingsGroups`: `Some` = only these groups may use `/settings`; `None` = anyone
-    /// identified. Reserved for the company-settings routes (`/settings/*`), not built yet:
-    /// parsed and validated now so that files written for them load, typos caught.
+    /// identified.
     pub settings_groups: Option<Vec<String>>,
 }
 

@@ -5,7 +5,10 @@
 pub mod bearer;
 pub mod directory;
 
+use std::sync::Arc;
+
 use bearer::BearerVerifier;
+use directory::{Auth0Directory, DirectoryError};
 
 use crate::domain::caller::{UserIdPath, groups_from_header};
 use crate::domain::participants::check_user_id;
@@ -27,6 +30,43 @@ pub enum IdentityError {
     Repeated { header: String, count: usize },
     #[error("{0} (the caller's id)")]
     InvalidId(String),
+}
+
+/// Where a caller's groups come from: the user directory when one is configured (a caller
+/// must not choose its own role), else the request (the groups header, or the token's
+/// groups claim).
+#[derive(Clone)]
+pub struct CallerGroups {
+    directory: Option<Arc<Auth0Directory>>,
+}
+
+/// Why a caller's groups are unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupsError {
+    /// The directory does not know the caller (400).
+    #[error("user {0} is not known to the user directory")]
+    UnknownUser(String),
+    /// The directory cannot answer (503).
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+impl CallerGroups {
+    pub fn new(directory: Option<Arc<Auth0Directory>>) -> Self {
+        Self { directory }
+    }
+
+    /// The groups of `caller`, whose id is `user`.
+    pub async fn of(&self, user: &str, caller: &Caller) -> Result<Vec<String>, GroupsError> {
+        match &self.directory {
+            Some(directory) => Ok(directory
+                .user(user)
+                .await?
+                .ok_or_else(|| GroupsError::UnknownUser(user.to_owned()))?
+                .groups),
+            None => Ok(caller.groups.clone().unwrap_or_default()),
+        }
+    }
 }
 
 /// How callers are identified: by the gateway's headers, or (`JWT_*` set) by a bearer token,

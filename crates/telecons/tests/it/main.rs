@@ -17,6 +17,7 @@ mod credentials;
 mod directory;
 mod ops;
 mod provisioning;
+mod settings;
 mod store;
 mod teleconsultations;
 mod webhooks;

@@ -1,0 +1,269 @@
+//! `/settings` routes (spec §4.8–§4.9): the company's virtual backgrounds.
+//!
+//! The upload is streamed field by field: at most [`MAX_BACKGROUND_BYTES`] of the image are
+//! held (413 the moment it is over), nothing goes to a temporary file, and the content must be
+//! a JPEG whatever the part declares.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::ApiState;
+use super::body::json_body;
+use super::caller::Caller;
+use super::error::{ApiError, ErrorBody, kaleyra_failure};
+use crate::company::{CompanyError, MAX_BACKGROUND_BYTES, check_jpeg};
+use crate::domain::schedule::format_instant;
+
+/// The multipart part of the image.
+const PART: &str = "virtual_background";
+
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_background))
+        // The image's limit is checked while streaming; the body may carry a little more
+        // (part headers, boundaries).
+        .layer(DefaultBodyLimit::max(MAX_BACKGROUND_BYTES + 64 * 1024))
+        .routes(routes!(update_settings))
+}
+
+/// The multipart form of the upload (for the document).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct BackgroundForm {
+    /// A JPEG image, at most 10 MB.
+    #[schema(value_type = String, format = Binary)]
+    virtual_background: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VirtualBackgroundBody {
+    pub background_alias: String,
+    pub url: String,
+    pub creation_date: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackgroundUploaded {
+    pub virtual_background: VirtualBackgroundBody,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object with background_alias (a non-empty string)"
+)]
+pub struct UpdateSettingsBody {
+    /// The alias of an uploaded background, to be the company default.
+    pub background_alias: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefaultBackgroundBody {
+    pub alias: String,
+    pub url: String,
+    pub creation_date: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompanyBody {
+    pub name: String,
+    pub default_language: Option<String>,
+    pub default_background: Option<DefaultBackgroundBody>,
+    pub end_call_redirect_url: Option<String>,
+    pub user_details_provider_url: Option<String>,
+    pub end_call_redirect_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CompanyAnswer {
+    pub company: CompanyBody,
+}
+
+fn company_error(err: CompanyError) -> ApiError {
+    match err {
+        CompanyError::Unauthorized => ApiError::unauthorized(),
+        CompanyError::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
+        CompanyError::Invalid(message) => ApiError::bad_request(message),
+        CompanyError::UnknownAlias(message) => ApiError::not_found(message),
+        CompanyError::TooMany(message) => ApiError::conflict(message),
+        CompanyError::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+        CompanyError::NotJpeg(message) => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+        }
+        CompanyError::Directory(err) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+        }
+        CompanyError::Kaleyra(err) => kaleyra_failure(&err),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "{PART} is larger than {} MB",
+            MAX_BACKGROUND_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
+/// A multipart error: the body over its limit is a 413, anything else a 400 (saying the file
+/// is missing when none was read).
+fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool) -> ApiError {
+    if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    let missing = if read_one {
+        String::new()
+    } else {
+        format!("the {PART} file is missing: ")
+    };
+    ApiError::bad_request(format!(
+        "{missing}the multipart body cannot be read ({})",
+        err.body_text()
+    ))
+}
+
+/// Uploads a company virtual background: `multipart/form-data` with one file field
+/// `virtual_background`, a JPEG of at most 10 MB.
+#[utoipa::path(post, path = "/settings/background-image", tag = "settings",
+    request_body(content = BackgroundForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "Uploaded", body = BackgroundUploaded),
+        (status = 400, description = "The file field is missing, empty or repeated, or another field was sent", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
+        (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
+        (status = 409, description = "The company has as many backgrounds as Kaleyra allows", body = ErrorBody),
+        (status = 413, description = "Larger than 10 MB", body = ErrorBody),
+        (status = 415, description = "Not multipart, or the file is not a JPEG", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed", body = ErrorBody),
+        (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
+    ))]
+async fn upload_background(
+    State(state): State<ApiState>,
+    caller: Caller,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<BackgroundUploaded>, ApiError> {
+    state
+        .company
+        .authorize(&caller)
+        .await
+        .map_err(company_error)?;
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "the body must be multipart/form-data with a {PART} file ({})",
+                rejection.body_text()
+            ),
+        )
+    })?;
+    let mut image: Option<(Vec<u8>, String)> = None;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(e, image.is_some()))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name != PART {
+            return Err(ApiError::bad_request(format!(
+                "unexpected field {name:?}: the form has one file field, {PART}"
+            )));
+        }
+        let Some(filename) = field.file_name().map(str::to_owned) else {
+            return Err(ApiError::bad_request(format!(
+                "{PART} must be a file (a part with a filename)"
+            )));
+        };
+        if image.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{PART} was sent more than once"
+            )));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, true))? {
+            if bytes.len() + chunk.len() > MAX_BACKGROUND_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        image = Some((bytes, filename));
+    }
+    let Some((bytes, filename)) = image else {
+        return Err(ApiError::bad_request(format!("the {PART} file is missing")));
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(format!("the {PART} file is empty")));
+    }
+    check_jpeg(&bytes).map_err(company_error)?;
+    let uploaded = state
+        .company
+        .upload_background(Bytes::from(bytes), &filename)
+        .await
+        .map_err(company_error)?;
+    Ok(Json(BackgroundUploaded {
+        virtual_background: VirtualBackgroundBody {
+            background_alias: uploaded.background_alias,
+            url: uploaded.url,
+            creation_date: format_instant(uploaded.creation_date),
+        },
+    }))
+}
+
+/// Makes an uploaded background the company default.
+#[utoipa::path(patch, path = "/settings/update", tag = "settings",
+    request_body = UpdateSettingsBody,
+    responses(
+        (status = 200, description = "The company settings", body = CompanyAnswer),
+        (status = 400, description = "`background_alias` missing, empty or not a string; unknown fields", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
+        (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
+        (status = 404, description = "Kaleyra knows no background with this alias", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed", body = ErrorBody),
+        (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
+    ))]
+async fn update_settings(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CompanyAnswer>, ApiError> {
+    state
+        .company
+        .authorize(&caller)
+        .await
+        .map_err(company_error)?;
+    let body: UpdateSettingsBody = json_body(&headers, body)?;
+    if body.background_alias.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "background_alias must be a non-empty string",
+        ));
+    }
+    let company = state
+        .company
+        .set_default_background(&body.background_alias)
+        .await
+        .map_err(company_error)?;
+    Ok(Json(CompanyAnswer {
+        company: CompanyBody {
+            name: company.name,
+            default_language: company.default_language,
+            default_background: company.default_background.map(|b| DefaultBackgroundBody {
+                alias: b.alias,
+                url: b.url,
+                creation_date: format_instant(b.creation_date),
+            }),
+            end_call_redirect_url: company.end_call_redirect_url,
+            user_details_provider_url: company.user_details_provider_url,
+            end_call_redirect_timeout_ms: company.end_call_redirect_timeout_ms,
+        },
+    }))
+}

@@ -1,0 +1,310 @@
+//! The company's look (spec §4.8–§4.9): `POST /settings/background-image` (a streamed,
+//! checked JPEG of at most 10 MB) and `PATCH /settings/update`; who may use them.
+
+use kaleyra_sim::Fault;
+use reqwest::Method;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+use crate::bearer::{app_in_bearer_mode, claims, keys};
+use crate::support::{SIM_API_KEY, TestApp, TestDatabase};
+use crate::teleconsultations::config_file;
+
+crate::on_both_backends!(
+    a_jpeg_is_uploaded_and_made_the_default,
+    what_is_not_a_jpeg_is_415_whatever_it_is_called,
+    an_image_over_10_mb_is_413_and_never_reaches_kaleyra,
+    the_form_must_hold_exactly_one_file_field,
+    the_update_needs_an_alias_kaleyra_knows,
+    kaleyra_refusals_are_the_callers_errors_and_failures_are_502,
+    only_identified_callers_in_settings_groups_may_change_the_look,
+    bearer_callers_use_the_settings_too,
+);
+
+/// A 1×1 baseline JPEG.
+const TINY_JPEG: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 0x4A, 0x46, 0x49, 0x46, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01,
+    0x00, 0x01, 0x00, 0x00, 0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00, 0x01, 0x00, 0x01, 0x01, 0x01, 0x11,
+    0x00, 0xFF, 0xD9,
+];
+/// The start of a 1×1 PNG.
+const TINY_PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde";
+
+const ADMIN: [(&str, &str); 2] = [("miauserid", "admin-1"), ("miausergroups", "doctor")];
+
+fn jpeg_part(bytes: &[u8], filename: &str, mime: &str) -> Part {
+    Part::bytes(bytes.to_vec())
+        .file_name(filename.to_owned())
+        .mime_str(mime)
+        .unwrap()
+}
+
+async fn upload(app: &TestApp, headers: &[(&str, &str)], form: Form) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(app.url("/settings/background-image"))
+        .multipart(form);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("reaches the app");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn form_with(part: Part) -> Form {
+    Form::new().part("virtual_background", part)
+}
+
+async fn update(app: &TestApp, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
+    app.send(Method::PATCH, "/settings/update", headers, Some(body))
+        .await
+}
+
+async fn a_jpeg_is_uploaded_and_made_the_default(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(TINY_JPEG, "sky.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let background = &body["virtual_background"];
+    assert_eq!(
+        background.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["background_alias", "creation_date", "url"]
+    );
+    let alias = background["background_alias"].as_str().unwrap().to_owned();
+    let stored = app.sim.backgrounds();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].alias, alias);
+    assert_eq!(stored[0].filename, "sky.jpg");
+    assert!(stored[0].content_type.starts_with("image/jpeg"));
+    assert_eq!(stored[0].size, TINY_JPEG.len());
+
+    let (status, body) = update(&app, &ADMIN, json!({"background_alias": alias})).await;
+    assert_eq!(status, 200, "{body}");
+    let company = body["company"].as_object().unwrap();
+    assert_eq!(
+        company.keys().collect::<Vec<_>>(),
+        [
+            "default_background",
+            "default_language",
+            "end_call_redirect_timeout_ms",
+            "end_call_redirect_url",
+            "name",
+            "user_details_provider_url"
+        ]
+    );
+    assert_eq!(body["company"]["default_background"]["alias"], alias);
+    assert!(!body.to_string().contains(SIM_API_KEY));
+}
+
+async fn what_is_not_a_jpeg_is_415_whatever_it_is_called(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    for part in [
+        jpeg_part(TINY_PNG, "sky.png", "image/png"),
+        jpeg_part(TINY_PNG, "sky.jpg", "image/jpeg"),
+        jpeg_part(b"GIF89a....", "sky.jpeg", "image/jpeg"),
+        // The JPEG signature alone, without a header that can be read.
+        jpeg_part(
+            &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J'],
+            "x.jpg",
+            "image/jpeg",
+        ),
+    ] {
+        let (status, body) = upload(&app, &ADMIN, form_with(part)).await;
+        assert_eq!(status, 415, "{body}");
+        assert_eq!(body["statusCode"], 415);
+    }
+    // Not even multipart.
+    let (status, body) = app
+        .send(
+            Method::POST,
+            "/settings/background-image",
+            &ADMIN,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 415, "{body}");
+    assert!(app.sim.backgrounds().is_empty());
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+}
+
+async fn an_image_over_10_mb_is_413_and_never_reaches_kaleyra(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let mut big = TINY_JPEG.to_vec();
+    big.resize(11 * 1024 * 1024, 0);
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(&big, "big.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["statusCode"], 413, "{body}");
+    // Just under the limit passes the size check (and is a JPEG).
+    let mut under = TINY_JPEG.to_vec();
+    under.resize(10 * 1024 * 1024 - 1024, 0);
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(&under, "ok.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.sim.backgrounds().len(),
+        1,
+        "only the one under the limit"
+    );
+}
+
+async fn the_form_must_hold_exactly_one_file_field(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let jpeg = || jpeg_part(TINY_JPEG, "sky.jpg", "image/jpeg");
+    let cases: Vec<(Form, &str)> = vec![
+        (Form::new().part("image", jpeg()), "image"),
+        (Form::new().text("note", "x"), "note"),
+        (form_with(jpeg()).text("note", "x"), "note"),
+        (
+            form_with(jpeg()).part("virtual_background", jpeg()),
+            "more than once",
+        ),
+        (
+            Form::new().text("virtual_background", "not a file"),
+            "must be a file",
+        ),
+        (
+            form_with(jpeg_part(b"", "empty.jpg", "image/jpeg")),
+            "empty",
+        ),
+        (Form::new(), "missing"),
+    ];
+    for (form, named) in cases {
+        let (status, body) = upload(&app, &ADMIN, form).await;
+        assert_eq!(status, 400, "{named}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{named}: {message}");
+    }
+    assert!(app.sim.backgrounds().is_empty());
+}
+
+async fn the_update_needs_an_alias_kaleyra_knows(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let (status, body) = update(
+        &app,
+        &ADMIN,
+        json!({"background_alias": "0123456789abcdef0123456789abcdef"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("0123456789abcdef0123456789abcdef")
+    );
+    for (bad, named) in [
+        (json!({}), "background_alias"),
+        (json!({"background_alias": ""}), "background_alias"),
+        (json!({"background_alias": 7}), "background_alias"),
+        (json!({"background_alias": "a", "colour": "red"}), "colour"),
+    ] {
+        let (status, body) = update(&app, &ADMIN, bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(named), "{body}");
+    }
+}
+
+async fn kaleyra_refusals_are_the_callers_errors_and_failures_are_502(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    // Kaleyra keeps 10 backgrounds per company.
+    for _ in 0..10 {
+        let (status, body) = upload(
+            &app,
+            &ADMIN,
+            form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    app.sim
+        .add_fault(Fault::status("/v2/company/virtual-background", 500));
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("upload_virtual_background"),
+        "{body}"
+    );
+    app.sim
+        .add_fault(Fault::status("/v2/company", 503).method("PUT"));
+    let (status, body) = update(&app, &ADMIN, json!({"background_alias": "abc"})).await;
+    assert_eq!(status, 502, "{body}");
+}
+
+async fn only_identified_callers_in_settings_groups_may_change_the_look(db: TestDatabase) {
+    let config = config_file(json!({
+        "privileges": {
+            "basic": {"groups": ["patient"]},
+            "plus": {"groups": ["doctor"]}
+        },
+        "settingsGroups": ["admin"]
+    }));
+    let path = config.path().to_str().unwrap().to_owned();
+    let app = TestApp::spawn_with(
+        db,
+        &[("TELECONSULTATION_SERVICE_CONFIG_PATH", path.as_str())],
+    )
+    .await;
+    let jpeg = || form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, &[], jpeg()).await;
+    assert_eq!(
+        (status, body),
+        (
+            401,
+            json!({"statusCode": 401, "error": "Unauthorized user", "message": "Unauthorized user"})
+        )
+    );
+    let (status, body) = upload(&app, &ADMIN, jpeg()).await;
+    assert_eq!(status, 403, "a doctor is not an admin: {body}");
+    let (status, _) = update(&app, &ADMIN, json!({"background_alias": "a"})).await;
+    assert_eq!(status, 403);
+    let (status, _) = update(&app, &[], json!({"background_alias": "a"})).await;
+    assert_eq!(status, 401);
+    let admin = [("miauserid", "root"), ("miausergroups", "staff, admin")];
+    let (status, body) = upload(&app, &admin, jpeg()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.sim.backgrounds().len(), 1);
+}
+
+async fn bearer_callers_use_the_settings_too(db: TestDatabase) {
+    let (app, _issuer) = app_in_bearer_mode(db, &[]).await;
+    let token = format!("Bearer {}", keys().rsa.sign(&claims("admin-9")));
+    let jpeg = || form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, &[("authorization", &token)], jpeg()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = upload(&app, &ADMIN, jpeg()).await;
+    assert_eq!(status, 401, "identity headers mean nothing in bearer mode");
+}
