@@ -10,6 +10,7 @@ pub mod company;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod details;
 pub mod domain;
 pub mod health;
 pub mod identity;

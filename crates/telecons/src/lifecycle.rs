@@ -16,6 +16,7 @@ use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::details::{Details, RoomDetailsCache};
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -35,8 +36,6 @@ use crate::store::{Store, StoreError};
 /// stored change may be followed by the provisioner's own (the room switch), so a burst of
 /// N concurrent changes needs up to about 2N attempts for the last one.
 const MAX_ATTEMPTS: usize = 24;
-/// How long the room details may take: the join must not wait for them.
-const DETAILS_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The fields of a POST or PATCH body; `None` = not given.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -139,8 +138,10 @@ enum Decision {
 pub struct Lifecycle {
     store: Arc<dyn Store>,
     provisioner: Provisioner,
-    /// For room details and uploads; provisioning goes through the provisioner.
+    /// For uploads; provisioning goes through the provisioner.
     kaleyra: KaleyraClient,
+    /// Room details for the join.
+    details: RoomDetailsCache,
     /// The user directory, when `AUTH_SERVICE` is set.
     directory: Option<Arc<Auth0Directory>>,
     clock: Arc<dyn Clock>,
@@ -159,6 +160,7 @@ impl Lifecycle {
         Self {
             store,
             provisioner,
+            details: RoomDetailsCache::new(&kaleyra),
             kaleyra,
             directory,
             clock,
@@ -269,31 +271,21 @@ impl Lifecycle {
         let mut view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
             .ok_or(LifecycleError::Unauthorized)?;
         let details = match &view.room_id {
-            Some(room_id) => match self.room_details(room_id).await {
-                Ok(room) => Some(room),
-                Err(err) if err.is_not_found() => {
+            Some(room_id) => match self.details.get(room_id).await {
+                Details::Known(room) => Some(room),
+                Details::Unavailable => None,
+                Details::Gone => {
                     // Deleted on Kaleyra's side: no link to it; it is made again in the
                     // background (the join never waits for Kaleyra).
+                    self.details.forget(room_id).await;
                     self.replace_lost_room_later(room_id);
                     view.access_link = None;
-                    None
-                }
-                Err(err) => {
-                    tracing::warn!(room = %room_id, error = %err, "room details unavailable; answering without them");
                     None
                 }
             },
             None => None,
         };
         Ok(Join { view, details })
-    }
-
-    async fn room_details(&self, room_id: &str) -> std::result::Result<Room, KaleyraError> {
-        self.kaleyra
-            .with_retry_policy(kaleyra_client::RetryPolicy::none())
-            .with_request_timeout(DETAILS_BUDGET)
-            .get_room(room_id)
-            .await
     }
 
     /// Kaleyra lost `room_id` (its `on_room_deleted` webhook, or a 404): the live

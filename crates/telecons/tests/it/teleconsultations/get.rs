@@ -27,6 +27,7 @@ crate::on_both_backends!(
     no_link_to_a_room_awaiting_replacement,
     caller_header_is_configurable,
     an_identity_header_sent_twice_is_400_naming_it,
+    polling_participants_cost_one_kaleyra_call_per_room,
 );
 
 /// Entries without a stored language (so the link carries no options unless asked).
@@ -474,4 +475,44 @@ async fn an_identity_header_sent_twice_is_400_naming_it(db: TestDatabase) {
         .get(&format!("/teleconsultation/{id}"), &[("miauserid", PAT)])
         .await;
     assert_eq!(status, 200, "one header is fine");
+}
+
+/// Every participant polls until its link appears: the room's details come from a cache, so
+/// a crowd polling one room costs one Kaleyra call (not one per poll), and nobody waits on
+/// Kaleyra once they are known.
+async fn polling_participants_cost_one_kaleyra_call_per_room(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, plain_pair()).await;
+    let room = only_room(&app);
+    app.clock.set(start());
+    app.sim.clear_requests();
+    let mut polls = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let request = app
+            .http
+            .get(app.url(&format!("/teleconsultation/{id}")))
+            .header("miauserid", if i % 2 == 0 { DOC } else { PAT });
+        polls.spawn(async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        });
+    }
+    while let Some(answer) = polls.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["details"], details_of(&room), "{body}");
+    }
+    for _ in 0..20 {
+        let (_, body) = get_tc(&app, &id, Some(PAT), "").await;
+        assert_eq!(body["details"], details_of(&room));
+    }
+    let details_calls = app
+        .kaleyra_calls()
+        .iter()
+        .filter(|c| c.starts_with("GET /v2/rooms/"))
+        .count();
+    assert_eq!(details_calls, 1, "{:?}", app.kaleyra_calls());
 }
