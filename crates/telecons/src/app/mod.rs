@@ -77,19 +77,14 @@ impl Default for Dependencies {
     }
 }
 
-/// The service's parts, wired together.
+/// The service's parts, wired together: what the HTTP API reaches, and what runs beside it
+/// (the provisioner's worker) or looks underneath it (tests, the soak, `audit`).
 #[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub kaleyra: KaleyraClient,
     pub provisioner: Provisioner,
-    pub lifecycle: Arc<Lifecycle>,
-    pub credentials: Arc<Credentials>,
-    pub company: Arc<CompanySettings>,
-    pub health: Arc<Health>,
-    pub identity: Arc<Identity>,
-    pub webhooks: Arc<KaleyraWebhooks>,
-    request_budget: Duration,
+    pub api: ApiState,
 }
 
 impl Services {
@@ -194,28 +189,22 @@ impl Services {
             store,
             kaleyra,
             provisioner,
-            lifecycle,
-            credentials: Arc::new(credentials),
-            company: Arc::new(company),
-            health: Arc::new(health),
-            identity: Arc::new(identity),
-            webhooks: Arc::new(webhooks),
-            request_budget: deps.request_budget,
+            api: ApiState {
+                lifecycle,
+                credentials: Arc::new(credentials),
+                company: Arc::new(company),
+                health: Arc::new(health),
+                identity: Arc::new(identity),
+                webhooks: Arc::new(webhooks),
+                metrics: telemetry::metrics_handle(),
+                request_budget: deps.request_budget,
+            },
         })
     }
 
     /// The HTTP application on these parts.
     pub fn router(&self) -> Router {
-        api::router(ApiState {
-            lifecycle: Arc::clone(&self.lifecycle),
-            credentials: Arc::clone(&self.credentials),
-            company: Arc::clone(&self.company),
-            health: Arc::clone(&self.health),
-            identity: Arc::clone(&self.identity),
-            webhooks: Arc::clone(&self.webhooks),
-            metrics: telemetry::metrics_handle(),
-            request_budget: self.request_budget,
-        })
+        api::router(self.api.clone())
     }
 }
 
