@@ -221,6 +221,25 @@ async fn a_valid_token_identifies_the_caller_and_headers_are_ignored(db: TestDat
         )
         .await;
     assert_eq!((status, body), (401, unauthorized()));
+    let token = format!("Bearer {}", keys().rsa.sign(&claims(patient)));
+    let (status, body) = app
+        .send(
+            Method::DELETE,
+            &format!("/teleconsultation/{id}/uploads"),
+            &[("authorization", &token)],
+            None,
+        )
+        .await;
+    assert_eq!((status, body), (200, json!({"total": 0, "deleted": 0})));
+    let (status, body) = app
+        .send(
+            Method::POST,
+            "/credentials",
+            &[("authorization", &token)],
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "a bearer caller gets credentials: {body}");
     let (status, body) = app
         .send(
             Method::POST,
