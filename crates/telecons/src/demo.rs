@@ -55,8 +55,10 @@ pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Re
         ..Dependencies::default()
     };
     let application = Application::build(config, deps).await?;
+    // Listening for signals before the banner says how to stop.
+    let shutdown = app::shutdown_signal();
     println!("{}", banner.render(application.address()?));
-    application.run_until_stopped(app::shutdown_signal()).await
+    application.run_until_stopped(shutdown).await
 }
 
 /// Removes a SQLite database and its journal files, if they exist.

@@ -170,8 +170,13 @@ impl Lifecycle {
 
     /// `POST /teleconsultation`: stores a new teleconsultation and provisions it. Returns
     /// its id.
-    pub async fn create(&self, input: BookingInput, caller: Option<String>) -> Result<String> {
-        let budget = Budget::start(self.settings.request_budget);
+    pub async fn create(
+        &self,
+        input: BookingInput,
+        caller: Option<String>,
+        arrived: Instant,
+    ) -> Result<String> {
+        let budget = Budget::from(arrived, self.settings.request_budget);
         let participants = input
             .participants
             .ok_or_else(|| LifecycleError::Invalid("participants is required".into()))?;
@@ -219,6 +224,7 @@ impl Lifecycle {
         id: &str,
         input: BookingInput,
         caller: Option<String>,
+        arrived: Instant,
     ) -> Result<()> {
         let change = Update {
             duration: DurationInput::from_fields(input.end, input.duration_secs)?,
@@ -232,7 +238,7 @@ impl Lifecycle {
             }),
             resolved: None,
         };
-        self.change(id, caller, change).await
+        self.change(id, caller, arrived, change).await
     }
 
     /// `POST /teleconsultation/:id/participants/data`: adds one participant.
@@ -241,6 +247,7 @@ impl Lifecycle {
         id: &str,
         entry: ParticipantEntry,
         caller: Option<String>,
+        arrived: Instant,
     ) -> Result<()> {
         let change = AddParticipant {
             entry: check_entry(
@@ -251,13 +258,13 @@ impl Lifecycle {
             ),
             resolved: None,
         };
-        self.change(id, caller, change).await
+        self.change(id, caller, arrived, change).await
     }
 
     /// `DELETE /teleconsultation/:id`: marks it deleted and deletes its room (now, or later
     /// if Kaleyra is down).
-    pub async fn delete(&self, id: &str, caller: Option<String>) -> Result<()> {
-        self.change(id, caller, Delete).await
+    pub async fn delete(&self, id: &str, caller: Option<String>, arrived: Instant) -> Result<()> {
+        self.change(id, caller, arrived, Delete).await
     }
 
     /// `GET /teleconsultation/:id` for `caller`. `tc` must be one [`Self::authorize`]
@@ -298,6 +305,7 @@ impl Lifecycle {
         self.change(
             &id,
             None,
+            Instant::now(),
             RoomLost {
                 room_id: room_id.to_owned(),
             },
@@ -397,9 +405,10 @@ impl Lifecycle {
         &self,
         id: &str,
         caller: Option<String>,
+        arrived: Instant,
         mut change: impl Change,
     ) -> Result<()> {
-        let budget = Budget::start(self.settings.request_budget);
+        let budget = Budget::from(arrived, self.settings.request_budget);
         for _ in 0..MAX_ATTEMPTS {
             let current = self.live(id).await?;
             let decision = budget.before_commit(change.decide(self, &current)).await?;
@@ -428,13 +437,18 @@ impl Lifecycle {
     /// The work after a commit, within what is left of the request's budget: deleting the
     /// rooms it retired, then provisioning `provision`. What does not fit stays stored (the
     /// deletion queue, the provisioning mark) and the background worker finishes it.
+    ///
+    /// The work runs in a task of its own: when the budget is over it goes on in the
+    /// background, never cut mid-step (a database transaction must not be left half done).
     async fn after_commit(&self, budget: &Budget, retired: &[String], provision: Option<&str>) {
-        let work = async {
-            self.provisioner.delete_rooms(retired).await;
-            if let Some(id) = provision {
-                self.provisioner.converge_inline(id).await;
+        let provisioner = self.provisioner.clone();
+        let (retired_rooms, owned) = (retired.to_vec(), provision.map(str::to_owned));
+        let work = tokio::spawn(async move {
+            provisioner.delete_rooms(&retired_rooms).await;
+            if let Some(id) = owned {
+                provisioner.converge_inline(&id).await;
             }
-        };
+        });
         if tokio::time::timeout_at(budget.deadline, work)
             .await
             .is_err()
@@ -562,21 +576,20 @@ impl Change for Update {
                 duration_secs: current.duration_secs,
             },
         };
-        let checked = self.participants.clone().transpose()?;
+        // Resolved (directory, user map) before the 409: a user the directory does not know
+        // is the body's 400, which comes first. Once, then reused if the write is retried.
+        if let (Some(checked), None) = (&self.participants, &self.resolved) {
+            let checked = checked.clone()?;
+            let participants = lifecycle.resolve_all(checked.entries).await?;
+            self.resolved = Some((checked.number, participants));
+        }
         lifecycle.refuse_if_immutable(current)?;
         let mut next = current.clone();
         next.start = schedule.start;
         next.duration_secs = schedule.duration_secs;
-        if let Some(checked) = checked {
-            let (number, participants) = match &self.resolved {
-                Some(resolved) => resolved.clone(),
-                None => {
-                    let participants = lifecycle.resolve_all(checked.entries).await?;
-                    self.resolved.insert((checked.number, participants)).clone()
-                }
-            };
-            next.participant_count = number;
-            next.participants = keep_links(current, participants);
+        if let Some((number, participants)) = &self.resolved {
+            next.participant_count = *number;
+            next.participants = keep_links(current, participants.clone());
         }
         lifecycle.plan(current, next)
     }
@@ -594,15 +607,17 @@ impl Change for AddParticipant {
         lifecycle: &Lifecycle,
         current: &Teleconsultation,
     ) -> Result<Decision> {
-        let entry = self.entry.clone()?;
-        lifecycle.refuse_if_immutable(current)?;
+        // Resolved before the 409s (a user the directory does not know is a 400), once.
         let participant = match &self.resolved {
             Some(participant) => participant.clone(),
-            None => self
-                .resolved
-                .insert(lifecycle.resolve(entry).await?)
-                .clone(),
+            None => {
+                let entry = self.entry.clone()?;
+                self.resolved
+                    .insert(lifecycle.resolve(entry).await?)
+                    .clone()
+            }
         };
+        lifecycle.refuse_if_immutable(current)?;
         let next = current.with_participant(participant)?;
         lifecycle.plan(current, next)
     }
@@ -625,7 +640,7 @@ impl Change for Delete {
     }
 }
 
-/// One request's time ([`LifecycleSettings::request_budget`]).
+/// One request's time ([`LifecycleSettings::request_budget`]), counted from its arrival.
 struct Budget {
     /// Lookups before the commit must be done by then.
     commit_by: Instant,
@@ -634,11 +649,11 @@ struct Budget {
 }
 
 impl Budget {
-    fn start(budget: Duration) -> Self {
-        let now = Instant::now();
+    /// The budget of a request that arrived at `arrived`.
+    fn from(arrived: Instant, budget: Duration) -> Self {
         Budget {
-            commit_by: now + budget / 2,
-            deadline: now + budget,
+            commit_by: arrived + budget / 2,
+            deadline: arrived + budget,
         }
     }
 

@@ -38,8 +38,9 @@ enum Command {
         telecons-demo.db in the working directory, replaced at each start so that it \
         always agrees with the simulator. Listens on 127.0.0.1 only, on HTTP_PORT (default \
         3000), and prints a walkthrough to paste into a shell.\n\n\
-        Ignores DATABASE_URL (the database `serve` uses) and the Kaleyra variables; the \
-        other variables (LOG_LEVEL, IMMUTABLE_PERIOD_MS, the service file...) apply."
+        Ignores DATABASE_URL (the database `serve` uses), the Kaleyra variables and JWT_* \
+        (its walkthrough identifies callers by the gateway's headers); the other variables \
+        (LOG_LEVEL, IMMUTABLE_PERIOD_MS, the service file...) apply."
     )]
     Demo {
         /// Use this database as it is instead of a fresh telecons-demo.db.
@@ -67,7 +68,9 @@ enum Command {
     #[command(
         long_about = "Compare the teleconsultations stored in DATABASE_URL with the \
         rooms Kaleyra has (BANDYER_API_SECRET_KEY, BANDYER_BASE_URL): print the report as \
-        JSON, and exit non-zero when a room is missing or an orphan exists. Changes nothing."
+        JSON, and exit non-zero when a room is missing or an orphan exists. Changes nothing \
+        on Kaleyra. Refuses a database telecons has never served (empty, or the wrong one): \
+        it would look consistent."
     )]
     Audit,
 }
@@ -90,16 +93,21 @@ fn main() -> ExitCode {
             Err(problems) => fail(&format!("configuration problems:\n{problems}")),
         },
         Command::Serve => with_config(Config::from_env_for_serve, |config| async move {
+            let shutdown = app::shutdown_signal();
             Application::build(config, Dependencies::default())
                 .await?
-                .run_until_stopped(app::shutdown_signal())
+                .run_until_stopped(shutdown)
                 .await
         }),
-        Command::Demo { database_url } => with_config(Config::from_env, |config| {
+        Command::Demo { database_url } => with_config(Config::from_env_for_demo, |config| {
             telecons::demo::run(config, database_url)
         }),
         Command::Audit => with_config(Config::from_env_for_serve, |config| async move {
-            let services = Services::build(&config, &Dependencies::default()).await?;
+            let deps = Dependencies {
+                existing_installation_only: true,
+                ..Dependencies::default()
+            };
+            let services = Services::build(&config, &deps).await?;
             let report = services.provisioner.audit().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             anyhow::ensure!(

@@ -11,8 +11,16 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::clock::Clock;
 use crate::lifecycle::Lifecycle;
 
-/// Why a webhook is refused (401): its signature, never its content.
-pub type Refusal = WebhookError;
+/// Why a webhook is not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Its signature (401): nothing done.
+    #[error(transparent)]
+    Signature(#[from] WebhookError),
+    /// What it asks could not be stored now (503): Kaleyra sends it again.
+    #[error("the webhook could not be acted on now: {0}")]
+    NotNow(String),
+}
 
 pub struct KaleyraWebhooks {
     /// The company API key, the signatures' key.
@@ -30,8 +38,8 @@ impl KaleyraWebhooks {
         }
     }
 
-    /// Verifies and handles one webhook. `Err` = refused (nothing done); `Ok` = acknowledged
-    /// (whatever it was about).
+    /// Verifies and handles one webhook. `Err` = refused (nothing done, or not yet);
+    /// `Ok` = acknowledged (whatever it was about).
     pub async fn receive(&self, signature: Option<&str>, raw_body: &[u8]) -> Result<(), Refusal> {
         webhook::verify(
             signature,
@@ -57,9 +65,10 @@ impl KaleyraWebhooks {
                 tracing::warn!(teleconsultation = %id, room = room_id, "Kaleyra deleted this room; it is made again")
             }
             Ok(None) => {} // a room we retired ourselves, or another deployment's
-            // The webhook is not lost: the next GET of the room's details finds it gone too.
+            // Not acknowledged, so that Kaleyra sends it again.
             Err(err) => {
-                tracing::warn!(room = room_id, error = %err, "a room Kaleyra deleted is not replaced yet")
+                tracing::warn!(room = room_id, error = %err, "a room Kaleyra deleted is not replaced yet");
+                return Err(Refusal::NotNow(err.to_string()));
             }
         }
         Ok(())

@@ -11,10 +11,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
 use super::body::json_body;
-use super::caller::Caller;
+use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody, kaleyra_failure};
+use super::{ApiState, to_completion};
 use crate::credentials::{CredentialsError, expires_in};
 use crate::domain::schedule::format_instant;
 
@@ -62,10 +62,11 @@ pub struct CredentialsAnswer {
     ))]
 async fn create_credentials(
     State(state): State<ApiState>,
-    caller: Caller,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CredentialsAnswer>), ApiError> {
+    let caller = caller.get()?;
     if caller.id.is_none() {
         return Err(ApiError::unauthorized());
     }
@@ -73,7 +74,8 @@ async fn create_credentials(
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
         _ => json_body::<CredentialsBody>(&headers, body)?.expires_in,
     };
-    let issued = async { state.credentials.issue(&caller, expires_in(given)?).await }
+    let credentials = std::sync::Arc::clone(&state.credentials);
+    let issued = to_completion(async move { credentials.issue(&caller, expires_in(given)?).await })
         .await
         .map_err(|err| match err {
             CredentialsError::Unauthorized => ApiError::unauthorized(),

@@ -80,8 +80,29 @@ pub async fn record_metrics(request: Request, next: Next) -> axum::response::Res
     response
 }
 
-/// Bounds every request to `limit` (503 after it), so that a graceful shutdown drains in
-/// bounded time.
+/// When a request arrived: the lifecycle counts its budget from here, so that the time the
+/// request took to arrive (a slow body, a key-set fetch) is counted too.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(pub tokio::time::Instant);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Arrival {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Arrival>()
+            .copied()
+            .unwrap_or_else(|| Arrival(tokio::time::Instant::now())))
+    }
+}
+
+/// Notes each request's [`Arrival`] and bounds it to `limit` from then (503 after it), so
+/// that a graceful shutdown drains in bounded time. The lifecycle answers within its budget,
+/// shorter than `limit`: this only cuts what has no budget of its own.
 pub fn time_out(
     limit: Duration,
 ) -> impl Fn(Request, Next) -> Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
@@ -89,8 +110,11 @@ pub fn time_out(
 + Send
 + Sync
 + 'static {
-    move |request, next| {
+    move |mut request, next| {
         Box::pin(async move {
+            request
+                .extensions_mut()
+                .insert(Arrival(tokio::time::Instant::now()));
             match tokio::time::timeout(limit, next.run(request)).await {
                 Ok(response) => response,
                 Err(_) => ApiError::new(

@@ -127,6 +127,19 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Runs `work` in a task of its own and waits for it. A client that hangs up (or the request
+/// timeout) then stops the wait, never the work: a change is never cut between its commit
+/// and what follows it, nor in the middle of a database transaction.
+pub(crate) async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(work).await {
+        Ok(value) => value,
+        // Never aborted: a failure is a panic, which goes on up (CatchPanicLayer answers 500).
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
 /// The routes that need a caller (401 without one).
 const ROUTES_WITH_A_CALLER: [(&str, &str); 5] = [
     ("/teleconsultation/{roomId}", "get"),

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use super::ApiState;
 use super::body::json_body;
-use super::caller::Caller;
+use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody, kaleyra_failure};
 use crate::company::{CompanyError, MAX_BACKGROUND_BYTES, check_jpeg};
 use crate::domain::schedule::format_instant;
@@ -149,9 +149,10 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
     ))]
 async fn upload_background(
     State(state): State<ApiState>,
-    caller: Caller,
+    caller: RequestCaller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<BackgroundUploaded>, ApiError> {
+    let caller = caller.get()?;
     state
         .company
         .authorize(&caller)
@@ -232,10 +233,11 @@ async fn upload_background(
     ))]
 async fn update_settings(
     State(state): State<ApiState>,
-    caller: Caller,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CompanyAnswer>, ApiError> {
+    let caller = caller.get()?;
     state
         .company
         .authorize(&caller)

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -21,10 +22,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
 use super::body::json_body;
-use super::caller::Caller;
+use super::caller::{Caller, RequestCaller};
 use super::error::{ApiError, ErrorBody};
+use super::middleware::Arrival;
+use super::{ApiState, to_completion};
 use crate::domain::join::LinkOptions;
 use crate::domain::participants::{ParticipantEntry, ParticipantsInput};
 use crate::domain::schedule::{format_instant, parse_instant};
@@ -324,6 +326,23 @@ fn booking_error(err: LifecycleError, no_plus_user: impl FnOnce() -> String) -> 
     }
 }
 
+/// The caller; when its identity is ambiguous, the 400 comes only after the 404 of an
+/// unknown id (spec §4's order).
+async fn known_caller(
+    state: &ApiState,
+    id: &str,
+    caller: RequestCaller,
+    map: impl Fn(LifecycleError) -> ApiError,
+) -> Result<Caller, ApiError> {
+    match caller.get() {
+        Ok(caller) => Ok(caller),
+        Err(ambiguous) => {
+            state.lifecycle.ensure_live(id).await.map_err(map)?;
+            Err(ambiguous)
+        }
+    }
+}
+
 fn no_plus(route: &str) -> impl FnOnce() -> String + '_ {
     move || format!("Failed {route}: no plus user in room")
 }
@@ -341,14 +360,15 @@ fn no_plus(route: &str) -> impl FnOnce() -> String + '_ {
     ))]
 async fn create_teleconsultation(
     State(state): State<ApiState>,
-    caller: Caller,
+    Arrival(arrived): Arrival,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
+    let caller = caller.get()?;
     let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
-    let id = state
-        .lifecycle
-        .create(input, caller.id)
+    let lifecycle = Arc::clone(&state.lifecycle);
+    let id = to_completion(async move { lifecycle.create(input, caller.id, arrived).await })
         .await
         .map_err(|e| booking_error(e, no_plus("POST /teleconsultation")))?;
     Ok((StatusCode::CREATED, Json(CreatedBody { room_id: id })))
@@ -366,17 +386,19 @@ async fn create_teleconsultation(
     ))]
 async fn update_teleconsultation(
     State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
     RoomId(id): RoomId,
-    caller: Caller,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let map = |e| booking_error(e, no_plus("PATCH /teleconsultation"));
     state.lifecycle.ensure_live(&id).await.map_err(map)?;
+    let caller = caller.get()?;
     let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
-    state
-        .lifecycle
-        .update(&id, input, caller.id)
+    let lifecycle = Arc::clone(&state.lifecycle);
+    let target = id.clone();
+    to_completion(async move { lifecycle.update(&target, input, caller.id, arrived).await })
         .await
         .map_err(map)?;
     Ok(StatusCode::NO_CONTENT)
@@ -394,20 +416,26 @@ async fn update_teleconsultation(
     ))]
 async fn add_participant(
     State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
     RoomId(id): RoomId,
-    caller: Caller,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let route = format!("POST /teleconsultation/{id}/participants/data");
     let map = |e| booking_error(e, no_plus(&route));
     state.lifecycle.ensure_live(&id).await.map_err(map)?;
+    let caller = caller.get()?;
     let entry = participant_input(json_body::<ParticipantBody>(&headers, body)?);
-    state
-        .lifecycle
-        .add_participant(&id, entry, caller.id)
-        .await
-        .map_err(map)?;
+    let lifecycle = Arc::clone(&state.lifecycle);
+    let target = id.clone();
+    to_completion(async move {
+        lifecycle
+            .add_participant(&target, entry, caller.id, arrived)
+            .await
+    })
+    .await
+    .map_err(map)?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -422,7 +450,7 @@ async fn add_participant(
 async fn get_teleconsultation(
     State(state): State<ApiState>,
     RoomId(id): RoomId,
-    caller: Caller,
+    caller: RequestCaller,
     query: Result<Query<JoinQuery>, QueryRejection>,
 ) -> Result<Json<JoinBody>, ApiError> {
     let map = |e| match e {
@@ -432,6 +460,7 @@ async fn get_teleconsultation(
         ),
         other => booking_error(other, String::new),
     };
+    let caller = known_caller(&state, &id, caller, map).await?;
     // 404, then 401, then the query's 400.
     let tc = state
         .lifecycle
@@ -495,12 +524,14 @@ async fn get_teleconsultation(
     ))]
 async fn delete_teleconsultation(
     State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
     RoomId(id): RoomId,
-    caller: Caller,
+    caller: RequestCaller,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .lifecycle
-        .delete(&id, caller.id)
+    let map = |e| booking_error(e, String::new);
+    let caller = known_caller(&state, &id, caller, map).await?;
+    let lifecycle = Arc::clone(&state.lifecycle);
+    to_completion(async move { lifecycle.delete(&id, caller.id, arrived).await })
         .await
         .map_err(|e| booking_error(e, String::new))?;
     Ok(StatusCode::NO_CONTENT)
@@ -520,8 +551,10 @@ async fn delete_teleconsultation(
 async fn delete_uploads(
     State(state): State<ApiState>,
     RoomId(id): RoomId,
-    caller: Caller,
+    caller: RequestCaller,
 ) -> Result<Response, ApiError> {
+    let map = |e| booking_error(e, String::new);
+    let caller = known_caller(&state, &id, caller, map).await?;
     let deleted = state
         .lifecycle
         .delete_uploads(&id, caller.id.as_deref())

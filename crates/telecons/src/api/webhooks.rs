@@ -7,8 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
 use super::error::{ApiError, ErrorBody};
+use super::{ApiState, to_completion};
+use crate::webhooks::Refusal;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(kaleyra_webhook))
@@ -25,6 +26,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     responses(
         (status = 204, description = "Accepted (acted on, or nothing to do)"),
         (status = 401, description = "Missing, malformed, wrong or stale signature: nothing done", body = ErrorBody),
+        (status = 503, description = "Could not be acted on now (storage): Kaleyra sends it again", body = ErrorBody),
     ))]
 async fn kaleyra_webhook(
     State(state): State<ApiState>,
@@ -34,11 +36,19 @@ async fn kaleyra_webhook(
     let signature = headers
         .get(kaleyra_client::webhook::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
-    match state.webhooks.receive(signature, &body).await {
+    let webhooks = std::sync::Arc::clone(&state.webhooks);
+    let signature = signature.map(str::to_owned);
+    let received =
+        to_completion(async move { webhooks.receive(signature.as_deref(), &body).await }).await;
+    match received {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(refusal) => {
+        Err(Refusal::Signature(refusal)) => {
             tracing::warn!(error = %refusal, "Kaleyra webhook refused");
             Err(ApiError::new(StatusCode::UNAUTHORIZED, refusal.to_string()))
         }
+        Err(not_now @ Refusal::NotNow(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            not_now.to_string(),
+        )),
     }
 }

@@ -58,6 +58,9 @@ pub struct Dependencies {
     pub mode: InstallationMode,
     /// How long one request's work may take, all of it; see [`LifecycleSettings`].
     pub request_budget: Duration,
+    /// Only a database that already has an installation (`audit`: an empty or wrong
+    /// database would look consistent); none is made.
+    pub existing_installation_only: bool,
     /// Connection deadlines and limits.
     pub connections: ConnectionLimits,
 }
@@ -72,6 +75,7 @@ impl Default for Dependencies {
             background_worker: true,
             mode: InstallationMode::Service,
             request_budget: DEFAULT_REQUEST_BUDGET,
+            existing_installation_only: false,
             connections: ConnectionLimits::default(),
         }
     }
@@ -111,7 +115,15 @@ impl Services {
             None => open_store(config).await?,
         };
         let clock = Arc::clone(&deps.clock);
-        let installation = installation(&*store, deps.mode, clock.now()).await?;
+        let installation = if deps.existing_installation_only {
+            store
+                .existing_installation()
+                .await
+                .context("cannot read this database's installation")?
+                .context("telecons has never run on this database (no installation): nothing to compare; check DATABASE_URL")?
+        } else {
+            installation(&*store, deps.mode, clock.now()).await?
+        };
         let provisioner = Provisioner::new(
             Arc::clone(&store),
             kaleyra.clone(),
@@ -338,25 +350,38 @@ pub fn kaleyra_client(
     ))
 }
 
-/// Completes on SIGTERM (orchestrators) or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on SIGTERM (orchestrators) or SIGINT (Ctrl-C). The handlers are installed when
+/// this is called (inside the runtime), not when it is first awaited: a signal that comes
+/// in between is not lost (the default action would kill the process).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (terminate, interrupt) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {},
-        () = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(terminate) => {},
+                () = wait(interrupt) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutdown requested; finishing in-flight requests");
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
 }

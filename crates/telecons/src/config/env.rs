@@ -85,6 +85,14 @@ impl Vars {
         )
     }
 
+    /// These variables, minus `names`.
+    pub(super) fn without(mut self, names: &[&str]) -> Vars {
+        for name in names {
+            self.0.remove(*name);
+        }
+        self
+    }
+
     pub(super) fn from_strings(vars: &HashMap<String, String>) -> Vars {
         Vars(
             vars.iter()

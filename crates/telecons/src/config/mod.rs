@@ -119,6 +119,20 @@ pub struct Config {
 /// take over (also how long work held by a crashed instance waits).
 pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
 
+/// The variables `telecons demo` ignores (see [`Config::from_env_for_demo`]).
+const DEMO_IGNORES: [&str; 10] = [
+    DATABASE_URL,
+    KALEYRA_KEY,
+    KALEYRA_KEY_ALIAS,
+    KALEYRA_URL,
+    KALEYRA_URL_ALIAS,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    JWT_JWKS_URL,
+    JWT_USER_ID_CLAIM,
+    JWT_GROUPS_CLAIM,
+];
+
 /// What the command being started needs from the configuration, beyond its being valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
@@ -140,6 +154,13 @@ impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Config, ConfigErrors> {
         Config::load(&Vars::from_process(), Needs::Nothing)
+    }
+
+    /// What `telecons demo` reads: the environment without the variables it replaces —
+    /// `DATABASE_URL` (the demo has its own database), the Kaleyra settings (it has its own
+    /// simulator) and `JWT_*` (its walkthrough identifies callers by the gateway's headers).
+    pub fn from_env_for_demo() -> Result<Config, ConfigErrors> {
+        Config::load(&Vars::from_process().without(&DEMO_IGNORES), Needs::Nothing)
     }
 
     /// What `telecons serve` needs: [`Config::from_env`] with [`Needs::Serve`]. Every

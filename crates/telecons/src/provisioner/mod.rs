@@ -44,7 +44,9 @@ const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
 pub const INLINE_BUDGET: Duration = Duration::from_secs(8);
 /// A record that keeps changing under the provisioner is left to the next pass.
 const MAX_ROUNDS: usize = 3;
-const LEASE_WAIT_ATTEMPTS: usize = 20;
+/// A request waits this long, at most, for another's work on the same teleconsultation to
+/// end (as long as its inline budget allows), so that its answer comes with the room made.
+const LEASE_WAIT_ATTEMPTS: usize = 160;
 const LEASE_WAIT: Duration = Duration::from_millis(50);
 
 /// What provisioning needs besides its dependencies.
@@ -77,6 +79,8 @@ pub struct Provisioner {
     settings: ProvisionerSettings,
     /// This instance's name in leases (several instances share one database).
     instance_id: Arc<str>,
+    /// Where the last orphan sweep stopped.
+    sweep_cursor: Arc<tokio::sync::Mutex<Option<recovery::SweepKey>>>,
 }
 
 impl Provisioner {
@@ -92,6 +96,7 @@ impl Provisioner {
             clock,
             settings,
             instance_id: format!("{:016x}", rand::random::<u64>()).into(),
+            sweep_cursor: Arc::default(),
         }
     }
 
@@ -126,17 +131,30 @@ impl Provisioner {
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
     /// then is left to the background worker (it stays marked), and the request answers as
     /// usual.
+    ///
+    /// The work runs in a task of its own and is never cut: when the wait ends it goes on
+    /// in the background (cutting it could leave a database transaction half done).
     pub async fn converge_inline(&self, id: &str) {
-        if tokio::time::timeout(INLINE_BUDGET, self.converge(id))
-            .await
-            .is_err()
-        {
+        let provisioner = self.clone();
+        let owned_id = id.to_owned();
+        let work = tokio::spawn(async move {
+            // Errors are logged and postponed inside.
+            let _ = provisioner.converge(&owned_id).await;
+        });
+        if tokio::time::timeout(INLINE_BUDGET, work).await.is_err() {
             tracing::warn!(
                 teleconsultation = id,
-                "provisioning is slow; the background worker finishes it"
+                "provisioning is slow; it goes on in the background"
             );
         }
-        // Errors are logged and postponed inside.
+    }
+
+    /// The lease as a duration of real time.
+    fn lease_duration(&self) -> Duration {
+        self.settings
+            .lease
+            .to_std()
+            .unwrap_or(Duration::from_secs(60))
     }
 
     /// A name for one piece of work: leases exclude other requests of this instance as well
@@ -147,7 +165,11 @@ impl Provisioner {
 
     /// [`Self::converge`] under a lease `owner` already holds; releases it at the end.
     async fn converge_leased(&self, id: &str, owner: &str) -> Result<(), ProvisionError> {
-        let result = self.converge_once(id).await;
+        // Work stops taking new steps when its lease is nearly over (another holder could then
+        // work on the same record); it is never cut mid-step (a database transaction must not
+        // be left half done). What is left is resumed like the work of a crashed instance.
+        let stop_by = tokio::time::Instant::now() + self.lease_duration().mul_f32(0.8);
+        let result = self.converge_once(id, stop_by).await;
         if let Err(err) = self.store.release_lease(id, owner).await {
             tracing::warn!(teleconsultation = id, error = %err, "cannot release the lease; it expires");
         }
@@ -187,8 +209,19 @@ impl Provisioner {
         }
     }
 
-    async fn converge_once(&self, id: &str) -> Result<(), ProvisionError> {
+    async fn converge_once(
+        &self,
+        id: &str,
+        stop_by: tokio::time::Instant,
+    ) -> Result<(), ProvisionError> {
         for _ in 0..MAX_ROUNDS {
+            if tokio::time::Instant::now() >= stop_by {
+                tracing::warn!(
+                    teleconsultation = id,
+                    "provisioning outlasted its lease; resumed later"
+                );
+                return Ok(());
+            }
             let Some(tc) = self.store.get_teleconsultation(id).await? else {
                 return Ok(());
             };

@@ -13,6 +13,13 @@ pub const ORPHAN_GRACE: TimeDelta = TimeDelta::minutes(10);
 /// At most this many of this installation's rooms are checked per sweep.
 const SWEEP_BATCH: usize = 500;
 
+/// The order in which sweeps go through the rooms (and where one stops).
+pub(super) type SweepKey = (chrono::DateTime<chrono::Utc>, String);
+
+fn sweep_key(room: &kaleyra_client::Room) -> SweepKey {
+    (room.creation_date, room.id.clone())
+}
+
 impl Provisioner {
     /// Looks on Kaleyra for rooms tagged for `tc` that no record knows (answers lost on the
     /// way back). Returns one that fits the current spec, to be adopted; retires the others.
@@ -27,7 +34,16 @@ impl Provisioner {
             .map(RoomSpec::fingerprint);
         let mut adopted = None;
         for room in self.kaleyra.list_rooms().await? {
-            let Some(tag) = self.own_tag(&room) else {
+            // This installation's, or tagged before installations existed: a creation in
+            // flight across the upgrade is found too (its teleconsultation id is ours).
+            let Some(tag) = room
+                .description
+                .as_deref()
+                .and_then(RoomTag::parse)
+                .filter(|tag| {
+                    tag.installation.is_none() || tag.is_of(&self.settings.installation_id)
+                })
+            else {
                 continue;
             };
             if tag.teleconsultation_id != tc.id || self.store.is_room_known(&room.id).await? {
@@ -73,15 +89,27 @@ impl Provisioner {
             .filter(|room| room.creation_date <= now - ORPHAN_GRACE)
             .filter_map(|room| self.own_tag(&room).map(|tag| (room, tag)))
             .collect();
-        candidates.sort_by_key(|(room, _)| room.creation_date);
+        candidates.sort_by_key(|(room, _)| sweep_key(room));
+        // Each sweep goes on from where the last one stopped, and starts over at the end.
+        let mut cursor = self.sweep_cursor.lock().await;
+        let from = cursor.as_ref().map_or(0, |after| {
+            candidates.partition_point(|(room, _)| sweep_key(room) <= *after)
+        });
+        let from = if from >= candidates.len() { 0 } else { from };
+        let until = (from + SWEEP_BATCH).min(candidates.len());
+        *cursor = match candidates.get(until.wrapping_sub(1)) {
+            Some((last, _)) if until < candidates.len() => Some(sweep_key(last)),
+            _ => None,
+        };
+        drop(cursor);
         if candidates.len() > SWEEP_BATCH {
             tracing::info!(
                 rooms = candidates.len(),
                 batch = SWEEP_BATCH,
-                "more rooms to check than a sweep takes; the next sweeps take the rest"
+                "more rooms to check than a sweep takes; the next sweeps go on from here"
             );
-            candidates.truncate(SWEEP_BATCH);
         }
+        let candidates: Vec<_> = candidates.drain(from..until).collect();
         let mut retired = 0;
         for (room, tag) in candidates {
             let RoomTag {

@@ -12,7 +12,9 @@ use crate::store::StoreError;
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Teleconsultations or rooms handled per background pass.
 const BATCH: u32 = 50;
-/// The background worker sweeps Kaleyra for orphans every this many passes.
+/// The background worker sweeps Kaleyra for orphans first after this many passes (about
+/// 30 s after start-up), then every [`SWEEP_EVERY`] passes (about 5 minutes).
+const FIRST_SWEEP: u32 = 15;
 const SWEEP_EVERY: u32 = 150;
 
 impl Provisioner {
@@ -63,7 +65,8 @@ impl Provisioner {
                         tracing::warn!(error = %err, "provisioning pass failed");
                     }
                     passes = passes.wrapping_add(1);
-                    if passes.is_multiple_of(SWEEP_EVERY)
+                    if passes >= FIRST_SWEEP
+                        && (passes - FIRST_SWEEP).is_multiple_of(SWEEP_EVERY)
                         && let Err(err) = self.sweep_orphans().await
                     {
                         tracing::warn!(error = %err, "orphan sweep failed");

@@ -67,6 +67,9 @@ pub trait Store: Send + Sync + 'static {
     /// stored), else the one stored, whoever made it (instances starting together agree).
     async fn installation(&self, candidate: &Installation) -> StoreResult<Installation>;
 
+    /// This database's installation, if it has one (read only).
+    async fn existing_installation(&self) -> StoreResult<Option<Installation>>;
+
     /// Stores a new teleconsultation with its participants. `Conflict` when the id exists.
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()>;
 
@@ -197,10 +200,15 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by `DATABASE_URL`: `sqlite:` (file created if missing) or
 /// `postgres:`/`postgresql:`. Migrations are not applied here: see [`Store::migrate`].
 pub async fn connect(database_url: &str) -> StoreResult<Arc<dyn Store>> {
-    if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(database_url).await?))
-    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(database_url).await?))
+    // The scheme in any case, as the configuration accepts it; the drivers want lowercase.
+    let url = match database_url.split_once(':') {
+        Some((scheme, rest)) => format!("{}:{rest}", scheme.to_ascii_lowercase()),
+        None => database_url.to_owned(),
+    };
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(&url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(&url).await?))
     } else {
         // Only the scheme is echoed: the rest of the URL may hold a password.
         let scheme = database_url.split(':').next().unwrap_or_default();

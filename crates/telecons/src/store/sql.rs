@@ -280,6 +280,15 @@ where
         installation(row)
     }
 
+    async fn existing_installation(&self) -> StoreResult<Option<Installation>> {
+        let row: Option<InstallationRow> =
+            sqlx::query_as("SELECT id, mode, created_at_ms FROM installation")
+                .fetch_optional(&self.readers)
+                .await
+                .during("reading the installation")?;
+        row.map(installation).transpose()
+    }
+
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         let mut tx = self.begin_write(OPERATION).await?;

@@ -19,6 +19,7 @@ crate::on_both_backends!(
     a_patch_that_retires_a_room_answers_while_kaleyra_is_slow,
     a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory,
     a_directory_too_slow_for_the_request_stores_nothing,
+    the_budget_counts_from_the_requests_arrival,
 );
 
 const BUDGET: Duration = Duration::from_secs(1);
@@ -158,4 +159,42 @@ fn by_ids() -> Value {
         "start_date": "2030-01-01T10:00:00.000Z",
         "duration_in_seconds": 1800,
     })
+}
+
+/// The budget counts from when the request arrived, not from when its handler ran: a body
+/// that takes long to arrive, then a slow Kaleyra after the commit, still gets its 201 (or a
+/// 503 with nothing stored) — never a 503 for a stored booking.
+async fn the_budget_counts_from_the_requests_arrival(db: TestDatabase) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with_budget(db, &[], Duration::from_secs(2)).await;
+    app.sim
+        .add_fault(Fault::delay("/v2/rooms", Duration::from_secs(20)).method("POST"));
+    let body = pair().to_string();
+    let address = app.base_url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /teleconsultation HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() - 1);
+    stream.write_all(first.as_bytes()).await.unwrap();
+    // Longer than the budget's time before the commit (1 s), shorter than the timeout.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let stored = app
+        .services
+        .store
+        .list_live_teleconsultations("", 10)
+        .await
+        .unwrap();
+    let status_line = answer.lines().next().unwrap_or_default();
+    if stored.is_empty() {
+        assert!(status_line.contains(" 503 "), "{answer}");
+    } else {
+        assert!(status_line.contains(" 201 "), "stored, so 201: {answer}");
+    }
 }

@@ -705,10 +705,16 @@ async fn demo_serves_on_its_embedded_simulator_and_stops_on_sigterm() {
     let port = free_port();
     let port_text = port.to_string();
     let serve_db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    // What the demo ignores, even half-set or invalid: the database, Kaleyra, bearer tokens.
     let mut run = Running::start(telecons(
         &["demo"],
         dir.path(),
-        &[("HTTP_PORT", &port_text), ("DATABASE_URL", &serve_db)],
+        &[
+            ("HTTP_PORT", &port_text),
+            ("DATABASE_URL", &serve_db),
+            ("BANDYER_BASE_URL", "http://127.0.0.1:9"),
+            ("JWT_ISSUER", "https://issuer.test/"),
+        ],
     ));
     wait_for_banner(&mut run, &format!("listening on http://127.0.0.1:{port}")).await;
     assert_eq!(
@@ -778,6 +784,31 @@ async fn the_printed_walkthrough_gives_a_link_on_the_first_run_and_after_a_resta
         );
         run.terminate_idle().await;
     }
+}
+
+/// `audit` on a database telecons never served would find nothing and look consistent: it
+/// refuses instead. A `DATABASE_URL` scheme in capitals works like the lowercase one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_refuses_a_database_telecons_never_served() {
+    let sim = kaleyra_sim::spawn("cli-sim-key").await.expect("simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("SQLITE://{}", dir.path().join("empty.db").display());
+    let mut run = Running::start(telecons(
+        &["audit"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "cli-sim-key"),
+            ("BANDYER_BASE_URL", sim.base_url()),
+            ("DATABASE_URL", &url),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(!status.success(), "{}", run.output());
+    assert!(
+        run.stderr().contains("never run on this database"),
+        "{}",
+        run.output()
+    );
 }
 
 /// The demo's Kaleyra is a simulator: it must never write its users into a service's

@@ -17,6 +17,7 @@ crate::on_both_backends!(
     an_idle_keep_alive_connection_is_closed,
     open_connections_are_capped,
     shutdown_waits_for_answers_but_not_for_stalled_connections,
+    http2_is_not_spoken,
 );
 
 struct Running {
@@ -196,4 +197,30 @@ async fn shutdown_waits_for_answers_but_not_for_stalled_connections(db: TestData
         200
     );
     assert!(closed_within(&mut stalled, Duration::from_secs(2)).await);
+}
+
+/// Only HTTP/1.1 is served (its deadlines hold; an idle HTTP/2 connection that answers pings
+/// would never be closed): an HTTP/2 preface is refused and its connection does not keep
+/// a slot.
+async fn http2_is_not_spoken(db: TestDatabase) {
+    let app = start(db, limits(Duration::from_secs(60), 1)).await;
+    let mut h2 = TcpStream::connect(app.address).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    assert!(
+        closed_within(&mut h2, Duration::from_secs(5)).await,
+        "an HTTP/2 connection is kept"
+    );
+    // The only slot is free again.
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(format!("http://{}/-/healthz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
 }

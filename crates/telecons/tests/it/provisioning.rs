@@ -31,6 +31,7 @@ crate::on_both_backends!(
     a_forgotten_user_who_becomes_plus_is_created_again_as_plus,
     deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms,
     a_room_deleted_on_kaleyras_side_is_made_again,
+    sweeps_go_on_from_where_the_last_stopped,
 );
 
 const DOCTOR: &str = "doc-1";
@@ -684,4 +685,39 @@ async fn a_room_deleted_on_kaleyras_side_is_made_again(db: TestDatabase) {
     assert_eq!(rooms.len(), 1);
     assert_ne!(rooms[0].id, old_room);
     assert_converged(&app).await;
+}
+
+/// A sweep checks at most 500 rooms; the next one goes on from there, so an orphan behind
+/// hundreds of known rooms is found too.
+async fn sweeps_go_on_from_where_the_last_stopped(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    let tc = app
+        .services
+        .store
+        .get_teleconsultation(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    let request = telecons::provisioner::create_room_request(
+        tc.desired_room.as_ref().unwrap(),
+        app.services.provisioner.installation_id(),
+        &id,
+    );
+    for _ in 0..520 {
+        let room = app.services.kaleyra.create_room(&request).await.unwrap();
+        // Known: queued for deletion, not yet deleted.
+        app.services
+            .store
+            .retire_room(&room.id, Some(&id), app.clock.now() + Duration::days(365))
+            .await
+            .unwrap();
+    }
+    let orphan = app.services.kaleyra.create_room(&request).await.unwrap();
+    app.clock.advance(Duration::hours(1));
+    let first = app.services.provisioner.sweep_orphans().await.unwrap();
+    assert_eq!(first, 0, "the first 500 are all known");
+    let second = app.services.provisioner.sweep_orphans().await.unwrap();
+    assert_eq!(second, 1);
+    assert!(!app.sim.rooms().iter().any(|r| r.id == orphan.id));
 }

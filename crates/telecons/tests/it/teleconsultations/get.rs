@@ -28,6 +28,8 @@ crate::on_both_backends!(
     caller_header_is_configurable,
     an_identity_header_sent_twice_is_400_naming_it,
     polling_participants_cost_one_kaleyra_call_per_room,
+    an_unknown_id_comes_before_an_ambiguous_identity,
+    a_repeated_identity_header_is_refused_whatever_its_bytes,
 );
 
 /// Entries without a stored language (so the link carries no options unless asked).
@@ -515,4 +517,47 @@ async fn polling_participants_cost_one_kaleyra_call_per_room(db: TestDatabase) {
         .filter(|c| c.starts_with("GET /v2/rooms/"))
         .count();
     assert_eq!(details_calls, 1, "{:?}", app.kaleyra_calls());
+}
+
+/// 404 first (spec §4): an unknown id with an identity header sent twice is a 404.
+async fn an_unknown_id_comes_before_an_ambiguous_identity(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = "0123456789abcdef01234567";
+    let headers = [("miauserid", "a"), ("miauserid", "b")];
+    let (status, body) = app.get(&format!("/teleconsultation/{id}"), &headers).await;
+    assert_eq!((status, body), (404, not_found_on_crud(id)));
+    for method in [reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let (status, body) = app
+            .send(
+                method,
+                &format!("/teleconsultation/{id}"),
+                &headers,
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 404, "{body}");
+    }
+}
+
+/// A repeated identity header is refused even when one value is not ASCII (it must not be
+/// dropped before the count, letting the other win).
+async fn a_repeated_identity_header_is_refused_whatever_its_bytes(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, plain_pair()).await;
+    app.clock.set(start());
+    let mut headers = reqwest::header::HeaderMap::new();
+    for value in [DOC.as_bytes(), "josé".as_bytes()] {
+        headers.append(
+            "miauserid",
+            reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    let response = app
+        .http
+        .get(app.url(&format!("/teleconsultation/{id}")))
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
 }
