@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -150,6 +151,13 @@ def proc_status(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM"):
                 out[key] = int(value.split()[0])
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def iso(t: dt.datetime) -> str:
@@ -421,7 +429,12 @@ def measure(args, svc: Service, sim: Simulator | None, name: str, path: str, scr
         time.sleep(0.5)
     if sim is not None:
         sim.clear_requests()
+    cpu_before = cpu_seconds(svc.proc.pid)
     result = wrk(args, svc.port, path, script, args.duration, extra_env, workdir, name)
+    result["cpu_ms_per_request"] = (
+        (cpu_seconds(svc.proc.pid) - cpu_before) * 1000 / result["requests"]
+        if result["requests"] else 0.0)
+    result["rss_after_kb"] = svc.rss_kb()
     if sim is not None:
         calls = sim.requests()
         result["kaleyra_calls"] = len(calls)
@@ -437,7 +450,8 @@ def measure(args, svc: Service, sim: Simulator | None, name: str, path: str, scr
     if result["errors_total"]:
         log(f"  {name}: errors {result['errors']}")
     log(f"  {name}: {result['rps']:.0f} req/s, p50 {result['latency_us']['p50'] / 1000:.2f} ms, "
-        f"p99 {result['latency_us']['p99'] / 1000:.2f} ms"
+        f"p99 {result['latency_us']['p99'] / 1000:.2f} ms, "
+        f"service CPU {result['cpu_ms_per_request']:.3f} ms/request"
         + (f", Kaleyra calls/request {result['kaleyra_per_request']:.2f}" if sim else ""))
     return result
 
@@ -626,7 +640,7 @@ def load_cell(r: dict | None) -> str:
     if not r:
         return "—"
     cell = (f"{r['rps']:,.0f} req/s · p50 {ms(r['latency_us']['p50'])} ms · "
-            f"p99 {ms(r['latency_us']['p99'])} ms")
+            f"p99 {ms(r['latency_us']['p99'])} ms · CPU {r['cpu_ms_per_request']:.2f} ms/req")
     if r["errors_total"]:
         e = {k: v for k, v in r["errors"].items() if v}
         cell += " · errors " + ", ".join(f"{k} {v}" for k, v in e.items())
@@ -746,7 +760,8 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
     if args.note:
         out.append(f"{args.note}\n")
     out.append(
-        f"- Command: `{' '.join(['bench/run'] + args.argv)}` ({elapsed / 60:.1f} min)\n"
+        f"- Command: `{shlex.join(['bench/run'] + shown_argv(args.argv))}` "
+        f"({elapsed / 60:.1f} min)\n"
         f"- Code: {info.get('commit')}\n"
         f"- Machine: {info.get('nproc')} CPUs ({info.get('cpu')}), {info.get('memory')} memory, "
         f"Linux {info.get('kernel')}, {info.get('rustc')}; load average at start {info.get('load')}\n"
@@ -768,6 +783,18 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
     if details:
         out.append("<details><summary>Kaleyra calls by route (measured runs)</summary>\n\n"
                    + "".join(f"- {d}\n" for d in details) + "\n</details>\n")
+    rss = []
+    for r in results:
+        phases = []
+        for latency, lat in r["latencies"].items():
+            for key in ("healthz", "join", "post_known", "post_new"):
+                kb = lat[key].get("rss_after_kb", {})
+                phases.append(f"{latency} ms {key} {kb.get('VmRSS', 0) / 1024:.0f}/"
+                              f"{kb.get('VmHWM', 0) / 1024:.0f}")
+        rss.append(f"{BACKEND_NAMES[r['backend']]}: " + ", ".join(phases))
+    out.append("<details><summary>Service RSS / high-water mark after each phase, MB "
+               "(first instance, in order)</summary>\n\n"
+               + "".join(f"- {line}\n" for line in rss) + "\n</details>\n")
     return "\n".join(out) + "\n"
 
 
@@ -776,6 +803,24 @@ def growth(r: dict, small_latency: int) -> tuple[float, float, float]:
     a, b = r["latencies"][small_latency]["join"], r["large_join"]
     return (b["latency_us"]["p50"] / a["latency_us"]["p50"],
             b["latency_us"]["p99"] / a["latency_us"]["p99"], b["rps"] / a["rps"])
+
+
+def shown_argv(argv: list[str]) -> list[str]:
+    """The options that change the figures (not --label, --note, --keep, ...)."""
+    hidden_with_value = {"--label", "--note", "--bin-dir"}
+    hidden = {"--keep", "--write", "--no-write", "--skip-build"}
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in hidden_with_value:
+            skip = "=" not in a
+            continue
+        if name not in hidden:
+            out.append(a)
+    return out
 
 
 def l_s(latency_ms: int) -> str:
@@ -838,13 +883,10 @@ def parse_args(argv: list[str]):
     p.add_argument("--skip-build", action="store_true", help="(bench/run) use the binaries as built")
     p.add_argument("--bin-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.argv = [a for a in argv]
+    args.argv = list(argv)
     if args.bin_dir is None:
         target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
         args.bin_dir = Path(target) / "release"
-    # Not part of the command a reader should copy.
-    strip = {"--bin-dir", str(args.bin_dir)}
-    args.argv = [a for a in args.argv if a not in strip]
     if args.duration is None:
         args.duration = 2 if args.quick else 10
     if args.warmup is None:
