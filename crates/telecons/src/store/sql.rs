@@ -648,6 +648,12 @@ where
 
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog> {
         // One statement, one snapshot. CAST keeps the count types equal on both backends.
+        // The room condition is written as the partial index `teleconsultations_awaiting_room`
+        // states it (both planners match it term by term), and the instant from which links
+        // are due is computed here (no overflow in SQL for a huge period).
+        let links_due_by = now
+            .timestamp_millis()
+            .saturating_add(i64::try_from(immutable_period_ms).unwrap_or(i64::MAX));
         let (teleconsultations, missing, deletions): (i64, i64, i64) = sqlx::query_as(
             "SELECT \
                CAST((SELECT COUNT(*) FROM teleconsultations \
@@ -655,11 +661,10 @@ where
                CAST((SELECT COUNT(*) FROM teleconsultations \
                      WHERE state = 'active' AND desired_fingerprint IS NOT NULL \
                        AND (room_fingerprint IS NULL OR room_fingerprint <> desired_fingerprint) \
-                       AND start_at_ms - $2 <= $1) AS BIGINT), \
+                       AND start_at_ms <= $1) AS BIGINT), \
                CAST((SELECT COUNT(*) FROM rooms_to_delete) AS BIGINT)",
         )
-        .bind(now.timestamp_millis())
-        .bind(i64::try_from(immutable_period_ms).unwrap_or(i64::MAX))
+        .bind(links_due_by)
         .fetch_one(&self.readers)
         .await
         .during("counting the provisioning backlog")?;
