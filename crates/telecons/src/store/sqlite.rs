@@ -42,17 +42,24 @@ impl SqlStore<Sqlite> {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
+        // No ping before each use (`test_before_acquire`): a connection to a local file
+        // does not hang up, and the ping is a second round trip to the connection's thread
+        // (the join went from ~13k to ~20k req/s without it; BENCHMARKS.md). It also means
+        // a cancelled acquire never drops the one writer connection.
         // One writer connection: SQLite has one writer at a time anyway.
         // A request waits at most this long for the writer: it must stay within its budget
         // (a failed write is a 503 with nothing stored).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
             .await
             .during(OPERATION)?;
+        // Four readers: two or eight measured slower on two cores.
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.read_only(true))
             .await
