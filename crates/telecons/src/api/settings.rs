@@ -132,6 +132,16 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
     ))
 }
 
+/// 401 without a caller, 403 when the caller is not in `settingsGroups`.
+async fn may_change_settings(state: &ApiState, caller: RequestCaller) -> Result<(), ApiError> {
+    let caller = caller.get()?;
+    state
+        .company
+        .authorize(&caller)
+        .await
+        .map_err(company_error)
+}
+
 /// Uploads a company virtual background: `multipart/form-data` with one file field
 /// `virtual_background`, a JPEG of at most 10 MB.
 #[utoipa::path(post, path = "/settings/background-image", tag = "settings",
@@ -152,12 +162,7 @@ async fn upload_background(
     caller: RequestCaller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<BackgroundUploaded>, ApiError> {
-    let caller = caller.get()?;
-    state
-        .company
-        .authorize(&caller)
-        .await
-        .map_err(company_error)?;
+    may_change_settings(&state, caller).await?;
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -237,12 +242,7 @@ async fn update_settings(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CompanyAnswer>, ApiError> {
-    let caller = caller.get()?;
-    state
-        .company
-        .authorize(&caller)
-        .await
-        .map_err(company_error)?;
+    may_change_settings(&state, caller).await?;
     let body: UpdateSettingsBody = json_body(&headers, body)?;
     if body.background_alias.trim().is_empty() {
         return Err(ApiError::bad_request(
