@@ -10,7 +10,7 @@ use kaleyra_sim::Fault;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::directory::spawn_auth0;
+use crate::directory::{DOCTOR_AND_PATIENT, by_ids, directory_env, spawn_auth0};
 use crate::support::{TestApp, TestDatabase};
 use crate::teleconsultations::{DOC, create_tc, delete_tc, doctor, pair, patch_tc, patient};
 
@@ -67,13 +67,7 @@ async fn a_patch_that_retires_a_room_answers_while_kaleyra_is_slow(db: TestDatab
         json!({"participants": {"number": 2, "data": [doctor(DOC), patient("pat-new")]}});
     let (status, body) = patch_tc(&app, &id, replaced).await;
     assert_eq!(status, 204, "{body}");
-    let stored = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.stored(&id).await;
     assert_eq!(
         stored.participants[1].external_id, "pat-new",
         "the change is stored"
@@ -81,38 +75,23 @@ async fn a_patch_that_retires_a_room_answers_while_kaleyra_is_slow(db: TestDatab
 }
 
 async fn a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory(db: TestDatabase) {
-    let (url, auth0) = spawn_auth0(&[
-        ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
-        ("auth0|patient", "patient", "Luca Bianchi"),
-    ])
-    .await;
+    let (url, auth0) = spawn_auth0(DOCTOR_AND_PATIENT).await;
     // Two lookups of 150 ms: most of the time before the commit is used up.
     auth0.user_delay_ms.store(150, Ordering::SeqCst);
-    let app = TestApp::spawn_with_budget(
-        db,
-        &[
-            ("AUTH_SERVICE", "auth0-client"),
-            ("AUTH0_DOMAIN", &url),
-            ("AUTH0_CLIENT_ID", "telecons"),
-            ("AUTH0_CLIENT_SECRET", "s3cret"),
-        ],
-        BUDGET,
-    )
-    .await;
+    let app = TestApp::spawn_with_budget(db, &directory_env(&url), BUDGET).await;
     app.sim
         .add_fault(Fault::delay("/v2/rooms", Duration::from_secs(20)).method("POST"));
     let (status, body) = app
-        .send(Method::POST, "/teleconsultation", &[], Some(by_ids()))
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &[],
+            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let id = body["roomId"].as_str().unwrap();
-    let stored = app
-        .services
-        .store
-        .get_teleconsultation(id)
-        .await
-        .unwrap()
-        .expect("stored");
+    let stored = app.stored(id).await;
     assert!(
         stored.provision_due_at.is_some(),
         "the worker finishes the room"
@@ -120,25 +99,16 @@ async fn a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory(db: T
 }
 
 async fn a_directory_too_slow_for_the_request_stores_nothing(db: TestDatabase) {
-    let (url, auth0) = spawn_auth0(&[
-        ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
-        ("auth0|patient", "patient", "Luca Bianchi"),
-    ])
-    .await;
+    let (url, auth0) = spawn_auth0(DOCTOR_AND_PATIENT).await;
     auth0.user_delay_ms.store(3_000, Ordering::SeqCst);
-    let app = TestApp::spawn_with_budget(
-        db,
-        &[
-            ("AUTH_SERVICE", "auth0-client"),
-            ("AUTH0_DOMAIN", &url),
-            ("AUTH0_CLIENT_ID", "telecons"),
-            ("AUTH0_CLIENT_SECRET", "s3cret"),
-        ],
-        BUDGET,
-    )
-    .await;
+    let app = TestApp::spawn_with_budget(db, &directory_env(&url), BUDGET).await;
     let (status, body) = app
-        .send(Method::POST, "/teleconsultation", &[], Some(by_ids()))
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &[],
+            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
+        )
         .await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -151,14 +121,6 @@ async fn a_directory_too_slow_for_the_request_stores_nothing(db: TestDatabase) {
         "nothing stored"
     );
     assert!(app.kaleyra_calls().is_empty());
-}
-
-fn by_ids() -> Value {
-    json!({
-        "participants": ["auth0|doctor", "auth0|patient"],
-        "start_date": "2030-01-01T10:00:00.000Z",
-        "duration_in_seconds": 1800,
-    })
 }
 
 /// The budget counts from when the request arrived, not from when its handler ran: a body

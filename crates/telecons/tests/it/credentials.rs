@@ -75,13 +75,7 @@ async fn a_caller_with_a_role_gets_a_token_and_its_user_once(db: TestDatabase) {
         ),
     )
     .await;
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     assert_eq!(tc.participants[0].kaleyra_user_id, kid("doc-9"));
     assert_eq!(user_creations(&app), 2, "only the patient is new");
 }

@@ -106,32 +106,33 @@ pub(crate) async fn app_with_directory_of(
     users: &[(&str, &str, &str)],
 ) -> (TestApp, Arc<FakeAuth0>) {
     let (url, auth0) = spawn_auth0(users).await;
-    let app = TestApp::spawn_with(
-        db,
-        &[
-            ("AUTH_SERVICE", "auth0-client"),
-            ("AUTH0_DOMAIN", &url),
-            ("AUTH0_CLIENT_ID", "telecons"),
-            ("AUTH0_CLIENT_SECRET", "s3cret"),
-        ],
-    )
-    .await;
+    let app = TestApp::spawn_with(db, &directory_env(&url)).await;
     (app, auth0)
 }
 
-/// A doctor and a patient, ids in Auth0's `provider|id` form.
-async fn app_with_directory(db: TestDatabase) -> (TestApp, Arc<FakeAuth0>) {
-    app_with_directory_of(
-        db,
-        &[
-            ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
-            ("auth0|patient", "patient", "Luca Bianchi"),
-        ],
-    )
-    .await
+/// The variables that point the service's directory at the stand-in at `url`.
+pub(crate) fn directory_env(url: &str) -> [(&'static str, &str); 4] {
+    [
+        ("AUTH_SERVICE", "auth0-client"),
+        ("AUTH0_DOMAIN", url),
+        ("AUTH0_CLIENT_ID", "telecons"),
+        ("AUTH0_CLIENT_SECRET", "s3cret"),
+    ]
 }
 
-fn by_ids(ids: &[&str]) -> Value {
+/// A doctor and a patient, ids in Auth0's `provider|id` form.
+pub(crate) const DOCTOR_AND_PATIENT: &[(&str, &str, &str)] = &[
+    ("auth0|doctor", "doctor", "Dr. Maria Rossi"),
+    ("auth0|patient", "patient", "Luca Bianchi"),
+];
+
+/// The directory knows [`DOCTOR_AND_PATIENT`].
+async fn app_with_directory(db: TestDatabase) -> (TestApp, Arc<FakeAuth0>) {
+    app_with_directory_of(db, DOCTOR_AND_PATIENT).await
+}
+
+/// A booking whose participants are given as plain ids (resolved through the directory).
+pub(crate) fn by_ids(ids: &[&str]) -> Value {
     json!({
         "participants": ids,
         "start_date": "2030-01-01T10:00:00.000Z",
@@ -212,13 +213,7 @@ async fn the_directory_decides_groups_and_names_over_the_body(db: TestDatabase) 
         .await;
     assert_eq!(status, 201, "{body}");
     let id = body["roomId"].as_str().unwrap();
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(id).await;
     assert_eq!(tc.participants[0].groups, vec!["doctor".to_owned()]);
     assert_eq!(
         tc.participants[0].full_name.as_deref(),

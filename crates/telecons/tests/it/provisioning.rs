@@ -170,13 +170,7 @@ async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
     assert_eq!(app.sim.users().len(), 2);
     assert_converged(&app).await;
     // The booking is intact.
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     assert_eq!(tc.participants.len(), 2);
 }
 
@@ -264,13 +258,7 @@ async fn a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated(db: Tes
     );
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert_eq!(app.sim.rooms().len(), 1, "created on Kaleyra");
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     assert_eq!(tc.room_id, None, "but not recorded");
     assert!(tc.creating_fingerprint.is_some(), "the attempt is marked");
 
@@ -297,13 +285,7 @@ async fn a_dropped_connection_on_room_creation_leaves_no_duplicate(db: TestDatab
 async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     let spec = tc.desired_room.clone().unwrap();
     // A leaked room (as if the database had failed right after its creation)…
     let leaked = app
@@ -318,13 +300,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .unwrap();
     // …and one being created right now for another teleconsultation.
     let other = create_tc(&app, booking("doc-2", "pat-2")).await;
-    let other_tc = app
-        .services
-        .store
-        .get_teleconsultation(&other)
-        .await
-        .unwrap()
-        .unwrap();
+    let other_tc = app.stored(&other).await;
     let mut other_spec = other_tc.desired_room.clone().unwrap();
     other_spec.live = !other_spec.live; // a new spec, mid-creation
     // (A creation in flight: the record is due for provisioning and marked.)
@@ -469,13 +445,7 @@ async fn concurrent_patches_apply_one_after_the_other(db: TestDatabase) {
         let (status, body) = task.await.unwrap();
         assert_eq!(status, 204, "{body}");
     }
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     assert!(
         (0..6).any(|i| tc.duration_secs == 600 + 60 * i),
         "one of the changes is the last: {}",
@@ -540,13 +510,7 @@ async fn a_lost_room_of_a_list_made_incomplete_is_found_and_deleted(db: TestData
     background_pass(&app).await;
     assert!(app.sim.rooms().is_empty(), "the lost room is deleted");
     assert_converged(&app).await;
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     assert_eq!(tc.creating_fingerprint, None);
     assert_eq!(tc.provision_due_at, None);
 }
@@ -692,13 +656,7 @@ async fn a_room_deleted_on_kaleyras_side_is_made_again(db: TestDatabase) {
 async fn sweeps_go_on_from_where_the_last_stopped(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
-    let tc = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let tc = app.stored(&id).await;
     let request = telecons::provisioner::create_room_request(
         tc.desired_room.as_ref().unwrap(),
         app.services.provisioner.installation_id(),

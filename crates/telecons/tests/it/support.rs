@@ -195,6 +195,16 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// Teleconsultation `id` as the store has it; panics when it has none.
+    pub async fn stored(&self, id: &str) -> telecons::domain::teleconsultation::Teleconsultation {
+        self.services
+            .store
+            .get_teleconsultation(id)
+            .await
+            .expect("the store answers")
+            .unwrap_or_else(|| panic!("teleconsultation {id} is stored"))
+    }
+
     pub async fn spawn(db: TestDatabase) -> Self {
         Self::spawn_with(db, &[]).await
     }

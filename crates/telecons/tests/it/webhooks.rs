@@ -106,13 +106,7 @@ async fn a_missing_wrong_or_stale_signature_is_401_and_nothing_is_done(db: TestD
         assert_eq!(body["statusCode"], 401, "{body}");
     }
     assert!(app.sim.rooms().is_empty(), "no room was made again");
-    let stored = app
-        .services
-        .store
-        .get_teleconsultation(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.stored(&id).await;
     assert_eq!(
         stored.room_id.as_deref(),
         Some(room.as_str()),
