@@ -30,7 +30,7 @@ use crate::domain::teleconsultation::{
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::provisioner::Provisioner;
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
 /// stored change may be followed by the provisioner's own (the room switch), so a burst of
@@ -206,15 +206,18 @@ impl Lifecycle {
             caller,
         );
         tc.plan_room(&self.settings.rooms, now)?;
-        match self.store.insert_teleconsultation(&tc).await {
+        // Stored with the lease held: this request provisions it next.
+        let lease = self.provisioner.lease();
+        match self.store.insert_leased(&tc, &lease).await {
             // 64 random bits collided: another id, once.
             Err(StoreError::Conflict(_)) => {
                 tc.id = new_teleconsultation_id(now);
-                self.store.insert_teleconsultation(&tc).await?;
+                self.store.insert_leased(&tc, &lease).await?;
             }
             stored => stored?,
         }
-        self.after_commit(&budget, &[], Some(&tc.id)).await;
+        self.after_commit(&budget, &[], Some((&tc.id, Some(lease))))
+            .await;
         Ok(tc.id)
     }
 
@@ -421,7 +424,7 @@ impl Lifecycle {
             }
             match self.store.update_teleconsultation(&next, &retired).await {
                 Ok(_) => {
-                    let provision = next.is_live().then_some(next.id.as_str());
+                    let provision = next.is_live().then_some((next.id.as_str(), None));
                     self.after_commit(&budget, &retired, provision).await;
                     return Ok(());
                 }
@@ -435,18 +438,26 @@ impl Lifecycle {
     }
 
     /// The work after a commit, within what is left of the request's budget: deleting the
-    /// rooms it retired, then provisioning `provision`. What does not fit stays stored (the
-    /// deletion queue, the provisioning mark) and the background worker finishes it.
+    /// rooms it retired, then provisioning `provision` (an id, with the lease on it the
+    /// request holds, if any). What does not fit stays stored (the deletion queue, the
+    /// provisioning mark) and the background worker finishes it.
     ///
     /// The work runs in a task of its own: when the budget is over it goes on in the
     /// background, never cut mid-step (a database transaction must not be left half done).
-    async fn after_commit(&self, budget: &Budget, retired: &[String], provision: Option<&str>) {
+    async fn after_commit(
+        &self,
+        budget: &Budget,
+        retired: &[String],
+        provision: Option<(&str, Option<Lease>)>,
+    ) {
         let provisioner = self.provisioner.clone();
-        let (retired_rooms, owned) = (retired.to_vec(), provision.map(str::to_owned));
+        let retired_rooms = retired.to_vec();
+        let id = provision.as_ref().map(|(id, _)| *id);
+        let owned = provision.map(|(id, held)| (id.to_owned(), held));
         let work = tokio::spawn(async move {
             provisioner.delete_rooms(&retired_rooms).await;
-            if let Some(id) = owned {
-                provisioner.converge_inline(&id).await;
+            if let Some((id, held)) = owned {
+                provisioner.converge_inline(&id, held).await;
             }
         });
         if tokio::time::timeout_at(budget.deadline, work)
@@ -454,7 +465,7 @@ impl Lifecycle {
             .is_err()
         {
             tracing::warn!(
-                teleconsultation = provision,
+                teleconsultation = id,
                 "the request's time is up; the background worker finishes its Kaleyra work"
             );
         }

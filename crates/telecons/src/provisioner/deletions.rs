@@ -32,9 +32,9 @@ impl Provisioner {
         &self,
         room_id: Option<&str>,
     ) -> Result<Option<RoomDeletion>, StoreError> {
-        let now = self.clock.now();
+        let lease = self.lease();
         self.store
-            .claim_room_deletion(room_id, now, &self.lease_owner(), now + self.settings.lease)
+            .claim_room_deletion(room_id, self.clock.now(), &lease.owner, lease.until)
             .await
     }
 

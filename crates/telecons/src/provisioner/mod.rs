@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::domain::room_spec::{Recording, RoomSpec};
 use crate::domain::roster::{Tool, Tools};
 use crate::domain::teleconsultation::Teleconsultation;
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 use crate::telemetry;
 
 /// A failed provisioning is retried after this, doubling with each failure up to
@@ -110,7 +110,7 @@ impl Provisioner {
     /// someone else (another request, another instance) holds the lease on `id`, this waits
     /// a moment for it, then leaves the work to the lease holder and the background worker.
     pub async fn converge(&self, id: &str) -> Result<(), ProvisionError> {
-        let owner = self.lease_owner();
+        let owner = self.lease().owner;
         for attempt in 0..LEASE_WAIT_ATTEMPTS {
             let now = self.clock.now();
             if self
@@ -130,16 +130,20 @@ impl Provisioner {
 
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
     /// then is left to the background worker (it stays marked), and the request answers as
-    /// usual.
+    /// usual. `held`: the lease on `id` the request already holds (it took it with its
+    /// insert), if any.
     ///
     /// The work runs in a task of its own and is never cut: when the wait ends it goes on
     /// in the background (cutting it could leave a database transaction half done).
-    pub async fn converge_inline(&self, id: &str) {
+    pub async fn converge_inline(&self, id: &str, held: Option<Lease>) {
         let provisioner = self.clone();
         let owned_id = id.to_owned();
         let work = tokio::spawn(async move {
             // Errors are logged and postponed inside.
-            let _ = provisioner.converge(&owned_id).await;
+            let _ = match held {
+                Some(lease) => provisioner.converge_leased(&owned_id, &lease.owner).await,
+                None => provisioner.converge(&owned_id).await,
+            };
         });
         if tokio::time::timeout(INLINE_BUDGET, work).await.is_err() {
             tracing::warn!(
@@ -157,10 +161,13 @@ impl Provisioner {
             .unwrap_or(Duration::from_secs(60))
     }
 
-    /// A name for one piece of work: leases exclude other requests of this instance as well
-    /// as other instances.
-    fn lease_owner(&self) -> String {
-        format!("{}/{:016x}", self.instance_id, rand::random::<u64>())
+    /// A new lease from now, for one piece of work: its owner's name excludes other
+    /// requests of this instance as well as other instances.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            owner: format!("{}/{:016x}", self.instance_id, rand::random::<u64>()),
+            until: self.clock.now() + self.settings.lease,
+        }
     }
 
     /// [`Self::converge`] under a lease `owner` already holds; releases it at the end.
@@ -169,14 +176,16 @@ impl Provisioner {
         // work on the same record); it is never cut mid-step (a database transaction must not
         // be left half done). What is left is resumed like the work of a crashed instance.
         let stop_by = tokio::time::Instant::now() + self.lease_duration().mul_f32(0.8);
-        let result = self.converge_once(id, stop_by).await;
-        if let Err(err) = self.store.release_lease(id, owner).await {
+        let result = self.converge_once(id, owner, stop_by).await;
+        if !matches!(result, Ok(LeaseAfter::Released))
+            && let Err(err) = self.store.release_lease(id, owner).await
+        {
             tracing::warn!(teleconsultation = id, error = %err, "cannot release the lease; it expires");
         }
         if let Err(err) = &result {
             self.postpone(id, err).await;
         }
-        result
+        result.map(|_| ())
     }
 
     /// Marks failed work for a later try, backing off.
@@ -209,21 +218,23 @@ impl Provisioner {
         }
     }
 
+    /// The work of [`Self::converge_leased`] under `owner`'s lease.
     async fn converge_once(
         &self,
         id: &str,
+        owner: &str,
         stop_by: tokio::time::Instant,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<LeaseAfter, ProvisionError> {
         for _ in 0..MAX_ROUNDS {
             if tokio::time::Instant::now() >= stop_by {
                 tracing::warn!(
                     teleconsultation = id,
                     "provisioning outlasted its lease; resumed later"
                 );
-                return Ok(());
+                return Ok(LeaseAfter::Held);
             }
             let Some(tc) = self.store.get_teleconsultation(id).await? else {
-                return Ok(());
+                return Ok(LeaseAfter::Held);
             };
             if tc.is_live() {
                 self.ensure_users(&tc.participants).await?;
@@ -240,7 +251,7 @@ impl Provisioner {
                         self.store.mark_room_creation(id, None).await?;
                     }
                     self.store.clear_provisioning(id, tc.version).await?;
-                    return Ok(());
+                    return Ok(LeaseAfter::Held);
                 }
             };
             let room = match recovered {
@@ -257,9 +268,8 @@ impl Provisioner {
                     created => created?,
                 },
             };
-            if self.switch_to(tc, &spec, &room).await? {
-                self.store.mark_room_creation(id, None).await?;
-                return Ok(());
+            if self.switch_to(tc, &spec, &room, owner).await? {
+                return Ok(LeaseAfter::Released);
             }
             // The teleconsultation changed and no longer wants this room: retire it (unless
             // someone else recorded it meanwhile, e.g. after our lease expired), look again.
@@ -271,18 +281,19 @@ impl Provisioner {
             }
             self.store.mark_room_creation(id, None).await?;
         }
-        Ok(())
+        Ok(LeaseAfter::Held)
     }
 
-    /// Records `room` (made for `spec`) as the room of `tc` and retires its old room. When
-    /// `tc` changed meanwhile, tries again on the fresh record as long as it still wants a
-    /// room for this very spec (a change of the start date alone, say). False when it no
-    /// longer does.
+    /// Records `room` (made for `spec`) as the room of `tc` and retires its old room; the
+    /// same transaction ends the creation and `owner`'s lease. When `tc` changed meanwhile,
+    /// tries again on the fresh record as long as it still wants a room for this very spec
+    /// (a change of the start date alone, say). False when it no longer does.
     async fn switch_to(
         &self,
         mut tc: Teleconsultation,
         spec: &RoomSpec,
         room: &kaleyra_client::Room,
+        owner: &str,
     ) -> Result<bool, ProvisionError> {
         let fingerprint = spec.fingerprint();
         let links: Vec<(&str, &str)> = room
@@ -295,11 +306,7 @@ impl Provisioner {
                 return Ok(false);
             }
             let (switched, retired) = tc.switched_to(&room.id, &fingerprint, &links);
-            match self
-                .store
-                .update_teleconsultation(&switched, &retired)
-                .await
-            {
+            match self.store.record_room(&switched, &retired, owner).await {
                 Ok(_) => {
                     tracing::info!(teleconsultation = %tc.id, room = %room.id, "room created");
                     self.delete_rooms(&retired).await;
@@ -351,6 +358,13 @@ impl Provisioner {
             }
         }
     }
+}
+
+/// Whether a provisioning pass ended with its lease still held (to release) or already
+/// released (with the room recorded, in the same transaction).
+enum LeaseAfter {
+    Held,
+    Released,
 }
 
 /// The Kaleyra request for `spec`. The description is our tag (installation,

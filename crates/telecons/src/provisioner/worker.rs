@@ -24,15 +24,14 @@ impl Provisioner {
         // One at a time, each leased just before it is worked on: a lease taken for a whole
         // batch could expire before the batch reaches it.
         for _ in 0..BATCH {
-            let owner = self.lease_owner();
-            let now = self.clock.now();
+            let lease = self.lease();
             let claimed = self
                 .store
-                .claim_due_provisioning(now, &owner, now + self.settings.lease, 1)
+                .claim_due_provisioning(self.clock.now(), &lease.owner, lease.until, 1)
                 .await?;
             let Some(id) = claimed.first() else { break };
             // Errors are logged and postponed inside.
-            let _ = self.converge_leased(id, &owner).await;
+            let _ = self.converge_leased(id, &lease.owner).await;
         }
         for _ in 0..BATCH {
             let Some(entry) = self.claim_deletion(None).await? else {

@@ -16,7 +16,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::domain::teleconsultation::Teleconsultation;
 
 pub use postgres::PostgresStore;
-pub use records::{Backlog, Installation, InstallationMode, KaleyraUser, RoomDeletion};
+pub use records::{Backlog, Installation, InstallationMode, KaleyraUser, Lease, RoomDeletion};
 pub use sql::{Backend, SqlStore};
 pub use sqlite::SqliteStore;
 
@@ -73,6 +73,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new teleconsultation with its participants. `Conflict` when the id exists.
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()>;
 
+    /// [`Store::insert_teleconsultation`] with its provisioning lease held by `lease.owner`
+    /// from the start: the request that books it provisions it next, without a write of
+    /// its own to take the lease.
+    async fn insert_leased(&self, tc: &Teleconsultation, lease: &Lease) -> StoreResult<()>;
+
     /// The teleconsultation with this id, live or deleted.
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>>;
 
@@ -85,6 +90,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tc: &Teleconsultation,
         retired_rooms: &[String],
+    ) -> StoreResult<i64>;
+
+    /// [`Store::update_teleconsultation`] by the provisioner holding `owner`'s lease, which
+    /// has made the room `tc` now names: the same transaction clears the creation mark and
+    /// releases the lease. When the lease is no longer `owner`'s (it expired and another
+    /// took it), the holder's mark and lease stay.
+    async fn record_room(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+        owner: &str,
     ) -> StoreResult<i64>;
 
     /// The live teleconsultations in which this external user id participates, oldest first.

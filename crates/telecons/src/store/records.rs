@@ -16,6 +16,14 @@ pub struct KaleyraUser {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A provisioning lease: only `owner` works on a teleconsultation until `until` (several
+/// instances share one database).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until: DateTime<Utc>,
+}
+
 /// A Kaleyra room waiting to be deleted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomDeletion {

@@ -9,7 +9,7 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
-use super::records::{Backlog, Installation, KaleyraUser, RoomDeletion};
+use super::records::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::rows::{
     InstallationRow, JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json,
     installation, instant, kaleyra_user, mode_text, role_text, room_deletion, room_spec_json,
@@ -40,13 +40,14 @@ pub struct SqlStore<DB: Database> {
     pub(super) readers: Pool<DB>,
 }
 
+/// $16 and $17 are the provisioning lease (owner, until), NULL when none is taken.
 const INSERT_TELECONSULTATION: &str = "INSERT INTO teleconsultations \
     (id, version, state, participant_count, start_at_ms, duration_secs, room_id, \
      created_at_ms, updated_at_ms, created_by, updated_by, desired_room, desired_fingerprint, \
-     room_fingerprint, provision_due_at_ms) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     room_fingerprint, provision_due_at_ms, lease_owner, lease_until_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-/// Binds the same parameters as INSERT ($1 = id, $2 = the expected version); the version is
+/// Binds the same $1..$15 as INSERT ($1 = id, $2 = the expected version); the version is
 /// bumped by the statement itself.
 const UPDATE_TELECONSULTATION: &str = "UPDATE teleconsultations SET \
     version = version + 1, state = $3, participant_count = $4, start_at_ms = $5, \
@@ -54,6 +55,10 @@ const UPDATE_TELECONSULTATION: &str = "UPDATE teleconsultations SET \
     created_by = $10, updated_by = $11, desired_room = $12, desired_fingerprint = $13, \
     room_fingerprint = $14, provision_due_at_ms = $15, provision_attempts = 0 \
     WHERE id = $1 AND version = $2 RETURNING version";
+
+/// After a room is recorded: its creation is over and the lease holder ($2) is done.
+const END_ROOM_CREATION: &str = "UPDATE teleconsultations SET creating_fingerprint = NULL, \
+    lease_owner = NULL, lease_until_ms = NULL WHERE id = $1 AND lease_owner = $2";
 
 const TELECONSULTATION_EXISTS: &str = "SELECT id FROM teleconsultations WHERE id = $1";
 
@@ -204,6 +209,67 @@ where
         Ok(())
     }
 
+    async fn insert(&self, tc: &Teleconsultation, lease: Option<&Lease>) -> StoreResult<()> {
+        const OPERATION: &str = "inserting a teleconsultation";
+        let mut tx = self.begin_write(OPERATION).await?;
+        Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), tc)
+            .bind(lease.map(|lease| lease.owner.clone()))
+            .bind(lease.map(|lease| lease.until.timestamp_millis()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
+        Self::insert_participants(&mut tx, tc, OPERATION).await?;
+        tx.commit().await.during(OPERATION)?;
+        Ok(())
+    }
+
+    /// The update of [`Store::update_teleconsultation`]; with `holder`, also the end of the
+    /// room creation of [`Store::record_room`].
+    async fn update(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+        holder: Option<&str>,
+    ) -> StoreResult<i64> {
+        const OPERATION: &str = "updating a teleconsultation";
+        let mut tx = self.begin_write(OPERATION).await?;
+        let updated = Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), tc)
+            .fetch_optional(&mut *tx)
+            .await
+            .during(OPERATION)?;
+        if updated.is_none() {
+            let exists = sqlx::query(TELECONSULTATION_EXISTS)
+                .bind(tc.id.clone())
+                .fetch_optional(&mut *tx)
+                .await
+                .during(OPERATION)?;
+            return Err(if exists.is_some() {
+                StoreError::StaleVersion
+            } else {
+                StoreError::NotFound
+            });
+        }
+        sqlx::query(DELETE_PARTICIPANTS)
+            .bind(tc.id.clone())
+            .execute(&mut *tx)
+            .await
+            .during(OPERATION)?;
+        Self::insert_participants(&mut tx, tc, OPERATION).await?;
+        for room_id in retired_rooms {
+            Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
+        }
+        if let Some(owner) = holder {
+            sqlx::query(END_ROOM_CREATION)
+                .bind(tc.id.clone())
+                .bind(owner.to_owned())
+                .execute(&mut *tx)
+                .await
+                .during(OPERATION)?;
+        }
+        tx.commit().await.during(OPERATION)?;
+        Ok(tc.version + 1)
+    }
+
     async fn select_joined(
         &self,
         operation: &'static str,
@@ -290,15 +356,11 @@ where
     }
 
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {
-        const OPERATION: &str = "inserting a teleconsultation";
-        let mut tx = self.begin_write(OPERATION).await?;
-        Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), tc)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
-        Self::insert_participants(&mut tx, tc, OPERATION).await?;
-        tx.commit().await.during(OPERATION)?;
-        Ok(())
+        self.insert(tc, None).await
+    }
+
+    async fn insert_leased(&self, tc: &Teleconsultation, lease: &Lease) -> StoreResult<()> {
+        self.insert(tc, Some(lease)).await
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {
@@ -318,35 +380,16 @@ where
         tc: &Teleconsultation,
         retired_rooms: &[String],
     ) -> StoreResult<i64> {
-        const OPERATION: &str = "updating a teleconsultation";
-        let mut tx = self.begin_write(OPERATION).await?;
-        let updated = Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), tc)
-            .fetch_optional(&mut *tx)
-            .await
-            .during(OPERATION)?;
-        if updated.is_none() {
-            let exists = sqlx::query(TELECONSULTATION_EXISTS)
-                .bind(tc.id.clone())
-                .fetch_optional(&mut *tx)
-                .await
-                .during(OPERATION)?;
-            return Err(if exists.is_some() {
-                StoreError::StaleVersion
-            } else {
-                StoreError::NotFound
-            });
-        }
-        sqlx::query(DELETE_PARTICIPANTS)
-            .bind(tc.id.clone())
-            .execute(&mut *tx)
-            .await
-            .during(OPERATION)?;
-        Self::insert_participants(&mut tx, tc, OPERATION).await?;
-        for room_id in retired_rooms {
-            Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
-        }
-        tx.commit().await.during(OPERATION)?;
-        Ok(tc.version + 1)
+        self.update(tc, retired_rooms, None).await
+    }
+
+    async fn record_room(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+        owner: &str,
+    ) -> StoreResult<i64> {
+        self.update(tc, retired_rooms, Some(owner)).await
     }
 
     async fn list_teleconsultations_by_participant(

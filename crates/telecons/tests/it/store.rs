@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
 use telecons::domain::roster::{Role, Tool, Tools};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
-use telecons::store::{Backlog, KaleyraUser, RoomDeletion, StoreError};
+use telecons::store::{Backlog, KaleyraUser, Lease, RoomDeletion, StoreError};
 
 use crate::support::TestDatabase;
 
@@ -30,6 +30,8 @@ crate::on_both_backends!(
     room_deletions_are_due_postponed_and_finished,
     backlog_counts_unfinished_work,
     leases_keep_other_owners_out_until_they_expire,
+    a_booking_is_stored_with_its_lease_held,
+    recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only,
     claims_take_each_due_teleconsultation_once,
     creation_marks_are_bookkeeping_outside_versions,
     rooms_are_known_when_recorded_or_queued,
@@ -644,6 +646,127 @@ async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
     );
     let read = stored(&db, &tc.id).await;
     assert_eq!(read.version, 1, "leases are not changes");
+}
+
+async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b000000000000000000014");
+    tc.desired_room = Some(spec());
+    tc.provision_due_at = Some(at(1_000));
+    let lease = Lease {
+        owner: "a".into(),
+        until: at(2_000),
+    };
+    db.store.insert_leased(&tc, &lease).await.unwrap();
+    assert_eq!(
+        stored(&db, &tc.id).await,
+        tc,
+        "the lease is not part of the record"
+    );
+    assert!(
+        !db.store
+            .try_lease(&tc.id, "b", at(1_500), at(3_000))
+            .await
+            .unwrap(),
+        "held from the insert on"
+    );
+    assert!(
+        db.store
+            .claim_due_provisioning(at(1_500), "worker", at(3_000), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the worker leaves it to the holder"
+    );
+    assert!(
+        db.store
+            .try_lease(&tc.id, "a", at(1_500), at(3_000))
+            .await
+            .unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        db.store
+            .try_lease(&tc.id, "b", at(3_001), at(4_000))
+            .await
+            .unwrap(),
+        "expired"
+    );
+    let again = db.store.insert_leased(&tc, &lease).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+}
+
+async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b000000000000000000015");
+    tc.desired_room = Some(spec());
+    tc.room_id = Some("room_old".into());
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    assert!(
+        db.store
+            .try_lease(&tc.id, "a", at(1_000), at(2_000))
+            .await
+            .unwrap()
+    );
+    db.store
+        .mark_room_creation(&tc.id, Some("abcd"))
+        .await
+        .unwrap();
+
+    // A stale record changes nothing, mark and lease included.
+    let mut stale = tc.clone();
+    stale.version = 0;
+    let refused = db.store.record_room(&stale, &[], "a").await;
+    assert!(
+        matches!(refused, Err(StoreError::StaleVersion)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        stored(&db, &tc.id).await.creating_fingerprint.as_deref(),
+        Some("abcd")
+    );
+
+    let mut made = tc.clone();
+    made.room_id = Some("room_new".into());
+    made.room_fingerprint = Some("abcd".into());
+    let version = db
+        .store
+        .record_room(&made, &["room_old".to_owned()], "a")
+        .await
+        .unwrap();
+    assert_eq!(version, 2);
+    let read = stored(&db, &tc.id).await;
+    assert_eq!(read.room_id.as_deref(), Some("room_new"));
+    assert_eq!(read.creating_fingerprint, None, "the creation is over");
+    assert!(
+        db.store.is_room_known("room_old").await.unwrap(),
+        "the old room is queued in the same transaction"
+    );
+    assert!(
+        db.store
+            .try_lease(&tc.id, "b", at(1_500), at(3_000))
+            .await
+            .unwrap(),
+        "the lease is released"
+    );
+
+    // "a" lost its lease to "b", who is creating a room: a late record by "a" still
+    // applies, but leaves b's mark and lease alone.
+    db.store
+        .mark_room_creation(&tc.id, Some("efgh"))
+        .await
+        .unwrap();
+    made.version = version;
+    assert_eq!(db.store.record_room(&made, &[], "a").await.unwrap(), 3);
+    assert_eq!(
+        stored(&db, &tc.id).await.creating_fingerprint.as_deref(),
+        Some("efgh")
+    );
+    assert!(
+        !db.store
+            .try_lease(&tc.id, "c", at(1_600), at(3_000))
+            .await
+            .unwrap(),
+        "b still holds it"
+    );
 }
 
 async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
