@@ -7,6 +7,7 @@
 //! record (up to a few times): concurrent changes never both apply on stale data, and
 //! callers rarely see a conflict.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -380,25 +381,21 @@ impl Lifecycle {
     }
 
     /// The live teleconsultation `id` if `caller` participates in it: `NotFound`, then
-    /// `Unauthorized`, otherwise.
-    pub async fn authorize(&self, id: &str, caller: Option<&str>) -> Result<Teleconsultation> {
-        let tc = self.live(id).await?;
+    /// `Unauthorized`, otherwise. Read as GET shows it: from memory when it can
+    /// (`store::read_cache`).
+    pub async fn authorize(&self, id: &str, caller: Option<&str>) -> Result<Arc<Teleconsultation>> {
+        well_formed(id)?;
+        let tc = only_live(id, self.store.get_teleconsultation_cached(id).await?)?;
         match caller.and_then(|caller| tc.participant(caller)) {
             Some(_) => Ok(tc),
             None => Err(LifecycleError::Unauthorized),
         }
     }
 
-    /// The live teleconsultation `id`; a deleted one is as unknown as a missing one, and an
-    /// id of another shape is not looked up at all.
+    /// The live teleconsultation `id`, read from the database.
     async fn live(&self, id: &str) -> Result<Teleconsultation> {
-        if !is_well_formed(id) {
-            return Err(LifecycleError::NotFound(id.to_owned()));
-        }
-        match self.store.get_teleconsultation(id).await? {
-            Some(tc) if tc.is_live() => Ok(tc),
-            _ => Err(LifecycleError::NotFound(id.to_owned())),
-        }
+        well_formed(id)?;
+        only_live(id, self.store.get_teleconsultation(id).await?)
     }
 
     /// Applies `change` to the live record `id`: stores what it decides (retiring rooms in
@@ -707,4 +704,21 @@ impl Change for RoomLost {
 async fn lost_a_race() {
     let pause = rand::random_range(1..=10);
     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
+/// An id of another shape is unknown without a look-up.
+fn well_formed(id: &str) -> Result<()> {
+    if is_well_formed(id) {
+        Ok(())
+    } else {
+        Err(LifecycleError::NotFound(id.to_owned()))
+    }
+}
+
+/// `read`, the teleconsultation `id`, if it is live: a deleted one is as unknown as a
+/// missing one.
+fn only_live<T: Borrow<Teleconsultation>>(id: &str, read: Option<T>) -> Result<T> {
+    match read {
+        Some(tc) if tc.borrow().is_live() => Ok(tc),
+        _ => Err(LifecycleError::NotFound(id.to_owned())),
+    }
 }

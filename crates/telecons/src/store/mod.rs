@@ -3,6 +3,7 @@
 //! the domain's records to row types of its own (`rows`). The same test suite runs on both.
 
 mod postgres;
+pub mod read_cache;
 mod records;
 mod rows;
 mod sql;
@@ -80,6 +81,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The teleconsultation with this id, live or deleted.
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>>;
+
+    /// [`Store::get_teleconsultation`] for what GET shows, from memory when it can
+    /// (`read_cache`): never behind this instance's changes, at most a notification behind
+    /// other instances'. Its provisioning bookkeeping may be older: writers use
+    /// [`Store::get_teleconsultation`].
+    async fn get_teleconsultation_cached(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<Arc<Teleconsultation>>>;
 
     /// Replaces the stored teleconsultation (all fields and the participant list) when its
     /// stored version is still `tc.version`; the stored version becomes `tc.version + 1`,

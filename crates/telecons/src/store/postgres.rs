@@ -1,23 +1,41 @@
 //! PostgreSQL: for several instances on one database. Concurrent changes are decided by the
 //! version check inside UPDATE (row locks make the loser see the new version); background
-//! work is claimed with `FOR UPDATE SKIP LOCKED`.
+//! work is claimed with `FOR UPDATE SKIP LOCKED`. Each change of a teleconsultation is
+//! announced on [`CHANGES_CHANNEL`] as it commits; every instance follows the channel to
+//! keep its read cache current.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Postgres;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
 
 use super::StoreResult;
+use super::read_cache::ReadCache;
 use super::sql::{Backend, During, SqlStore};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+macro_rules! changes_channel {
+    () => {
+        "telecons_changes"
+    };
+}
+/// The channel on which changes of teleconsultations are announced (payload: the id).
+pub const CHANGES_CHANNEL: &str = changes_channel!();
+/// After the channel cannot be followed, the next attempt waits this long.
+const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 
 impl Backend for Postgres {
     const LABEL: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
     const PING: &'static str = "SELECT 1";
+    /// Delivered to the listeners when the transaction commits, never if it rolls back.
+    const ANNOUNCE_CHANGE: Option<&'static str> =
+        Some(concat!("SELECT pg_notify('", changes_channel!(), "', $1)"));
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -29,15 +47,61 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl SqlStore<Postgres> {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            // Ten for queries, one held by the follower of the changes channel.
+            .max_connections(11)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
             .during("connecting to PostgreSQL")?;
+        // Nothing is served from memory until the channel is followed.
+        let read_cache = Arc::new(ReadCache::new(false));
+        let stop = CancellationToken::new();
+        tokio::spawn(follow_changes(
+            pool.clone(),
+            Arc::clone(&read_cache),
+            stop.clone(),
+        ));
         // One pool serves both: PostgreSQL has no single-writer constraint.
         Ok(Self {
             writer: pool.clone(),
             readers: pool,
+            read_cache,
+            _follower: Some(stop.drop_guard()),
         })
+    }
+}
+
+/// Follows the changes other instances announce until `stop`, forgetting each changed
+/// teleconsultation. Whenever announcements may have been missed, everything is forgotten;
+/// while the channel cannot be followed, nothing is served from memory.
+async fn follow_changes(pool: PgPool, cache: Arc<ReadCache>, stop: CancellationToken) {
+    loop {
+        let followed = tokio::select! {
+            () = stop.cancelled() => return,
+            followed = follow(&pool, &cache) => followed,
+        };
+        cache.forget_all(false);
+        if let Err(err) = followed {
+            tracing::warn!(error = %err, "cannot follow other instances' changes; GET reads the database meanwhile");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(FOLLOW_RETRY) => {}
+        }
+    }
+}
+
+/// Returns only on an error (the connection is gone and cannot be made again).
+async fn follow(pool: &PgPool, cache: &ReadCache) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANGES_CHANNEL).await?;
+    cache.forget_all(true);
+    loop {
+        match listener.try_recv().await? {
+            Some(announced) => cache.forget(announced.payload()),
+            // The connection was lost and made again: what was announced meanwhile is
+            // unknown.
+            None => cache.forget_all(true),
+        }
     }
 }

@@ -3,12 +3,16 @@
 //! A [`Backend`] says only what differs: how a write transaction begins, how rows being
 //! claimed by another transaction are skipped, the liveness probe and the migrations.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use tokio_util::sync::DropGuard;
 
+use super::read_cache::ReadCache;
 use super::records::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::rows::{
     InstallationRow, JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json,
@@ -30,14 +34,20 @@ pub trait Backend: Database {
     const SKIP_LOCKED: &'static str;
     /// A query that answers only when the database (its file, its server) can be read.
     const PING: &'static str;
+    /// Run in the transaction of every change of a teleconsultation (its id as $1), so that
+    /// other instances hear of it when it commits; `None` where one instance makes them all.
+    const ANNOUNCE_CHANGE: Option<&'static str>;
     fn migrator() -> &'static Migrator;
 }
 
 /// A store on one SQL backend: a pool for writes, a pool for reads (the same pool where the
-/// database needs no separation).
+/// database needs no separation), and the teleconsultations GET reads, kept in memory.
 pub struct SqlStore<DB: Database> {
     pub(super) writer: Pool<DB>,
     pub(super) readers: Pool<DB>,
+    pub(super) read_cache: Arc<ReadCache>,
+    /// Stops the task that follows other instances' changes (PostgreSQL) with the store.
+    pub(super) _follower: Option<DropGuard>,
 }
 
 /// $16 and $17 are the provisioning lease (owner, until), NULL when none is taken.
@@ -224,8 +234,20 @@ where
     }
 
     /// The update of [`Store::update_teleconsultation`]; with `holder`, also the end of the
-    /// room creation of [`Store::record_room`].
+    /// room creation of [`Store::record_room`]. The kept read of `tc` is forgotten whatever
+    /// the outcome (a failed commit may still have applied).
     async fn update(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+        holder: Option<&str>,
+    ) -> StoreResult<i64> {
+        let result = self.update_in_transaction(tc, retired_rooms, holder).await;
+        self.read_cache.forget(&tc.id);
+        result
+    }
+
+    async fn update_in_transaction(
         &self,
         tc: &Teleconsultation,
         retired_rooms: &[String],
@@ -257,6 +279,13 @@ where
         Self::insert_participants(&mut tx, tc, OPERATION).await?;
         for room_id in retired_rooms {
             Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
+        }
+        if let Some(announce) = DB::ANNOUNCE_CHANGE {
+            sqlx::query(announce)
+                .bind(tc.id.clone())
+                .execute(&mut *tx)
+                .await
+                .during(OPERATION)?;
         }
         if let Some(owner) = holder {
             sqlx::query(END_ROOM_CREATION)
@@ -373,6 +402,21 @@ where
             )
             .await?
             .pop())
+    }
+
+    async fn get_teleconsultation_cached(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<Arc<Teleconsultation>>> {
+        if let Some(kept) = self.read_cache.get(id) {
+            return Ok(Some(kept));
+        }
+        let ticket = self.read_cache.ticket();
+        let read = self.get_teleconsultation(id).await?.map(Arc::new);
+        if let Some(tc) = &read {
+            self.read_cache.keep(ticket, Arc::clone(tc));
+        }
+        Ok(read)
     }
 
     async fn update_teleconsultation(

@@ -2,6 +2,7 @@
 //! single writer connection, so writes queue in the pool instead of failing with BUSY.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Sqlite;
@@ -9,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreResult;
+use super::read_cache::ReadCache;
 use super::sql::{Backend, During, SqlStore};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -22,6 +24,8 @@ impl Backend for Sqlite {
     const SKIP_LOCKED: &'static str = "";
     /// Reads the schema: `SELECT 1` would be answered without touching the file.
     const PING: &'static str = "SELECT COUNT(*) FROM sqlite_schema";
+    /// One instance per database file: it hears of every change it makes.
+    const ANNOUNCE_CHANGE: Option<&'static str> = None;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -64,6 +68,11 @@ impl SqlStore<Sqlite> {
             .connect_with(options.read_only(true))
             .await
             .during(OPERATION)?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer,
+            readers,
+            read_cache: Arc::new(ReadCache::new(true)),
+            _follower: None,
+        })
     }
 }

@@ -1,12 +1,13 @@
 //! The store contract, run by the same code on SQLite and PostgreSQL.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
 use telecons::domain::roster::{Role, Tool, Tools};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
-use telecons::store::{Backlog, KaleyraUser, Lease, RoomDeletion, StoreError};
+use telecons::store::{Backlog, KaleyraUser, Lease, RoomDeletion, Store, StoreError, read_cache};
 
 use crate::support::TestDatabase;
 
@@ -32,6 +33,7 @@ crate::on_both_backends!(
     leases_keep_other_owners_out_until_they_expire,
     a_booking_is_stored_with_its_lease_held,
     recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only,
+    cached_reads_are_never_behind_this_instances_changes,
     claims_take_each_due_teleconsultation_once,
     creation_marks_are_bookkeeping_outside_versions,
     rooms_are_known_when_recorded_or_queued,
@@ -767,6 +769,97 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
             .unwrap(),
         "b still holds it"
     );
+}
+
+/// Reads `id` through the read cache until it is served from memory (two reads give the
+/// same allocation): on PostgreSQL, only once the changes channel is followed.
+async fn kept_in_memory(store: &dyn Store, id: &str) -> Arc<Teleconsultation> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let first = store.get_teleconsultation_cached(id).await.unwrap();
+        let second = store.get_teleconsultation_cached(id).await.unwrap();
+        if let (Some(first), Some(second)) = (first, second)
+            && Arc::ptr_eq(&first, &second)
+        {
+            return second;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} is never served from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn cached_reads_are_never_behind_this_instances_changes(db: TestDatabase) {
+    let tc = doctor_and_patient("64b000000000000000000016");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    assert_eq!(*kept_in_memory(&*db.store, &tc.id).await, tc);
+
+    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    let read = db.store.get_teleconsultation_cached(&tc.id).await.unwrap();
+    assert_eq!(read.unwrap().version, 2, "an update is seen at once");
+
+    let mut made = (*kept_in_memory(&*db.store, &tc.id).await).clone();
+    made.room_id = Some("room_new".into());
+    db.store.record_room(&made, &[], "a").await.unwrap();
+    let read = db.store.get_teleconsultation_cached(&tc.id).await.unwrap();
+    assert_eq!(
+        read.unwrap().room_id.as_deref(),
+        Some("room_new"),
+        "so is a room"
+    );
+
+    // A refused (stale) update changes nothing, and the read stays right.
+    let refused = db.store.update_teleconsultation(&tc, &[]).await;
+    assert!(
+        matches!(refused, Err(StoreError::StaleVersion)),
+        "{refused:?}"
+    );
+    assert_eq!(kept_in_memory(&*db.store, &tc.id).await.version, 3);
+    assert_eq!(
+        db.store
+            .get_teleconsultation_cached("64b0000000000000000000ff")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Two instances on one PostgreSQL: a change made by one reaches the other's read cache by
+/// the changes channel, long before the cache's time to live would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
+async fn another_instances_change_reaches_the_read_cache() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let other = telecons::store::connect(&db.url).await.unwrap();
+    let tc = doctor_and_patient("64b000000000000000000017");
+    db.store.insert_teleconsultation(&tc).await.unwrap();
+    assert_eq!(kept_in_memory(&*other, &tc.id).await.version, 1);
+
+    let (deleted, _) = tc.deleted(at(1_800_000_000_500));
+    let changed_at = Instant::now();
+    db.store
+        .update_teleconsultation(&deleted, &[])
+        .await
+        .unwrap();
+    loop {
+        let read = other.get_teleconsultation_cached(&tc.id).await.unwrap();
+        if read.unwrap().version == 2 {
+            break;
+        }
+        // Well under TIME_TO_LIVE: the announcement, not the expiry, brought it.
+        assert!(
+            changed_at.elapsed() < read_cache::TIME_TO_LIVE / 2,
+            "the other instance still serves the old record"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
