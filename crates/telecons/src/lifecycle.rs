@@ -30,8 +30,8 @@ use crate::domain::teleconsultation::{
     AddParticipantError, NoPlusUser, Participant, Teleconsultation, keep_links,
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
-use crate::provisioner::Provisioner;
-use crate::store::{Lease, Store, StoreError};
+use crate::provisioner::{Held, Provisioner};
+use crate::store::{Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
 /// stored change may be followed by the provisioner's own (the room switch), so a burst of
@@ -207,17 +207,16 @@ impl Lifecycle {
             caller,
         );
         tc.plan_room(&self.settings.rooms, now)?;
-        // Stored with the lease held: this request provisions it next.
-        let lease = self.provisioner.lease();
-        match self.store.insert_leased(&tc, &lease).await {
+        // Stored with the work held: this request provisions it next.
+        let held = match self.provisioner.store_new(&tc).await {
             // 64 random bits collided: another id, once.
             Err(StoreError::Conflict(_)) => {
                 tc.id = new_teleconsultation_id(now);
-                self.store.insert_leased(&tc, &lease).await?;
+                self.provisioner.store_new(&tc).await?
             }
             stored => stored?,
-        }
-        self.after_commit(&budget, &[], Some((&tc.id, Some(lease))))
+        };
+        self.after_commit(&budget, &[], Some((&tc.id, Some(held))))
             .await;
         Ok(tc.id)
     }
@@ -435,7 +434,7 @@ impl Lifecycle {
     }
 
     /// The work after a commit, within what is left of the request's budget: deleting the
-    /// rooms it retired, then provisioning `provision` (an id, with the lease on it the
+    /// rooms it retired, then provisioning `provision` (an id, with the work on it the
     /// request holds, if any). What does not fit stays stored (the deletion queue, the
     /// provisioning mark) and the background worker finishes it.
     ///
@@ -445,7 +444,7 @@ impl Lifecycle {
         &self,
         budget: &Budget,
         retired: &[String],
-        provision: Option<(&str, Option<Lease>)>,
+        provision: Option<(&str, Option<Held>)>,
     ) {
         let provisioner = self.provisioner.clone();
         let retired_rooms = retired.to_vec();

@@ -118,7 +118,7 @@ impl Provisioner {
                 .try_lease(id, &owner, now, now + self.settings.lease)
                 .await?
             {
-                return self.converge_leased(id, &owner).await;
+                return self.converge_leased(id, &owner, false).await;
             }
             if attempt + 1 < LEASE_WAIT_ATTEMPTS {
                 tokio::time::sleep(LEASE_WAIT).await;
@@ -128,20 +128,44 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Stores the new teleconsultation `tc` with its lease held and, when it wants a room,
+    /// the creation of that room marked: provisioning it next ([`Self::converge_inline`]
+    /// with the returned work) takes neither write of its own. `Conflict` when the id
+    /// exists.
+    pub async fn store_new(&self, tc: &Teleconsultation) -> Result<Held, StoreError> {
+        let lease = self.lease();
+        let creating = tc
+            .desired_room
+            .as_ref()
+            .filter(|_| tc.needs_room())
+            .map(RoomSpec::fingerprint);
+        self.store
+            .insert_leased(tc, &lease, creating.as_deref())
+            .await?;
+        Ok(Held {
+            lease,
+            creation_marked: creating.is_some(),
+        })
+    }
+
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
     /// then is left to the background worker (it stays marked), and the request answers as
-    /// usual. `held`: the lease on `id` the request already holds (it took it with its
-    /// insert), if any.
+    /// usual. `held`: the work on `id` the request already holds ([`Self::store_new`]),
+    /// if any.
     ///
     /// The work runs in a task of its own and is never cut: when the wait ends it goes on
     /// in the background (cutting it could leave a database transaction half done).
-    pub async fn converge_inline(&self, id: &str, held: Option<Lease>) {
+    pub async fn converge_inline(&self, id: &str, held: Option<Held>) {
         let provisioner = self.clone();
         let owned_id = id.to_owned();
         let work = tokio::spawn(async move {
             // Errors are logged and postponed inside.
             let _ = match held {
-                Some(lease) => provisioner.converge_leased(&owned_id, &lease.owner).await,
+                Some(held) => {
+                    provisioner
+                        .converge_leased(&owned_id, &held.lease.owner, held.creation_marked)
+                        .await
+                }
                 None => provisioner.converge(&owned_id).await,
             };
         });
@@ -171,12 +195,21 @@ impl Provisioner {
     }
 
     /// [`Self::converge`] under a lease `owner` already holds; releases it at the end.
-    async fn converge_leased(&self, id: &str, owner: &str) -> Result<(), ProvisionError> {
+    /// `creation_marked`: the room creation was marked with the insert, under this lease
+    /// (none was tried yet).
+    async fn converge_leased(
+        &self,
+        id: &str,
+        owner: &str,
+        creation_marked: bool,
+    ) -> Result<(), ProvisionError> {
         // Work stops taking new steps when its lease is nearly over (another holder could then
         // work on the same record); it is never cut mid-step (a database transaction must not
         // be left half done). What is left is resumed like the work of a crashed instance.
         let stop_by = tokio::time::Instant::now() + self.lease_duration().mul_f32(0.8);
-        let result = self.converge_once(id, owner, stop_by).await;
+        let result = self
+            .converge_once(id, owner, creation_marked, stop_by)
+            .await;
         if !matches!(result, Ok(LeaseAfter::Released))
             && let Err(err) = self.store.release_lease(id, owner).await
         {
@@ -223,6 +256,7 @@ impl Provisioner {
         &self,
         id: &str,
         owner: &str,
+        mut creation_marked: bool,
         stop_by: tokio::time::Instant,
     ) -> Result<LeaseAfter, ProvisionError> {
         for _ in 0..MAX_ROUNDS {
@@ -239,10 +273,11 @@ impl Provisioner {
             if tc.is_live() {
                 self.ensure_users(&tc.participants).await?;
             }
-            // A previous attempt may have created a room whose answer was lost.
+            // A previous attempt may have created a room whose answer was lost (not when the
+            // mark is the insert's own: nothing was tried under it).
             let recovered = match &tc.creating_fingerprint {
-                Some(_) => self.recover_lost_rooms(&tc).await?,
-                None => None,
+                Some(_) if !creation_marked => self.recover_lost_rooms(&tc).await?,
+                _ => None,
             };
             let spec = match &tc.desired_room {
                 Some(spec) if tc.needs_room() => spec.clone(),
@@ -254,16 +289,19 @@ impl Provisioner {
                     return Ok(LeaseAfter::Held);
                 }
             };
+            let marked = creation_marked
+                && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint().as_str());
+            creation_marked = false;
             let room = match recovered {
                 Some(room) => room,
-                None => match self.create_room(id, &spec).await {
+                None => match self.create_room(id, &spec, marked).await {
                     // A user we mapped is gone on Kaleyra's side (deleted there, or a fresh
                     // Kaleyra behind an old database): make them again under the same ids,
                     // then try once more, so that one lost user never blocks a room.
                     Err(ProvisionError::Kaleyra(err)) if err.code() == Some("user_not_found") => {
                         tracing::warn!(teleconsultation = id, error = %err, "Kaleyra no longer knows a user of this room; creating the users again");
                         self.recreate_users(&tc.participants).await?;
-                        self.create_room(id, &spec).await?
+                        self.create_room(id, &spec, true).await?
                     }
                     created => created?,
                 },
@@ -333,17 +371,20 @@ impl Provisioner {
         }
     }
 
-    /// Creates the room for `spec`, marking the attempt first: if the answer is lost
-    /// (crash, timeout, dropped connection) the next attempt finds the room by its tag
-    /// instead of making a second one.
+    /// Creates the room for `spec`, marking the attempt first (unless it is `marked`
+    /// already): if the answer is lost (crash, timeout, dropped connection) the next attempt
+    /// finds the room by its tag instead of making a second one.
     async fn create_room(
         &self,
         id: &str,
         spec: &RoomSpec,
+        marked: bool,
     ) -> Result<kaleyra_client::Room, ProvisionError> {
-        self.store
-            .mark_room_creation(id, Some(&spec.fingerprint()))
-            .await?;
+        if !marked {
+            self.store
+                .mark_room_creation(id, Some(&spec.fingerprint()))
+                .await?;
+        }
         let request = create_room_request(spec, &self.settings.installation_id, id);
         match self.kaleyra.create_room(&request).await {
             Ok(room) => {
@@ -358,6 +399,14 @@ impl Provisioner {
             }
         }
     }
+}
+
+/// Work a request holds from the insert of a new teleconsultation on
+/// ([`Provisioner::store_new`]): its lease, and whether its room creation was marked.
+#[derive(Debug, Clone)]
+pub struct Held {
+    lease: Lease,
+    creation_marked: bool,
 }
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already

@@ -75,9 +75,15 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()>;
 
     /// [`Store::insert_teleconsultation`] with its provisioning lease held by `lease.owner`
-    /// from the start: the request that books it provisions it next, without a write of
-    /// its own to take the lease.
-    async fn insert_leased(&self, tc: &Teleconsultation, lease: &Lease) -> StoreResult<()>;
+    /// from the start, and `creating` marked as [`Store::mark_room_creation`] would: the
+    /// request that books it provisions it next, without writes of its own to take the
+    /// lease and mark the creation.
+    async fn insert_leased(
+        &self,
+        tc: &Teleconsultation,
+        lease: &Lease,
+        creating: Option<&str>,
+    ) -> StoreResult<()>;
 
     /// The teleconsultation with this id, live or deleted.
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>>;

@@ -50,12 +50,13 @@ pub struct SqlStore<DB: Database> {
     pub(super) _follower: Option<DropGuard>,
 }
 
-/// $16 and $17 are the provisioning lease (owner, until), NULL when none is taken.
+/// $16 and $17 are the provisioning lease (owner, until), $18 the creation mark; NULL when
+/// none is taken.
 const INSERT_TELECONSULTATION: &str = "INSERT INTO teleconsultations \
     (id, version, state, participant_count, start_at_ms, duration_secs, room_id, \
      created_at_ms, updated_at_ms, created_by, updated_by, desired_room, desired_fingerprint, \
-     room_fingerprint, provision_due_at_ms, lease_owner, lease_until_ms) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+     room_fingerprint, provision_due_at_ms, lease_owner, lease_until_ms, creating_fingerprint) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 
 /// Binds the same $1..$15 as INSERT ($1 = id, $2 = the expected version); the version is
 /// bumped by the statement itself.
@@ -219,12 +220,18 @@ where
         Ok(())
     }
 
-    async fn insert(&self, tc: &Teleconsultation, lease: Option<&Lease>) -> StoreResult<()> {
+    async fn insert(
+        &self,
+        tc: &Teleconsultation,
+        lease: Option<&Lease>,
+        creating: Option<&str>,
+    ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         let mut tx = self.begin_write(OPERATION).await?;
         Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), tc)
             .bind(lease.map(|lease| lease.owner.clone()))
             .bind(lease.map(|lease| lease.until.timestamp_millis()))
+            .bind(creating.map(str::to_owned))
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
@@ -385,11 +392,16 @@ where
     }
 
     async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {
-        self.insert(tc, None).await
+        self.insert(tc, None, None).await
     }
 
-    async fn insert_leased(&self, tc: &Teleconsultation, lease: &Lease) -> StoreResult<()> {
-        self.insert(tc, Some(lease)).await
+    async fn insert_leased(
+        &self,
+        tc: &Teleconsultation,
+        lease: &Lease,
+        creating: Option<&str>,
+    ) -> StoreResult<()> {
+        self.insert(tc, Some(lease), creating).await
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {

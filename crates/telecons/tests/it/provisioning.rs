@@ -16,6 +16,7 @@ use crate::teleconsultations::{create_tc, delete_tc, patch_tc};
 
 crate::on_both_backends!(
     rooms_are_created_once_kaleyra_recovers,
+    a_booking_costs_kaleyra_its_users_and_one_room,
     users_are_created_once_kaleyra_recovers,
     a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden,
     a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers,
@@ -158,6 +159,19 @@ async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
     assert_eq!(backlog.teleconsultations, 0, "nothing left to do");
 }
 
+/// The room creation is marked with the insert, so that nothing needs looking for: a
+/// complete booking costs Kaleyra its new users and one room, nothing else.
+async fn a_booking_costs_kaleyra_its_users_and_one_room(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(
+        app.kaleyra_calls(),
+        ["POST /v2/users", "POST /v2/users", "POST /v2/rooms"]
+    );
+    assert_eq!(app.stored(&id).await.creating_fingerprint, None, "done");
+    assert_converged(&app).await;
+}
+
 async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     app.sim.add_fault(Fault::status("/v2/users", 503));
@@ -168,6 +182,9 @@ async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
     app.sim.clear_faults();
     background_pass(&app).await;
     assert_eq!(app.sim.users().len(), 2);
+    // The creation marked with the insert was never tried: looked for, then made once.
+    assert_eq!(count(&app, "POST /v2/rooms"), 1);
+    assert_eq!(app.sim.rooms().len(), 1);
     assert_converged(&app).await;
     // The booking is intact.
     let tc = app.stored(&id).await;

@@ -658,11 +658,19 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         owner: "a".into(),
         until: at(2_000),
     };
-    db.store.insert_leased(&tc, &lease).await.unwrap();
+    db.store
+        .insert_leased(&tc, &lease, Some("abcd"))
+        .await
+        .unwrap();
+    let read = stored(&db, &tc.id).await;
+    assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"), "marked");
     assert_eq!(
-        stored(&db, &tc.id).await,
+        Teleconsultation {
+            creating_fingerprint: None,
+            ..read
+        },
         tc,
-        "the lease is not part of the record"
+        "the lease and the mark are not part of the record"
     );
     assert!(
         !db.store
@@ -693,7 +701,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
             .unwrap(),
         "expired"
     );
-    let again = db.store.insert_leased(&tc, &lease).await;
+    let again = db.store.insert_leased(&tc, &lease, None).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
 
