@@ -4,6 +4,7 @@
 //! announced on [`CHANGES_CHANNEL`] as it commits; every instance follows the channel to
 //! keep its read cache current.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +26,10 @@ macro_rules! changes_channel {
 }
 /// The channel on which changes of teleconsultations are announced (payload: the id).
 pub const CHANGES_CHANNEL: &str = changes_channel!();
-/// After the channel cannot be followed, the next attempt waits this long.
+/// After the channel cannot be followed, the next attempt waits this long, doubling with
+/// each failure in a row up to [`MAX_FOLLOW_RETRY`] (one warning each, not one a second).
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
+const MAX_FOLLOW_RETRY: Duration = Duration::from_secs(30);
 
 impl Backend for Postgres {
     const LABEL: &'static str = "postgres";
@@ -75,27 +78,40 @@ impl SqlStore<Postgres> {
 /// teleconsultation. Whenever announcements may have been missed, everything is forgotten;
 /// while the channel cannot be followed, nothing is served from memory.
 async fn follow_changes(pool: PgPool, cache: Arc<ReadCache>, stop: CancellationToken) {
+    let mut retry = FOLLOW_RETRY;
     loop {
-        let followed = tokio::select! {
+        let mut followed_once = false;
+        let err = tokio::select! {
             () = stop.cancelled() => return,
-            followed = follow(&pool, &cache) => followed,
+            result = follow(&pool, &cache, &mut followed_once) => {
+                let Err(err) = result;
+                err
+            }
         };
         cache.forget_all(false);
-        if let Err(err) = followed {
-            tracing::warn!(error = %err, "cannot follow other instances' changes; GET reads the database meanwhile");
+        if followed_once {
+            retry = FOLLOW_RETRY;
         }
+        tracing::warn!(error = %err, retry_in_secs = retry.as_secs(), "cannot follow other instances' changes; GET reads the database meanwhile");
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(FOLLOW_RETRY) => {}
+            () = tokio::time::sleep(retry) => {}
         }
+        retry = (retry * 2).min(MAX_FOLLOW_RETRY);
     }
 }
 
-/// Returns only on an error (the connection is gone and cannot be made again).
-async fn follow(pool: &PgPool, cache: &ReadCache) -> Result<(), sqlx::Error> {
+/// Returns only on an error (the connection is gone and cannot be made again);
+/// `followed_once` tells whether the channel was followed before.
+async fn follow(
+    pool: &PgPool,
+    cache: &ReadCache,
+    followed_once: &mut bool,
+) -> Result<Infallible, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(CHANGES_CHANNEL).await?;
     cache.forget_all(true);
+    *followed_once = true;
     loop {
         match listener.try_recv().await? {
             Some(announced) => cache.forget(announced.payload()),

@@ -606,46 +606,17 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
 async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000011");
     db.store.insert_teleconsultation(&tc).await.unwrap();
+    assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
+    assert!(!leases(&db, &tc.id, "b", 1_500, 3_000).await);
     assert!(
-        db.store
-            .try_lease(&tc.id, "a", at(1_000), at(2_000))
-            .await
-            .unwrap()
-    );
-    assert!(
-        !db.store
-            .try_lease(&tc.id, "b", at(1_500), at(3_000))
-            .await
-            .unwrap()
-    );
-    assert!(
-        db.store
-            .try_lease(&tc.id, "a", at(1_500), at(3_000))
-            .await
-            .unwrap(),
+        leases(&db, &tc.id, "a", 1_500, 3_000).await,
         "the owner renews"
     );
-    assert!(
-        db.store
-            .try_lease(&tc.id, "b", at(3_001), at(4_000))
-            .await
-            .unwrap(),
-        "expired"
-    );
+    assert!(leases(&db, &tc.id, "b", 3_001, 4_000).await, "expired");
     db.store.release_lease(&tc.id, "a").await.unwrap(); // not a's any more: no effect
-    assert!(
-        !db.store
-            .try_lease(&tc.id, "a", at(3_500), at(5_000))
-            .await
-            .unwrap()
-    );
+    assert!(!leases(&db, &tc.id, "a", 3_500, 5_000).await);
     db.store.release_lease(&tc.id, "b").await.unwrap();
-    assert!(
-        db.store
-            .try_lease(&tc.id, "a", at(3_500), at(5_000))
-            .await
-            .unwrap()
-    );
+    assert!(leases(&db, &tc.id, "a", 3_500, 5_000).await);
     let read = stored(&db, &tc.id).await;
     assert_eq!(read.version, 1, "leases are not changes");
 }
@@ -673,10 +644,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         "the lease and the mark are not part of the record"
     );
     assert!(
-        !db.store
-            .try_lease(&tc.id, "b", at(1_500), at(3_000))
-            .await
-            .unwrap(),
+        !leases(&db, &tc.id, "b", 1_500, 3_000).await,
         "held from the insert on"
     );
     assert!(
@@ -688,18 +656,8 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         "the worker leaves it to the holder"
     );
     assert!(
-        db.store
-            .try_lease(&tc.id, "a", at(1_500), at(3_000))
-            .await
-            .unwrap(),
-        "the holder renews"
-    );
-    assert!(
-        db.store
-            .try_lease(&tc.id, "b", at(3_001), at(4_000))
-            .await
-            .unwrap(),
-        "expired"
+        leases(&db, &tc.id, "b", 2_001, 4_000).await,
+        "the insert's lease ends when it said"
     );
     let again = db.store.insert_leased(&tc, &lease, None).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
@@ -710,12 +668,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     tc.desired_room = Some(spec());
     tc.room_id = Some("room_old".into());
     db.store.insert_teleconsultation(&tc).await.unwrap();
-    assert!(
-        db.store
-            .try_lease(&tc.id, "a", at(1_000), at(2_000))
-            .await
-            .unwrap()
-    );
+    assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
     db.store
         .mark_room_creation(&tc.id, Some("abcd"))
         .await
@@ -751,10 +704,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
         "the old room is queued in the same transaction"
     );
     assert!(
-        db.store
-            .try_lease(&tc.id, "b", at(1_500), at(3_000))
-            .await
-            .unwrap(),
+        leases(&db, &tc.id, "b", 1_500, 3_000).await,
         "the lease is released"
     );
 
@@ -771,10 +721,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
         Some("efgh")
     );
     assert!(
-        !db.store
-            .try_lease(&tc.id, "c", at(1_600), at(3_000))
-            .await
-            .unwrap(),
+        !leases(&db, &tc.id, "c", 1_600, 3_000).await,
         "b still holds it"
     );
 }
@@ -868,6 +815,14 @@ async fn another_instances_change_reaches_the_read_cache() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether `owner` gets the lease on `id` at `now_ms`, until `until_ms`.
+async fn leases(db: &TestDatabase, id: &str, owner: &str, now_ms: i64, until_ms: i64) -> bool {
+    db.store
+        .try_lease(id, owner, at(now_ms), at(until_ms))
+        .await
+        .unwrap()
 }
 
 async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
