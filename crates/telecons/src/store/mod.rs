@@ -111,7 +111,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::update_teleconsultation`] by the provisioner holding `owner`'s lease, which
     /// has made the room `tc` now names: the same transaction clears the creation mark and
     /// releases the lease. When the lease is no longer `owner`'s (it expired and another
-    /// took it), the holder's mark and lease stay.
+    /// took it), the holder's mark and lease stay. Of the participants, only their links
+    /// are written: `tc` is the stored record of its version with the room switched.
     async fn record_room(
         &self,
         tc: &Teleconsultation,

@@ -59,26 +59,28 @@ const INSERT_TELECONSULTATION: &str = "INSERT INTO teleconsultations \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
 
 /// Binds the same $1..$15 as INSERT ($1 = id, $2 = the expected version); the version is
-/// bumped by the statement itself.
+/// bumped by the statement itself. $16: the lease holder recording a room, whose creation
+/// is then over and whose lease is released (NULL for other changes: `lease_owner = NULL`
+/// is never true, so mark and lease stay). SET expressions all read the row as it was.
 const UPDATE_TELECONSULTATION: &str = "UPDATE teleconsultations SET \
     version = version + 1, state = $3, participant_count = $4, start_at_ms = $5, \
     duration_secs = $6, room_id = $7, created_at_ms = $8, updated_at_ms = $9, \
     created_by = $10, updated_by = $11, desired_room = $12, desired_fingerprint = $13, \
-    room_fingerprint = $14, provision_due_at_ms = $15, provision_attempts = 0 \
+    room_fingerprint = $14, provision_due_at_ms = $15, provision_attempts = 0, \
+    creating_fingerprint = CASE WHEN lease_owner = $16 THEN NULL ELSE creating_fingerprint END, \
+    lease_until_ms = CASE WHEN lease_owner = $16 THEN NULL ELSE lease_until_ms END, \
+    lease_owner = CASE WHEN lease_owner = $16 THEN NULL ELSE lease_owner END \
     WHERE id = $1 AND version = $2 RETURNING version";
-
-/// After a room is recorded: its creation is over and the lease holder ($2) is done.
-const END_ROOM_CREATION: &str = "UPDATE teleconsultations SET creating_fingerprint = NULL, \
-    lease_owner = NULL, lease_until_ms = NULL WHERE id = $1 AND lease_owner = $2";
 
 const TELECONSULTATION_EXISTS: &str = "SELECT id FROM teleconsultations WHERE id = $1";
 
 const DELETE_PARTICIPANTS: &str = "DELETE FROM participants WHERE teleconsultation_id = $1";
 
-const INSERT_PARTICIPANT: &str = "INSERT INTO participants \
+/// Followed by one row of [`PARTICIPANT_COLUMNS`] placeholders per participant.
+const INSERT_PARTICIPANTS: &str = "INSERT INTO participants \
     (teleconsultation_id, position, external_id, kaleyra_user_id, role, groups_json, \
-     full_name, language, link) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     full_name, language, link) VALUES ";
+const PARTICIPANT_COLUMNS: usize = 9;
 
 /// One statement (one snapshot) reads a teleconsultation with its participants.
 const SELECT_JOINED: &str = "SELECT t.id, t.version, t.state, t.participant_count, \
@@ -105,6 +107,19 @@ const RETIRE_ROOM: &str = "INSERT INTO rooms_to_delete \
     VALUES ($1, $2, $3, 0, $3) ON CONFLICT (room_id) DO NOTHING";
 
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
+
+/// `count` rows of `columns` placeholders each: `($1, $2), ($3, $4)`.
+fn placeholder_rows(count: usize, columns: usize) -> String {
+    (0..count)
+        .map(|row| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Names the operation a database error happened in (logs say what failed).
 pub(super) trait During<T> {
@@ -179,13 +194,20 @@ where
             .bind(tc.provision_due_at.map(|at| at.timestamp_millis()))
     }
 
+    /// All participants in one statement (each statement is a round trip; on SQLite, to the
+    /// connection's thread).
     async fn insert_participants(
         conn: &mut DB::Connection,
         tc: &Teleconsultation,
         operation: &'static str,
     ) -> StoreResult<()> {
+        if tc.participants.is_empty() {
+            return Ok(());
+        }
+        let rows = placeholder_rows(tc.participants.len(), PARTICIPANT_COLUMNS);
+        let mut query = sqlx::query(AssertSqlSafe(format!("{INSERT_PARTICIPANTS}{rows}")));
         for (position, p) in tc.participants.iter().enumerate() {
-            sqlx::query(INSERT_PARTICIPANT)
+            query = query
                 .bind(tc.id.clone())
                 .bind(i64::try_from(position).unwrap_or(i64::MAX))
                 .bind(p.external_id.clone())
@@ -194,13 +216,39 @@ where
                 .bind(groups_json(&p.groups))
                 .bind(p.full_name.clone())
                 .bind(p.language.clone())
-                .bind(p.link.clone())
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| {
-                    conflict_or(e, operation, &format!("participant {}", p.external_id))
-                })?;
+                .bind(p.link.clone());
         }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| conflict_or(e, operation, &format!("a participant of {}", tc.id)))?;
+        Ok(())
+    }
+
+    /// Writes the participants' links of `tc` (the rest of each participant is as stored:
+    /// a room was recorded for this very version), in one statement.
+    async fn write_links(
+        conn: &mut DB::Connection,
+        tc: &Teleconsultation,
+        operation: &'static str,
+    ) -> StoreResult<()> {
+        if tc.participants.is_empty() {
+            return Ok(());
+        }
+        let cases: String = (0..tc.participants.len())
+            .map(|i| format!("WHEN ${} THEN ${} ", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE participants SET link = CASE position {cases}ELSE link END \
+             WHERE teleconsultation_id = $1"
+        )))
+        .bind(tc.id.clone());
+        for (position, p) in tc.participants.iter().enumerate() {
+            query = query
+                .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(p.link.clone());
+        }
+        query.execute(&mut *conn).await.during(operation)?;
         Ok(())
     }
 
@@ -263,6 +311,7 @@ where
         const OPERATION: &str = "updating a teleconsultation";
         let mut tx = self.begin_write(OPERATION).await?;
         let updated = Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), tc)
+            .bind(holder.map(str::to_owned))
             .fetch_optional(&mut *tx)
             .await
             .during(OPERATION)?;
@@ -278,26 +327,22 @@ where
                 StoreError::NotFound
             });
         }
-        sqlx::query(DELETE_PARTICIPANTS)
-            .bind(tc.id.clone())
-            .execute(&mut *tx)
-            .await
-            .during(OPERATION)?;
-        Self::insert_participants(&mut tx, tc, OPERATION).await?;
+        if holder.is_some() {
+            Self::write_links(&mut tx, tc, OPERATION).await?;
+        } else {
+            sqlx::query(DELETE_PARTICIPANTS)
+                .bind(tc.id.clone())
+                .execute(&mut *tx)
+                .await
+                .during(OPERATION)?;
+            Self::insert_participants(&mut tx, tc, OPERATION).await?;
+        }
         for room_id in retired_rooms {
             Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
         }
         if let Some(announce) = DB::ANNOUNCE_CHANGE {
             sqlx::query(announce)
                 .bind(tc.id.clone())
-                .execute(&mut *tx)
-                .await
-                .during(OPERATION)?;
-        }
-        if let Some(owner) = holder {
-            sqlx::query(END_ROOM_CREATION)
-                .bind(tc.id.clone())
-                .bind(owner.to_owned())
                 .execute(&mut *tx)
                 .await
                 .during(OPERATION)?;

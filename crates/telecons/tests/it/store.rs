@@ -690,6 +690,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     let mut made = tc.clone();
     made.room_id = Some("room_new".into());
     made.room_fingerprint = Some("abcd".into());
+    made.participants[1].link = Some("https://example.test/pat".into());
     let version = db
         .store
         .record_room(&made, &["room_old".to_owned()], "a")
@@ -698,6 +699,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     assert_eq!(version, 2);
     let read = stored(&db, &tc.id).await;
     assert_eq!(read.room_id.as_deref(), Some("room_new"));
+    assert_eq!(read.participants, made.participants, "with its links");
     assert_eq!(read.creating_fingerprint, None, "the creation is over");
     assert!(
         db.store.is_room_known("room_old").await.unwrap(),
