@@ -118,7 +118,7 @@ impl Provisioner {
                 .try_lease(id, &owner, now, now + self.settings.lease)
                 .await?
             {
-                return self.converge_leased(id, &owner, false).await;
+                return self.converge_leased(id, &owner, None).await;
             }
             if attempt + 1 < LEASE_WAIT_ATTEMPTS {
                 tokio::time::sleep(LEASE_WAIT).await;
@@ -142,10 +142,9 @@ impl Provisioner {
         self.store
             .insert_leased(tc, &lease, creating.as_deref())
             .await?;
-        Ok(Held {
-            lease,
-            creation_marked: creating.is_some(),
-        })
+        let mut stored = tc.clone();
+        stored.creating_fingerprint = creating;
+        Ok(Held { lease, stored })
     }
 
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
@@ -163,7 +162,7 @@ impl Provisioner {
             let _ = match held {
                 Some(held) => {
                     provisioner
-                        .converge_leased(&owned_id, &held.lease.owner, held.creation_marked)
+                        .converge_leased(&owned_id, &held.lease.owner, Some(held.stored))
                         .await
                 }
                 None => provisioner.converge(&owned_id).await,
@@ -195,21 +194,20 @@ impl Provisioner {
     }
 
     /// [`Self::converge`] under a lease `owner` already holds; releases it at the end.
-    /// `creation_marked`: the room creation was marked with the insert, under this lease
-    /// (none was tried yet).
+    /// `stored`: the record as the request that holds the lease has just stored it
+    /// ([`Self::store_new`]), which saves reading it; its creation mark, if any, was made
+    /// with the insert (no creation was tried under it).
     async fn converge_leased(
         &self,
         id: &str,
         owner: &str,
-        creation_marked: bool,
+        stored: Option<Teleconsultation>,
     ) -> Result<(), ProvisionError> {
         // Work stops taking new steps when its lease is nearly over (another holder could then
         // work on the same record); it is never cut mid-step (a database transaction must not
         // be left half done). What is left is resumed like the work of a crashed instance.
         let stop_by = tokio::time::Instant::now() + self.lease_duration().mul_f32(0.8);
-        let result = self
-            .converge_once(id, owner, creation_marked, stop_by)
-            .await;
+        let result = self.converge_once(id, owner, stored, stop_by).await;
         if !matches!(result, Ok(LeaseAfter::Released))
             && let Err(err) = self.store.release_lease(id, owner).await
         {
@@ -256,7 +254,7 @@ impl Provisioner {
         &self,
         id: &str,
         owner: &str,
-        mut creation_marked: bool,
+        mut stored: Option<Teleconsultation>,
         stop_by: tokio::time::Instant,
     ) -> Result<LeaseAfter, ProvisionError> {
         for _ in 0..MAX_ROUNDS {
@@ -267,8 +265,14 @@ impl Provisioner {
                 );
                 return Ok(LeaseAfter::Held);
             }
-            let Some(tc) = self.store.get_teleconsultation(id).await? else {
-                return Ok(LeaseAfter::Held);
+            // Its own creation mark, only in the first round on the record as stored.
+            let creation_marked = stored.is_some();
+            let tc = match stored.take() {
+                Some(tc) => tc,
+                None => match self.store.get_teleconsultation(id).await? {
+                    Some(tc) => tc,
+                    None => return Ok(LeaseAfter::Held),
+                },
             };
             if tc.is_live() {
                 self.ensure_users(&tc.participants).await?;
@@ -291,7 +295,6 @@ impl Provisioner {
             };
             let marked = creation_marked
                 && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint().as_str());
-            creation_marked = false;
             let room = match recovered {
                 Some(room) => room,
                 None => match self.create_room(id, &spec, marked).await {
@@ -402,11 +405,12 @@ impl Provisioner {
 }
 
 /// Work a request holds from the insert of a new teleconsultation on
-/// ([`Provisioner::store_new`]): its lease, and whether its room creation was marked.
+/// ([`Provisioner::store_new`]): its lease, and the record as stored (its room creation
+/// marked when it wants one).
 #[derive(Debug, Clone)]
 pub struct Held {
     lease: Lease,
-    creation_marked: bool,
+    stored: Teleconsultation,
 }
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already

@@ -31,7 +31,7 @@ impl Provisioner {
                 .await?;
             let Some(id) = claimed.first() else { break };
             // Errors are logged and postponed inside.
-            let _ = self.converge_leased(id, &lease.owner, false).await;
+            let _ = self.converge_leased(id, &lease.owner, None).await;
         }
         for _ in 0..BATCH {
             let Some(entry) = self.claim_deletion(None).await? else {
