@@ -500,45 +500,49 @@ impl Lifecycle {
     }
 
     async fn resolve_all(&self, entries: Vec<CheckedEntry>) -> Result<Vec<Participant>> {
-        let mut participants = Vec::with_capacity(entries.len());
-        for entry in entries {
-            participants.push(self.resolve(entry).await?);
+        let mut profiles = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            profiles.push(self.profile(entry).await?);
         }
-        Ok(participants)
+        // One read of the user map for the whole list.
+        let external_ids: Vec<String> = entries.iter().map(|e| e.external_id.clone()).collect();
+        let kaleyra_ids = self.provisioner.kaleyra_ids_for(&external_ids).await?;
+        Ok(entries
+            .into_iter()
+            .zip(profiles)
+            .zip(kaleyra_ids)
+            .map(|((entry, profile), kaleyra_user_id)| participant(entry, profile, kaleyra_user_id))
+            .collect())
     }
 
     /// A checked entry as a participant: its profile (from the directory when configured),
     /// its Kaleyra user id.
     async fn resolve(&self, entry: CheckedEntry) -> Result<Participant> {
-        let profile = match (entry.profile.clone(), &self.directory) {
-            (Some(profile), _) => profile,
+        let profile = self.profile(&entry).await?;
+        let kaleyra_user_id = self.provisioner.kaleyra_id_for(&entry.external_id).await?;
+        Ok(participant(entry, profile, kaleyra_user_id))
+    }
+
+    /// The entry's profile: as given, or from the directory when configured.
+    async fn profile(&self, entry: &CheckedEntry) -> Result<Profile> {
+        match (entry.profile.clone(), &self.directory) {
+            (Some(profile), _) => Ok(profile),
             (None, Some(directory)) => {
                 let known = directory
                     .user(&entry.external_id)
                     .await?
                     .ok_or_else(|| entry.unknown_to_directory())?;
-                Profile::new(
+                Ok(Profile::new(
                     &entry.external_id,
                     &entry.field,
                     known.groups,
                     known.full_name,
                     &self.settings.rooms.privileges,
-                )?
+                )?)
             }
             // Entries are checked against the configured source: cannot happen.
-            (None, None) => {
-                return Err(DirectoryError::Unavailable("it is not configured".into()).into());
-            }
-        };
-        Ok(Participant {
-            kaleyra_user_id: self.provisioner.kaleyra_id_for(&entry.external_id).await?,
-            external_id: entry.external_id,
-            role: profile.role,
-            groups: profile.groups,
-            full_name: profile.full_name,
-            language: entry.language,
-            link: None,
-        })
+            (None, None) => Err(DirectoryError::Unavailable("it is not configured".into()).into()),
+        }
     }
 }
 
@@ -704,6 +708,19 @@ async fn lost_a_race() {
     let pause = rand::random_range(1..=10);
     tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
 }
+/// The participant `entry` names, with its profile and Kaleyra user id.
+fn participant(entry: CheckedEntry, profile: Profile, kaleyra_user_id: String) -> Participant {
+    Participant {
+        kaleyra_user_id,
+        external_id: entry.external_id,
+        role: profile.role,
+        groups: profile.groups,
+        full_name: profile.full_name,
+        language: entry.language,
+        link: None,
+    }
+}
+
 /// An id of another shape is unknown without a look-up.
 fn well_formed(id: &str) -> Result<()> {
     if is_well_formed(id) {

@@ -4,6 +4,8 @@
 //! that introduce the same new user at once ask Kaleyra for the same id: one creates it, the
 //! other gets 409 and reads it back. Neither can create a second user.
 
+use std::collections::HashMap;
+
 use kaleyra_client::{UpdateUser, kaleyra_user_id};
 
 use super::{ProvisionError, Provisioner};
@@ -26,6 +28,35 @@ impl Provisioner {
             Some(user) => user.kaleyra_user_id,
             None => kaleyra_user_id(external_id),
         })
+    }
+
+    /// [`Self::kaleyra_id_for`] each of `external_ids`, in order, with one read.
+    pub async fn kaleyra_ids_for(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        let mapped = self.mapped_users(external_ids).await?;
+        Ok(external_ids
+            .iter()
+            .map(|id| match mapped.get(id) {
+                Some(user) => user.kaleyra_user_id.clone(),
+                None => kaleyra_user_id(id),
+            })
+            .collect())
+    }
+
+    /// The mapped users among `external_ids`, by external id, read at once.
+    async fn mapped_users(
+        &self,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, KaleyraUser>, StoreError> {
+        Ok(self
+            .store
+            .get_kaleyra_users(external_ids)
+            .await?
+            .into_iter()
+            .map(|user| (user.external_id.clone(), user))
+            .collect())
     }
 
     /// Makes sure `external_id` has a Kaleyra user with at least `role` (created on first use,
@@ -72,12 +103,11 @@ impl Provisioner {
         &self,
         participants: &[Participant],
     ) -> Result<(), ProvisionError> {
+        let external_ids: Vec<String> =
+            participants.iter().map(|p| p.external_id.clone()).collect();
+        let mut mapped = self.mapped_users(&external_ids).await?;
         for participant in participants {
-            match self
-                .store
-                .get_kaleyra_user(&participant.external_id)
-                .await?
-            {
+            match mapped.remove(&participant.external_id) {
                 Some(user) if user.role >= participant.role => {}
                 Some(mut user) => {
                     let upgrade = UpdateUser {

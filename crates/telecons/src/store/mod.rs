@@ -129,6 +129,9 @@ pub trait Store: Send + Sync + 'static {
     /// The Kaleyra user mapped to this external id.
     async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>>;
 
+    /// The Kaleyra users mapped to these external ids (those that are), in one read.
+    async fn get_kaleyra_users(&self, external_ids: &[String]) -> StoreResult<Vec<KaleyraUser>>;
+
     /// Maps an external id to a Kaleyra user. `Conflict` when the id is already mapped
     /// (including by a concurrent caller): read it back with [`Store::get_kaleyra_user`].
     async fn insert_kaleyra_user(&self, user: &KaleyraUser) -> StoreResult<()>;

@@ -92,8 +92,8 @@ const SELECT_JOINED: &str = "SELECT t.id, t.version, t.state, t.participant_coun
     p.full_name AS p_full_name, p.language AS p_language, p.link AS p_link \
     FROM teleconsultations t LEFT JOIN participants p ON p.teleconsultation_id = t.id";
 
-const SELECT_KALEYRA_USER: &str = "SELECT external_id, kaleyra_user_id, role, \
-    created_at_ms, updated_at_ms FROM kaleyra_users WHERE external_id = $1";
+const SELECT_KALEYRA_USERS: &str = "SELECT external_id, kaleyra_user_id, role, \
+    created_at_ms, updated_at_ms FROM kaleyra_users";
 
 const INSERT_KALEYRA_USER: &str = "INSERT INTO kaleyra_users \
     (external_id, kaleyra_user_id, role, created_at_ms, updated_at_ms) \
@@ -509,12 +509,32 @@ where
     }
 
     async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>> {
-        let row: Option<KaleyraUserRow> = sqlx::query_as(SELECT_KALEYRA_USER)
-            .bind(external_id.to_owned())
-            .fetch_optional(&self.readers)
-            .await
-            .during("reading a Kaleyra user")?;
+        let row: Option<KaleyraUserRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "{SELECT_KALEYRA_USERS} WHERE external_id = $1"
+        )))
+        .bind(external_id.to_owned())
+        .fetch_optional(&self.readers)
+        .await
+        .during("reading a Kaleyra user")?;
         row.map(kaleyra_user).transpose()
+    }
+
+    async fn get_kaleyra_users(&self, external_ids: &[String]) -> StoreResult<Vec<KaleyraUser>> {
+        if external_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = placeholder_rows(1, external_ids.len());
+        let mut query = sqlx::query_as::<DB, KaleyraUserRow>(AssertSqlSafe(format!(
+            "{SELECT_KALEYRA_USERS} WHERE external_id IN {list}"
+        )));
+        for external_id in external_ids {
+            query = query.bind(external_id.clone());
+        }
+        let rows = query
+            .fetch_all(&self.readers)
+            .await
+            .during("reading Kaleyra users")?;
+        rows.into_iter().map(kaleyra_user).collect()
     }
 
     async fn insert_kaleyra_user(&self, user: &KaleyraUser) -> StoreResult<()> {

@@ -22,6 +22,7 @@ crate::on_both_backends!(
     soft_delete_keeps_the_record_but_hides_it_from_listings,
     listing_by_participant_finds_only_their_live_teleconsultations,
     user_map_inserts_reads_and_refuses_a_second_insert,
+    users_are_read_several_at_once,
     concurrent_inserts_of_one_user_store_one_row,
     user_role_update_is_stored_and_unknown_user_is_not_found,
     migrations_can_run_again,
@@ -331,6 +332,24 @@ async fn user_map_inserts_reads_and_refuses_a_second_insert(db: TestDatabase) {
         db.store.get_kaleyra_user(&u.external_id).await.unwrap(),
         Some(u)
     );
+}
+
+async fn users_are_read_several_at_once(db: TestDatabase) {
+    let (doctor, patient) = (
+        user("auth0|doc", Role::Plus),
+        user("auth0|pat", Role::Basic),
+    );
+    db.store.insert_kaleyra_user(&doctor).await.unwrap();
+    db.store.insert_kaleyra_user(&patient).await.unwrap();
+    db.store
+        .insert_kaleyra_user(&user("auth0|other", Role::Basic))
+        .await
+        .unwrap();
+    let ids = ["auth0|pat", "auth0|unknown", "auth0|doc"].map(String::from);
+    let mut read = db.store.get_kaleyra_users(&ids).await.unwrap();
+    read.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+    assert_eq!(read, [doctor, patient], "the mapped ones among those asked");
+    assert_eq!(db.store.get_kaleyra_users(&[]).await.unwrap(), []);
 }
 
 async fn concurrent_inserts_of_one_user_store_one_row(db: TestDatabase) {
