@@ -304,7 +304,8 @@ impl Provisioner {
                     Err(ProvisionError::Kaleyra(err)) if err.code() == Some("user_not_found") => {
                         tracing::warn!(teleconsultation = id, error = %err, "Kaleyra no longer knows a user of this room; creating the users again");
                         self.recreate_users(&tc.participants).await?;
-                        self.create_room(id, &spec, true).await?
+                        // Marked again: the refusal cleared the mark.
+                        self.create_room(id, &spec, false).await?
                     }
                     created => created?,
                 },
