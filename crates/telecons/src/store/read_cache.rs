@@ -17,13 +17,13 @@
 //! the provisioner's bookkeeping (leases, marks) changes without a new version and is not
 //! followed here. Writers always read the database.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::domain::teleconsultation::Teleconsultation;
 
-/// At most this many teleconsultations are kept (least recently used out first).
+/// At most this many teleconsultations are kept (moka's policy decides which go).
 pub const CAPACITY: u64 = 10_000;
 /// An entry is read again from the database after this long, whatever was heard.
 pub const TIME_TO_LIVE: Duration = Duration::from_secs(10);
@@ -32,8 +32,9 @@ pub const TIME_TO_LIVE: Duration = Duration::from_secs(10);
 pub struct ReadCache {
     entries: moka::sync::Cache<String, Arc<Teleconsultation>>,
     /// Counts the forgettings: a read that began before one may have read what it forgot,
-    /// so its result is not kept.
-    generation: AtomicU64,
+    /// so its result is not kept. Keeping and forgetting hold it, so that one is wholly
+    /// before the other (serving never does).
+    generation: Mutex<u64>,
     /// Whether every change is heard of (always on SQLite, whose one instance makes them
     /// all; on PostgreSQL only while the notifications are followed).
     following: AtomicBool,
@@ -52,7 +53,7 @@ impl ReadCache {
                 .max_capacity(CAPACITY)
                 .time_to_live(TIME_TO_LIVE)
                 .build(),
-            generation: AtomicU64::new(0),
+            generation: Mutex::new(0),
             following: AtomicBool::new(following),
         }
     }
@@ -68,36 +69,40 @@ impl ReadCache {
 
     /// To take before reading the database for [`Self::keep`].
     pub fn ticket(&self) -> Ticket {
-        Ticket(self.generation.load(Ordering::SeqCst))
+        Ticket(*self.generation())
     }
 
     /// Keeps `tc`, read from the database after `ticket` was taken, unless something was
     /// forgotten since (it may be older than what was forgotten).
     pub fn keep(&self, ticket: Ticket, tc: Arc<Teleconsultation>) {
-        if !self.following.load(Ordering::SeqCst) {
-            return;
-        }
-        let id = tc.id.clone();
-        self.entries.insert(id.clone(), tc);
-        // Checked after the insert: a forgetting that comes later removes the entry
-        // itself; one that came between the ticket and here is seen now.
-        if self.generation.load(Ordering::SeqCst) != ticket.0 {
-            self.entries.invalidate(&id);
+        let generation = self.generation();
+        if *generation == ticket.0 && self.following.load(Ordering::SeqCst) {
+            self.entries.insert(tc.id.clone(), tc);
         }
     }
 
     /// `id` changed: its entry is dropped, and reads in flight are not kept.
     pub fn forget(&self, id: &str) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut generation = self.generation();
+        *generation += 1;
         self.entries.invalidate(id);
     }
 
     /// Changes may have been missed, or will be: nothing kept is trusted, and (`following`
     /// false) nothing is kept until it is called again with `following` true.
     pub fn forget_all(&self, following: bool) {
+        let mut generation = self.generation();
         self.following.store(following, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        *generation += 1;
         self.entries.invalidate_all();
+    }
+
+    /// A poisoned lock still holds a valid counter (a panic elsewhere cannot leave it
+    /// half-written).
+    fn generation(&self) -> MutexGuard<'_, u64> {
+        self.generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
