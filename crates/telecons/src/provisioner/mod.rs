@@ -258,11 +258,7 @@ impl Provisioner {
         stop_by: tokio::time::Instant,
     ) -> Result<LeaseAfter, ProvisionError> {
         for _ in 0..MAX_ROUNDS {
-            if tokio::time::Instant::now() >= stop_by {
-                tracing::warn!(
-                    teleconsultation = id,
-                    "provisioning outlasted its lease; resumed later"
-                );
+            if lease_nearly_over(id, stop_by) {
                 return Ok(LeaseAfter::Held);
             }
             // Its own creation mark, only in the first round on the record as stored.
@@ -274,8 +270,17 @@ impl Provisioner {
                     None => return Ok(LeaseAfter::Held),
                 },
             };
-            if tc.is_live() {
-                self.ensure_users(&tc.participants).await?;
+            if tc.is_live()
+                && let Err(err) = self.ensure_users(&tc.participants).await
+            {
+                // Nothing was tried under the insert's mark: retries need not look for a
+                // lost room.
+                if creation_marked
+                    && let Err(clear_err) = self.store.mark_room_creation(id, None).await
+                {
+                    tracing::warn!(teleconsultation = id, error = %clear_err, "cannot clear the creation mark");
+                }
+                return Err(err);
             }
             // A previous attempt may have created a room whose answer was lost (not when the
             // mark is the insert's own: nothing was tried under it).
@@ -293,6 +298,11 @@ impl Provisioner {
                     return Ok(LeaseAfter::Held);
                 }
             };
+            // Users can take long: a room is made only while the lease surely holds (after
+            // it, another holder may make one), and then the insert's mark is still its own.
+            if lease_nearly_over(id, stop_by) {
+                return Ok(LeaseAfter::Held);
+            }
             let marked = creation_marked
                 && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint().as_str());
             let room = match recovered {
@@ -403,6 +413,18 @@ impl Provisioner {
             }
         }
     }
+}
+
+/// Whether work under a lease must stop taking steps (`stop_by`, before the lease ends).
+fn lease_nearly_over(id: &str, stop_by: tokio::time::Instant) -> bool {
+    let over = tokio::time::Instant::now() >= stop_by;
+    if over {
+        tracing::warn!(
+            teleconsultation = id,
+            "provisioning outlasted its lease; resumed later"
+        );
+    }
+    over
 }
 
 /// Work a request holds from the insert of a new teleconsultation on

@@ -178,12 +178,17 @@ async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     assert!(app.sim.users().is_empty());
     assert!(app.sim.rooms().is_empty());
+    assert_eq!(
+        app.stored(&id).await.creating_fingerprint,
+        None,
+        "no room was tried under the insert's creation mark: cleared"
+    );
 
     app.sim.clear_faults();
     background_pass(&app).await;
     assert_eq!(app.sim.users().len(), 2);
-    // The creation marked with the insert was never tried: looked for, then made once.
     assert_eq!(count(&app, "POST /v2/rooms"), 1);
+    assert_eq!(count(&app, "GET /v2/rooms"), 0, "no lost room looked for");
     assert_eq!(app.sim.rooms().len(), 1);
     assert_converged(&app).await;
     // The booking is intact.
