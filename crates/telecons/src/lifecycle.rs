@@ -345,7 +345,8 @@ impl Lifecycle {
         if !self.settings.delete_uploads {
             return Ok(None);
         }
-        let tc = self.authorize(id, caller).await?;
+        // Read from the database, not the read cache: it deletes.
+        let tc = participant_of(self.live(id).await?, caller)?;
         let Some(room_id) = &tc.room_id else {
             return Ok(Some(UploadsDeleted {
                 total: 0,
@@ -384,11 +385,10 @@ impl Lifecycle {
     /// (`store::read_cache`).
     pub async fn authorize(&self, id: &str, caller: Option<&str>) -> Result<Arc<Teleconsultation>> {
         well_formed(id)?;
-        let tc = only_live(id, self.store.get_teleconsultation_cached(id).await?)?;
-        match caller.and_then(|caller| tc.participant(caller)) {
-            Some(_) => Ok(tc),
-            None => Err(LifecycleError::Unauthorized),
-        }
+        participant_of(
+            only_live(id, self.store.get_teleconsultation_cached(id).await?)?,
+            caller,
+        )
     }
 
     /// The live teleconsultation `id`, read from the database.
@@ -718,6 +718,14 @@ fn participant(entry: CheckedEntry, profile: Profile, kaleyra_user_id: String) -
         full_name: profile.full_name,
         language: entry.language,
         link: None,
+    }
+}
+
+/// `tc` if `caller` participates in it; `Unauthorized` otherwise.
+fn participant_of<T: Borrow<Teleconsultation>>(tc: T, caller: Option<&str>) -> Result<T> {
+    match caller.and_then(|caller| tc.borrow().participant(caller)) {
+        Some(_) => Ok(tc),
+        None => Err(LifecycleError::Unauthorized),
     }
 }
 
