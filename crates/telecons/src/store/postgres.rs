@@ -50,7 +50,8 @@ pub type PostgresStore = SqlStore<Postgres>;
 impl SqlStore<Postgres> {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool = PgPoolOptions::new()
-            // Ten for queries, one held by the follower of the changes channel.
+            // Ten for queries, and one for the follower of the changes channel (it holds
+            // one while it follows; it is not reserved).
             .max_connections(11)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)

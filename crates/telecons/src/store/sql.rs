@@ -1,7 +1,8 @@
 //! The one implementation of [`Store`] over SQL, for both backends: the statements (both
 //! accept `$N` placeholders), the binding of records to parameters and the decoding of rows.
 //! A [`Backend`] says only what differs: how a write transaction begins, how rows being
-//! claimed by another transaction are skipped, the liveness probe and the migrations.
+//! claimed by another transaction are skipped, the liveness probe, how a change is announced
+//! to other instances and the migrations.
 
 use std::sync::Arc;
 
