@@ -140,7 +140,7 @@ impl Provisioner {
             .filter(|_| tc.needs_room())
             .map(RoomSpec::fingerprint);
         self.store
-            .insert_leased(tc, &lease, creating.as_deref())
+            .insert_teleconsultation(tc, Some(&lease), creating.as_deref())
             .await?;
         let mut stored = tc.clone();
         stored.creating_fingerprint = creating;

@@ -72,16 +72,13 @@ pub trait Store: Send + Sync + 'static {
     async fn existing_installation(&self) -> StoreResult<Option<Installation>>;
 
     /// Stores a new teleconsultation with its participants. `Conflict` when the id exists.
-    async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()>;
-
-    /// [`Store::insert_teleconsultation`] with its provisioning lease held by `lease.owner`
-    /// from the start, and `creating` marked as [`Store::mark_room_creation`] would: the
-    /// request that books it provisions it next, without writes of its own to take the
-    /// lease and mark the creation.
-    async fn insert_leased(
+    /// With `lease`, its provisioning lease is held by `lease.owner` from the start, and
+    /// `creating` is marked as [`Store::mark_room_creation`] would: the request that books it
+    /// provisions it next, without writes of its own to take the lease and mark the creation.
+    async fn insert_teleconsultation(
         &self,
         tc: &Teleconsultation,
-        lease: &Lease,
+        lease: Option<&Lease>,
         creating: Option<&str>,
     ) -> StoreResult<()>;
 

@@ -437,17 +437,13 @@ where
         row.map(installation).transpose()
     }
 
-    async fn insert_teleconsultation(&self, tc: &Teleconsultation) -> StoreResult<()> {
-        self.insert(tc, None, None).await
-    }
-
-    async fn insert_leased(
+    async fn insert_teleconsultation(
         &self,
         tc: &Teleconsultation,
-        lease: &Lease,
+        lease: Option<&Lease>,
         creating: Option<&str>,
     ) -> StoreResult<()> {
-        self.insert(tc, Some(lease), creating).await
+        self.insert(tc, lease, creating).await
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {

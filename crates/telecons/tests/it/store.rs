@@ -128,7 +128,10 @@ async fn inserted_teleconsultation_reads_back_identically(db: TestDatabase) {
     tc.room_id = Some("room_0123456789ab".into());
     tc.room_fingerprint = Some(spec().fingerprint());
     tc.provision_due_at = Some(at(1_800_000_000_002));
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
 
     let read = db.store.get_teleconsultation(&tc.id).await.unwrap();
     assert_eq!(read, Some(tc));
@@ -140,14 +143,20 @@ async fn unknown_teleconsultation_reads_as_none(db: TestDatabase) {
 
 async fn same_id_twice_is_a_conflict(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000002");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
-    let again = db.store.insert_teleconsultation(&tc).await;
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
+    let again = db.store.insert_teleconsultation(&tc, None, None).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
 
 async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000003");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
 
     let mut changed = tc.clone();
     changed.start = at(1_900_000_600_000);
@@ -179,7 +188,10 @@ async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatab
 
 async fn update_on_a_stale_version_is_refused_and_changes_nothing(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000004");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     let mut first = tc.clone();
     first.duration_secs = 600;
     db.store.update_teleconsultation(&first, &[]).await.unwrap();
@@ -209,7 +221,10 @@ async fn update_of_an_unknown_id_is_not_found(db: TestDatabase) {
 
 async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000005");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
 
     let tasks: Vec<_> = (0..8)
         .map(|i| {
@@ -235,7 +250,10 @@ async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
 
 async fn soft_delete_keeps_the_record_but_hides_it_from_listings(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000006");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     let version = soft_delete(
         &*db.store,
         tc.clone(),
@@ -278,7 +296,10 @@ async fn listing_by_participant_finds_only_their_live_teleconsultations(db: Test
         vec![participant("x", Role::Plus), participant("y", Role::Basic)],
     );
     for tc in [&second, &unrelated, &first] {
-        db.store.insert_teleconsultation(tc).await.unwrap();
+        db.store
+            .insert_teleconsultation(tc, None, None)
+            .await
+            .unwrap();
     }
 
     let for_doc = db
@@ -406,7 +427,10 @@ async fn migrations_can_run_again(db: TestDatabase) {
 async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b00000000000000000000a");
     tc.room_id = Some("room_old000000001".into());
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     tc.room_id = None;
     tc.updated_at = at(1_800_000_001_000);
     db.store
@@ -445,7 +469,10 @@ async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
 
 async fn a_stale_update_retires_nothing(db: TestDatabase) {
     let tc = doctor_and_patient("64b00000000000000000000b");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     db.store.update_teleconsultation(&tc, &[]).await.unwrap();
     let stale = db
         .store
@@ -468,7 +495,10 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
     later.provision_due_at = Some(at(5_000));
     let unmarked = doctor_and_patient("64b00000000000000000000e");
     for tc in [&later, &marked, &unmarked] {
-        db.store.insert_teleconsultation(tc).await.unwrap();
+        db.store
+            .insert_teleconsultation(tc, None, None)
+            .await
+            .unwrap();
     }
     assert_eq!(
         db.store.due_provisioning(at(999), 10).await.unwrap(),
@@ -595,7 +625,10 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
     served.room_id = Some("room_ok".into());
     served.room_fingerprint = Some(spec().fingerprint());
     for tc in [&waiting, &served] {
-        db.store.insert_teleconsultation(tc).await.unwrap();
+        db.store
+            .insert_teleconsultation(tc, None, None)
+            .await
+            .unwrap();
     }
     db.store
         .retire_room("room_gone", None, at(1))
@@ -624,7 +657,10 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
 
 async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000011");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
     assert!(!leases(&db, &tc.id, "b", 1_500, 3_000).await);
     assert!(
@@ -649,7 +685,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         until: at(2_000),
     };
     db.store
-        .insert_leased(&tc, &lease, Some("abcd"))
+        .insert_teleconsultation(&tc, Some(&lease), Some("abcd"))
         .await
         .unwrap();
     let read = stored(&db, &tc.id).await;
@@ -678,7 +714,10 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         leases(&db, &tc.id, "b", 2_001, 4_000).await,
         "the insert's lease ends when it said"
     );
-    let again = db.store.insert_leased(&tc, &lease, None).await;
+    let again = db
+        .store
+        .insert_teleconsultation(&tc, Some(&lease), None)
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
 
@@ -686,7 +725,10 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     let mut tc = doctor_and_patient("64b000000000000000000015");
     tc.desired_room = Some(spec());
     tc.room_id = Some("room_old".into());
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
     db.store
         .mark_room_creation(&tc.id, Some("abcd"))
@@ -769,7 +811,10 @@ async fn kept_in_memory(store: &dyn Store, id: &str) -> Arc<Teleconsultation> {
 
 async fn cached_reads_are_never_behind_this_instances_changes(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000016");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     assert_eq!(*kept_in_memory(&*db.store, &tc.id).await, tc);
 
     db.store.update_teleconsultation(&tc, &[]).await.unwrap();
@@ -815,7 +860,10 @@ async fn another_instances_change_reaches_the_read_cache() {
     };
     let other = telecons::store::connect(&db.url).await.unwrap();
     let tc = doctor_and_patient("64b000000000000000000017");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     assert_eq!(kept_in_memory(&*other, &tc.id).await.version, 1);
 
     let (deleted, _) = tc.deleted(at(1_800_000_000_500));
@@ -851,7 +899,10 @@ async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
     for i in 0..6 {
         let mut tc = doctor_and_patient(&format!("64b0000000000000000001{i:02}"));
         tc.provision_due_at = Some(at(1_000 + i));
-        db.store.insert_teleconsultation(&tc).await.unwrap();
+        db.store
+            .insert_teleconsultation(&tc, None, None)
+            .await
+            .unwrap();
         ids.push(tc.id);
     }
     // Two owners claim concurrently: every due one goes to exactly one of them.
@@ -885,7 +936,10 @@ async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
 
 async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000012");
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     db.store
         .mark_room_creation(&tc.id, Some("abcd"))
         .await
@@ -905,7 +959,10 @@ async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
 async fn rooms_are_known_when_recorded_or_queued(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b000000000000000000013");
     tc.room_id = Some("room_recorded".into());
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     db.store
         .retire_room("room_queued", None, at(1))
         .await
@@ -918,9 +975,11 @@ async fn rooms_are_known_when_recorded_or_queued(db: TestDatabase) {
 async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
     for i in 0..5 {
         db.store
-            .insert_teleconsultation(&doctor_and_patient(&format!(
-                "64b0000000000000000002{i:02}"
-            )))
+            .insert_teleconsultation(
+                &doctor_and_patient(&format!("64b0000000000000000002{i:02}")),
+                None,
+                None,
+            )
             .await
             .unwrap();
     }
@@ -1031,7 +1090,10 @@ async fn stored(db: &TestDatabase, id: &str) -> Teleconsultation {
 async fn failed_provisioning_backs_off_until_a_change(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b000000000000000000300");
     tc.provision_due_at = Some(at(0));
-    db.store.insert_teleconsultation(&tc).await.unwrap();
+    db.store
+        .insert_teleconsultation(&tc, None, None)
+        .await
+        .unwrap();
     let (first, max) = (TimeDelta::seconds(10), TimeDelta::seconds(300));
     let mut delays = Vec::new();
     for _ in 0..7 {
