@@ -7,10 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kaleyra_sim::Fault;
-use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::directory::{DOCTOR_AND_PATIENT, by_ids, directory_env, spawn_auth0};
+use crate::directory::{DOCTOR_AND_PATIENT, book_by_ids, directory_env, spawn_auth0};
 use crate::support::{TestApp, TestDatabase};
 use crate::teleconsultations::{DOC, create_tc, delete_tc, doctor, pair, patch_tc, patient};
 
@@ -81,14 +80,7 @@ async fn a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory(db: T
     let app = TestApp::spawn_with_budget(db, &directory_env(&url), BUDGET).await;
     app.sim
         .add_fault(Fault::delay("/v2/rooms", Duration::from_secs(20)).method("POST"));
-    let (status, body) = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &[],
-            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
-        )
-        .await;
+    let (status, body) = book_by_ids(&app, &["auth0|doctor", "auth0|patient"]).await;
     assert_eq!(status, 201, "{body}");
     let id = body["roomId"].as_str().unwrap();
     let stored = app.stored(id).await;
@@ -102,14 +94,7 @@ async fn a_directory_too_slow_for_the_request_stores_nothing(db: TestDatabase) {
     let (url, auth0) = spawn_auth0(DOCTOR_AND_PATIENT).await;
     auth0.user_delay_ms.store(3_000, Ordering::SeqCst);
     let app = TestApp::spawn_with_budget(db, &directory_env(&url), BUDGET).await;
-    let (status, body) = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &[],
-            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
-        )
-        .await;
+    let (status, body) = book_by_ids(&app, &["auth0|doctor", "auth0|patient"]).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         app.services

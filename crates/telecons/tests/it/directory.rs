@@ -131,25 +131,21 @@ async fn app_with_directory(db: TestDatabase) -> (TestApp, Arc<FakeAuth0>) {
     app_with_directory_of(db, DOCTOR_AND_PATIENT).await
 }
 
-/// A booking whose participants are given as plain ids (resolved through the directory).
-pub(crate) fn by_ids(ids: &[&str]) -> Value {
-    json!({
+/// `POST /teleconsultation` with the participants given as plain ids (resolved through the
+/// directory).
+pub(crate) async fn book_by_ids(app: &TestApp, ids: &[&str]) -> (u16, Value) {
+    let body = json!({
         "participants": ids,
         "start_date": "2030-01-01T10:00:00.000Z",
         "duration_in_seconds": 1800,
-    })
+    });
+    app.send(Method::POST, "/teleconsultation", &[], Some(body))
+        .await
 }
 
 async fn participants_given_as_ids_are_resolved_through_the_directory(db: TestDatabase) {
     let (app, auth0) = app_with_directory(db).await;
-    let (status, body) = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &[],
-            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
-        )
-        .await;
+    let (status, body) = book_by_ids(&app, &["auth0|doctor", "auth0|patient"]).await;
     assert_eq!(status, 201, "{body}");
     let id = body["roomId"].as_str().unwrap();
 
@@ -185,14 +181,7 @@ async fn participants_given_as_ids_are_resolved_through_the_directory(db: TestDa
     );
 
     // The Management API token is fetched once and reused.
-    let (status, _) = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &[],
-            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
-        )
-        .await;
+    let (status, _) = book_by_ids(&app, &["auth0|doctor", "auth0|patient"]).await;
     assert_eq!(status, 201);
     assert_eq!(auth0.token_requests.load(Ordering::SeqCst), 1);
 }
@@ -225,14 +214,7 @@ async fn the_directory_decides_groups_and_names_over_the_body(db: TestDatabase) 
 
 async fn a_user_the_directory_does_not_know_is_refused_and_nothing_is_stored(db: TestDatabase) {
     let (app, _) = app_with_directory(db).await;
-    let (status, body) = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &[],
-            Some(by_ids(&["auth0|doctor", "auth0|ghost"])),
-        )
-        .await;
+    let (status, body) = book_by_ids(&app, &["auth0|doctor", "auth0|ghost"]).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "Bad Request");
     assert!(
@@ -256,14 +238,7 @@ async fn a_user_the_directory_does_not_know_is_refused_and_nothing_is_stored(db:
 async fn a_directory_that_is_down_answers_503_and_nothing_is_stored(db: TestDatabase) {
     let (app, auth0) = app_with_directory(db).await;
     auth0.down.store(true, Ordering::SeqCst);
-    let (status, body) = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &[],
-            Some(by_ids(&["auth0|doctor", "auth0|patient"])),
-        )
-        .await;
+    let (status, body) = book_by_ids(&app, &["auth0|doctor", "auth0|patient"]).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "Service Unavailable");
     assert!(app.kaleyra_calls().is_empty());
@@ -286,14 +261,7 @@ async fn any_token_lifetime_auth0_gives_is_survived(db: TestDatabase) {
     // Those that are not kept come first, so that each is fetched (the last one is kept).
     for expires_in in [json!(-5), json!("3600"), json!(0.5), json!(u64::MAX)] {
         *auth0.expires_in.lock().unwrap() = Some(expires_in.clone());
-        let (status, body) = app
-            .send(
-                Method::POST,
-                "/teleconsultation",
-                &[],
-                Some(by_ids(&["auth0|doctor", "auth0|patient"])),
-            )
-            .await;
+        let (status, body) = book_by_ids(&app, &["auth0|doctor", "auth0|patient"]).await;
         assert_eq!(status, 201, "expires_in {expires_in}: {body}");
     }
     // Two lookups per booking: a token each for the three not kept, one for the last.
@@ -305,14 +273,7 @@ async fn any_token_lifetime_auth0_gives_is_survived(db: TestDatabase) {
 async fn dot_ids_are_refused_before_the_directory_is_asked(db: TestDatabase) {
     let (app, auth0) = app_with_directory(db).await;
     for id in [".", ".."] {
-        let (status, body) = app
-            .send(
-                Method::POST,
-                "/teleconsultation",
-                &[],
-                Some(by_ids(&["auth0|doctor", id])),
-            )
-            .await;
+        let (status, body) = book_by_ids(&app, &["auth0|doctor", id]).await;
         assert_eq!(status, 400, "{body}");
         assert!(
             body["message"]
