@@ -49,6 +49,15 @@ fn booking(doctor: &str, patient: &str) -> Value {
     })
 }
 
+/// Moves the clock to the start of [`booking`]s: their links are due.
+fn at_start(app: &TestApp) {
+    app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
+            .unwrap()
+            .into(),
+    );
+}
+
 async fn link(app: &TestApp, id: &str, user: &str) -> Value {
     let (status, body) = app
         .get(&format!("/teleconsultation/{id}"), &[("miauserid", user)])
@@ -124,11 +133,7 @@ fn count(app: &TestApp, call: &str) -> usize {
 
 async fn rooms_are_created_once_kaleyra_recovers(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
-            .unwrap()
-            .into(),
-    );
+    at_start(&app);
     app.sim
         .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
@@ -198,11 +203,7 @@ async fn users_are_created_once_kaleyra_recovers(db: TestDatabase) {
 
 async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
-            .unwrap()
-            .into(),
-    );
+    at_start(&app);
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let old_room = app.sim.rooms()[0].id.clone();
     app.clock.set(
@@ -224,11 +225,7 @@ async fn a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden(db: TestD
     // The old room still exists (it is deleted only once the new one is there), but nobody
     // gets a link to a room that is being replaced.
     assert_eq!(app.sim.rooms().len(), 1);
-    app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
-            .unwrap()
-            .into(),
-    );
+    at_start(&app);
     assert_eq!(link(&app, &id, DOCTOR).await, Value::Null);
 
     app.sim.clear_faults();
@@ -542,11 +539,7 @@ async fn a_lost_room_of_a_list_made_incomplete_is_found_and_deleted(db: TestData
 /// same deterministic ids, and the room is made at once.
 async fn a_user_kaleyra_no_longer_knows_is_created_again_under_its_id(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
-            .unwrap()
-            .into(),
-    );
+    at_start(&app);
     let first = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let doctor_id = kaleyra_client::kaleyra_user_id(DOCTOR);
     assert!(app.sim.users().iter().any(|u| u.id == doctor_id));
@@ -570,11 +563,7 @@ async fn a_user_kaleyra_no_longer_knows_is_created_again_under_its_id(db: TestDa
 /// finds no user, so it is created again as plus.
 async fn a_forgotten_user_who_becomes_plus_is_created_again_as_plus(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
-            .unwrap()
-            .into(),
-    );
+    at_start(&app);
     let first = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     delete_tc(&app, &first).await;
     app.sim.reset();
@@ -630,11 +619,7 @@ async fn deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms(db:
 /// is made (spec §7).
 async fn a_room_deleted_on_kaleyras_side_is_made_again(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2030-01-02T10:00:00Z")
-            .unwrap()
-            .into(),
-    );
+    at_start(&app);
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let old_link = link(&app, &id, PATIENT).await;
     assert!(old_link.is_string());
