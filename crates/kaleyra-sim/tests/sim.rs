@@ -1328,11 +1328,12 @@ async fn dropping_the_handle_stops_the_server() {
     panic!("the server still answers after its handle was dropped");
 }
 
-#[tokio::test]
-async fn binary_prints_its_url_and_never_logs_the_key() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+/// Starts the `kaleyra-sim` binary with `args` (stderr piped, killed when dropped) and
+/// returns it with the base URL it printed.
+async fn spawn_binary(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
-        .args(["--port", "0", "--api-key", KEY])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -1344,7 +1345,13 @@ async fn binary_prints_its_url_and_never_logs_the_key() {
         .await
         .unwrap()
         .unwrap();
-    let base = line.trim();
+    (child, line.trim().to_owned())
+}
+
+#[tokio::test]
+async fn binary_prints_its_url_and_never_logs_the_key() {
+    use tokio::io::AsyncReadExt;
+    let (mut child, base) = spawn_binary(&["--port", "0", "--api-key", KEY]).await;
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let http = reqwest::Client::new();
     let resp = http
@@ -1444,30 +1451,17 @@ async fn latency_given_at_start_survives_a_reset() {
 
 #[tokio::test]
 async fn binary_takes_latency_and_webhook_url_flags() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kaleyra-sim"))
-        .args([
-            "--port",
-            "0",
-            "--api-key",
-            KEY,
-            "--latency-ms",
-            "250",
-            "--webhook-url",
-            "http://127.0.0.1:9/webhooks/kaleyra",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
-        .await
-        .unwrap()
-        .unwrap();
-    let base = line.trim().to_owned();
+    let (mut child, base) = spawn_binary(&[
+        "--port",
+        "0",
+        "--api-key",
+        KEY,
+        "--latency-ms",
+        "250",
+        "--webhook-url",
+        "http://127.0.0.1:9/webhooks/kaleyra",
+    ])
+    .await;
     let http = reqwest::Client::new();
     let latency: Value = http
         .get(format!("{base}/_sim/latency"))
