@@ -30,7 +30,7 @@ use crate::domain::teleconsultation::{
     AddParticipantError, NoPlusUser, Participant, Teleconsultation, keep_links,
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
-use crate::provisioner::{Held, Provisioner};
+use crate::provisioner::{Held, Provisioner, UserMap};
 use crate::store::{Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
@@ -194,7 +194,7 @@ impl Lifecycle {
             self.profile_source(),
             &self.settings.rooms.privileges,
         )?;
-        let participants = budget
+        let (participants, users) = budget
             .before_commit(self.resolve_all(checked.entries))
             .await?;
         let now = self.clock.now();
@@ -208,11 +208,11 @@ impl Lifecycle {
         );
         tc.plan_room(&self.settings.rooms, now)?;
         // Stored with the work held: this request provisions it next.
-        let held = match self.provisioner.store_new(&tc).await {
+        let held = match self.provisioner.store_new(&tc, users.clone()).await {
             // 64 random bits collided: another id, once.
             Err(StoreError::Conflict(_)) => {
                 tc.id = new_teleconsultation_id(now);
-                self.provisioner.store_new(&tc).await?
+                self.provisioner.store_new(&tc, users).await?
             }
             stored => stored?,
         };
@@ -499,20 +499,24 @@ impl Lifecycle {
         }
     }
 
-    async fn resolve_all(&self, entries: Vec<CheckedEntry>) -> Result<Vec<Participant>> {
+    /// The checked entries as participants, and the user map read for them (one read for
+    /// the whole list).
+    async fn resolve_all(&self, entries: Vec<CheckedEntry>) -> Result<(Vec<Participant>, UserMap)> {
         let mut profiles = Vec::with_capacity(entries.len());
         for entry in &entries {
             profiles.push(self.profile(entry).await?);
         }
-        // One read of the user map for the whole list.
         let external_ids: Vec<String> = entries.iter().map(|e| e.external_id.clone()).collect();
-        let kaleyra_ids = self.provisioner.kaleyra_ids_for(&external_ids).await?;
-        Ok(entries
+        let users = self.provisioner.user_map(&external_ids).await?;
+        let participants = entries
             .into_iter()
             .zip(profiles)
-            .zip(kaleyra_ids)
-            .map(|((entry, profile), kaleyra_user_id)| participant(entry, profile, kaleyra_user_id))
-            .collect())
+            .map(|(entry, profile)| {
+                let kaleyra_user_id = users.kaleyra_id(&entry.external_id);
+                participant(entry, profile, kaleyra_user_id)
+            })
+            .collect();
+        Ok((participants, users))
     }
 
     /// A checked entry as a participant: its profile (from the directory when configured),
@@ -591,7 +595,7 @@ impl Change for Update {
         // is the body's 400, which comes first. Once, then reused if the write is retried.
         if let (Some(checked), None) = (&self.participants, &self.resolved) {
             let checked = checked.clone()?;
-            let participants = lifecycle.resolve_all(checked.entries).await?;
+            let (participants, _) = lifecycle.resolve_all(checked.entries).await?;
             self.resolved = Some((checked.number, participants));
         }
         lifecycle.refuse_if_immutable(current)?;

@@ -23,6 +23,7 @@ use kaleyra_client::{CreateRoom, KaleyraClient, KaleyraError, NewParticipant};
 
 pub use audit::{AuditReport, compare};
 pub use recovery::ORPHAN_GRACE;
+pub use users::UserMap;
 pub use worker::POLL_INTERVAL;
 
 use crate::clock::Clock;
@@ -130,9 +131,14 @@ impl Provisioner {
 
     /// Stores the new teleconsultation `tc` with its lease held and, when it wants a room,
     /// the creation of that room marked: provisioning it next ([`Self::converge_inline`]
-    /// with the returned work) takes neither write of its own. `Conflict` when the id
-    /// exists.
-    pub async fn store_new(&self, tc: &Teleconsultation) -> Result<Held, StoreError> {
+    /// with the returned work) takes neither write of its own, nor a read of the user map
+    /// (`users`: the map of `tc`'s participants, as read to resolve them). `Conflict` when
+    /// the id exists.
+    pub async fn store_new(
+        &self,
+        tc: &Teleconsultation,
+        users: UserMap,
+    ) -> Result<Held, StoreError> {
         let lease = self.lease();
         let creating = tc
             .desired_room
@@ -144,7 +150,10 @@ impl Provisioner {
             .await?;
         let mut stored = tc.clone();
         stored.creating_fingerprint = creating;
-        Ok(Held { lease, stored })
+        Ok(Held {
+            lease,
+            stored: Stored { tc: stored, users },
+        })
     }
 
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
@@ -201,7 +210,7 @@ impl Provisioner {
         &self,
         id: &str,
         owner: &str,
-        stored: Option<Teleconsultation>,
+        stored: Option<Stored>,
     ) -> Result<(), ProvisionError> {
         // Work stops taking new steps when its lease is nearly over (another holder could then
         // work on the same record); it is never cut mid-step (a database transaction must not
@@ -254,7 +263,7 @@ impl Provisioner {
         &self,
         id: &str,
         owner: &str,
-        mut stored: Option<Teleconsultation>,
+        mut stored: Option<Stored>,
         stop_by: tokio::time::Instant,
     ) -> Result<LeaseAfter, ProvisionError> {
         for _ in 0..MAX_ROUNDS {
@@ -263,15 +272,15 @@ impl Provisioner {
             }
             // Its own creation mark, only in the first round on the record as stored.
             let creation_marked = stored.is_some();
-            let tc = match stored.take() {
-                Some(tc) => tc,
+            let (tc, users) = match stored.take() {
+                Some(Stored { tc, users }) => (tc, Some(users)),
                 None => match self.store.get_teleconsultation(id).await? {
-                    Some(tc) => tc,
+                    Some(tc) => (tc, None),
                     None => return Ok(LeaseAfter::Held),
                 },
             };
             if tc.is_live()
-                && let Err(err) = self.ensure_users(&tc.participants).await
+                && let Err(err) = self.ensure_users(&tc.participants, users).await
             {
                 // Nothing was tried under the insert's mark: retries need not look for a
                 // lost room.
@@ -428,12 +437,19 @@ fn lease_nearly_over(id: &str, stop_by: tokio::time::Instant) -> bool {
 }
 
 /// Work a request holds from the insert of a new teleconsultation on
-/// ([`Provisioner::store_new`]): its lease, and the record as stored (its room creation
-/// marked when it wants one).
+/// ([`Provisioner::store_new`]): its lease, and what the first round starts from.
 #[derive(Debug, Clone)]
 pub struct Held {
     lease: Lease,
-    stored: Teleconsultation,
+    stored: Stored,
+}
+
+/// The record as stored (its room creation marked when it wants one) and the user map of
+/// its participants as read to resolve them.
+#[derive(Debug, Clone)]
+struct Stored {
+    tc: Teleconsultation,
+    users: UserMap,
 }
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already

@@ -14,6 +14,23 @@ use crate::domain::roster::Role;
 use crate::domain::teleconsultation::Participant;
 use crate::store::{KaleyraUser, StoreError};
 
+/// The mapped Kaleyra users of one participant list, by external id, as read once
+/// ([`Provisioner::user_map`]): a booking resolves its participants' Kaleyra ids and then
+/// makes their users with one read.
+#[derive(Debug, Clone, Default)]
+pub struct UserMap(HashMap<String, KaleyraUser>);
+
+impl UserMap {
+    /// The Kaleyra user id of `external_id`: the one mapped, else the derived one (as
+    /// [`Provisioner::kaleyra_id_for`]).
+    pub fn kaleyra_id(&self, external_id: &str) -> String {
+        match self.0.get(external_id) {
+            Some(user) => user.kaleyra_user_id.clone(),
+            None => kaleyra_user_id(external_id),
+        }
+    }
+}
+
 fn wire_role(role: Role) -> kaleyra_client::Role {
     match role {
         Role::Basic => kaleyra_client::Role::Basic,
@@ -30,33 +47,16 @@ impl Provisioner {
         })
     }
 
-    /// [`Self::kaleyra_id_for`] each of `external_ids`, in order, with one read.
-    pub async fn kaleyra_ids_for(
-        &self,
-        external_ids: &[String],
-    ) -> Result<Vec<String>, StoreError> {
-        let mapped = self.mapped_users(external_ids).await?;
-        Ok(external_ids
-            .iter()
-            .map(|id| match mapped.get(id) {
-                Some(user) => user.kaleyra_user_id.clone(),
-                None => kaleyra_user_id(id),
-            })
-            .collect())
-    }
-
-    /// The mapped users among `external_ids`, by external id, read at once.
-    async fn mapped_users(
-        &self,
-        external_ids: &[String],
-    ) -> Result<HashMap<String, KaleyraUser>, StoreError> {
-        Ok(self
-            .store
-            .get_kaleyra_users(external_ids)
-            .await?
-            .into_iter()
-            .map(|user| (user.external_id.clone(), user))
-            .collect())
+    /// The mapped users among `external_ids`, read at once.
+    pub async fn user_map(&self, external_ids: &[String]) -> Result<UserMap, StoreError> {
+        Ok(UserMap(
+            self.store
+                .get_kaleyra_users(external_ids)
+                .await?
+                .into_iter()
+                .map(|user| (user.external_id.clone(), user))
+                .collect(),
+        ))
     }
 
     /// Makes sure `external_id` has a Kaleyra user with at least `role` (created on first use,
@@ -67,7 +67,7 @@ impl Provisioner {
         role: Role,
     ) -> Result<String, ProvisionError> {
         let participant = self.bare_participant(external_id, role).await?;
-        self.ensure_users(std::slice::from_ref(&participant))
+        self.ensure_users(std::slice::from_ref(&participant), None)
             .await?;
         Ok(participant.kaleyra_user_id)
     }
@@ -98,14 +98,22 @@ impl Provisioner {
 
     /// Makes sure every participant has a Kaleyra user with at least the role this booking
     /// gives it: creates the missing ones, upgrades basic users who are plus here (roles only
-    /// go up). Users already mapped with a sufficient role cost no Kaleyra call.
+    /// go up). Users already mapped with a sufficient role cost no Kaleyra call. `mapped`:
+    /// the map of these participants when the caller has just read it ([`Self::user_map`]);
+    /// read here otherwise.
     pub(super) async fn ensure_users(
         &self,
         participants: &[Participant],
+        mapped: Option<UserMap>,
     ) -> Result<(), ProvisionError> {
-        let external_ids: Vec<String> =
-            participants.iter().map(|p| p.external_id.clone()).collect();
-        let mut mapped = self.mapped_users(&external_ids).await?;
+        let UserMap(mut mapped) = match mapped {
+            Some(mapped) => mapped,
+            None => {
+                let external_ids: Vec<String> =
+                    participants.iter().map(|p| p.external_id.clone()).collect();
+                self.user_map(&external_ids).await?
+            }
+        };
         for participant in participants {
             match mapped.remove(&participant.external_id) {
                 Some(user) if user.role >= participant.role => {}
@@ -210,5 +218,28 @@ impl Provisioner {
             }
             Err(other) => Err(other.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+
+    #[test]
+    fn the_user_map_gives_the_mapped_id_else_the_derived_one() {
+        let at = DateTime::UNIX_EPOCH;
+        let mapped = KaleyraUser {
+            external_id: "doctor-1".to_owned(),
+            kaleyra_user_id: "an_older_id".to_owned(),
+            role: Role::Plus,
+            created_at: at,
+            updated_at: at,
+        };
+        let map = UserMap(HashMap::from([(mapped.external_id.clone(), mapped)]));
+        assert_eq!(map.kaleyra_id("doctor-1"), "an_older_id");
+        assert_eq!(map.kaleyra_id("patient-1"), kaleyra_user_id("patient-1"));
+        assert_ne!(kaleyra_user_id("patient-1"), "an_older_id");
     }
 }
