@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use indexmap::IndexMap;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -139,8 +140,9 @@ pub enum SimError {
 #[derive(Debug, Default)]
 pub struct Model {
     users: BTreeMap<String, SimUser>,
-    /// In creation order, which is the order `GET /v2/rooms` lists them in.
-    rooms: Vec<SimRoom>,
+    /// By id, in creation order (the order `GET /v2/rooms` lists them in): a benchmark
+    /// makes tens of thousands, and each creation or lookup must not scan them all.
+    rooms: IndexMap<String, SimRoom>,
     uploads: Vec<Upload>,
     backgrounds: Vec<SimBackground>,
     company: SimCompany,
@@ -286,7 +288,7 @@ impl Model {
 
         let id = loop {
             let id = format!("room_{}", random_hex(6));
-            if !self.rooms.iter().any(|r| r.id == id) {
+            if !self.rooms.contains_key(&id) {
                 break id;
             }
         };
@@ -311,31 +313,29 @@ impl Model {
             description: req.description,
             creation_date: format_date(now()),
         };
-        self.rooms.push(room.clone());
+        self.rooms.insert(room.id.clone(), room.clone());
         Ok(room)
     }
 
     pub fn room(&self, id: &str) -> Result<SimRoom, SimError> {
         self.rooms
-            .iter()
-            .find(|r| r.id == id)
+            .get(id)
             .cloned()
             .ok_or_else(|| SimError::NotFound(format!("room `{id}` not found")))
     }
 
     pub fn rooms(&self) -> Vec<SimRoom> {
-        self.rooms.clone()
+        self.rooms.values().cloned().collect()
     }
 
     /// Deletes the room only. Its uploads stay, so that tests can check the service deleted
     /// them itself (the spec is silent on cascading).
     pub fn delete_room(&mut self, id: &str) -> Result<(), SimError> {
-        let before = self.rooms.len();
-        self.rooms.retain(|r| r.id != id);
-        if self.rooms.len() == before {
-            return Err(SimError::NotFound(format!("room `{id}` not found")));
+        // Shifted out, not swapped: the others keep their creation order.
+        match self.rooms.shift_remove(id) {
+            Some(_) => Ok(()),
+            None => Err(SimError::NotFound(format!("room `{id}` not found"))),
         }
-        Ok(())
     }
 
     // --- uploads -----------------------------------------------------------------------------
@@ -676,6 +676,21 @@ mod tests {
             m.delete_room(&room.id),
             Err(SimError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn rooms_are_listed_in_creation_order_after_a_deletion() {
+        let mut m = Model::default();
+        user(&mut m, "doc", Role::Plus);
+        user(&mut m, "pat", Role::Basic);
+        let ids: Vec<String> = (0..4)
+            .map(|_| m.create_room(room_req(&["doc", "pat"])).unwrap().id)
+            .collect();
+        m.delete_room(&ids[1]).unwrap();
+        let listed: Vec<String> = m.rooms().into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, [ids[0].clone(), ids[2].clone(), ids[3].clone()]);
+        assert_eq!(m.room(&ids[2]).unwrap().id, ids[2]);
+        assert!(matches!(m.room(&ids[1]), Err(SimError::NotFound(_))));
     }
 
     #[test]
