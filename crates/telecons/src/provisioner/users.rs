@@ -17,7 +17,7 @@ use crate::store::{KaleyraUser, StoreError};
 /// The mapped Kaleyra users of one participant list, by external id, as read once
 /// ([`Provisioner::user_map`]): a booking resolves its participants' Kaleyra ids and then
 /// makes their users with one read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UserMap(HashMap<String, KaleyraUser>);
 
 impl UserMap {
