@@ -2,6 +2,7 @@
 //! embedded default, and PostgreSQL, for several instances on one database). The store maps
 //! the domain's records to row types of its own (`rows`). The same test suite runs on both.
 
+mod group_commit;
 mod postgres;
 pub mod read_cache;
 mod records;

@@ -71,6 +71,8 @@ impl SqlStore<Postgres> {
             readers: pool,
             read_cache,
             _follower: Some(stop.drop_guard()),
+            // PostgreSQL groups concurrent commits itself, and has no single writer.
+            group_commit: None,
         })
     }
 }

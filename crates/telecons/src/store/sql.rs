@@ -13,6 +13,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use tokio_util::sync::DropGuard;
 
+use super::group_commit::{BoxFuture, GroupCommit};
 use super::read_cache::ReadCache;
 use super::records::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::rows::{
@@ -49,6 +50,9 @@ pub struct SqlStore<DB: Database> {
     pub(super) read_cache: Arc<ReadCache>,
     /// Stops the task that follows other instances' changes (PostgreSQL) with the store.
     pub(super) _follower: Option<DropGuard>,
+    /// Where the database has one writer (SQLite): the queue of the task that commits
+    /// concurrent write transactions together.
+    pub(super) group_commit: Option<GroupCommit<DB>>,
 }
 
 /// $16 and $17 are the provisioning lease (owner, until), $18 the creation mark; NULL when
@@ -276,17 +280,24 @@ where
         creating: Option<&str>,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
-        let mut tx = self.begin_write(OPERATION).await?;
-        Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), tc)
-            .bind(lease.map(|lease| lease.owner.clone()))
-            .bind(lease.map(|lease| lease.until.timestamp_millis()))
-            .bind(creating.map(str::to_owned))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
-        Self::insert_participants(&mut tx, tc, OPERATION).await?;
-        tx.commit().await.during(OPERATION)?;
-        Ok(())
+        let tc = tc.clone();
+        let lease = lease.cloned();
+        let creating = creating.map(str::to_owned);
+        self.in_write_transaction(OPERATION, move |conn| {
+            Box::pin(async move {
+                Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), &tc)
+                    .bind(lease.as_ref().map(|lease| lease.owner.clone()))
+                    .bind(lease.as_ref().map(|lease| lease.until.timestamp_millis()))
+                    .bind(creating)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id))
+                    })?;
+                Self::insert_participants(conn, &tc, OPERATION).await
+            })
+        })
+        .await
     }
 
     /// The update of [`Store::update_teleconsultation`]; with `holder`, also the end of the
@@ -310,46 +321,70 @@ where
         holder: Option<&str>,
     ) -> StoreResult<i64> {
         const OPERATION: &str = "updating a teleconsultation";
-        let mut tx = self.begin_write(OPERATION).await?;
-        let updated = Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), tc)
-            .bind(holder.map(str::to_owned))
-            .fetch_optional(&mut *tx)
-            .await
-            .during(OPERATION)?;
-        if updated.is_none() {
-            let exists = sqlx::query(TELECONSULTATION_EXISTS)
-                .bind(tc.id.clone())
-                .fetch_optional(&mut *tx)
-                .await
-                .during(OPERATION)?;
-            return Err(if exists.is_some() {
-                StoreError::StaleVersion
-            } else {
-                StoreError::NotFound
-            });
+        let tc = tc.clone();
+        let retired_rooms = retired_rooms.to_vec();
+        let holder = holder.map(str::to_owned);
+        self.in_write_transaction(OPERATION, move |conn| {
+            Box::pin(async move {
+                let updated =
+                    Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), &tc)
+                        .bind(holder.clone())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                if updated.is_none() {
+                    let exists = sqlx::query(TELECONSULTATION_EXISTS)
+                        .bind(tc.id.clone())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                    return Err(if exists.is_some() {
+                        StoreError::StaleVersion
+                    } else {
+                        StoreError::NotFound
+                    });
+                }
+                if holder.is_some() {
+                    Self::write_links(conn, &tc, OPERATION).await?;
+                } else {
+                    sqlx::query(DELETE_PARTICIPANTS)
+                        .bind(tc.id.clone())
+                        .execute(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                    Self::insert_participants(conn, &tc, OPERATION).await?;
+                }
+                for room_id in &retired_rooms {
+                    Self::retire(&mut *conn, room_id, Some(&tc.id), tc.updated_at).await?;
+                }
+                if let Some(announce) = DB::ANNOUNCE_CHANGE {
+                    sqlx::query(announce)
+                        .bind(tc.id.clone())
+                        .execute(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                }
+                Ok(tc.version + 1)
+            })
+        })
+        .await
+    }
+
+    /// Runs `write` in a write transaction and commits it: grouped with concurrent writes
+    /// where the database has one writer ([`GroupCommit`]), else a transaction of its own.
+    /// The work is owned (`'static`): a grouped write runs on the writer's task.
+    async fn in_write_transaction<T, F>(&self, operation: &'static str, write: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+    {
+        if let Some(group) = &self.group_commit {
+            return group.write(operation, write).await;
         }
-        if holder.is_some() {
-            Self::write_links(&mut tx, tc, OPERATION).await?;
-        } else {
-            sqlx::query(DELETE_PARTICIPANTS)
-                .bind(tc.id.clone())
-                .execute(&mut *tx)
-                .await
-                .during(OPERATION)?;
-            Self::insert_participants(&mut tx, tc, OPERATION).await?;
-        }
-        for room_id in retired_rooms {
-            Self::retire(&mut *tx, room_id, Some(&tc.id), tc.updated_at).await?;
-        }
-        if let Some(announce) = DB::ANNOUNCE_CHANGE {
-            sqlx::query(announce)
-                .bind(tc.id.clone())
-                .execute(&mut *tx)
-                .await
-                .during(OPERATION)?;
-        }
-        tx.commit().await.during(OPERATION)?;
-        Ok(tc.version + 1)
+        let mut tx = self.begin_write(operation).await?;
+        let written = write(&mut tx).await?;
+        tx.commit().await.during(operation)?;
+        Ok(written)
     }
 
     async fn select_joined(

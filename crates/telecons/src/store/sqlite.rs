@@ -1,5 +1,7 @@
 //! SQLite: the embedded default. WAL journal (readers never wait for the writer) and a
-//! single writer connection, so writes queue in the pool instead of failing with BUSY.
+//! single writer connection, so writes queue in the pool instead of failing with BUSY. The
+//! write transactions of teleconsultations that queue together share one commit
+//! (`group_commit`): a commit's fsync is most of a transaction's time on the writer.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreResult;
+use super::group_commit::GroupCommit;
 use super::read_cache::ReadCache;
 use super::sql::{Backend, During, SqlStore};
 
@@ -69,6 +72,7 @@ impl SqlStore<Sqlite> {
             .await
             .during(OPERATION)?;
         Ok(Self {
+            group_commit: Some(GroupCommit::start(writer.clone())),
             writer,
             readers,
             read_cache: Arc::new(ReadCache::new(true)),

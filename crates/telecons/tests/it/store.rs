@@ -15,6 +15,7 @@ crate::on_both_backends!(
     inserted_teleconsultation_reads_back_identically,
     unknown_teleconsultation_reads_as_none,
     same_id_twice_is_a_conflict,
+    concurrent_writes_each_keep_only_their_own_outcome,
     update_replaces_fields_and_participants_and_bumps_version,
     update_on_a_stale_version_is_refused_and_changes_nothing,
     update_of_an_unknown_id_is_not_found,
@@ -149,6 +150,39 @@ async fn same_id_twice_is_a_conflict(db: TestDatabase) {
         .unwrap();
     let again = db.store.insert_teleconsultation(&tc, None, None).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+}
+
+/// Writes made together (on SQLite they share one commit) succeed or fail each on its own:
+/// a write whose second statement fails leaves nothing, its neighbours are all stored.
+async fn concurrent_writes_each_keep_only_their_own_outcome(db: TestDatabase) {
+    let mut writes = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let mut tc = doctor_and_patient(&format!("64b0000000000000000001{n:02}"));
+        let refused = n % 5 == 0;
+        if refused {
+            // The teleconsultation row is written, then its participants are refused.
+            tc.participants[1].external_id = tc.participants[0].external_id.clone();
+        }
+        let store = Arc::clone(&db.store);
+        writes.spawn(async move {
+            let written = store.insert_teleconsultation(&tc, None, None).await;
+            (tc, refused, written)
+        });
+    }
+    while let Some(joined) = writes.join_next().await {
+        let (tc, refused, written) = joined.unwrap();
+        let read = db.store.get_teleconsultation(&tc.id).await.unwrap();
+        if refused {
+            assert!(
+                matches!(written, Err(StoreError::Conflict(_))),
+                "{written:?}"
+            );
+            assert_eq!(read, None, "nothing of a refused write is stored");
+        } else {
+            written.unwrap();
+            assert_eq!(read, Some(tc));
+        }
+    }
 }
 
 async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatabase) {
