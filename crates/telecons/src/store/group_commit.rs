@@ -5,8 +5,9 @@
 //! fails rolls back its own savepoint only; every write of a group learns its outcome after
 //! the group's commit (a write is stored when it says so, as without grouping).
 //!
-//! The task is never cut by the requests it serves: a request that goes away leaves its
-//! write to be done (as if only the answer were lost).
+//! The task is never cut by the requests it serves. A request that goes away before its
+//! write began leaves nothing written; after, its write is done (as if only the answer were
+//! lost).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,21 +51,36 @@ where
     }
 
     /// Runs `write` in a transaction shared with the writes queued with it; its result once
-    /// the transaction is committed (a database error if the commit failed).
-    pub(super) async fn write<T, F>(&self, operation: &'static str, write: F) -> StoreResult<T>
+    /// the transaction is committed (a database error if the commit failed, whatever the
+    /// write's own result: a refusal may rest on a neighbour's change that did not commit).
+    /// `after` runs once the outcome is known, on the writer's side, even if the caller has
+    /// gone meanwhile. A caller gone before its write began leaves nothing written.
+    pub(super) async fn write<T, F, A>(
+        &self,
+        operation: &'static str,
+        write: F,
+        after: A,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+        A: FnOnce() + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
         let job: Job<DB> = Box::new(move |conn| {
             Box::pin(async move {
+                if answer.is_closed() {
+                    // Its caller has gone (timed out, hung up) and answered a failure.
+                    let nothing: Reply = Box::new(|_| {});
+                    return (false, nothing);
+                }
                 let result = write(conn).await;
                 let succeeded = result.is_ok();
                 let reply: Reply = Box::new(move |commit_error| {
-                    let _ = answer.send(match (result, commit_error) {
-                        (Ok(_), Some(error)) => Err(not_committed(operation, error)),
-                        (result, _) => result,
+                    after();
+                    let _ = answer.send(match commit_error {
+                        Some(error) => Err(not_committed(operation, error)),
+                        None => result,
                     });
                 });
                 (succeeded, reply)
@@ -128,10 +144,11 @@ where
             return;
         }
     };
-    let mut committing: Vec<Reply> = Vec::with_capacity(group.len());
+    // Every write that ran is answered after the commit, the refused ones too.
+    let mut answers: Vec<Reply> = Vec::with_capacity(group.len());
     for job in group {
         if let Err(err) = sqlx::query("SAVEPOINT write").execute(&mut *tx).await {
-            return fail(committing, &err);
+            return fail(answers, &err);
         }
         let (succeeded, reply) = job(&mut tx).await;
         let ended = if succeeded {
@@ -142,19 +159,13 @@ where
                 err => err,
             }
         };
+        answers.push(reply);
         if let Err(err) = ended {
-            committing.push(reply);
-            return fail(committing, &err);
-        }
-        if succeeded {
-            committing.push(reply);
-        } else {
-            // Its own error is its answer; nothing of it stays.
-            reply(None);
+            return fail(answers, &err);
         }
     }
     let commit_error = tx.commit().await.err().map(|err| err.to_string());
-    for reply in committing {
+    for reply in answers {
         reply(commit_error.clone());
     }
 }

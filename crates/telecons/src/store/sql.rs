@@ -283,20 +283,24 @@ where
         let tc = tc.clone();
         let lease = lease.cloned();
         let creating = creating.map(str::to_owned);
-        self.in_write_transaction(OPERATION, move |conn| {
-            Box::pin(async move {
-                Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), &tc)
-                    .bind(lease.as_ref().map(|lease| lease.owner.clone()))
-                    .bind(lease.as_ref().map(|lease| lease.until.timestamp_millis()))
-                    .bind(creating)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| {
-                        conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id))
-                    })?;
-                Self::insert_participants(conn, &tc, OPERATION).await
-            })
-        })
+        self.in_write_transaction(
+            OPERATION,
+            move |conn| {
+                Box::pin(async move {
+                    Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), &tc)
+                        .bind(lease.as_ref().map(|lease| lease.owner.clone()))
+                        .bind(lease.as_ref().map(|lease| lease.until.timestamp_millis()))
+                        .bind(creating)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| {
+                            conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id))
+                        })?;
+                    Self::insert_participants(conn, &tc, OPERATION).await
+                })
+            },
+            || {},
+        )
         .await
     }
 
@@ -309,82 +313,91 @@ where
         retired_rooms: &[String],
         holder: Option<&str>,
     ) -> StoreResult<i64> {
-        let result = self.update_in_transaction(tc, retired_rooms, holder).await;
-        self.read_cache.forget(&tc.id);
-        result
-    }
-
-    async fn update_in_transaction(
-        &self,
-        tc: &Teleconsultation,
-        retired_rooms: &[String],
-        holder: Option<&str>,
-    ) -> StoreResult<i64> {
         const OPERATION: &str = "updating a teleconsultation";
         let tc = tc.clone();
         let retired_rooms = retired_rooms.to_vec();
         let holder = holder.map(str::to_owned);
-        self.in_write_transaction(OPERATION, move |conn| {
-            Box::pin(async move {
-                let updated =
-                    Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), &tc)
-                        .bind(holder.clone())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .during(OPERATION)?;
-                if updated.is_none() {
-                    let exists = sqlx::query(TELECONSULTATION_EXISTS)
-                        .bind(tc.id.clone())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .during(OPERATION)?;
-                    return Err(if exists.is_some() {
-                        StoreError::StaleVersion
+        let read_cache = Arc::clone(&self.read_cache);
+        let id = tc.id.clone();
+        let forget = move || read_cache.forget(&id);
+        self.in_write_transaction(
+            OPERATION,
+            move |conn| {
+                Box::pin(async move {
+                    let updated =
+                        Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), &tc)
+                            .bind(holder.clone())
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                    if updated.is_none() {
+                        let exists = sqlx::query(TELECONSULTATION_EXISTS)
+                            .bind(tc.id.clone())
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                        return Err(if exists.is_some() {
+                            StoreError::StaleVersion
+                        } else {
+                            StoreError::NotFound
+                        });
+                    }
+                    if holder.is_some() {
+                        Self::write_links(conn, &tc, OPERATION).await?;
                     } else {
-                        StoreError::NotFound
-                    });
-                }
-                if holder.is_some() {
-                    Self::write_links(conn, &tc, OPERATION).await?;
-                } else {
-                    sqlx::query(DELETE_PARTICIPANTS)
-                        .bind(tc.id.clone())
-                        .execute(&mut *conn)
-                        .await
-                        .during(OPERATION)?;
-                    Self::insert_participants(conn, &tc, OPERATION).await?;
-                }
-                for room_id in &retired_rooms {
-                    Self::retire(&mut *conn, room_id, Some(&tc.id), tc.updated_at).await?;
-                }
-                if let Some(announce) = DB::ANNOUNCE_CHANGE {
-                    sqlx::query(announce)
-                        .bind(tc.id.clone())
-                        .execute(&mut *conn)
-                        .await
-                        .during(OPERATION)?;
-                }
-                Ok(tc.version + 1)
-            })
-        })
+                        sqlx::query(DELETE_PARTICIPANTS)
+                            .bind(tc.id.clone())
+                            .execute(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                        Self::insert_participants(conn, &tc, OPERATION).await?;
+                    }
+                    for room_id in &retired_rooms {
+                        Self::retire(&mut *conn, room_id, Some(&tc.id), tc.updated_at).await?;
+                    }
+                    if let Some(announce) = DB::ANNOUNCE_CHANGE {
+                        sqlx::query(announce)
+                            .bind(tc.id.clone())
+                            .execute(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                    }
+                    Ok(tc.version + 1)
+                })
+            },
+            forget,
+        )
         .await
     }
 
     /// Runs `write` in a write transaction and commits it: grouped with concurrent writes
     /// where the database has one writer ([`GroupCommit`]), else a transaction of its own.
-    /// The work is owned (`'static`): a grouped write runs on the writer's task.
-    async fn in_write_transaction<T, F>(&self, operation: &'static str, write: F) -> StoreResult<T>
+    /// The work is owned (`'static`): a grouped write runs on the writer's task. `after`
+    /// runs once the outcome is known, whatever it is (a failed commit may still have
+    /// applied).
+    async fn in_write_transaction<T, F, A>(
+        &self,
+        operation: &'static str,
+        write: F,
+        after: A,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
+        A: FnOnce() + Send + 'static,
     {
         if let Some(group) = &self.group_commit {
-            return group.write(operation, write).await;
+            return group.write(operation, write, after).await;
         }
-        let mut tx = self.begin_write(operation).await?;
-        let written = write(&mut tx).await?;
-        tx.commit().await.during(operation)?;
-        Ok(written)
+        let written = async {
+            let mut tx = self.begin_write(operation).await?;
+            let written = write(&mut tx).await?;
+            tx.commit().await.during(operation)?;
+            Ok(written)
+        }
+        .await;
+        after();
+        written
     }
 
     async fn select_joined(
