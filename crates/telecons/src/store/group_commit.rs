@@ -23,6 +23,18 @@ const MAX_GROUP: usize = 64;
 
 pub(super) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The work of one write transaction: statements on the connection it is given. It owns
+/// its data (`'static`), so that it can run on the writer's task.
+pub(super) trait WriteWork<DB: Database, T>:
+    for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static
+{
+}
+
+impl<DB: Database, T, F> WriteWork<DB, T> for F where
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static
+{
+}
+
 /// A write, run on the connection inside its savepoint; says whether it succeeded (its
 /// savepoint is released, else rolled back) and how to answer its caller once the group's
 /// outcome is known.
@@ -55,17 +67,12 @@ where
     /// write's own result: a refusal may rest on a neighbour's change that did not commit).
     /// `after` runs once the outcome is known, on the writer's side, even if the caller has
     /// gone meanwhile. A caller gone before its write began leaves nothing written.
-    pub(super) async fn write<T, F, A>(
+    pub(super) async fn write<T: Send + 'static>(
         &self,
         operation: &'static str,
-        write: F,
-        after: A,
-    ) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-        A: FnOnce() + Send + 'static,
-    {
+        write: impl WriteWork<DB, T>,
+        after: impl FnOnce() + Send + 'static,
+    ) -> StoreResult<T> {
         let (answer, answered) = oneshot::channel();
         let job: Job<DB> = Box::new(move |conn| {
             Box::pin(async move {

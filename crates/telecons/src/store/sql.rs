@@ -13,7 +13,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use tokio_util::sync::DropGuard;
 
-use super::group_commit::{BoxFuture, GroupCommit};
+use super::group_commit::{GroupCommit, WriteWork};
 use super::read_cache::ReadCache;
 use super::records::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::rows::{
@@ -375,17 +375,12 @@ where
     /// The work is owned (`'static`): a grouped write runs on the writer's task. `after`
     /// runs once the outcome is known, whatever it is (a failed commit may still have
     /// applied).
-    async fn in_write_transaction<T, F, A>(
+    async fn in_write_transaction<T: Send + 'static>(
         &self,
         operation: &'static str,
-        write: F,
-        after: A,
-    ) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, StoreResult<T>> + Send + 'static,
-        A: FnOnce() + Send + 'static,
-    {
+        write: impl WriteWork<DB, T>,
+        after: impl FnOnce() + Send + 'static,
+    ) -> StoreResult<T> {
         if let Some(group) = &self.group_commit {
             return group.write(operation, write, after).await;
         }
