@@ -134,26 +134,59 @@ impl Provisioner {
     /// with the returned work) takes neither write of its own, nor a read of the user map
     /// (`users`: the map of `tc`'s participants, as read to resolve them). `Conflict` when
     /// the id exists.
+    ///
+    /// When every participant's Kaleyra user is ready (no Kaleyra call to make for them),
+    /// the room is asked for while the record is being stored: the booking waits for the
+    /// slower of the two, not for both. Should the record not be stored, that room is
+    /// deleted at once, and the orphan sweep is there should that fail too (or should the
+    /// instance stop first): nothing refers to it, so no link to it was ever given.
     pub async fn store_new(
         &self,
         tc: &Teleconsultation,
         users: UserMap,
     ) -> Result<Held, StoreError> {
         let lease = self.lease();
-        let creating = tc
-            .desired_room
-            .as_ref()
-            .filter(|_| tc.needs_room())
-            .map(RoomSpec::fingerprint);
-        self.store
-            .insert_teleconsultation(tc, Some(&lease), creating.as_deref())
-            .await?;
+        let spec = tc.desired_room.as_ref().filter(|_| tc.needs_room());
+        let creating = spec.map(RoomSpec::fingerprint);
+        let early_request = spec
+            .filter(|_| users.has_ready(&tc.participants))
+            .map(|spec| create_room_request(spec, &self.settings.installation_id, &tc.id));
+        let insert = self
+            .store
+            .insert_teleconsultation(tc, Some(&lease), creating.as_deref());
+        let (inserted, early_room) = match &early_request {
+            Some(request) => {
+                let (inserted, room) = tokio::join!(insert, self.kaleyra.create_room(request));
+                (inserted, Some(room))
+            }
+            None => (insert.await, None),
+        };
+        if let Err(err) = inserted {
+            if let Some(Ok(room)) = early_room {
+                self.discard_unrecorded_room(room.id);
+            }
+            return Err(err);
+        }
         let mut stored = tc.clone();
         stored.creating_fingerprint = creating;
         Ok(Held {
             lease,
-            stored: Stored { tc: stored, users },
+            stored: Stored {
+                tc: stored,
+                users,
+                early_room,
+            },
         })
+    }
+
+    /// Deletes, in the background, a room made for a record that was not stored.
+    fn discard_unrecorded_room(&self, room_id: String) {
+        let kaleyra = self.kaleyra.clone();
+        tokio::spawn(async move {
+            if let Err(err) = kaleyra.delete_room(&room_id).await {
+                tracing::warn!(room = %room_id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
+            }
+        });
     }
 
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
@@ -272,10 +305,14 @@ impl Provisioner {
             }
             // Its own creation mark, only in the first round on the record as stored.
             let creation_marked = stored.is_some();
-            let (tc, users) = match stored.take() {
-                Some(Stored { tc, users }) => (tc, Some(users)),
+            let (tc, users, mut early_room) = match stored.take() {
+                Some(Stored {
+                    tc,
+                    users,
+                    early_room,
+                }) => (tc, Some(users), early_room),
                 None => match self.store.get_teleconsultation(id).await? {
-                    Some(tc) => (tc, None),
+                    Some(tc) => (tc, None, None),
                     None => return Ok(LeaseAfter::Held),
                 },
             };
@@ -285,6 +322,7 @@ impl Provisioner {
                 // Nothing was tried under the insert's mark: retries need not look for a
                 // lost room.
                 if creation_marked
+                    && early_room.is_none()
                     && let Err(clear_err) = self.store.mark_room_creation(id, None).await
                 {
                     tracing::warn!(teleconsultation = id, error = %clear_err, "cannot clear the creation mark");
@@ -314,9 +352,11 @@ impl Provisioner {
             }
             let marked = creation_marked
                 && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint().as_str());
+            // The room asked for with the insert is for this very spec (`marked`).
+            let early_room = early_room.take().filter(|_| marked);
             let room = match recovered {
                 Some(room) => room,
-                None => match self.create_room(id, &spec, marked).await {
+                None => match self.room_for(id, &spec, marked, early_room).await {
                     // A user we mapped is gone on Kaleyra's side (deleted there, or a fresh
                     // Kaleyra behind an old database): make them again under the same ids,
                     // then try once more, so that one lost user never blocks a room.
@@ -409,7 +449,33 @@ impl Provisioner {
                 .await?;
         }
         let request = create_room_request(spec, &self.settings.installation_id, id);
-        match self.kaleyra.create_room(&request).await {
+        let answer = self.kaleyra.create_room(&request).await;
+        self.room_created(id, answer).await
+    }
+
+    /// The room for `spec`: the one asked for with the insert (`early_room`, Kaleyra's
+    /// answer), else one created now ([`Self::create_room`]).
+    async fn room_for(
+        &self,
+        id: &str,
+        spec: &RoomSpec,
+        marked: bool,
+        early_room: Option<Result<kaleyra_client::Room, KaleyraError>>,
+    ) -> Result<kaleyra_client::Room, ProvisionError> {
+        match early_room {
+            Some(answer) => self.room_created(id, answer).await,
+            None => self.create_room(id, spec, marked).await,
+        }
+    }
+
+    /// Kaleyra's answer to a room creation for `id`, marked: a creation that surely did not
+    /// happen clears the mark (a retry need not look for its room).
+    async fn room_created(
+        &self,
+        id: &str,
+        answer: Result<kaleyra_client::Room, KaleyraError>,
+    ) -> Result<kaleyra_client::Room, ProvisionError> {
+        match answer {
             Ok(room) => {
                 metrics::counter!(telemetry::ROOMS_CREATED).increment(1);
                 Ok(room)
@@ -438,18 +504,20 @@ fn lease_nearly_over(id: &str, stop_by: tokio::time::Instant) -> bool {
 
 /// Work a request holds from the insert of a new teleconsultation on
 /// ([`Provisioner::store_new`]): its lease, and what the first round starts from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Held {
     lease: Lease,
     stored: Stored,
 }
 
-/// The record as stored (its room creation marked when it wants one) and the user map of
-/// its participants as read to resolve them.
-#[derive(Debug, Clone)]
+/// The record as stored (its room creation marked when it wants one), the user map of its
+/// participants as read to resolve them, and Kaleyra's answer to the room creation asked
+/// for with the insert, if one was.
+#[derive(Debug)]
 struct Stored {
     tc: Teleconsultation,
     users: UserMap,
+    early_room: Option<Result<kaleyra_client::Room, KaleyraError>>,
 }
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already

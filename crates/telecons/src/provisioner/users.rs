@@ -21,6 +21,16 @@ use crate::store::{KaleyraUser, StoreError};
 pub struct UserMap(HashMap<String, KaleyraUser>);
 
 impl UserMap {
+    /// Whether every participant is mapped with the role it needs here: making their
+    /// users ready costs no Kaleyra call.
+    pub fn has_ready(&self, participants: &[Participant]) -> bool {
+        participants.iter().all(|participant| {
+            self.0
+                .get(&participant.external_id)
+                .is_some_and(|user| is_ready(user, participant))
+        })
+    }
+
     /// The Kaleyra user id of `external_id`: the one mapped, else the derived one (as
     /// [`Provisioner::kaleyra_id_for`]).
     pub fn kaleyra_id(&self, external_id: &str) -> String {
@@ -29,6 +39,11 @@ impl UserMap {
             None => kaleyra_user_id(external_id),
         }
     }
+}
+
+/// A mapped user serves `participant` as it is: same role or higher (roles only go up).
+fn is_ready(user: &KaleyraUser, participant: &Participant) -> bool {
+    user.role >= participant.role
 }
 
 fn wire_role(role: Role) -> kaleyra_client::Role {
@@ -116,7 +131,7 @@ impl Provisioner {
         };
         for participant in participants {
             match mapped.remove(&participant.external_id) {
-                Some(user) if user.role >= participant.role => {}
+                Some(user) if is_ready(&user, participant) => {}
                 Some(mut user) => {
                     let upgrade = UpdateUser {
                         role: Some(wire_role(participant.role)),

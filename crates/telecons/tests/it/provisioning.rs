@@ -12,11 +12,15 @@ use telecons::domain::room_spec::RoomSpec;
 use telecons::domain::roster::Tools;
 
 use crate::support::{TestApp, TestDatabase};
-use crate::teleconsultations::{create_tc, delete_tc, patch_tc};
+use crate::teleconsultations::{create_tc, delete_tc, eventually, patch_tc, post_tc};
 
 crate::on_both_backends!(
     rooms_are_created_once_kaleyra_recovers,
     a_booking_costs_kaleyra_its_users_and_one_room,
+    a_booking_of_known_users_costs_kaleyra_one_room,
+    a_known_users_room_refused_at_booking_is_made_later,
+    a_known_users_room_whose_answer_was_lost_is_adopted,
+    a_room_made_for_a_booking_that_was_not_stored_is_deleted,
     users_are_created_once_kaleyra_recovers,
     a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden,
     a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers,
@@ -174,6 +178,106 @@ async fn a_booking_costs_kaleyra_its_users_and_one_room(db: TestDatabase) {
         ["POST /v2/users", "POST /v2/users", "POST /v2/rooms"]
     );
     assert_eq!(app.stored(&id).await.creating_fingerprint, None, "done");
+    assert_converged(&app).await;
+}
+
+/// Users known from an earlier booking: the room is asked for while the booking is stored,
+/// and the answer comes with it recorded.
+async fn a_booking_of_known_users_costs_kaleyra_one_room(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    at_start(&app);
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    let before = app.kaleyra_calls().len();
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(app.kaleyra_calls()[before..], ["POST /v2/rooms"]);
+    let tc = app.stored(&id).await;
+    assert!(tc.room_id.is_some(), "recorded before the answer");
+    assert_eq!(tc.creating_fingerprint, None, "done");
+    assert_eq!(tc.provision_due_at, None, "nothing left to do");
+    assert!(link(&app, &id, PATIENT).await.is_string());
+    assert_converged(&app).await;
+}
+
+/// The room asked for with the insert is refused: the booking is stored all the same, with
+/// nothing marked as tried (a 429 surely made nothing), and made by the worker later.
+async fn a_known_users_room_refused_at_booking_is_made_later(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    at_start(&app);
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 429).method("POST"));
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(link(&app, &id, PATIENT).await, Value::Null, "no room yet");
+    let tc = app.stored(&id).await;
+    assert_eq!(tc.room_id, None);
+    assert_eq!(
+        tc.creating_fingerprint, None,
+        "the refused creation made nothing"
+    );
+    assert!(tc.provision_due_at.is_some(), "left to the worker");
+    assert_eq!(app.sim.rooms().len(), 1, "the first booking's");
+
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    assert!(link(&app, &id, PATIENT).await.is_string());
+    assert_eq!(app.sim.rooms().len(), 2);
+    assert_converged(&app).await;
+}
+
+/// The room asked for with the insert is made, but its answer is lost: the insert's mark
+/// lets the worker find it by its tag instead of making a second one.
+async fn a_known_users_room_whose_answer_was_lost_is_adopted(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    app.sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .times(1),
+    );
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(app.sim.rooms().len(), 2, "created on Kaleyra");
+    let tc = app.stored(&id).await;
+    assert_eq!(tc.room_id, None, "but not recorded");
+    assert!(tc.creating_fingerprint.is_some(), "the attempt is marked");
+
+    background_pass(&app).await;
+    assert_eq!(app.sim.rooms().len(), 2, "adopted, not created again");
+    assert_eq!(count(&app, "POST /v2/rooms"), 2);
+    assert_eq!(app.stored(&id).await.creating_fingerprint, None);
+    assert_converged(&app).await;
+}
+
+/// The room is asked for while the booking is stored; when the store refuses the booking
+/// (503, nothing stored), the room it was made for is deleted at once.
+async fn a_room_made_for_a_booking_that_was_not_stored_is_deleted(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    app.db
+        .run_sql(
+            "CREATE TRIGGER refuse_bookings BEFORE INSERT ON teleconsultations \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            "CREATE FUNCTION refuse_bookings() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_bookings BEFORE INSERT ON teleconsultations \
+             FOR EACH ROW EXECUTE FUNCTION refuse_bookings();",
+        )
+        .await;
+    let (status, answer) = post_tc(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        count(&app, "POST /v2/rooms"),
+        2,
+        "asked for with the insert"
+    );
+    eventually("the unrecorded room is deleted", || {
+        app.sim.rooms().len() == 1
+    })
+    .await;
+    let deletions = app.kaleyra_calls();
+    let deletions = deletions
+        .iter()
+        .filter(|c| c.starts_with("DELETE /v2/rooms/"));
+    assert_eq!(deletions.count(), 1);
     assert_converged(&app).await;
 }
 

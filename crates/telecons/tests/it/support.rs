@@ -46,6 +46,33 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Runs raw SQL on the database, outside the store: `sqlite` or `postgres` (several
+    /// statements each), whichever this database is. For what the store cannot be asked to
+    /// do, such as refusing a write.
+    pub async fn run_sql(&self, sqlite: &str, postgres: &str) {
+        if self.url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("open sqlite");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                .execute(&mut connection)
+                .await
+                .expect("the SQL runs");
+            connection.close().await.ok();
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("open postgres");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
+                .execute(&mut connection)
+                .await
+                .expect("the SQL runs");
+            connection.close().await.ok();
+        }
+    }
+}
+
 /// A new, empty (unmigrated) PostgreSQL database on the server named by
 /// `TELECONS_TEST_POSTGRES_URL`, dropped with the value.
 pub struct FreshPostgres {
