@@ -39,6 +39,10 @@ pub trait Backend: Database {
     /// Run in the transaction of every change of a teleconsultation (its id as $1), so that
     /// other instances hear of it when it commits; `None` where one instance makes them all.
     const ANNOUNCE_CHANGE: Option<&'static str>;
+    /// Whether one statement may write several tables (`WITH … AS (INSERT/UPDATE …)`):
+    /// then a new teleconsultation, and a room recorded by its provisioner, are each written
+    /// by one statement (atomic by itself: one round trip, no transaction around it).
+    const ONE_STATEMENT_WRITES: bool;
     fn migrator() -> &'static Migrator;
 }
 
@@ -113,17 +117,35 @@ const RETIRE_ROOM: &str = "INSERT INTO rooms_to_delete \
 
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
-/// `count` rows of `columns` placeholders each: `($1, $2), ($3, $4)`.
-fn placeholder_rows(count: usize, columns: usize) -> String {
+/// The parameters INSERT_TELECONSULTATION binds.
+const INSERT_PARAMETERS: usize = 18;
+/// The parameters UPDATE_TELECONSULTATION binds.
+const UPDATE_PARAMETERS: usize = 16;
+
+/// `count` rows of `columns` placeholders each, numbered from `$first`: `($1, $2), ($3, $4)`.
+fn placeholder_rows(first: usize, count: usize, columns: usize) -> String {
     (0..count)
         .map(|row| {
-            let cells: Vec<String> = (1..=columns)
-                .map(|column| format!("${}", row * columns + column))
+            let cells: Vec<String> = (0..columns)
+                .map(|column| format!("${}", first + row * columns + column))
                 .collect();
             format!("({})", cells.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The update of `tc`'s participants' links (there is at least one): `$1` is the record's
+/// id, and from `$first` on come a (position, link) pair per participant; `condition` is
+/// added to its WHERE.
+fn links_update(tc: &Teleconsultation, first: usize, condition: &str) -> String {
+    let cases: String = (0..tc.participants.len())
+        .map(|i| format!("WHEN ${} THEN ${} ", first + 2 * i, first + 2 * i + 1))
+        .collect();
+    format!(
+        "UPDATE participants SET link = CASE position {cases}ELSE link END \
+         WHERE teleconsultation_id = $1{condition}"
+    )
 }
 
 /// Names the operation a database error happened in (logs say what failed).
@@ -199,6 +221,20 @@ where
             .bind(tc.provision_due_at.map(|at| at.timestamp_millis()))
     }
 
+    /// The parameters of INSERT_TELECONSULTATION: the record, the lease ($16, $17) and the
+    /// creation mark ($18).
+    fn bind_new<'q>(
+        query: Q<'q, DB>,
+        tc: &Teleconsultation,
+        lease: Option<&Lease>,
+        creating: Option<&str>,
+    ) -> Q<'q, DB> {
+        Self::bind_teleconsultation(query, tc)
+            .bind(lease.map(|lease| lease.owner.clone()))
+            .bind(lease.map(|lease| lease.until.timestamp_millis()))
+            .bind(creating.map(str::to_owned))
+    }
+
     /// All participants in one statement (each statement is a round trip; on SQLite, to the
     /// connection's thread).
     async fn insert_participants(
@@ -209,8 +245,17 @@ where
         if tc.participants.is_empty() {
             return Ok(());
         }
-        let rows = placeholder_rows(tc.participants.len(), PARTICIPANT_COLUMNS);
-        let mut query = sqlx::query(AssertSqlSafe(format!("{INSERT_PARTICIPANTS}{rows}")));
+        let rows = placeholder_rows(1, tc.participants.len(), PARTICIPANT_COLUMNS);
+        let query = sqlx::query(AssertSqlSafe(format!("{INSERT_PARTICIPANTS}{rows}")));
+        Self::bind_participants(query, tc)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| conflict_or(e, operation, &format!("a participant of {}", tc.id)))?;
+        Ok(())
+    }
+
+    /// The rows of INSERT_PARTICIPANTS, bound after what `query` binds already.
+    fn bind_participants<'q>(mut query: Q<'q, DB>, tc: &Teleconsultation) -> Q<'q, DB> {
         for (position, p) in tc.participants.iter().enumerate() {
             query = query
                 .bind(tc.id.clone())
@@ -224,10 +269,6 @@ where
                 .bind(p.link.clone());
         }
         query
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| conflict_or(e, operation, &format!("a participant of {}", tc.id)))?;
-        Ok(())
     }
 
     /// Writes the participants' links of `tc` (the rest of each participant is as stored:
@@ -240,21 +281,22 @@ where
         if tc.participants.is_empty() {
             return Ok(());
         }
-        let cases: String = (0..tc.participants.len())
-            .map(|i| format!("WHEN ${} THEN ${} ", 2 * i + 2, 2 * i + 3))
-            .collect();
-        let mut query = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE participants SET link = CASE position {cases}ELSE link END \
-             WHERE teleconsultation_id = $1"
-        )))
-        .bind(tc.id.clone());
+        let query = sqlx::query(AssertSqlSafe(links_update(tc, 2, ""))).bind(tc.id.clone());
+        Self::bind_links(query, tc)
+            .execute(&mut *conn)
+            .await
+            .during(operation)?;
+        Ok(())
+    }
+
+    /// The (position, link) parameters of [`links_update`], bound after what `query` binds.
+    fn bind_links<'q>(mut query: Q<'q, DB>, tc: &Teleconsultation) -> Q<'q, DB> {
         for (position, p) in tc.participants.iter().enumerate() {
             query = query
                 .bind(i64::try_from(position).unwrap_or(i64::MAX))
                 .bind(p.link.clone());
         }
-        query.execute(&mut *conn).await.during(operation)?;
-        Ok(())
+        query
     }
 
     async fn retire<'e>(
@@ -280,6 +322,24 @@ where
         creating: Option<&str>,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
+        if DB::ONE_STATEMENT_WRITES {
+            let statement = if tc.participants.is_empty() {
+                INSERT_TELECONSULTATION.to_owned()
+            } else {
+                let rows = placeholder_rows(
+                    INSERT_PARAMETERS + 1,
+                    tc.participants.len(),
+                    PARTICIPANT_COLUMNS,
+                );
+                format!("WITH inserted AS ({INSERT_TELECONSULTATION}) {INSERT_PARTICIPANTS}{rows}")
+            };
+            let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
+            Self::bind_participants(query, tc)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
+            return Ok(());
+        }
         let tc = tc.clone();
         let lease = lease.cloned();
         let creating = creating.map(str::to_owned);
@@ -287,15 +347,17 @@ where
             OPERATION,
             move |conn| {
                 Box::pin(async move {
-                    Self::bind_teleconsultation(sqlx::query(INSERT_TELECONSULTATION), &tc)
-                        .bind(lease.as_ref().map(|lease| lease.owner.clone()))
-                        .bind(lease.as_ref().map(|lease| lease.until.timestamp_millis()))
-                        .bind(creating)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(|e| {
-                            conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id))
-                        })?;
+                    Self::bind_new(
+                        sqlx::query(INSERT_TELECONSULTATION),
+                        &tc,
+                        lease.as_ref(),
+                        creating.as_deref(),
+                    )
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id))
+                    })?;
                     Self::insert_participants(conn, &tc, OPERATION).await
                 })
             },
@@ -314,6 +376,11 @@ where
         holder: Option<&str>,
     ) -> StoreResult<i64> {
         const OPERATION: &str = "updating a teleconsultation";
+        if let Some(owner) = holder.filter(|_| DB::ONE_STATEMENT_WRITES) {
+            let recorded = self.record_in_one_statement(tc, retired_rooms, owner).await;
+            self.read_cache.forget(&tc.id);
+            return recorded;
+        }
         let tc = tc.clone();
         let retired_rooms = retired_rooms.to_vec();
         let holder = holder.map(str::to_owned);
@@ -368,6 +435,68 @@ where
             forget,
         )
         .await
+    }
+
+    /// [`Store::record_room`] in one statement (where [`Backend::ONE_STATEMENT_WRITES`]):
+    /// the record's update, its links, the retired rooms queued and the change announced,
+    /// all or nothing.
+    async fn record_in_one_statement(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+        owner: &str,
+    ) -> StoreResult<i64> {
+        const OPERATION: &str = "recording a room";
+        // $1..$16 the update, then the links, then the retired rooms' time and ids.
+        let retired_at = UPDATE_PARAMETERS + 2 * tc.participants.len() + 1;
+        let mut statement = format!("WITH updated AS ({UPDATE_TELECONSULTATION})");
+        if !tc.participants.is_empty() {
+            let links = links_update(
+                tc,
+                UPDATE_PARAMETERS + 1,
+                " AND EXISTS (SELECT 1 FROM updated)",
+            );
+            statement += &format!(", links AS ({links})");
+        }
+        for n in 1..=retired_rooms.len() {
+            statement += &format!(
+                ", retired{n} AS (INSERT INTO rooms_to_delete \
+                 (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) \
+                 SELECT ${}, $1, ${retired_at}, 0, ${retired_at} FROM updated \
+                 ON CONFLICT (room_id) DO NOTHING)",
+                retired_at + n
+            );
+        }
+        statement += &match DB::ANNOUNCE_CHANGE {
+            Some(announce) => format!(
+                ", announced AS ({announce} FROM updated) SELECT version FROM updated, announced"
+            ),
+            None => " SELECT version FROM updated".to_owned(),
+        };
+        let query = Self::bind_teleconsultation(sqlx::query(AssertSqlSafe(statement)), tc)
+            .bind(Some(owner.to_owned()));
+        let mut query = Self::bind_links(query, tc).bind(tc.updated_at.timestamp_millis());
+        for room_id in retired_rooms {
+            query = query.bind(room_id.clone());
+        }
+        if query
+            .fetch_optional(&self.writer)
+            .await
+            .during(OPERATION)?
+            .is_some()
+        {
+            return Ok(tc.version + 1);
+        }
+        let exists = sqlx::query(TELECONSULTATION_EXISTS)
+            .bind(tc.id.clone())
+            .fetch_optional(&self.readers)
+            .await
+            .during(OPERATION)?;
+        Err(if exists.is_some() {
+            StoreError::StaleVersion
+        } else {
+            StoreError::NotFound
+        })
     }
 
     /// Runs `write` in a write transaction and commits it: grouped with concurrent writes
@@ -563,7 +692,7 @@ where
         if external_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list = placeholder_rows(1, external_ids.len());
+        let list = placeholder_rows(1, 1, external_ids.len());
         let mut query = sqlx::query_as::<DB, KaleyraUserRow>(AssertSqlSafe(format!(
             "{SELECT_KALEYRA_USERS} WHERE external_id IN {list}"
         )));
