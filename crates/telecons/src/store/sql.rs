@@ -340,12 +340,13 @@ where
                 .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
             return Ok(());
         }
-        let tc = tc.clone();
+        let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
         let creating = creating.map(str::to_owned);
         self.in_write_transaction(
             OPERATION,
             move |conn| {
+                let (tc, lease, creating) = (Arc::clone(&tc), lease.clone(), creating.clone());
                 Box::pin(async move {
                     Self::bind_new(
                         sqlx::query(INSERT_TELECONSULTATION),
@@ -381,8 +382,8 @@ where
             self.read_cache.forget(&tc.id);
             return recorded;
         }
-        let tc = tc.clone();
-        let retired_rooms = retired_rooms.to_vec();
+        let tc = Arc::new(tc.clone());
+        let retired_rooms: Arc<[String]> = retired_rooms.into();
         let holder = holder.map(str::to_owned);
         let read_cache = Arc::clone(&self.read_cache);
         let id = tc.id.clone();
@@ -390,6 +391,8 @@ where
         self.in_write_transaction(
             OPERATION,
             move |conn| {
+                let (tc, retired_rooms, holder) =
+                    (Arc::clone(&tc), Arc::clone(&retired_rooms), holder.clone());
                 Box::pin(async move {
                     let updated =
                         Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), &tc)
@@ -419,7 +422,7 @@ where
                             .during(OPERATION)?;
                         Self::insert_participants(conn, &tc, OPERATION).await?;
                     }
-                    for room_id in &retired_rooms {
+                    for room_id in retired_rooms.iter() {
                         Self::retire(&mut *conn, room_id, Some(&tc.id), tc.updated_at).await?;
                     }
                     if let Some(announce) = DB::ANNOUNCE_CHANGE {
