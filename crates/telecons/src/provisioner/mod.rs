@@ -136,10 +136,12 @@ impl Provisioner {
     /// the id exists.
     ///
     /// When every participant's Kaleyra user is ready (no Kaleyra call to make for them),
-    /// the room is asked for while the record is being stored: the booking waits for the
-    /// slower of the two, not for both. Should the record not be stored, that room is
-    /// deleted at once, and the orphan sweep is there should that fail too (or should the
-    /// instance stop first): nothing refers to it, so no link to it was ever given.
+    /// the room is asked for while the record is being stored, in a task of its own: the
+    /// booking waits for the slower of the two, not for both, and provisioning (within
+    /// its budget, like any Kaleyra call) takes the answer. Should the record not be
+    /// stored, that room is deleted once made, and the orphan sweep is there should that
+    /// fail too (or should the instance stop first): nothing refers to it, so no link to
+    /// it was ever given.
     pub async fn store_new(
         &self,
         tc: &Teleconsultation,
@@ -151,19 +153,17 @@ impl Provisioner {
         let early_request = spec
             .filter(|_| users.has_ready(&tc.participants))
             .map(|spec| create_room_request(spec, &self.settings.installation_id, &tc.id));
-        let insert = self
+        let early_room = early_request.map(|request| {
+            let kaleyra = self.kaleyra.clone();
+            tokio::spawn(async move { kaleyra.create_room(&request).await })
+        });
+        let inserted = self
             .store
-            .insert_teleconsultation(tc, Some(&lease), creating.as_deref());
-        let (inserted, early_room) = match &early_request {
-            Some(request) => {
-                let (inserted, room) = tokio::join!(insert, self.kaleyra.create_room(request));
-                (inserted, Some(room))
-            }
-            None => (insert.await, None),
-        };
+            .insert_teleconsultation(tc, Some(&lease), creating.as_deref())
+            .await;
         if let Err(err) = inserted {
-            if let Some(Ok(room)) = early_room {
-                self.discard_unrecorded_room(room.id);
+            if let Some(asked) = early_room {
+                self.discard_unrecorded_room(asked);
             }
             return Err(err);
         }
@@ -179,12 +179,14 @@ impl Provisioner {
         })
     }
 
-    /// Deletes, in the background, a room made for a record that was not stored.
-    fn discard_unrecorded_room(&self, room_id: String) {
+    /// Deletes, in the background, the room asked for a record that was not stored, once
+    /// (and if) Kaleyra has made it.
+    fn discard_unrecorded_room(&self, asked: EarlyRoom) {
         let kaleyra = self.kaleyra.clone();
         tokio::spawn(async move {
-            if let Err(err) = kaleyra.delete_room(&room_id).await {
-                tracing::warn!(room = %room_id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
+            let Ok(Ok(room)) = asked.await else { return };
+            if let Err(err) = kaleyra.delete_room(&room.id).await {
+                tracing::warn!(room = %room.id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
             }
         });
     }
@@ -356,7 +358,7 @@ impl Provisioner {
             let early_room = early_room.take().filter(|_| marked);
             let room = match recovered {
                 Some(room) => room,
-                None => match self.room_for(id, &spec, marked, early_room).await {
+                None => match self.room_for(&tc, &spec, marked, early_room).await {
                     // A user we mapped is gone on Kaleyra's side (deleted there, or a fresh
                     // Kaleyra behind an old database): make them again under the same ids,
                     // then try once more, so that one lost user never blocks a room.
@@ -453,18 +455,29 @@ impl Provisioner {
         self.room_created(id, answer).await
     }
 
-    /// The room for `spec`: the one asked for with the insert (`early_room`, Kaleyra's
-    /// answer), else one created now ([`Self::create_room`]).
+    /// The room for `spec`, the desired room of `tc`: the one asked for with the insert
+    /// (`early_room`), else one created now ([`Self::create_room`]).
     async fn room_for(
         &self,
-        id: &str,
+        tc: &Teleconsultation,
         spec: &RoomSpec,
         marked: bool,
-        early_room: Option<Result<kaleyra_client::Room, KaleyraError>>,
+        early_room: Option<EarlyRoom>,
     ) -> Result<kaleyra_client::Room, ProvisionError> {
-        match early_room {
-            Some(answer) => self.room_created(id, answer).await,
-            None => self.create_room(id, spec, marked).await,
+        let Some(asked) = early_room else {
+            return self.create_room(&tc.id, spec, marked).await;
+        };
+        match asked.await {
+            Ok(answer) => self.room_created(&tc.id, answer).await,
+            // Its task ended without an answer (a panic): the room may exist. As for an
+            // answer lost on the way, it is looked for by its tag before another is made.
+            Err(err) => {
+                tracing::error!(teleconsultation = %tc.id, error = %err, "the room creation asked for with the booking gave no answer; looking for its room");
+                match self.recover_lost_rooms(tc).await? {
+                    Some(room) => Ok(room),
+                    None => self.create_room(&tc.id, spec, true).await,
+                }
+            }
         }
     }
 
@@ -511,14 +524,18 @@ pub struct Held {
 }
 
 /// The record as stored (its room creation marked when it wants one), the user map of its
-/// participants as read to resolve them, and Kaleyra's answer to the room creation asked
-/// for with the insert, if one was.
+/// participants as read to resolve them, and the room creation asked for with the insert,
+/// if one was.
 #[derive(Debug)]
 struct Stored {
     tc: Teleconsultation,
     users: UserMap,
-    early_room: Option<Result<kaleyra_client::Room, KaleyraError>>,
+    early_room: Option<EarlyRoom>,
 }
+
+/// Kaleyra's answer to a room creation asked for with the insert of a new teleconsultation
+/// ([`Provisioner::store_new`]), to come.
+type EarlyRoom = tokio::task::JoinHandle<Result<kaleyra_client::Room, KaleyraError>>;
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already
 /// released (with the room recorded, in the same transaction).

@@ -17,6 +17,7 @@ crate::on_both_backends!(
     a_delete_answers_204_while_kaleyra_asks_to_retry_in_30_seconds,
     a_patch_that_retires_a_room_answers_while_kaleyra_is_slow,
     a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory,
+    a_booking_of_known_users_answers_201_when_kaleyra_is_slow,
     a_directory_too_slow_for_the_request_stores_nothing,
     the_budget_counts_from_the_requests_arrival,
 );
@@ -87,6 +88,22 @@ async fn a_booking_answers_201_when_kaleyra_is_slow_after_a_slow_directory(db: T
     assert!(
         stored.provision_due_at.is_some(),
         "the worker finishes the room"
+    );
+}
+
+/// Users known from an earlier booking: the room is asked for while the booking is stored,
+/// and its answer is awaited within the budget like any other Kaleyra call.
+async fn a_booking_of_known_users_answers_201_when_kaleyra_is_slow(db: TestDatabase) {
+    let app = TestApp::spawn_with_budget(db, &[], BUDGET).await;
+    create_tc(&app, pair()).await;
+    app.sim
+        .add_fault(Fault::delay("/v2/rooms", Duration::from_secs(20)).method("POST"));
+    let id = create_tc(&app, pair()).await;
+    let stored = app.stored(&id).await;
+    assert_eq!(stored.room_id, None, "no answer yet");
+    assert!(
+        stored.creating_fingerprint.is_some(),
+        "the creation under way is marked"
     );
 }
 
