@@ -153,20 +153,12 @@ impl Provisioner {
         let early_request = spec
             .filter(|_| users.has_ready(&tc.participants))
             .map(|spec| create_room_request(spec, &self.settings.installation_id, &tc.id));
-        let early_room = early_request.map(|request| {
-            let kaleyra = self.kaleyra.clone();
-            tokio::spawn(async move { kaleyra.create_room(&request).await })
-        });
-        let inserted = self
-            .store
+        // Dropped unanswered (the insert failed, or the request went away), it deletes
+        // its room.
+        let early_room = early_request.map(|request| EarlyRoom::ask(&self.kaleyra, request));
+        self.store
             .insert_teleconsultation(tc, Some(&lease), creating.as_deref())
-            .await;
-        if let Err(err) = inserted {
-            if let Some(asked) = early_room {
-                self.discard_unrecorded_room(asked);
-            }
-            return Err(err);
-        }
+            .await?;
         let mut stored = tc.clone();
         stored.creating_fingerprint = creating;
         Ok(Held {
@@ -177,18 +169,6 @@ impl Provisioner {
                 early_room,
             },
         })
-    }
-
-    /// Deletes, in the background, the room asked for a record that was not stored, once
-    /// (and if) Kaleyra has made it.
-    fn discard_unrecorded_room(&self, asked: EarlyRoom) {
-        let kaleyra = self.kaleyra.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(room)) = asked.await else { return };
-            if let Err(err) = kaleyra.delete_room(&room.id).await {
-                tracing::warn!(room = %room.id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
-            }
-        });
     }
 
     /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
@@ -307,12 +287,21 @@ impl Provisioner {
             }
             // Its own creation mark, only in the first round on the record as stored.
             let creation_marked = stored.is_some();
-            let (tc, users, mut early_room) = match stored.take() {
+            let (tc, users, early_answer) = match stored.take() {
+                // The room asked for with the insert is waited for first: it is never still
+                // under way when this pass ends (and the lease goes). Unused, it stays marked
+                // for recovery to adopt, or unmarked for the sweep.
                 Some(Stored {
                     tc,
                     users,
                     early_room,
-                }) => (tc, Some(users), early_room),
+                }) => {
+                    let early_answer = match early_room {
+                        Some(asked) => Some(asked.answer().await),
+                        None => None,
+                    };
+                    (tc, Some(users), early_answer)
+                }
                 None => match self.store.get_teleconsultation(id).await? {
                     Some(tc) => (tc, None, None),
                     None => return Ok(LeaseAfter::Held),
@@ -324,7 +313,7 @@ impl Provisioner {
                 // Nothing was tried under the insert's mark: retries need not look for a
                 // lost room.
                 if creation_marked
-                    && early_room.is_none()
+                    && early_answer.is_none()
                     && let Err(clear_err) = self.store.mark_room_creation(id, None).await
                 {
                     tracing::warn!(teleconsultation = id, error = %clear_err, "cannot clear the creation mark");
@@ -354,11 +343,9 @@ impl Provisioner {
             }
             let marked = creation_marked
                 && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint().as_str());
-            // The room asked for with the insert is for this very spec (`marked`).
-            let early_room = early_room.take().filter(|_| marked);
             let room = match recovered {
                 Some(room) => room,
-                None => match self.room_for(&tc, &spec, marked, early_room).await {
+                None => match self.room_for(&tc, &spec, marked, early_answer).await {
                     // A user we mapped is gone on Kaleyra's side (deleted there, or a fresh
                     // Kaleyra behind an old database): make them again under the same ids,
                     // then try once more, so that one lost user never blocks a room.
@@ -456,21 +443,23 @@ impl Provisioner {
     }
 
     /// The room for `spec`, the desired room of `tc`: the one asked for with the insert
-    /// (`early_room`), else one created now ([`Self::create_room`]).
+    /// (`early_answer`: for this very spec, as the insert's mark says), else one created now
+    /// ([`Self::create_room`]).
     async fn room_for(
         &self,
         tc: &Teleconsultation,
         spec: &RoomSpec,
         marked: bool,
-        early_room: Option<EarlyRoom>,
+        early_answer: Option<EarlyAnswer>,
     ) -> Result<kaleyra_client::Room, ProvisionError> {
-        let Some(asked) = early_room else {
+        let Some(answer) = early_answer.filter(|_| marked) else {
             return self.create_room(&tc.id, spec, marked).await;
         };
-        match asked.await {
+        match answer {
             Ok(answer) => self.room_created(&tc.id, answer).await,
-            // Its task ended without an answer (a panic): the room may exist. As for an
-            // answer lost on the way, it is looked for by its tag before another is made.
+            // Its task ended without an answer (a panic, or the runtime stopping): the
+            // room may exist. As for an answer lost on the way, it is looked for by its tag
+            // before another is made.
             Err(err) => {
                 tracing::error!(teleconsultation = %tc.id, error = %err, "the room creation asked for with the booking gave no answer; looking for its room");
                 match self.recover_lost_rooms(tc).await? {
@@ -533,9 +522,54 @@ struct Stored {
     early_room: Option<EarlyRoom>,
 }
 
-/// Kaleyra's answer to a room creation asked for with the insert of a new teleconsultation
-/// ([`Provisioner::store_new`]), to come.
-type EarlyRoom = tokio::task::JoinHandle<Result<kaleyra_client::Room, KaleyraError>>;
+/// A room creation asked for with the insert of a new teleconsultation
+/// ([`Provisioner::store_new`]), under way in a task of its own. Dropped before its answer
+/// is taken (the insert failed, or the request went away), it deletes the room it makes:
+/// nothing can have recorded that room, as the request's lease still holds.
+#[derive(Debug)]
+struct EarlyRoom {
+    asked: Option<tokio::task::JoinHandle<Result<kaleyra_client::Room, KaleyraError>>>,
+    kaleyra: KaleyraClient,
+}
+
+/// What became of an [`EarlyRoom`]: Kaleyra's answer, or its task's end without one.
+type EarlyAnswer = Result<Result<kaleyra_client::Room, KaleyraError>, tokio::task::JoinError>;
+
+impl EarlyRoom {
+    fn ask(kaleyra: &KaleyraClient, request: CreateRoom) -> Self {
+        let client = kaleyra.clone();
+        let asked = tokio::spawn(async move { client.create_room(&request).await });
+        Self {
+            asked: Some(asked),
+            kaleyra: kaleyra.clone(),
+        }
+    }
+
+    /// Waits for the answer; from then on the room is the taker's.
+    async fn answer(mut self) -> EarlyAnswer {
+        let answer = match self.asked.as_mut() {
+            Some(asked) => asked.await,
+            None => unreachable!("an early room is answered once"),
+        };
+        self.asked = None;
+        answer
+    }
+}
+
+impl Drop for EarlyRoom {
+    fn drop(&mut self) {
+        let Some(asked) = self.asked.take() else {
+            return;
+        };
+        let kaleyra = self.kaleyra.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(room)) = asked.await else { return };
+            if let Err(err) = kaleyra.delete_room(&room.id).await {
+                tracing::warn!(room = %room.id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
+            }
+        });
+    }
+}
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already
 /// released (with the room recorded, in the same transaction).
