@@ -11,8 +11,8 @@
 //! only. A write may thus run twice; only the second run's outcome counts.
 //!
 //! The task is never cut by the requests it serves. A request that goes away before its
-//! write runs leaves nothing written; after, its write is done (as if only the answer were
-//! lost).
+//! write runs (or runs again) leaves nothing written; after, its write is done (as if only
+//! the answer were lost).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -187,14 +187,13 @@ where
 {
     let outcome = match run_writes(&writer, &mut group, false).await {
         Ok((tx, true)) => Ok(tx),
-        Ok((tx, false)) => {
-            if let Err(err) = tx.rollback().await {
-                tracing::warn!(error = %err, "cannot roll back a group of writes before running it again");
-            }
-            run_writes(&writer, &mut group, true)
+        // The connection is trusted again only once the first run is rolled back.
+        Ok((tx, false)) => match tx.rollback().await {
+            Ok(()) => run_writes(&writer, &mut group, true)
                 .await
-                .map(|(tx, _)| tx)
-        }
+                .map(|(tx, _)| tx),
+            Err(err) => Err(err),
+        },
         Err(err) => Err(err),
     };
     let group_error = match outcome {

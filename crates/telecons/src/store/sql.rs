@@ -1012,3 +1012,34 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The highest `$N` of a statement.
+    fn highest_parameter(statement: &str) -> usize {
+        statement
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The one-statement writes number their parameters after these counts.
+    #[test]
+    fn parameter_counts_are_those_of_the_statements() {
+        assert_eq!(
+            highest_parameter(INSERT_TELECONSULTATION),
+            INSERT_PARAMETERS
+        );
+        assert_eq!(
+            highest_parameter(UPDATE_TELECONSULTATION),
+            UPDATE_PARAMETERS
+        );
+    }
+}
