@@ -229,22 +229,7 @@ async fn a_known_users_room_refused_at_booking_is_made_later(db: TestDatabase) {
 async fn a_known_users_room_whose_answer_was_lost_is_adopted(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     create_tc(&app, booking(DOCTOR, PATIENT)).await;
-    app.sim.add_fault(
-        Fault::status_after_effect("/v2/rooms", 502)
-            .method("POST")
-            .times(1),
-    );
-    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
-    assert_eq!(app.sim.rooms().len(), 2, "created on Kaleyra");
-    let tc = app.stored(&id).await;
-    assert_eq!(tc.room_id, None, "but not recorded");
-    assert!(tc.creating_fingerprint.is_some(), "the attempt is marked");
-
-    background_pass(&app).await;
-    assert_eq!(app.sim.rooms().len(), 2, "adopted, not created again");
-    assert_eq!(count(&app, "POST /v2/rooms"), 2);
-    assert_eq!(app.stored(&id).await.creating_fingerprint, None);
-    assert_converged(&app).await;
+    book_with_a_lost_answer_and_adopt_its_room(&app, 1).await;
 }
 
 /// The room is asked for while the booking is stored; when the store refuses the booking
@@ -373,22 +358,37 @@ async fn a_deleted_teleconsultations_room_is_deleted_once_kaleyra_recovers(db: T
 
 async fn a_room_whose_creation_answer_was_lost_is_adopted_not_duplicated(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    // Kaleyra creates the room, but its answer is lost.
+    book_with_a_lost_answer_and_adopt_its_room(&app, 0).await;
+}
+
+/// Books while Kaleyra creates the room but its answer is lost, then checks that the
+/// worker adopts that room rather than making a second one. `rooms_before`: the rooms
+/// earlier bookings made.
+async fn book_with_a_lost_answer_and_adopt_its_room(app: &TestApp, rooms_before: usize) {
     app.sim.add_fault(
         Fault::status_after_effect("/v2/rooms", 502)
             .method("POST")
             .times(1),
     );
-    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
-    assert_eq!(app.sim.rooms().len(), 1, "created on Kaleyra");
+    let id = create_tc(app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(
+        app.sim.rooms().len(),
+        rooms_before + 1,
+        "created on Kaleyra"
+    );
     let tc = app.stored(&id).await;
     assert_eq!(tc.room_id, None, "but not recorded");
     assert!(tc.creating_fingerprint.is_some(), "the attempt is marked");
 
-    background_pass(&app).await;
-    assert_eq!(app.sim.rooms().len(), 1, "adopted, not created again");
-    assert_eq!(count(&app, "POST /v2/rooms"), 1);
-    assert_converged(&app).await;
+    background_pass(app).await;
+    assert_eq!(
+        app.sim.rooms().len(),
+        rooms_before + 1,
+        "adopted, not created again"
+    );
+    assert_eq!(count(app, "POST /v2/rooms"), rooms_before + 1);
+    assert_eq!(app.stored(&id).await.creating_fingerprint, None);
+    assert_converged(app).await;
 }
 
 async fn a_dropped_connection_on_room_creation_leaves_no_duplicate(db: TestDatabase) {

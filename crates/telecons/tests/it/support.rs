@@ -52,25 +52,25 @@ impl TestDatabase {
     /// do, such as refusing a write.
     pub async fn run_sql(&self, sqlite: &str, postgres: &str) {
         if self.url.starts_with("sqlite:") {
-            let mut connection = sqlx::SqliteConnection::connect(&self.url)
-                .await
-                .expect("open sqlite");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
-                .execute(&mut connection)
-                .await
-                .expect("the SQL runs");
-            connection.close().await.ok();
+            run_raw_sql::<sqlx::SqliteConnection>(&self.url, sqlite).await;
         } else {
-            let mut connection = sqlx::PgConnection::connect(&self.url)
-                .await
-                .expect("open postgres");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(postgres.to_owned()))
-                .execute(&mut connection)
-                .await
-                .expect("the SQL runs");
-            connection.close().await.ok();
+            run_raw_sql::<sqlx::PgConnection>(&self.url, postgres).await;
         }
     }
+}
+
+/// Runs `sql` (several statements) on a connection of its own to `url`.
+async fn run_raw_sql<C>(url: &str, sql: &str)
+where
+    C: Connection,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = C::Database>,
+{
+    let mut connection = C::connect(url).await.expect("open the database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut connection)
+        .await
+        .expect("the SQL runs");
+    connection.close().await.ok();
 }
 
 /// A new, empty (unmigrated) PostgreSQL database on the server named by
