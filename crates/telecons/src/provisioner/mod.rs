@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use kaleyra_client::{CreateRoom, KaleyraClient, KaleyraError, NewParticipant};
+use tokio::sync::oneshot;
 
 pub use audit::{AuditReport, compare};
 pub use recovery::ORPHAN_GRACE;
@@ -153,8 +154,7 @@ impl Provisioner {
         let early_request = spec
             .filter(|_| users.has_ready(&tc.participants))
             .map(|spec| create_room_request(spec, &self.settings.installation_id, &tc.id));
-        // Dropped unanswered (the insert failed, or the request went away), it deletes
-        // its room.
+        // Not taken (the insert failed, or the request went away), its room is deleted.
         let early_room = early_request.map(|request| EarlyRoom::ask(&self.kaleyra, request));
         self.store
             .insert_teleconsultation(tc, Some(&lease), creating.as_deref())
@@ -282,9 +282,6 @@ impl Provisioner {
         stop_by: tokio::time::Instant,
     ) -> Result<LeaseAfter, ProvisionError> {
         for _ in 0..MAX_ROUNDS {
-            if lease_nearly_over(id, stop_by) {
-                return Ok(LeaseAfter::Held);
-            }
             // Its own creation mark, only in the first round on the record as stored.
             let creation_marked = stored.is_some();
             let (tc, users, early_answer) = match stored.take() {
@@ -307,6 +304,9 @@ impl Provisioner {
                     None => return Ok(LeaseAfter::Held),
                 },
             };
+            if lease_nearly_over(id, stop_by) {
+                return Ok(LeaseAfter::Held);
+            }
             if tc.is_live()
                 && let Err(err) = self.ensure_users(&tc.participants, users).await
             {
@@ -456,12 +456,11 @@ impl Provisioner {
             return self.create_room(&tc.id, spec, marked).await;
         };
         match answer {
-            Ok(answer) => self.room_created(&tc.id, answer).await,
-            // Its task ended without an answer (a panic, or the runtime stopping): the
-            // room may exist. As for an answer lost on the way, it is looked for by its tag
-            // before another is made.
-            Err(err) => {
-                tracing::error!(teleconsultation = %tc.id, error = %err, "the room creation asked for with the booking gave no answer; looking for its room");
+            Some(answer) => self.room_created(&tc.id, answer).await,
+            // Its task ended without an answer: the room may exist. As for an answer lost
+            // on the way, it is looked for by its tag before another is made.
+            None => {
+                tracing::error!(teleconsultation = %tc.id, "the room creation asked for with the booking gave no answer; looking for its room");
                 match self.recover_lost_rooms(tc).await? {
                     Some(room) => Ok(room),
                     None => self.create_room(&tc.id, spec, true).await,
@@ -524,50 +523,61 @@ struct Stored {
 
 /// A room creation asked for with the insert of a new teleconsultation
 /// ([`Provisioner::store_new`]), under way in a task of its own. Dropped before its answer
-/// is taken (the insert failed, or the request went away), it deletes the room it makes:
+/// is taken (the insert failed, or the request went away), it deletes the room once made:
 /// nothing can have recorded that room, as the request's lease still holds.
 #[derive(Debug)]
 struct EarlyRoom {
-    asked: Option<tokio::task::JoinHandle<Result<kaleyra_client::Room, KaleyraError>>>,
+    answer: Option<oneshot::Receiver<Result<kaleyra_client::Room, KaleyraError>>>,
     kaleyra: KaleyraClient,
 }
 
-/// What became of an [`EarlyRoom`]: Kaleyra's answer, or its task's end without one.
-type EarlyAnswer = Result<Result<kaleyra_client::Room, KaleyraError>, tokio::task::JoinError>;
+/// What became of an [`EarlyRoom`]: Kaleyra's answer, or None when its task ended without
+/// one (a panic, or the runtime stopping).
+type EarlyAnswer = Option<Result<kaleyra_client::Room, KaleyraError>>;
 
 impl EarlyRoom {
     fn ask(kaleyra: &KaleyraClient, request: CreateRoom) -> Self {
+        let (answer, taken) = oneshot::channel();
         let client = kaleyra.clone();
-        let asked = tokio::spawn(async move { client.create_room(&request).await });
+        tokio::spawn(async move {
+            // Nobody to take it at all (not even a dropped EarlyRoom's clean-up).
+            if let Err(Ok(room)) = answer.send(client.create_room(&request).await) {
+                delete_unrecorded_room(&client, &room).await;
+            }
+        });
         Self {
-            asked: Some(asked),
+            answer: Some(taken),
             kaleyra: kaleyra.clone(),
         }
     }
 
     /// Waits for the answer; from then on the room is the taker's.
     async fn answer(mut self) -> EarlyAnswer {
-        let answer = match self.asked.as_mut() {
-            Some(asked) => asked.await,
-            None => unreachable!("an early room is answered once"),
-        };
-        self.asked = None;
-        answer
+        self.answer.take()?.await.ok()
     }
 }
 
 impl Drop for EarlyRoom {
     fn drop(&mut self) {
-        let Some(asked) = self.asked.take() else {
+        let Some(answer) = self.answer.take() else {
+            return;
+        };
+        // Without a runtime (it is stopping), the sweep deletes the room later.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let kaleyra = self.kaleyra.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(room)) = asked.await else { return };
-            if let Err(err) = kaleyra.delete_room(&room.id).await {
-                tracing::warn!(room = %room.id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
+        runtime.spawn(async move {
+            if let Ok(Ok(room)) = answer.await {
+                delete_unrecorded_room(&kaleyra, &room).await;
             }
         });
+    }
+}
+
+async fn delete_unrecorded_room(kaleyra: &KaleyraClient, room: &kaleyra_client::Room) {
+    if let Err(err) = kaleyra.delete_room(&room.id).await {
+        tracing::warn!(room = %room.id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
     }
 }
 
