@@ -111,9 +111,19 @@ const INSERT_KALEYRA_USER: &str = "INSERT INTO kaleyra_users \
 const UPDATE_KALEYRA_USER_ROLE: &str = "UPDATE kaleyra_users SET role = $2, \
     updated_at_ms = $3 WHERE external_id = $1 RETURNING external_id";
 
-const RETIRE_ROOM: &str = "INSERT INTO rooms_to_delete \
-    (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) \
-    VALUES ($1, $2, $3, 0, $3) ON CONFLICT (room_id) DO NOTHING";
+/// A room's insert into the deletion queue, from `$rows` (room, teleconsultation, due at,
+/// attempts, created at); a room already queued stays as it is.
+macro_rules! retire_room {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO rooms_to_delete \
+             (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) ",
+            $rows,
+            " ON CONFLICT (room_id) DO NOTHING"
+        )
+    };
+}
+const RETIRE_ROOM: &str = retire_room!("VALUES ($1, $2, $3, 0, $3)");
 
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
@@ -401,16 +411,7 @@ where
                             .await
                             .during(OPERATION)?;
                     if updated.is_none() {
-                        let exists = sqlx::query(TELECONSULTATION_EXISTS)
-                            .bind(tc.id.clone())
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .during(OPERATION)?;
-                        return Err(if exists.is_some() {
-                            StoreError::StaleVersion
-                        } else {
-                            StoreError::NotFound
-                        });
+                        return Err(Self::not_updated(&mut *conn, &tc.id, OPERATION).await);
                     }
                     if holder.is_some() {
                         Self::write_links(conn, &tc, OPERATION).await?;
@@ -463,11 +464,14 @@ where
         }
         for n in 1..=retired_rooms.len() {
             statement += &format!(
-                ", retired{n} AS (INSERT INTO rooms_to_delete \
-                 (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) \
-                 SELECT ${}, $1, ${retired_at}, 0, ${retired_at} FROM updated \
-                 ON CONFLICT (room_id) DO NOTHING)",
-                retired_at + n
+                concat!(
+                    ", retired{n} AS (",
+                    retire_room!("SELECT ${room}, $1, ${at}, 0, ${at} FROM updated"),
+                    ")"
+                ),
+                n = n,
+                room = retired_at + n,
+                at = retired_at
             );
         }
         statement += &match DB::ANNOUNCE_CHANGE {
@@ -490,16 +494,25 @@ where
         {
             return Ok(tc.version + 1);
         }
-        let exists = sqlx::query(TELECONSULTATION_EXISTS)
-            .bind(tc.id.clone())
-            .fetch_optional(&self.readers)
+        Err(Self::not_updated(&self.readers, &tc.id, OPERATION).await)
+    }
+
+    /// Why an update of teleconsultation `id` under a version check changed nothing:
+    /// `StaleVersion` when the record exists (changed meanwhile), else `NotFound`.
+    async fn not_updated<'e>(
+        executor: impl Executor<'e, Database = DB>,
+        id: &str,
+        operation: &'static str,
+    ) -> StoreError {
+        match sqlx::query(TELECONSULTATION_EXISTS)
+            .bind(id.to_owned())
+            .fetch_optional(executor)
             .await
-            .during(OPERATION)?;
-        Err(if exists.is_some() {
-            StoreError::StaleVersion
-        } else {
-            StoreError::NotFound
-        })
+        {
+            Ok(Some(_)) => StoreError::StaleVersion,
+            Ok(None) => StoreError::NotFound,
+            Err(source) => StoreError::Database { operation, source },
+        }
     }
 
     /// Runs `write` in a write transaction and commits it: grouped with concurrent writes
