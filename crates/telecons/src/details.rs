@@ -30,10 +30,10 @@ pub const CAPACITY: u64 = 5_000;
 /// Details nobody asked about for this long are dropped.
 pub const IDLE_FOR: Duration = Duration::from_secs(600);
 
-/// What is known of a room's details.
+/// What is known of a room's details; cheap to clone (each join takes one).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Details {
-    Known(Room),
+    Known(Arc<Room>),
     /// Kaleyra could not be read (recently): no details to show.
     Unavailable,
     /// Kaleyra does not know the room (404).
@@ -125,7 +125,7 @@ impl RoomDetailsCache {
 
 async fn fetch(kaleyra: KaleyraClient, room_id: String) -> Arc<Entry> {
     let details = match kaleyra.get_room(&room_id).await {
-        Ok(room) => Details::Known(room),
+        Ok(room) => Details::Known(Arc::new(room)),
         Err(err) if err.is_not_found() => Details::Gone,
         Err(err) => {
             tracing::warn!(room = %room_id, error = %err, "room details unavailable; answering without them");

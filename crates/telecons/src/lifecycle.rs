@@ -111,10 +111,10 @@ pub struct LifecycleSettings {
 
 /// `GET /teleconsultation/:id` for one caller: the view and the room's details.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Join {
-    pub view: JoinView,
+pub struct Join<'a> {
+    pub view: JoinView<'a>,
     /// As Kaleyra reports the room; `None` without a room or when Kaleyra cannot answer.
-    pub details: Option<Room>,
+    pub details: Option<Arc<Room>>,
 }
 
 /// `{total, deleted}` of `DELETE /teleconsultation/:id/uploads`.
@@ -272,15 +272,15 @@ impl Lifecycle {
 
     /// `GET /teleconsultation/:id` for `caller`. `tc` must be one [`Self::authorize`]
     /// returned for `caller`.
-    pub async fn view(
+    pub async fn view<'a>(
         self: &Arc<Self>,
-        tc: &Teleconsultation,
+        tc: &'a Teleconsultation,
         caller: &str,
         options: &LinkOptions,
-    ) -> Result<Join> {
+    ) -> Result<Join<'a>> {
         let mut view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
             .ok_or(LifecycleError::Unauthorized)?;
-        let details = match &view.room_id {
+        let details = match view.room_id {
             Some(room_id) => match self.details.get(room_id).await {
                 Details::Known(room) => Some(room),
                 Details::Unavailable => None,

@@ -1,12 +1,33 @@
 //! JSON request bodies, parsed the way `axum::Json` would but in the service's error shape,
-//! and inside the handlers (so that a 404 or 401 comes before a body's 400).
+//! and inside the handlers (so that a 404 or 401 comes before a body's 400); and JSON
+//! response bodies written without regrowing their buffer.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use super::error::ApiError;
+
+/// `value` as a JSON response, as `axum::Json` answers it, but written into a buffer of
+/// `capacity` bytes from the start: `axum::Json` starts at 128 bytes and copies the body each
+/// time it outgrows them (for the join, which every participant polls, that was 3 copies).
+pub fn json_response<T: Serialize>(value: &T, capacity: usize) -> Response {
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(err) => ApiError::internal(err).into_response(),
+    }
+}
 
 /// Parses a JSON body the way `axum::Json` would, with our error shape (also for a body
 /// over the size limit: 413).

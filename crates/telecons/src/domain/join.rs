@@ -26,16 +26,17 @@ pub struct JoinRules {
     pub groups_with_background: Vec<String>,
 }
 
-/// The caller's view of a teleconsultation.
+/// The caller's view of a teleconsultation, borrowed from it (every participant polls it:
+/// nothing is copied that the answer does not need to own).
 #[derive(Debug, Clone, PartialEq)]
-pub struct JoinView {
-    pub kaleyra_user_id: String,
+pub struct JoinView<'a> {
+    pub kaleyra_user_id: &'a str,
     /// The caller's own link, with its options; `None` while it must not join yet.
     pub access_link: Option<String>,
     /// Every known participant: Kaleyra user id and full name.
-    pub participants: Vec<(String, Option<String>)>,
+    pub participants: Vec<(&'a str, Option<&'a str>)>,
     /// The room whose details to show, if it has one.
-    pub room_id: Option<String>,
+    pub room_id: Option<&'a str>,
 }
 
 /// The view of `tc` for `caller` at `now`; `None` when the caller is not a participant.
@@ -43,13 +44,13 @@ pub struct JoinView {
 /// The link is given only when the room exists and matches the teleconsultation as it is
 /// (not one awaiting replacement) and the links are due: nobody joins a room that could
 /// still be replaced.
-pub fn view(
-    tc: &Teleconsultation,
+pub fn view<'a>(
+    tc: &'a Teleconsultation,
     caller: &str,
     now: DateTime<Utc>,
     options: &LinkOptions,
     rules: &JoinRules,
-) -> Option<JoinView> {
+) -> Option<JoinView<'a>> {
     let participant = tc.participant(caller)?;
     let due = schedule::link_available(now, tc.start, rules.immutable_period_ms);
     let access_link = if tc.room_is_current() && due {
@@ -78,14 +79,14 @@ pub fn view(
         None
     };
     Some(JoinView {
-        kaleyra_user_id: participant.kaleyra_user_id.clone(),
+        kaleyra_user_id: &participant.kaleyra_user_id,
         access_link,
         participants: tc
             .participants
             .iter()
-            .map(|p| (p.kaleyra_user_id.clone(), p.full_name.clone()))
+            .map(|p| (p.kaleyra_user_id.as_str(), p.full_name.as_deref()))
             .collect(),
-        room_id: tc.room_id.clone(),
+        room_id: tc.room_id.as_deref(),
     })
 }
 
@@ -94,7 +95,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::room_spec::{Recording, RoomRules, RoomSettings};
+    use crate::domain::room_spec::{Recording, RoomRules, RoomSettings, RoomSpec};
     use crate::domain::roster::{Privileges, Role};
     use crate::domain::schedule::Schedule;
     use crate::domain::teleconsultation::Participant;
@@ -140,7 +141,7 @@ mod tests {
         let fingerprint = tc.desired_room.as_ref().unwrap().fingerprint();
         tc.switched_to(
             "room_1",
-            &fingerprint,
+            fingerprint,
             &[("tc_doc", "https://k/doc"), ("tc_pat", "https://k/pat")],
         )
         .0
@@ -173,11 +174,7 @@ mod tests {
         let options = LinkOptions::default();
         let before = view(&tc, "pat", at(START - 601), &options, &rules(600_000)).unwrap();
         assert_eq!(before.access_link, None);
-        assert_eq!(
-            before.room_id.as_deref(),
-            Some("room_1"),
-            "details still shown"
-        );
+        assert_eq!(before.room_id, Some("room_1"), "details still shown");
         let due = view(&tc, "pat", at(START - 600), &options, &rules(600_000)).unwrap();
         assert_eq!(
             due.access_link.as_deref(),
@@ -186,17 +183,20 @@ mod tests {
         assert_eq!(due.kaleyra_user_id, "tc_pat");
         assert_eq!(
             due.participants,
-            vec![
-                ("tc_doc".to_owned(), Some("Name doc".to_owned())),
-                ("tc_pat".to_owned(), Some("Name pat".to_owned()))
-            ]
+            vec![("tc_doc", Some("Name doc")), ("tc_pat", Some("Name pat"))]
         );
     }
 
     #[test]
     fn no_link_to_a_room_awaiting_replacement() {
         let mut tc = provisioned();
-        tc.desired_room.as_mut().unwrap().live = false;
+        let spec = tc.desired_room.take().unwrap();
+        tc.desired_room = Some(RoomSpec::from_parts(
+            spec.participants().to_vec(),
+            spec.duration_secs(),
+            !spec.live(),
+            spec.recording(),
+        ));
         let v = view(&tc, "pat", at(START), &LinkOptions::default(), &rules(0)).unwrap();
         assert_eq!(v.access_link, None);
     }

@@ -85,15 +85,18 @@ pub struct RoomSpecParticipant {
 }
 
 /// Everything about a Kaleyra room that the service decides; two teleconsultation states
-/// that give the same fingerprint can share a room.
+/// that give the same fingerprint can share a room. Immutable once made: its fingerprint is
+/// computed once, not on every join (each poll asks whether the room is current).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSpec {
     /// In the order the participants were given (the order does not affect the fingerprint).
-    pub participants: Vec<RoomSpecParticipant>,
+    participants: Vec<RoomSpecParticipant>,
     /// Kaleyra `duration`; `None` when rooms are unlimited.
-    pub duration_secs: Option<i64>,
-    pub live: bool,
-    pub recording: Recording,
+    duration_secs: Option<i64>,
+    live: bool,
+    recording: Recording,
+    /// [`Self::fingerprint`] of the fields above.
+    fingerprint: String,
 }
 
 /// Prefix of the tag put in a room's `description`.
@@ -128,8 +131,8 @@ impl RoomSpec {
     /// The room for `participants` (Kaleyra user id and role each, in booking order) of a
     /// booking lasting `duration_secs`.
     pub fn new(participants: &[(String, Role)], duration_secs: i64, rules: &RoomRules) -> RoomSpec {
-        RoomSpec {
-            participants: participants
+        RoomSpec::from_parts(
+            participants
                 .iter()
                 .map(|(id, role)| RoomSpecParticipant {
                     kaleyra_user_id: id.clone(),
@@ -137,41 +140,52 @@ impl RoomSpec {
                     tools: rules.privileges.of(*role).tools.clone(),
                 })
                 .collect(),
-            duration_secs: (!rules.settings.unlimited).then_some(duration_secs),
-            live: rules.settings.live,
-            recording: rules.settings.recording,
+            (!rules.settings.unlimited).then_some(duration_secs),
+            rules.settings.live,
+            rules.settings.recording,
+        )
+    }
+
+    /// The spec with these fields (as stored).
+    pub fn from_parts(
+        participants: Vec<RoomSpecParticipant>,
+        duration_secs: Option<i64>,
+        live: bool,
+        recording: Recording,
+    ) -> RoomSpec {
+        let fingerprint = fingerprint(&participants, duration_secs, live, recording);
+        RoomSpec {
+            participants,
+            duration_secs,
+            live,
+            recording,
+            fingerprint,
         }
+    }
+
+    /// In the order the participants were given.
+    pub fn participants(&self) -> &[RoomSpecParticipant] {
+        &self.participants
+    }
+
+    /// Kaleyra `duration`; `None` when rooms are unlimited.
+    pub fn duration_secs(&self) -> Option<i64> {
+        self.duration_secs
+    }
+
+    /// Kaleyra's `live` flag.
+    pub fn live(&self) -> bool {
+        self.live
+    }
+
+    pub fn recording(&self) -> Recording {
+        self.recording
     }
 
     /// Short hex SHA-256 of [`CanonicalSpec`]: participants sorted by Kaleyra id, tools
     /// listed in full, a version tag so the form can evolve without silent collisions.
-    pub fn fingerprint(&self) -> String {
-        let mut participants: Vec<CanonicalParticipant<'_>> = self
-            .participants
-            .iter()
-            .map(|p| CanonicalParticipant {
-                is_admin: p.is_admin,
-                kaleyra_user_id: &p.kaleyra_user_id,
-                tools: p.tools.as_ref().map(|tools| {
-                    Tool::ALL
-                        .into_iter()
-                        .map(|tool| (tool.as_str(), tools.is_enabled(tool)))
-                        .collect()
-                }),
-            })
-            .collect();
-        participants.sort_by(|a, b| a.kaleyra_user_id.cmp(b.kaleyra_user_id));
-        let canonical = CanonicalSpec {
-            duration_secs: self.duration_secs,
-            live: self.live,
-            participants,
-            recording: self.recording.as_str(),
-            v: 1,
-        };
-        let json = serde_json::to_string(&canonical).expect("plain data always serializes");
-        let mut hex = hex::encode(Sha256::digest(json.as_bytes()));
-        hex.truncate(FINGERPRINT_LEN);
-        hex
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The room's tag for teleconsultation `teleconsultation_id` of `installation`.
@@ -179,9 +193,43 @@ impl RoomSpec {
         RoomTag {
             installation: Some(installation.to_owned()),
             teleconsultation_id: teleconsultation_id.to_owned(),
-            fingerprint: self.fingerprint(),
+            fingerprint: self.fingerprint.clone(),
         }
     }
+}
+
+/// [`RoomSpec::fingerprint`] of these fields.
+fn fingerprint(
+    participants: &[RoomSpecParticipant],
+    duration_secs: Option<i64>,
+    live: bool,
+    recording: Recording,
+) -> String {
+    let mut participants: Vec<CanonicalParticipant<'_>> = participants
+        .iter()
+        .map(|p| CanonicalParticipant {
+            is_admin: p.is_admin,
+            kaleyra_user_id: &p.kaleyra_user_id,
+            tools: p.tools.as_ref().map(|tools| {
+                Tool::ALL
+                    .into_iter()
+                    .map(|tool| (tool.as_str(), tools.is_enabled(tool)))
+                    .collect()
+            }),
+        })
+        .collect();
+    participants.sort_by(|a, b| a.kaleyra_user_id.cmp(b.kaleyra_user_id));
+    let canonical = CanonicalSpec {
+        duration_secs,
+        live,
+        participants,
+        recording: recording.as_str(),
+        v: 1,
+    };
+    let json = serde_json::to_string(&canonical).expect("plain data always serializes");
+    let mut hex = hex::encode(Sha256::digest(json.as_bytes()));
+    hex.truncate(FINGERPRINT_LEN);
+    hex
 }
 
 /// What the service writes in a room's Kaleyra `description`:
@@ -404,7 +452,7 @@ mod tests {
     fn room_affecting_changes_change_fingerprint() {
         let p = Privileges::default();
         let s = schedule("2030-01-01T10:00:00Z", 600);
-        let base = spec(&people(), &s, &p, &UNLIMITED).fingerprint();
+        let base = spec(&people(), &s, &p, &UNLIMITED).fingerprint().to_owned();
 
         // Role change.
         let promoted = vec![("tc_doc".into(), Role::Plus), ("tc_pat".into(), Role::Plus)];

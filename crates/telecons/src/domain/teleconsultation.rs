@@ -347,7 +347,7 @@ mod tests {
         let fingerprint = tc.desired_room.as_ref().unwrap().fingerprint();
         tc.switched_to(
             "room_1",
-            &fingerprint,
+            fingerprint,
             &[("tc_doc", "https://l/doc"), ("tc_pat", "https://l/pat")],
         )
         .0
@@ -402,7 +402,7 @@ mod tests {
         assert!(!tc.room_is_current(), "awaiting replacement");
         assert!(tc.needs_room());
         let fingerprint = tc.desired_room.as_ref().unwrap().fingerprint();
-        assert!(tc.wants_room(&fingerprint));
+        assert!(tc.wants_room(fingerprint));
         assert!(!tc.wants_room("0000000000000000"));
     }
 

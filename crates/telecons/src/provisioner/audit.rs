@@ -106,7 +106,7 @@ pub fn compare(live: &[Teleconsultation], rooms: &[Room], installation_id: &str)
 /// duration, live, recording, and our tag for this teleconsultation and spec).
 fn room_matches(room: &Room, spec: &RoomSpec, teleconsultation_id: &str) -> bool {
     let wanted: BTreeSet<(&str, bool)> = spec
-        .participants
+        .participants()
         .iter()
         .map(|p| (p.kaleyra_user_id.as_str(), p.is_admin))
         .collect();
@@ -116,7 +116,7 @@ fn room_matches(room: &Room, spec: &RoomSpec, teleconsultation_id: &str) -> bool
         .map(|p| (p.user_id.as_str(), p.is_admin))
         .collect();
     let duration = spec
-        .duration_secs
+        .duration_secs()
         .and_then(|d| u64::try_from(d).ok())
         .unwrap_or(0);
     let tagged_for_it = room
@@ -127,9 +127,9 @@ fn room_matches(room: &Room, spec: &RoomSpec, teleconsultation_id: &str) -> bool
             tag.teleconsultation_id == teleconsultation_id && tag.fingerprint == spec.fingerprint()
         });
     wanted == actual
-        && room.participants.len() == spec.participants.len()
+        && room.participants.len() == spec.participants().len()
         && room.duration_in_seconds == duration
-        && room.live == spec.live
-        && room.recording == spec.recording.as_str()
+        && room.live == spec.live()
+        && room.recording == spec.recording().as_str()
         && tagged_for_it
 }

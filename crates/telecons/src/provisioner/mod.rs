@@ -157,10 +157,10 @@ impl Provisioner {
         // Not taken (the insert failed, or the request went away), its room is deleted.
         let early_room = early_request.map(|request| EarlyRoom::ask(&self.kaleyra, request));
         self.store
-            .insert_teleconsultation(tc, Some(&lease), creating.as_deref())
+            .insert_teleconsultation(tc, Some(&lease), creating)
             .await?;
         let mut stored = tc.clone();
-        stored.creating_fingerprint = creating;
+        stored.creating_fingerprint = creating.map(str::to_owned);
         Ok(Held {
             lease,
             stored: Stored {
@@ -341,8 +341,8 @@ impl Provisioner {
             if lease_nearly_over(id, stop_by) {
                 return Ok(LeaseAfter::Held);
             }
-            let marked = creation_marked
-                && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint().as_str());
+            let marked =
+                creation_marked && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint());
             let room = match recovered {
                 Some(room) => room,
                 None => match self.room_for(&tc, &spec, marked, early_answer).await {
@@ -392,10 +392,10 @@ impl Provisioner {
             .map(|p| (p.user_id.as_str(), p.link.as_str()))
             .collect();
         loop {
-            if !tc.wants_room(&fingerprint) {
+            if !tc.wants_room(fingerprint) {
                 return Ok(false);
             }
-            let (switched, retired) = tc.switched_to(&room.id, &fingerprint, &links);
+            let (switched, retired) = tc.switched_to(&room.id, fingerprint, &links);
             match self.store.record_room(&switched, &retired, owner).await {
                 Ok(_) => {
                     tracing::info!(teleconsultation = %tc.id, room = %room.id, "room created");
@@ -434,7 +434,7 @@ impl Provisioner {
     ) -> Result<kaleyra_client::Room, ProvisionError> {
         if !marked {
             self.store
-                .mark_room_creation(id, Some(&spec.fingerprint()))
+                .mark_room_creation(id, Some(spec.fingerprint()))
                 .await?;
         }
         let request = create_room_request(spec, &self.settings.installation_id, id);
@@ -598,7 +598,7 @@ pub fn create_room_request(
 ) -> CreateRoom {
     CreateRoom {
         participants: spec
-            .participants
+            .participants()
             .iter()
             .map(|p| NewParticipant {
                 user_id: p.kaleyra_user_id.clone(),
@@ -606,9 +606,11 @@ pub fn create_room_request(
                 tools: p.tools.as_ref().map(wire_tools),
             })
             .collect(),
-        duration: spec.duration_secs.and_then(|secs| u64::try_from(secs).ok()),
-        live: Some(spec.live),
-        recording: Some(match spec.recording {
+        duration: spec
+            .duration_secs()
+            .and_then(|secs| u64::try_from(secs).ok()),
+        live: Some(spec.live()),
+        recording: Some(match spec.recording() {
             Recording::None => kaleyra_client::Recording::None,
             Recording::Manual => kaleyra_client::Recording::Manual,
             Recording::Automatic => kaleyra_client::Recording::Automatic,

@@ -49,7 +49,7 @@ impl Provisioner {
             if tag.teleconsultation_id != tc.id || self.store.is_room_known(&room.id).await? {
                 continue;
             }
-            if adopted.is_none() && wanted.as_deref() == Some(tag.fingerprint.as_str()) {
+            if adopted.is_none() && wanted == Some(tag.fingerprint.as_str()) {
                 tracing::info!(teleconsultation = %tc.id, room = %room.id, "found a room whose creation answer was lost");
                 adopted = Some(room);
             } else {

@@ -140,7 +140,7 @@ fn recording(text: &str) -> StoreResult<Recording> {
 pub fn room_spec_json(spec: &RoomSpec) -> String {
     let stored = StoredRoomSpec {
         participants: spec
-            .participants
+            .participants()
             .iter()
             .map(|p| StoredRoomParticipant {
                 kaleyra_user_id: p.kaleyra_user_id.clone(),
@@ -153,9 +153,9 @@ pub fn room_spec_json(spec: &RoomSpec) -> String {
                 }),
             })
             .collect(),
-        duration_secs: spec.duration_secs,
-        live: spec.live,
-        recording: recording_text(spec.recording).to_owned(),
+        duration_secs: spec.duration_secs(),
+        live: spec.live(),
+        recording: recording_text(spec.recording()).to_owned(),
     };
     serde_json::to_string(&stored).expect("plain data always serializes")
 }
@@ -191,12 +191,12 @@ pub fn room_spec(json: &str) -> StoreResult<RoomSpec> {
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    Ok(RoomSpec {
+    Ok(RoomSpec::from_parts(
         participants,
-        duration_secs: stored.duration_secs,
-        live: stored.live,
-        recording: recording(&stored.recording)?,
-    })
+        stored.duration_secs,
+        stored.live,
+        recording(&stored.recording)?,
+    ))
 }
 
 /// The participant's groups for column `groups_json`.
@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(room_spec_json(&spec), stored);
         assert_eq!(spec.fingerprint(), "f1d3112c9b9a10af");
         assert_eq!(
-            spec.participants[1].tools,
+            spec.participants()[1].tools,
             Some(Tools::new([Tool::Chat, Tool::FileUpload]))
         );
     }

@@ -22,7 +22,6 @@ use super::rows::{
     state_text,
 };
 use super::{Store, StoreError, StoreResult};
-use crate::domain::room_spec::RoomSpec;
 use crate::domain::teleconsultation::Teleconsultation;
 
 /// What differs between the SQL backends.
@@ -226,7 +225,11 @@ where
             .bind(tc.created_by.clone())
             .bind(tc.updated_by.clone())
             .bind(tc.desired_room.as_ref().map(room_spec_json))
-            .bind(tc.desired_room.as_ref().map(RoomSpec::fingerprint))
+            .bind(
+                tc.desired_room
+                    .as_ref()
+                    .map(|spec| spec.fingerprint().to_owned()),
+            )
             .bind(tc.room_fingerprint.clone())
             .bind(tc.provision_due_at.map(|at| at.timestamp_millis()))
     }

@@ -115,7 +115,7 @@ async fn assert_converged(app: &TestApp) {
 }
 
 fn assert_tools(spec: &RoomSpec, room: &kaleyra_sim::SimRoom) {
-    for wanted in &spec.participants {
+    for wanted in spec.participants() {
         let actual = room
             .participants
             .iter()
@@ -424,8 +424,14 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     // …and one being created right now for another teleconsultation.
     let other = create_tc(&app, booking("doc-2", "pat-2")).await;
     let other_tc = app.stored(&other).await;
-    let mut other_spec = other_tc.desired_room.clone().unwrap();
-    other_spec.live = !other_spec.live; // a new spec, mid-creation
+    let spec = other_tc.desired_room.clone().unwrap();
+    // A new spec, mid-creation.
+    let other_spec = RoomSpec::from_parts(
+        spec.participants().to_vec(),
+        spec.duration_secs(),
+        !spec.live(),
+        spec.recording(),
+    );
     // (A creation in flight: the record is due for provisioning and marked.)
     app.services
         .store
@@ -439,7 +445,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .unwrap();
     app.services
         .store
-        .mark_room_creation(&other, Some(&other_spec.fingerprint()))
+        .mark_room_creation(&other, Some(other_spec.fingerprint()))
         .await
         .unwrap();
     let in_flight = app

@@ -46,8 +46,8 @@ crate::on_both_backends!(
 );
 
 fn spec() -> RoomSpec {
-    RoomSpec {
-        participants: vec![
+    RoomSpec::from_parts(
+        vec![
             RoomSpecParticipant {
                 kaleyra_user_id: "tc_doc".into(),
                 is_admin: true,
@@ -59,10 +59,10 @@ fn spec() -> RoomSpec {
                 tools: Some(Tools::new([Tool::Chat])),
             },
         ],
-        duration_secs: None,
-        live: true,
-        recording: Recording::None,
-    }
+        None,
+        true,
+        Recording::None,
+    )
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -127,7 +127,7 @@ async fn inserted_teleconsultation_reads_back_identically(db: TestDatabase) {
     tc.participants[0].groups = vec!["doctor".into(), "patient".into()];
     tc.desired_room = Some(spec());
     tc.room_id = Some("room_0123456789ab".into());
-    tc.room_fingerprint = Some(spec().fingerprint());
+    tc.room_fingerprint = Some(spec().fingerprint().to_owned());
     tc.provision_due_at = Some(at(1_800_000_000_002));
     db.store
         .insert_teleconsultation(&tc, None, None)
@@ -657,7 +657,7 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
     let mut served = doctor_and_patient("64b000000000000000000010");
     served.desired_room = Some(spec());
     served.room_id = Some("room_ok".into());
-    served.room_fingerprint = Some(spec().fingerprint());
+    served.room_fingerprint = Some(spec().fingerprint().to_owned());
     for tc in [&waiting, &served] {
         db.store
             .insert_teleconsultation(tc, None, None)
