@@ -7,6 +7,12 @@ use telecons::app::{self, Application, Dependencies, Services};
 use telecons::config::{Config, ConfigErrors};
 use telecons::telemetry;
 
+/// mimalloc rather than the system allocator: a request allocates and frees dozens of small
+/// blocks across the runtime's threads, where glibc's `free` alone was an eighth of the
+/// join's instructions (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "telecons",
