@@ -7,9 +7,10 @@ use telecons::app::{self, Application, Dependencies, Services};
 use telecons::config::{Config, ConfigErrors};
 use telecons::telemetry;
 
-/// mimalloc rather than the system allocator: a request allocates and frees dozens of small
-/// blocks across the runtime's threads, where glibc's `free` alone was an eighth of the
-/// join's instructions (BENCHMARKS.md).
+/// mimalloc (its v3 series, without transparent huge pages) rather than glibc's allocator: a
+/// request allocates and frees dozens of small blocks across the runtime's threads, and
+/// `malloc` and `free` were a quarter of the join's instructions (13% fewer per join and per
+/// healthz with mimalloc; BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -14,6 +14,8 @@ use super::error::ApiError;
 /// `value` as a JSON response, as `axum::Json` answers it, but written into a buffer of
 /// `capacity` bytes from the start: `axum::Json` starts at 128 bytes and copies the body each
 /// time it outgrows them (for the join, which every participant polls, that was 3 copies).
+/// A value that cannot be serialised (none of ours) is a logged 500 in the service's error
+/// shape.
 pub fn json_response<T: Serialize>(value: &T, capacity: usize) -> Response {
     let mut body = Vec::with_capacity(capacity);
     match serde_json::to_writer(&mut body, value) {

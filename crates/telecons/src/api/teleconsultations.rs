@@ -515,8 +515,9 @@ async fn get_teleconsultation(
             live: room.live,
         }),
     };
-    // About 500 bytes, and 120 per participant (Kaleyra ids are 67 characters).
-    Ok(json_response(&body, 512 + 128 * participants))
+    // About 530 bytes with the link and the details, and 100 per participant (Kaleyra ids are
+    // 67 characters) plus its name: room for names of up to 60 bytes.
+    Ok(json_response(&body, 640 + 160 * participants))
 }
 
 /// Deletes the teleconsultation and its Kaleyra room (later, if Kaleyra is down).

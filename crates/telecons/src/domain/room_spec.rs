@@ -86,7 +86,8 @@ pub struct RoomSpecParticipant {
 
 /// Everything about a Kaleyra room that the service decides; two teleconsultation states
 /// that give the same fingerprint can share a room. Immutable once made: its fingerprint is
-/// computed once, not on every join (each poll asks whether the room is current).
+/// computed when it is made (or read from the store), not on every join, where each poll
+/// asks whether the room is current.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSpec {
     /// In the order the participants were given (the order does not affect the fingerprint).
@@ -178,6 +179,7 @@ impl RoomSpec {
         self.live
     }
 
+    /// Kaleyra's recording mode.
     pub fn recording(&self) -> Recording {
         self.recording
     }
@@ -381,7 +383,13 @@ mod tests {
             f.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
-        assert_eq!(f, r.clone().fingerprint());
+        let rebuilt = RoomSpec::from_parts(
+            r.participants().to_vec(),
+            r.duration_secs(),
+            r.live(),
+            r.recording(),
+        );
+        assert_eq!(f, rebuilt.fingerprint(), "a function of the fields alone");
     }
 
     /// The fingerprint is stored (records, room tags): a change to its form would replace
