@@ -326,8 +326,10 @@ class Simulator:
 
 
 class Service:
+    """`wrapper`: a command the service runs under (valgrind for --instructions)."""
+
     def __init__(self, bin_dir: Path, db: Database, sim: Simulator, log_level: str,
-                 workdir: Path, tag: str):
+                 workdir: Path, tag: str, wrapper: list[str] | None = None):
         self.port = free_port()
         self.log_path = workdir / f"telecons-{db.backend}-{tag}.log"
         self.logfile = open(self.log_path, "wb")
@@ -343,7 +345,7 @@ class Service:
         )
         started = time.perf_counter()
         self.proc = PROCS.start(
-            [str(bin_dir / "telecons"), "serve"],
+            [*(wrapper or []), str(bin_dir / "telecons"), "serve"],
             stdout=self.logfile, stderr=subprocess.STDOUT, env=env,
         )
         deadline = started + 60
@@ -597,6 +599,63 @@ def run_backend(args, backend: str, workdir: Path) -> dict:
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
+
+
+def count_instructions(args, workdir: Path) -> list[str]:
+    """--instructions: the service's user-space instructions per request, counted by
+    callgrind, for the join and for healthz: SQLite, the simulator at 0 ms, `wrk` with 1
+    thread and 8 connections (valgrind runs one thread at a time), a warm-up of 3 s, the
+    counters zeroed, --duration seconds measured, the counters dumped."""
+    load = argparse.Namespace(**{**vars(args), "threads": 1, "connections": 8})
+    sim = Simulator(args.bin_dir, 0, workdir)
+    lines = []
+    try:
+        for route, path, script in (("join", "/", "join.lua"),
+                                    ("healthz", "/-/healthz", "plain.lua")):
+            rdir = workdir / route
+            rdir.mkdir()
+            db = Database("sqlite", args, rdir)
+            out = rdir / "callgrind.out"
+            svc = Service(args.bin_dir, db, sim, "warn", rdir, route,
+                          wrapper=["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+            try:
+                env = {"BENCH_TARGETS": str(make_targets(args, svc, rdir))}
+                wrk(load, svc.port, path, script, 3, env)
+                callgrind_control("-z", svc)
+                result = wrk(load, svc.port, path, script, args.duration, env, rdir, route)
+                callgrind_control("-d", svc)
+            finally:
+                svc.stop()
+            if result["requests"] == 0 or result["errors"]["status"]:
+                raise HarnessError(f"{route}: {result['requests']} requests, errors "
+                                   f"{result['errors']}; see {rdir}")
+            total = callgrind_total(out)
+            per = total / result["requests"]
+            lines.append(f"{route}: {per:,.0f} instructions per request "
+                         f"({result['requests']:,} requests, {total:,} instructions)")
+            log(f"  {lines[-1]}")
+    finally:
+        sim.stop()
+    return lines
+
+
+def callgrind_control(option: str, svc: Service) -> None:
+    res = subprocess.run(["callgrind_control", option, str(svc.proc.pid)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise HarnessError(f"callgrind_control {option} failed: {res.stderr.strip()[-300:]}")
+
+
+def callgrind_total(out: Path) -> int:
+    """The instructions of the dump written by `callgrind_control -d` (`out.1`, not the
+    final file written at exit): its `summary:` (or `totals:`) line."""
+    dumps = sorted(out.parent.glob(out.name + ".*"), key=lambda p: p.stat().st_mtime)
+    if not dumps:
+        raise HarnessError(f"callgrind wrote no dump next to {out}")
+    for line in dumps[-1].read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise HarnessError(f"no summary line in {dumps[-1]}")
 
 
 def machine() -> dict:
@@ -881,6 +940,9 @@ def parse_args(argv: list[str]):
                    help="only print the section")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, wrk output)")
     p.add_argument("--skip-build", action="store_true", help="(bench/run) use the binaries as built")
+    p.add_argument("--instructions", action="store_true",
+                   help="instead of the benchmarks: user-space instructions per join and per "
+                        "healthz, counted by valgrind (~1 min; not written to BENCHMARKS.md)")
     p.add_argument("--bin-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(argv)
@@ -919,7 +981,8 @@ def main(argv: list[str]) -> int:
         if not (args.bin_dir / exe).exists():
             log(f"{args.bin_dir / exe} is missing: run bench/run (it builds them)")
             return 2
-    for tool in ("wrk", "sqlite3", "psql"):
+    for tool in ("wrk", "sqlite3", "psql") + (
+            ("valgrind", "callgrind_control") if args.instructions else ()):
         if shutil.which(tool) is None:
             log(f"{tool} is missing: run bench/run (it installs it)")
             return 2
@@ -931,6 +994,9 @@ def main(argv: list[str]) -> int:
     results = []
     code = 0
     try:
+        if args.instructions:
+            print("\n".join(count_instructions(args, workdir)))
+            return code
         for backend in args.backends:
             results.append(run_backend(args, backend, workdir))
         section = report(args, results, info, started, time.perf_counter() - t0)
