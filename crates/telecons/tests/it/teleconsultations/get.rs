@@ -63,6 +63,21 @@ async fn answers_the_callers_own_link_participants_and_details(db: TestDatabase)
         );
     }
     assert_ne!(link_of(&room, DOC), link_of(&room, PAT));
+    // The answer is written by hand (into a buffer sized for it), and still says it is JSON.
+    let response = app
+        .http
+        .get(app.url(&format!("/teleconsultation/{id}")))
+        .header("miauserid", DOC)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
 }
 
 async fn link_only_from_start_minus_immutable_period(db: TestDatabase) {
