@@ -15,8 +15,8 @@ use super::body::json_body;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody, kaleyra_failure};
 use super::{ApiState, to_completion};
-use crate::credentials::{CredentialsError, expires_in};
 use crate::domain::schedule::format_instant;
+use crate::services::credentials::{CredentialsError, expires_in};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(create_credentials))

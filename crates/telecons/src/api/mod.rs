@@ -26,18 +26,18 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::company::CompanySettings;
-use crate::credentials::Credentials;
-use crate::health::Health;
 use crate::identity::Identity;
-use crate::lifecycle::Lifecycle;
-use crate::webhooks::KaleyraWebhooks;
+use crate::services::credentials::Credentials;
+use crate::services::health::Health;
+use crate::services::kaleyra_webhooks::KaleyraWebhooks;
+use crate::services::settings::CompanySettings;
+use crate::services::teleconsultations::Teleconsultations;
 use error::ApiError;
 
 /// What handlers reach. Cheap to clone (all `Arc`s).
 #[derive(Clone)]
 pub struct ApiState {
-    pub lifecycle: Arc<Lifecycle>,
+    pub teleconsultations: Arc<Teleconsultations>,
     pub credentials: Arc<Credentials>,
     pub company: Arc<CompanySettings>,
     pub health: Arc<Health>,

@@ -19,8 +19,8 @@ use super::ApiState;
 use super::body::json_body;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody, kaleyra_failure};
-use crate::company::{CompanyError, MAX_BACKGROUND_BYTES, check_jpeg};
 use crate::domain::schedule::format_instant;
+use crate::services::settings::{CompanyError, MAX_BACKGROUND_BYTES, check_jpeg};
 
 /// The multipart part of the image.
 const PART: &str = "virtual_background";

@@ -30,7 +30,7 @@ use super::{ApiState, to_completion};
 use crate::domain::join::LinkOptions;
 use crate::domain::participants::{ParticipantEntry, ParticipantsInput};
 use crate::domain::schedule::{format_instant, parse_instant};
-use crate::lifecycle::{BookingInput, LifecycleError};
+use crate::services::teleconsultations::{BookingInput, TeleconsultationError};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -306,22 +306,22 @@ pub struct JoinQuery {
 /// Maps a lifecycle error; `no_plus_user` is the route's documented string. The documented
 /// 404 string belongs to GET (see [`get_teleconsultation`]); the other routes answer the
 /// plain shape, as the original's CRUD did.
-fn booking_error(err: LifecycleError, no_plus_user: impl FnOnce() -> String) -> ApiError {
+fn booking_error(err: TeleconsultationError, no_plus_user: impl FnOnce() -> String) -> ApiError {
     match err {
-        LifecycleError::NotFound(id) => {
+        TeleconsultationError::NotFound(id) => {
             ApiError::not_found(format!("no live teleconsultation has the id {id:?}"))
         }
-        LifecycleError::Unauthorized => ApiError::unauthorized(),
-        LifecycleError::Invalid(message) => ApiError::bad_request(message),
-        err @ LifecycleError::Immutable { .. } => ApiError::conflict(err.to_string()),
-        LifecycleError::Conflict(message) => ApiError::conflict(message),
-        LifecycleError::NoPlusUser(_) => {
+        TeleconsultationError::Unauthorized => ApiError::unauthorized(),
+        TeleconsultationError::Invalid(message) => ApiError::bad_request(message),
+        err @ TeleconsultationError::Immutable { .. } => ApiError::conflict(err.to_string()),
+        TeleconsultationError::Conflict(message) => ApiError::conflict(message),
+        TeleconsultationError::NoPlusUser(_) => {
             ApiError::documented(StatusCode::BAD_REQUEST, no_plus_user())
         }
-        LifecycleError::Storage(err) => err.into(),
-        LifecycleError::Kaleyra(err) => super::error::kaleyra_failure(&err),
+        TeleconsultationError::Storage(err) => err.into(),
+        TeleconsultationError::Kaleyra(err) => super::error::kaleyra_failure(&err),
         // Nothing was stored: the request may be sent again.
-        err @ (LifecycleError::Directory(_) | LifecycleError::OutOfTime) => {
+        err @ (TeleconsultationError::Directory(_) | TeleconsultationError::OutOfTime) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
         }
     }
@@ -333,12 +333,12 @@ async fn known_caller(
     state: &ApiState,
     id: &str,
     caller: RequestCaller,
-    map: impl Fn(LifecycleError) -> ApiError,
+    map: impl Fn(TeleconsultationError) -> ApiError,
 ) -> Result<Caller, ApiError> {
     match caller.get() {
         Ok(caller) => Ok(caller),
         Err(ambiguous) => {
-            state.lifecycle.ensure_live(id).await.map_err(map)?;
+            state.teleconsultations.ensure_live(id).await.map_err(map)?;
             Err(ambiguous)
         }
     }
@@ -368,10 +368,11 @@ async fn create_teleconsultation(
 ) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
     let caller = caller.get()?;
     let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
-    let lifecycle = Arc::clone(&state.lifecycle);
-    let id = to_completion(async move { lifecycle.create(input, caller.id, arrived).await })
-        .await
-        .map_err(|e| booking_error(e, no_plus("POST /teleconsultation")))?;
+    let teleconsultations = Arc::clone(&state.teleconsultations);
+    let id =
+        to_completion(async move { teleconsultations.create(input, caller.id, arrived).await })
+            .await
+            .map_err(|e| booking_error(e, no_plus("POST /teleconsultation")))?;
     Ok((StatusCode::CREATED, Json(CreatedBody { room_id: id })))
 }
 
@@ -394,14 +395,22 @@ async fn update_teleconsultation(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let map = |e| booking_error(e, no_plus("PATCH /teleconsultation"));
-    state.lifecycle.ensure_live(&id).await.map_err(map)?;
-    let caller = caller.get()?;
-    let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
-    let lifecycle = Arc::clone(&state.lifecycle);
-    let target = id.clone();
-    to_completion(async move { lifecycle.update(&target, input, caller.id, arrived).await })
+    state
+        .teleconsultations
+        .ensure_live(&id)
         .await
         .map_err(map)?;
+    let caller = caller.get()?;
+    let input = json_body::<TeleconsultationBody>(&headers, body)?.into_input()?;
+    let teleconsultations = Arc::clone(&state.teleconsultations);
+    let target = id.clone();
+    to_completion(async move {
+        teleconsultations
+            .update(&target, input, caller.id, arrived)
+            .await
+    })
+    .await
+    .map_err(map)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -425,13 +434,17 @@ async fn add_participant(
 ) -> Result<Response, ApiError> {
     let route = format!("POST /teleconsultation/{id}/participants/data");
     let map = |e| booking_error(e, no_plus(&route));
-    state.lifecycle.ensure_live(&id).await.map_err(map)?;
+    state
+        .teleconsultations
+        .ensure_live(&id)
+        .await
+        .map_err(map)?;
     let caller = caller.get()?;
     let entry = participant_input(json_body::<ParticipantBody>(&headers, body)?);
-    let lifecycle = Arc::clone(&state.lifecycle);
+    let teleconsultations = Arc::clone(&state.teleconsultations);
     let target = id.clone();
     to_completion(async move {
-        lifecycle
+        teleconsultations
             .add_participant(&target, entry, caller.id, arrived)
             .await
     })
@@ -455,7 +468,7 @@ async fn get_teleconsultation(
     query: Result<Query<JoinQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let map = |e| match e {
-        LifecycleError::NotFound(id) => ApiError::documented(
+        TeleconsultationError::NotFound(id) => ApiError::documented(
             StatusCode::NOT_FOUND,
             format!("Room with id {id} not found on CRUD"),
         ),
@@ -464,7 +477,7 @@ async fn get_teleconsultation(
     let caller = known_caller(&state, &id, caller, map).await?;
     // 404, then 401, then the query's 400.
     let tc = state
-        .lifecycle
+        .teleconsultations
         .authorize(&id, caller.id.as_deref())
         .await
         .map_err(map)?;
@@ -485,7 +498,7 @@ async fn get_teleconsultation(
         caller_groups: caller.groups,
     };
     let join = state
-        .lifecycle
+        .teleconsultations
         .view(&tc, &caller_id, &options)
         .await
         .map_err(map)?;
@@ -535,8 +548,8 @@ async fn delete_teleconsultation(
 ) -> Result<StatusCode, ApiError> {
     let map = |e| booking_error(e, String::new);
     let caller = known_caller(&state, &id, caller, map).await?;
-    let lifecycle = Arc::clone(&state.lifecycle);
-    to_completion(async move { lifecycle.delete(&id, caller.id, arrived).await })
+    let teleconsultations = Arc::clone(&state.teleconsultations);
+    to_completion(async move { teleconsultations.delete(&id, caller.id, arrived).await })
         .await
         .map_err(|e| booking_error(e, String::new))?;
     Ok(StatusCode::NO_CONTENT)
@@ -561,7 +574,7 @@ async fn delete_uploads(
     let map = |e| booking_error(e, String::new);
     let caller = known_caller(&state, &id, caller, map).await?;
     let deleted = state
-        .lifecycle
+        .teleconsultations
         .delete_uploads(&id, caller.id.as_deref())
         .await
         .map_err(|e| booking_error(e, String::new))?;

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
 use super::{ApiState, to_completion};
-use crate::webhooks::Refusal;
+use crate::services::kaleyra_webhooks::Refusal;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(kaleyra_webhook))

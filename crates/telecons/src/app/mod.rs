@@ -20,20 +20,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, SystemClock};
-use crate::company::CompanySettings;
 use crate::config::{Config, KaleyraSettings};
-use crate::credentials::Credentials;
 use crate::domain::join::JoinRules;
 use crate::domain::room_spec::RoomRules;
-use crate::health::Health;
 use crate::identity::bearer::{BearerOptions, BearerVerifier};
 use crate::identity::directory::Auth0Directory;
 use crate::identity::{CallerGroups, GatewayIdentity, Identity};
-use crate::lifecycle::{Lifecycle, LifecycleSettings};
 use crate::provisioner::{Provisioner, ProvisionerSettings};
+use crate::services::credentials::Credentials;
+use crate::services::health::Health;
+use crate::services::kaleyra_webhooks::KaleyraWebhooks;
+use crate::services::settings::CompanySettings;
+use crate::services::teleconsultations::{TeleconsultationSettings, Teleconsultations};
 use crate::store::{self, Installation, InstallationMode, Store};
 use crate::telemetry;
-use crate::webhooks::KaleyraWebhooks;
 
 /// How long one request's work may take (the HTTP timeout is a little longer).
 pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(25);
@@ -56,7 +56,7 @@ pub struct Dependencies {
     pub background_worker: bool,
     /// The service, or the demo: neither starts on the other's database.
     pub mode: InstallationMode,
-    /// How long one request's work may take, all of it; see [`LifecycleSettings`].
+    /// How long one request's work may take, all of it; see [`TeleconsultationSettings`].
     pub request_budget: Duration,
     /// Only a database that already has an installation (`audit`: an empty or wrong
     /// database would look consistent); none is made.
@@ -148,13 +148,13 @@ impl Services {
             caller_groups,
             config.service.settings_groups.clone(),
         );
-        let lifecycle = Lifecycle::new(
+        let lifecycle = Teleconsultations::new(
             Arc::clone(&store),
             provisioner.clone(),
             kaleyra.clone(),
             directory,
             Arc::clone(&clock),
-            LifecycleSettings {
+            TeleconsultationSettings {
                 rooms: RoomRules {
                     privileges: config.service.privileges.clone(),
                     settings: config.room_settings(),
@@ -202,7 +202,7 @@ impl Services {
             kaleyra,
             provisioner,
             api: ApiState {
-                lifecycle,
+                teleconsultations: lifecycle,
                 credentials: Arc::new(credentials),
                 company: Arc::new(company),
                 health: Arc::new(health),

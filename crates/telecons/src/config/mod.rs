@@ -403,8 +403,8 @@ mod tests {
 
     use super::testing::{errs, ok};
     use super::*;
-    use crate::domain::caller::UserIdPath;
-    use crate::domain::roster::Privileges;
+    use crate::domain::roles::Privileges;
+    use crate::identity::user_id_path::UserIdPath;
 
     #[test]
     fn defaults() {

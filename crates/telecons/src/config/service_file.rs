@@ -3,8 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::domain::caller::UserIdPath;
-use crate::domain::roster::{Privileges, RolePrivileges, Tool, Tools};
+use crate::domain::roles::{Privileges, RolePrivileges, Tool, Tools};
+use crate::identity::user_id_path::UserIdPath;
 
 /// The JSON service file (`TELECONSULTATION_SERVICE_CONFIG_PATH`), validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +252,7 @@ mod tests {
     use super::*;
     use crate::config::testing::{errs, vars};
     use crate::config::{Config, ConfigErrors, LIVE, SERVICE_CONFIG_PATH};
-    use crate::domain::roster::Role;
+    use crate::domain::roles::Role;
 
     fn file(content: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();

@@ -95,8 +95,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::domain::roles::{Privileges, Role};
     use crate::domain::room_spec::{Recording, RoomRules, RoomSettings, RoomSpec};
-    use crate::domain::roster::{Privileges, Role};
     use crate::domain::schedule::Schedule;
     use crate::domain::teleconsultation::Participant;
 

@@ -1,11 +1,10 @@
 //! Pure rules of the product and its central entity: no I/O, no clock reads, unit-tested.
 
-pub mod caller;
 pub mod ids;
 pub mod join;
 pub mod links;
 pub mod participants;
+pub mod roles;
 pub mod room_spec;
-pub mod roster;
 pub mod schedule;
 pub mod teleconsultation;

@@ -2,7 +2,7 @@
 //! here, so that a request with a bad body is refused before the directory, the store or
 //! Kaleyra is asked anything.
 
-use super::roster::{Privileges, Role, check_participants};
+use super::roles::{Privileges, Role, check_participants};
 
 /// One participant as the caller gave it.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::roster::{Privileges, Role, Tool, Tools};
+use super::roles::{Privileges, Role, Tool, Tools};
 
 /// Kaleyra's room recording mode (`DEFAULT_RECORDING_TYPE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
+use super::roles::{Role, has_plus};
 use super::room_spec::{RoomRules, RoomSpec};
-use super::roster::{Role, has_plus};
 use super::schedule::Schedule;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,8 +288,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::domain::roles::Privileges;
     use crate::domain::room_spec::{Recording, RoomSettings};
-    use crate::domain::roster::Privileges;
 
     fn at(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(secs, 0).unwrap()

@@ -4,14 +4,15 @@
 
 pub mod bearer;
 pub mod directory;
+pub mod user_id_path;
 
 use std::sync::Arc;
 
 use bearer::BearerVerifier;
 use directory::{Auth0Directory, DirectoryError};
 
-use crate::domain::caller::{UserIdPath, groups_from_header};
 use crate::domain::participants::check_user_id;
+use user_id_path::{UserIdPath, groups_from_header};
 
 /// The caller as the request describes it. Both parts may be missing: each route decides
 /// whether that is a 401.

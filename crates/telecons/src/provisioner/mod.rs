@@ -28,8 +28,8 @@ pub use users::UserMap;
 pub use worker::POLL_INTERVAL;
 
 use crate::clock::Clock;
+use crate::domain::roles::{Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomSpec};
-use crate::domain::roster::{Tool, Tools};
 use crate::domain::teleconsultation::Teleconsultation;
 use crate::store::{Lease, Store, StoreError};
 use crate::telemetry;
@@ -645,8 +645,8 @@ fn wire_tools(tools: &Tools) -> kaleyra_client::Tools {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::roles::{Privileges, Role};
     use crate::domain::room_spec::{RoomRules, RoomSettings};
-    use crate::domain::roster::{Privileges, Role};
 
     #[test]
     fn restricted_tools_list_every_tool_on_the_wire() {

@@ -10,7 +10,7 @@ use kaleyra_client::{UpdateUser, kaleyra_user_id};
 
 use super::{ProvisionError, Provisioner};
 use crate::domain::links::LinkLanguage;
-use crate::domain::roster::Role;
+use crate::domain::roles::Role;
 use crate::domain::teleconsultation::Participant;
 use crate::store::{KaleyraUser, StoreError};
 

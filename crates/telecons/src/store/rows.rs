@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::records::{Installation, InstallationMode, KaleyraUser, RoomDeletion};
+use super::{Installation, InstallationMode, KaleyraUser, RoomDeletion};
 use super::{StoreError, StoreResult};
+use crate::domain::roles::{Role, Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
-use crate::domain::roster::{Role, Tool, Tools};
 use crate::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
 
 /// A teleconsultation row joined with one of its participants (none for an empty list).
@@ -295,8 +295,8 @@ pub fn room_deletion(row: RoomDeletionRow) -> StoreResult<RoomDeletion> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::roles::Privileges;
     use crate::domain::room_spec::{RoomRules, RoomSettings};
-    use crate::domain::roster::Privileges;
 
     fn spec() -> RoomSpec {
         let mut privileges = Privileges::default();

@@ -15,12 +15,12 @@ use tokio_util::sync::DropGuard;
 
 use super::group_commit::{GroupCommit, WriteWork};
 use super::read_cache::ReadCache;
-use super::records::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::rows::{
     InstallationRow, JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json,
     installation, instant, kaleyra_user, mode_text, role_text, room_deletion, room_spec_json,
     state_text,
 };
+use super::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::teleconsultation::Teleconsultation;
 

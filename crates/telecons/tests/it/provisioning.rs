@@ -8,8 +8,8 @@ use chrono::Duration;
 use kaleyra_sim::Fault;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
+use telecons::domain::roles::Tools;
 use telecons::domain::room_spec::RoomSpec;
-use telecons::domain::roster::Tools;
 
 use crate::support::{TestApp, TestDatabase};
 use crate::teleconsultations::{create_tc, delete_tc, eventually, patch_tc, post_tc};

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use telecons::domain::roles::{Role, Tool, Tools};
 use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
-use telecons::domain::roster::{Role, Tool, Tools};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
 use telecons::store::{Backlog, KaleyraUser, Lease, RoomDeletion, Store, StoreError, read_cache};
 

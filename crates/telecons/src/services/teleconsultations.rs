@@ -2,7 +2,7 @@
 //! converge (the provisioner). HTTP-free: handlers translate requests into these calls and
 //! errors into responses.
 //!
-//! Every change is a read–modify–write on a versioned record ([`Lifecycle::change`]). When
+//! Every change is a read–modify–write on a versioned record ([`Teleconsultations::change`]). When
 //! another request changed the record in between, the change is re-decided on the fresh
 //! record (up to a few times): concurrent changes never both apply on stale data, and
 //! callers rarely see a conflict.
@@ -17,7 +17,6 @@ use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::details::{Details, RoomDetailsCache};
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -31,6 +30,7 @@ use crate::domain::teleconsultation::{
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::provisioner::{Held, Provisioner, UserMap};
+use crate::services::room_details::{Details, RoomDetailsCache};
 use crate::store::{Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
@@ -48,7 +48,7 @@ pub struct BookingInput {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
+pub enum TeleconsultationError {
     #[error("teleconsultation {0} not found")]
     NotFound(String),
     #[error("unauthorized user")]
@@ -74,29 +74,29 @@ pub enum LifecycleError {
     OutOfTime,
 }
 
-impl From<InvalidParticipants> for LifecycleError {
+impl From<InvalidParticipants> for TeleconsultationError {
     fn from(err: InvalidParticipants) -> Self {
         Self::Invalid(err.0)
     }
 }
 
-impl From<ScheduleError> for LifecycleError {
+impl From<ScheduleError> for TeleconsultationError {
     fn from(err: ScheduleError) -> Self {
         Self::Invalid(err.to_string())
     }
 }
 
-impl From<AddParticipantError> for LifecycleError {
+impl From<AddParticipantError> for TeleconsultationError {
     fn from(err: AddParticipantError) -> Self {
         Self::Conflict(err.to_string())
     }
 }
 
-type Result<T> = std::result::Result<T, LifecycleError>;
+type Result<T> = std::result::Result<T, TeleconsultationError>;
 
 /// The lifecycle's rules that come from the configuration.
 #[derive(Debug, Clone)]
-pub struct LifecycleSettings {
+pub struct TeleconsultationSettings {
     pub rooms: RoomRules,
     pub join: JoinRules,
     /// `TELECONSULTATION_DELETE_UPLOADS`.
@@ -136,7 +136,7 @@ enum Decision {
 }
 
 /// The use cases of the teleconsultation API.
-pub struct Lifecycle {
+pub struct Teleconsultations {
     store: Arc<dyn Store>,
     provisioner: Provisioner,
     /// For uploads; provisioning goes through the provisioner.
@@ -146,17 +146,17 @@ pub struct Lifecycle {
     /// The user directory, when `AUTH_SERVICE` is set.
     directory: Option<Arc<Auth0Directory>>,
     clock: Arc<dyn Clock>,
-    settings: LifecycleSettings,
+    settings: TeleconsultationSettings,
 }
 
-impl Lifecycle {
+impl Teleconsultations {
     pub fn new(
         store: Arc<dyn Store>,
         provisioner: Provisioner,
         kaleyra: KaleyraClient,
         directory: Option<Arc<Auth0Directory>>,
         clock: Arc<dyn Clock>,
-        settings: LifecycleSettings,
+        settings: TeleconsultationSettings,
     ) -> Self {
         Self {
             store,
@@ -180,13 +180,15 @@ impl Lifecycle {
         let budget = Budget::from(arrived, self.settings.request_budget);
         let participants = input
             .participants
-            .ok_or_else(|| LifecycleError::Invalid("participants is required".into()))?;
+            .ok_or_else(|| TeleconsultationError::Invalid("participants is required".into()))?;
         let start = input
             .start
-            .ok_or_else(|| LifecycleError::Invalid("start_date is required".into()))?;
+            .ok_or_else(|| TeleconsultationError::Invalid("start_date is required".into()))?;
         let duration =
             DurationInput::from_fields(input.end, input.duration_secs)?.ok_or_else(|| {
-                LifecycleError::Invalid("one of end_date or duration_in_seconds is required".into())
+                TeleconsultationError::Invalid(
+                    "one of end_date or duration_in_seconds is required".into(),
+                )
             })?;
         let schedule = Schedule::new(start, duration)?;
         let checked = check_participants_input(
@@ -279,7 +281,7 @@ impl Lifecycle {
         options: &LinkOptions,
     ) -> Result<Join<'a>> {
         let mut view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
-            .ok_or(LifecycleError::Unauthorized)?;
+            .ok_or(TeleconsultationError::Unauthorized)?;
         let details = match view.room_id {
             Some(room_id) => match self.details.get(room_id).await {
                 Details::Known(room) => Some(room),
@@ -428,7 +430,7 @@ impl Lifecycle {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(LifecycleError::Conflict(
+        Err(TeleconsultationError::Conflict(
             "the teleconsultation kept changing under concurrent requests; try again".into(),
         ))
     }
@@ -484,7 +486,7 @@ impl Lifecycle {
     fn refuse_if_immutable(&self, tc: &Teleconsultation) -> Result<()> {
         let period = self.settings.join.immutable_period_ms;
         if schedule::is_immutable(self.clock.now(), tc.start, period, tc.is_complete()) {
-            return Err(LifecycleError::Immutable {
+            return Err(TeleconsultationError::Immutable {
                 id: tc.id.clone(),
                 from: schedule::immutable_from(tc.start, period),
             });
@@ -556,7 +558,7 @@ impl Lifecycle {
 trait Change: Send {
     fn decide(
         &mut self,
-        lifecycle: &Lifecycle,
+        lifecycle: &Teleconsultations,
         current: &Teleconsultation,
     ) -> impl Future<Output = Result<Decision>> + Send;
 
@@ -579,7 +581,7 @@ struct Update {
 impl Change for Update {
     async fn decide(
         &mut self,
-        lifecycle: &Lifecycle,
+        lifecycle: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         let start = self.start.unwrap_or(current.start);
@@ -619,7 +621,7 @@ struct AddParticipant {
 impl Change for AddParticipant {
     async fn decide(
         &mut self,
-        lifecycle: &Lifecycle,
+        lifecycle: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         // Resolved before the 409s (a user the directory does not know is a 400), once.
@@ -644,7 +646,7 @@ struct Delete;
 impl Change for Delete {
     async fn decide(
         &mut self,
-        lifecycle: &Lifecycle,
+        lifecycle: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         let (next, retired) = current.deleted(lifecycle.clock.now());
@@ -655,7 +657,7 @@ impl Change for Delete {
     }
 }
 
-/// One request's time ([`LifecycleSettings::request_budget`]), counted from its arrival.
+/// One request's time ([`TeleconsultationSettings::request_budget`]), counted from its arrival.
 struct Budget {
     /// Lookups before the commit must be done by then.
     commit_by: Instant,
@@ -676,7 +678,7 @@ impl Budget {
     async fn before_commit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         tokio::time::timeout_at(self.commit_by, work)
             .await
-            .unwrap_or(Err(LifecycleError::OutOfTime))
+            .unwrap_or(Err(TeleconsultationError::OutOfTime))
     }
 }
 
@@ -688,7 +690,7 @@ struct RoomLost {
 impl Change for RoomLost {
     async fn decide(
         &mut self,
-        lifecycle: &Lifecycle,
+        lifecycle: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         Ok(
@@ -729,7 +731,7 @@ fn participant(entry: CheckedEntry, profile: Profile, kaleyra_user_id: String) -
 fn participant_of<T: Borrow<Teleconsultation>>(tc: T, caller: Option<&str>) -> Result<T> {
     match caller.and_then(|caller| tc.borrow().participant(caller)) {
         Some(_) => Ok(tc),
-        None => Err(LifecycleError::Unauthorized),
+        None => Err(TeleconsultationError::Unauthorized),
     }
 }
 
@@ -738,7 +740,7 @@ fn well_formed(id: &str) -> Result<()> {
     if is_well_formed(id) {
         Ok(())
     } else {
-        Err(LifecycleError::NotFound(id.to_owned()))
+        Err(TeleconsultationError::NotFound(id.to_owned()))
     }
 }
 
@@ -747,6 +749,6 @@ fn well_formed(id: &str) -> Result<()> {
 fn only_live<T: Borrow<Teleconsultation>>(id: &str, read: Option<T>) -> Result<T> {
     match read {
         Some(tc) if tc.borrow().is_live() => Ok(tc),
-        _ => Err(LifecycleError::NotFound(id.to_owned())),
+        _ => Err(TeleconsultationError::NotFound(id.to_owned())),
     }
 }

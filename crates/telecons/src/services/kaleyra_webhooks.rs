@@ -9,7 +9,7 @@ use kaleyra_client::webhook::{self, WebhookError};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
-use crate::lifecycle::Lifecycle;
+use crate::services::teleconsultations::Teleconsultations;
 
 /// Why a webhook is not taken.
 #[derive(Debug, thiserror::Error)]
@@ -26,15 +26,19 @@ pub struct KaleyraWebhooks {
     /// The company API key, the signatures' key.
     api_key: SecretString,
     clock: Arc<dyn Clock>,
-    lifecycle: Arc<Lifecycle>,
+    teleconsultations: Arc<Teleconsultations>,
 }
 
 impl KaleyraWebhooks {
-    pub fn new(api_key: SecretString, clock: Arc<dyn Clock>, lifecycle: Arc<Lifecycle>) -> Self {
+    pub fn new(
+        api_key: SecretString,
+        clock: Arc<dyn Clock>,
+        teleconsultations: Arc<Teleconsultations>,
+    ) -> Self {
         Self {
             api_key,
             clock,
-            lifecycle,
+            teleconsultations,
         }
     }
 
@@ -60,7 +64,7 @@ impl KaleyraWebhooks {
             tracing::debug!(event = %event.event, "a Kaleyra webhook that needs nothing done");
             return Ok(());
         };
-        match self.lifecycle.room_lost(room_id).await {
+        match self.teleconsultations.room_lost(room_id).await {
             Ok(Some(id)) => {
                 tracing::warn!(teleconsultation = %id, room = room_id, "Kaleyra deleted this room; it is made again")
             }

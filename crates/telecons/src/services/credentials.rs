@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use kaleyra_client::{KaleyraClient, KaleyraError};
 use secrecy::SecretString;
 
-use crate::domain::roster::Privileges;
+use crate::domain::roles::Privileges;
 use crate::identity::directory::DirectoryError;
 use crate::identity::{Caller, CallerGroups, GroupsError};
 use crate::provisioner::{ProvisionError, Provisioner};
