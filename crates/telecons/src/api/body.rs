@@ -1,56 +1,54 @@
-//! JSON request bodies, parsed the way `axum::Json` would but in the service's error shape,
-//! and inside the handlers (so that a 404 or 401 comes before a body's 400); and JSON
-//! response bodies written without regrowing their buffer.
+//! JSON request bodies, parsed the way `axum::Json` would, but handed to the use cases as a
+//! `Result` (so that a 404 or 401 comes before a body's 400).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use axum::http::{HeaderMap, StatusCode, header};
 
-use super::error::ApiError;
-
-/// `value` as a JSON response, as `axum::Json` answers it, but written into a buffer of
-/// `capacity` bytes from the start: `axum::Json` starts at 128 bytes and copies the body each
-/// time it outgrows them (for the join, which every participant polls, that was 3 copies).
-/// A value that cannot be serialised (none of ours) is a logged 500 in the service's error
-/// shape.
-pub fn json_response<T: Serialize>(value: &T, capacity: usize) -> Response {
-    let mut body = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut body, value) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(err) => ApiError::internal(err).into_response(),
-    }
-}
+use crate::services::{Unreadable, UnreadableKind};
 
 /// Parses a JSON body the way `axum::Json` would, with our error shape (also for a body
 /// over the size limit: 413).
 pub fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+) -> Result<T, Unreadable> {
+    let body = body.map_err(|e| unreadable(e.status(), e.body_text()))?;
     if !is_json(headers) {
-        return Err(ApiError::new(
+        return Err(unreadable(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be JSON, sent with Content-Type: application/json",
+            "the body must be JSON, sent with Content-Type: application/json".into(),
         ));
     }
     // serde would also read a struct from a JSON array; the bodies here are objects.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
+        return Err(Unreadable::invalid("the body must be a JSON object"));
     }
     Json::<T>::from_bytes(&body)
         .map(|Json(v)| v)
-        .map_err(ApiError::from)
+        .map_err(|rejection| {
+            // axum's preamble speaks of "the target type"; the rest names the field and what
+            // belongs there. A body that does not fit the schema is a 400, as the original
+            // answers (axum would say 422).
+            let text = rejection.body_text();
+            let text = text
+                .strip_prefix("Failed to deserialize the JSON body into the target type: ")
+                .map_or(text.clone(), |detail| {
+                    format!("the body does not fit: {detail}")
+                });
+            unreadable(rejection.status(), text)
+        })
+}
+
+/// A request part that cannot be read, by the status axum gives it.
+fn unreadable(status: StatusCode, message: String) -> Unreadable {
+    let kind = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => UnreadableKind::TooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => UnreadableKind::UnsupportedMediaType,
+        _ => UnreadableKind::Invalid,
+    };
+    Unreadable { kind, message }
 }
 
 /// `application/json` or `application/*+json`, parameters (charset) ignored.

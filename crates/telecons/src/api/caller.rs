@@ -1,24 +1,17 @@
 //! The caller of a request (spec §5), as an extractor: the identity module reads it from
 //! the request's headers (the gateway's, or a bearer token). A request whose identity is
 //! ambiguous (a header sent twice) is refused — but only once the route has answered what
-//! comes first (404 for an unknown id): see [`RequestCaller::get`].
+//! comes first (404 for an unknown id): the use cases take it as a `Result`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use super::ApiState;
-use super::error::ApiError;
-pub use crate::identity::Caller;
+pub use crate::identity::{Caller, IdentityError};
 
-/// The caller, or why the request's identity cannot be used (a 400).
-pub struct RequestCaller(Result<Caller, ApiError>);
-
-impl RequestCaller {
-    /// The caller, or the 400 that says why it is ambiguous.
-    pub fn get(self) -> Result<Caller, ApiError> {
-        self.0
-    }
-}
+/// The caller, or why the request's identity cannot be used (a 400, reported by the use
+/// case in its documented place).
+pub struct RequestCaller(pub Result<Caller, IdentityError>);
 
 impl FromRequestParts<ApiState> for RequestCaller {
     type Rejection = std::convert::Infallible;
@@ -39,12 +32,6 @@ impl FromRequestParts<ApiState> for RequestCaller {
                 )
             })
             .collect();
-        Ok(RequestCaller(
-            state
-                .identity
-                .caller(&headers)
-                .await
-                .map_err(|err| ApiError::bad_request(err.to_string())),
-        ))
+        Ok(RequestCaller(state.identity.caller(&headers).await))
     }
 }

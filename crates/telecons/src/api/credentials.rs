@@ -11,12 +11,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ApiState;
 use super::body::json_body;
 use super::caller::RequestCaller;
-use super::error::{ApiError, ErrorBody, kaleyra_failure};
-use super::{ApiState, to_completion};
+use super::error::{ApiError, ErrorBody};
 use crate::domain::schedule::format_instant;
-use crate::services::credentials::{CredentialsError, expires_in};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(create_credentials))
@@ -66,27 +65,11 @@ async fn create_credentials(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CredentialsAnswer>), ApiError> {
-    let caller = caller.get()?;
-    if caller.id.is_none() {
-        return Err(ApiError::unauthorized());
-    }
     let given = match &body {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
-        _ => json_body::<CredentialsBody>(&headers, body)?.expires_in,
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
+        _ => json_body::<CredentialsBody>(&headers, body).map(|body| body.expires_in),
     };
-    let credentials = std::sync::Arc::clone(&state.credentials);
-    let issued = to_completion(async move { credentials.issue(&caller, expires_in(given)?).await })
-        .await
-        .map_err(|err| match err {
-            CredentialsError::Unauthorized => ApiError::unauthorized(),
-            CredentialsError::Invalid(message) => ApiError::bad_request(message),
-            CredentialsError::NoRole(message) => ApiError::new(StatusCode::FORBIDDEN, message),
-            CredentialsError::Directory(err) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-            }
-            CredentialsError::Kaleyra(err) => kaleyra_failure(&err),
-            CredentialsError::Storage(err) => err.into(),
-        })?;
+    let issued = state.credentials.issue(caller.0, given).await?;
     Ok((
         StatusCode::CREATED,
         Json(CredentialsAnswer {

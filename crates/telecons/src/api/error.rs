@@ -1,15 +1,24 @@
 //! One error type for every route, rendered as `{"statusCode", "error", "message"}`
 //! (spec §6). Unexpected failures (storage, panics) reach the response as a generic message
 //! and the cause goes to the logs; a failed Kaleyra call reaches it as the operation and
-//! Kaleyra's status (see [`kaleyra_failure`]).
+//! Kaleyra's status. Every service's error is mapped here, once.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use kaleyra_client::KaleyraError;
+
+use crate::domain::access::Denied;
+use crate::identity::directory::DirectoryError;
+use crate::identity::{GroupsError, IdentityError};
+use crate::services::credentials::CredentialsError;
+use crate::services::settings::CompanyError;
+use crate::services::teleconsultations::{Operation, TeleconsultationError};
+use crate::services::{Unreadable, UnreadableKind};
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -116,29 +125,53 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        // axum picks 400/415/413/422; a body that does not fit the schema is 400 here, as
-        // the original answers. serde's text names the field, the expected type and where.
-        let status = match rejection.status() {
-            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-            other => other,
-        };
-        // axum's preamble speaks of "the target type"; the rest names the field and what
-        // belongs there.
-        let text = rejection.body_text();
-        let text = text
-            .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-            .map_or(text.clone(), |detail| {
-                format!("the body does not fit: {detail}")
-            });
-        Self::new(status, text)
-    }
-}
-
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::bad_request(rejection.body_text())
+    }
+}
+
+impl From<Unreadable> for ApiError {
+    fn from(err: Unreadable) -> Self {
+        let status = match err.kind {
+            UnreadableKind::Invalid => StatusCode::BAD_REQUEST,
+            UnreadableKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnreadableKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        };
+        Self::new(status, err.message)
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(err: IdentityError) -> Self {
+        Self::bad_request(err.to_string())
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Unidentified | Denied::NotAParticipant => Self::unauthorized(),
+            forbidden @ Denied::NotInGroups { .. } => {
+                Self::new(StatusCode::FORBIDDEN, forbidden.to_string())
+            }
+        }
+    }
+}
+
+/// The directory cannot answer: nothing was done, the request may be sent again.
+impl From<DirectoryError> for ApiError {
+    fn from(err: DirectoryError) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+    }
+}
+
+impl From<GroupsError> for ApiError {
+    fn from(err: GroupsError) -> Self {
+        match err {
+            GroupsError::UnknownUser(_) => Self::bad_request(err.to_string()),
+            GroupsError::Directory(err) => err.into(),
+        }
     }
 }
 
@@ -147,9 +180,86 @@ impl From<QueryRejection> for ApiError {
 /// use this, what Kaleyra refuses came from stored data, not from the caller's body. The
 /// message is the error's text: the operation and Kaleyra's status and error code (never the
 /// API key, which only ever travels in a header).
-pub fn kaleyra_failure(err: &kaleyra_client::KaleyraError) -> ApiError {
-    if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+impl From<KaleyraError> for ApiError {
+    fn from(err: KaleyraError) -> Self {
+        if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
+            return Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
+        }
+        Self::new(StatusCode::BAD_GATEWAY, err.to_string())
     }
-    ApiError::new(StatusCode::BAD_GATEWAY, err.to_string())
+}
+
+/// The documented 404 string belongs to GET; the other routes answer the plain shape, as the
+/// original's CRUD did. The documented no-plus-user string names the route.
+impl From<TeleconsultationError> for ApiError {
+    fn from(err: TeleconsultationError) -> Self {
+        match err {
+            TeleconsultationError::NotFound(id) => {
+                Self::not_found(format!("no live teleconsultation has the id {id:?}"))
+            }
+            TeleconsultationError::RoomNotFound(id) => Self::documented(
+                StatusCode::NOT_FOUND,
+                format!("Room with id {id} not found on CRUD"),
+            ),
+            TeleconsultationError::Denied(denied) => denied.into(),
+            TeleconsultationError::Identity(err) => err.into(),
+            TeleconsultationError::Unreadable(err) => err.into(),
+            TeleconsultationError::Invalid(message) => Self::bad_request(message),
+            err @ TeleconsultationError::Immutable { .. } => Self::conflict(err.to_string()),
+            TeleconsultationError::Conflict(message) => Self::conflict(message),
+            TeleconsultationError::NoPlusUser { operation, .. } => {
+                let route = match operation {
+                    Operation::Book => "POST /teleconsultation".to_owned(),
+                    Operation::Change => "PATCH /teleconsultation".to_owned(),
+                    Operation::AddParticipant { id } => {
+                        format!("POST /teleconsultation/{id}/participants/data")
+                    }
+                };
+                Self::documented(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed {route}: no plus user in room"),
+                )
+            }
+            TeleconsultationError::Storage(err) => err.into(),
+            TeleconsultationError::Kaleyra(err) => err.into(),
+            TeleconsultationError::Directory(err) => err.into(),
+            // Nothing was stored: the request may be sent again.
+            err @ TeleconsultationError::OutOfTime => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
+        }
+    }
+}
+
+impl From<CredentialsError> for ApiError {
+    fn from(err: CredentialsError) -> Self {
+        match err {
+            CredentialsError::Denied(denied) => denied.into(),
+            CredentialsError::Identity(err) => err.into(),
+            CredentialsError::Unreadable(err) => err.into(),
+            CredentialsError::Invalid(message) => Self::bad_request(message),
+            CredentialsError::NoRole(message) => Self::new(StatusCode::FORBIDDEN, message),
+            CredentialsError::Groups(err) => err.into(),
+            CredentialsError::Kaleyra(err) => err.into(),
+            CredentialsError::Storage(err) => err.into(),
+        }
+    }
+}
+
+impl From<CompanyError> for ApiError {
+    fn from(err: CompanyError) -> Self {
+        match err {
+            CompanyError::Denied(denied) => denied.into(),
+            CompanyError::Identity(err) => err.into(),
+            CompanyError::Unreadable(err) => err.into(),
+            CompanyError::Groups(err) => err.into(),
+            CompanyError::UnknownAlias(message) => Self::not_found(message),
+            CompanyError::TooMany(message) => Self::conflict(message),
+            CompanyError::TooLarge(message) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            CompanyError::NotJpeg(message) => {
+                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+            }
+            CompanyError::Kaleyra(err) => err.into(),
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! HTTP only: routes, extraction, mapping to responses. Handlers call the lifecycle (and the
-//! health checks); rules live in `domain`, effects behind the lifecycle.
+//! HTTP only: routes, extraction, mapping to responses. Each handler calls one use case of
+//! `services`; rules live in `domain`, effects behind the services.
 
 mod body;
 mod caller;
@@ -45,14 +45,14 @@ pub struct ApiState {
     pub webhooks: Arc<KaleyraWebhooks>,
     /// Renders `/-/metrics`.
     pub metrics: PrometheusHandle,
-    /// The lifecycle's budget for one request; requests time out a little after it.
+    /// The use cases' budget for one request; requests time out a little after it.
     pub request_budget: Duration,
 }
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.
 pub const JSON_BODY_LIMIT: usize = 256 * 1024;
-/// How much longer than the lifecycle's request budget a request may take before it gets
-/// 503: the lifecycle answers within its budget, so this only bounds what has no budget of
+/// How much longer than the use cases' request budget a request may take before it gets
+/// 503: the use cases answer within their budget, so this only bounds what has no budget of
 /// its own (and lets shutdown drain in bounded time).
 const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
@@ -125,19 +125,6 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware)
         .with_state(state)
-}
-
-/// Runs `work` in a task of its own and waits for it. A client that hangs up (or the request
-/// timeout) then stops the wait, never the work: a change is never cut between its commit
-/// and what follows it, nor in the middle of a database transaction.
-pub(crate) async fn to_completion<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
-) -> T {
-    match tokio::spawn(work).await {
-        Ok(value) => value,
-        // Never aborted: a failure is a panic, which goes on up (CatchPanicLayer answers 500).
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
-    }
 }
 
 /// The routes that need a caller (401 without one).

@@ -18,9 +18,9 @@ use utoipa_axum::routes;
 use super::ApiState;
 use super::body::json_body;
 use super::caller::RequestCaller;
-use super::error::{ApiError, ErrorBody, kaleyra_failure};
+use super::error::{ApiError, ErrorBody};
 use crate::domain::schedule::format_instant;
-use crate::services::settings::{CompanyError, MAX_BACKGROUND_BYTES, check_jpeg};
+use crate::services::settings::{MAX_BACKGROUND_BYTES, check_jpeg};
 
 /// The multipart part of the image.
 const PART: &str = "virtual_background";
@@ -87,24 +87,6 @@ pub struct CompanyAnswer {
     pub company: CompanyBody,
 }
 
-fn company_error(err: CompanyError) -> ApiError {
-    match err {
-        CompanyError::Unauthorized => ApiError::unauthorized(),
-        CompanyError::Forbidden(message) => ApiError::new(StatusCode::FORBIDDEN, message),
-        CompanyError::Invalid(message) => ApiError::bad_request(message),
-        CompanyError::UnknownAlias(message) => ApiError::not_found(message),
-        CompanyError::TooMany(message) => ApiError::conflict(message),
-        CompanyError::TooLarge(message) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message),
-        CompanyError::NotJpeg(message) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
-        }
-        CompanyError::Directory(err) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-        }
-        CompanyError::Kaleyra(err) => kaleyra_failure(&err),
-    }
-}
-
 fn too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,16 +114,6 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
     ))
 }
 
-/// 401 without a caller, 403 when the caller is not in `settingsGroups`.
-async fn may_change_settings(state: &ApiState, caller: RequestCaller) -> Result<(), ApiError> {
-    let caller = caller.get()?;
-    state
-        .company
-        .authorize(&caller)
-        .await
-        .map_err(company_error)
-}
-
 /// Uploads a company virtual background: `multipart/form-data` with one file field
 /// `virtual_background`, a JPEG of at most 10 MB.
 #[utoipa::path(post, path = "/settings/background-image", tag = "settings",
@@ -162,7 +134,7 @@ async fn upload_background(
     caller: RequestCaller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<BackgroundUploaded>, ApiError> {
-    may_change_settings(&state, caller).await?;
+    state.company.authorize(caller.0).await?;
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -209,12 +181,11 @@ async fn upload_background(
     if bytes.is_empty() {
         return Err(ApiError::bad_request(format!("the {PART} file is empty")));
     }
-    check_jpeg(&bytes).map_err(company_error)?;
+    check_jpeg(&bytes)?;
     let uploaded = state
         .company
         .upload_background(Bytes::from(bytes), &filename)
-        .await
-        .map_err(company_error)?;
+        .await?;
     Ok(Json(BackgroundUploaded {
         virtual_background: VirtualBackgroundBody {
             background_alias: uploaded.background_alias,
@@ -242,7 +213,7 @@ async fn update_settings(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<CompanyAnswer>, ApiError> {
-    may_change_settings(&state, caller).await?;
+    state.company.authorize(caller.0).await?;
     let body: UpdateSettingsBody = json_body(&headers, body)?;
     if body.background_alias.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -252,8 +223,7 @@ async fn update_settings(
     let company = state
         .company
         .set_default_background(&body.background_alias)
-        .await
-        .map_err(company_error)?;
+        .await?;
     Ok(Json(CompanyAnswer {
         company: CompanyBody {
             name: company.name,

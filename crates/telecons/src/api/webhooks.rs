@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ApiState;
 use super::error::{ApiError, ErrorBody};
-use super::{ApiState, to_completion};
 use crate::services::kaleyra_webhooks::Refusal;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -36,11 +36,7 @@ async fn kaleyra_webhook(
     let signature = headers
         .get(kaleyra_client::webhook::SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok());
-    let webhooks = std::sync::Arc::clone(&state.webhooks);
-    let signature = signature.map(str::to_owned);
-    let received =
-        to_completion(async move { webhooks.receive(signature.as_deref(), &body).await }).await;
-    match received {
+    match state.webhooks.receive(signature, &body).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(Refusal::Signature(refusal)) => {
             tracing::warn!(error = %refusal, "Kaleyra webhook refused");

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::access::{self, Denied};
 use super::links::{LinkLanguage, access_link};
 use super::schedule;
 use super::teleconsultation::Teleconsultation;
@@ -26,32 +27,31 @@ pub struct JoinRules {
     pub groups_with_background: Vec<String>,
 }
 
-/// The caller's view of a teleconsultation, borrowed from it (every participant polls it:
-/// nothing is copied that the answer does not need to own).
+/// The caller's view of a teleconsultation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct JoinView<'a> {
-    pub kaleyra_user_id: &'a str,
+pub struct JoinView {
+    pub kaleyra_user_id: String,
     /// The caller's own link, with its options; `None` while it must not join yet.
     pub access_link: Option<String>,
     /// Every known participant: Kaleyra user id and full name.
-    pub participants: Vec<(&'a str, Option<&'a str>)>,
+    pub participants: Vec<(String, Option<String>)>,
     /// The room whose details to show, if it has one.
-    pub room_id: Option<&'a str>,
+    pub room_id: Option<String>,
 }
 
-/// The view of `tc` for `caller` at `now`; `None` when the caller is not a participant.
+/// The view of `tc` for `caller` at `now`; refused when the caller is not a participant.
 ///
 /// The link is given only when the room exists and matches the teleconsultation as it is
 /// (not one awaiting replacement) and the links are due: nobody joins a room that could
 /// still be replaced.
-pub fn view<'a>(
-    tc: &'a Teleconsultation,
-    caller: &str,
+pub fn view(
+    tc: &Teleconsultation,
+    caller: Option<&str>,
     now: DateTime<Utc>,
     options: &LinkOptions,
     rules: &JoinRules,
-) -> Option<JoinView<'a>> {
-    let participant = tc.participant(caller)?;
+) -> Result<JoinView, Denied> {
+    let participant = access::participant(tc, caller)?;
     let due = schedule::link_available(now, tc.start, rules.immutable_period_ms);
     let access_link = if tc.room_is_current() && due {
         participant.link.as_deref().map(|link| {
@@ -78,15 +78,15 @@ pub fn view<'a>(
     } else {
         None
     };
-    Some(JoinView {
-        kaleyra_user_id: &participant.kaleyra_user_id,
+    Ok(JoinView {
+        kaleyra_user_id: participant.kaleyra_user_id.clone(),
         access_link,
         participants: tc
             .participants
             .iter()
-            .map(|p| (p.kaleyra_user_id.as_str(), p.full_name.as_deref()))
+            .map(|p| (p.kaleyra_user_id.clone(), p.full_name.clone()))
             .collect(),
-        room_id: tc.room_id.as_deref(),
+        room_id: tc.room_id.clone(),
     })
 }
 
@@ -159,12 +159,12 @@ mod tests {
         assert_eq!(
             view(
                 &provisioned(),
-                "x",
+                Some("x"),
                 at(START),
                 &LinkOptions::default(),
                 &rules(0)
             ),
-            None
+            Err(Denied::NotAParticipant)
         );
     }
 
@@ -172,10 +172,14 @@ mod tests {
     fn the_link_is_given_from_start_minus_period_on() {
         let tc = provisioned();
         let options = LinkOptions::default();
-        let before = view(&tc, "pat", at(START - 601), &options, &rules(600_000)).unwrap();
+        let before = view(&tc, Some("pat"), at(START - 601), &options, &rules(600_000)).unwrap();
         assert_eq!(before.access_link, None);
-        assert_eq!(before.room_id, Some("room_1"), "details still shown");
-        let due = view(&tc, "pat", at(START - 600), &options, &rules(600_000)).unwrap();
+        assert_eq!(
+            before.room_id.as_deref(),
+            Some("room_1"),
+            "details still shown"
+        );
+        let due = view(&tc, Some("pat"), at(START - 600), &options, &rules(600_000)).unwrap();
         assert_eq!(
             due.access_link.as_deref(),
             Some("https://k/pat?language=it")
@@ -183,7 +187,10 @@ mod tests {
         assert_eq!(due.kaleyra_user_id, "tc_pat");
         assert_eq!(
             due.participants,
-            vec![("tc_doc", Some("Name doc")), ("tc_pat", Some("Name pat"))]
+            vec![
+                ("tc_doc".to_owned(), Some("Name doc".to_owned())),
+                ("tc_pat".to_owned(), Some("Name pat".to_owned()))
+            ]
         );
     }
 
@@ -197,7 +204,14 @@ mod tests {
             !spec.live(),
             spec.recording(),
         ));
-        let v = view(&tc, "pat", at(START), &LinkOptions::default(), &rules(0)).unwrap();
+        let v = view(
+            &tc,
+            Some("pat"),
+            at(START),
+            &LinkOptions::default(),
+            &rules(0),
+        )
+        .unwrap();
         assert_eq!(v.access_link, None);
     }
 
@@ -209,13 +223,20 @@ mod tests {
             language: Some("de".into()),
             caller_groups: None,
         };
-        let v = view(&tc, "pat", at(START), &asked, &rules(0)).unwrap();
+        let v = view(&tc, Some("pat"), at(START), &asked, &rules(0)).unwrap();
         assert_eq!(
             v.access_link.as_deref(),
             Some("https://k/pat?language=de&virtual_background=image")
         );
         // The doctor's stored groups are in the background list; the request's groups win.
-        let v = view(&tc, "doc", at(START), &LinkOptions::default(), &rules(0)).unwrap();
+        let v = view(
+            &tc,
+            Some("doc"),
+            at(START),
+            &LinkOptions::default(),
+            &rules(0),
+        )
+        .unwrap();
         assert_eq!(
             v.access_link.as_deref(),
             Some("https://k/doc?language=it&virtual_background=image")
@@ -225,7 +246,7 @@ mod tests {
             language: Some("xx".into()),
             ..LinkOptions::default()
         };
-        let v = view(&tc, "doc", at(START), &as_patient, &rules(0)).unwrap();
+        let v = view(&tc, Some("doc"), at(START), &as_patient, &rules(0)).unwrap();
         assert_eq!(v.access_link.as_deref(), Some("https://k/doc?language=it"));
     }
 }

@@ -1,5 +1,6 @@
 //! Pure rules of the product and its central entity: no I/O, no clock reads, unit-tested.
 
+pub mod access;
 pub mod ids;
 pub mod join;
 pub mod links;

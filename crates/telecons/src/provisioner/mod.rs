@@ -41,8 +41,8 @@ const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(5);
 /// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
 /// would only repeat the refusal: wait longer, and say so loudly.
 const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
-/// How long a request waits for its inline provisioning before answering anyway (the work
-/// stays marked; the worker finishes it). Well under the request timeout.
+/// How long a request waits for the provisioning after its commit before answering anyway (the
+/// work stays marked; the worker finishes it). Well under the request timeout.
 pub const INLINE_BUDGET: Duration = Duration::from_secs(8);
 /// A record that keeps changing under the provisioner is left to the next pass.
 const MAX_ROUNDS: usize = 3;
@@ -131,7 +131,7 @@ impl Provisioner {
     }
 
     /// Stores the new teleconsultation `tc` with its lease held and, when it wants a room,
-    /// the creation of that room marked: provisioning it next ([`Self::converge_inline`]
+    /// the creation of that room marked: provisioning it next ([`Self::converge_held`]
     /// with the returned work) takes neither write of its own, nor a read of the user map
     /// (`users`: the map of `tc`'s participants, as read to resolve them). `Conflict` when
     /// the id exists.
@@ -139,7 +139,7 @@ impl Provisioner {
     /// When every participant's Kaleyra user is ready (no Kaleyra call to make for them),
     /// the room is asked for while the record is being stored, in a task of its own: the
     /// booking waits for the slower of the two, not for both, and provisioning (within
-    /// its budget, like any Kaleyra call) takes the answer. Should the record not be
+    /// the request's budget, like any Kaleyra call) takes the answer. Should the record not be
     /// stored, that room is deleted once made, and the orphan sweep is there should that
     /// fail too (or should the instance stop first): nothing refers to it, so no link to
     /// it was ever given.
@@ -171,33 +171,13 @@ impl Provisioner {
         })
     }
 
-    /// [`Self::converge`] within [`INLINE_BUDGET`], for requests: whatever is not done by
-    /// then is left to the background worker (it stays marked), and the request answers as
-    /// usual. `held`: the work on `id` the request already holds ([`Self::store_new`]),
-    /// if any.
-    ///
-    /// The work runs in a task of its own and is never cut: when the wait ends it goes on
-    /// in the background (cutting it could leave a database transaction half done).
-    pub async fn converge_inline(&self, id: &str, held: Option<Held>) {
-        let provisioner = self.clone();
-        let owned_id = id.to_owned();
-        let work = tokio::spawn(async move {
-            // Errors are logged and postponed inside.
-            let _ = match held {
-                Some(held) => {
-                    provisioner
-                        .converge_leased(&owned_id, &held.lease.owner, Some(held.stored))
-                        .await
-                }
-                None => provisioner.converge(&owned_id).await,
-            };
-        });
-        if tokio::time::timeout(INLINE_BUDGET, work).await.is_err() {
-            tracing::warn!(
-                teleconsultation = id,
-                "provisioning is slow; it goes on in the background"
-            );
-        }
+    /// [`Self::converge`] of the new teleconsultation `id` under the work its request holds
+    /// from [`Self::store_new`]: neither a lease to take nor a record to read. Errors are
+    /// logged and postponed inside.
+    pub async fn converge_held(&self, id: &str, held: Held) {
+        let _ = self
+            .converge_leased(id, &held.lease.owner, Some(held.stored))
+            .await;
     }
 
     /// The lease as a duration of real time.

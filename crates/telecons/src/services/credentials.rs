@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use kaleyra_client::{KaleyraClient, KaleyraError};
 use secrecy::SecretString;
 
+use super::Unreadable;
+use crate::domain::access::{self, Denied};
 use crate::domain::roles::Privileges;
-use crate::identity::directory::DirectoryError;
-use crate::identity::{Caller, CallerGroups, GroupsError};
+use crate::identity::{Caller, CallerGroups, GroupsError, IdentityError};
 use crate::provisioner::{ProvisionError, Provisioner};
 use crate::store::StoreError;
 
@@ -27,30 +28,26 @@ pub struct SdkCredentials {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    /// No caller (401 `Unauthorized user`).
-    #[error("unauthorized user")]
-    Unauthorized,
-    /// The body or the caller is wrong (400).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The caller's identity is ambiguous or unusable (400).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The body could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+    /// The body is wrong (400).
     #[error("{0}")]
     Invalid(String),
     /// The caller's groups give it no role (403).
     #[error("{0}")]
     NoRole(String),
     #[error(transparent)]
-    Directory(#[from] DirectoryError),
+    Groups(#[from] GroupsError),
     #[error(transparent)]
     Kaleyra(#[from] KaleyraError),
     #[error(transparent)]
     Storage(#[from] StoreError),
-}
-
-impl From<GroupsError> for CredentialsError {
-    fn from(err: GroupsError) -> Self {
-        match err {
-            GroupsError::UnknownUser(_) => Self::Invalid(err.to_string()),
-            GroupsError::Directory(e) => Self::Directory(e),
-        }
-    }
 }
 
 impl From<ProvisionError> for CredentialsError {
@@ -97,14 +94,17 @@ impl Credentials {
         }
     }
 
-    /// A token for `caller`, valid `expires_in` seconds (see [`expires_in`]).
+    /// A token for `caller`, valid for `expires_in` seconds as given (see [`expires_in`]):
+    /// the identity's 400, then 401 without a caller, then the body's 400.
     pub async fn issue(
         &self,
-        caller: &Caller,
-        expires_in: u32,
+        caller: Result<Caller, IdentityError>,
+        given: Result<Option<i64>, Unreadable>,
     ) -> Result<SdkCredentials, CredentialsError> {
-        let user = caller.id.as_deref().ok_or(CredentialsError::Unauthorized)?;
-        let groups = self.groups.of(user, caller).await?;
+        let caller = caller?;
+        let user = access::identified(caller.id.as_deref())?;
+        let expires_in = expires_in(given?)?;
+        let groups = self.groups.of(user, &caller).await?;
         let role = self
             .privileges
             .require_role(user, &groups)

@@ -5,23 +5,26 @@
 use bytes::Bytes;
 use kaleyra_client::{Company, KaleyraClient, KaleyraError, UpdateCompany, VirtualBackground};
 
-use crate::identity::directory::DirectoryError;
-use crate::identity::{Caller, CallerGroups, GroupsError};
+use super::Unreadable;
+use crate::domain::access::{self, Denied};
+use crate::identity::{Caller, CallerGroups, GroupsError, IdentityError};
 
 /// The largest background accepted (Kaleyra takes up to 16 MB; the original allowed 10).
 pub const MAX_BACKGROUND_BYTES: usize = 10 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompanyError {
-    /// No caller (401 `Unauthorized user`).
-    #[error("unauthorized user")]
-    Unauthorized,
-    /// The caller is not in `settingsGroups` (403).
-    #[error("{0}")]
-    Forbidden(String),
-    /// The request is wrong (400), e.g. a caller the directory does not know.
-    #[error("{0}")]
-    Invalid(String),
+    /// No caller (401), or not in `settingsGroups` (403).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The caller's identity is ambiguous or unusable (400).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The body could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+    #[error(transparent)]
+    Groups(#[from] GroupsError),
     /// An alias Kaleyra does not know (404).
     #[error("{0}")]
     UnknownAlias(String),
@@ -34,20 +37,9 @@ pub enum CompanyError {
     /// Not a JPEG (415).
     #[error("{0}")]
     NotJpeg(String),
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
     /// Kaleyra failed (502; 503 when unreachable).
     #[error(transparent)]
     Kaleyra(#[from] KaleyraError),
-}
-
-impl From<GroupsError> for CompanyError {
-    fn from(err: GroupsError) -> Self {
-        match err {
-            GroupsError::UnknownUser(_) => Self::Invalid(err.to_string()),
-            GroupsError::Directory(e) => Self::Directory(e),
-        }
-    }
 }
 
 /// Whether `image` is a JPEG by its content: the JPEG signature and a header that can be read
@@ -84,22 +76,20 @@ impl CompanySettings {
         }
     }
 
-    /// Whether `caller` may change the company's look: identified (401), and in
-    /// `settingsGroups` when the service file lists them (403).
-    pub async fn authorize(&self, caller: &Caller) -> Result<(), CompanyError> {
-        let user = caller.id.as_deref().ok_or(CompanyError::Unauthorized)?;
-        let Some(allowed) = &self.settings_groups else {
-            return Ok(());
-        };
-        let groups = self.groups.of(user, caller).await?;
-        if groups.iter().any(|g| allowed.contains(g)) {
-            Ok(())
-        } else {
-            Err(CompanyError::Forbidden(format!(
-                "user {user} may not change the company settings (groups allowed: {})",
-                allowed.join(", ")
-            )))
+    /// Whether `caller` may change the company's look: its identity readable (400),
+    /// identified (401), and in `settingsGroups` when the service file lists them (403; the
+    /// groups are looked up only then).
+    pub async fn authorize(
+        &self,
+        caller: Result<Caller, IdentityError>,
+    ) -> Result<(), CompanyError> {
+        let caller = caller?;
+        let user = access::identified(caller.id.as_deref())?;
+        if let Some(allowed) = &self.settings_groups {
+            let groups = self.groups.of(user, &caller).await?;
+            access::in_groups(user, &groups, allowed, access::CHANGE_SETTINGS)?;
         }
+        Ok(())
     }
 
     /// Uploads a (checked) JPEG as a virtual background.

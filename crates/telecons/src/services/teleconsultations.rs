@@ -9,14 +9,16 @@
 
 use std::borrow::Borrow;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
 use tokio::time::Instant;
 
+use super::room_details::{Details, RoomDetailsCache};
+use super::{AfterCommit, Unreadable, commit_then_finish};
 use crate::clock::Clock;
+use crate::domain::access::{self, Denied};
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -29,8 +31,8 @@ use crate::domain::teleconsultation::{
     AddParticipantError, NoPlusUser, Participant, Teleconsultation, keep_links,
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
+use crate::identity::{Caller, IdentityError};
 use crate::provisioner::{Held, Provisioner, UserMap};
-use crate::services::room_details::{Details, RoomDetailsCache};
 use crate::store::{Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
@@ -47,20 +49,40 @@ pub struct BookingInput {
     pub duration_secs: Option<i64>,
 }
 
+/// The change a refusal is about: the documented refusals name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Book,
+    Change,
+    AddParticipant { id: String },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TeleconsultationError {
     #[error("teleconsultation {0} not found")]
     NotFound(String),
-    #[error("unauthorized user")]
-    Unauthorized,
+    /// The join's 404, whose documented text differs from the other routes'.
+    #[error("room {0} not found")]
+    RoomNotFound(String),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The caller's identity is ambiguous or unusable (400).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The body or query could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
     #[error("{0}")]
     Invalid(String),
     #[error("teleconsultation {id} can no longer be changed: changes are refused from {}", schedule::format_instant(*.from))]
     Immutable { id: String, from: DateTime<Utc> },
     #[error("{0}")]
     Conflict(String),
-    #[error(transparent)]
-    NoPlusUser(#[from] NoPlusUser),
+    #[error("{operation:?}: {source}")]
+    NoPlusUser {
+        operation: Operation,
+        source: NoPlusUser,
+    },
     #[error(transparent)]
     Storage(#[from] StoreError),
     #[error(transparent)]
@@ -111,10 +133,19 @@ pub struct TeleconsultationSettings {
 
 /// `GET /teleconsultation/:id` for one caller: the view and the room's details.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Join<'a> {
-    pub view: JoinView<'a>,
+pub struct Join {
+    pub view: JoinView,
     /// As Kaleyra reports the room; `None` without a room or when Kaleyra cannot answer.
     pub details: Option<Arc<Room>>,
+}
+
+/// The link the caller asks for (the join's query).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkRequest {
+    /// With the company background on.
+    pub use_background: bool,
+    /// The link's language, if a known one.
+    pub language: Option<String>,
 }
 
 /// `{total, deleted}` of `DELETE /teleconsultation/:id/uploads`.
@@ -172,12 +203,34 @@ impl Teleconsultations {
     /// `POST /teleconsultation`: stores a new teleconsultation and provisions it. Returns
     /// its id.
     pub async fn create(
-        &self,
-        input: BookingInput,
-        caller: Option<String>,
+        self: &Arc<Self>,
+        caller: std::result::Result<Caller, IdentityError>,
+        input: std::result::Result<BookingInput, Unreadable>,
         arrived: Instant,
     ) -> Result<String> {
         let budget = Budget::from(arrived, self.settings.request_budget);
+        let caller = caller?;
+        let input = input?;
+        let service = Arc::clone(self);
+        commit_then_finish(budget.deadline, async move {
+            let (id, held) = service.store_booking(input, caller.id, &budget).await?;
+            let provisioner = service.provisioner.clone();
+            let after: AfterCommit = Box::pin({
+                let id = id.clone();
+                async move { provisioner.converge_held(&id, held).await }
+            });
+            Ok((id, after))
+        })
+        .await
+    }
+
+    /// The booking decided and stored, with the work on it the request holds.
+    async fn store_booking(
+        &self,
+        input: BookingInput,
+        caller: Option<String>,
+        budget: &Budget,
+    ) -> Result<(String, Held)> {
         let participants = input
             .participants
             .ok_or_else(|| TeleconsultationError::Invalid("participants is required".into()))?;
@@ -208,7 +261,12 @@ impl Teleconsultations {
             now,
             caller,
         );
-        tc.plan_room(&self.settings.rooms, now)?;
+        tc.plan_room(&self.settings.rooms, now).map_err(|source| {
+            TeleconsultationError::NoPlusUser {
+                operation: Operation::Book,
+                source,
+            }
+        })?;
         // Stored with the work held: this request provisions it next.
         let held = match self.provisioner.store_new(&tc, users.clone()).await {
             // 64 random bits collided: another id, once.
@@ -218,71 +276,98 @@ impl Teleconsultations {
             }
             stored => stored?,
         };
-        self.after_commit(&budget, &[], Some((&tc.id, Some(held))))
-            .await;
-        Ok(tc.id)
+        Ok((tc.id, held))
     }
 
     /// `PATCH /teleconsultation/:id`: applies the given fields, re-validates the result.
     pub async fn update(
-        &self,
-        id: &str,
-        input: BookingInput,
-        caller: Option<String>,
+        self: &Arc<Self>,
+        id: String,
+        caller: std::result::Result<Caller, IdentityError>,
+        input: std::result::Result<BookingInput, Unreadable>,
         arrived: Instant,
     ) -> Result<()> {
-        let change = Update {
-            duration: DurationInput::from_fields(input.end, input.duration_secs)?,
-            start: input.start,
-            participants: input.participants.map(|participants| {
-                check_participants_input(
-                    participants,
-                    self.profile_source(),
-                    &self.settings.rooms.privileges,
-                )
-            }),
-            resolved: None,
-        };
-        self.change(id, caller, arrived, change).await
+        self.change(id, caller, arrived, move |service| {
+            let input = input?;
+            Ok(Update {
+                duration: DurationInput::from_fields(input.end, input.duration_secs)?,
+                start: input.start,
+                participants: input.participants.map(|participants| {
+                    check_participants_input(
+                        participants,
+                        service.profile_source(),
+                        &service.settings.rooms.privileges,
+                    )
+                }),
+                resolved: None,
+            })
+        })
+        .await
     }
 
     /// `POST /teleconsultation/:id/participants/data`: adds one participant.
     pub async fn add_participant(
-        &self,
-        id: &str,
-        entry: ParticipantEntry,
-        caller: Option<String>,
+        self: &Arc<Self>,
+        id: String,
+        caller: std::result::Result<Caller, IdentityError>,
+        entry: std::result::Result<ParticipantEntry, Unreadable>,
         arrived: Instant,
     ) -> Result<()> {
-        let change = AddParticipant {
-            entry: check_entry(
-                entry,
-                "",
-                self.profile_source(),
-                &self.settings.rooms.privileges,
-            ),
-            resolved: None,
-        };
-        self.change(id, caller, arrived, change).await
+        let operation = Operation::AddParticipant { id: id.clone() };
+        self.change(id, caller, arrived, move |service| {
+            Ok(AddParticipant {
+                entry: check_entry(
+                    entry?,
+                    "",
+                    service.profile_source(),
+                    &service.settings.rooms.privileges,
+                ),
+                resolved: None,
+                operation,
+            })
+        })
+        .await
     }
 
     /// `DELETE /teleconsultation/:id`: marks it deleted and deletes its room (now, or later
     /// if Kaleyra is down).
-    pub async fn delete(&self, id: &str, caller: Option<String>, arrived: Instant) -> Result<()> {
-        self.change(id, caller, arrived, Delete).await
+    pub async fn delete(
+        self: &Arc<Self>,
+        id: String,
+        caller: std::result::Result<Caller, IdentityError>,
+        arrived: Instant,
+    ) -> Result<()> {
+        self.change(id, caller, arrived, |_| Ok(Delete)).await
     }
 
-    /// `GET /teleconsultation/:id` for `caller`. `tc` must be one [`Self::authorize`]
-    /// returned for `caller`.
-    pub async fn view<'a>(
+    /// `GET /teleconsultation/:id` for `caller`: 404, then the caller (400, then 401), then
+    /// the query (400).
+    pub async fn join(
         self: &Arc<Self>,
-        tc: &'a Teleconsultation,
-        caller: &str,
-        options: &LinkOptions,
-    ) -> Result<Join<'a>> {
-        let mut view = join::view(tc, caller, self.clock.now(), options, &self.settings.join)
-            .ok_or(TeleconsultationError::Unauthorized)?;
-        let details = match view.room_id {
+        id: &str,
+        caller: std::result::Result<Caller, IdentityError>,
+        link: std::result::Result<LinkRequest, Unreadable>,
+    ) -> Result<Join> {
+        let tc = self.read_cached(id).await.map_err(|err| match err {
+            TeleconsultationError::NotFound(id) => TeleconsultationError::RoomNotFound(id),
+            other => other,
+        })?;
+        let caller = caller?;
+        access::participant(&tc, caller.id.as_deref())?;
+        let link = link?;
+        let options = LinkOptions {
+            use_background: link.use_background,
+            language: link.language,
+            caller_groups: caller.groups,
+        };
+        let mut view = join::view(
+            &tc,
+            caller.id.as_deref(),
+            self.clock.now(),
+            &options,
+            &self.settings.join,
+        )?;
+        let details = match view.room_id.as_deref() {
             Some(room_id) => match self.details.get(room_id).await {
                 Details::Known(room) => Some(room),
                 Details::Unavailable => None,
@@ -303,28 +388,24 @@ impl Teleconsultations {
     /// Kaleyra lost `room_id` (its `on_room_deleted` webhook, or a 404): the live
     /// teleconsultation whose room it was wants a new one, made now within the request's
     /// time (or by the worker). Returns that teleconsultation's id, if any.
-    pub async fn room_lost(&self, room_id: &str) -> Result<Option<String>> {
+    pub async fn room_lost(self: &Arc<Self>, room_id: &str) -> Result<Option<String>> {
         let Some(id) = self.store.teleconsultation_with_room(room_id).await? else {
             return Ok(None);
         };
-        self.change(
-            &id,
-            None,
-            Instant::now(),
-            RoomLost {
-                room_id: room_id.to_owned(),
-            },
-        )
+        let room_id = room_id.to_owned();
+        self.change(id.clone(), Ok(Caller::default()), Instant::now(), |_| {
+            Ok(RoomLost { room_id })
+        })
         .await?;
         Ok(Some(id))
     }
 
     /// [`Self::room_lost`], in a task of its own.
     fn replace_lost_room_later(self: &Arc<Self>, room_id: &str) {
-        let lifecycle = Arc::clone(self);
+        let service = Arc::clone(self);
         let room_id = room_id.to_owned();
         tokio::spawn(async move {
-            match lifecycle.room_lost(&room_id).await {
+            match service.room_lost(&room_id).await {
                 Ok(Some(id)) => {
                     tracing::warn!(teleconsultation = %id, room = %room_id, "Kaleyra no longer knows this room; it is made again")
                 }
@@ -342,13 +423,20 @@ impl Teleconsultations {
     pub async fn delete_uploads(
         &self,
         id: &str,
-        caller: Option<&str>,
+        caller: std::result::Result<Caller, IdentityError>,
     ) -> Result<Option<UploadsDeleted>> {
         if !self.settings.delete_uploads {
+            // Disabled: nothing is read, but an ambiguous identity still comes after a 404.
+            if let Err(ambiguous) = caller {
+                self.live(id).await?;
+                return Err(ambiguous.into());
+            }
             return Ok(None);
         }
         // Read from the database, not the read cache: it deletes.
-        let tc = participant_of(self.live(id).await?, caller)?;
+        let tc = self.live(id).await?;
+        let caller = caller?;
+        access::participant(&tc, caller.id.as_deref())?;
         let Some(room_id) = &tc.room_id else {
             return Ok(Some(UploadsDeleted {
                 total: 0,
@@ -376,21 +464,11 @@ impl Teleconsultations {
         }))
     }
 
-    /// `NotFound` unless `id` names a live teleconsultation (checked first: 404 comes before
-    /// any other error).
-    pub async fn ensure_live(&self, id: &str) -> Result<()> {
-        self.live(id).await.map(|_| ())
-    }
-
-    /// The live teleconsultation `id` if `caller` participates in it: `NotFound`, then
-    /// `Unauthorized`, otherwise. Read as GET shows it: from memory when it can
+    /// The live teleconsultation `id` as GET shows it: from memory when it can
     /// (`store::read_cache`).
-    pub async fn authorize(&self, id: &str, caller: Option<&str>) -> Result<Arc<Teleconsultation>> {
+    async fn read_cached(&self, id: &str) -> Result<Arc<Teleconsultation>> {
         well_formed(id)?;
-        participant_of(
-            only_live(id, self.store.get_teleconsultation_cached(id).await?)?,
-            caller,
-        )
+        only_live(id, self.store.get_teleconsultation_cached(id).await?)
     }
 
     /// The live teleconsultation `id`, read from the database.
@@ -399,22 +477,48 @@ impl Teleconsultations {
         only_live(id, self.store.get_teleconsultation(id).await?)
     }
 
-    /// Applies `change` to the live record `id`: stores what it decides (retiring rooms in
-    /// the same transaction), deletes the retired rooms and provisions. When the record
-    /// changed meanwhile, the change is decided again on the fresh one.
-    async fn change(
-        &self,
-        id: &str,
-        caller: Option<String>,
+    /// Applies the change `make` builds to the live record `id`, in the documented order:
+    /// 404, the caller's identity (400), then what `make` refuses (the body's 400s), then
+    /// the change's own decision. Stores what it decides (retiring rooms in the same
+    /// transaction), then deletes the retired rooms and provisions. When the record changed
+    /// meanwhile, the change is decided again on the fresh one.
+    async fn change<C: Change + 'static>(
+        self: &Arc<Self>,
+        id: String,
+        caller: std::result::Result<Caller, IdentityError>,
         arrived: Instant,
-        mut change: impl Change,
+        make: impl FnOnce(&Self) -> Result<C>,
     ) -> Result<()> {
         let budget = Budget::from(arrived, self.settings.request_budget);
-        for _ in 0..MAX_ATTEMPTS {
-            let current = self.live(id).await?;
+        let current = self.live(&id).await?;
+        let caller = caller?.id;
+        let change = make(self)?;
+        let service = Arc::clone(self);
+        commit_then_finish(budget.deadline, async move {
+            let after = service
+                .store_change(current, change, caller, &budget)
+                .await?;
+            Ok(((), after))
+        })
+        .await
+    }
+
+    /// [`Self::change`] from the record as first read: decides and stores, again on the
+    /// fresh record after losing a race. Returns the work after the commit.
+    async fn store_change(
+        self: &Arc<Self>,
+        mut current: Teleconsultation,
+        mut change: impl Change,
+        caller: Option<String>,
+        budget: &Budget,
+    ) -> Result<AfterCommit> {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                current = self.live(&current.id).await?;
+            }
             let decision = budget.before_commit(change.decide(self, &current)).await?;
             let Decision::Store { mut next, retired } = decision else {
-                return Ok(());
+                return Ok(Box::pin(async {}));
             };
             if change.by_caller() {
                 next.updated_at = self.clock.now();
@@ -422,9 +526,15 @@ impl Teleconsultations {
             }
             match self.store.update_teleconsultation(&next, &retired).await {
                 Ok(_) => {
-                    let provision = next.is_live().then_some((next.id.as_str(), None));
-                    self.after_commit(&budget, &retired, provision).await;
-                    return Ok(());
+                    let provisioner = self.provisioner.clone();
+                    let provision = next.is_live().then(|| next.id.clone());
+                    return Ok(Box::pin(async move {
+                        provisioner.delete_rooms(&retired).await;
+                        if let Some(id) = provision {
+                            // Errors are logged and postponed inside.
+                            let _ = provisioner.converge(&id).await;
+                        }
+                    }));
                 }
                 Err(StoreError::StaleVersion) => lost_a_race().await,
                 Err(err) => return Err(err.into()),
@@ -435,45 +545,18 @@ impl Teleconsultations {
         ))
     }
 
-    /// The work after a commit, within what is left of the request's budget: deleting the
-    /// rooms it retired, then provisioning `provision` (an id, with the work on it the
-    /// request holds, if any). What does not fit stays stored (the deletion queue, the
-    /// provisioning mark) and the background worker finishes it.
-    ///
-    /// The work runs in a task of its own: when the budget is over it goes on in the
-    /// background, never cut mid-step (a database transaction must not be left half done).
-    async fn after_commit(
-        &self,
-        budget: &Budget,
-        retired: &[String],
-        provision: Option<(&str, Option<Held>)>,
-    ) {
-        let provisioner = self.provisioner.clone();
-        let retired_rooms = retired.to_vec();
-        let id = provision.as_ref().map(|(id, _)| *id);
-        let owned = provision.map(|(id, held)| (id.to_owned(), held));
-        let work = tokio::spawn(async move {
-            provisioner.delete_rooms(&retired_rooms).await;
-            if let Some((id, held)) = owned {
-                provisioner.converge_inline(&id, held).await;
-            }
-        });
-        if tokio::time::timeout_at(budget.deadline, work)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                teleconsultation = id,
-                "the request's time is up; the background worker finishes its Kaleyra work"
-            );
-        }
-    }
-
     /// The decision for `next`, a change of `current`: its room planned (a complete list
     /// without a plus user is refused even when nothing changes), or nothing to do.
-    fn plan(&self, current: &Teleconsultation, mut next: Teleconsultation) -> Result<Decision> {
+    fn plan(
+        &self,
+        current: &Teleconsultation,
+        mut next: Teleconsultation,
+        operation: Operation,
+    ) -> Result<Decision> {
         let unchanged = current.books_the_same_as(&next);
-        let retired = next.plan_room(&self.settings.rooms, self.clock.now())?;
+        let retired = next
+            .plan_room(&self.settings.rooms, self.clock.now())
+            .map_err(|source| TeleconsultationError::NoPlusUser { operation, source })?;
         if unchanged {
             return Ok(Decision::Unchanged);
         }
@@ -558,7 +641,7 @@ impl Teleconsultations {
 trait Change: Send {
     fn decide(
         &mut self,
-        lifecycle: &Teleconsultations,
+        service: &Teleconsultations,
         current: &Teleconsultation,
     ) -> impl Future<Output = Result<Decision>> + Send;
 
@@ -581,7 +664,7 @@ struct Update {
 impl Change for Update {
     async fn decide(
         &mut self,
-        lifecycle: &Teleconsultations,
+        service: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         let start = self.start.unwrap_or(current.start);
@@ -597,10 +680,10 @@ impl Change for Update {
         // is the body's 400, which comes first. Once, then reused if the write is retried.
         if let (Some(checked), None) = (&self.participants, &self.resolved) {
             let checked = checked.clone()?;
-            let (participants, _) = lifecycle.resolve_all(checked.entries).await?;
+            let (participants, _) = service.resolve_all(checked.entries).await?;
             self.resolved = Some((checked.number, participants));
         }
-        lifecycle.refuse_if_immutable(current)?;
+        service.refuse_if_immutable(current)?;
         let mut next = current.clone();
         next.start = schedule.start;
         next.duration_secs = schedule.duration_secs;
@@ -608,7 +691,7 @@ impl Change for Update {
             next.participant_count = *number;
             next.participants = keep_links(current, participants.clone());
         }
-        lifecycle.plan(current, next)
+        service.plan(current, next, Operation::Change)
     }
 }
 
@@ -616,12 +699,13 @@ impl Change for Update {
 struct AddParticipant {
     entry: std::result::Result<CheckedEntry, InvalidParticipants>,
     resolved: Option<Participant>,
+    operation: Operation,
 }
 
 impl Change for AddParticipant {
     async fn decide(
         &mut self,
-        lifecycle: &Teleconsultations,
+        service: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         // Resolved before the 409s (a user the directory does not know is a 400), once.
@@ -629,14 +713,12 @@ impl Change for AddParticipant {
             Some(participant) => participant.clone(),
             None => {
                 let entry = self.entry.clone()?;
-                self.resolved
-                    .insert(lifecycle.resolve(entry).await?)
-                    .clone()
+                self.resolved.insert(service.resolve(entry).await?).clone()
             }
         };
-        lifecycle.refuse_if_immutable(current)?;
+        service.refuse_if_immutable(current)?;
         let next = current.with_participant(participant)?;
-        lifecycle.plan(current, next)
+        service.plan(current, next, self.operation.clone())
     }
 }
 
@@ -646,10 +728,10 @@ struct Delete;
 impl Change for Delete {
     async fn decide(
         &mut self,
-        lifecycle: &Teleconsultations,
+        service: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
-        let (next, retired) = current.deleted(lifecycle.clock.now());
+        let (next, retired) = current.deleted(service.clock.now());
         Ok(Decision::Store {
             next: Box::new(next),
             retired,
@@ -658,6 +740,7 @@ impl Change for Delete {
 }
 
 /// One request's time ([`TeleconsultationSettings::request_budget`]), counted from its arrival.
+#[derive(Clone, Copy)]
 struct Budget {
     /// Lookups before the commit must be done by then.
     commit_by: Instant,
@@ -690,11 +773,11 @@ struct RoomLost {
 impl Change for RoomLost {
     async fn decide(
         &mut self,
-        lifecycle: &Teleconsultations,
+        service: &Teleconsultations,
         current: &Teleconsultation,
     ) -> Result<Decision> {
         Ok(
-            match current.room_lost(&self.room_id, lifecycle.clock.now()) {
+            match current.room_lost(&self.room_id, service.clock.now()) {
                 Some((next, retired)) => Decision::Store {
                     next: Box::new(next),
                     retired,
@@ -724,14 +807,6 @@ fn participant(entry: CheckedEntry, profile: Profile, kaleyra_user_id: String) -
         full_name: profile.full_name,
         language: entry.language,
         link: None,
-    }
-}
-
-/// `tc` if `caller` participates in it; `Unauthorized` otherwise.
-fn participant_of<T: Borrow<Teleconsultation>>(tc: T, caller: Option<&str>) -> Result<T> {
-    match caller.and_then(|caller| tc.borrow().participant(caller)) {
-        Some(_) => Ok(tc),
-        None => Err(TeleconsultationError::Unauthorized),
     }
 }
 

@@ -1,0 +1,211 @@
+//! `/teleconsultation` routes (spec §4.1–§4.6): read the request, call the use case once,
+//! shape the answer. The identity, body and query go to the use case unopened (as
+//! `Result`s), so that it reports errors in the documented order: 404 (unknown id) → 401
+//! (caller) → 400 (body) → 409 → 400 (no plus user).
+
+mod bodies;
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use bodies::*;
+
+use super::ApiState;
+use super::body::json_body;
+use super::caller::RequestCaller;
+use super::error::{ApiError, ErrorBody};
+use super::middleware::Arrival;
+use crate::domain::participants::ParticipantEntry;
+use crate::services::Unreadable;
+
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_teleconsultation))
+        .routes(routes!(
+            get_teleconsultation,
+            update_teleconsultation,
+            delete_teleconsultation
+        ))
+        .routes(routes!(add_participant))
+        .routes(routes!(delete_uploads))
+}
+
+/// The `:roomId` path segment. A segment that is not valid percent-encoded UTF-8 names no
+/// teleconsultation either: it is kept as sent and answers 404 like any unknown id (in the
+/// JSON error shape), instead of axum's plain-text rejection.
+struct RoomId(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RoomId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(RoomId(id)),
+            // `/teleconsultation/<segment>[/...]`
+            Err(_) => Ok(RoomId(
+                parts
+                    .uri
+                    .path()
+                    .split('/')
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
+/// Books a teleconsultation; creates the Kaleyra room when all participants are known.
+#[utoipa::path(post, path = "/teleconsultation", tag = "teleconsultations",
+    request_body = TeleconsultationBody,
+    responses(
+        (status = 201, description = "Stored (and its room created when complete)", body = CreatedBody),
+        (status = 400, description = "Invalid body, or `Failed POST /teleconsultation: no plus user in room`", body = ErrorBody),
+    ))]
+async fn create_teleconsultation(
+    State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
+    caller: RequestCaller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
+    let input = json_body::<TeleconsultationBody>(&headers, body).and_then(|b| b.into_input());
+    let id = state
+        .teleconsultations
+        .create(caller.0, input, arrived)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CreatedBody { room_id: id })))
+}
+
+/// Changes the given fields; the room is replaced only when the change affects it.
+#[utoipa::path(patch, path = "/teleconsultation/{roomId}", tag = "teleconsultations",
+    params(("roomId" = String, Path, description = "The teleconsultation id")),
+    request_body = TeleconsultationBody,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "Invalid body, or `Failed PATCH /teleconsultation: no plus user in room`", body = ErrorBody),
+        (status = 404, description = "Unknown or deleted", body = ErrorBody),
+        (status = 409, description = "Inside the immutable period", body = ErrorBody),
+    ))]
+async fn update_teleconsultation(
+    State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
+    RoomId(id): RoomId,
+    caller: RequestCaller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let input = json_body::<TeleconsultationBody>(&headers, body).and_then(|b| b.into_input());
+    state
+        .teleconsultations
+        .update(id, caller.0, input, arrived)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Adds one participant; creates the room when it completes the list.
+#[utoipa::path(post, path = "/teleconsultation/{roomId}/participants/data", tag = "teleconsultations",
+    params(("roomId" = String, Path, description = "The teleconsultation id")),
+    request_body = ParticipantBody,
+    responses(
+        (status = 201, description = "Added (empty body)"),
+        (status = 400, description = "Invalid body, or `Failed POST /teleconsultation/<roomId>/participants/data: no plus user in room`", body = ErrorBody),
+        (status = 404, description = "Unknown or deleted", body = ErrorBody),
+        (status = 409, description = "Immutable, already complete, or the user is already a participant", body = ErrorBody),
+    ))]
+async fn add_participant(
+    State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
+    RoomId(id): RoomId,
+    caller: RequestCaller,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let entry = json_body::<ParticipantBody>(&headers, body).map(ParticipantEntry::from);
+    state
+        .teleconsultations
+        .add_participant(id, caller.0, entry, arrived)
+        .await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+/// The caller's join link and the room's details.
+#[utoipa::path(get, path = "/teleconsultation/{roomId}", tag = "teleconsultations",
+    params(("roomId" = String, Path, description = "The teleconsultation id"), JoinQuery),
+    responses(
+        (status = 200, description = "The caller's view", body = JoinBody),
+        (status = 401, description = "`Unauthorized user`: no caller, or not a participant", body = ErrorBody),
+        (status = 404, description = "`Room with id <roomId> not found on CRUD`", body = ErrorBody),
+    ))]
+async fn get_teleconsultation(
+    State(state): State<ApiState>,
+    RoomId(id): RoomId,
+    caller: RequestCaller,
+    query: Result<Query<JoinQuery>, QueryRejection>,
+) -> Result<Json<JoinBody>, ApiError> {
+    let link = match query {
+        Ok(Query(query)) => query.into_link_request(),
+        Err(rejection) => Err(Unreadable::invalid(rejection.body_text())),
+    };
+    let join = state.teleconsultations.join(&id, caller.0, link).await?;
+    Ok(Json(JoinBody::from(join)))
+}
+
+/// Deletes the teleconsultation and its Kaleyra room (later, if Kaleyra is down).
+#[utoipa::path(delete, path = "/teleconsultation/{roomId}", tag = "teleconsultations",
+    params(("roomId" = String, Path, description = "The teleconsultation id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "Unknown or already deleted", body = ErrorBody),
+    ))]
+async fn delete_teleconsultation(
+    State(state): State<ApiState>,
+    Arrival(arrived): Arrival,
+    RoomId(id): RoomId,
+    caller: RequestCaller,
+) -> Result<StatusCode, ApiError> {
+    state
+        .teleconsultations
+        .delete(id, caller.0, arrived)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes the files shared in the room (when `TELECONSULTATION_DELETE_UPLOADS` is true).
+#[utoipa::path(delete, path = "/teleconsultation/{roomId}/uploads", tag = "teleconsultations",
+    params(("roomId" = String, Path, description = "The teleconsultation id")),
+    responses(
+        (status = 200, description = "`deleted` < `total` when some deletions failed: send again", body = UploadsDeletedBody),
+        (status = 204, description = "Disabled: nothing done"),
+        (status = 401, description = "`Unauthorized user`: not a participant", body = ErrorBody),
+        (status = 404, description = "Unknown or deleted", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed", body = ErrorBody),
+        (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
+    ))]
+async fn delete_uploads(
+    State(state): State<ApiState>,
+    RoomId(id): RoomId,
+    caller: RequestCaller,
+) -> Result<Response, ApiError> {
+    let deleted = state
+        .teleconsultations
+        .delete_uploads(&id, caller.0)
+        .await?;
+    Ok(match deleted {
+        Some(deleted) => Json(UploadsDeletedBody {
+            total: deleted.total,
+            deleted: deleted.deleted,
+        })
+        .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
