@@ -688,17 +688,4 @@ mod tests {
         assert!(e.iter().any(|p| p.contains(LIVE)));
         assert!(e.iter().any(|p| p.contains(JWT_JWKS_URL)), "{e:?}");
     }
-
-    #[test]
-    fn from_env_for_serve_reads_process() {
-        // As from_env_reads_process: whatever the test environment holds.
-        let _ = Config::from_env_for_serve();
-    }
-
-    #[test]
-    fn from_env_reads_process() {
-        // Only checks that it runs with whatever the test environment holds (no mutation of
-        // the process environment: tests run in parallel).
-        let _ = Config::from_env();
-    }
 }

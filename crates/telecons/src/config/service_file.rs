@@ -293,8 +293,11 @@ mod tests {
         .unwrap();
         let s = &c.service;
         assert_eq!(s.privileges.basic.groups, vec!["patient"]);
-        let basic = s.privileges.tools_for(Role::Basic).unwrap();
-        assert!(basic["chat"] && basic["file_upload"] && !basic["screen_sharing"]);
+        let basic = s.privileges.of(Role::Basic).tools.as_ref().unwrap();
+        assert_eq!(
+            basic.enabled().collect::<Vec<_>>(),
+            vec![Tool::Chat, Tool::FileUpload]
+        );
         let plus = s.privileges.plus.tools.as_ref().unwrap();
         assert_eq!(
             plus.enabled().collect::<Vec<_>>(),

@@ -127,18 +127,6 @@ impl Tools {
     pub fn enabled(&self) -> impl Iterator<Item = Tool> + '_ {
         self.enabled.iter().copied()
     }
-
-    /// The Kaleyra `tools` object: every one of the eight tools, each `true` or `false`.
-    ///
-    /// All eight are always listed (not only the `true` ones) so that the object means the
-    /// same whatever Kaleyra assumes for a tool left out, and so that the room fingerprint
-    /// has one canonical form.
-    pub fn to_kaleyra(&self) -> BTreeMap<String, bool> {
-        Tool::ALL
-            .into_iter()
-            .map(|t| (t.as_str().to_owned(), self.is_enabled(t)))
-            .collect()
-    }
 }
 
 /// What one role gets: the groups that confer it and its tools (`None` = all tools on).
@@ -214,12 +202,6 @@ impl Privileges {
             Role::Basic => &self.basic,
             Role::Plus => &self.plus,
         }
-    }
-
-    /// The Kaleyra `tools` object for a participant of `role`: `None` = all tools on (omit
-    /// the field), `Some` = all eight tools listed, the configured ones `true`.
-    pub fn tools_for(&self, role: Role) -> Option<BTreeMap<String, bool>> {
-        self.of(role).tools.as_ref().map(Tools::to_kaleyra)
     }
 }
 
@@ -330,26 +312,25 @@ mod tests {
     }
 
     #[test]
-    fn tools_none_means_all_on() {
+    fn by_default_every_role_has_every_tool() {
         let p = Privileges::default();
-        assert_eq!(p.tools_for(Role::Basic), None);
-        assert_eq!(p.tools_for(Role::Plus), None);
+        assert_eq!(p.of(Role::Basic).tools, None);
+        assert_eq!(p.of(Role::Plus).tools, None);
     }
 
     #[test]
-    fn tools_some_lists_all_eight() {
-        let mut p = Privileges::default();
-        p.basic.tools = Some(Tools::new([Tool::Chat, Tool::FileUpload]));
-        let t = p.tools_for(Role::Basic).unwrap();
-        assert_eq!(t.len(), 8);
-        assert!(t["chat"]);
-        assert!(t["file_upload"]);
-        assert!(!t["screen_sharing"]);
-        assert!(!t["present_to_everyone"]);
-        assert_eq!(p.tools_for(Role::Plus), None);
-        // An empty set: every tool off, still all listed.
-        p.plus.tools = Some(Tools::default());
-        assert!(p.tools_for(Role::Plus).unwrap().values().all(|v| !v));
+    fn a_tool_set_enables_exactly_its_tools() {
+        let tools = Tools::new([Tool::Chat, Tool::FileUpload]);
+        let enabled: Vec<Tool> = Tool::ALL
+            .into_iter()
+            .filter(|t| tools.is_enabled(*t))
+            .collect();
+        assert_eq!(enabled, vec![Tool::Chat, Tool::FileUpload]);
+        assert!(
+            Tool::ALL
+                .into_iter()
+                .all(|t| !Tools::default().is_enabled(t))
+        );
     }
 
     #[test]

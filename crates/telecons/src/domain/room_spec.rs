@@ -193,7 +193,7 @@ impl RoomSpec {
     /// The room's tag for teleconsultation `teleconsultation_id` of `installation`.
     pub fn tag(&self, installation: &str, teleconsultation_id: &str) -> RoomTag {
         RoomTag {
-            installation: Some(installation.to_owned()),
+            installation: installation.to_owned(),
             teleconsultation_id: teleconsultation_id.to_owned(),
             fingerprint: self.fingerprint.clone(),
         }
@@ -241,9 +241,7 @@ fn fingerprint(
 /// installation's: clean-up never touches another deployment's rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomTag {
-    /// `None` for rooms tagged before installations existed (`telecons:<id>:<fingerprint>`):
-    /// nobody can say whose they are, so clean-up leaves them alone.
-    pub installation: Option<String>,
+    pub installation: String,
     pub teleconsultation_id: String,
     pub fingerprint: String,
 }
@@ -253,36 +251,35 @@ impl RoomTag {
     pub fn parse(description: &str) -> Option<RoomTag> {
         let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
         let parts: Vec<&str> = rest.split(':').collect();
-        let (installation, id, fingerprint) = match parts.as_slice() {
-            [id, fingerprint] => (None, *id, *fingerprint),
-            [installation, id, fingerprint] if is_hex(installation, INSTALLATION_ID_LEN) => {
-                (Some((*installation).to_owned()), *id, *fingerprint)
-            }
-            _ => return None,
+        let [installation, id, fingerprint] = parts.as_slice() else {
+            return None;
         };
+        if !is_hex(installation, INSTALLATION_ID_LEN) {
+            return None;
+        }
         if id.is_empty() || !is_hex(fingerprint, FINGERPRINT_LEN) {
             return None;
         }
         Some(RoomTag {
-            installation,
-            teleconsultation_id: id.to_owned(),
+            installation: (*installation).to_owned(),
+            teleconsultation_id: (*id).to_owned(),
             fingerprint: fingerprint.to_owned(),
         })
     }
 
     /// Whether the room was made by `installation`.
     pub fn is_of(&self, installation: &str) -> bool {
-        self.installation.as_deref() == Some(installation)
+        self.installation == installation
     }
 }
 
 impl fmt::Display for RoomTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(DESCRIPTION_PREFIX)?;
-        if let Some(installation) = &self.installation {
-            write!(f, "{installation}:")?;
-        }
-        write!(f, "{}:{}", self.teleconsultation_id, self.fingerprint)
+        write!(
+            f,
+            "{DESCRIPTION_PREFIX}{}:{}:{}",
+            self.installation, self.teleconsultation_id, self.fingerprint
+        )
     }
 }
 
@@ -535,15 +532,6 @@ mod tests {
     }
 
     #[test]
-    fn tags_from_before_installations_are_read_but_belong_to_nobody() {
-        let tag = RoomTag::parse("telecons:abc:0123456789abcdef").unwrap();
-        assert_eq!(tag.installation, None);
-        assert_eq!(tag.teleconsultation_id, "abc");
-        assert!(!tag.is_of("0123456789abcdef"));
-        assert_eq!(tag.to_string(), "telecons:abc:0123456789abcdef");
-    }
-
-    #[test]
     fn foreign_descriptions_are_not_ours() {
         assert_eq!(RoomTag::parse(""), None);
         assert_eq!(RoomTag::parse("text"), None);
@@ -554,7 +542,13 @@ mod tests {
         assert_eq!(RoomTag::parse("telecons:abc:0123456789ABCDEF"), None);
         assert_eq!(RoomTag::parse("telecons:abc:0123456789abcdef:x"), None);
         assert_eq!(
-            RoomTag::parse("telecons:abc:0123456789abcdef").map(|t| t.teleconsultation_id),
+            RoomTag::parse("telecons:abc:0123456789abcdef"),
+            None,
+            "no installation: nobody's"
+        );
+        assert_eq!(
+            RoomTag::parse("telecons:0123456789abcdef:abc:0123456789abcdef")
+                .map(|t| t.teleconsultation_id),
             Some("abc".into())
         );
         assert_eq!(

@@ -59,19 +59,13 @@ impl Provisioner {
 /// The comparison itself, pure.
 pub fn compare(live: &[Teleconsultation], rooms: &[Room], installation_id: &str) -> AuditReport {
     let mut report = AuditReport::default();
-    // Rooms recorded before installations existed carry a tag without one: ours when a
-    // record here points to them.
-    let recorded: BTreeSet<&str> = live.iter().filter_map(|tc| tc.room_id.as_deref()).collect();
     let mut tagged: BTreeMap<&str, &Room> = BTreeMap::new();
     for room in rooms {
         let ours = room
             .description
             .as_deref()
             .and_then(RoomTag::parse)
-            .is_some_and(|tag| {
-                tag.is_of(installation_id)
-                    || (tag.installation.is_none() && recorded.contains(room.id.as_str()))
-            });
+            .is_some_and(|tag| tag.is_of(installation_id));
         if ours {
             tagged.insert(room.id.as_str(), room);
         } else {

@@ -34,15 +34,12 @@ impl Provisioner {
             .map(RoomSpec::fingerprint);
         let mut adopted = None;
         for room in self.kaleyra.list_rooms().await? {
-            // This installation's, or tagged before installations existed: a creation in
-            // flight across the upgrade is found too (its teleconsultation id is ours).
+            // This installation's only.
             let Some(tag) = room
                 .description
                 .as_deref()
                 .and_then(RoomTag::parse)
-                .filter(|tag| {
-                    tag.installation.is_none() || tag.is_of(&self.settings.installation_id)
-                })
+                .filter(|tag| tag.is_of(&self.settings.installation_id))
             else {
                 continue;
             };

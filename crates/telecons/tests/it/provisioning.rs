@@ -8,7 +8,7 @@ use chrono::Duration;
 use kaleyra_sim::Fault;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
-use telecons::domain::roles::Tools;
+use telecons::domain::roles::{Tool, Tools};
 use telecons::domain::room_spec::RoomSpec;
 
 use crate::support::{TestApp, TestDatabase};
@@ -121,7 +121,13 @@ fn assert_tools(spec: &RoomSpec, room: &kaleyra_sim::SimRoom) {
             .iter()
             .find(|p| p.user_id == wanted.kaleyra_user_id)
             .expect("participant in room");
-        let wanted_tools = wanted.tools.as_ref().map(Tools::to_kaleyra);
+        // Kaleyra's tools object: all eight tools listed, each on or off.
+        let wanted_tools = wanted.tools.as_ref().map(|tools| {
+            Tool::ALL
+                .into_iter()
+                .map(|tool| (tool.as_str().to_owned(), tools.is_enabled(tool)))
+                .collect()
+        });
         assert_eq!(
             actual.tools, wanted_tools,
             "tools of {}",
