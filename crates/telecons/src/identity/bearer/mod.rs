@@ -28,6 +28,8 @@ mod key_set;
 #[cfg(test)]
 mod test_harness;
 #[cfg(test)]
+mod test_issuer;
+#[cfg(test)]
 mod tests;
 mod verifier;
 

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use super::bit_length;
 use crate::clock::ManualClock;
 use crate::identity::bearer::test_harness::{
-    AUDIENCE, ISSUER, Signer, claims, claims_with, harness, keys, seconds, sign, start, verifier,
+    AUDIENCE, ISSUER, claims, claims_with, harness, seconds, start, verifier,
 };
+use crate::identity::bearer::test_issuer::{Signer, keys, sign};
 use crate::identity::bearer::{BearerError, BearerSettings};
 
 #[tokio::test]

@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::MAX_TOKEN_BYTES;
 use crate::identity::bearer::test_harness::{
-    AUDIENCE, claims, claims_with, harness, harness_with, keys, pem, seconds, sign, spawn_issuer,
-    start, unsigned, with_kid,
+    AUDIENCE, claims, claims_with, harness, harness_with, seconds, start, with_kid,
 };
+use crate::identity::bearer::test_issuer::{JwksEndpoint, keys, pem, sign, unsigned};
 use crate::identity::bearer::{BearerError, QUOTE_MAX_CHARS, VerifiedCaller};
 
 #[tokio::test]
@@ -194,10 +194,10 @@ async fn token_signed_by_a_key_outside_the_set_is_refused() {
     );
     // A token pointing at its own key set, or carrying its own key, gets nowhere.
     let outsider_jwk = with_kid(&k.outsider.jwk, "attacker-1");
-    let (attacker_url, attacker) = spawn_issuer(&[&outsider_jwk]).await;
+    let attacker = JwksEndpoint::spawn(&[&outsider_jwk]).await;
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some("attacker-1".into());
-    header.jku = Some(attacker_url);
+    header.jku = Some(attacker.url.clone());
     header.jwk = Some(serde_json::from_value(outsider_jwk.clone()).unwrap());
     let token = jsonwebtoken::encode(&header, &claims(), &k.outsider.key).unwrap();
     assert_eq!(
