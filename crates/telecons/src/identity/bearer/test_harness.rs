@@ -46,14 +46,17 @@ pub(super) fn with_kid(jwk: &Value, kid: &str) -> Value {
     jwk
 }
 
-pub(super) fn verifier(settings: BearerSettings, clock: &Arc<ManualClock>) -> BearerVerifier {
+/// A verifier on a manual clock at [`start`], with short fetch timeouts.
+pub(super) fn verifier(settings: BearerSettings) -> (BearerVerifier, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(start()));
     let options = BearerOptions {
-        clock: Arc::clone(clock) as Arc<dyn Clock>,
+        clock: Arc::clone(&clock) as Arc<dyn Clock>,
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(500),
         ..BearerOptions::default()
     };
-    BearerVerifier::with_options(settings, options).unwrap()
+    let verifier = BearerVerifier::with_options(settings, options).unwrap();
+    (verifier, clock)
 }
 
 pub(super) struct Harness {
@@ -74,9 +77,9 @@ pub(super) async fn harness_with(
     let issuer = JwksEndpoint::spawn(keys).await;
     let mut settings = BearerSettings::new(ISSUER, AUDIENCE, issuer.url.clone());
     tweak(&mut settings);
-    let clock = Arc::new(ManualClock::new(start()));
+    let (verifier, clock) = verifier(settings);
     Harness {
-        verifier: verifier(settings, &clock),
+        verifier,
         clock,
         issuer,
     }

@@ -8,7 +8,6 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use super::bit_length;
-use crate::clock::ManualClock;
 use crate::identity::bearer::test_harness::{
     AUDIENCE, ISSUER, claims, claims_with, harness, seconds, start, verifier,
 };
@@ -168,8 +167,7 @@ async fn jwks_endpoint_down_fails_fast() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks", listener.local_addr().unwrap());
     drop(listener);
-    let clock = Arc::new(ManualClock::new(start()));
-    let verifier = verifier(BearerSettings::new(ISSUER, AUDIENCE, url), &clock);
+    let (verifier, clock) = verifier(BearerSettings::new(ISSUER, AUDIENCE, url));
     let began = Instant::now();
     let refusal = verifier.verify(&k.rsa.sign(&claims())).await.unwrap_err();
     assert!(
@@ -189,17 +187,8 @@ async fn jwks_endpoint_down_fails_fast() {
 #[tokio::test]
 async fn jwks_endpoint_that_never_answers_does_not_hang_verify() {
     let k = keys();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-    // Accepts connections and never says a word.
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    let clock = Arc::new(ManualClock::new(start()));
-    let verifier = verifier(BearerSettings::new(ISSUER, AUDIENCE, url), &clock);
+    let (url, _) = silent_jwks_url().await;
+    let (verifier, _) = verifier(BearerSettings::new(ISSUER, AUDIENCE, url));
     let began = Instant::now();
     let refusal = verifier.verify(&k.rsa.sign(&claims())).await.unwrap_err();
     assert!(
@@ -216,19 +205,8 @@ async fn jwks_endpoint_that_never_answers_does_not_hang_verify() {
 #[tokio::test]
 async fn a_cancelled_verification_does_not_cancel_the_fetch_nor_the_cooldown() {
     let k = keys();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-    let connections = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&connections);
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            held.push(socket);
-        }
-    });
-    let clock = Arc::new(ManualClock::new(start()));
-    let verifier = verifier(BearerSettings::new(ISSUER, AUDIENCE, url), &clock);
+    let (url, connections) = silent_jwks_url().await;
+    let (verifier, _) = verifier(BearerSettings::new(ISSUER, AUDIENCE, url));
     let token = k.rsa.sign(&claims());
     // The caller gives up while the key set is being fetched...
     let gave_up = tokio::time::timeout(Duration::from_millis(100), verifier.verify(&token)).await;
@@ -347,6 +325,23 @@ fn bit_length_counts_from_the_first_set_bit() {
     assert_eq!(bit_length(&[1]), 1);
     assert_eq!(bit_length(&[0, 0x80, 0]), 16);
     assert_eq!(bit_length(&[0x01, 0x00, 0x01]), 17);
+}
+
+/// A JWKS URL whose server accepts connections and never says a word, and the count of the
+/// connections it accepted.
+async fn silent_jwks_url() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (url, connections)
 }
 
 async fn wait_until(condition: impl Fn() -> bool) {
