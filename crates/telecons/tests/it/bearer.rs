@@ -2,21 +2,14 @@
 //! caller is the verified `Authorization: Bearer` token and identity headers are ignored.
 //! Keys are generated in the test process (RSA and EC) and served by a local JWKS endpoint.
 
-use std::sync::{Arc, Mutex, OnceLock};
-
-use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use axum::response::IntoResponse as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::Method;
 use serde_json::{Value, json};
 use telecons::clock::Clock as _;
 
 use crate::support::{TestApp, TestDatabase, test_epoch};
 use crate::teleconsultations::{create_tc, pair};
+use crate::test_issuer::{JwksEndpoint, keys, sign, unsigned};
 
 crate::on_both_backends!(
     a_valid_token_identifies_the_caller_and_headers_are_ignored,
@@ -29,135 +22,6 @@ crate::on_both_backends!(
 pub(crate) const ISSUER: &str = "https://id.telecons.test/";
 pub(crate) const AUDIENCE: &str = "telecons-api";
 
-/// A private key, its kid and the public JWK the issuer publishes for it.
-pub(crate) struct Signer {
-    key: EncodingKey,
-    alg: Algorithm,
-    kid: &'static str,
-    pub(crate) jwk: Value,
-}
-
-impl Signer {
-    pub(crate) fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = Some(self.kid.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
-}
-
-pub(crate) struct Keys {
-    pub(crate) rsa: Signer,
-    pub(crate) ec: Signer,
-    /// Published only once rotated in.
-    pub(crate) rotated: Signer,
-    /// Never published; same kid as `rsa`.
-    pub(crate) outsider: Signer,
-    rsa_public_der: Vec<u8>,
-}
-
-/// Generated once per test process (RSA generation is the slow part).
-pub(crate) fn keys() -> &'static Keys {
-    static KEYS: OnceLock<Keys> = OnceLock::new();
-    KEYS.get_or_init(|| {
-        let (rsa, rsa_public_der) = rsa_signer("rsa-1");
-        Keys {
-            rsa,
-            ec: ec_signer("ec-1"),
-            rotated: rsa_signer("rsa-2").0,
-            outsider: rsa_signer("rsa-1").0,
-            rsa_public_der,
-        }
-    })
-}
-
-fn rsa_signer(kid: &'static str) -> (Signer, Vec<u8>) {
-    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
-    let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&pair).unwrap();
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        STANDARD.encode(pkcs8.as_ref())
-    );
-    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
-    let public_der = AsDer::<PublicKeyX509Der>::as_der(pair.public_key())
-        .unwrap()
-        .as_ref()
-        .to_vec();
-    let jwk = public_jwk(&key, Algorithm::RS256, kid);
-    (
-        Signer {
-            key,
-            alg: Algorithm::RS256,
-            kid,
-            jwk,
-        },
-        public_der,
-    )
-}
-
-fn ec_signer(kid: &'static str) -> Signer {
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-    let key = EncodingKey::from_ec_der(pair.to_pkcs8v1().unwrap().as_ref());
-    let jwk = public_jwk(&key, Algorithm::ES256, kid);
-    Signer {
-        key,
-        alg: Algorithm::ES256,
-        kid,
-        jwk,
-    }
-}
-
-fn public_jwk(key: &EncodingKey, alg: Algorithm, kid: &str) -> Value {
-    let mut jwk = serde_json::to_value(Jwk::from_encoding_key(key, alg).unwrap()).unwrap();
-    jwk["kid"] = json!(kid);
-    jwk["use"] = json!("sig");
-    jwk
-}
-
-/// The issuer's JWKS endpoint on loopback; its keys can change, and it can go down.
-pub(crate) struct Issuer {
-    pub(crate) url: String,
-    keys: Arc<Mutex<Option<Vec<Value>>>>,
-}
-
-impl Issuer {
-    pub(crate) async fn spawn(published: Vec<Value>) -> Issuer {
-        let keys = Arc::new(Mutex::new(Some(published)));
-        let served = Arc::clone(&keys);
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || {
-                let served = Arc::clone(&served);
-                async move {
-                    match served.lock().unwrap().clone() {
-                        Some(keys) => axum::Json(json!({"keys": keys})).into_response(),
-                        None => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Issuer { url, keys }
-    }
-
-    pub(crate) fn publish(&self, keys: Vec<Value>) {
-        *self.keys.lock().unwrap() = Some(keys);
-    }
-
-    pub(crate) fn go_down(&self) {
-        *self.keys.lock().unwrap() = None;
-    }
-
-    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("JWT_ISSUER", ISSUER.to_owned()),
-            ("JWT_AUDIENCE", AUDIENCE.to_owned()),
-            ("JWT_JWKS_URL", self.url.clone()),
-        ]
-    }
-}
-
 /// Claims valid at the test epoch for `sub`.
 pub(crate) fn claims(sub: &str) -> Value {
     let now = test_epoch().timestamp();
@@ -167,9 +31,13 @@ pub(crate) fn claims(sub: &str) -> Value {
 pub(crate) async fn app_in_bearer_mode(
     db: TestDatabase,
     extra: &[(&str, &str)],
-) -> (TestApp, Issuer) {
-    let issuer = Issuer::spawn(vec![keys().rsa.jwk.clone(), keys().ec.jwk.clone()]).await;
-    let mut env: Vec<(&str, String)> = issuer.env();
+) -> (TestApp, JwksEndpoint) {
+    let issuer = JwksEndpoint::spawn(&[&keys().rsa.jwk, &keys().ec.jwk]).await;
+    let mut env: Vec<(&str, String)> = vec![
+        ("JWT_ISSUER", ISSUER.to_owned()),
+        ("JWT_AUDIENCE", AUDIENCE.to_owned()),
+        ("JWT_JWKS_URL", issuer.url.clone()),
+    ];
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = TestApp::spawn_with(db, &env).await;
@@ -274,24 +142,22 @@ async fn forged_expired_or_misdirected_tokens_are_401(db: TestDatabase) {
         c[key] = value;
         c
     };
-    let part = |value: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap());
-    let alg_none = format!(
-        "{}.{}.",
-        part(&json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"})),
-        part(&claims(patient))
-    );
-    let mut confused = Header::new(Algorithm::HS256);
-    confused.kid = Some("rsa-1".into());
-    let hs256_with_public_key = jsonwebtoken::encode(
-        &confused,
+    let alg_none = unsigned(
+        &json!({"alg": "none", "typ": "JWT", "kid": "rsa-1"}),
         &claims(patient),
+    );
+    let hs256_with_public_key = sign(
+        Algorithm::HS256,
+        Some("rsa-1"),
         &EncodingKey::from_secret(&keys().rsa_public_der).unwrap(),
-    )
-    .unwrap();
-    let mut unknown_kid = Header::new(Algorithm::RS256);
-    unknown_kid.kid = Some("nobody".into());
-    let unknown_kid =
-        jsonwebtoken::encode(&unknown_kid, &claims(patient), &keys().outsider.key).unwrap();
+        &claims(patient),
+    );
+    let unknown_kid = sign(
+        Algorithm::RS256,
+        Some("nobody"),
+        &keys().outsider.key,
+        &claims(patient),
+    );
     let cases: Vec<(&str, String)> = vec![
         ("alg none", alg_none),
         ("HS256 keyed with the public key", hs256_with_public_key),
@@ -328,7 +194,7 @@ async fn a_rotated_in_key_is_accepted(db: TestDatabase) {
         401,
         "not published yet"
     );
-    issuer.publish(vec![keys().rsa.jwk.clone(), keys().rotated.jwk.clone()]);
+    issuer.publish(&[&keys().rsa.jwk, &keys().rotated.jwk]);
     // Refetches of unknown keys are spaced by a cooldown on the service's clock.
     app.clock.advance(chrono::Duration::seconds(10));
     let token = keys().rotated.sign(&json!({
@@ -380,7 +246,7 @@ async fn check_up_reports_the_key_set_and_the_document_names_the_scheme(db: Test
     let (status, body) = app.get("/-/check-up", &[]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["identity"], "OK");
-    issuer.go_down();
+    issuer.set_failing(true);
     app.clock.advance(chrono::Duration::seconds(10));
     let (status, body) = app.get("/-/check-up", &[]).await;
     assert_eq!(status, 503, "{body}");

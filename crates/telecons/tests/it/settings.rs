@@ -6,9 +6,10 @@ use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::bearer::{app_in_bearer_mode, claims, keys};
+use crate::bearer::{app_in_bearer_mode, claims};
 use crate::support::{SIM_API_KEY, TestApp, TestDatabase};
 use crate::teleconsultations::config_file;
+use crate::test_issuer::keys;
 
 crate::on_both_backends!(
     a_jpeg_is_uploaded_and_made_the_default,
