@@ -774,7 +774,7 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
     row("Seeding time (small / large)",
         lambda r: f"{r['seed_small_s']:.1f} s / {r['seed_large_s']:.1f} s")
 
-    # The targets (BENCHMARKS.md, "How to read these figures").
+    # The targets (BENCHMARKS.md, "Targets").
     t_rows: list[tuple[str, list[str]]] = []
 
     def target(label: str, f):
