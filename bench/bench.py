@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The benchmark harness of issue 13. Run it through `bench/run` (which installs the tools and
-builds the release binaries first); BENCHMARKS.md says how to read what it prints.
+builds the release binaries first); BENCHMARKS.md says how to read what it prints. A full
+run prints a dated section and appends it to bench/history/<UTC date>.md (and a line to
+bench/history/README.md); BENCHMARKS.md's latest result is updated by hand.
 
 For each backend (SQLite, PostgreSQL) it starts the Kaleyra simulator (`kaleyra-sim`) and the
 service (`telecons serve`) as separate processes on loopback, then measures with wrk:
@@ -41,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = ROOT / "bench" / "lua"
+HISTORY = ROOT / "bench" / "history"
 API_KEY = "bench-api-key"
 BACKEND_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 # Seeded ids: 8 hex of a time in 2021, 8 hex of a multiplicative hash, 8 hex of the index:
@@ -771,7 +774,7 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
     row("Seeding time (small / large)",
         lambda r: f"{r['seed_small_s']:.1f} s / {r['seed_large_s']:.1f} s")
 
-    # The targets (BENCHMARKS.md, "How to read these figures").
+    # The targets (BENCHMARKS.md, "Targets").
     t_rows: list[tuple[str, list[str]]] = []
 
     def target(label: str, f):
@@ -886,18 +889,42 @@ def l_s(latency_ms: int) -> str:
     return f"{latency_ms / 1000:g} s"
 
 
-BENCHMARKS_HEADER = """# Benchmarks
+def day_header(day: str) -> str:
+    """The top of a new day's file in bench/history/."""
+    return (f"# Benchmarks of {day}\n\n"
+            "Runs of `bench/run` started on this day (UTC), oldest first: each section as the harness\n"
+            "wrote it, with what was read from it added by hand. How to run and read them:\n"
+            "[BENCHMARKS.md](../../BENCHMARKS.md); every day: [README.md](README.md).\n")
 
-Produced by `bench/run` (see "How to run"); each run appends a dated section at the end.
-"""
+
+def anchor(heading: str) -> str:
+    """The link anchor a Markdown renderer gives `heading` (lower case, punctuation dropped,
+    spaces as hyphens)."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def write_benchmarks(section: str) -> Path:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else BENCHMARKS_HEADER
-    if not text.endswith("\n"):
-        text += "\n"
-    path.write_text(text + "\n" + section)
+def append(path: Path, text: str, header: str) -> None:
+    old = path.read_text() if path.exists() else header
+    if not old.endswith("\n"):
+        old += "\n"
+    path.write_text(old + text)
+
+
+def write_history(section: str, started: dt.datetime) -> Path:
+    """Appends `section` to bench/history/<UTC date of `started`>.md (made if missing) and a
+    line linking to it to bench/history/README.md's list of runs."""
+    day = started.strftime("%Y-%m-%d")
+    path = HISTORY / f"{day}.md"
+    HISTORY.mkdir(parents=True, exist_ok=True)
+    title = section.split("\n", 1)[0].lstrip("#").strip()
+    # A heading met before in the file gets a numbered anchor (-1, -2, ...), as renderers do.
+    earlier = path.read_text().split("\n") if path.exists() else []
+    seen = sum(1 for line in earlier
+               if line.startswith("### ") and anchor(line[4:]) == anchor(title))
+    link = anchor(title) + (f"-{seen}" if seen else "")
+    append(path, "\n" + section, day_header(day))
+    append(HISTORY / "README.md", f"- [{title}]({day}.md#{link})\n",
+           "# Benchmark history\n\n## Runs\n\n")
     return path
 
 
@@ -911,7 +938,8 @@ def parse_args(argv: list[str]):
                     "(see BENCHMARKS.md).")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: short measures, small databases; checks that the harness "
-                        "works, never the figures (does not write BENCHMARKS.md unless --write)")
+                        "works, never the figures (writes nothing to bench/history/ unless "
+                        "--write)")
     p.add_argument("--duration", type=int, help="seconds per measure (10; quick 2)")
     p.add_argument("--warmup", type=int, help="seconds of warm-up before each measure, 0 for "
                    "none (2; quick 1)")
@@ -932,17 +960,19 @@ def parse_args(argv: list[str]):
                    help="skip the measure with LOG_LEVEL=info")
     p.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432",
                    help="PostgreSQL server (trust auth); a fresh database is made and dropped")
-    p.add_argument("--label", default="", help="heading of the section written to BENCHMARKS.md")
+    p.add_argument("--label", default="", help="heading of the section written to "
+                   "bench/history/<UTC date>.md")
     p.add_argument("--note", default="", help="a sentence written under the heading")
     p.add_argument("--write", dest="write", action="store_true", default=None,
-                   help="append the section to BENCHMARKS.md (default for full runs)")
+                   help="append the section to bench/history/<UTC date>.md and a line to "
+                        "bench/history/README.md (default for full runs)")
     p.add_argument("--no-write", dest="write", action="store_false",
                    help="only print the section")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, wrk output)")
     p.add_argument("--skip-build", action="store_true", help="(bench/run) use the binaries as built")
     p.add_argument("--instructions", action="store_true",
                    help="instead of the benchmarks: user-space instructions per join and per "
-                        "healthz, counted by valgrind (~1 min; not written to BENCHMARKS.md)")
+                        "healthz, counted by valgrind (~1 min; printed, not written)")
     p.add_argument("--bin-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(argv)
@@ -1006,7 +1036,8 @@ def main(argv: list[str]) -> int:
         print()
         print(section)
         if args.write:
-            log(f"appended to {write_benchmarks(section)}")
+            log(f"appended to {write_history(section, started)}; update BENCHMARKS.md's "
+                "latest result by hand")
         log(f"done in {(time.perf_counter() - t0) / 60:.1f} min")
     except HarnessError as err:
         log(f"FAILED: {err}")

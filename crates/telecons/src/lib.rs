@@ -1,7 +1,18 @@
 //! telecons: turns booked video consultations into Kaleyra Video rooms.
 //!
-//! Imports run one way: `domain` (pure rules, the entity) ← `store` ← `provisioner`,
-//! `identity` ← `lifecycle`, `health` ← `api` (HTTP) ← `app` (the assembly) ← `main`, `demo`.
+//! Imports run down this stack only, never up it nor along a line (the README's "Layout"):
+//!
+//! ```text
+//! main, bin/               the commands
+//! demo
+//! app                      the one assembly
+//! api                      HTTP
+//! services                 the use cases
+//! provisioner   config
+//! store         identity
+//! domain                   pure rules, no I/O
+//! clock         telemetry  leaves
+//! ```
 
 pub mod api;
 pub mod app;

@@ -52,8 +52,8 @@ impl SqlStore<Sqlite> {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         // No ping before each use (`test_before_acquire`): a connection to a local file
-        // does not hang up, and the ping is a second round trip to the connection's thread
-        // (the join went from ~13k to ~20k req/s without it; BENCHMARKS.md). It also means
+        // does not hang up, and the ping would be a second round trip to the connection's
+        // thread, where a read's cost is the hand-offs rather than the SQL. It also means
         // a cancelled acquire never drops the one writer connection.
         // One writer connection: SQLite has one writer at a time anyway.
         // A request waits at most this long for the writer: it must stay within its budget
@@ -65,7 +65,8 @@ impl SqlStore<Sqlite> {
             .connect_with(options.clone())
             .await
             .during(OPERATION)?;
-        // Four readers: two or eight measured slower on two cores.
+        // Four readers: enough for concurrent reads to overlap, few enough that their
+        // threads (one per connection) do not crowd a small machine's cores.
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .test_before_acquire(false)
