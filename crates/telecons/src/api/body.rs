@@ -1,21 +1,54 @@
 //! JSON request bodies, parsed the way `axum::Json` would, but handed to the use cases as a
 //! `Result` (so that a 404 or 401 comes before a body's 400).
 
+use std::convert::Infallible;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
 
 use crate::services::{Unreadable, UnreadableKind};
 
-/// Parses a JSON body the way `axum::Json` would, with our error shape (also for a body
-/// over the size limit: 413).
-pub fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
+/// A JSON body, read as `axum::Json` would (also over the size limit: 413), kept as a
+/// `Result` for the use case.
+pub struct JsonBody<T>(pub Result<T, Unreadable>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Infallible> {
+        let json = is_json(request.headers());
+        let body = Bytes::from_request(request, state).await;
+        Ok(JsonBody(parse(json, body)))
+    }
+}
+
+/// A body that may be left out (empty or blank), else as [`JsonBody`].
+pub struct OptionalJsonBody<T>(pub Result<Option<T>, Unreadable>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Infallible> {
+        let json = is_json(request.headers());
+        let body = Bytes::from_request(request, state).await;
+        Ok(OptionalJsonBody(match &body {
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
+            _ => parse(json, body).map(Some),
+        }))
+    }
+}
+
+/// A JSON object sent as JSON (`json`: the content type says so).
+fn parse<T: DeserializeOwned>(
+    json: bool,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Unreadable> {
     let body = body.map_err(|e| unreadable(e.status(), e.body_text()))?;
-    if !is_json(headers) {
+    if !json {
         return Err(unreadable(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be JSON, sent with Content-Type: application/json".into(),

@@ -1,10 +1,8 @@
 //! `POST /credentials` (spec §4.7): a Kaleyra SDK token for the caller.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiState;
-use super::body::json_body;
+use super::body::OptionalJsonBody;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use crate::domain::schedule::format_instant;
@@ -62,13 +60,9 @@ pub struct CredentialsAnswer {
 async fn create_credentials(
     State(state): State<ApiState>,
     caller: RequestCaller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    OptionalJsonBody(body): OptionalJsonBody<CredentialsBody>,
 ) -> Result<(StatusCode, Json<CredentialsAnswer>), ApiError> {
-    let given = match &body {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(None),
-        _ => json_body::<CredentialsBody>(&headers, body).map(|body| body.expires_in),
-    };
+    let given = body.map(|body| body.and_then(|body| body.expires_in));
     let issued = state.credentials.issue(caller.0, given).await?;
     Ok((
         StatusCode::CREATED,

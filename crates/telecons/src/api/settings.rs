@@ -7,16 +7,15 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiState;
-use super::body::json_body;
+use super::body::JsonBody;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use crate::domain::schedule::format_instant;
@@ -210,11 +209,10 @@ async fn upload_background(
 async fn update_settings(
     State(state): State<ApiState>,
     caller: RequestCaller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<UpdateSettingsBody>,
 ) -> Result<Json<CompanyAnswer>, ApiError> {
     state.company.authorize(caller.0).await?;
-    let body: UpdateSettingsBody = json_body(&headers, body)?;
+    let body = body?;
     if body.background_alias.trim().is_empty() {
         return Err(ApiError::bad_request(
             "background_alias must be a non-empty string",

@@ -2,7 +2,57 @@
 //! here, so that a request with a bad body is refused before the directory, the store or
 //! Kaleyra is asked anything.
 
-use super::roles::{Privileges, Role, check_participants};
+use std::collections::BTreeSet;
+
+use super::roles::{Privileges, Role};
+
+/// Kaleyra's lower bound on room participants.
+pub const MIN_PARTICIPANTS: u32 = 2;
+/// Kaleyra's upper bound on room participants.
+pub const MAX_PARTICIPANTS: u32 = 25;
+
+/// Why a participant list is refused. The messages are meant for the API caller: they name
+/// the field or the user and say what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error(
+        "participants.number must be between {MIN_PARTICIPANTS} and {MAX_PARTICIPANTS}, got {got}"
+    )]
+    NumberOutOfRange { got: i64 },
+    #[error(
+        "participants.data has {given} entries but participants.number is {number}: at most {number} participants may be given"
+    )]
+    TooMany { number: i64, given: usize },
+    #[error("user {user} appears more than once in participants.data")]
+    Duplicate { user: String },
+}
+
+/// Checks the expected participant count and the participants known so far (their external
+/// ids, in the order given): `2 <= number <= 25`, no more users than `number`, no user twice.
+/// The first problem found is returned, in that order.
+///
+/// `number` is an `i64` so that whatever integer the caller sent can be reported back.
+pub fn check_participants<S: AsRef<str>>(number: i64, users: &[S]) -> Result<(), ListError> {
+    if number < i64::from(MIN_PARTICIPANTS) || number > i64::from(MAX_PARTICIPANTS) {
+        return Err(ListError::NumberOutOfRange { got: number });
+    }
+    if users.len() as u64 > number.unsigned_abs() {
+        return Err(ListError::TooMany {
+            number,
+            given: users.len(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for user in users {
+        let user = user.as_ref();
+        if !seen.insert(user) {
+            return Err(ListError::Duplicate {
+                user: user.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// One participant as the caller gave it.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +311,51 @@ mod tests {
 
     fn message(result: Result<CheckedParticipants, InvalidParticipants>) -> String {
         result.unwrap_err().0
+    }
+
+    #[test]
+    fn participant_number_bounds() {
+        let none: [&str; 0] = [];
+        assert!(check_participants(2, &none).is_ok());
+        assert!(check_participants(25, &none).is_ok());
+        let e = check_participants(1, &none).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "participants.number must be between 2 and 25, got 1"
+        );
+        assert!(matches!(
+            check_participants(26, &none),
+            Err(ListError::NumberOutOfRange { got: 26 })
+        ));
+        assert!(matches!(
+            check_participants(-3, &none),
+            Err(ListError::NumberOutOfRange { got: -3 })
+        ));
+    }
+
+    #[test]
+    fn participant_data_not_longer_than_number() {
+        assert!(check_participants(3, &["a", "b", "c"]).is_ok());
+        let e = check_participants(2, &["a", "b", "c"]).unwrap_err();
+        assert_eq!(
+            e,
+            ListError::TooMany {
+                number: 2,
+                given: 3
+            }
+        );
+        assert!(e.to_string().contains("participants.data"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_user_named() {
+        let e = check_participants(3, &["u1", "u2", "u1"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "user u1 appears more than once in participants.data"
+        );
+        let owned = vec!["x".to_owned(), "y".to_owned()];
+        assert!(check_participants(2, &owned).is_ok());
     }
 
     #[test]

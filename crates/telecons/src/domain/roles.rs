@@ -1,7 +1,7 @@
 //! Participants and their roles.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -180,7 +180,7 @@ impl Privileges {
     }
 
     /// [`Privileges::role_for`] for a named user, with the error the API reports (400).
-    pub fn require_role(&self, user: &str, groups: &[String]) -> Result<Role, RosterError> {
+    pub fn require_role(&self, user: &str, groups: &[String]) -> Result<Role, NoRole> {
         self.role_for(groups).ok_or_else(|| {
             let mut allowed: Vec<String> = Vec::new();
             for g in self.plus.groups.iter().chain(&self.basic.groups) {
@@ -188,7 +188,7 @@ impl Privileges {
                     allowed.push(g.clone());
                 }
             }
-            RosterError::NoRole {
+            NoRole {
                 user: user.to_owned(),
                 groups: groups.to_vec(),
                 allowed,
@@ -205,62 +205,18 @@ impl Privileges {
     }
 }
 
-/// Kaleyra's lower bound on room participants.
-pub const MIN_PARTICIPANTS: u32 = 2;
-/// Kaleyra's upper bound on room participants.
-pub const MAX_PARTICIPANTS: u32 = 25;
-
-/// Why a participant list (or one participant) is refused. The messages are meant for the
-/// API caller: they name the field or the user and say what is allowed.
+/// Why a user gets no role: its groups are none of the configured ones. The message is
+/// meant for the API caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RosterError {
-    #[error(
-        "participants.number must be between {MIN_PARTICIPANTS} and {MAX_PARTICIPANTS}, got {got}"
-    )]
-    NumberOutOfRange { got: i64 },
-    #[error(
-        "participants.data has {given} entries but participants.number is {number}: at most {number} participants may be given"
-    )]
-    TooMany { number: i64, given: usize },
-    #[error("user {user} appears more than once in participants.data")]
-    Duplicate { user: String },
-    #[error(
-        "user {user} is in none of the configured groups (groups: [{}]; allowed: {})",
-        groups.join(", "),
-        allowed.join(", ")
-    )]
-    NoRole {
-        user: String,
-        groups: Vec<String>,
-        allowed: Vec<String>,
-    },
-}
-
-/// Checks the expected participant count and the participants known so far (their external
-/// ids, in the order given): `2 <= number <= 25`, no more users than `number`, no user twice.
-/// The first problem found is returned, in that order.
-///
-/// `number` is an `i64` so that whatever integer the caller sent can be reported back.
-pub fn check_participants<S: AsRef<str>>(number: i64, users: &[S]) -> Result<(), RosterError> {
-    if number < i64::from(MIN_PARTICIPANTS) || number > i64::from(MAX_PARTICIPANTS) {
-        return Err(RosterError::NumberOutOfRange { got: number });
-    }
-    if users.len() as u64 > number.unsigned_abs() {
-        return Err(RosterError::TooMany {
-            number,
-            given: users.len(),
-        });
-    }
-    let mut seen = BTreeSet::new();
-    for user in users {
-        let user = user.as_ref();
-        if !seen.insert(user) {
-            return Err(RosterError::Duplicate {
-                user: user.to_owned(),
-            });
-        }
-    }
-    Ok(())
+#[error(
+    "user {user} is in none of the configured groups (groups: [{}]; allowed: {})",
+    groups.join(", "),
+    allowed.join(", ")
+)]
+pub struct NoRole {
+    pub user: String,
+    pub groups: Vec<String>,
+    pub allowed: Vec<String>,
 }
 
 /// Whether at least one of `roles` is plus (a complete room needs one).
@@ -343,51 +299,6 @@ mod tests {
             err.contains("screensharing") && err.contains("screen_sharing"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn participant_number_bounds() {
-        let none: [&str; 0] = [];
-        assert!(check_participants(2, &none).is_ok());
-        assert!(check_participants(25, &none).is_ok());
-        let e = check_participants(1, &none).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "participants.number must be between 2 and 25, got 1"
-        );
-        assert!(matches!(
-            check_participants(26, &none),
-            Err(RosterError::NumberOutOfRange { got: 26 })
-        ));
-        assert!(matches!(
-            check_participants(-3, &none),
-            Err(RosterError::NumberOutOfRange { got: -3 })
-        ));
-    }
-
-    #[test]
-    fn participant_data_not_longer_than_number() {
-        assert!(check_participants(3, &["a", "b", "c"]).is_ok());
-        let e = check_participants(2, &["a", "b", "c"]).unwrap_err();
-        assert_eq!(
-            e,
-            RosterError::TooMany {
-                number: 2,
-                given: 3
-            }
-        );
-        assert!(e.to_string().contains("participants.data"), "{e}");
-    }
-
-    #[test]
-    fn duplicate_user_named() {
-        let e = check_participants(3, &["u1", "u2", "u1"]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "user u1 appears more than once in participants.data"
-        );
-        let owned = vec!["x".to_owned(), "y".to_owned()];
-        assert!(check_participants(2, &owned).is_ok());
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl RoomTag {
         Some(RoomTag {
             installation: (*installation).to_owned(),
             teleconsultation_id: (*id).to_owned(),
-            fingerprint: fingerprint.to_owned(),
+            fingerprint: (*fingerprint).to_owned(),
         })
     }
 

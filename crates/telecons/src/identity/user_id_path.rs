@@ -179,13 +179,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::identity::tests::headers;
 
     fn path(v: Value) -> UserIdPath {
         UserIdPath::from_json(&v, "userIdPathInRequest").unwrap()

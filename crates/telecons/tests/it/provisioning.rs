@@ -8,7 +8,7 @@ use chrono::Duration;
 use kaleyra_sim::Fault;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
-use telecons::domain::roles::{Tool, Tools};
+use telecons::domain::roles::Tool;
 use telecons::domain::room_spec::RoomSpec;
 
 use crate::support::{TestApp, TestDatabase};

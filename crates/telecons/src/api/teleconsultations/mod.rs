@@ -8,11 +8,10 @@ mod bodies;
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -20,7 +19,7 @@ use utoipa_axum::routes;
 pub use bodies::*;
 
 use super::ApiState;
-use super::body::json_body;
+use super::body::JsonBody;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use super::middleware::Arrival;
@@ -75,10 +74,9 @@ async fn create_teleconsultation(
     State(state): State<ApiState>,
     Arrival(arrived): Arrival,
     caller: RequestCaller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<TeleconsultationBody>,
 ) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
-    let input = json_body::<TeleconsultationBody>(&headers, body).and_then(|b| b.into_input());
+    let input = body.and_then(TeleconsultationBody::into_input);
     let id = state
         .teleconsultations
         .create(caller.0, input, arrived)
@@ -101,10 +99,9 @@ async fn update_teleconsultation(
     Arrival(arrived): Arrival,
     RoomId(id): RoomId,
     caller: RequestCaller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<TeleconsultationBody>,
 ) -> Result<StatusCode, ApiError> {
-    let input = json_body::<TeleconsultationBody>(&headers, body).and_then(|b| b.into_input());
+    let input = body.and_then(TeleconsultationBody::into_input);
     state
         .teleconsultations
         .update(id, caller.0, input, arrived)
@@ -127,10 +124,9 @@ async fn add_participant(
     Arrival(arrived): Arrival,
     RoomId(id): RoomId,
     caller: RequestCaller,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<ParticipantBody>,
 ) -> Result<Response, ApiError> {
-    let entry = json_body::<ParticipantBody>(&headers, body).map(ParticipantEntry::from);
+    let entry = body.map(ParticipantEntry::from);
     state
         .teleconsultations
         .add_participant(id, caller.0, entry, arrived)
