@@ -156,6 +156,7 @@ pub struct UploadsDeleted {
 }
 
 /// What a decision on the current record leads to.
+#[derive(Debug)]
 enum Decision {
     /// Nothing to store: no write, no version bump.
     Unchanged,
@@ -545,38 +546,6 @@ impl Teleconsultations {
         ))
     }
 
-    /// The decision for `next`, a change of `current`: its room planned (a complete list
-    /// without a plus user is refused even when nothing changes), or nothing to do.
-    fn plan(
-        &self,
-        current: &Teleconsultation,
-        mut next: Teleconsultation,
-        operation: Operation,
-    ) -> Result<Decision> {
-        let unchanged = current.books_the_same_as(&next);
-        let retired = next
-            .plan_room(&self.settings.rooms, self.clock.now())
-            .map_err(|source| TeleconsultationError::NoPlusUser { operation, source })?;
-        if unchanged {
-            return Ok(Decision::Unchanged);
-        }
-        Ok(Decision::Store {
-            next: Box::new(next),
-            retired,
-        })
-    }
-
-    fn refuse_if_immutable(&self, tc: &Teleconsultation) -> Result<()> {
-        let period = self.settings.join.immutable_period_ms;
-        if schedule::is_immutable(self.clock.now(), tc.start, period, tc.is_complete()) {
-            return Err(TeleconsultationError::Immutable {
-                id: tc.id.clone(),
-                from: schedule::immutable_from(tc.start, period),
-            });
-        }
-        Ok(())
-    }
-
     fn profile_source(&self) -> ProfileSource {
         match self.directory {
             Some(_) => ProfileSource::Directory,
@@ -683,7 +652,7 @@ impl Change for Update {
             let (participants, _) = service.resolve_all(checked.entries).await?;
             self.resolved = Some((checked.number, participants));
         }
-        service.refuse_if_immutable(current)?;
+        refuse_if_immutable(current, service.clock.now(), &service.settings.join)?;
         let mut next = current.clone();
         next.start = schedule.start;
         next.duration_secs = schedule.duration_secs;
@@ -691,7 +660,13 @@ impl Change for Update {
             next.participant_count = *number;
             next.participants = keep_links(current, participants.clone());
         }
-        service.plan(current, next, Operation::Change)
+        plan(
+            current,
+            next,
+            &service.settings.rooms,
+            service.clock.now(),
+            Operation::Change,
+        )
     }
 }
 
@@ -716,9 +691,15 @@ impl Change for AddParticipant {
                 self.resolved.insert(service.resolve(entry).await?).clone()
             }
         };
-        service.refuse_if_immutable(current)?;
+        refuse_if_immutable(current, service.clock.now(), &service.settings.join)?;
         let next = current.with_participant(participant)?;
-        service.plan(current, next, self.operation.clone())
+        plan(
+            current,
+            next,
+            &service.settings.rooms,
+            service.clock.now(),
+            self.operation.clone(),
+        )
     }
 }
 
@@ -792,6 +773,42 @@ impl Change for RoomLost {
     }
 }
 
+/// The decision for `next`, a change of `current` at `now`: its room planned (a complete list
+/// without a plus user is refused even when nothing changes), or nothing to store when it
+/// books the same as `current`.
+fn plan(
+    current: &Teleconsultation,
+    mut next: Teleconsultation,
+    rules: &RoomRules,
+    now: DateTime<Utc>,
+    operation: Operation,
+) -> Result<Decision> {
+    let unchanged = current.books_the_same_as(&next);
+    let retired = next
+        .plan_room(rules, now)
+        .map_err(|source| TeleconsultationError::NoPlusUser { operation, source })?;
+    if unchanged {
+        return Ok(Decision::Unchanged);
+    }
+    Ok(Decision::Store {
+        next: Box::new(next),
+        retired,
+    })
+}
+
+/// Refuses a change of `tc` inside its immutable period (409), even one that would change
+/// nothing.
+fn refuse_if_immutable(tc: &Teleconsultation, now: DateTime<Utc>, rules: &JoinRules) -> Result<()> {
+    let period = rules.immutable_period_ms;
+    if schedule::is_immutable(now, tc.start, period, tc.is_complete()) {
+        return Err(TeleconsultationError::Immutable {
+            id: tc.id.clone(),
+            from: schedule::immutable_from(tc.start, period),
+        });
+    }
+    Ok(())
+}
+
 /// A short random pause, so that requests that collided do not collide again in lockstep.
 async fn lost_a_race() {
     let pause = rand::random_range(1..=10);
@@ -825,5 +842,121 @@ fn only_live<T: Borrow<Teleconsultation>>(id: &str, read: Option<T>) -> Result<T
     match read {
         Some(tc) if tc.borrow().is_live() => Ok(tc),
         _ => Err(TeleconsultationError::NotFound(id.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::roles::{Privileges, Role};
+    use crate::domain::room_spec::{Recording, RoomSettings};
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 1, 1, hour, 0, 0).unwrap()
+    }
+
+    fn person(id: &str, role: Role) -> Participant {
+        Participant {
+            kaleyra_user_id: format!("tc_{id}"),
+            external_id: id.to_owned(),
+            role,
+            groups: Vec::new(),
+            full_name: None,
+            language: None,
+            link: None,
+        }
+    }
+
+    fn rules() -> RoomRules {
+        RoomRules {
+            privileges: Privileges::default(),
+            settings: RoomSettings {
+                unlimited: true,
+                live: true,
+                recording: Recording::None,
+            },
+        }
+    }
+
+    /// A complete booking starting at 12:00, planned at 10:00.
+    fn booking(roles: [Role; 2]) -> Teleconsultation {
+        let schedule = Schedule {
+            start: at(12),
+            duration_secs: 900,
+        };
+        let participants = vec![person("doc", roles[0]), person("pat", roles[1])];
+        let mut tc = Teleconsultation::new("t".into(), 2, schedule, participants, at(10), None);
+        let _ = tc.plan_room(&rules(), at(10));
+        tc
+    }
+
+    #[test]
+    fn a_change_that_books_the_same_stores_nothing() {
+        let current = booking([Role::Plus, Role::Basic]);
+        let decision = plan(
+            &current,
+            current.clone(),
+            &rules(),
+            at(10),
+            Operation::Change,
+        );
+        assert!(matches!(decision, Ok(Decision::Unchanged)), "{decision:?}");
+    }
+
+    #[test]
+    fn a_change_is_stored_with_its_room_planned() {
+        let current = booking([Role::Plus, Role::Basic]);
+        let mut next = current.clone();
+        next.duration_secs = 1800;
+        match plan(&current, next, &rules(), at(10), Operation::Change) {
+            Ok(Decision::Store { next, .. }) => {
+                assert_eq!(next.duration_secs, 1800);
+                assert!(next.needs_room(), "the new spec wants its room");
+            }
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_list_without_a_plus_user_is_refused_even_unchanged() {
+        let current = booking([Role::Basic, Role::Basic]);
+        let operation = Operation::AddParticipant { id: "t".into() };
+        let refused = plan(
+            &current,
+            current.clone(),
+            &rules(),
+            at(10),
+            operation.clone(),
+        );
+        assert!(
+            matches!(&refused, Err(TeleconsultationError::NoPlusUser { operation: o, .. }) if *o == operation),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn changes_are_refused_from_the_immutable_instant_on() {
+        let tc = booking([Role::Plus, Role::Basic]);
+        let hour = JoinRules {
+            immutable_period_ms: 3_600_000,
+            groups_with_background: Vec::new(),
+        };
+        assert!(refuse_if_immutable(&tc, at(10), &hour).is_ok());
+        let refused = refuse_if_immutable(&tc, at(11), &hour).unwrap_err();
+        assert!(
+            matches!(refused, TeleconsultationError::Immutable { from, .. } if from == at(11)),
+            "{refused:?}"
+        );
+        assert!(refuse_if_immutable(&tc, at(11), &JoinRules::default()).is_ok());
+    }
+
+    #[test]
+    fn the_budget_gives_lookups_half_the_time() {
+        let arrived = Instant::now();
+        let budget = Budget::from(arrived, Duration::from_secs(20));
+        assert_eq!(budget.commit_by, arrived + Duration::from_secs(10));
+        assert_eq!(budget.deadline, arrived + Duration::from_secs(20));
     }
 }
