@@ -20,7 +20,7 @@ use std::pin::Pin;
 use sqlx::{Database, Executor, IntoArguments, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql::Backend;
+use super::backend::Backend;
 use super::{StoreError, StoreResult};
 
 /// At most this many writes share one commit (a bound on how long a write's caller waits).

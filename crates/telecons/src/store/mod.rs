@@ -2,6 +2,7 @@
 //! embedded default, and PostgreSQL, for several instances on one database). The store maps
 //! the domain's records to row types of its own (`rows`). The same test suite runs on both.
 
+mod backend;
 mod group_commit;
 mod postgres;
 pub mod read_cache;
@@ -17,8 +18,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::domain::roles::Role;
 use crate::domain::teleconsultation::Teleconsultation;
 
+pub use backend::Backend;
 pub use postgres::PostgresStore;
-pub use sql::{Backend, SqlStore};
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in storage, told apart so that callers can react.

@@ -14,8 +14,9 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::StoreResult;
+use super::backend::Backend;
 use super::read_cache::ReadCache;
-use super::sql::{Backend, During, SqlStore};
+use super::sql::{During, SqlStore};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::migrate::{Migrate, Migrator};
+use sqlx::migrate::Migrate;
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use tokio_util::sync::DropGuard;
 
+use super::backend::Backend;
 use super::group_commit::{GroupCommit, WriteWork};
 use super::read_cache::ReadCache;
 use super::rows::{
@@ -23,27 +24,6 @@ use super::rows::{
 use super::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::teleconsultation::Teleconsultation;
-
-/// What differs between the SQL backends.
-pub trait Backend: Database {
-    /// For logs and the check-up route.
-    const LABEL: &'static str;
-    /// How a write transaction begins.
-    const BEGIN_WRITE: &'static str;
-    /// Appended to the claim query's row selection: skip rows another transaction is
-    /// claiming (empty where the database has one writer anyway).
-    const SKIP_LOCKED: &'static str;
-    /// A query that answers only when the database (its file, its server) can be read.
-    const PING: &'static str;
-    /// Run in the transaction of every change of a teleconsultation (its id as $1), so that
-    /// other instances hear of it when it commits; `None` where one instance makes them all.
-    const ANNOUNCE_CHANGE: Option<&'static str>;
-    /// Whether one statement may write several tables (`WITH … AS (INSERT/UPDATE …)`):
-    /// then a new teleconsultation, and a room recorded by its provisioner, are each written
-    /// by one statement (atomic by itself: one round trip, no transaction around it).
-    const ONE_STATEMENT_WRITES: bool;
-    fn migrator() -> &'static Migrator;
-}
 
 /// A store on one SQL backend: a pool for writes, a pool for reads (the same pool where the
 /// database needs no separation), and the teleconsultations GET reads, kept in memory.

@@ -12,9 +12,10 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::StoreResult;
+use super::backend::Backend;
 use super::group_commit::GroupCommit;
 use super::read_cache::ReadCache;
-use super::sql::{Backend, During, SqlStore};
+use super::sql::{During, SqlStore};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -1,0 +1,26 @@
+//! What differs between the SQL backends (SQLite, PostgreSQL): the rest of the store is
+//! written once for both.
+
+use sqlx::Database;
+use sqlx::migrate::Migrator;
+
+/// What differs between the SQL backends.
+pub trait Backend: Database {
+    /// For logs and the check-up route.
+    const LABEL: &'static str;
+    /// How a write transaction begins.
+    const BEGIN_WRITE: &'static str;
+    /// Appended to the claim query's row selection: skip rows another transaction is
+    /// claiming (empty where the database has one writer anyway).
+    const SKIP_LOCKED: &'static str;
+    /// A query that answers only when the database (its file, its server) can be read.
+    const PING: &'static str;
+    /// Run in the transaction of every change of a teleconsultation (its id as $1), so that
+    /// other instances hear of it when it commits; `None` where one instance makes them all.
+    const ANNOUNCE_CHANGE: Option<&'static str>;
+    /// Whether one statement may write several tables (`WITH … AS (INSERT/UPDATE …)`):
+    /// then a new teleconsultation, and a room recorded by its provisioner, are each written
+    /// by one statement (atomic by itself: one round trip, no transaction around it).
+    const ONE_STATEMENT_WRITES: bool;
+    fn migrator() -> &'static Migrator;
+}
