@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use kaleyra_client::{CreateRoom, KaleyraClient, KaleyraError, NewParticipant};
-use tokio::sync::oneshot;
 
 pub use audit::{AuditReport, compare};
 pub use recovery::ORPHAN_GRACE;
@@ -135,14 +134,6 @@ impl Provisioner {
     /// with the returned work) takes neither write of its own, nor a read of the user map
     /// (`users`: the map of `tc`'s participants, as read to resolve them). `Conflict` when
     /// the id exists.
-    ///
-    /// When every participant's Kaleyra user is ready (no Kaleyra call to make for them),
-    /// the room is asked for while the record is being stored, in a task of its own: the
-    /// booking waits for the slower of the two, not for both, and provisioning (within
-    /// the request's budget, like any Kaleyra call) takes the answer. Should the record not be
-    /// stored, that room is deleted once made, and the orphan sweep is there should that
-    /// fail too (or should the instance stop first): nothing refers to it, so no link to
-    /// it was ever given.
     pub async fn store_new(
         &self,
         tc: &Teleconsultation,
@@ -151,11 +142,6 @@ impl Provisioner {
         let lease = self.lease();
         let spec = tc.desired_room.as_ref().filter(|_| tc.needs_room());
         let creating = spec.map(RoomSpec::fingerprint);
-        let early_request = spec
-            .filter(|_| users.has_ready(&tc.participants))
-            .map(|spec| create_room_request(spec, &self.settings.installation_id, &tc.id));
-        // Not taken (the insert failed, or the request went away), its room is deleted.
-        let early_room = early_request.map(|request| EarlyRoom::ask(&self.kaleyra, request));
         self.store
             .insert_teleconsultation(tc, Some(&lease), creating)
             .await?;
@@ -163,11 +149,7 @@ impl Provisioner {
         stored.creating_fingerprint = creating.map(str::to_owned);
         Ok(Held {
             lease,
-            stored: Stored {
-                tc: stored,
-                users,
-                early_room,
-            },
+            stored: Stored { tc: stored, users },
         })
     }
 
@@ -264,23 +246,10 @@ impl Provisioner {
         for _ in 0..MAX_ROUNDS {
             // Its own creation mark, only in the first round on the record as stored.
             let creation_marked = stored.is_some();
-            let (tc, users, early_answer) = match stored.take() {
-                // The room asked for with the insert is waited for first: it is never still
-                // under way when this pass ends (and the lease goes). Unused, it stays marked
-                // for recovery to adopt, or unmarked for the sweep.
-                Some(Stored {
-                    tc,
-                    users,
-                    early_room,
-                }) => {
-                    let early_answer = match early_room {
-                        Some(asked) => Some(asked.answer().await),
-                        None => None,
-                    };
-                    (tc, Some(users), early_answer)
-                }
+            let (tc, users) = match stored.take() {
+                Some(Stored { tc, users }) => (tc, Some(users)),
                 None => match self.store.get_teleconsultation(id).await? {
-                    Some(tc) => (tc, None, None),
+                    Some(tc) => (tc, None),
                     None => return Ok(LeaseAfter::Held),
                 },
             };
@@ -293,7 +262,6 @@ impl Provisioner {
                 // Nothing was tried under the insert's mark: retries need not look for a
                 // lost room.
                 if creation_marked
-                    && early_answer.is_none()
                     && let Err(clear_err) = self.store.mark_room_creation(id, None).await
                 {
                     tracing::warn!(teleconsultation = id, error = %clear_err, "cannot clear the creation mark");
@@ -325,7 +293,7 @@ impl Provisioner {
                 creation_marked && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint());
             let room = match recovered {
                 Some(room) => room,
-                None => match self.room_for(&tc, &spec, marked, early_answer).await {
+                None => match self.create_room(id, &spec, marked).await {
                     // A user we mapped is gone on Kaleyra's side (deleted there, or a fresh
                     // Kaleyra behind an old database): make them again under the same ids,
                     // then try once more, so that one lost user never blocks a room.
@@ -422,33 +390,6 @@ impl Provisioner {
         self.room_created(id, answer).await
     }
 
-    /// The room for `spec`, the desired room of `tc`: the one asked for with the insert
-    /// (`early_answer`: for this very spec, as the insert's mark says), else one created now
-    /// ([`Self::create_room`]).
-    async fn room_for(
-        &self,
-        tc: &Teleconsultation,
-        spec: &RoomSpec,
-        marked: bool,
-        early_answer: Option<EarlyAnswer>,
-    ) -> Result<kaleyra_client::Room, ProvisionError> {
-        let Some(answer) = early_answer.filter(|_| marked) else {
-            return self.create_room(&tc.id, spec, marked).await;
-        };
-        match answer {
-            Some(answer) => self.room_created(&tc.id, answer).await,
-            // Its task ended without an answer: the room may exist. As for an answer lost
-            // on the way, it is looked for by its tag before another is made.
-            None => {
-                tracing::error!(teleconsultation = %tc.id, "the room creation asked for with the booking gave no answer; looking for its room");
-                match self.recover_lost_rooms(tc).await? {
-                    Some(room) => Ok(room),
-                    None => self.create_room(&tc.id, spec, true).await,
-                }
-            }
-        }
-    }
-
     /// Kaleyra's answer to a room creation for `id`, marked: a creation that surely did not
     /// happen clears the mark (a retry need not look for its room).
     async fn room_created(
@@ -491,74 +432,12 @@ pub struct Held {
     stored: Stored,
 }
 
-/// The record as stored (its room creation marked when it wants one), the user map of its
-/// participants as read to resolve them, and the room creation asked for with the insert,
-/// if one was.
+/// The record as stored (its room creation marked when it wants one), and the user map of
+/// its participants as read to resolve them.
 #[derive(Debug)]
 struct Stored {
     tc: Teleconsultation,
     users: UserMap,
-    early_room: Option<EarlyRoom>,
-}
-
-/// A room creation asked for with the insert of a new teleconsultation
-/// ([`Provisioner::store_new`]), under way in a task of its own. Dropped before its answer
-/// is taken (the insert failed, or the request went away), it deletes the room once made:
-/// nothing can have recorded that room, as the request's lease still holds.
-#[derive(Debug)]
-struct EarlyRoom {
-    answer: Option<oneshot::Receiver<Result<kaleyra_client::Room, KaleyraError>>>,
-    kaleyra: KaleyraClient,
-}
-
-/// What became of an [`EarlyRoom`]: Kaleyra's answer, or None when its task ended without
-/// one (a panic, or the runtime stopping).
-type EarlyAnswer = Option<Result<kaleyra_client::Room, KaleyraError>>;
-
-impl EarlyRoom {
-    fn ask(kaleyra: &KaleyraClient, request: CreateRoom) -> Self {
-        let (answer, taken) = oneshot::channel();
-        let client = kaleyra.clone();
-        tokio::spawn(async move {
-            // Nobody to take it at all (not even a dropped EarlyRoom's clean-up).
-            if let Err(Ok(room)) = answer.send(client.create_room(&request).await) {
-                delete_unrecorded_room(&client, &room).await;
-            }
-        });
-        Self {
-            answer: Some(taken),
-            kaleyra: kaleyra.clone(),
-        }
-    }
-
-    /// Waits for the answer; from then on the room is the taker's.
-    async fn answer(mut self) -> EarlyAnswer {
-        self.answer.take()?.await.ok()
-    }
-}
-
-impl Drop for EarlyRoom {
-    fn drop(&mut self) {
-        let Some(answer) = self.answer.take() else {
-            return;
-        };
-        // Without a runtime (it is stopping), the sweep deletes the room later.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let kaleyra = self.kaleyra.clone();
-        runtime.spawn(async move {
-            if let Ok(Ok(room)) = answer.await {
-                delete_unrecorded_room(&kaleyra, &room).await;
-            }
-        });
-    }
-}
-
-async fn delete_unrecorded_room(kaleyra: &KaleyraClient, room: &kaleyra_client::Room) {
-    if let Err(err) = kaleyra.delete_room(&room.id).await {
-        tracing::warn!(room = %room.id, error = %err, "cannot delete a room made for a booking that was not stored; the orphan sweep deletes it later");
-    }
 }
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already

@@ -21,16 +21,6 @@ use crate::store::{KaleyraUser, StoreError};
 pub struct UserMap(HashMap<String, KaleyraUser>);
 
 impl UserMap {
-    /// Whether every participant is mapped with the role it needs here: making their
-    /// users ready costs no Kaleyra call.
-    pub fn has_ready(&self, participants: &[Participant]) -> bool {
-        participants.iter().all(|participant| {
-            self.0
-                .get(&participant.external_id)
-                .is_some_and(|user| is_ready(user, participant))
-        })
-    }
-
     /// The Kaleyra user id of `external_id`: the one mapped, else the derived one (as
     /// [`Provisioner::kaleyra_id_for`]).
     pub fn kaleyra_id(&self, external_id: &str) -> String {
