@@ -824,7 +824,7 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
     out.append(
         f"- Command: `{shlex.join(['bench/run'] + shown_argv(args.argv))}` "
         f"({elapsed / 60:.1f} min)\n"
-        f"- Code: {info.get('commit')}\n"
+        f"- Code: {code_line(args, info)}\n"
         f"- Machine: {info.get('nproc')} CPUs ({info.get('cpu')}), {info.get('memory')} memory, "
         f"Linux {info.get('kernel')}, {info.get('rustc')}; load average at start {info.get('load')}\n"
         f"- Load: {info.get('wrk', '').split(' [')[0]}, {args.threads} threads, {args.connections} connections, "
@@ -858,6 +858,15 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
                "(first instance, in order)</summary>\n\n"
                + "".join(f"- {line}\n" for line in rss) + "\n</details>\n")
     return "\n".join(out) + "\n"
+
+
+def code_line(args, info: dict) -> str:
+    """The commit of this tree, or, with another build's binaries (--bin-dir), their
+    directory: the tree's commit says nothing about them."""
+    if getattr(args, "other_build", False):
+        return (f"the binaries in `{args.bin_dir}` (another build; this tree is at "
+                f"{info.get('commit')})")
+    return str(info.get("commit"))
 
 
 def growth(r: dict, small_latency: int) -> tuple[float, float, float]:
@@ -973,12 +982,17 @@ def parse_args(argv: list[str]):
     p.add_argument("--instructions", action="store_true",
                    help="instead of the benchmarks: user-space instructions per join and per "
                         "healthz, counted by valgrind (~1 min; printed, not written)")
-    p.add_argument("--bin-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--bin-dir", type=Path, default=None,
+                   help="measure the telecons and kaleyra-sim binaries in this directory "
+                        "(another build's), full run or --instructions; bench/run then builds "
+                        "nothing, and the section names the directory (default: "
+                        "$CARGO_TARGET_DIR/release, as bench/run builds it)")
     args = p.parse_args(argv)
     args.argv = list(argv)
+    built = Path(os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))) / "release"
     if args.bin_dir is None:
-        target = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
-        args.bin_dir = Path(target) / "release"
+        args.bin_dir = built
+    args.other_build = args.bin_dir.resolve() != built.resolve()
     if args.duration is None:
         args.duration = 2 if args.quick else 10
     if args.warmup is None:
