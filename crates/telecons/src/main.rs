@@ -7,10 +7,9 @@ use telecons::app::{self, Application, Dependencies, Services};
 use telecons::config::{Config, ConfigErrors};
 use telecons::telemetry;
 
-/// mimalloc (its v3 series, without transparent huge pages) rather than glibc's allocator: a
-/// request allocates and frees dozens of small blocks across the runtime's threads, and
-/// `malloc` and `free` were a quarter of the join's instructions (13% fewer per join and per
-/// healthz with mimalloc; BENCHMARKS.md).
+/// mimalloc (its v3 series, without transparent huge pages, which would raise idle RSS)
+/// rather than glibc's allocator: a request allocates and frees dozens of small blocks across
+/// the runtime's threads, which mimalloc serves per thread, without glibc's arena locks.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
