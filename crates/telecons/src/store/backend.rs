@@ -18,5 +18,9 @@ pub trait Backend: Database {
     /// Run in the transaction of every change of a teleconsultation (its id as $1), so that
     /// other instances hear of it when it commits; `None` where one instance makes them all.
     const ANNOUNCE_CHANGE: Option<&'static str>;
+    /// Whether one statement may write several tables (`WITH … AS (INSERT/UPDATE …)`):
+    /// then a new teleconsultation, and a room recorded by its provisioner, are each written
+    /// by one statement (atomic by itself: one round trip, no transaction around it).
+    const ONE_STATEMENT_WRITES: bool;
     fn migrator() -> &'static Migrator;
 }

@@ -40,6 +40,7 @@ impl Backend for Postgres {
     /// Delivered to the listeners when the transaction commits, never if it rolls back.
     const ANNOUNCE_CHANGE: Option<&'static str> =
         Some(concat!("SELECT pg_notify('", changes_channel!(), "', $1)"));
+    const ONE_STATEMENT_WRITES: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

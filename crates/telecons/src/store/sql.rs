@@ -90,12 +90,26 @@ const INSERT_KALEYRA_USER: &str = "INSERT INTO kaleyra_users \
 const UPDATE_KALEYRA_USER_ROLE: &str = "UPDATE kaleyra_users SET role = $2, \
     updated_at_ms = $3 WHERE external_id = $1 RETURNING external_id";
 
-/// A room's insert into the deletion queue; a room already queued stays as it is.
-const RETIRE_ROOM: &str = "INSERT INTO rooms_to_delete \
-    (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) \
-    VALUES ($1, $2, $3, 0, $3) ON CONFLICT (room_id) DO NOTHING";
+/// A room's insert into the deletion queue, from `$rows` (room, teleconsultation, due at,
+/// attempts, created at); a room already queued stays as it is.
+macro_rules! retire_room {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO rooms_to_delete \
+             (room_id, teleconsultation_id, due_at_ms, attempts, created_at_ms) ",
+            $rows,
+            " ON CONFLICT (room_id) DO NOTHING"
+        )
+    };
+}
+const RETIRE_ROOM: &str = retire_room!("VALUES ($1, $2, $3, 0, $3)");
 
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
+
+/// The parameters INSERT_TELECONSULTATION binds.
+const INSERT_PARAMETERS: usize = 18;
+/// The parameters UPDATE_TELECONSULTATION binds.
+const UPDATE_PARAMETERS: usize = 16;
 
 /// `count` rows of `columns` placeholders each, numbered from `$first`: `($1, $2), ($3, $4)`.
 fn placeholder_rows(first: usize, count: usize, columns: usize) -> String {
@@ -111,15 +125,15 @@ fn placeholder_rows(first: usize, count: usize, columns: usize) -> String {
 }
 
 /// The update of `tc`'s participants' links (there is at least one): `$1` is the record's
-/// id, and from `$2` on come a (position, link) pair per participant.
-fn links_update(tc: &Teleconsultation) -> String {
-    let first = 2;
+/// id, and from `$first` on come a (position, link) pair per participant; `condition` is
+/// added to its WHERE.
+fn links_update(tc: &Teleconsultation, first: usize, condition: &str) -> String {
     let cases: String = (0..tc.participants.len())
         .map(|i| format!("WHEN ${} THEN ${} ", first + 2 * i, first + 2 * i + 1))
         .collect();
     format!(
         "UPDATE participants SET link = CASE position {cases}ELSE link END \
-         WHERE teleconsultation_id = $1"
+         WHERE teleconsultation_id = $1{condition}"
     )
 }
 
@@ -260,7 +274,7 @@ where
         if tc.participants.is_empty() {
             return Ok(());
         }
-        let query = sqlx::query(AssertSqlSafe(links_update(tc))).bind(tc.id.clone());
+        let query = sqlx::query(AssertSqlSafe(links_update(tc, 2, ""))).bind(tc.id.clone());
         Self::bind_links(query, tc)
             .execute(&mut *conn)
             .await
@@ -301,6 +315,24 @@ where
         creating: Option<&str>,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
+        if DB::ONE_STATEMENT_WRITES {
+            let statement = if tc.participants.is_empty() {
+                INSERT_TELECONSULTATION.to_owned()
+            } else {
+                let rows = placeholder_rows(
+                    INSERT_PARAMETERS + 1,
+                    tc.participants.len(),
+                    PARTICIPANT_COLUMNS,
+                );
+                format!("WITH inserted AS ({INSERT_TELECONSULTATION}) {INSERT_PARTICIPANTS}{rows}")
+            };
+            let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
+            Self::bind_participants(query, tc)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
+            return Ok(());
+        }
         let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
         let creating = creating.map(str::to_owned);
@@ -338,6 +370,11 @@ where
         holder: Option<&str>,
     ) -> StoreResult<i64> {
         const OPERATION: &str = "updating a teleconsultation";
+        if let Some(owner) = holder.filter(|_| DB::ONE_STATEMENT_WRITES) {
+            let recorded = self.record_in_one_statement(tc, retired_rooms, owner).await;
+            self.read_cache.forget(&tc.id);
+            return recorded;
+        }
         let tc = Arc::new(tc.clone());
         let retired_rooms: Arc<[String]> = retired_rooms.into();
         let holder = holder.map(str::to_owned);
@@ -385,6 +422,62 @@ where
             forget,
         )
         .await
+    }
+
+    /// [`Store::record_room`] in one statement (where [`Backend::ONE_STATEMENT_WRITES`]):
+    /// the record's update, its links, the retired rooms queued and the change announced,
+    /// all or nothing.
+    async fn record_in_one_statement(
+        &self,
+        tc: &Teleconsultation,
+        retired_rooms: &[String],
+        owner: &str,
+    ) -> StoreResult<i64> {
+        const OPERATION: &str = "recording a room";
+        // $1..$16 the update, then the links, then the retired rooms' time and ids.
+        let retired_at = UPDATE_PARAMETERS + 2 * tc.participants.len() + 1;
+        let mut statement = format!("WITH updated AS ({UPDATE_TELECONSULTATION})");
+        if !tc.participants.is_empty() {
+            let links = links_update(
+                tc,
+                UPDATE_PARAMETERS + 1,
+                " AND EXISTS (SELECT 1 FROM updated)",
+            );
+            statement += &format!(", links AS ({links})");
+        }
+        for n in 1..=retired_rooms.len() {
+            statement += &format!(
+                concat!(
+                    ", retired{n} AS (",
+                    retire_room!("SELECT ${room}, $1, ${at}, 0, ${at} FROM updated"),
+                    ")"
+                ),
+                n = n,
+                room = retired_at + n,
+                at = retired_at
+            );
+        }
+        statement += &match DB::ANNOUNCE_CHANGE {
+            Some(announce) => format!(
+                ", announced AS ({announce} FROM updated) SELECT version FROM updated, announced"
+            ),
+            None => " SELECT version FROM updated".to_owned(),
+        };
+        let query = Self::bind_teleconsultation(sqlx::query(AssertSqlSafe(statement)), tc)
+            .bind(Some(owner.to_owned()));
+        let mut query = Self::bind_links(query, tc).bind(tc.updated_at.timestamp_millis());
+        for room_id in retired_rooms {
+            query = query.bind(room_id.clone());
+        }
+        if query
+            .fetch_optional(&self.writer)
+            .await
+            .during(OPERATION)?
+            .is_some()
+        {
+            return Ok(tc.version + 1);
+        }
+        Err(Self::not_updated(&self.readers, &tc.id, OPERATION).await)
     }
 
     /// Why an update of teleconsultation `id` under a version check changed nothing:
@@ -913,5 +1006,36 @@ where
             rooms_missing_at_start: count(missing),
             room_deletions: count(deletions),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The highest `$N` of a statement.
+    fn highest_parameter(statement: &str) -> usize {
+        statement
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The one-statement writes number their parameters after these counts.
+    #[test]
+    fn parameter_counts_are_those_of_the_statements() {
+        assert_eq!(
+            highest_parameter(INSERT_TELECONSULTATION),
+            INSERT_PARAMETERS
+        );
+        assert_eq!(
+            highest_parameter(UPDATE_TELECONSULTATION),
+            UPDATE_PARAMETERS
+        );
     }
 }

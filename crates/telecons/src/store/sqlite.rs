@@ -30,6 +30,9 @@ impl Backend for Sqlite {
     const PING: &'static str = "SELECT COUNT(*) FROM sqlite_schema";
     /// One instance per database file: it hears of every change it makes.
     const ANNOUNCE_CHANGE: Option<&'static str> = None;
+    /// Its WITH takes no INSERT or UPDATE (and its writes are grouped anyway).
+    const ONE_STATEMENT_WRITES: bool = false;
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
