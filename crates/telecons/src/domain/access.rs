@@ -66,18 +66,7 @@ mod tests {
     use super::*;
     use crate::domain::roles::Role;
     use crate::domain::schedule::Schedule;
-
-    fn person(id: &str) -> Participant {
-        Participant {
-            kaleyra_user_id: format!("tc_{id}"),
-            external_id: id.to_owned(),
-            role: Role::Basic,
-            groups: vec!["patient".to_owned()],
-            full_name: None,
-            language: None,
-            link: None,
-        }
-    }
+    use crate::domain::teleconsultation::tests::person;
 
     fn booking() -> Teleconsultation {
         let now = Utc.with_ymd_and_hms(2030, 1, 1, 10, 0, 0).unwrap();
@@ -88,7 +77,7 @@ mod tests {
                 start: now,
                 duration_secs: 900,
             },
-            vec![person("doc"), person("pat")],
+            vec![person("doc", Role::Plus), person("pat", Role::Basic)],
             now,
             None,
         )

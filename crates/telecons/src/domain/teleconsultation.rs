@@ -284,7 +284,7 @@ pub fn keep_links(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::TimeZone;
 
     use super::*;
@@ -295,7 +295,8 @@ mod tests {
         Utc.timestamp_opt(secs, 0).unwrap()
     }
 
-    fn rules() -> RoomRules {
+    /// Room rules with the default privileges, unlimited live rooms and no recording.
+    pub(crate) fn rules() -> RoomRules {
         RoomRules {
             privileges: Privileges::default(),
             settings: RoomSettings {
@@ -306,7 +307,8 @@ mod tests {
         }
     }
 
-    fn person(id: &str, role: Role) -> Participant {
+    /// A participant with no groups, name or link yet.
+    pub(crate) fn person(id: &str, role: Role) -> Participant {
         Participant {
             external_id: id.into(),
             kaleyra_user_id: format!("tc_{id}"),

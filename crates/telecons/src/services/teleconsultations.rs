@@ -850,34 +850,11 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::roles::{Privileges, Role};
-    use crate::domain::room_spec::{Recording, RoomSettings};
+    use crate::domain::roles::Role;
+    use crate::domain::teleconsultation::tests::{person, rules};
 
     fn at(hour: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2030, 1, 1, hour, 0, 0).unwrap()
-    }
-
-    fn person(id: &str, role: Role) -> Participant {
-        Participant {
-            kaleyra_user_id: format!("tc_{id}"),
-            external_id: id.to_owned(),
-            role,
-            groups: Vec::new(),
-            full_name: None,
-            language: None,
-            link: None,
-        }
-    }
-
-    fn rules() -> RoomRules {
-        RoomRules {
-            privileges: Privileges::default(),
-            settings: RoomSettings {
-                unlimited: true,
-                live: true,
-                recording: Recording::None,
-            },
-        }
     }
 
     /// A complete booking starting at 12:00, planned at 10:00.
