@@ -15,10 +15,8 @@ use kaleyra_client::KaleyraError;
 use crate::domain::access::Denied;
 use crate::identity::directory::DirectoryError;
 use crate::identity::{GroupsError, IdentityError};
-use crate::services::credentials::CredentialsError;
-use crate::services::settings::CompanyError;
-use crate::services::teleconsultations::{Operation, TeleconsultationError};
-use crate::services::{Unreadable, UnreadableKind};
+use crate::services::teleconsultations::Operation;
+use crate::services::{ServiceError, Unreadable, UnreadableKind};
 use crate::store::StoreError;
 
 /// The body of every error response.
@@ -191,23 +189,26 @@ impl From<KaleyraError> for ApiError {
 
 /// The documented 404 string belongs to GET; the other routes answer the plain shape, as the
 /// original's CRUD did. The documented no-plus-user string names the route.
-impl From<TeleconsultationError> for ApiError {
-    fn from(err: TeleconsultationError) -> Self {
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
         match err {
-            TeleconsultationError::NotFound(id) => {
+            ServiceError::NotFound(id) => {
                 Self::not_found(format!("no live teleconsultation has the id {id:?}"))
             }
-            TeleconsultationError::RoomNotFound(id) => Self::documented(
+            ServiceError::RoomNotFound(id) => Self::documented(
                 StatusCode::NOT_FOUND,
                 format!("Room with id {id} not found on CRUD"),
             ),
-            TeleconsultationError::Denied(denied) => denied.into(),
-            TeleconsultationError::Identity(err) => err.into(),
-            TeleconsultationError::Unreadable(err) => err.into(),
-            TeleconsultationError::Invalid(message) => Self::bad_request(message),
-            err @ TeleconsultationError::Immutable { .. } => Self::conflict(err.to_string()),
-            TeleconsultationError::Conflict(message) => Self::conflict(message),
-            TeleconsultationError::NoPlusUser { operation, .. } => {
+            ServiceError::Denied(denied) => denied.into(),
+            ServiceError::Identity(err) => err.into(),
+            ServiceError::Unreadable(err) => err.into(),
+            ServiceError::Invalid(message) => Self::bad_request(message),
+            ServiceError::NoRole(message) => Self::new(StatusCode::FORBIDDEN, message),
+            err @ ServiceError::Immutable { .. } => Self::conflict(err.to_string()),
+            ServiceError::Conflict(message) | ServiceError::TooMany(message) => {
+                Self::conflict(message)
+            }
+            ServiceError::NoPlusUser { operation, .. } => {
                 let route = match operation {
                     Operation::Book => "POST /teleconsultation".to_owned(),
                     Operation::Change => "PATCH /teleconsultation".to_owned(),
@@ -220,46 +221,19 @@ impl From<TeleconsultationError> for ApiError {
                     format!("Failed {route}: no plus user in room"),
                 )
             }
-            TeleconsultationError::Storage(err) => err.into(),
-            TeleconsultationError::Kaleyra(err) => err.into(),
-            TeleconsultationError::Directory(err) => err.into(),
-            // Nothing was stored: the request may be sent again.
-            err @ TeleconsultationError::OutOfTime => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
-            }
-        }
-    }
-}
-
-impl From<CredentialsError> for ApiError {
-    fn from(err: CredentialsError) -> Self {
-        match err {
-            CredentialsError::Denied(denied) => denied.into(),
-            CredentialsError::Identity(err) => err.into(),
-            CredentialsError::Unreadable(err) => err.into(),
-            CredentialsError::Invalid(message) => Self::bad_request(message),
-            CredentialsError::NoRole(message) => Self::new(StatusCode::FORBIDDEN, message),
-            CredentialsError::Groups(err) => err.into(),
-            CredentialsError::Kaleyra(err) => err.into(),
-            CredentialsError::Storage(err) => err.into(),
-        }
-    }
-}
-
-impl From<CompanyError> for ApiError {
-    fn from(err: CompanyError) -> Self {
-        match err {
-            CompanyError::Denied(denied) => denied.into(),
-            CompanyError::Identity(err) => err.into(),
-            CompanyError::Unreadable(err) => err.into(),
-            CompanyError::Groups(err) => err.into(),
-            CompanyError::UnknownAlias(message) => Self::not_found(message),
-            CompanyError::TooMany(message) => Self::conflict(message),
-            CompanyError::TooLarge(message) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
-            CompanyError::NotJpeg(message) => {
+            ServiceError::UnknownAlias(message) => Self::not_found(message),
+            ServiceError::TooLarge(message) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
+            ServiceError::NotJpeg(message) => {
                 Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
             }
-            CompanyError::Kaleyra(err) => err.into(),
+            ServiceError::Groups(err) => err.into(),
+            ServiceError::Directory(err) => err.into(),
+            ServiceError::Kaleyra(err) => err.into(),
+            ServiceError::Storage(err) => err.into(),
+            // Nothing was stored: the request may be sent again.
+            err @ ServiceError::OutOfTime => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
+            }
         }
     }
 }

@@ -3,15 +3,14 @@
 //! is one Kaleyra user whichever route meets them first.
 
 use chrono::{DateTime, Utc};
-use kaleyra_client::{KaleyraClient, KaleyraError};
+use kaleyra_client::KaleyraClient;
 use secrecy::SecretString;
 
-use super::Unreadable;
-use crate::domain::access::{self, Denied};
+use super::{ServiceError, Unreadable};
+use crate::domain::access;
 use crate::domain::roles::Privileges;
-use crate::identity::{Caller, CallerGroups, GroupsError, IdentityError};
-use crate::provisioner::{ProvisionError, Provisioner};
-use crate::store::StoreError;
+use crate::identity::{Caller, CallerGroups, IdentityError};
+use crate::provisioner::Provisioner;
 
 /// `expiresIn` when not given, and the bounds Kaleyra accepts (seconds).
 pub const DEFAULT_EXPIRES_IN: u32 = 3600;
@@ -26,39 +25,6 @@ pub struct SdkCredentials {
     pub kaleyra_user_id: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    /// The caller's identity is ambiguous or unusable (400).
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// The body could not be read.
-    #[error(transparent)]
-    Unreadable(#[from] Unreadable),
-    /// The body is wrong (400).
-    #[error("{0}")]
-    Invalid(String),
-    /// The caller's groups give it no role (403).
-    #[error("{0}")]
-    NoRole(String),
-    #[error(transparent)]
-    Groups(#[from] GroupsError),
-    #[error(transparent)]
-    Kaleyra(#[from] KaleyraError),
-    #[error(transparent)]
-    Storage(#[from] StoreError),
-}
-
-impl From<ProvisionError> for CredentialsError {
-    fn from(err: ProvisionError) -> Self {
-        match err {
-            ProvisionError::Kaleyra(e) => Self::Kaleyra(e),
-            ProvisionError::Store(e) => Self::Storage(e),
-        }
-    }
-}
-
 pub struct Credentials {
     provisioner: Provisioner,
     kaleyra: KaleyraClient,
@@ -67,13 +33,13 @@ pub struct Credentials {
 }
 
 /// `expiresIn` as given: 360–86400 seconds, or the default.
-pub fn expires_in(given: Option<i64>) -> Result<u32, CredentialsError> {
+pub fn expires_in(given: Option<i64>) -> Result<u32, ServiceError> {
     match given {
         None => Ok(DEFAULT_EXPIRES_IN),
         Some(secs) if (MIN_EXPIRES_IN..=MAX_EXPIRES_IN).contains(&secs) => {
             Ok(u32::try_from(secs).unwrap_or(DEFAULT_EXPIRES_IN))
         }
-        Some(secs) => Err(CredentialsError::Invalid(format!(
+        Some(secs) => Err(ServiceError::Invalid(format!(
             "expiresIn must be between {MIN_EXPIRES_IN} and {MAX_EXPIRES_IN} seconds, got {secs}"
         ))),
     }
@@ -100,7 +66,7 @@ impl Credentials {
         &self,
         caller: Result<Caller, IdentityError>,
         given: Result<Option<i64>, Unreadable>,
-    ) -> Result<SdkCredentials, CredentialsError> {
+    ) -> Result<SdkCredentials, ServiceError> {
         let caller = caller?;
         let user = access::identified(caller.id.as_deref())?;
         let expires_in = expires_in(given?)?;
@@ -108,7 +74,7 @@ impl Credentials {
         let role = self
             .privileges
             .require_role(user, &groups)
-            .map_err(|e| CredentialsError::NoRole(e.to_string()))?;
+            .map_err(|e| ServiceError::NoRole(e.to_string()))?;
         let kaleyra_user_id = self.provisioner.ensure_user(user, role).await?;
         let issued = match self
             .kaleyra

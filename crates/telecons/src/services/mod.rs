@@ -11,9 +11,92 @@ pub mod teleconsultations;
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+use kaleyra_client::KaleyraError;
 use tokio::time::Instant;
 
-use crate::provisioner::INLINE_BUDGET;
+use crate::domain::access::Denied;
+use crate::domain::schedule;
+use crate::domain::teleconsultation::NoPlusUser;
+use crate::identity::directory::DirectoryError;
+use crate::identity::{GroupsError, IdentityError};
+use crate::provisioner::{INLINE_BUDGET, ProvisionError};
+use crate::store::StoreError;
+use teleconsultations::Operation;
+
+/// Why a use case refuses or fails: one enum for the layer, mapped to HTTP once
+/// (`api::error`). The messages are meant for the caller; causes go to the logs there.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No live teleconsultation has this id.
+    #[error("teleconsultation {0} not found")]
+    NotFound(String),
+    /// The join's 404, whose documented text differs from the other routes'.
+    #[error("room {0} not found")]
+    RoomNotFound(String),
+    /// No caller (401), not a participant (401), not in the groups an action needs (403).
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The caller's identity is ambiguous or unusable (400).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The body or query could not be read.
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
+    /// What was sent breaks a rule (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The caller's groups give it no role (403).
+    #[error("{0}")]
+    NoRole(String),
+    /// The teleconsultation is in its immutable period (409).
+    #[error("teleconsultation {id} can no longer be changed: changes are refused from {}", schedule::format_instant(*.from))]
+    Immutable { id: String, from: DateTime<Utc> },
+    /// The change conflicts with the teleconsultation as it is (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A complete room needs a plus user (400, the documented text names the route).
+    #[error("{operation:?}: {source}")]
+    NoPlusUser {
+        operation: Operation,
+        source: NoPlusUser,
+    },
+    /// A virtual background alias Kaleyra does not know (404).
+    #[error("{0}")]
+    UnknownAlias(String),
+    /// The company has as many virtual backgrounds as Kaleyra allows (409).
+    #[error("{0}")]
+    TooMany(String),
+    /// An image too large (413).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not a JPEG (415).
+    #[error("{0}")]
+    NotJpeg(String),
+    /// The caller's groups cannot be had (400 unknown to the directory, 503 unreachable).
+    #[error(transparent)]
+    Groups(#[from] GroupsError),
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Kaleyra(#[from] KaleyraError),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+    /// What had to happen before the commit did not fit in the request's time.
+    #[error(
+        "the request could not be decided in time (the user directory or storage is slow); nothing was stored"
+    )]
+    OutOfTime,
+}
+
+impl From<ProvisionError> for ServiceError {
+    fn from(err: ProvisionError) -> Self {
+        match err {
+            ProvisionError::Kaleyra(err) => Self::Kaleyra(err),
+            ProvisionError::Store(err) => Self::Storage(err),
+        }
+    }
+}
 
 /// A part of a request that the API could not read (its body or query), handed to the use
 /// case unopened so that the use case reports it in the documented order: 404 (unknown id)

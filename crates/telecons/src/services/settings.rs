@@ -3,54 +3,24 @@
 //! `settingsGroups` when the service file lists them.
 
 use bytes::Bytes;
-use kaleyra_client::{Company, KaleyraClient, KaleyraError, UpdateCompany, VirtualBackground};
+use kaleyra_client::{Company, KaleyraClient, UpdateCompany, VirtualBackground};
 
-use super::Unreadable;
-use crate::domain::access::{self, Denied};
-use crate::identity::{Caller, CallerGroups, GroupsError, IdentityError};
+use super::ServiceError;
+use crate::domain::access;
+use crate::identity::{Caller, CallerGroups, IdentityError};
 
 /// The largest background accepted (Kaleyra takes up to 16 MB; the original allowed 10).
 pub const MAX_BACKGROUND_BYTES: usize = 10 * 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CompanyError {
-    /// No caller (401), or not in `settingsGroups` (403).
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    /// The caller's identity is ambiguous or unusable (400).
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// The body could not be read.
-    #[error(transparent)]
-    Unreadable(#[from] Unreadable),
-    #[error(transparent)]
-    Groups(#[from] GroupsError),
-    /// An alias Kaleyra does not know (404).
-    #[error("{0}")]
-    UnknownAlias(String),
-    /// Too many backgrounds already (409).
-    #[error("{0}")]
-    TooMany(String),
-    /// Too large (413).
-    #[error("{0}")]
-    TooLarge(String),
-    /// Not a JPEG (415).
-    #[error("{0}")]
-    NotJpeg(String),
-    /// Kaleyra failed (502; 503 when unreachable).
-    #[error(transparent)]
-    Kaleyra(#[from] KaleyraError),
-}
-
 /// Whether `image` is a JPEG by its content: the JPEG signature and a header that can be read
 /// up to the image's dimensions. A PNG named `.jpg` or declared `image/jpeg` is not.
-pub fn check_jpeg(image: &[u8]) -> Result<(), CompanyError> {
+pub fn check_jpeg(image: &[u8]) -> Result<(), ServiceError> {
     let is_jpeg = matches!(imagesize::image_type(image), Ok(imagesize::ImageType::Jpeg))
         && imagesize::blob_size(image).is_ok_and(|size| size.width > 0 && size.height > 0);
     if is_jpeg {
         Ok(())
     } else {
-        Err(CompanyError::NotJpeg(
+        Err(ServiceError::NotJpeg(
             "virtual_background must be a JPEG image (its content is not)".into(),
         ))
     }
@@ -82,7 +52,7 @@ impl CompanySettings {
     pub async fn authorize(
         &self,
         caller: Result<Caller, IdentityError>,
-    ) -> Result<(), CompanyError> {
+    ) -> Result<(), ServiceError> {
         let caller = caller?;
         let user = access::identified(caller.id.as_deref())?;
         if let Some(allowed) = &self.settings_groups {
@@ -97,23 +67,23 @@ impl CompanySettings {
         &self,
         image: Bytes,
         filename: &str,
-    ) -> Result<VirtualBackground, CompanyError> {
+    ) -> Result<VirtualBackground, ServiceError> {
         self.kaleyra
             .upload_virtual_background(image, filename)
             .await
             .map_err(|err| match err.status() {
                 // Kaleyra's refusals are the caller's errors.
-                Some(409) => CompanyError::TooMany(
+                Some(409) => ServiceError::TooMany(
                     "the company has as many virtual backgrounds as Kaleyra allows".into(),
                 ),
-                Some(413) => CompanyError::TooLarge("Kaleyra refuses an image this large".into()),
-                Some(415) => CompanyError::NotJpeg("Kaleyra refuses this image: not a JPEG".into()),
-                _ => CompanyError::Kaleyra(err),
+                Some(413) => ServiceError::TooLarge("Kaleyra refuses an image this large".into()),
+                Some(415) => ServiceError::NotJpeg("Kaleyra refuses this image: not a JPEG".into()),
+                _ => ServiceError::Kaleyra(err),
             })
     }
 
     /// Makes the background `alias` the company default.
-    pub async fn set_default_background(&self, alias: &str) -> Result<Company, CompanyError> {
+    pub async fn set_default_background(&self, alias: &str) -> Result<Company, ServiceError> {
         let update = UpdateCompany {
             background_alias: Some(alias.to_owned()),
             ..UpdateCompany::default()
@@ -122,10 +92,10 @@ impl CompanySettings {
             .update_company(&update)
             .await
             .map_err(|err| match err.status() {
-                Some(404) => CompanyError::UnknownAlias(format!(
+                Some(404) => ServiceError::UnknownAlias(format!(
                     "Kaleyra knows no virtual background with the alias {alias:?}"
                 )),
-                _ => CompanyError::Kaleyra(err),
+                _ => ServiceError::Kaleyra(err),
             })
     }
 }
@@ -145,7 +115,7 @@ mod tests {
     fn a_jpeg_is_known_by_its_content() {
         assert!(check_jpeg(TINY_JPEG).is_ok());
         let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0";
-        assert!(matches!(check_jpeg(png), Err(CompanyError::NotJpeg(_))));
+        assert!(matches!(check_jpeg(png), Err(ServiceError::NotJpeg(_))));
         // The signature alone is not enough: the header must be readable.
         assert!(check_jpeg(&[0xFF, 0xD8, 0xFF, 0xE0, 0x00]).is_err());
         assert!(check_jpeg(b"").is_err());

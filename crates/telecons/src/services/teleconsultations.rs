@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kaleyra_client::{DeleteOutcome, KaleyraClient, KaleyraError, Room};
+use kaleyra_client::{DeleteOutcome, KaleyraClient, Room};
 use tokio::time::Instant;
 
 use super::room_details::{Details, RoomDetailsCache};
-use super::{AfterCommit, Unreadable, commit_then_finish};
+use super::{AfterCommit, ServiceError, Unreadable, commit_then_finish};
 use crate::clock::Clock;
-use crate::domain::access::{self, Denied};
+use crate::domain::access;
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -28,7 +28,7 @@ use crate::domain::participants::{
 use crate::domain::room_spec::RoomRules;
 use crate::domain::schedule::{self, DurationInput, Schedule, ScheduleError};
 use crate::domain::teleconsultation::{
-    AddParticipantError, NoPlusUser, Participant, Teleconsultation, keep_links,
+    AddParticipantError, Participant, Teleconsultation, keep_links,
 };
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::identity::{Caller, IdentityError};
@@ -57,64 +57,25 @@ pub enum Operation {
     AddParticipant { id: String },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TeleconsultationError {
-    #[error("teleconsultation {0} not found")]
-    NotFound(String),
-    /// The join's 404, whose documented text differs from the other routes'.
-    #[error("room {0} not found")]
-    RoomNotFound(String),
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    /// The caller's identity is ambiguous or unusable (400).
-    #[error(transparent)]
-    Identity(#[from] IdentityError),
-    /// The body or query could not be read.
-    #[error(transparent)]
-    Unreadable(#[from] Unreadable),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("teleconsultation {id} can no longer be changed: changes are refused from {}", schedule::format_instant(*.from))]
-    Immutable { id: String, from: DateTime<Utc> },
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{operation:?}: {source}")]
-    NoPlusUser {
-        operation: Operation,
-        source: NoPlusUser,
-    },
-    #[error(transparent)]
-    Storage(#[from] StoreError),
-    #[error(transparent)]
-    Kaleyra(#[from] KaleyraError),
-    #[error(transparent)]
-    Directory(#[from] DirectoryError),
-    /// What had to happen before the commit did not fit in the request's time.
-    #[error(
-        "the request could not be decided in time (the user directory or storage is slow); nothing was stored"
-    )]
-    OutOfTime,
-}
-
-impl From<InvalidParticipants> for TeleconsultationError {
+impl From<InvalidParticipants> for ServiceError {
     fn from(err: InvalidParticipants) -> Self {
         Self::Invalid(err.0)
     }
 }
 
-impl From<ScheduleError> for TeleconsultationError {
+impl From<ScheduleError> for ServiceError {
     fn from(err: ScheduleError) -> Self {
         Self::Invalid(err.to_string())
     }
 }
 
-impl From<AddParticipantError> for TeleconsultationError {
+impl From<AddParticipantError> for ServiceError {
     fn from(err: AddParticipantError) -> Self {
         Self::Conflict(err.to_string())
     }
 }
 
-type Result<T> = std::result::Result<T, TeleconsultationError>;
+type Result<T> = std::result::Result<T, ServiceError>;
 
 /// The lifecycle's rules that come from the configuration.
 #[derive(Debug, Clone)]
@@ -234,15 +195,13 @@ impl Teleconsultations {
     ) -> Result<(String, Held)> {
         let participants = input
             .participants
-            .ok_or_else(|| TeleconsultationError::Invalid("participants is required".into()))?;
+            .ok_or_else(|| ServiceError::Invalid("participants is required".into()))?;
         let start = input
             .start
-            .ok_or_else(|| TeleconsultationError::Invalid("start_date is required".into()))?;
+            .ok_or_else(|| ServiceError::Invalid("start_date is required".into()))?;
         let duration =
             DurationInput::from_fields(input.end, input.duration_secs)?.ok_or_else(|| {
-                TeleconsultationError::Invalid(
-                    "one of end_date or duration_in_seconds is required".into(),
-                )
+                ServiceError::Invalid("one of end_date or duration_in_seconds is required".into())
             })?;
         let schedule = Schedule::new(start, duration)?;
         let checked = check_participants_input(
@@ -262,12 +221,11 @@ impl Teleconsultations {
             now,
             caller,
         );
-        tc.plan_room(&self.settings.rooms, now).map_err(|source| {
-            TeleconsultationError::NoPlusUser {
+        tc.plan_room(&self.settings.rooms, now)
+            .map_err(|source| ServiceError::NoPlusUser {
                 operation: Operation::Book,
                 source,
-            }
-        })?;
+            })?;
         // Stored with the work held: this request provisions it next.
         let held = match self.provisioner.store_new(&tc, users.clone()).await {
             // 64 random bits collided: another id, once.
@@ -350,7 +308,7 @@ impl Teleconsultations {
         link: std::result::Result<LinkRequest, Unreadable>,
     ) -> Result<Join> {
         let tc = self.read_cached(id).await.map_err(|err| match err {
-            TeleconsultationError::NotFound(id) => TeleconsultationError::RoomNotFound(id),
+            ServiceError::NotFound(id) => ServiceError::RoomNotFound(id),
             other => other,
         })?;
         let caller = caller?;
@@ -541,7 +499,7 @@ impl Teleconsultations {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(TeleconsultationError::Conflict(
+        Err(ServiceError::Conflict(
             "the teleconsultation kept changing under concurrent requests; try again".into(),
         ))
     }
@@ -742,7 +700,7 @@ impl Budget {
     async fn before_commit<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
         tokio::time::timeout_at(self.commit_by, work)
             .await
-            .unwrap_or(Err(TeleconsultationError::OutOfTime))
+            .unwrap_or(Err(ServiceError::OutOfTime))
     }
 }
 
@@ -786,7 +744,7 @@ fn plan(
     let unchanged = current.books_the_same_as(&next);
     let retired = next
         .plan_room(rules, now)
-        .map_err(|source| TeleconsultationError::NoPlusUser { operation, source })?;
+        .map_err(|source| ServiceError::NoPlusUser { operation, source })?;
     if unchanged {
         return Ok(Decision::Unchanged);
     }
@@ -801,7 +759,7 @@ fn plan(
 fn refuse_if_immutable(tc: &Teleconsultation, now: DateTime<Utc>, rules: &JoinRules) -> Result<()> {
     let period = rules.immutable_period_ms;
     if schedule::is_immutable(now, tc.start, period, tc.is_complete()) {
-        return Err(TeleconsultationError::Immutable {
+        return Err(ServiceError::Immutable {
             id: tc.id.clone(),
             from: schedule::immutable_from(tc.start, period),
         });
@@ -832,7 +790,7 @@ fn well_formed(id: &str) -> Result<()> {
     if is_well_formed(id) {
         Ok(())
     } else {
-        Err(TeleconsultationError::NotFound(id.to_owned()))
+        Err(ServiceError::NotFound(id.to_owned()))
     }
 }
 
@@ -841,7 +799,7 @@ fn well_formed(id: &str) -> Result<()> {
 fn only_live<T: Borrow<Teleconsultation>>(id: &str, read: Option<T>) -> Result<T> {
     match read {
         Some(tc) if tc.borrow().is_live() => Ok(tc),
-        _ => Err(TeleconsultationError::NotFound(id.to_owned())),
+        _ => Err(ServiceError::NotFound(id.to_owned())),
     }
 }
 
@@ -908,7 +866,7 @@ mod tests {
             operation.clone(),
         );
         assert!(
-            matches!(&refused, Err(TeleconsultationError::NoPlusUser { operation: o, .. }) if *o == operation),
+            matches!(&refused, Err(ServiceError::NoPlusUser { operation: o, .. }) if *o == operation),
             "{refused:?}"
         );
     }
@@ -923,7 +881,7 @@ mod tests {
         assert!(refuse_if_immutable(&tc, at(10), &hour).is_ok());
         let refused = refuse_if_immutable(&tc, at(11), &hour).unwrap_err();
         assert!(
-            matches!(refused, TeleconsultationError::Immutable { from, .. } if from == at(11)),
+            matches!(refused, ServiceError::Immutable { from, .. } if from == at(11)),
             "{refused:?}"
         );
         assert!(refuse_if_immutable(&tc, at(11), &JoinRules::default()).is_ok());
