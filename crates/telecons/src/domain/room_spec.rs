@@ -365,15 +365,19 @@ mod tests {
         assert_eq!(r.duration_secs, None);
     }
 
-    #[test]
-    fn fingerprint_is_short_hex_and_stable() {
-        let p = Privileges::default();
-        let r = spec(
+    /// Ten unlimited minutes for the doctor and the patient, default privileges.
+    fn ten_minutes() -> RoomSpec {
+        spec(
             &people(),
             &schedule("2030-01-01T10:00:00Z", 600),
-            &p,
+            &Privileges::default(),
             &UNLIMITED,
-        );
+        )
+    }
+
+    #[test]
+    fn fingerprint_is_short_hex_and_stable() {
+        let r = ten_minutes();
         let f = r.fingerprint();
         assert_eq!(f.len(), 16);
         assert!(
@@ -510,13 +514,7 @@ mod tests {
 
     #[test]
     fn description_round_trip_and_nothing_personal() {
-        let p = Privileges::default();
-        let r = spec(
-            &people(),
-            &schedule("2030-01-01T10:00:00Z", 600),
-            &p,
-            &UNLIMITED,
-        );
+        let r = ten_minutes();
         let id = "65f1a2b3c4d5e6f708192a3b";
         let installation = "0123456789abcdef";
         let d = r.tag(installation, id).to_string();
