@@ -14,6 +14,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use kaleyra_client::KaleyraError;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::domain::access::Denied;
 use crate::domain::schedule;
@@ -146,17 +147,21 @@ where
     E: Send + 'static,
 {
     let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        match work.await {
-            Ok((answer, after_commit)) => {
-                let _ = answer_tx.send(Ok(answer));
-                after_commit.await;
-            }
-            Err(err) => {
-                let _ = answer_tx.send(Err(err));
+    // In the request's span: its log lines keep the request id.
+    let task = tokio::spawn(
+        async move {
+            match work.await {
+                Ok((answer, after_commit)) => {
+                    let _ = answer_tx.send(Ok(answer));
+                    after_commit.await;
+                }
+                Err(err) => {
+                    let _ = answer_tx.send(Err(err));
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
     let Ok(answer) = answer_rx.await else {
         // The task ended without an answer. A panic goes on up (the panic layer answers
         // 500); otherwise the runtime is stopping, and this request with it.
@@ -169,7 +174,9 @@ where
     };
     let deadline = deadline.min(Instant::now() + INLINE_BUDGET);
     if answer.is_ok() && tokio::time::timeout_at(deadline, task).await.is_err() {
-        tracing::warn!("the request's time is up; the background worker finishes its Kaleyra work");
+        tracing::warn!(
+            "the request answers before its Kaleyra work is done; the work goes on in the background"
+        );
     }
     answer
 }
