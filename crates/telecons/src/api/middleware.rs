@@ -18,7 +18,34 @@ use tracing::Span;
 use super::error::ApiError;
 use crate::telemetry;
 
-/// A random 128-bit id, for requests that arrive without `x-request-id`.
+/// The request id header, the caller's or ours.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Keeps a client's `x-request-id` only when it is one value of 1–64 characters of
+/// `[A-Za-z0-9._-]`; any other is dropped, and the request gets an id of ours: the id is
+/// copied into every log line of the request, so a client must not choose its size or its
+/// characters (spec §6).
+pub async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let mut sent = request.headers().get_all(REQUEST_ID).iter();
+    let usable = match (sent.next(), sent.next()) {
+        (Some(id), None) => is_usable_request_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+fn is_usable_request_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A random 128-bit id, for requests that arrive without a usable `x-request-id`.
 #[derive(Clone, Copy)]
 pub struct MakeRequestHexId;
 
@@ -37,7 +64,7 @@ impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &axum::http::Request<B>) -> Span {
         let request_id = request
             .headers()
-            .get("x-request-id")
+            .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         tracing::info_span!(
@@ -159,5 +186,20 @@ pub fn time_out(
                 .into_response(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_kept_only_short_and_plain() {
+        for usable in ["a", "caller-chosen-id-42", "A.b_c-9", &"x".repeat(64)] {
+            assert!(is_usable_request_id(usable.as_bytes()), "{usable:?}");
+        }
+        for unusable in ["", &"x".repeat(65), "a b", "a/b", "é", "a\tb", "{}"] {
+            assert!(!is_usable_request_id(unusable.as_bytes()), "{unusable:?}");
+        }
     }
 }

@@ -96,12 +96,15 @@ pub fn router(state: ApiState) -> Router {
     if state.identity.bearer().is_some() {
         document_bearer_tokens(&mut openapi);
     }
-    let request_id = HeaderName::from_static("x-request-id");
+    let request_id = HeaderName::from_static(middleware::REQUEST_ID);
     let middleware = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static("apikey"),
         ]))
+        .layer(axum::middleware::map_request(
+            middleware::drop_unusable_request_id,
+        ))
         .layer(SetRequestIdLayer::new(
             request_id.clone(),
             middleware::MakeRequestHexId,

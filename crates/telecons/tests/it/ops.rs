@@ -325,6 +325,46 @@ async fn request_id_is_echoed_or_generated() {
         .expect("request");
     assert_eq!(response.status().as_u16(), 404);
     assert_eq!(request_id(&response).as_deref(), Some(sent));
+
+    // Kept only when 1-64 characters of [A-Za-z0-9._-]; anything else is replaced by ours.
+    let longest = "x".repeat(64);
+    let response = app
+        .http
+        .get(app.url("/-/healthz"))
+        .header("x-request-id", &longest)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(request_id(&response), Some(longest));
+    for unusable in [
+        "x".repeat(65),
+        "a b".to_owned(),
+        "a/b".to_owned(),
+        String::new(),
+    ] {
+        let response = app
+            .http
+            .get(app.url("/-/healthz"))
+            .header("x-request-id", &unusable)
+            .send()
+            .await
+            .expect("request");
+        let id = request_id(&response).expect("an id of ours");
+        assert!(
+            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{unusable:?} is replaced by a generated id, got {id:?}"
+        );
+    }
+    let response = app
+        .http
+        .get(app.url("/-/healthz"))
+        .header("x-request-id", "first")
+        .header("x-request-id", "second")
+        .send()
+        .await
+        .expect("request");
+    let id = request_id(&response).expect("an id of ours");
+    assert_eq!(id.len(), 32, "two ids are one too many: {id:?}");
 }
 
 #[tokio::test]
