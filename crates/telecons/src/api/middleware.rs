@@ -142,7 +142,7 @@ fn request_metrics(method: &'static str, route: &str, status: u16) -> (Counter, 
         .clone()
 }
 
-/// When a request arrived: the lifecycle counts its budget from here, so that the time the
+/// When a request arrived: the use cases count their budget from here, so that the time the
 /// request took to arrive (a slow body, a key-set fetch) is counted too.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival(pub tokio::time::Instant);
@@ -163,7 +163,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Arrival {
 }
 
 /// Notes each request's [`Arrival`] and bounds it to `limit` from then (503 after it), so
-/// that a graceful shutdown drains in bounded time. The lifecycle answers within its budget,
+/// that a graceful shutdown drains in bounded time. The use cases answer within their budget,
 /// shorter than `limit`: this only cuts what has no budget of its own.
 pub fn time_out(
     limit: Duration,

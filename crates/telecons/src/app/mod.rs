@@ -1,5 +1,5 @@
 //! The one assembly of the service: [`Application::build`] wires storage, Kaleyra, the
-//! provisioner, the lifecycle and the HTTP API from a [`Config`], and binds the listener;
+//! provisioner, the use cases and the HTTP API from a [`Config`], and binds the listener;
 //! `serve`, `demo`, the tests and the soak all use it. [`Services`] is the same wiring
 //! without a listener, for commands that do not serve (`telecons audit`).
 
@@ -148,7 +148,7 @@ impl Services {
             caller_groups,
             config.service.settings_groups.clone(),
         );
-        let lifecycle = Teleconsultations::new(
+        let teleconsultations = Teleconsultations::new(
             Arc::clone(&store),
             provisioner.clone(),
             kaleyra.clone(),
@@ -167,11 +167,11 @@ impl Services {
                 request_budget: deps.request_budget,
             },
         );
-        let lifecycle = Arc::new(lifecycle);
+        let teleconsultations = Arc::new(teleconsultations);
         let webhooks = KaleyraWebhooks::new(
             config.require_kaleyra()?.api_key.clone(),
             Arc::clone(&clock),
-            Arc::clone(&lifecycle),
+            Arc::clone(&teleconsultations),
         );
         let identity = match &config.jwt {
             Some(settings) => Identity::Bearer(
@@ -202,7 +202,7 @@ impl Services {
             kaleyra,
             provisioner,
             api: ApiState {
-                teleconsultations: lifecycle,
+                teleconsultations,
                 credentials: Arc::new(credentials),
                 company: Arc::new(company),
                 health: Arc::new(health),

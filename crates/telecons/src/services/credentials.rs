@@ -1,5 +1,5 @@
 //! `POST /credentials` (spec §4.7): a Kaleyra SDK token for the caller, whose Kaleyra user is
-//! created on first use — under the same deterministic id the lifecycle uses, so one person
+//! created on first use — under the same deterministic id bookings use, so one person
 //! is one Kaleyra user whichever route meets them first.
 
 use chrono::{DateTime, Utc};
