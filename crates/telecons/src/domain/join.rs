@@ -4,10 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::access::{self, Denied};
 use super::links::{LinkLanguage, access_link};
 use super::schedule;
-use super::teleconsultation::Teleconsultation;
+use super::teleconsultation::{Participant, Teleconsultation};
 
 /// The caller's options for its link.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,19 +38,19 @@ pub struct JoinView {
     pub room_id: Option<String>,
 }
 
-/// The view of `tc` for `caller` at `now`; refused when the caller is not a participant.
+/// The view of `tc` for `participant`, one of its participants (see
+/// [`access::participant`]), at `now`.
 ///
 /// The link is given only when the room exists and matches the teleconsultation as it is
 /// (not one awaiting replacement) and the links are due: nobody joins a room that could
 /// still be replaced.
 pub fn view(
     tc: &Teleconsultation,
-    caller: Option<&str>,
+    participant: &Participant,
     now: DateTime<Utc>,
     options: &LinkOptions,
     rules: &JoinRules,
-) -> Result<JoinView, Denied> {
-    let participant = access::participant(tc, caller)?;
+) -> JoinView {
     let due = schedule::link_available(now, tc.start, rules.immutable_period_ms);
     let access_link = if tc.room_is_current() && due {
         participant.link.as_deref().map(|link| {
@@ -78,7 +77,7 @@ pub fn view(
     } else {
         None
     };
-    Ok(JoinView {
+    JoinView {
         kaleyra_user_id: participant.kaleyra_user_id.clone(),
         access_link,
         participants: tc
@@ -87,7 +86,7 @@ pub fn view(
             .map(|p| (p.kaleyra_user_id.clone(), p.full_name.clone()))
             .collect(),
         room_id: tc.room_id.clone(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +94,12 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::domain::access::{self, Denied};
+
+    /// The participant `id` of `tc`.
+    fn of<'a>(tc: &'a Teleconsultation, id: &str) -> &'a Participant {
+        tc.participant(id).expect("a participant")
+    }
     use crate::domain::roles::{Privileges, Role};
     use crate::domain::room_spec::{Recording, RoomRules, RoomSettings, RoomSpec};
     use crate::domain::schedule::Schedule;
@@ -157,13 +162,7 @@ mod tests {
     #[test]
     fn strangers_see_nothing() {
         assert_eq!(
-            view(
-                &provisioned(),
-                Some("x"),
-                at(START),
-                &LinkOptions::default(),
-                &rules(0)
-            ),
+            access::participant(&provisioned(), Some("x")),
             Err(Denied::NotAParticipant)
         );
     }
@@ -172,14 +171,26 @@ mod tests {
     fn the_link_is_given_from_start_minus_period_on() {
         let tc = provisioned();
         let options = LinkOptions::default();
-        let before = view(&tc, Some("pat"), at(START - 601), &options, &rules(600_000)).unwrap();
+        let before = view(
+            &tc,
+            of(&tc, "pat"),
+            at(START - 601),
+            &options,
+            &rules(600_000),
+        );
         assert_eq!(before.access_link, None);
         assert_eq!(
             before.room_id.as_deref(),
             Some("room_1"),
             "details still shown"
         );
-        let due = view(&tc, Some("pat"), at(START - 600), &options, &rules(600_000)).unwrap();
+        let due = view(
+            &tc,
+            of(&tc, "pat"),
+            at(START - 600),
+            &options,
+            &rules(600_000),
+        );
         assert_eq!(
             due.access_link.as_deref(),
             Some("https://k/pat?language=it")
@@ -206,12 +217,11 @@ mod tests {
         ));
         let v = view(
             &tc,
-            Some("pat"),
+            of(&tc, "pat"),
             at(START),
             &LinkOptions::default(),
             &rules(0),
-        )
-        .unwrap();
+        );
         assert_eq!(v.access_link, None);
     }
 
@@ -223,7 +233,7 @@ mod tests {
             language: Some("de".into()),
             caller_groups: None,
         };
-        let v = view(&tc, Some("pat"), at(START), &asked, &rules(0)).unwrap();
+        let v = view(&tc, of(&tc, "pat"), at(START), &asked, &rules(0));
         assert_eq!(
             v.access_link.as_deref(),
             Some("https://k/pat?language=de&virtual_background=image")
@@ -231,12 +241,11 @@ mod tests {
         // The doctor's stored groups are in the background list; the request's groups win.
         let v = view(
             &tc,
-            Some("doc"),
+            of(&tc, "doc"),
             at(START),
             &LinkOptions::default(),
             &rules(0),
-        )
-        .unwrap();
+        );
         assert_eq!(
             v.access_link.as_deref(),
             Some("https://k/doc?language=it&virtual_background=image")
@@ -246,7 +255,7 @@ mod tests {
             language: Some("xx".into()),
             ..LinkOptions::default()
         };
-        let v = view(&tc, Some("doc"), at(START), &as_patient, &rules(0)).unwrap();
+        let v = view(&tc, of(&tc, "doc"), at(START), &as_patient, &rules(0));
         assert_eq!(v.access_link.as_deref(), Some("https://k/doc?language=it"));
     }
 }

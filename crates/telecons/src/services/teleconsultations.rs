@@ -312,7 +312,7 @@ impl Teleconsultations {
             other => other,
         })?;
         let caller = caller?;
-        access::participant(&tc, caller.id.as_deref())?;
+        let participant = access::participant(&tc, caller.id.as_deref())?;
         let link = link?;
         let options = LinkOptions {
             use_background: link.use_background,
@@ -321,11 +321,11 @@ impl Teleconsultations {
         };
         let mut view = join::view(
             &tc,
-            caller.id.as_deref(),
+            participant,
             self.clock.now(),
             &options,
             &self.settings.join,
-        )?;
+        );
         let details = match view.room_id.as_deref() {
             Some(room_id) => match self.details.get(room_id).await {
                 Details::Known(room) => Some(room),
