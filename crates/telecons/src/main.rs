@@ -92,7 +92,10 @@ fn main() -> ExitCode {
             Err(e) => fail(&format!("cannot render the OpenAPI document: {e}")),
         },
         Command::CheckConfig => match Config::from_env_for_serve() {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in config.warnings() {
+                    println!("warning: {warning}");
+                }
                 println!("configuration OK");
                 ExitCode::SUCCESS
             }

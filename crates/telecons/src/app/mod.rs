@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KaleyraSettings};
+use crate::domain::access;
 use crate::domain::join::JoinRules;
 use crate::domain::room_spec::RoomRules;
 use crate::identity::bearer::{BearerOptions, BearerVerifier};
@@ -28,6 +29,7 @@ use crate::identity::directory::Auth0Directory;
 use crate::identity::{CallerGroups, GatewayIdentity, Identity};
 use crate::provisioner::{Provisioner, ProvisionerSettings};
 use crate::services::credentials::Credentials;
+use crate::services::guard::GroupGuard;
 use crate::services::health::Health;
 use crate::services::kaleyra_webhooks::KaleyraWebhooks;
 use crate::services::settings::CompanySettings;
@@ -96,6 +98,9 @@ impl Services {
     /// user directory or bearer verifier that cannot be set up: better not to start than to
     /// answer 503 on every request.
     pub async fn build(config: &Config, deps: &Dependencies) -> anyhow::Result<Services> {
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let mut kaleyra = kaleyra_client(config.require_kaleyra()?)
             .context("cannot build the Kaleyra client from BANDYER_BASE_URL")?;
         if let Some(retry) = deps.kaleyra_retry {
@@ -145,14 +150,22 @@ impl Services {
         );
         let company = CompanySettings::new(
             kaleyra.clone(),
-            caller_groups,
-            config.service.settings_groups.clone(),
+            GroupGuard::new(
+                config.service.settings_groups.clone(),
+                caller_groups.clone(),
+                access::CHANGE_SETTINGS,
+            ),
         );
         let teleconsultations = Teleconsultations::new(
             Arc::clone(&store),
             provisioner.clone(),
             kaleyra.clone(),
             directory,
+            GroupGuard::new(
+                config.service.booking_groups.clone(),
+                caller_groups,
+                access::BOOK,
+            ),
             Arc::clone(&clock),
             TeleconsultationSettings {
                 rooms: RoomRules {

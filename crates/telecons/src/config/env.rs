@@ -68,6 +68,8 @@ pub(super) const JWT: Group<3> = Group {
 
 /// What an `http(s)` URL variable must be, for messages.
 pub(super) const HTTP_URL: &str = "an http:// or https:// URL";
+pub(super) const SECURE_URL: &str =
+    "an https:// URL (http:// only for a loopback host: 127.0.0.1, ::1 or localhost)";
 
 /// Environment variables by name. A value that is not valid UTF-8 is kept (as `Err`): it is
 /// a problem only when the service reads that variable, as other programs' variables may
@@ -332,10 +334,25 @@ pub(super) fn http_url(value: &str) -> Option<String> {
         .then(|| value.trim_end_matches('/').to_owned())
 }
 
+/// `value` if it is an `https` URL, or an `http` one whose host is loopback: what crosses a
+/// network in plain text could be read or swapped on the way (keys, a client secret).
+pub(super) fn secure_url(value: &str) -> Option<String> {
+    let url = reqwest::Url::parse(value).ok()?;
+    let host = url.host_str()?;
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+        .then(|| value.trim_end_matches('/').to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::testing::{errs, ok};
+    use crate::config::testing::{errs, guarded_file, ok};
 
     #[test]
     fn kaleyra_aliases() {
@@ -412,10 +429,12 @@ mod tests {
             (JWT_JWKS_URL, "keys.json"),
         ]);
         assert!(e[0].contains(JWT_JWKS_URL), "{e:?}");
+        let service_file = guarded_file();
         let j = ok(&[
             (JWT_ISSUER, "i"),
             (JWT_AUDIENCE, "a"),
             (JWT_JWKS_URL, "http://127.0.0.1:1/jwks"),
+            (SERVICE_CONFIG_PATH, service_file.path().to_str().unwrap()),
         ])
         .jwt
         .unwrap();

@@ -262,7 +262,8 @@ impl Config {
                     base_url: env.check(
                         AUTH0_DOMAIN,
                         &domain,
-                        "a tenant domain (e.g. example.eu.auth0.com) or an http:// or https:// URL",
+                        "a tenant domain (e.g. example.eu.auth0.com) or an https:// URL (http:// \
+                         only for a loopback host: 127.0.0.1, ::1 or localhost)",
                         auth0_base_url,
                     )?,
                     client_id,
@@ -270,23 +271,27 @@ impl Config {
                 })
                 });
 
-        let jwt = env
-            .together(&JWT, None)
-            .and_then(|[issuer, audience, jwks_url]| {
-                Some(BearerSettings {
-                    issuer,
-                    audience,
-                    user_id_claim: env
-                        .get(JWT_USER_ID_CLAIM)
-                        .unwrap_or_else(|| DEFAULT_USER_ID_CLAIM.to_owned()),
-                    groups_claim: env
-                        .get(JWT_GROUPS_CLAIM)
-                        .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_owned()),
-                    jwks_url: env.check(JWT_JWKS_URL, &jwks_url, HTTP_URL, http_url)?,
-                })
-            });
+        let jwt_vars = env.together(&JWT, None);
+        let bearer_mode = jwt_vars.is_some();
+        let jwt = jwt_vars.and_then(|[issuer, audience, jwks_url]| {
+            Some(BearerSettings {
+                issuer,
+                audience,
+                user_id_claim: env
+                    .get(JWT_USER_ID_CLAIM)
+                    .unwrap_or_else(|| DEFAULT_USER_ID_CLAIM.to_owned()),
+                groups_claim: env
+                    .get(JWT_GROUPS_CLAIM)
+                    .unwrap_or_else(|| DEFAULT_GROUPS_CLAIM.to_owned()),
+                jwks_url: env.check(JWT_JWKS_URL, &jwks_url, SECURE_URL, secure_url)?,
+            })
+        });
 
         let service = service_file(&mut env, &headers.user_id);
+        if bearer_mode {
+            require_group_lists(&mut env, service.as_ref());
+        }
+        let service = service.unwrap_or_else(|| ServiceFile::built_in(&headers.user_id));
 
         let problems = env.into_problems();
         if !problems.is_empty() {
@@ -309,6 +314,20 @@ impl Config {
             jwt,
             service,
         })
+    }
+
+    /// What works but is likely a mistake: said at start-up (a log warning) and by
+    /// `check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.service.settings_groups.is_none() {
+            warnings.push(format!(
+                "settingsGroups is not set in the service file ({SERVICE_CONFIG_PATH}): any \
+                 identified caller may change the company's Kaleyra settings (/settings); list \
+                 the groups that may"
+            ));
+        }
+        warnings
     }
 
     /// The Kaleyra settings, or the error `serve` stops with (naming both variables).
@@ -335,12 +354,13 @@ fn kaleyra_base_url(value: &str) -> Option<String> {
     Some(url.trim_end_matches('/').to_owned())
 }
 
-/// `AUTH0_DOMAIN` as a base URL: a tenant domain implies `https://`.
+/// `AUTH0_DOMAIN` as a base URL: a tenant domain implies `https://`; plain `http://` only on
+/// loopback (the client secret crosses it).
 fn auth0_base_url(domain: &str) -> Option<String> {
     if domain.contains("://") {
-        http_url(domain)
+        secure_url(domain)
     } else {
-        http_url(&format!("https://{domain}"))
+        secure_url(&format!("https://{domain}"))
     }
 }
 
@@ -357,11 +377,11 @@ fn tracing_level(value: &str) -> Option<&'static str> {
     })
 }
 
-/// The service file named by `TELECONSULTATION_SERVICE_CONFIG_PATH`, or the built-in one.
-/// Its problems name the file.
-fn service_file(env: &mut Env<'_>, user_id_header: &str) -> ServiceFile {
+/// The service file named by `TELECONSULTATION_SERVICE_CONFIG_PATH`, or the built-in one;
+/// `None` when it has problems (reported, naming the file).
+fn service_file(env: &mut Env<'_>, user_id_header: &str) -> Option<ServiceFile> {
     let Some(path) = env.get(SERVICE_CONFIG_PATH) else {
-        return ServiceFile::built_in(user_id_header);
+        return Some(ServiceFile::built_in(user_id_header));
     };
     let file = match std::fs::read_to_string(&path) {
         Err(e) => Err(vec![format!(
@@ -370,10 +390,39 @@ fn service_file(env: &mut Env<'_>, user_id_header: &str) -> ServiceFile {
         Ok(text) => ServiceFile::parse(&text, user_id_header)
             .map_err(|problems| problems.iter().map(|p| format!("{path}: {p}")).collect()),
     };
-    file.unwrap_or_else(|problems| {
-        problems.into_iter().for_each(|p| env.problem(p));
-        ServiceFile::built_in(user_id_header)
-    })
+    file.map_err(|problems| problems.into_iter().for_each(|p| env.problem(p)))
+        .ok()
+}
+
+/// Bearer mode has no gateway in front: the service guards its routes itself, so the
+/// service file must say who books (`bookingGroups`) and who changes the settings
+/// (`settingsGroups`). `service` is `None` when the file has problems of its own (already
+/// reported).
+fn require_group_lists(env: &mut Env<'_>, service: Option<&ServiceFile>) {
+    let Some(service) = service else { return };
+    let missing: Vec<&str> = [
+        ("bookingGroups", service.booking_groups.is_none()),
+        ("settingsGroups", service.settings_groups.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(key, missing)| missing.then_some(key))
+    .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let file = env
+        .get(SERVICE_CONFIG_PATH)
+        .unwrap_or_else(|| format!("set {SERVICE_CONFIG_PATH} to a service file"));
+    env.problem(format!(
+        "{file}: {} required in bearer mode ({JWT_ISSUER}, {JWT_AUDIENCE} and {JWT_JWKS_URL} \
+         set): without a gateway in front, the service itself admits the callers who book \
+         and change teleconsultations (bookingGroups) and those who change the company \
+         settings (settingsGroups)",
+        match missing.as_slice() {
+            [one] => format!("{one} is"),
+            _ => format!("{} are", missing.join(" and ")),
+        }
+    ));
 }
 
 /// Building configurations in the tests of every configuration module.
@@ -395,13 +444,36 @@ mod testing {
     pub(super) fn errs(pairs: &[(&str, &str)]) -> Vec<String> {
         Config::from_vars(&vars(pairs)).unwrap_err().0
     }
+
+    /// A service file with `content`, removed with the value.
+    pub(super) fn file(content: &str) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content.as_bytes()).unwrap();
+        f
+    }
+
+    /// A service file with both group lists, as bearer mode needs.
+    pub(super) fn guarded_file() -> tempfile::NamedTempFile {
+        file(
+            r#"{"privileges": {"basic": {"groups": ["patient"]}, "plus": {"groups": ["doctor"]}},
+                "bookingGroups": ["booking"], "settingsGroups": ["admin"]}"#,
+        )
+    }
+
+    /// The three variables that turn bearer mode on.
+    pub(super) const BEARER: [(&str, &str); 3] = [
+        (JWT_ISSUER, "https://issuer/"),
+        (JWT_AUDIENCE, "telecons"),
+        (JWT_JWKS_URL, "https://issuer/.well-known/jwks.json"),
+    ];
 }
 
 #[cfg(test)]
 mod tests {
     use secrecy::ExposeSecret;
 
-    use super::testing::{errs, ok};
+    use super::testing::{BEARER, errs, file, guarded_file, ok};
     use super::*;
     use crate::domain::roles::Privileges;
     use crate::identity::user_id_path::UserIdPath;
@@ -437,7 +509,9 @@ mod tests {
 
     #[test]
     fn every_variable_read() {
+        let service_file = guarded_file();
         let c = ok(&[
+            (SERVICE_CONFIG_PATH, service_file.path().to_str().unwrap()),
             (KALEYRA_KEY, "k-secret"),
             (KALEYRA_URL, "https://api.sandbox.eu.bandyer.com/"),
             (DATABASE_URL, "postgres://u:p@db/telecons"),
@@ -598,15 +672,116 @@ mod tests {
 
     #[test]
     fn bearer_token_settings_turn_bearer_mode_on() {
-        let jwt = ok(&[
-            (JWT_ISSUER, "https://issuer/"),
-            (JWT_AUDIENCE, "telecons"),
-            (JWT_JWKS_URL, "https://issuer/.well-known/jwks.json"),
-        ]);
+        let service_file = guarded_file();
+        let path = service_file.path().to_str().unwrap();
+        let jwt = ok(&[BEARER[0], BEARER[1], BEARER[2], (SERVICE_CONFIG_PATH, path)]);
         let settings = jwt.jwt.expect("bearer mode");
         assert_eq!(settings.user_id_claim, "sub");
         assert_eq!(settings.groups_claim, "groups");
         assert!(ok(&[]).jwt.is_none());
+    }
+
+    #[test]
+    fn bearer_mode_needs_both_group_lists() {
+        // No service file at all: both lists named, and how to give them.
+        let e = errs(&BEARER);
+        assert_eq!(
+            e,
+            vec![format!(
+                "set {SERVICE_CONFIG_PATH} to a service file: bookingGroups and settingsGroups \
+                 are required in bearer mode (JWT_ISSUER, JWT_AUDIENCE and JWT_JWKS_URL set): \
+                 without a gateway in front, the service itself admits the callers who book \
+                 and change teleconsultations (bookingGroups) and those who change the \
+                 company settings (settingsGroups)"
+            )]
+        );
+        // A file with one list: the other is named, with the file.
+        let one = file(
+            r#"{"privileges": {"basic": {"groups": ["p"]}, "plus": {"groups": ["d"]}},
+                "settingsGroups": ["admin"]}"#,
+        );
+        let path = one.path().to_str().unwrap();
+        let e = errs(&[BEARER[0], BEARER[1], BEARER[2], (SERVICE_CONFIG_PATH, path)]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(&format!("{path}: bookingGroups is required in bearer mode")),
+            "{e:?}"
+        );
+        // A file with problems of its own: those, not a guess about the lists.
+        let broken = file(r#"{"privileges": {}}"#);
+        let path = broken.path().to_str().unwrap();
+        let e = errs(&[BEARER[0], BEARER[1], BEARER[2], (SERVICE_CONFIG_PATH, path)]);
+        assert!(e.iter().all(|p| !p.contains("bearer mode")), "{e:?}");
+        // Gateway mode: both optional.
+        assert!(ok(&[]).service.booking_groups.is_none());
+    }
+
+    #[test]
+    fn settings_open_to_every_caller_is_a_warning() {
+        assert_eq!(
+            ok(&[]).warnings(),
+            vec![format!(
+                "settingsGroups is not set in the service file ({SERVICE_CONFIG_PATH}): any \
+                 identified caller may change the company's Kaleyra settings (/settings); list \
+                 the groups that may"
+            )]
+        );
+        let service_file = guarded_file();
+        let path = service_file.path().to_str().unwrap();
+        assert!(ok(&[(SERVICE_CONFIG_PATH, path)]).warnings().is_empty());
+    }
+
+    #[test]
+    fn key_set_and_directory_urls_are_https_or_loopback() {
+        let service_file = guarded_file();
+        let path = service_file.path().to_str().unwrap();
+        let jwks = |url: &str| {
+            Config::from_vars(&testing::vars(&[
+                BEARER[0],
+                BEARER[1],
+                (JWT_JWKS_URL, url),
+                (SERVICE_CONFIG_PATH, path),
+            ]))
+            .map(|c| c.jwt.unwrap().jwks_url)
+            .map_err(|e| e.0)
+        };
+        for url in [
+            "https://issuer.example/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://127.8.9.10/jwks",
+            "http://[::1]:8080/jwks",
+            "http://localhost:8080/jwks",
+        ] {
+            assert_eq!(jwks(url), Ok(url.to_owned()));
+        }
+        for url in [
+            "http://issuer.example/jwks",
+            "http://10.0.0.1/jwks",
+            "http://localhost.evil.example/jwks",
+            "ftp://issuer.example/jwks",
+        ] {
+            let e = jwks(url).unwrap_err();
+            assert_eq!(e.len(), 1, "{url}: {e:?}");
+            assert!(
+                e[0].contains(JWT_JWKS_URL)
+                    && e[0].contains("an https:// URL (http:// only for a loopback host"),
+                "{url}: {e:?}"
+            );
+        }
+        let auth0 = |domain: &str| {
+            Config::from_vars(&testing::vars(&[
+                (AUTH0_DOMAIN, domain),
+                (AUTH0_CLIENT_ID, "i"),
+                (AUTH0_CLIENT_SECRET, "s"),
+            ]))
+            .map_err(|e| e.0)
+        };
+        assert!(auth0("http://localhost:8081").is_ok());
+        let e = auth0("http://auth0-proxy.internal").unwrap_err();
+        assert!(
+            e[0].contains(AUTH0_DOMAIN) && e[0].contains("loopback"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -683,7 +858,8 @@ mod tests {
             (JWT_AUDIENCE, "telecons"),
             (JWT_JWKS_URL, "not a url"),
         ]);
-        assert_eq!(e.len(), 3, "{e:?}");
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e.iter().any(|p| p.contains("bookingGroups")), "{e:?}");
         assert!(e.iter().any(|p| p.starts_with("Kaleyra is not configured")));
         assert!(e.iter().any(|p| p.contains(LIVE)));
         assert!(e.iter().any(|p| p.contains(JWT_JWKS_URL)), "{e:?}");

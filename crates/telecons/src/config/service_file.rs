@@ -17,14 +17,18 @@ pub struct ServiceFile {
     /// `settingsGroups`: `Some` = only these groups may use `/settings`; `None` = anyone
     /// identified.
     pub settings_groups: Option<Vec<String>>,
+    /// `bookingGroups`: `Some` = only these groups may book and change teleconsultations;
+    /// `None` = the gateway guards those routes (gateway mode only).
+    pub booking_groups: Option<Vec<String>>,
 }
 
 /// Top-level keys of the service file. The last five are the original's and are ignored.
-const FILE_KEYS: [&str; 9] = [
+const FILE_KEYS: [&str; 10] = [
     "privileges",
     "groupsWithBackgroundList",
     "userIdPathInRequest",
     "settingsGroups",
+    "bookingGroups",
     "theme",
     "companyLogo",
     "environment",
@@ -41,6 +45,7 @@ impl ServiceFile {
             groups_with_background: Vec::new(),
             user_id_path: UserIdPath::header(user_id_header),
             settings_groups: None,
+            booking_groups: None,
         }
     }
 
@@ -74,6 +79,8 @@ impl ServiceFile {
 
         let settings_groups = present(top, "settingsGroups")
             .and_then(|v| string_list(v, "settingsGroups", true, &mut errors));
+        let booking_groups = present(top, "bookingGroups")
+            .and_then(|v| string_list(v, "bookingGroups", true, &mut errors));
 
         let user_id_path = match present(top, "userIdPathInRequest") {
             None => Some(UserIdPath::header(user_id_header)),
@@ -88,6 +95,7 @@ impl ServiceFile {
                 groups_with_background,
                 user_id_path,
                 settings_groups,
+                booking_groups,
             }),
             _ => Err(errors),
         }
@@ -245,20 +253,12 @@ fn parse_tools(value: &Value, at: &str, errors: &mut Vec<String>) -> Option<Tool
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
     use serde_json::json;
 
     use super::*;
-    use crate::config::testing::{errs, vars};
+    use crate::config::testing::{errs, file, vars};
     use crate::config::{Config, ConfigErrors, LIVE, SERVICE_CONFIG_PATH};
     use crate::domain::roles::Role;
-
-    fn file(content: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(content.as_bytes()).unwrap();
-        f
-    }
 
     fn with_file(content: &str) -> Result<Config, ConfigErrors> {
         let f = file(content);
@@ -287,7 +287,8 @@ mod tests {
               "environment": "sandbox",
               "mode": "window",
               "customUserId": { "source": "_id", "target": "authUserId" },
-              "settingsGroups": ["admin"]
+              "settingsGroups": ["admin"],
+              "bookingGroups": ["booking-backend", "back-office"]
             }"##,
         )
         .unwrap();
@@ -306,6 +307,10 @@ mod tests {
         assert_eq!(s.groups_with_background, vec!["doctor"]);
         assert_eq!(s.user_id_path, UserIdPath::header("miauserid"));
         assert_eq!(s.settings_groups, Some(vec!["admin".to_owned()]));
+        assert_eq!(
+            s.booking_groups,
+            Some(vec!["booking-backend".to_owned(), "back-office".to_owned()])
+        );
     }
 
     #[test]
@@ -317,6 +322,7 @@ mod tests {
         assert_eq!(c.service.privileges.plus.tools, None);
         assert!(c.service.groups_with_background.is_empty());
         assert_eq!(c.service.settings_groups, None);
+        assert_eq!(c.service.booking_groups, None);
         assert_eq!(c.service.user_id_path, UserIdPath::header("miauserid"));
     }
 
@@ -349,6 +355,7 @@ mod tests {
                 "admin": {}
               },
               "settingsGroups": [],
+              "bookingGroups": [""],
               "groupsWithBackgroundList": [1],
               "userIdPathInRequest": [{ "from": "object", "extract": "body" }]
             }"#,
@@ -362,6 +369,7 @@ mod tests {
             "unknown tool `screensharing` in privileges.plus.tools",
             "unknown key `admin` in privileges",
             "settingsGroups must not be empty",
+            "bookingGroups[0] must be a non-empty string",
             "groupsWithBackgroundList[0] must be a non-empty string",
             "userIdPathInRequest[0] must be",
         ] {

@@ -20,8 +20,10 @@ use user_id_path::{UserIdPath, groups_from_header};
 pub struct Caller {
     /// Found through `userIdPathInRequest` (by default the `USERID_HEADER_KEY` header).
     pub id: Option<String>,
-    /// From the `GROUPS_HEADER_KEY` header, when sent.
+    /// From the `GROUPS_HEADER_KEY` header, when sent, or from the token.
     pub groups: Option<Vec<String>>,
+    /// Identified by a verified bearer token, whose issuer vouches for its groups.
+    pub from_token: bool,
 }
 
 /// A request whose identity is ambiguous or unusable: the caller must fix it (400).
@@ -67,6 +69,20 @@ impl CallerGroups {
                 .groups),
             None => Ok(caller.groups.clone().unwrap_or_default()),
         }
+    }
+
+    /// The groups that decide what `caller` may do (`bookingGroups`, `settingsGroups`): a
+    /// verified token's own — its issuer signed them, and a machine client is known to no
+    /// user directory — else as [`Self::of`].
+    pub async fn for_access(
+        &self,
+        user: &str,
+        caller: &Caller,
+    ) -> Result<Vec<String>, GroupsError> {
+        if caller.from_token {
+            return Ok(caller.groups.clone().unwrap_or_default());
+        }
+        self.of(user, caller).await
     }
 }
 
@@ -129,6 +145,7 @@ async fn bearer_caller(
             Ok(Caller {
                 id: Some(verified.id),
                 groups: Some(verified.groups),
+                from_token: true,
             })
         }
         Err(reason) => {
@@ -197,7 +214,11 @@ impl GatewayIdentity {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(&self.groups_header))
             .map(|(_, value)| groups_from_header(value));
-        Ok(Caller { id, groups })
+        Ok(Caller {
+            id,
+            groups,
+            from_token: false,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! requests into these calls, and their errors into answers (`api::error`).
 
 pub mod credentials;
+pub mod guard;
 pub mod health;
 pub mod kaleyra_webhooks;
 pub mod room_details;

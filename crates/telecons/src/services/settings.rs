@@ -6,8 +6,9 @@ use bytes::Bytes;
 use kaleyra_client::{Company, KaleyraClient, UpdateCompany, VirtualBackground};
 
 use super::ServiceError;
+use super::guard::GroupGuard;
 use crate::domain::access;
-use crate::identity::{Caller, CallerGroups, IdentityError};
+use crate::identity::{Caller, IdentityError};
 
 /// The largest background accepted (Kaleyra takes up to 16 MB; the original allowed 10).
 pub const MAX_BACKGROUND_BYTES: usize = 10 * 1024 * 1024;
@@ -28,38 +29,24 @@ pub fn check_jpeg(image: &[u8]) -> Result<(), ServiceError> {
 
 pub struct CompanySettings {
     kaleyra: KaleyraClient,
-    groups: CallerGroups,
-    /// `settingsGroups`: `Some` = only callers in these groups.
-    settings_groups: Option<Vec<String>>,
+    /// `settingsGroups`.
+    guard: GroupGuard,
 }
 
 impl CompanySettings {
-    pub fn new(
-        kaleyra: KaleyraClient,
-        groups: CallerGroups,
-        settings_groups: Option<Vec<String>>,
-    ) -> Self {
-        Self {
-            kaleyra,
-            groups,
-            settings_groups,
-        }
+    pub fn new(kaleyra: KaleyraClient, guard: GroupGuard) -> Self {
+        Self { kaleyra, guard }
     }
 
     /// Whether `caller` may change the company's look: its identity readable (400),
-    /// identified (401), and in `settingsGroups` when the service file lists them (403; the
-    /// groups are looked up only then).
+    /// identified (401), and in `settingsGroups` when the service file lists them (403).
     pub async fn authorize(
         &self,
         caller: Result<Caller, IdentityError>,
     ) -> Result<(), ServiceError> {
         let caller = caller?;
-        let user = access::identified(caller.id.as_deref())?;
-        if let Some(allowed) = &self.settings_groups {
-            let groups = self.groups.of(user, &caller).await?;
-            access::in_groups(user, &groups, allowed, access::CHANGE_SETTINGS)?;
-        }
-        Ok(())
+        access::identified(caller.id.as_deref())?;
+        self.guard.admit(&caller).await
     }
 
     /// Uploads a (checked) JPEG as a virtual background.

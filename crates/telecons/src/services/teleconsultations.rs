@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use kaleyra_client::{DeleteOutcome, KaleyraClient, Room};
 use tokio::time::Instant;
 
+use super::guard::GroupGuard;
 use super::room_details::{Details, RoomDetailsCache};
 use super::{AfterCommit, ServiceError, Unreadable, commit_then_finish};
 use crate::clock::Clock;
@@ -138,8 +139,17 @@ pub struct Teleconsultations {
     details: RoomDetailsCache,
     /// The user directory, when `AUTH_SERVICE` is set.
     directory: Option<Arc<Auth0Directory>>,
+    /// `bookingGroups`: who may book and change teleconsultations.
+    booking: GroupGuard,
     clock: Arc<dyn Clock>,
     settings: TeleconsultationSettings,
+}
+
+/// Who asks for a change: a caller (admitted by `bookingGroups`), or the service itself
+/// (a room Kaleyra lost is made again).
+enum Requester {
+    Caller(std::result::Result<Caller, IdentityError>),
+    Service,
 }
 
 impl Teleconsultations {
@@ -148,6 +158,7 @@ impl Teleconsultations {
         provisioner: Provisioner,
         kaleyra: KaleyraClient,
         directory: Option<Arc<Auth0Directory>>,
+        booking: GroupGuard,
         clock: Arc<dyn Clock>,
         settings: TeleconsultationSettings,
     ) -> Self {
@@ -157,13 +168,14 @@ impl Teleconsultations {
             details: RoomDetailsCache::new(&kaleyra),
             kaleyra,
             directory,
+            booking,
             clock,
             settings,
         }
     }
 
     /// `POST /teleconsultation`: stores a new teleconsultation and provisions it. Returns
-    /// its id.
+    /// its id. The caller (400, then 401 and 403 with `bookingGroups`), then the body (400).
     pub async fn create(
         self: &Arc<Self>,
         caller: std::result::Result<Caller, IdentityError>,
@@ -172,6 +184,7 @@ impl Teleconsultations {
     ) -> Result<String> {
         let budget = Budget::from(arrived, self.settings.request_budget);
         let caller = caller?;
+        self.booking.admit(&caller).await?;
         let input = input?;
         let service = Arc::clone(self);
         commit_then_finish(budget.deadline, async move {
@@ -246,7 +259,7 @@ impl Teleconsultations {
         input: std::result::Result<BookingInput, Unreadable>,
         arrived: Instant,
     ) -> Result<()> {
-        self.change(id, caller, arrived, move |service| {
+        self.change(id, Requester::Caller(caller), arrived, move |service| {
             let input = input?;
             Ok(Update {
                 duration: DurationInput::from_fields(input.end, input.duration_secs)?,
@@ -273,7 +286,7 @@ impl Teleconsultations {
         arrived: Instant,
     ) -> Result<()> {
         let operation = Operation::AddParticipant { id: id.clone() };
-        self.change(id, caller, arrived, move |service| {
+        self.change(id, Requester::Caller(caller), arrived, move |service| {
             Ok(AddParticipant {
                 entry: check_entry(
                     entry?,
@@ -296,7 +309,8 @@ impl Teleconsultations {
         caller: std::result::Result<Caller, IdentityError>,
         arrived: Instant,
     ) -> Result<()> {
-        self.change(id, caller, arrived, |_| Ok(Delete)).await
+        self.change(id, Requester::Caller(caller), arrived, |_| Ok(Delete))
+            .await
     }
 
     /// `GET /teleconsultation/:id` for `caller`: 404, then the caller (400, then 401), then
@@ -352,7 +366,7 @@ impl Teleconsultations {
             return Ok(None);
         };
         let room_id = room_id.to_owned();
-        self.change(id.clone(), Ok(Caller::default()), Instant::now(), |_| {
+        self.change(id.clone(), Requester::Service, Instant::now(), |_| {
             Ok(RoomLost { room_id })
         })
         .await?;
@@ -437,20 +451,27 @@ impl Teleconsultations {
     }
 
     /// Applies the change `make` builds to the live record `id`, in the documented order:
-    /// 404, the caller's identity (400), then what `make` refuses (the body's 400s), then
-    /// the change's own decision. Stores what it decides (retiring rooms in the same
+    /// 404, the caller's identity (400), `bookingGroups` (401, 403), then what `make`
+    /// refuses (the body's 400s), then the change's own decision. Stores what it decides (retiring rooms in the same
     /// transaction), then deletes the retired rooms and provisions. When the record changed
     /// meanwhile, the change is decided again on the fresh one.
     async fn change<C: Change + 'static>(
         self: &Arc<Self>,
         id: String,
-        caller: std::result::Result<Caller, IdentityError>,
+        requester: Requester,
         arrived: Instant,
         make: impl FnOnce(&Self) -> Result<C>,
     ) -> Result<()> {
         let budget = Budget::from(arrived, self.settings.request_budget);
         let current = self.live(&id).await?;
-        let caller = caller?.id;
+        let caller = match requester {
+            Requester::Caller(caller) => {
+                let caller = caller?;
+                self.booking.admit(&caller).await?;
+                caller.id
+            }
+            Requester::Service => None,
+        };
         let change = make(self)?;
         let service = Arc::clone(self);
         commit_then_finish(budget.deadline, async move {

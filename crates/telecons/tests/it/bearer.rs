@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use telecons::clock::Clock as _;
 
 use crate::support::{TestApp, TestDatabase, test_epoch};
-use crate::teleconsultations::{create_tc, pair};
+use crate::teleconsultations::{config_file, pair};
 use crate::test_issuer::{JwksEndpoint, keys, sign, unsigned};
 
 crate::on_both_backends!(
@@ -28,16 +28,62 @@ pub(crate) fn claims(sub: &str) -> Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 600, "groups": ["patient"]})
 }
 
+/// The groups of the service file bearer-mode apps get: who books, who changes settings.
+pub(crate) const BOOKING_GROUP: &str = "booking";
+pub(crate) const SETTINGS_GROUP: &str = "admin";
+
+/// The token of the booking backend: a machine client (client-credentials grant), whose
+/// rights are in its `scope`.
+pub(crate) fn booking_token() -> String {
+    let now = test_epoch().timestamp();
+    let token = keys().rsa.sign(&json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "booking-backend@clients",
+        "iat": now, "exp": now + 600, "scope": format!("read:agenda {BOOKING_GROUP}"),
+    }));
+    format!("Bearer {token}")
+}
+
+/// Books `body` as the booking backend; returns the new id.
+pub(crate) async fn book(app: &TestApp, body: Value) -> String {
+    let token = booking_token();
+    let (status, answer) = app
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &[("authorization", &token)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    answer["roomId"].as_str().expect("roomId").to_owned()
+}
+
+/// The app in bearer mode, with a service file listing [`BOOKING_GROUP`] and
+/// [`SETTINGS_GROUP`] (bearer mode requires both lists) unless `extra` names another.
 pub(crate) async fn app_in_bearer_mode(
     db: TestDatabase,
     extra: &[(&str, &str)],
 ) -> (TestApp, JwksEndpoint) {
     let issuer = JwksEndpoint::spawn(&[&keys().rsa.jwk, &keys().ec.jwk]).await;
+    let service_file = config_file(json!({
+        "privileges": {"basic": {"groups": ["patient"]}, "plus": {"groups": ["doctor"]}},
+        "bookingGroups": [BOOKING_GROUP],
+        "settingsGroups": [SETTINGS_GROUP],
+    }));
     let mut env: Vec<(&str, String)> = vec![
         ("JWT_ISSUER", ISSUER.to_owned()),
         ("JWT_AUDIENCE", AUDIENCE.to_owned()),
         ("JWT_JWKS_URL", issuer.url.clone()),
+        (
+            "TELECONSULTATION_SERVICE_CONFIG_PATH",
+            service_file
+                .path()
+                .to_str()
+                .expect("a UTF-8 path")
+                .to_owned(),
+        ),
     ];
+    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = TestApp::spawn_with(db, &env).await;
@@ -65,7 +111,7 @@ fn unauthorized() -> Value {
 async fn a_valid_token_identifies_the_caller_and_headers_are_ignored(db: TestDatabase) {
     let (app, _issuer) =
         app_in_bearer_mode(db, &[("TELECONSULTATION_DELETE_UPLOADS", "true")]).await;
-    let id = create_tc(&app, pair()).await;
+    let id = book(&app, pair()).await;
     let patient = crate::teleconsultations::PAT;
     let doc = crate::teleconsultations::DOC;
     let (status, body) = get_as(&app, &id, Some(&keys().rsa.sign(&claims(patient))), &[]).await;
@@ -134,7 +180,7 @@ async fn a_valid_token_identifies_the_caller_and_headers_are_ignored(db: TestDat
 
 async fn forged_expired_or_misdirected_tokens_are_401(db: TestDatabase) {
     let (app, _issuer) = app_in_bearer_mode(db, &[]).await;
-    let id = create_tc(&app, pair()).await;
+    let id = book(&app, pair()).await;
     let patient = crate::teleconsultations::PAT;
     let now = test_epoch().timestamp();
     let with = |key: &str, value: Value| {
@@ -186,7 +232,7 @@ async fn forged_expired_or_misdirected_tokens_are_401(db: TestDatabase) {
 
 async fn a_rotated_in_key_is_accepted(db: TestDatabase) {
     let (app, issuer) = app_in_bearer_mode(db, &[]).await;
-    let id = create_tc(&app, pair()).await;
+    let id = book(&app, pair()).await;
     let patient = crate::teleconsultations::PAT;
     let token = keys().rotated.sign(&claims(patient));
     assert_eq!(

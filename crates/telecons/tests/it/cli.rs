@@ -374,6 +374,64 @@ async fn check_config_reports_empty_basic_groups_and_bad_booleans() {
 }
 
 #[tokio::test]
+async fn check_config_in_bearer_mode_names_a_missing_group_list() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write_file(
+        dir.path(),
+        "service.json",
+        r#"{
+            "privileges": { "basic": { "groups": ["patient"] }, "plus": { "groups": ["doctor"] } },
+            "settingsGroups": ["admin"]
+        }"#,
+    );
+    let bearer = |file: &str| {
+        Running::start(telecons(
+            &["check-config"],
+            dir.path(),
+            &[
+                ("BANDYER_API_SECRET_KEY", "some-key"),
+                ("BANDYER_BASE_URL", "https://api.sandbox.eu.bandyer.com"),
+                ("TELECONSULTATION_SERVICE_CONFIG_PATH", file),
+                ("JWT_ISSUER", "https://issuer.example/"),
+                ("JWT_AUDIENCE", "telecons"),
+                (
+                    "JWT_JWKS_URL",
+                    "https://issuer.example/.well-known/jwks.json",
+                ),
+            ],
+        ))
+    };
+    let mut run = bearer(&file);
+    let status = run.finish().await;
+    assert!(
+        !status.success(),
+        "check-config must fail\n{}",
+        run.output()
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("{file}: bookingGroups is required in bearer mode")),
+        "{}",
+        run.output()
+    );
+
+    // With both lists, bearer mode passes, and without a warning about /settings.
+    let file = write_file(
+        dir.path(),
+        "guarded.json",
+        r#"{
+            "privileges": { "basic": { "groups": ["patient"] }, "plus": { "groups": ["doctor"] } },
+            "settingsGroups": ["admin"],
+            "bookingGroups": ["booking"]
+        }"#,
+    );
+    let mut run = bearer(&file);
+    let status = run.finish().await;
+    assert!(status.success(), "check-config must pass\n{}", run.output());
+    assert_eq!(run.stdout().trim(), "configuration OK", "{}", run.output());
+}
+
+#[tokio::test]
 async fn check_config_accepts_a_valid_setup() {
     let dir = tempfile::tempdir().expect("temp dir");
     // The spec's example file, with the original's ignored keys.
@@ -408,6 +466,13 @@ async fn check_config_accepts_a_valid_setup() {
     let status = run.finish().await;
     assert!(status.success(), "check-config must pass\n{}", run.output());
     assert!(run.stderr().trim().is_empty(), "{}", run.output());
+    // /settings open to every identified caller works, but is said.
+    assert!(
+        run.stdout()
+            .starts_with("warning: settingsGroups is not set in the service file"),
+        "{}",
+        run.output()
+    );
 
     // Nothing but the two Kaleyra variables is required.
     let mut run = Running::start(telecons(

@@ -13,6 +13,7 @@ mod support;
 #[path = "../../src/identity/bearer/test_issuer.rs"]
 mod test_issuer;
 
+mod access;
 mod bearer;
 mod budget;
 mod cli;

@@ -6,7 +6,7 @@ use reqwest::Method;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::bearer::{app_in_bearer_mode, claims};
+use crate::bearer::{SETTINGS_GROUP, app_in_bearer_mode, claims};
 use crate::support::{SIM_API_KEY, TestApp, TestDatabase};
 use crate::teleconsultations::config_file;
 use crate::test_issuer::keys;
@@ -289,7 +289,14 @@ async fn only_identified_callers_in_settings_groups_may_change_the_look(db: Test
         )
     );
     let (status, body) = upload(&app, &ADMIN, jpeg()).await;
-    assert_eq!(status, 403, "a doctor is not an admin: {body}");
+    // A doctor is not an admin; the refusal does not say which groups would be.
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"statusCode": 403, "error": "Forbidden", "message": "user admin-1 may not change the company settings"})
+        )
+    );
     let (status, _) = update(&app, &ADMIN, json!({"background_alias": "a"})).await;
     assert_eq!(status, 403);
     let (status, _) = update(&app, &[], json!({"background_alias": "a"})).await;
@@ -302,10 +309,22 @@ async fn only_identified_callers_in_settings_groups_may_change_the_look(db: Test
 
 async fn bearer_callers_use_the_settings_too(db: TestDatabase) {
     let (app, _issuer) = app_in_bearer_mode(db, &[]).await;
-    let token = format!("Bearer {}", keys().rsa.sign(&claims("admin-9")));
+    let mut admin = claims("admin-9");
+    admin["groups"] = json!([SETTINGS_GROUP]);
+    let token = format!("Bearer {}", keys().rsa.sign(&admin));
     let jpeg = || form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg"));
     let (status, body) = upload(&app, &[("authorization", &token)], jpeg()).await;
     assert_eq!(status, 200, "{body}");
+    // Bearer mode requires settingsGroups: a patient's token is refused, the groups unnamed.
+    let patient = format!("Bearer {}", keys().rsa.sign(&claims("pat-9")));
+    let (status, body) = upload(&app, &[("authorization", &patient)], jpeg()).await;
+    assert_eq!(
+        (status, body),
+        (
+            403,
+            json!({"statusCode": 403, "error": "Forbidden", "message": "user pat-9 may not change the company settings"})
+        )
+    );
     let (status, _) = upload(&app, &ADMIN, jpeg()).await;
     assert_eq!(status, 401, "identity headers mean nothing in bearer mode");
 }

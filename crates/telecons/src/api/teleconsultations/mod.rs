@@ -68,6 +68,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
     request_body = TeleconsultationBody,
     responses(
         (status = 201, description = "Stored (and its room created when complete)", body = CreatedBody),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, or `Failed POST /teleconsultation: no plus user in room`", body = ErrorBody),
     ))]
 async fn create_teleconsultation(
@@ -90,6 +92,8 @@ async fn create_teleconsultation(
     request_body = TeleconsultationBody,
     responses(
         (status = 204, description = "Changed"),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, or `Failed PATCH /teleconsultation: no plus user in room`", body = ErrorBody),
         (status = 404, description = "Unknown or deleted", body = ErrorBody),
         (status = 409, description = "Inside the immutable period", body = ErrorBody),
@@ -115,6 +119,8 @@ async fn update_teleconsultation(
     request_body = ParticipantBody,
     responses(
         (status = 201, description = "Added (empty body)"),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, or `Failed POST /teleconsultation/<roomId>/participants/data: no plus user in room`", body = ErrorBody),
         (status = 404, description = "Unknown or deleted", body = ErrorBody),
         (status = 409, description = "Immutable, already complete, or the user is already a participant", body = ErrorBody),
@@ -161,6 +167,8 @@ async fn get_teleconsultation(
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 404, description = "Unknown or already deleted", body = ErrorBody),
     ))]
 async fn delete_teleconsultation(

@@ -11,8 +11,10 @@
 //!   audience, `exp` required and `nbf` honoured, both with a leeway, against the injected
 //!   clock.
 //! - **Caller**: the id from the configured claim (a non-empty string, or an integer taken as
-//!   its decimal text), the groups from theirs (an array of strings, or one string). Claim
-//!   names are taken literally: `https://example.org/groups` is one claim, not a path.
+//!   its decimal text), the groups from theirs (an array of strings, or one string), and the
+//!   entries of a space-separated `scope` claim (machine clients' tokens carry their rights
+//!   there). Claim names are taken literally: `https://example.org/groups` is one claim, not a
+//!   path.
 //! - **Keys** are cached by `kid`. A token naming an unknown `kid` makes the verifier fetch
 //!   the JWKS again, at most once per cooldown, so a rotated-in key is accepted within
 //!   seconds, and a flood of made-up key ids cannot make us hammer the issuer. A key set
@@ -126,7 +128,7 @@ impl fmt::Debug for BearerOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedCaller {
     pub id: String,
-    /// Empty when the token has no groups claim.
+    /// The groups claim's, then the `scope` claim's entries; empty when it has neither.
     pub groups: Vec<String>,
 }
 

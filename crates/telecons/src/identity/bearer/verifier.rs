@@ -15,6 +15,9 @@ use super::algorithm::KeyAlg;
 use super::{BearerError, BearerSettings, VerifiedCaller, quote};
 use crate::clock::Clock;
 
+/// The standard claim of an OAuth token's scopes, space separated.
+const SCOPE_CLAIM: &str = "scope";
+
 /// Longer tokens are refused unread.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -107,7 +110,19 @@ impl TokenRules {
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return Err(malformed()),
         };
-        let groups = groups.into_iter().filter(|g| !g.is_empty()).collect();
+        let mut groups: Vec<String> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+        // Machine clients (client-credentials tokens) carry no groups but a standard `scope`
+        // claim (RFC 8693 §4.2): its space-separated entries count as groups. Another type is
+        // not a scope and is ignored (it is not the claim the deployment configured).
+        if self.groups_claim != SCOPE_CLAIM
+            && let Some(Value::String(scope)) = claims.get(SCOPE_CLAIM)
+        {
+            for entry in scope.split_whitespace() {
+                if !groups.iter().any(|group| group == entry) {
+                    groups.push(entry.to_owned());
+                }
+            }
+        }
         Ok(VerifiedCaller { id, groups })
     }
 }

@@ -64,6 +64,32 @@ async fn numeric_caller_id_is_its_decimal_text_and_no_groups_claim_is_no_groups(
 }
 
 #[tokio::test]
+async fn the_scope_claims_entries_count_as_groups() {
+    let k = keys();
+    let h = harness(&[&k.rsa.jwk]).await;
+    // A machine client's token (client-credentials grant): no groups, a scope.
+    let token = k.rsa.sign(&claims_with(|c| {
+        c.insert("sub".into(), json!("booking-backend@clients"));
+        c.remove("groups");
+        c.insert("scope".into(), json!("booking  read:agenda"));
+    }));
+    let caller = h.verifier.verify(&token).await.unwrap();
+    assert_eq!(caller.groups, vec!["booking", "read:agenda"]);
+    // Both claims: the groups first, then the scopes not already there.
+    let token = k.rsa.sign(&claims_with(|c| {
+        c.insert("scope".into(), json!("staff booking"));
+    }));
+    let caller = h.verifier.verify(&token).await.unwrap();
+    assert_eq!(caller.groups, vec!["doctor", "staff", "booking"]);
+    // A scope that is not a string is not a scope.
+    let token = k.rsa.sign(&claims_with(|c| {
+        c.insert("scope".into(), json!(["booking"]));
+    }));
+    let caller = h.verifier.verify(&token).await.unwrap();
+    assert_eq!(caller.groups, vec!["doctor", "staff"]);
+}
+
+#[tokio::test]
 async fn alg_none_is_refused_without_fetching_keys() {
     let k = keys();
     let h = harness(&[&k.rsa.jwk]).await;
