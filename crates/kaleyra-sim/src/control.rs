@@ -1,6 +1,7 @@
 //! The `/_sim/` control API (not part of Kaleyra; no `apikey`): the same operations as the
 //! methods of [`Simulator`], for tests and tools that drive the simulator over HTTP.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::{
@@ -33,6 +34,7 @@ pub(crate) fn router() -> Router<Simulator> {
         .route("/_sim/backgrounds", get(backgrounds))
         .route("/_sim/reset", post(reset))
         .route("/_sim/latency", get(latency).put(set_latency))
+        .route("/_sim/rate-limit", get(rate_limit).put(set_rate_limit))
         .route("/_sim/webhook", get(webhook).put(set_webhook))
         .route(
             "/_sim/webhook/deliveries",
@@ -128,6 +130,28 @@ async fn set_latency(
     }
     sim.set_latency(latency);
     Ok(Json(req))
+}
+
+/// `{"per_second": 50}` (or `null`: unlimited): the company's rate limit.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimit {
+    per_second: Option<NonZeroU32>,
+}
+
+async fn rate_limit(State(sim): State<Simulator>) -> Json<RateLimit> {
+    Json(RateLimit {
+        per_second: sim.rate_limit(),
+    })
+}
+
+/// A `per_second` of 0 is refused (400) by its type: `null` means unlimited.
+async fn set_rate_limit(
+    State(sim): State<Simulator>,
+    KJson(req): KJson<RateLimit>,
+) -> Json<RateLimit> {
+    sim.set_rate_limit(req.per_second);
+    Json(req)
 }
 
 async fn webhook(State(sim): State<Simulator>) -> Json<WebhookSettings> {

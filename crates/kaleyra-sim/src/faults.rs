@@ -286,7 +286,12 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(bytes).ok(),
         _ => None,
     };
-    let fault_name = fault.as_ref().map(|f| f.action.describe());
+    // Kaleyra's rate limit: a request an injected fault answers uses none of the allowance.
+    let rate_limited = fault.is_none().then(|| sim.rate_limited()).flatten();
+    let fault_name = fault
+        .as_ref()
+        .map(|f| f.action.describe())
+        .or_else(|| rate_limited.map(|_| RATE_LIMITED.to_owned()));
     sim.record(RecordedRequest {
         method: method.clone(),
         path: path.clone(),
@@ -300,7 +305,10 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let response = respond(&sim, fault, parts, body, next).await;
+    let response = match rate_limited {
+        Some(retry_after) => too_many_requests(retry_after),
+        None => respond(&sim, fault, parts, body, next).await,
+    };
     tracing::info!(
         target: "kaleyra_sim",
         %method,
@@ -310,6 +318,20 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         "request"
     );
     response
+}
+
+/// What the request log says of a request the rate limit refused.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// Kaleyra's answer over the rate limit.
+fn too_many_requests(retry_after: u64) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        RATE_LIMITED,
+        "too many requests for this company; retry after the given seconds",
+    );
+    e.retry_after = Some(retry_after);
+    e.into_response()
 }
 
 async fn respond(

@@ -26,7 +26,7 @@
 //! | `GET /_sim/users` | `200 [SimUser]` (sorted by id) |
 //! | `GET /_sim/company` | `200 SimCompany` (the default background as its alias) |
 //! | `GET /_sim/backgrounds` | `200 [SimBackground]` (oldest first; alias, url, size, the part's filename and content type) |
-//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company, webhook deliveries; the latency and the webhook settings go back to those given at start |
+//! | `POST /_sim/reset` | `204`; clears users, rooms, uploads, backgrounds, log, faults, company, webhook deliveries; the latency, the rate limit and the webhook settings go back to those given at start |
 //! | `DELETE /_sim/rooms/{id}` | deletes the room as Kaleyra's console would, then sends the signed `on_room_deleted` webhook and waits for its answer (at most `timeout_ms`) → `200 {"room_id", "webhook": WebhookDelivery \| null}` (`null`: no webhook URL set); `404` no such room (nothing sent) |
 //! | `GET /_sim/webhook` | `200 {"url": … \| null, "tamper": … \| null, "timeout_ms": N}` ([`WebhookSettings`]) |
 //! | `PUT /_sim/webhook` | `{"url"?, "tamper"?, "timeout_ms"?}` (absent = default: none, none, 5000) → `200` the settings; `400` a URL that is not http(s), a timeout outside 1–60000 |
@@ -34,6 +34,8 @@
 //! | `DELETE /_sim/webhook/deliveries` | `204` |
 //! | `GET /_sim/latency` | `200 {"ms": N}`: the artificial latency of every `/v2` answer |
 //! | `PUT /_sim/latency` | `{"ms": N}` (0–60000) → `200 {"ms": N}`; `400` above |
+//! | `GET /_sim/rate-limit` | `200 {"per_second": N \| null}`: the company's rate limit |
+//! | `PUT /_sim/rate-limit` | `{"per_second": N \| null}` (N ≥ 1; `null`: unlimited) → `200` the same, with a full allowance; `400` for 0 |
 //!
 //! Choices where kaleyra.md is silent (all in [`wire`] or [`state`], easy to change):
 //! - Error codes: `invalid_request` (400, any malformed or out-of-range field, unknown field,
@@ -63,6 +65,12 @@
 //!   `--latency-ms`, [`Simulator::set_latency`] or `PUT /_sim/latency`): every `/v2` answer —
 //!   refusals and injected faults included, before a `delay_ms` fault — waits this long first;
 //!   `/_sim/` answers never wait.
+//! - Rate limit (off by default; [`SimOptions::rate_limit`], the binary's `--rate-limit`,
+//!   [`Simulator::set_rate_limit`] or `PUT /_sim/rate-limit`): at most N `/v2` requests per
+//!   second for the company, a burst of N refilled evenly (GCRA); beyond, `429
+//!   {"error": "rate_limited"}` with `Retry-After` (whole seconds, rounded up, at least 1),
+//!   logged with `fault: "rate_limited"`. It is checked after the fault rules (a request a
+//!   fault answers uses none of the allowance) and before the `apikey`; the latency applies.
 //! - Webhooks (kaleyra.md, "Webhooks"): only a console deletion
 //!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one;
 //!   `DELETE /v2/rooms/{id}` (the service's own call) sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",
@@ -83,6 +91,7 @@
 use std::{
     fmt,
     net::{Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
     ops::Deref,
     sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
@@ -95,6 +104,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 mod control;
 mod error;
 mod faults;
+mod rate_limit;
 mod routes;
 pub mod state;
 pub mod webhook;
@@ -129,6 +139,8 @@ struct Inner {
     options: SimOptions,
     /// Added to every `/v2` answer.
     latency: Mutex<Duration>,
+    /// The company's allowance of `/v2` requests, when limited.
+    rate_limit: Mutex<Option<rate_limit::CompanyRateLimit>>,
     webhook: Mutex<WebhookSettings>,
     deliveries: Mutex<Vec<WebhookDelivery>>,
     /// Sends the webhooks; built on first use.
@@ -163,12 +175,21 @@ pub struct SimOptions {
     pub latency: Duration,
     /// Where the webhooks go (the service's `POST /webhooks/kaleyra`). Default none.
     pub webhook_url: Option<String>,
+    /// At most this many `/v2` requests per second (`429` with `Retry-After` beyond).
+    /// Default none: unlimited.
+    pub rate_limit: Option<NonZeroU32>,
 }
 
 impl SimOptions {
     /// Sets [`SimOptions::latency`].
     pub fn latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+
+    /// Sets [`SimOptions::rate_limit`].
+    pub fn rate_limit(mut self, per_second: NonZeroU32) -> Self {
+        self.rate_limit = Some(per_second);
         self
     }
 
@@ -213,6 +234,7 @@ impl Simulator {
             inner: Arc::new(Inner {
                 api_key: api_key.into(),
                 latency: Mutex::new(options.latency),
+                rate_limit: Mutex::new(options.rate_limit.map(rate_limit::CompanyRateLimit::new)),
                 webhook: Mutex::new(webhook),
                 deliveries: Mutex::default(),
                 http: OnceLock::new(),
@@ -273,6 +295,7 @@ impl Simulator {
         self.clear_requests();
         self.clear_faults();
         *lock(&self.inner.latency) = self.inner.options.latency;
+        self.set_rate_limit(self.inner.options.rate_limit);
         *lock(&self.inner.webhook) = self.inner.options.webhook();
         self.clear_webhook_deliveries();
     }
@@ -378,6 +401,28 @@ impl Simulator {
     /// The artificial latency now in force.
     pub fn latency(&self) -> Duration {
         *lock(&self.inner.latency)
+    }
+
+    /// Allows at most `per_second` `/v2` requests per second from now on, with a full
+    /// allowance (`None`: unlimited).
+    pub fn set_rate_limit(&self, per_second: Option<NonZeroU32>) {
+        *lock(&self.inner.rate_limit) = per_second.map(rate_limit::CompanyRateLimit::new);
+    }
+
+    /// The rate limit in force, in requests per second.
+    pub fn rate_limit(&self) -> Option<NonZeroU32> {
+        lock(&self.inner.rate_limit)
+            .as_ref()
+            .map(rate_limit::CompanyRateLimit::per_second)
+    }
+
+    /// Takes one request from the allowance: `None` when it may go, else the `Retry-After`
+    /// (seconds) of its `429`.
+    pub(crate) fn rate_limited(&self) -> Option<u64> {
+        lock(&self.inner.rate_limit)
+            .as_ref()
+            .and_then(rate_limit::CompanyRateLimit::refusal)
+            .map(rate_limit::retry_after_secs)
     }
 
     /// Snapshot of all rooms, in creation order, with per-participant tools.

@@ -1,4 +1,4 @@
-//! `kaleyra-sim --port N --api-key K [--latency-ms MS] [--webhook-url URL]`: serves the
+//! `kaleyra-sim --port N --api-key K [--latency-ms MS] [--rate-limit N] [--webhook-url URL]`: serves the
 //! simulator until Ctrl-C.
 //!
 //! Prints one line, the base URL, on stdout; logs (JSON lines, never the API key) go to stderr.
@@ -33,6 +33,10 @@ struct Args {
     #[arg(long, env = "KALEYRA_SIM_LATENCY_MS", default_value_t = 0,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
+    /// At most this many Kaleyra API requests per second (`429` with `Retry-After` beyond);
+    /// unlimited when absent; changeable later with `PUT /_sim/rate-limit`.
+    #[arg(long, env = "KALEYRA_SIM_RATE_LIMIT")]
+    rate_limit: Option<std::num::NonZeroU32>,
     /// Where to send Kaleyra's webhooks (e.g. the service's `POST /webhooks/kaleyra`);
     /// changeable later with `PUT /_sim/webhook`.
     #[arg(long, env = "KALEYRA_SIM_WEBHOOK_URL", value_parser = parse_webhook_url)]
@@ -58,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
     let mut options = SimOptions::default().latency(Duration::from_millis(args.latency_ms));
     if let Some(url) = &args.webhook_url {
         options = options.webhook_url(url);
+    }
+    if let Some(per_second) = args.rate_limit {
+        options = options.rate_limit(per_second);
     }
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
     let sim = kaleyra_sim::serve(listener, Simulator::with_options(&args.api_key, options))?;

@@ -1,4 +1,4 @@
-//! The control API's request log, reset and artificial latency.
+//! The control API's request log, reset, artificial latency and rate limit.
 
 use std::time::{Duration, Instant};
 
@@ -162,4 +162,71 @@ async fn latency_given_at_start_survives_a_reset() {
         Duration::from_millis(300),
         "back to the start value"
     );
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after_beyond_the_allowance() {
+    let ctx = Ctx::new().await;
+    assert_eq!(
+        ctx.get("/_sim/rate-limit").await,
+        (StatusCode::OK, json!({"per_second": null}))
+    );
+    assert_eq!(
+        ctx.put("/_sim/rate-limit", json!({"per_second": 1})).await,
+        (StatusCode::OK, json!({"per_second": 1}))
+    );
+    // A request a fault answers uses none of the allowance.
+    ctx.sim
+        .add_fault(Fault::status("/v2/company", 503).times(1));
+    assert_eq!(
+        ctx.get("/v2/company").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(ctx.get("/v2/company").await.0, StatusCode::OK);
+    // The allowance (1) is used: the next one waits, told for how long.
+    let over = ctx
+        .http
+        .get(ctx.url("/v2/company"))
+        .header("apikey", crate::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(over.headers()["retry-after"], "1");
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    let faults: Vec<Option<String>> = ctx.sim.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        vec![
+            Some("status:503".to_owned()),
+            None,
+            Some("rate_limited".to_owned())
+        ]
+    );
+
+    // 0 is no limit at all: refused; null lifts it.
+    assert_error(
+        &ctx.put("/_sim/rate-limit", json!({"per_second": 0})).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+    assert_eq!(
+        ctx.put("/_sim/rate-limit", json!({"per_second": null}))
+            .await,
+        (StatusCode::OK, json!({"per_second": null}))
+    );
+    for _ in 0..5 {
+        assert_eq!(ctx.get("/v2/company").await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_given_at_start_survives_a_reset() {
+    let per_second = std::num::NonZeroU32::new(500).unwrap();
+    let ctx = Ctx::with_options(kaleyra_sim::SimOptions::default().rate_limit(per_second)).await;
+    assert_eq!(ctx.sim.rate_limit(), Some(per_second));
+    ctx.sim.set_rate_limit(None);
+    ctx.sim.reset();
+    assert_eq!(ctx.sim.rate_limit(), Some(per_second));
 }
