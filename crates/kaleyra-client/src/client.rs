@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::back_pressure::Gate;
 use crate::error::{ConfigError, ErrorKind, KaleyraError, Operation, is_retryable_status};
 use crate::wire::Company;
 use crate::wire::{
@@ -189,6 +190,13 @@ impl<'a> IntoIterator for &'a RoomList {
 /// - the virtual background upload: a repeat could store the image twice and use up the
 ///   company's ten slots.
 ///
+/// # Back-pressure
+/// A `429` (its `Retry-After`, else 1 s), or a `503` with `Retry-After`, pauses that
+/// operation for every caller sharing this client — its clones included — for as long as
+/// Kaleyra asked (at most [`MAX_RETRY_AFTER`]): calls made meanwhile wait before they are
+/// sent, so the instance as a whole slows down instead of each call retrying on its own.
+/// [`Self::paused_for`] tells; counter `kaleyra_pauses_total{operation}` counts the pauses.
+///
 /// # Errors and secrets
 /// Every failure is a [`KaleyraError`] naming the [`Operation`]. The API key is sent only in
 /// the `apikey` header, marked sensitive; it never appears in URLs, errors, logs or `Debug`
@@ -212,6 +220,8 @@ impl<'a> IntoIterator for &'a RoomList {
 pub struct KaleyraClient {
     http: reqwest::Client,
     base: Arc<Url>,
+    /// Kaleyra's back-pressure, shared by every clone.
+    gate: Arc<Gate>,
     request_timeout: Duration,
     retry: RetryPolicy,
     max_answer_bytes: usize,
@@ -264,6 +274,7 @@ impl KaleyraClient {
         Ok(Self {
             http,
             base: Arc::new(base),
+            gate: Arc::default(),
             request_timeout: config.request_timeout,
             retry: config.retry,
             max_answer_bytes: config.max_answer_bytes,
@@ -285,6 +296,14 @@ impl KaleyraClient {
             request_timeout,
             ..self.clone()
         }
+    }
+
+    /// How long `op` stays paused because Kaleyra asked (a `429`, or a `503` with
+    /// `Retry-After`): calls of it made meanwhile wait that long before they are sent.
+    pub fn paused_for(&self, op: Operation) -> Option<Duration> {
+        self.gate
+            .paused_until(op)
+            .map(|until| until.saturating_duration_since(tokio::time::Instant::now()))
     }
 
     /// The base URL, as normalised (without `/v2`).
@@ -654,6 +673,7 @@ impl KaleyraClient {
     where
         F: Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, KaleyraError>,
     {
+        self.gate.pass(op).await;
         let request = build(&self.http)?.timeout(self.request_timeout);
         let started = Instant::now();
         let result = match request.send().await {
@@ -686,6 +706,9 @@ impl KaleyraClient {
                 }
             }
         };
+        if let Err(e) = &result {
+            self.gate.obey(op, e);
+        }
         let elapsed = started.elapsed();
         metrics::histogram!("kaleyra_request_duration_seconds", "operation" => op.as_str())
             .record(elapsed.as_secs_f64());

@@ -35,6 +35,7 @@
 //! # let _ = user; Ok(()) }
 //! ```
 
+mod back_pressure;
 mod client;
 mod error;
 mod user_id;

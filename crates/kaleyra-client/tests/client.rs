@@ -1127,3 +1127,66 @@ async fn sdk_credentials_follow_the_wire_format() {
     assert_eq!(e.operation(), Operation::CreateSdkCredentials);
     assert!(!format!("{creds:?}").contains(creds.access_token.expose_secret()));
 }
+
+#[tokio::test]
+async fn a_429_pauses_its_operation_for_every_caller() {
+    let (sim, client) = setup().await;
+    let other_caller = client.with_retry_policy(RetryPolicy::none());
+    // Room creation is never retried: the 429 is the caller's answer, and the pause stays.
+    sim.add_fault(
+        Fault::status("/v2/rooms", 429)
+            .method("POST")
+            .retry_after(1)
+            .times(1),
+    );
+    let e = client
+        .create_room(&room_spec("tc_a", "tc_b"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(429));
+    let paused = other_caller
+        .paused_for(Operation::CreateRoom)
+        .expect("paused for every clone");
+    assert!(paused <= Duration::from_secs(1), "{paused:?}");
+    // Other operations go on at once.
+    assert_eq!(other_caller.paused_for(Operation::GetCompany), None);
+    other_caller.get_company().await.unwrap();
+
+    // The next creation, by another caller, is sent only when the pause is over.
+    let (doc, pat) = two_users(&other_caller).await;
+    let remaining = other_caller
+        .paused_for(Operation::CreateRoom)
+        .unwrap_or_default();
+    let started = Instant::now();
+    other_caller
+        .create_room(&room_spec(&doc, &pat))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= remaining.saturating_sub(Duration::from_millis(5)),
+        "{:?} < {remaining:?}",
+        started.elapsed()
+    );
+    assert_eq!(other_caller.paused_for(Operation::CreateRoom), None);
+}
+
+#[tokio::test]
+async fn a_503_pauses_only_with_retry_after() {
+    let (sim, client) = setup().await;
+    let once = RetryPolicy::none();
+    sim.add_fault(Fault::status("/v2/company", 503).times(1));
+    client
+        .with_retry_policy(once)
+        .get_company()
+        .await
+        .unwrap_err();
+    assert_eq!(client.paused_for(Operation::GetCompany), None);
+    sim.add_fault(Fault::status("/v2/company", 503).retry_after(2).times(1));
+    client
+        .with_retry_policy(once)
+        .get_company()
+        .await
+        .unwrap_err();
+    let paused = client.paused_for(Operation::GetCompany).expect("paused");
+    assert!(paused <= Duration::from_secs(2), "{paused:?}");
+}
