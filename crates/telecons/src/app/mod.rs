@@ -139,6 +139,7 @@ impl Services {
                     i64::try_from(config.provisioning_lease_secs).unwrap_or(i64::MAX),
                 ),
                 immutable_period_ms: config.immutable_period_ms,
+                concurrency: config.provisioning_concurrency,
             },
         );
         let caller_groups = CallerGroups::new(directory.clone());

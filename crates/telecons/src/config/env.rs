@@ -36,6 +36,7 @@ pub(super) const JWT_JWKS_URL: &str = "JWT_JWKS_URL";
 pub(super) const JWT_USER_ID_CLAIM: &str = "JWT_USER_ID_CLAIM";
 pub(super) const JWT_GROUPS_CLAIM: &str = "JWT_GROUPS_CLAIM";
 pub(super) const PROVISIONING_LEASE_SECONDS: &str = "PROVISIONING_LEASE_SECONDS";
+pub(super) const PROVISIONING_CONCURRENCY: &str = "PROVISIONING_CONCURRENCY";
 
 /// The Kaleyra company API: key and base URL.
 pub(super) const KALEYRA: Group<2> = Group {

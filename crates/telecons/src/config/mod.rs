@@ -105,6 +105,8 @@ pub struct Config {
     pub immutable_period_ms: u64,
     /// `PROVISIONING_LEASE_SECONDS`: see [`DEFAULT_PROVISIONING_LEASE_SECS`].
     pub provisioning_lease_secs: u64,
+    /// `PROVISIONING_CONCURRENCY`: see [`DEFAULT_PROVISIONING_CONCURRENCY`].
+    pub provisioning_concurrency: usize,
     pub delete_uploads: bool,
     pub default_recording: Recording,
     pub auth_service: Option<String>,
@@ -118,6 +120,11 @@ pub struct Config {
 /// How long an instance may work on one teleconsultation's room before another instance may
 /// take over (also how long work held by a crashed instance waits).
 pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
+
+/// Due provisioning and deletions the background worker of one instance works at once: enough
+/// to keep up with Kaleyra's pace at tens of milliseconds a call, few enough not to make a
+/// storm worse (the worker halves it on Kaleyra's refusals and grows it back on success).
+pub const DEFAULT_PROVISIONING_CONCURRENCY: usize = 32;
 
 /// The variables `telecons demo` ignores (see [`Config::from_env_for_demo`]).
 const DEMO_IGNORES: [&str; 10] = [
@@ -233,6 +240,12 @@ impl Config {
             "a whole number of seconds from 1 to 3600",
             DEFAULT_PROVISIONING_LEASE_SECS,
         );
+        let provisioning_concurrency = env.number(
+            PROVISIONING_CONCURRENCY,
+            1..=1024,
+            "a whole number from 1 to 1024",
+            DEFAULT_PROVISIONING_CONCURRENCY,
+        );
         let default_recording = env
             .parsed(DEFAULT_RECORDING, "one of none, manual, automatic", |v| {
                 v.parse().ok()
@@ -306,6 +319,7 @@ impl Config {
             live_teleconsultation,
             immutable_period_ms,
             provisioning_lease_secs,
+            provisioning_concurrency,
             delete_uploads,
             default_recording,
             auth_service,

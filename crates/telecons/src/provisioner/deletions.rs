@@ -2,7 +2,7 @@
 //! then deleted on Kaleyra until it confirms (a 404 counts), backing off on failures.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use kaleyra_client::DeleteOutcome;
+use kaleyra_client::{DeleteOutcome, KaleyraError};
 
 use super::Provisioner;
 use crate::store::{RoomDeletion, StoreError};
@@ -17,7 +17,10 @@ impl Provisioner {
     pub async fn delete_rooms(&self, room_ids: &[String]) {
         for room_id in room_ids {
             match self.claim_deletion(Some(room_id)).await {
-                Ok(Some(entry)) => self.delete_room(&entry).await,
+                // A failure is logged and postponed inside.
+                Ok(Some(entry)) => {
+                    let _ = self.delete_room(&entry).await;
+                }
                 Ok(None) => {} // another worker has it, or it is not due yet
                 Err(err) => {
                     tracing::warn!(room = %room_id, error = %err, "room deletion left to the worker")
@@ -39,7 +42,8 @@ impl Provisioner {
     }
 
     /// Deletes a leased room: done → forgotten; failed → retried later (lease given up).
-    pub(super) async fn delete_room(&self, entry: &RoomDeletion) {
+    /// Returns Kaleyra's failure, if any (the caller may slow down).
+    pub(super) async fn delete_room(&self, entry: &RoomDeletion) -> Result<(), KaleyraError> {
         match self.kaleyra.delete_room(&entry.room_id).await {
             Ok(outcome) => {
                 if outcome == DeleteOutcome::Deleted {
@@ -48,6 +52,7 @@ impl Provisioner {
                 if let Err(err) = self.store.finish_room_deletion(&entry.room_id).await {
                     tracing::warn!(room = %entry.room_id, error = %err, "room deleted; queue entry kept, will retry");
                 }
+                Ok(())
             }
             Err(err) => {
                 let retry_at = deletion_retry_at(self.clock.now(), entry.attempts);
@@ -59,6 +64,7 @@ impl Provisioner {
                 {
                     tracing::error!(room = %entry.room_id, error = %store_err, "cannot postpone room deletion");
                 }
+                Err(err)
             }
         }
     }

@@ -60,6 +60,9 @@ pub struct ProvisionerSettings {
     pub lease: TimeDelta,
     /// `IMMUTABLE_PERIOD_MS`: from `start − period` on, a missing room is reported.
     pub immutable_period_ms: u64,
+    /// `PROVISIONING_CONCURRENCY`: at most this many due items worked at once by the
+    /// background worker of this instance.
+    pub concurrency: usize,
 }
 
 /// Provisioning failed: Kaleyra or the store. The work stays marked and is retried.

@@ -81,6 +81,7 @@ async fn wait_converged(db: &TestDatabase, sim: &kaleyra_sim::RunningSimulator) 
             installation_id: installation.id,
             lease: chrono::TimeDelta::seconds(60),
             immutable_period_ms: 0,
+            concurrency: 32,
         },
     );
     let deadline = Instant::now() + CONVERGENCE;
