@@ -36,6 +36,8 @@ pub struct ApiError {
     status: StatusCode,
     error: String,
     message: String,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             status,
             error: text.clone(),
             message: text,
+            retry_after: None,
         }
     }
 
@@ -56,7 +59,14 @@ impl ApiError {
             status,
             error: status.canonical_reason().unwrap_or("Error").to_owned(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Asks the caller to send the request again after `seconds` (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -101,7 +111,13 @@ impl IntoResponse for ApiError {
             error: self.error,
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -235,5 +251,12 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
         }
+    }
+}
+
+/// Every upload slot is taken: nothing was read, the upload may be sent again in a second.
+impl From<crate::services::settings::TooManyUploads> for ApiError {
+    fn from(err: crate::services::settings::TooManyUploads) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()).with_retry_after(1)
     }
 }
