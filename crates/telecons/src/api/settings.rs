@@ -2,8 +2,7 @@
 //!
 //! The upload is streamed field by field (spec §10): a slot is taken first (at most
 //! `MAX_UPLOADS_AT_ONCE` at once, 503 beyond), the image is read into one buffer reserved
-//! once and never past [`MAX_BACKGROUND_BYTES`] (413 the moment it is over, or at once when
-//! the declared length says so), its first bytes must start a JPEG (415 before the rest is
+//! once and never past [`MAX_BACKGROUND_BYTES`] (413 the moment it is over), its first bytes must start a JPEG (415 before the rest is
 //! read), nothing goes to a temporary file, and the whole content must be a JPEG whatever the
 //! part declares.
 
@@ -132,7 +131,7 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
         (status = 409, description = "The company has as many backgrounds as Kaleyra allows", body = ErrorBody),
-        (status = 413, description = "Larger than 10 MB (at once when the declared length says so; never read further)", body = ErrorBody),
+        (status = 413, description = "Larger than 10 MB (reading stops at the limit)", body = ErrorBody),
         (status = 415, description = "Not multipart, or the file is not a JPEG (known by its first bytes: refused before the rest is read)", body = ErrorBody),
         (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
         (status = 503, description = "Kaleyra unreachable; or 4 uploads are in progress on this instance (with `Retry-After: 1`)", body = ErrorBody,
@@ -146,12 +145,9 @@ async fn upload_background(
 ) -> Result<Json<BackgroundUploaded>, ApiError> {
     state.company.authorize(caller.0).await?;
     let slot = state.company.start_upload()?;
+    // Not refused early on its declared length alone: a client still sending would see its
+    // connection reset rather than the 413 (the read below stops at the limit anyway).
     let declared = declared_length(&headers);
-    if declared
-        .is_some_and(|length| length > (MAX_BACKGROUND_BYTES + MULTIPART_FRAMING_BYTES) as u64)
-    {
-        return Err(too_large());
-    }
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -239,7 +235,7 @@ async fn read_image(field: &mut Field<'_>, declared: Option<u64>) -> Result<Vec<
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
         (status = 404, description = "Kaleyra knows no background with this alias", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
         (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
     ))]
 async fn update_settings(
