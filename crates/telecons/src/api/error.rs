@@ -1,7 +1,8 @@
 //! One error type for every route, rendered as `{"statusCode", "error", "message"}`
 //! (spec §6). Unexpected failures (storage, panics) reach the response as a generic message
 //! and the cause goes to the logs; a failed Kaleyra call reaches it as the operation and
-//! Kaleyra's status. Every service's error is mapped here, once.
+//! Kaleyra's status only (Kaleyra's text goes to the logs). Every service's error is mapped
+//! here, once.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -192,14 +193,19 @@ impl From<GroupsError> for ApiError {
 /// A failed Kaleyra call on a route whose answer needs Kaleyra: 503 when Kaleyra cannot be
 /// reached or does not answer in time, else 502 — Kaleyra's refusals too: on the routes that
 /// use this, what Kaleyra refuses came from stored data, not from the caller's body. The
-/// message is the error's text: the operation and Kaleyra's status and error code (never the
-/// API key, which only ever travels in a header).
+/// message names the operation and Kaleyra's status only (spec §6): Kaleyra's own text (its
+/// error code and message) is logged, cut short, never echoed to the caller. Never the API
+/// key either, which only ever travels in a header.
 impl From<KaleyraError> for ApiError {
     fn from(err: KaleyraError) -> Self {
-        if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
-            return Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
-        }
-        Self::new(StatusCode::BAD_GATEWAY, err.to_string())
+        tracing::warn!(error = %err, "a Kaleyra call failed");
+        let status =
+            if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+        Self::new(status, err.summary())
     }
 }
 

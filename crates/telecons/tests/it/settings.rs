@@ -24,6 +24,7 @@ crate::on_both_backends!(
     at_most_four_uploads_at_once_the_fifth_is_503_with_retry_after,
     what_does_not_start_as_a_jpeg_is_415_before_the_rest_is_sent,
     kaleyra_gets_our_file_name_never_the_clients,
+    a_502_names_the_operation_and_status_never_kaleyras_text,
 );
 
 /// A 1×1 baseline JPEG.
@@ -455,4 +456,45 @@ async fn kaleyra_gets_our_file_name_never_the_clients(db: TestDatabase) {
         .map(|b| b.filename)
         .collect();
     assert_eq!(names, ["background.jpg"; 3]);
+}
+
+async fn a_502_names_the_operation_and_status_never_kaleyras_text(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    const KALEYRAS_TEXT: &str = "upstream pg-primary-7 timed out; trace 5f1e-KALEYRA-INTERNAL";
+    // Every attempt fails (the update is retried).
+    app.sim.add_fault(
+        Fault::status("/v2/company", 503)
+            .method("PUT")
+            .message(KALEYRAS_TEXT),
+    );
+    let (status, body) = update(&app, &ADMIN, json!({"background_alias": "abc"})).await;
+    assert_eq!(
+        (status, body.clone()),
+        (
+            502,
+            json!({"statusCode": 502, "error": "Bad Gateway",
+                   "message": "Kaleyra update_company failed: HTTP 503"})
+        )
+    );
+    assert!(!body.to_string().contains("KALEYRA-INTERNAL"), "{body}");
+    assert!(!body.to_string().contains("simulated_fault"), "{body}");
+    app.sim.add_fault(
+        Fault::status("/v2/company/virtual-background", 500)
+            .message(KALEYRAS_TEXT)
+            .times(1),
+    );
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            502,
+            json!({"statusCode": 502, "error": "Bad Gateway",
+                   "message": "Kaleyra upload_virtual_background failed: HTTP 500"})
+        )
+    );
 }
