@@ -272,6 +272,25 @@ impl KaleyraError {
         }
     }
 
+    /// What failed, without any text Kaleyra wrote: the operation and how (for an answer,
+    /// only Kaleyra's status), e.g. `Kaleyra update_company failed: HTTP 503`. For the
+    /// service's own answers; its logs get the whole [`Display`](fmt::Display), where
+    /// Kaleyra's code and message are cut short (200 characters each).
+    pub fn summary(&self) -> String {
+        let how = match &self.kind {
+            ErrorKind::Unreachable => "could not connect".to_owned(),
+            ErrorKind::Timeout => "no answer within the timeout".to_owned(),
+            ErrorKind::ConnectionLost => "the connection was lost before the answer".to_owned(),
+            ErrorKind::Rejected { status, .. } | ErrorKind::Unavailable { status, .. } => {
+                format!("HTTP {status}")
+            }
+            // The decoding error may quote the answer.
+            ErrorKind::InvalidResponse(_) => "its answer could not be read".to_owned(),
+            ErrorKind::InvalidInput(why) => format!("invalid request: {why}"),
+        };
+        format!("Kaleyra {} failed: {how}", self.operation)
+    }
+
     /// The `outcome` label of the `kaleyra_requests_total` metric for this error.
     pub fn outcome(&self) -> &'static str {
         match &self.kind {
@@ -282,6 +301,18 @@ impl KaleyraError {
             ErrorKind::Unavailable { .. } => "unavailable",
             ErrorKind::InvalidResponse(_) => "invalid_response",
         }
+    }
+}
+
+/// How much of Kaleyra's error code and message an error's text shows (its error bodies are
+/// read up to 64 KiB).
+const MAX_KALEYRA_TEXT_CHARS: usize = 200;
+
+/// `text`, cut after [`MAX_KALEYRA_TEXT_CHARS`] characters (marked with `…`).
+fn cut_short(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_KALEYRA_TEXT_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+        None => text.into(),
     }
 }
 
@@ -310,6 +341,8 @@ impl fmt::Display for KaleyraError {
                 ..
             } => {
                 write!(f, "HTTP {status}")?;
+                let code = code.as_deref().map(cut_short);
+                let message = message.as_deref().map(cut_short);
                 match (code, message) {
                     (Some(c), Some(m)) => write!(f, " ({c}: {m})")?,
                     (Some(c), None) => write!(f, " ({c})")?,
@@ -394,6 +427,40 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "Kaleyra get_room failed: HTTP 404 (room_not_found: no such room)"
+        );
+    }
+
+    #[test]
+    fn kaleyras_text_is_cut_short_and_left_out_of_the_summary() {
+        let long = "x".repeat(5000);
+        let e = KaleyraError::new(
+            Operation::UpdateCompany,
+            ErrorKind::Unavailable {
+                status: 503,
+                code: Some("internal".into()),
+                message: Some(format!("secret-ish detail {long}")),
+                retry_after: None,
+            },
+        );
+        assert_eq!(e.summary(), "Kaleyra update_company failed: HTTP 503");
+        let text = e.to_string();
+        assert!(text.starts_with(
+            "Kaleyra update_company failed: HTTP 503 (internal: secret-ish detail xx"
+        ));
+        assert!(text.ends_with("x…)"), "{text}");
+        assert!(text.chars().count() < 300, "{}", text.len());
+        let unreadable = KaleyraError::new(
+            Operation::GetCompany,
+            ErrorKind::InvalidResponse("invalid type: string \"quoted answer\"".into()),
+        );
+        assert_eq!(
+            unreadable.summary(),
+            "Kaleyra get_company failed: its answer could not be read"
+        );
+        assert_eq!(cut_short("é".repeat(200).as_str()), "é".repeat(200));
+        assert_eq!(
+            cut_short("é".repeat(201).as_str()),
+            format!("{}…", "é".repeat(200))
         );
     }
 

@@ -25,6 +25,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use hmac::digest::CtOutput;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -97,6 +98,10 @@ pub fn signature_header(api_key: &str, timestamp: i64, raw_body: &[u8]) -> Strin
 /// keyed with `api_key` — compared in constant time — and `t` is within `tolerance` of `now`
 /// (in either direction). Elements other than `t` and `v0` (future schemes) are ignored;
 /// `t` must appear exactly once and at least one `v0` must be present.
+///
+/// The checks run cheapest first (see [`Signature`]): a receiver that must not read the body
+/// of a request it will refuse calls [`Signature::parse`] and [`Signature::check_timestamp`]
+/// before reading it, then [`Signature::verify_body`].
 pub fn verify(
     header: Option<&str>,
     raw_body: &[u8],
@@ -104,25 +109,68 @@ pub fn verify(
     now: DateTime<Utc>,
     tolerance: Duration,
 ) -> Result<(), WebhookError> {
-    let header = header.ok_or(WebhookError::MissingSignature)?;
-    let parsed = parse_header(header)?;
-    let matches = parsed.signatures.iter().any(|sig| {
-        mac(api_key, parsed.timestamp_text.as_bytes(), raw_body)
-            .verify_slice(sig)
-            .is_ok()
-    });
-    if !matches {
-        return Err(WebhookError::BadSignature);
+    let signature = Signature::parse(header)?;
+    signature.check_timestamp(now, tolerance)?;
+    signature.verify_body(raw_body, api_key)
+}
+
+/// A `bandyer-signature` header, read but not yet checked against a body. Its checks cost
+/// little to much: reading the header, comparing `t` with the clock, then one HMAC over the
+/// body — so that a request that will be refused costs no HMAC, and a header holding many
+/// `v0` entries costs one HMAC like any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    timestamp: i64,
+    /// `t` as written, which is what was signed.
+    timestamp_text: String,
+    signatures: Vec<[u8; 32]>,
+}
+
+impl Signature {
+    /// Reads the header (`None` when absent): `t` exactly once, at least one `v0` of 64 hex
+    /// digits, at most [`MAX_HEADER_LEN`] characters.
+    pub fn parse(header: Option<&str>) -> Result<Self, WebhookError> {
+        parse_header(header.ok_or(WebhookError::MissingSignature)?)
     }
-    let distance_secs = now.timestamp().abs_diff(parsed.timestamp);
-    if distance_secs > tolerance.as_secs() {
-        return Err(WebhookError::StaleTimestamp {
-            timestamp: parsed.timestamp,
-            distance_secs,
-            tolerance_secs: tolerance.as_secs(),
+
+    /// `t`, in seconds since the epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// Whether `t` is within `tolerance` of `now`, either way (no HMAC computed).
+    pub fn check_timestamp(
+        &self,
+        now: DateTime<Utc>,
+        tolerance: Duration,
+    ) -> Result<(), WebhookError> {
+        let distance_secs = now.timestamp().abs_diff(self.timestamp);
+        if distance_secs > tolerance.as_secs() {
+            return Err(WebhookError::StaleTimestamp {
+                timestamp: self.timestamp,
+                distance_secs,
+                tolerance_secs: tolerance.as_secs(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether one of the `v0` signatures is the HMAC of `t + "." + raw_body` keyed with
+    /// `api_key`. The HMAC is computed once and compared with every entry in constant time
+    /// (every entry is compared, a match or not, so the time says nothing about which).
+    pub fn verify_body(&self, raw_body: &[u8], api_key: &str) -> Result<(), WebhookError> {
+        let expected = mac(api_key, self.timestamp_text.as_bytes(), raw_body).finalize();
+        let matches = self.signatures.iter().fold(false, |found, signature| {
+            let candidate = CtOutput::<HmacSha256>::new((*signature).into());
+            // `CtOutput`'s equality is constant-time; `|` does not short-circuit.
+            found | (candidate == expected)
         });
+        if matches {
+            Ok(())
+        } else {
+            Err(WebhookError::BadSignature)
+        }
     }
-    Ok(())
 }
 
 /// Decodes a (verified) body into its envelope.
@@ -131,6 +179,8 @@ pub fn parse_event(raw_body: &[u8]) -> Result<WebhookEvent, WebhookError> {
 }
 
 fn mac(api_key: &str, timestamp: &[u8], raw_body: &[u8]) -> HmacSha256 {
+    #[cfg(test)]
+    tests::MACS_COMPUTED.with(|n| n.set(n.get() + 1));
     // HMAC takes keys of any length: this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(api_key.as_bytes())
         .expect("HMAC accepts keys of any length");
@@ -140,14 +190,7 @@ fn mac(api_key: &str, timestamp: &[u8], raw_body: &[u8]) -> HmacSha256 {
     mac
 }
 
-struct ParsedHeader<'a> {
-    timestamp: i64,
-    /// `t` as written, which is what was signed.
-    timestamp_text: &'a str,
-    signatures: Vec<[u8; 32]>,
-}
-
-fn parse_header(header: &str) -> Result<ParsedHeader<'_>, WebhookError> {
+fn parse_header(header: &str) -> Result<Signature, WebhookError> {
     use WebhookError::MalformedSignature as Malformed;
     if header.len() > MAX_HEADER_LEN {
         return Err(Malformed("longer than 4096 characters"));
@@ -188,16 +231,30 @@ fn parse_header(header: &str) -> Result<ParsedHeader<'_>, WebhookError> {
     if signatures.is_empty() {
         return Err(Malformed("no `v0` signature"));
     }
-    Ok(ParsedHeader {
+    Ok(Signature {
         timestamp,
-        timestamp_text,
+        timestamp_text: timestamp_text.to_owned(),
         signatures,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// How many HMACs this thread computed (a seam for the cost tests).
+        pub(super) static MACS_COMPUTED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The HMACs `f` computes.
+    fn macs_computed_by<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        MACS_COMPUTED.with(|n| n.set(0));
+        let result = f();
+        (result, MACS_COMPUTED.with(Cell::get))
+    }
 
     const KEY: &str = "ak_live_123456";
     const BODY: &[u8] = br#"{"event":"test"}"#;
@@ -344,5 +401,39 @@ mod tests {
             parse_event(b"[1]"),
             Err(WebhookError::InvalidBody(_))
         ));
+    }
+
+    #[test]
+    fn many_signatures_cost_one_hmac() {
+        let wrong = "0".repeat(64);
+        // As many entries as the header's length allows.
+        let many_wrong = vec![format!("v0={wrong}"); 58].join(",");
+        assert!(many_wrong.len() < MAX_HEADER_LEN);
+        let (result, macs) = macs_computed_by(|| check(&format!("t={T},{many_wrong}"), T));
+        assert_eq!((result, macs), (Err(WebhookError::BadSignature), 1));
+        let (result, macs) =
+            macs_computed_by(|| check(&format!("t={T},{many_wrong},v0={VECTOR}"), T));
+        assert_eq!((result, macs), (Ok(()), 1));
+    }
+
+    #[test]
+    fn the_timestamp_is_checked_before_any_hmac() {
+        let wrong = "0".repeat(64);
+        let many_wrong = vec![format!("v0={wrong}"); 58].join(",");
+        // Stale and wrong: refused as stale, without computing anything.
+        let (result, macs) = macs_computed_by(|| check(&format!("t={T},{many_wrong}"), T + 301));
+        assert!(
+            matches!(result, Err(WebhookError::StaleTimestamp { .. })),
+            "{result:?}"
+        );
+        assert_eq!(macs, 0);
+        // Parsing and the timestamp alone never compute one either.
+        let (signature, macs) = macs_computed_by(|| {
+            let signature = Signature::parse(Some(&format!("t={T},{many_wrong}"))).unwrap();
+            signature.check_timestamp(at(T), DEFAULT_TOLERANCE).unwrap();
+            signature
+        });
+        assert_eq!((signature.timestamp(), macs), (T, 0));
+        assert_eq!(Signature::parse(None), Err(WebhookError::MissingSignature));
     }
 }

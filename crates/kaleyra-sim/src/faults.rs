@@ -44,7 +44,7 @@ pub const V2_ROUTES: &[&str] = &[
 
 /// One fault-injection rule. JSON (for `POST /_sim/faults`):
 /// `{"method": "POST"?, "route": "/v2/rooms"?, "action": {…}, "times": 2?, "rate": 0.5?,
-/// "retry_after": 3?}`.
+/// "retry_after": 3?, "message": "…"?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
@@ -66,6 +66,10 @@ pub struct Fault {
     /// Seconds, sent as `Retry-After` with `Status` and `StatusAfterEffect` answers.
     #[serde(default)]
     pub retry_after: Option<u64>,
+    /// The `message` of the error body of `Status` and `StatusAfterEffect` answers, instead
+    /// of the simulator's own (to see where Kaleyra's text ends up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What a fault does. JSON: exactly one of `{"status": 503}`, `{"delay_ms": 1500}`,
@@ -162,6 +166,7 @@ impl Fault {
             times: None,
             rate: None,
             retry_after: None,
+            message: None,
         }
     }
 
@@ -207,6 +212,12 @@ impl Fault {
 
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// The error body's `message` of the answers this fault makes.
+    pub fn message(mut self, text: impl Into<String>) -> Self {
+        self.message = Some(text.into());
         self
     }
 
@@ -341,12 +352,12 @@ async fn respond(
     body: Result<Bytes, ApiError>,
     next: Next,
 ) -> Response {
-    let (action, retry_after) = match fault {
-        Some(f) => (Some(f.action), f.retry_after),
-        None => (None, None),
+    let (action, retry_after, message) = match fault {
+        Some(f) => (Some(f.action), f.retry_after, f.message),
+        None => (None, None, None),
     };
     match action {
-        Some(FaultAction::Status(s)) => return simulated(s, retry_after),
+        Some(FaultAction::Status(s)) => return simulated(s, retry_after, message),
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         _ => {}
     }
@@ -368,18 +379,18 @@ async fn respond(
     };
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     match action {
-        Some(FaultAction::StatusAfterEffect(s)) => simulated(s, retry_after),
+        Some(FaultAction::StatusAfterEffect(s)) => simulated(s, retry_after, message),
         Some(FaultAction::DropAfterEffect) => dropped_connection(),
         _ => response,
     }
 }
 
-fn simulated(status: u16, retry_after: Option<u64>) -> Response {
+fn simulated(status: u16, retry_after: Option<u64>, message: Option<String>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let mut e = ApiError::new(
         status,
         "simulated_fault",
-        format!("fault injected by the simulator: {status}"),
+        message.unwrap_or_else(|| format!("fault injected by the simulator: {status}")),
     );
     e.retry_after = retry_after;
     e.into_response()
@@ -467,6 +478,18 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<FaultAction>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_fault_may_carry_the_text_of_its_answer() {
+        let fault: Fault = serde_json::from_str(
+            r#"{"route": "/v2/company", "action": {"status": 503}, "message": "db down"}"#,
+        )
+        .unwrap();
+        assert_eq!(fault.message.as_deref(), Some("db down"));
+        assert_eq!(Fault::status("/v2/company", 503).message("db down"), fault);
+        let plain = serde_json::to_value(Fault::status("/v2/company", 503)).unwrap();
+        assert!(plain.get("message").is_none(), "{plain}");
     }
 
     #[test]

@@ -101,3 +101,47 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
+
+/// What [`read_at_most`] read.
+pub enum Limited {
+    /// The whole body.
+    Whole(Bytes),
+    /// The body holds more than the limit; reading stopped there.
+    TooLarge,
+}
+
+/// Reads `body` whole when it holds at most `limit` bytes, into one buffer reserved once
+/// (`declared` is its `Content-Length`, when given). Never buffers more than `limit`.
+pub async fn read_at_most(
+    mut body: axum::body::Body,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Limited, axum::Error> {
+    use axum::body::HttpBody as _;
+    let reserve = declared.map_or(limit, |length| {
+        usize::try_from(length).unwrap_or(usize::MAX).min(limit)
+    });
+    let mut buffer = Vec::with_capacity(reserve);
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        if buffer.len() + data.len() > limit {
+            return Ok(Limited::TooLarge);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Limited::Whole(Bytes::from(buffer)))
+}
+
+/// The request's `Content-Length`, when it has a readable one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}

@@ -1,7 +1,8 @@
 //! One error type for every route, rendered as `{"statusCode", "error", "message"}`
 //! (spec §6). Unexpected failures (storage, panics) reach the response as a generic message
 //! and the cause goes to the logs; a failed Kaleyra call reaches it as the operation and
-//! Kaleyra's status. Every service's error is mapped here, once.
+//! Kaleyra's status only (Kaleyra's text goes to the logs). Every service's error is mapped
+//! here, once.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -36,6 +37,8 @@ pub struct ApiError {
     status: StatusCode,
     error: String,
     message: String,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +50,7 @@ impl ApiError {
             status,
             error: text.clone(),
             message: text,
+            retry_after: None,
         }
     }
 
@@ -56,7 +60,14 @@ impl ApiError {
             status,
             error: status.canonical_reason().unwrap_or("Error").to_owned(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Asks the caller to send the request again after `seconds` (`Retry-After`).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -101,7 +112,13 @@ impl IntoResponse for ApiError {
             error: self.error,
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -176,14 +193,19 @@ impl From<GroupsError> for ApiError {
 /// A failed Kaleyra call on a route whose answer needs Kaleyra: 503 when Kaleyra cannot be
 /// reached or does not answer in time, else 502 — Kaleyra's refusals too: on the routes that
 /// use this, what Kaleyra refuses came from stored data, not from the caller's body. The
-/// message is the error's text: the operation and Kaleyra's status and error code (never the
-/// API key, which only ever travels in a header).
+/// message names the operation and Kaleyra's status only (spec §6): Kaleyra's own text (its
+/// error code and message) is logged, cut short, never echoed to the caller. Never the API
+/// key either, which only ever travels in a header.
 impl From<KaleyraError> for ApiError {
     fn from(err: KaleyraError) -> Self {
-        if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
-            return Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string());
-        }
-        Self::new(StatusCode::BAD_GATEWAY, err.to_string())
+        tracing::warn!(error = %err, "a Kaleyra call failed");
+        let status =
+            if err.is_unreachable() || matches!(err.kind(), kaleyra_client::ErrorKind::Timeout) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+        Self::new(status, err.summary())
     }
 }
 
@@ -235,5 +257,12 @@ impl From<ServiceError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())
             }
         }
+    }
+}
+
+/// Every upload slot is taken: nothing was read, the upload may be sent again in a second.
+impl From<crate::services::settings::TooManyUploads> for ApiError {
+    fn from(err: crate::services::settings::TooManyUploads) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()).with_retry_after(1)
     }
 }

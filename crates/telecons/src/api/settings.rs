@@ -1,35 +1,43 @@
 //! `/settings` routes (spec §4.8–§4.9): the company's virtual backgrounds.
 //!
-//! The upload is streamed field by field: at most [`MAX_BACKGROUND_BYTES`] of the image are
-//! held (413 the moment it is over), nothing goes to a temporary file, and the content must be
-//! a JPEG whatever the part declares.
+//! The upload is streamed field by field (spec §10): a slot is taken first (at most
+//! `MAX_UPLOADS_AT_ONCE` at once, 503 beyond), the image is read into one buffer reserved
+//! once and never past [`MAX_BACKGROUND_BYTES`] (413 the moment it is over), its first bytes must start a JPEG (415 before the rest is
+//! read), nothing goes to a temporary file, and the whole content must be a JPEG whatever the
+//! part declares.
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::multipart::Field;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiState;
-use super::body::JsonBody;
+use super::body::{JsonBody, declared_length};
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use crate::domain::schedule::format_instant;
-use crate::services::settings::{MAX_BACKGROUND_BYTES, check_jpeg};
+use crate::services::settings::{MAX_BACKGROUND_BYTES, check_jpeg, check_jpeg_start};
 
 /// The multipart part of the image.
 const PART: &str = "virtual_background";
+
+/// What a multipart body may carry besides the image (part headers, boundaries).
+const MULTIPART_FRAMING_BYTES: usize = 64 * 1024;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
         .routes(routes!(upload_background))
         // The image's limit is checked while streaming; the body may carry a little more
         // (part headers, boundaries).
-        .layer(DefaultBodyLimit::max(MAX_BACKGROUND_BYTES + 64 * 1024))
+        .layer(DefaultBodyLimit::max(
+            MAX_BACKGROUND_BYTES + MULTIPART_FRAMING_BYTES,
+        ))
         .routes(routes!(update_settings))
 }
 
@@ -123,17 +131,23 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
         (status = 409, description = "The company has as many backgrounds as Kaleyra allows", body = ErrorBody),
-        (status = 413, description = "Larger than 10 MB", body = ErrorBody),
-        (status = 415, description = "Not multipart, or the file is not a JPEG", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed", body = ErrorBody),
-        (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
+        (status = 413, description = "Larger than 10 MB (reading stops at the limit)", body = ErrorBody),
+        (status = 415, description = "Not multipart, or the file is not a JPEG (known by its first bytes: refused before the rest is read)", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
+        (status = 503, description = "Kaleyra unreachable; or 4 uploads are in progress on this instance (with `Retry-After: 1`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the upload again (when uploads are in progress)"))),
     ))]
 async fn upload_background(
     State(state): State<ApiState>,
     caller: RequestCaller,
+    headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<BackgroundUploaded>, ApiError> {
     state.company.authorize(caller.0).await?;
+    let slot = state.company.start_upload()?;
+    // Not refused early on its declared length alone: a client still sending would see its
+    // connection reset rather than the 413 (the read below stops at the limit anyway).
+    let declared = declared_length(&headers);
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -143,7 +157,7 @@ async fn upload_background(
             ),
         )
     })?;
-    let mut image: Option<(Vec<u8>, String)> = None;
+    let mut image: Option<Vec<u8>> = None;
     while let Some(mut field) = multipart
         .next_field()
         .await
@@ -155,26 +169,20 @@ async fn upload_background(
                 "unexpected field {name:?}: the form has one file field, {PART}"
             )));
         }
-        let Some(filename) = field.file_name().map(str::to_owned) else {
+        // A file part has a filename; the name itself is not kept (Kaleyra gets ours).
+        if field.file_name().is_none() {
             return Err(ApiError::bad_request(format!(
                 "{PART} must be a file (a part with a filename)"
             )));
-        };
+        }
         if image.is_some() {
             return Err(ApiError::bad_request(format!(
                 "{PART} was sent more than once"
             )));
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, true))? {
-            if bytes.len() + chunk.len() > MAX_BACKGROUND_BYTES {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        image = Some((bytes, filename));
+        image = Some(read_image(&mut field, declared).await?);
     }
-    let Some((bytes, filename)) = image else {
+    let Some(bytes) = image else {
         return Err(ApiError::bad_request(format!("the {PART} file is missing")));
     };
     if bytes.is_empty() {
@@ -183,7 +191,7 @@ async fn upload_background(
     check_jpeg(&bytes)?;
     let uploaded = state
         .company
-        .upload_background(Bytes::from(bytes), &filename)
+        .upload_background(&slot, Bytes::from(bytes))
         .await?;
     Ok(Json(BackgroundUploaded {
         virtual_background: VirtualBackgroundBody {
@@ -192,6 +200,30 @@ async fn upload_background(
             creation_date: format_instant(uploaded.creation_date),
         },
     }))
+}
+
+/// Reads the image part into one buffer, reserved once for the declared length of the body
+/// (which holds the image) or else the limit, so that it never grows; 413 the moment it would
+/// pass [`MAX_BACKGROUND_BYTES`], 415 as soon as its first bytes cannot start a JPEG.
+async fn read_image(field: &mut Field<'_>, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    let reserve = declared.map_or(MAX_BACKGROUND_BYTES, |length| {
+        usize::try_from(length)
+            .unwrap_or(usize::MAX)
+            .min(MAX_BACKGROUND_BYTES)
+    });
+    let mut bytes = Vec::with_capacity(reserve);
+    let mut start_checked = false;
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, true))? {
+        if bytes.len() + chunk.len() > MAX_BACKGROUND_BYTES {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+        if !start_checked {
+            check_jpeg_start(&bytes)?;
+            start_checked = bytes.len() >= 3;
+        }
+    }
+    Ok(bytes)
 }
 
 /// Makes an uploaded background the company default.
@@ -203,7 +235,7 @@ async fn upload_background(
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
         (status = 404, description = "Kaleyra knows no background with this alias", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed", body = ErrorBody),
+        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
         (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
     ))]
 async fn update_settings(

@@ -23,6 +23,7 @@ mod credentials;
 mod directory;
 mod ops;
 mod provisioning;
+mod raw_http;
 mod settings;
 mod store;
 mod teleconsultations;

@@ -7,6 +7,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::bearer::{SETTINGS_GROUP, app_in_bearer_mode, claims};
+use crate::raw_http::HeldRequest;
 use crate::support::{SIM_API_KEY, TestApp, TestDatabase};
 use crate::teleconsultations::config_file;
 use crate::test_issuer::keys;
@@ -20,6 +21,10 @@ crate::on_both_backends!(
     kaleyra_refusals_are_the_callers_errors_and_failures_are_502,
     only_identified_callers_in_settings_groups_may_change_the_look,
     bearer_callers_use_the_settings_too,
+    at_most_four_uploads_at_once_the_fifth_is_503_with_retry_after,
+    what_does_not_start_as_a_jpeg_is_415_before_the_rest_is_sent,
+    kaleyra_gets_our_file_name_never_the_clients,
+    a_502_names_the_operation_and_status_never_kaleyras_text,
 );
 
 /// A 1×1 baseline JPEG.
@@ -85,7 +90,10 @@ async fn a_jpeg_is_uploaded_and_made_the_default(db: TestDatabase) {
     let stored = app.sim.backgrounds();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].alias, alias);
-    assert_eq!(stored[0].filename, "sky.jpg");
+    assert_eq!(
+        stored[0].filename, "background.jpg",
+        "our name, not the client's"
+    );
     assert!(stored[0].content_type.starts_with("image/jpeg"));
     assert_eq!(stored[0].size, TINY_JPEG.len());
 
@@ -327,4 +335,185 @@ async fn bearer_callers_use_the_settings_too(db: TestDatabase) {
     );
     let (status, _) = upload(&app, &ADMIN, jpeg()).await;
     assert_eq!(status, 401, "identity headers mean nothing in bearer mode");
+}
+
+const BOUNDARY: &str = "telecons-test-boundary";
+
+/// An upload of `image` as raw bytes: the request head and the whole multipart body.
+fn raw_upload(image: &[u8]) -> (String, Vec<u8>) {
+    let mut body = format!(
+        "--{BOUNDARY}\r\ncontent-disposition: form-data; name=\"virtual_background\"; \
+         filename=\"a.jpg\"\r\ncontent-type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(image);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let head = format!(
+        "POST /settings/background-image HTTP/1.1\r\nhost: telecons\r\n\
+         miauserid: admin-1\r\nmiausergroups: doctor\r\n\
+         content-type: multipart/form-data; boundary={BOUNDARY}\r\n\
+         content-length: {}\r\nconnection: close",
+        body.len()
+    );
+    (head, body)
+}
+
+/// Waits until the app holds `n` uploads (each has its slot and waits for its body).
+async fn until_uploads_in_progress(app: &TestApp, n: usize) {
+    let company = &app.services.api.company;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while company.uploads_in_progress() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} uploads in progress, not {n}",
+            company.uploads_in_progress()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+async fn at_most_four_uploads_at_once_the_fifth_is_503_with_retry_after(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    // Four uploads whose bodies stop in the middle of the image.
+    let (head, body) = raw_upload(TINY_JPEG);
+    let cut = body.len() - 20;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(HeldRequest::send(&app.base_url, &head, &body[..cut]).await);
+    }
+    until_uploads_in_progress(&app, 4).await;
+    let response = app
+        .http
+        .post(app.url("/settings/background-image"))
+        .headers(
+            ADMIN
+                .iter()
+                .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+                .collect(),
+        )
+        .multipart(form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["statusCode"], 503, "{answer}");
+    assert_eq!(answer["error"], "Service Unavailable", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("uploads are in progress"),
+        "{answer}"
+    );
+    assert!(app.sim.backgrounds().is_empty());
+    // The four finish; then uploads are taken again.
+    for request in &mut held {
+        request.send_more(&body[cut..]).await;
+        let answer = request.answer().await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    until_uploads_in_progress(&app, 0).await;
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.sim.backgrounds().len(), 5);
+}
+
+async fn what_does_not_start_as_a_jpeg_is_415_before_the_rest_is_sent(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    // A PNG of 1 MB: its start arrives, the rest never does.
+    let mut png = TINY_PNG.to_vec();
+    png.resize(1024 * 1024, 0);
+    let (head, body) = raw_upload(&png);
+    let mut held = HeldRequest::send(&app.base_url, &head, &body[..8 * 1024]).await;
+    let answer = held.answer().await;
+    assert_eq!(answer.status, 415, "{answer:?}");
+    assert_eq!(
+        answer.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    let body = answer.json();
+    assert_eq!(body["statusCode"], 415, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("virtual_background"),
+        "{body}"
+    );
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
+    until_uploads_in_progress(&app, 0).await;
+}
+
+async fn kaleyra_gets_our_file_name_never_the_clients(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    for name in ["holiday photo (1).jpg", "../../etc/passwd.jpg", "x.png"] {
+        let (status, body) = upload(
+            &app,
+            &ADMIN,
+            form_with(jpeg_part(TINY_JPEG, name, "image/jpeg")),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    let names: Vec<_> = app
+        .sim
+        .backgrounds()
+        .into_iter()
+        .map(|b| b.filename)
+        .collect();
+    assert_eq!(names, ["background.jpg"; 3]);
+}
+
+async fn a_502_names_the_operation_and_status_never_kaleyras_text(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    const KALEYRAS_TEXT: &str = "upstream pg-primary-7 timed out; trace 5f1e-KALEYRA-INTERNAL";
+    // Every attempt fails (the update is retried).
+    app.sim.add_fault(
+        Fault::status("/v2/company", 503)
+            .method("PUT")
+            .message(KALEYRAS_TEXT),
+    );
+    let (status, body) = update(&app, &ADMIN, json!({"background_alias": "abc"})).await;
+    assert_eq!(
+        (status, body.clone()),
+        (
+            502,
+            json!({"statusCode": 502, "error": "Bad Gateway",
+                   "message": "Kaleyra update_company failed: HTTP 503"})
+        )
+    );
+    assert!(!body.to_string().contains("KALEYRA-INTERNAL"), "{body}");
+    assert!(!body.to_string().contains("simulated_fault"), "{body}");
+    app.sim.add_fault(
+        Fault::status("/v2/company/virtual-background", 500)
+            .message(KALEYRAS_TEXT)
+            .times(1),
+    );
+    let (status, body) = upload(
+        &app,
+        &ADMIN,
+        form_with(jpeg_part(TINY_JPEG, "a.jpg", "image/jpeg")),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (
+            502,
+            json!({"statusCode": 502, "error": "Bad Gateway",
+                   "message": "Kaleyra upload_virtual_background failed: HTTP 500"})
+        )
+    );
 }

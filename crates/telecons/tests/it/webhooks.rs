@@ -7,6 +7,7 @@ use kaleyra_sim::WebhookTamper;
 use serde_json::{Value, json};
 use telecons::clock::Clock as _;
 
+use crate::raw_http::HeldRequest;
 use crate::support::{SIM_API_KEY, TestApp, TestDatabase};
 use crate::teleconsultations::create_tc;
 
@@ -14,6 +15,8 @@ crate::on_both_backends!(
     a_room_deleted_in_kaleyras_console_is_made_again,
     a_missing_wrong_or_stale_signature_is_401_and_nothing_is_done,
     other_events_and_unknown_rooms_are_acknowledged_and_ignored,
+    a_body_over_64_kib_is_413_and_left_unread,
+    a_missing_malformed_or_stale_header_is_401_before_the_body_is_read,
 );
 
 /// An app whose clock is the real time (webhook signatures are checked against it) and whose
@@ -140,4 +143,110 @@ async fn other_events_and_unknown_rooms_are_acknowledged_and_ignored(db: TestDat
     }
     assert_eq!(app.kaleyra_calls(), Vec::<String>::new(), "nothing done");
     assert!(link(&app, &id).await.is_string(), "the room is untouched");
+}
+
+/// The largest body the route takes (spec §10).
+const LIMIT: usize = 64 * 1024;
+
+/// A signed envelope of `event` about `room`, padded with JSON whitespace to `size` bytes.
+fn padded_event(event: &str, room: &str, size: usize) -> (String, String) {
+    let mut raw = json!({"event": event, "event_version": "1.0", "namespace": "room",
+                         "timestamp": 1, "data": {"room_id": room}})
+    .to_string();
+    raw.push_str(&" ".repeat(size - raw.len()));
+    let signature = kaleyra_client::webhook::signature_header(
+        SIM_API_KEY,
+        Utc::now().timestamp(),
+        raw.as_bytes(),
+    );
+    (raw, signature)
+}
+
+fn head(signature: Option<&str>, content_length: usize) -> String {
+    let signature = signature
+        .map(|s| format!("bandyer-signature: {s}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "POST /webhooks/kaleyra HTTP/1.1\r\nhost: telecons\r\ncontent-type: application/json\r\n\
+         {signature}content-length: {content_length}\r\nconnection: close"
+    )
+}
+
+async fn a_body_over_64_kib_is_413_and_left_unread(db: TestDatabase) {
+    let (app, id, room) = app_with_room(db).await;
+    app.sim.clear_requests();
+    // Signed as Kaleyra would, but 65 KiB.
+    let (raw, signature) = padded_event("on_room_deleted", &room, 65 * 1024);
+    let response = app
+        .http
+        .post(app.url("/webhooks/kaleyra"))
+        .header("bandyer-signature", &signature)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["statusCode"], 413, "{body}");
+    // Declared that large: refused before a byte of it arrives.
+    let mut held = HeldRequest::send(&app.base_url, &head(Some(&signature), 65 * 1024), b"").await;
+    let answer = held.answer().await;
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert_eq!(answer.json()["statusCode"], 413);
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new(), "nothing done");
+    assert_eq!(
+        app.stored(&id).await.room_id.as_deref(),
+        Some(room.as_str())
+    );
+    // 64 KiB is still taken.
+    let (raw, signature) = padded_event("on_call_started", &room, LIMIT);
+    let response = app
+        .http
+        .post(app.url("/webhooks/kaleyra"))
+        .header("bandyer-signature", signature)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+async fn a_missing_malformed_or_stale_header_is_401_before_the_body_is_read(db: TestDatabase) {
+    let (app, id, room) = app_with_room(db).await;
+    app.sim.clear_requests();
+    let (_, stale) = padded_event("on_room_deleted", &room, 1000);
+    let stale = stale.replacen(
+        &format!("t={}", Utc::now().timestamp()),
+        &format!("t={}", Utc::now().timestamp() - 3600),
+        1,
+    );
+    let many = format!(
+        "t={},{}",
+        Utc::now().timestamp(),
+        vec![format!("v0={}", "0".repeat(64)); 58].join(",")
+    );
+    for (signature, what) in [
+        (None, "missing"),
+        (Some("garbage"), "malformed"),
+        (Some("t=1,v0=00"), "malformed"),
+        (Some(stale.as_str()), "stale"),
+    ] {
+        // The body is announced and never sent.
+        let mut held = HeldRequest::send(&app.base_url, &head(signature, 1000), b"{").await;
+        let answer = held.answer().await;
+        assert_eq!(answer.status, 401, "{what}: {answer:?}");
+        assert_eq!(answer.json()["statusCode"], 401, "{what}");
+    }
+    // A well-formed, fresh header needs the body: with it, a wrong signature is a 401 too,
+    // however many entries it holds.
+    let (raw, _) = padded_event("on_room_deleted", &room, 1000);
+    let mut held = HeldRequest::send(&app.base_url, &head(Some(&many), 1000), raw.as_bytes()).await;
+    assert_eq!(held.answer().await.status, 401);
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new(), "nothing done");
+    assert_eq!(
+        app.stored(&id).await.room_id.as_deref(),
+        Some(room.as_str())
+    );
 }
