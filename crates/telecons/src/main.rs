@@ -79,6 +79,22 @@ enum Command {
         it would look consistent."
     )]
     Audit,
+    /// Record a copied, moved or restored database as its installation's own (see the README).
+    #[command(long_about = "Record the database DATABASE_URL names as the one its \
+        installation lives in. `serve` (and `demo --database-url`) refuse a database that \
+        is not the one its installation was recorded in (PostgreSQL: the cluster's system \
+        identifier and the database name; SQLite: the file's canonical path), because a \
+        copy would act on the original's Kaleyra rooms.\n\n\
+        Without options: the same deployment, moved or restored from its own backup; the \
+        installation id is kept. With --new-installation: a copy (staging made from a \
+        production dump, say); it gets a new installation id and forgets the original's \
+        rooms (its live teleconsultations get rooms of their own), so that it never acts on \
+        them. Needs no Kaleyra settings; run it while no instance serves the database.")]
+    AdoptDatabase {
+        /// The database is a copy: give it a new installation id, apart from the original.
+        #[arg(long)]
+        new_installation: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +141,14 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::AdoptDatabase { new_installation } => {
+            with_config(Config::from_env, |config| async move {
+                let done =
+                    app::adopt_database(&config, new_installation, chrono::Utc::now()).await?;
+                println!("{done}");
+                Ok(())
+            })
+        }
         Command::Migrate => with_config(Config::from_env, |config| async move {
             let store = app::open_store(&config).await?;
             println!("migrations applied ({})", store.backend());

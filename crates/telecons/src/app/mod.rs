@@ -338,8 +338,99 @@ async fn installation(
             "this database was made by `telecons demo` (its Kaleyra users and rooms are a \
              simulator's): start the service on another database"
         ),
-        _ => Ok(installation),
+        _ => {}
     }
+    check_database_identity(store).await?;
+    Ok(installation)
+}
+
+/// Refuses a database that is not the one its installation was recorded in (copied, moved
+/// or restored): a copy would act for the original — its clean-up, its changes — on the
+/// rooms of a deployment it knows nothing about. The first start records the identity.
+async fn check_database_identity(store: &dyn Store) -> anyhow::Result<()> {
+    let current = store
+        .database_identity()
+        .await
+        .context("cannot tell which database this is")?;
+    let recorded = store
+        .recorded_identity(Some(&current))
+        .await
+        .context("cannot read this database's recorded identity")?;
+    match recorded {
+        Some(recorded) if recorded != current => anyhow::bail!(
+            "this database is not the one its installation was recorded in (recorded: \
+             {recorded}; this one: {current}): it was copied, moved or restored. If it is the \
+             same deployment, moved or restored from its own backup, run \
+             `telecons adopt-database` (keeps the installation id); if it is a copy (staging \
+             made from a production dump, say), run `telecons adopt-database \
+             --new-installation` (a new installation id: it never acts on the original's \
+             rooms). Then start again."
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `telecons adopt-database`: records the database `config` names as its installation's
+/// own, after a move or a restore (`new_installation` false: the same deployment, same
+/// installation id), or makes a copy a deployment of its own (`new_installation`: a new
+/// id, and none of the original's rooms; see [`Store::adopt_database`]). Returns what was
+/// done, for the operator.
+pub async fn adopt_database(
+    config: &Config,
+    new_installation: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let store = open_store(config).await?;
+    let installation = store
+        .existing_installation()
+        .await
+        .context("cannot read this database's installation")?
+        .context(
+            "telecons has never run on this database (no installation): nothing to adopt; \
+             `telecons serve` makes its installation at the first start",
+        )?;
+    let current = store
+        .database_identity()
+        .await
+        .context("cannot tell which database this is")?;
+    let recorded = store
+        .recorded_identity(None)
+        .await
+        .context("cannot read this database's recorded identity")?;
+    let is_the_original = recorded.as_deref() == Some(current.as_str());
+    if !new_installation {
+        if is_the_original {
+            return Ok(format!(
+                "nothing to do: {current} is the database of installation {} already",
+                installation.id
+            ));
+        }
+        store
+            .adopt_database(&current, None, now)
+            .await
+            .context("cannot adopt the database")?;
+        return Ok(format!(
+            "adopted: installation {} (kept) is now recorded on {current}",
+            installation.id
+        ));
+    }
+    anyhow::ensure!(
+        !is_the_original,
+        "{current} is the database installation {} was recorded in: the original, not a \
+         copy; a new installation would abandon its rooms. Nothing done.",
+        installation.id
+    );
+    let id = format!("{:016x}", rand::random::<u64>());
+    store
+        .adopt_database(&current, Some(&id), now)
+        .await
+        .context("cannot adopt the database")?;
+    Ok(format!(
+        "adopted as a new installation: {id} (was {}), recorded on {current}; the original's \
+         rooms are forgotten, and every live teleconsultation gets a room of its own once \
+         the service runs",
+        installation.id
+    ))
 }
 
 /// Opens the configured store and applies its migrations.

@@ -190,10 +190,12 @@ impl RoomSpec {
         &self.fingerprint
     }
 
-    /// The room's tag for teleconsultation `teleconsultation_id` of `installation`.
-    pub fn tag(&self, installation: &str, teleconsultation_id: &str) -> RoomTag {
+    /// The room's tag for teleconsultation `teleconsultation_id` of `installation`, made by
+    /// creation attempt `attempt` (see [`RoomAttempt`]).
+    pub fn tag(&self, installation: &str, attempt: &str, teleconsultation_id: &str) -> RoomTag {
         RoomTag {
             installation: installation.to_owned(),
+            attempt: Some(attempt.to_owned()),
             teleconsultation_id: teleconsultation_id.to_owned(),
             fingerprint: self.fingerprint.clone(),
         }
@@ -235,13 +237,22 @@ fn fingerprint(
 }
 
 /// What the service writes in a room's Kaleyra `description`:
-/// `telecons:<installation>:<teleconsultation id>:<fingerprint>`. Participants can read
-/// it, so it holds nothing personal. It lets the service find its rooms again in
-/// `GET /v2/rooms` when a creation answer was lost, and tells which rooms are this
-/// installation's: clean-up never touches another deployment's rooms.
+/// `telecons:<installation>:<attempt>:<teleconsultation id>:<fingerprint>` (84 characters).
+/// Participants can read it, so it holds nothing personal. It lets the service find its
+/// rooms again in `GET /v2/rooms` when a creation answer was lost, and tells which rooms are
+/// this database's: the installation says which deployment made the room, and the attempt
+/// proves that this very database asked for it (a copy of the database shares the
+/// installation id, never the attempts recorded after the copy was made).
+///
+/// Rooms made before attempts existed carry `telecons:<installation>:<teleconsultation
+/// id>:<fingerprint>` (`attempt` is `None`): nothing proves which copy of a database made
+/// them, so clean-up leaves them alone (a recorded room keeps working, and is deleted through
+/// the deletion queue when it is replaced).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomTag {
     pub installation: String,
+    /// The creation attempt this database recorded before asking Kaleyra for the room.
+    pub attempt: Option<String>,
     pub teleconsultation_id: String,
     pub fingerprint: String,
 }
@@ -251,8 +262,15 @@ impl RoomTag {
     pub fn parse(description: &str) -> Option<RoomTag> {
         let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
         let parts: Vec<&str> = rest.split(':').collect();
-        let [installation, id, fingerprint] = parts.as_slice() else {
-            return None;
+        let (installation, attempt, id, fingerprint) = match parts.as_slice() {
+            [installation, attempt, id, fingerprint] => {
+                if !is_hex(attempt, ATTEMPT_ID_LEN) {
+                    return None;
+                }
+                (*installation, Some(*attempt), *id, *fingerprint)
+            }
+            [installation, id, fingerprint] => (*installation, None, *id, *fingerprint),
+            _ => return None,
         };
         if !is_hex(installation, INSTALLATION_ID_LEN) {
             return None;
@@ -261,13 +279,15 @@ impl RoomTag {
             return None;
         }
         Some(RoomTag {
-            installation: (*installation).to_owned(),
-            teleconsultation_id: (*id).to_owned(),
-            fingerprint: (*fingerprint).to_owned(),
+            installation: installation.to_owned(),
+            attempt: attempt.map(str::to_owned),
+            teleconsultation_id: id.to_owned(),
+            fingerprint: fingerprint.to_owned(),
         })
     }
 
-    /// Whether the room was made by `installation`.
+    /// Whether the room carries `installation`'s id (made by it, or by a copy of its
+    /// database: see [`Self::attempt`]).
     pub fn is_of(&self, installation: &str) -> bool {
         self.installation == installation
     }
@@ -275,13 +295,40 @@ impl RoomTag {
 
 impl fmt::Display for RoomTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{DESCRIPTION_PREFIX}{}:{}:{}",
-            self.installation, self.teleconsultation_id, self.fingerprint
-        )
+        write!(f, "{DESCRIPTION_PREFIX}{}:", self.installation)?;
+        if let Some(attempt) = &self.attempt {
+            write!(f, "{attempt}:")?;
+        }
+        write!(f, "{}:{}", self.teleconsultation_id, self.fingerprint)
     }
 }
+
+/// One room creation, recorded in the database before Kaleyra is asked for the room: its id
+/// is in the room's tag, and clean-up acts only on rooms whose attempt the database holds.
+/// Random (64 bits), never a sequence: a copy of the database would count on from the same
+/// number as the original and take the original's next attempts for its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomAttempt {
+    /// [`ATTEMPT_ID_LEN`] lowercase hex.
+    pub id: String,
+    /// The fingerprint of the spec the room is made for.
+    pub fingerprint: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl RoomAttempt {
+    /// A new attempt, at `at`, at a room for `spec`.
+    pub fn new(spec: &RoomSpec, at: chrono::DateTime<chrono::Utc>) -> RoomAttempt {
+        RoomAttempt {
+            id: format!("{:016x}", rand::random::<u64>()),
+            fingerprint: spec.fingerprint.clone(),
+            at,
+        }
+    }
+}
+
+/// Hex characters of an attempt id (64 random bits).
+pub const ATTEMPT_ID_LEN: usize = 16;
 
 /// Hex characters of an installation id (64 random bits).
 pub const INSTALLATION_ID_LEN: usize = 16;
@@ -517,16 +564,57 @@ mod tests {
         let r = ten_minutes();
         let id = "65f1a2b3c4d5e6f708192a3b";
         let installation = "0123456789abcdef";
-        let d = r.tag(installation, id).to_string();
+        let attempt = RoomAttempt::new(&r, chrono::Utc::now());
+        assert_eq!(attempt.fingerprint, r.fingerprint());
+        let d = r.tag(installation, &attempt.id, id).to_string();
         assert_eq!(
             d,
-            format!("telecons:{installation}:{id}:{}", r.fingerprint())
+            format!(
+                "telecons:{installation}:{}:{id}:{}",
+                attempt.id,
+                r.fingerprint()
+            )
         );
         assert!(!d.contains("tc_doc") && !d.contains("2030"));
+        // Well within what a description holds (kaleyra.md gives no limit; 128, as ids).
+        assert_eq!(d.len(), 84);
         let tag = RoomTag::parse(&d).unwrap();
-        assert_eq!(tag, r.tag(installation, id));
+        assert_eq!(tag, r.tag(installation, &attempt.id, id));
+        assert_eq!(tag.attempt.as_deref(), Some(attempt.id.as_str()));
         assert!(tag.is_of(installation));
         assert!(!tag.is_of("fedcba9876543210"));
+    }
+
+    #[test]
+    fn attempts_are_random_hex() {
+        let r = ten_minutes();
+        let now = chrono::Utc::now();
+        let (a, b) = (RoomAttempt::new(&r, now), RoomAttempt::new(&r, now));
+        assert_ne!(a.id, b.id, "never a sequence a copy would share");
+        assert!(is_hex(&a.id, ATTEMPT_ID_LEN), "{}", a.id);
+    }
+
+    /// Tags written before attempts existed still read (their rooms are recognised as this
+    /// installation's), without an attempt: nothing proves this database made them.
+    #[test]
+    fn tags_without_an_attempt_read_as_unproven() {
+        let d = "telecons:0123456789abcdef:65f1a2b3c4d5e6f708192a3b:f1d3112c9b9a10af";
+        let tag = RoomTag::parse(d).unwrap();
+        assert_eq!(tag.attempt, None);
+        assert_eq!(tag.teleconsultation_id, "65f1a2b3c4d5e6f708192a3b");
+        assert!(tag.is_of("0123456789abcdef"));
+        assert_eq!(tag.to_string(), d, "written back as read");
+        assert_eq!(
+            RoomTag::parse(
+                "telecons:0123456789abcdef:NOTHEX0123456789:65f1a2b3c4d5e6f708192a3b:f1d3112c9b9a10af"
+            ),
+            None,
+            "not an attempt id"
+        );
+        assert_eq!(
+            RoomTag::parse("telecons:0123456789abcdef:0123456789abcdef:a:f1d3112c9b9a10af:x"),
+            None
+        );
     }
 
     #[test]

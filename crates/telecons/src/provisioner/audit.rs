@@ -26,6 +26,11 @@ pub struct AuditReport {
     /// Rooms this installation did not make (another deployment's, or made by hand): never
     /// touched.
     pub untagged_rooms: u64,
+    /// Rooms carrying this installation's id that this database neither knows nor recorded
+    /// the creation of (made by a copy of the database, by its original, or before attempts
+    /// were recorded): never touched, not counted in `rooms_live`, not an inconsistency of
+    /// this database.
+    pub rooms_of_unknown_attempts: Vec<String>,
 }
 
 impl AuditReport {
@@ -52,7 +57,27 @@ impl Provisioner {
             after = last.id.clone();
             live.extend(page);
         }
-        Ok(compare(&live, &rooms, &self.settings.installation_id))
+        let mut report = compare(&live, &rooms, &self.settings.installation_id);
+        // An orphan this database neither knows (deletion pending) nor made is not its own.
+        let tags: BTreeMap<&str, RoomTag> = rooms
+            .iter()
+            .filter_map(|room| self.own_tag(room).map(|tag| (room.id.as_str(), tag)))
+            .collect();
+        let mut orphans = Vec::new();
+        for id in std::mem::take(&mut report.orphans) {
+            let ours = match tags.get(id.as_str()) {
+                Some(tag) => self.made_here(tag).await? || self.store.is_room_known(&id).await?,
+                None => true,
+            };
+            if ours {
+                orphans.push(id);
+            } else {
+                report.rooms_live -= 1;
+                report.rooms_of_unknown_attempts.push(id);
+            }
+        }
+        report.orphans = orphans;
+        Ok(report)
     }
 }
 

@@ -28,7 +28,7 @@ pub use worker::POLL_INTERVAL;
 
 use crate::clock::Clock;
 use crate::domain::roles::{Tool, Tools};
-use crate::domain::room_spec::{Recording, RoomSpec};
+use crate::domain::room_spec::{Recording, RoomAttempt, RoomSpec};
 use crate::domain::teleconsultation::Teleconsultation;
 use crate::store::{Lease, Store, StoreError};
 use crate::telemetry;
@@ -144,15 +144,19 @@ impl Provisioner {
     ) -> Result<Held, StoreError> {
         let lease = self.lease();
         let spec = tc.desired_room.as_ref().filter(|_| tc.needs_room());
-        let creating = spec.map(RoomSpec::fingerprint);
+        let attempt = spec.map(|spec| RoomAttempt::new(spec, self.clock.now()));
         self.store
-            .insert_teleconsultation(tc, Some(&lease), creating)
+            .insert_teleconsultation(tc, Some(&lease), attempt.as_ref())
             .await?;
         let mut stored = tc.clone();
-        stored.creating_fingerprint = creating.map(str::to_owned);
+        stored.creating_fingerprint = attempt.as_ref().map(|a| a.fingerprint.clone());
         Ok(Held {
             lease,
-            stored: Stored { tc: stored, users },
+            stored: Stored {
+                tc: stored,
+                users,
+                attempt,
+            },
         })
     }
 
@@ -249,10 +253,10 @@ impl Provisioner {
         for _ in 0..MAX_ROUNDS {
             // Its own creation mark, only in the first round on the record as stored.
             let creation_marked = stored.is_some();
-            let (tc, users) = match stored.take() {
-                Some(Stored { tc, users }) => (tc, Some(users)),
+            let (tc, users, inserted_attempt) = match stored.take() {
+                Some(Stored { tc, users, attempt }) => (tc, Some(users), attempt),
                 None => match self.store.get_teleconsultation(id).await? {
-                    Some(tc) => (tc, None),
+                    Some(tc) => (tc, None, None),
                     None => return Ok(LeaseAfter::Held),
                 },
             };
@@ -292,8 +296,12 @@ impl Provisioner {
             if lease_nearly_over(id, stop_by) {
                 return Ok(LeaseAfter::Held);
             }
-            let marked =
-                creation_marked && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint());
+            // The insert's attempt, recorded with its mark, when it is still for this spec.
+            let marked = inserted_attempt.filter(|attempt| {
+                creation_marked
+                    && tc.creating_fingerprint.as_deref() == Some(spec.fingerprint())
+                    && attempt.fingerprint == spec.fingerprint()
+            });
             let room = match recovered {
                 Some(room) => room,
                 None => match self.create_room(id, &spec, marked).await {
@@ -304,7 +312,7 @@ impl Provisioner {
                         tracing::warn!(teleconsultation = id, error = %err, "Kaleyra no longer knows a user of this room; creating the users again");
                         self.recreate_users(&tc.participants).await?;
                         // Marked again: the refusal cleared the mark.
-                        self.create_room(id, &spec, false).await?
+                        self.create_room(id, &spec, None).await?
                     }
                     created => created?,
                 },
@@ -374,21 +382,25 @@ impl Provisioner {
         }
     }
 
-    /// Creates the room for `spec`, marking the attempt first (unless it is `marked`
-    /// already): if the answer is lost (crash, timeout, dropped connection) the next attempt
-    /// finds the room by its tag instead of making a second one.
+    /// Creates the room for `spec`, marking and recording the attempt first (unless it is
+    /// `marked` already, by the insert): if the answer is lost (crash, timeout, dropped
+    /// connection) the next attempt finds the room by its tag instead of making a second
+    /// one, and clean-up acts on the room only because its attempt is recorded here.
     async fn create_room(
         &self,
         id: &str,
         spec: &RoomSpec,
-        marked: bool,
+        marked: Option<RoomAttempt>,
     ) -> Result<kaleyra_client::Room, ProvisionError> {
-        if !marked {
-            self.store
-                .mark_room_creation(id, Some(spec.fingerprint()))
-                .await?;
-        }
-        let request = create_room_request(spec, &self.settings.installation_id, id);
+        let attempt = match marked {
+            Some(attempt) => attempt,
+            None => {
+                let attempt = RoomAttempt::new(spec, self.clock.now());
+                self.store.mark_room_creation(id, Some(&attempt)).await?;
+                attempt
+            }
+        };
+        let request = create_room_request(spec, &self.settings.installation_id, &attempt.id, id);
         let answer = self.kaleyra.create_room(&request).await;
         self.room_created(id, answer).await
     }
@@ -435,12 +447,13 @@ pub struct Held {
     stored: Stored,
 }
 
-/// The record as stored (its room creation marked when it wants one), and the user map of
-/// its participants as read to resolve them.
+/// The record as stored (its room creation marked when it wants one, with the attempt
+/// recorded), and the user map of its participants as read to resolve them.
 #[derive(Debug)]
 struct Stored {
     tc: Teleconsultation,
     users: UserMap,
+    attempt: Option<RoomAttempt>,
 }
 
 /// Whether a provisioning pass ended with its lease still held (to release) or already
@@ -450,12 +463,13 @@ enum LeaseAfter {
     Released,
 }
 
-/// The Kaleyra request for `spec`. The description is our tag (installation,
-/// teleconsultation id and spec fingerprint), so a room whose creation answer was lost can
-/// be found again, and clean-up knows this installation's rooms.
+/// The Kaleyra request for `spec`. The description is our tag (installation, creation
+/// attempt, teleconsultation id and spec fingerprint), so a room whose creation answer was
+/// lost can be found again, and clean-up knows the rooms this database made.
 pub fn create_room_request(
     spec: &RoomSpec,
     installation_id: &str,
+    attempt_id: &str,
     teleconsultation_id: &str,
 ) -> CreateRoom {
     CreateRoom {
@@ -478,7 +492,10 @@ pub fn create_room_request(
             Recording::Automatic => kaleyra_client::Recording::Automatic,
         }),
         call_type: None,
-        description: Some(spec.tag(installation_id, teleconsultation_id).to_string()),
+        description: Some(
+            spec.tag(installation_id, attempt_id, teleconsultation_id)
+                .to_string(),
+        ),
     }
 }
 
@@ -553,7 +570,12 @@ mod tests {
             900,
             &rules,
         );
-        let request = create_room_request(&spec, "0123456789abcdef", "64b000000000000000000001");
+        let request = create_room_request(
+            &spec,
+            "0123456789abcdef",
+            "fedcba9876543210",
+            "64b000000000000000000001",
+        );
         assert_eq!(request.duration, Some(900));
         assert_eq!(request.live, Some(false));
         assert_eq!(request.recording, Some(kaleyra_client::Recording::Manual));
@@ -564,7 +586,7 @@ mod tests {
             request.description.as_deref(),
             Some(
                 format!(
-                    "telecons:0123456789abcdef:64b000000000000000000001:{}",
+                    "telecons:0123456789abcdef:fedcba9876543210:64b000000000000000000001:{}",
                     spec.fingerprint()
                 )
                 .as_str()

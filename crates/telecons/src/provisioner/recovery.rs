@@ -1,11 +1,24 @@
 //! Finding rooms again: a room whose creation answer was lost is found by its tag and
 //! adopted (or retired); a tagged room that no record knows is an orphan and is deleted.
+//!
+//! Both act only on rooms this database made: the tag carries this installation's id and a
+//! creation attempt recorded here ([`Store::is_attempt_recorded`]). A room with our id but
+//! an attempt this database never recorded was made by a copy of it (or by the original of
+//! this copy), or before attempts existed: it is left alone and reported — a warning, and
+//! the counter `rooms_of_unknown_attempts_total`, once per room per pass that meets it.
+//!
+//! [`Store::is_attempt_recorded`]: crate::store::Store::is_attempt_recorded
 
 use chrono::TimeDelta;
 
 use super::{ProvisionError, Provisioner};
 use crate::domain::room_spec::{RoomSpec, RoomTag};
 use crate::domain::teleconsultation::Teleconsultation;
+use crate::store::StoreError;
+use crate::telemetry;
+
+/// At most this many of the rooms a sweep leaves alone are named in its warning.
+const NAMED_IN_WARNING: usize = 10;
 
 /// A tagged room nobody recorded is deleted only once it is this old, so that a creation
 /// still in flight on another instance is never mistaken for an orphan.
@@ -46,6 +59,11 @@ impl Provisioner {
             if tag.teleconsultation_id != tc.id || self.store.is_room_known(&room.id).await? {
                 continue;
             }
+            if !self.made_here(&tag).await? {
+                metrics::counter!(telemetry::ROOMS_OF_UNKNOWN_ATTEMPTS).increment(1);
+                tracing::warn!(teleconsultation = %tc.id, room = %room.id, attempt = tag.attempt.as_deref().unwrap_or("none"), "a room tagged for this teleconsultation by this installation, but by an attempt this database never recorded (a copy of this database made it?): left alone");
+                continue;
+            }
             if adopted.is_none() && wanted == Some(tag.fingerprint.as_str()) {
                 tracing::info!(teleconsultation = %tc.id, room = %room.id, "found a room whose creation answer was lost");
                 adopted = Some(room);
@@ -61,18 +79,34 @@ impl Provisioner {
         Ok(adopted)
     }
 
-    /// The room's tag, if this installation made the room: clean-up never acts on others'.
-    fn own_tag(&self, room: &kaleyra_client::Room) -> Option<RoomTag> {
+    /// The room's tag, if it carries this installation's id: clean-up never acts on others'.
+    pub(super) fn own_tag(&self, room: &kaleyra_client::Room) -> Option<RoomTag> {
         room.description
             .as_deref()
             .and_then(RoomTag::parse)
             .filter(|tag| tag.is_of(&self.settings.installation_id))
     }
 
+    /// Whether this database recorded the creation attempt of the room tagged `tag` (one of
+    /// this installation's): only then may clean-up delete or adopt it. A tag without an
+    /// attempt (made before attempts existed) proves nothing: a copy of the database would
+    /// hold the same records.
+    pub(super) async fn made_here(&self, tag: &RoomTag) -> Result<bool, StoreError> {
+        match &tag.attempt {
+            Some(attempt) => {
+                self.store
+                    .is_attempt_recorded(attempt, &tag.teleconsultation_id)
+                    .await
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Deletes rooms that carry our tag but that no record knows and no creation in flight
-    /// explains, once older than [`ORPHAN_GRACE`]. Returns how many were retired. The
-    /// safety net behind the creation marks (e.g. the database failed right after a
-    /// creation).
+    /// explains, once older than [`ORPHAN_GRACE`] — those whose creation attempt this
+    /// database recorded; the others are left alone and reported. Returns how many were
+    /// retired. The safety net behind the creation marks (e.g. the database failed right
+    /// after a creation).
     pub async fn sweep_orphans(&self) -> Result<u64, ProvisionError> {
         let now = self.clock.now();
         // This installation's rooms old enough to judge, oldest first; at most a batch per
@@ -108,32 +142,47 @@ impl Provisioner {
         }
         let candidates: Vec<_> = candidates.drain(from..until).collect();
         let mut retired = 0;
+        let mut left_alone = Vec::new();
         for (room, tag) in candidates {
-            let RoomTag {
-                teleconsultation_id,
-                fingerprint,
-                ..
-            } = tag;
             // The record first, then whether the room is known: a room being recorded right
             // now is seen either as in flight or as known.
             let in_flight = self
                 .store
-                .get_teleconsultation(&teleconsultation_id)
+                .get_teleconsultation(&tag.teleconsultation_id)
                 .await?
                 .is_some_and(|tc| {
                     tc.is_live()
                         && tc.provision_due_at.is_some()
-                        && tc.creating_fingerprint.as_deref() == Some(fingerprint.as_str())
+                        && tc.creating_fingerprint.as_deref() == Some(tag.fingerprint.as_str())
                 });
             if in_flight || self.store.is_room_known(&room.id).await? {
                 continue;
             }
+            if !self.made_here(&tag).await? {
+                left_alone.push(room.id);
+                continue;
+            }
+            let teleconsultation_id = tag.teleconsultation_id;
             tracing::warn!(room = %room.id, teleconsultation = %teleconsultation_id, "orphan room found; deleting it");
             self.store
                 .retire_room(&room.id, Some(&teleconsultation_id), now)
                 .await?;
             self.delete_rooms(std::slice::from_ref(&room.id)).await;
             retired += 1;
+        }
+        if !left_alone.is_empty() {
+            metrics::counter!(telemetry::ROOMS_OF_UNKNOWN_ATTEMPTS)
+                .increment(left_alone.len() as u64);
+            let named: Vec<&str> = left_alone
+                .iter()
+                .take(NAMED_IN_WARNING)
+                .map(String::as_str)
+                .collect();
+            tracing::warn!(
+                rooms = left_alone.len(),
+                named = named.join(","),
+                "rooms carrying this installation's id but a creation attempt this database never recorded (made by a copy of this database, by its original, or before attempts were recorded): left alone; delete them by hand if no deployment uses them"
+            );
         }
         Ok(retired)
     }

@@ -23,4 +23,11 @@ pub trait Backend: Database {
     /// by one statement (atomic by itself: one round trip, no transaction around it).
     const ONE_STATEMENT_WRITES: bool;
     fn migrator() -> &'static Migrator;
+    /// A query answering one text that says which database this is (see
+    /// [`Self::identity`]).
+    const IDENTITY: &'static str;
+    /// The database's identity from what [`Self::IDENTITY`] answered: the same for the same
+    /// database however it is reached, another one for a copy (see
+    /// [`super::Store::database_identity`]).
+    fn identity(answer: String) -> Result<String, String>;
 }

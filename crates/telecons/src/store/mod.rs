@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::roles::Role;
+use crate::domain::room_spec::RoomAttempt;
 use crate::domain::teleconsultation::Teleconsultation;
 
 pub use backend::Backend;
@@ -75,13 +76,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new teleconsultation with its participants. `Conflict` when the id exists.
     /// With `lease`, its provisioning lease is held by `lease.owner` from the start, and
-    /// `creating` is marked as [`Store::mark_room_creation`] would: the request that books it
-    /// provisions it next, without writes of its own to take the lease and mark the creation.
+    /// `creating` is marked and recorded as [`Store::mark_room_creation`] would: the request
+    /// that books it provisions it next, without writes of its own to take the lease and
+    /// mark the creation.
     async fn insert_teleconsultation(
         &self,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
-        creating: Option<&str>,
+        creating: Option<&RoomAttempt>,
     ) -> StoreResult<()>;
 
     /// The teleconsultation with this id, live or deleted.
@@ -211,9 +213,45 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up `owner`'s lease on `id`.
     async fn release_lease(&self, id: &str, owner: &str) -> StoreResult<()>;
 
-    /// Records (`Some`) or clears (`None`) that a room for this fingerprint is being
-    /// created for `id`; not a change of the teleconsultation (the version stays).
-    async fn mark_room_creation(&self, id: &str, fingerprint: Option<&str>) -> StoreResult<()>;
+    /// Records (`Some`) or clears (`None`) that a room for the attempt's fingerprint is being
+    /// created for `id`; not a change of the teleconsultation (the version stays). `Some`
+    /// also records the attempt itself, for good, in the same transaction: done before
+    /// Kaleyra is asked, it is what lets clean-up act on the room later
+    /// ([`Store::is_attempt_recorded`]).
+    async fn mark_room_creation(&self, id: &str, attempt: Option<&RoomAttempt>) -> StoreResult<()>;
+
+    /// Whether this database recorded room creation attempt `attempt` for teleconsultation
+    /// `teleconsultation_id` (rooms made by a copy of the database, or before attempts
+    /// existed, were not).
+    async fn is_attempt_recorded(
+        &self,
+        attempt: &str,
+        teleconsultation_id: &str,
+    ) -> StoreResult<bool>;
+
+    /// The identity of the database this store is connected to, as it is now: PostgreSQL,
+    /// `postgres:<cluster system identifier>/<database name>`; SQLite, `sqlite:<canonical
+    /// file path>`. A copy, a move or a restore gives another one.
+    async fn database_identity(&self) -> StoreResult<String>;
+
+    /// The database identity recorded with the installation; `first` (the current one) is
+    /// recorded when none is yet (the first start on the database, or the first since
+    /// identities were recorded). `None` when the database has no installation or, without
+    /// `first`, no identity recorded.
+    async fn recorded_identity(&self, first: Option<&str>) -> StoreResult<Option<String>>;
+
+    /// `telecons adopt-database`: records `identity` as this database's. With
+    /// `new_installation`, the database also becomes a deployment of its own, in the same
+    /// transaction: that installation id, and nothing of the original's rooms (its rooms
+    /// are forgotten, their links too, and every live teleconsultation that wants a room is
+    /// due to get one of its own; the original's deletion queue and recorded attempts are
+    /// dropped). `NotFound` when the database has no installation.
+    async fn adopt_database(
+        &self,
+        identity: &str,
+        new_installation: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     /// Whether `room_id` is some teleconsultation's room or queued for deletion.
     async fn is_room_known(&self, room_id: &str) -> StoreResult<bool>;

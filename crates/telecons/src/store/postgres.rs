@@ -45,6 +45,16 @@ impl Backend for Postgres {
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
+
+    /// The cluster's system identifier (made by initdb; a physical replica shares it, a
+    /// restored dump or an upgraded cluster does not) and the database's name (a
+    /// `CREATE DATABASE … TEMPLATE` copy in the same cluster has another).
+    const IDENTITY: &'static str = "SELECT CAST(system_identifier AS TEXT) || '/' || \
+        current_database() FROM pg_control_system()";
+
+    fn identity(answer: String) -> Result<String, String> {
+        Ok(format!("postgres:{answer}"))
+    }
 }
 
 pub type PostgresStore = SqlStore<Postgres>;

@@ -23,6 +23,7 @@ use super::rows::{
 };
 use super::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::{Store, StoreError, StoreResult};
+use crate::domain::room_spec::RoomAttempt;
 use crate::domain::teleconsultation::Teleconsultation;
 
 /// A store on one SQL backend: a pool for writes, a pool for reads (the same pool where the
@@ -104,6 +105,33 @@ macro_rules! retire_room {
 }
 const RETIRE_ROOM: &str = retire_room!("VALUES ($1, $2, $3, 0, $3)");
 
+/// The record of a room creation attempt: its id, teleconsultation, fingerprint and time,
+/// from the parameters named.
+fn insert_attempt(id: &str, teleconsultation: &str, fingerprint: &str, at: &str) -> String {
+    format!(
+        "INSERT INTO room_attempts (id, teleconsultation_id, fingerprint, created_at_ms) \
+         VALUES ({id}, {teleconsultation}, {fingerprint}, {at})"
+    )
+}
+
+/// Forgets the original's rooms in a database that becomes a deployment of its own
+/// ([`Store::adopt_database`] with a new installation; `$1` of the first is now): the
+/// original deletes its retired rooms and keeps its attempts; the copy makes rooms of its
+/// own. Run while no instance serves the database (it refuses to start until adopted), so
+/// no read cache holds what changes.
+const DETACH_FROM_ORIGINAL: [&str; 4] = [
+    "UPDATE teleconsultations SET version = version + 1, room_id = NULL, \
+       room_fingerprint = NULL, creating_fingerprint = NULL, lease_owner = NULL, \
+       lease_until_ms = NULL, provision_attempts = 0, \
+       provision_due_at_ms = CASE WHEN state = 'active' AND desired_fingerprint IS NOT NULL \
+         THEN $1 ELSE NULL END \
+     WHERE room_id IS NOT NULL OR creating_fingerprint IS NOT NULL \
+       OR provision_due_at_ms IS NOT NULL",
+    "UPDATE participants SET link = NULL WHERE link IS NOT NULL",
+    "DELETE FROM rooms_to_delete",
+    "DELETE FROM room_attempts",
+];
+
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
 /// The parameters INSERT_TELECONSULTATION binds.
@@ -177,6 +205,7 @@ where
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
     for<'r> InstallationRow: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (Option<String>,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
 {
@@ -220,12 +249,30 @@ where
         query: Q<'q, DB>,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
-        creating: Option<&str>,
+        creating: Option<&RoomAttempt>,
     ) -> Q<'q, DB> {
         Self::bind_teleconsultation(query, tc)
             .bind(lease.map(|lease| lease.owner.clone()))
             .bind(lease.map(|lease| lease.until.timestamp_millis()))
-            .bind(creating.map(str::to_owned))
+            .bind(creating.map(|attempt| attempt.fingerprint.clone()))
+    }
+
+    /// Records `attempt` for teleconsultation `id` (a statement of a write transaction).
+    async fn record_attempt(
+        conn: &mut DB::Connection,
+        id: &str,
+        attempt: &RoomAttempt,
+        operation: &'static str,
+    ) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(insert_attempt("$1", "$2", "$3", "$4")))
+            .bind(attempt.id.clone())
+            .bind(id.to_owned())
+            .bind(attempt.fingerprint.clone())
+            .bind(attempt.at.timestamp_millis())
+            .execute(&mut *conn)
+            .await
+            .during(operation)?;
+        Ok(())
     }
 
     /// All participants in one statement (each statement is a round trip; on SQLite, to the
@@ -312,22 +359,41 @@ where
         &self,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
-        creating: Option<&str>,
+        creating: Option<&RoomAttempt>,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         if DB::ONE_STATEMENT_WRITES {
-            let statement = if tc.participants.is_empty() {
-                INSERT_TELECONSULTATION.to_owned()
-            } else {
-                let rows = placeholder_rows(
-                    INSERT_PARAMETERS + 1,
-                    tc.participants.len(),
-                    PARTICIPANT_COLUMNS,
-                );
-                format!("WITH inserted AS ({INSERT_TELECONSULTATION}) {INSERT_PARTICIPANTS}{rows}")
+            // The attempt's id comes after the participants; its record reuses the id ($1),
+            // the time ($9) and the creation mark's fingerprint ($18).
+            let attempt = creating.map(|_| {
+                let id = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
+                format!(
+                    "attempt AS ({})",
+                    insert_attempt(&format!("${id}"), "$1", "$18", "$9")
+                )
+            });
+            let statement = match (tc.participants.is_empty(), attempt) {
+                (true, None) => INSERT_TELECONSULTATION.to_owned(),
+                (true, Some(attempt)) => format!("WITH {attempt} {INSERT_TELECONSULTATION}"),
+                (false, attempt) => {
+                    let rows = placeholder_rows(
+                        INSERT_PARAMETERS + 1,
+                        tc.participants.len(),
+                        PARTICIPANT_COLUMNS,
+                    );
+                    let attempt = attempt.map(|a| format!(", {a}")).unwrap_or_default();
+                    format!(
+                        "WITH inserted AS ({INSERT_TELECONSULTATION}){attempt} \
+                         {INSERT_PARTICIPANTS}{rows}"
+                    )
+                }
             };
             let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
-            Self::bind_participants(query, tc)
+            let mut query = Self::bind_participants(query, tc);
+            if let Some(attempt) = creating {
+                query = query.bind(attempt.id.clone());
+            }
+            query
                 .execute(&self.writer)
                 .await
                 .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
@@ -335,7 +401,7 @@ where
         }
         let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
-        let creating = creating.map(str::to_owned);
+        let creating = creating.cloned();
         self.in_write_transaction(
             OPERATION,
             move |conn| {
@@ -345,13 +411,16 @@ where
                         sqlx::query(INSERT_TELECONSULTATION),
                         &tc,
                         lease.as_ref(),
-                        creating.as_deref(),
+                        creating.as_ref(),
                     )
                     .execute(&mut *conn)
                     .await
                     .map_err(|e| {
                         conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id))
                     })?;
+                    if let Some(attempt) = &creating {
+                        Self::record_attempt(conn, &tc.id, attempt, OPERATION).await?;
+                    }
                     Self::insert_participants(conn, &tc, OPERATION).await
                 })
             },
@@ -557,6 +626,7 @@ where
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
     for<'r> InstallationRow: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (Option<String>,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
 {
@@ -612,7 +682,7 @@ where
         &self,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
-        creating: Option<&str>,
+        creating: Option<&RoomAttempt>,
     ) -> StoreResult<()> {
         self.insert(tc, lease, creating).await
     }
@@ -929,14 +999,141 @@ where
         Ok(())
     }
 
-    async fn mark_room_creation(&self, id: &str, fingerprint: Option<&str>) -> StoreResult<()> {
-        sqlx::query("UPDATE teleconsultations SET creating_fingerprint = $2 WHERE id = $1")
+    async fn mark_room_creation(&self, id: &str, attempt: Option<&RoomAttempt>) -> StoreResult<()> {
+        const OPERATION: &str = "marking a room creation";
+        const MARK: &str = "UPDATE teleconsultations SET creating_fingerprint = $2 WHERE id = $1";
+        let Some(attempt) = attempt else {
+            sqlx::query(MARK)
+                .bind(id.to_owned())
+                .bind(None::<String>)
+                .execute(&self.writer)
+                .await
+                .during(OPERATION)?;
+            return Ok(());
+        };
+        if DB::ONE_STATEMENT_WRITES {
+            let attempt_cte = insert_attempt("$3", "$1", "$2", "$4");
+            sqlx::query(AssertSqlSafe(format!(
+                "WITH attempt AS ({attempt_cte}) {MARK}"
+            )))
             .bind(id.to_owned())
-            .bind(fingerprint.map(str::to_owned))
+            .bind(Some(attempt.fingerprint.clone()))
+            .bind(attempt.id.clone())
+            .bind(attempt.at.timestamp_millis())
             .execute(&self.writer)
             .await
-            .during("marking a room creation")?;
-        Ok(())
+            .during(OPERATION)?;
+            return Ok(());
+        }
+        let (id, attempt) = (id.to_owned(), attempt.clone());
+        self.in_write_transaction(
+            OPERATION,
+            move |conn| {
+                let (id, attempt) = (id.clone(), attempt.clone());
+                Box::pin(async move {
+                    sqlx::query(MARK)
+                        .bind(id.clone())
+                        .bind(Some(attempt.fingerprint.clone()))
+                        .execute(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                    Self::record_attempt(conn, &id, &attempt, OPERATION).await
+                })
+            },
+            || {},
+        )
+        .await
+    }
+
+    async fn is_attempt_recorded(
+        &self,
+        attempt: &str,
+        teleconsultation_id: &str,
+    ) -> StoreResult<bool> {
+        let found: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM room_attempts WHERE id = $1 AND teleconsultation_id = $2",
+        )
+        .bind(attempt.to_owned())
+        .bind(teleconsultation_id.to_owned())
+        .fetch_optional(&self.readers)
+        .await
+        .during("looking up a room creation attempt")?;
+        Ok(found.is_some())
+    }
+
+    async fn database_identity(&self) -> StoreResult<String> {
+        let (answer,): (String,) = sqlx::query_as(DB::IDENTITY)
+            .fetch_one(&self.writer)
+            .await
+            .during("reading which database this is")?;
+        DB::identity(answer).map_err(StoreError::Corrupt)
+    }
+
+    async fn recorded_identity(&self, first: Option<&str>) -> StoreResult<Option<String>> {
+        const OPERATION: &str = "reading the database identity";
+        if let Some(first) = first {
+            sqlx::query(
+                "UPDATE installation SET database_identity = $1 WHERE database_identity IS NULL",
+            )
+            .bind(first.to_owned())
+            .execute(&self.writer)
+            .await
+            .during(OPERATION)?;
+        }
+        let recorded: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT database_identity FROM installation")
+                .fetch_optional(&self.writer)
+                .await
+                .during(OPERATION)?;
+        Ok(recorded.and_then(|(identity,)| identity))
+    }
+
+    async fn adopt_database(
+        &self,
+        identity: &str,
+        new_installation: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        const OPERATION: &str = "adopting the database";
+        let (identity, new_installation) =
+            (identity.to_owned(), new_installation.map(str::to_owned));
+        self.in_write_transaction(
+            OPERATION,
+            move |conn| {
+                let (identity, new_installation) = (identity.clone(), new_installation.clone());
+                Box::pin(async move {
+                    let adopted = sqlx::query(
+                        "UPDATE installation SET database_identity = $1, id = COALESCE($2, id) \
+                         RETURNING id",
+                    )
+                    .bind(identity)
+                    .bind(new_installation.clone())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .during(OPERATION)?;
+                    if adopted.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    if new_installation.is_some() {
+                        let [teleconsultations, rest @ ..] = DETACH_FROM_ORIGINAL;
+                        sqlx::query(teleconsultations)
+                            .bind(now.timestamp_millis())
+                            .execute(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                        for statement in rest {
+                            sqlx::query(statement)
+                                .execute(&mut *conn)
+                                .await
+                                .during(OPERATION)?;
+                        }
+                    }
+                    Ok(())
+                })
+            },
+            || {},
+        )
+        .await
     }
 
     async fn is_room_known(&self, room_id: &str) -> StoreResult<bool> {

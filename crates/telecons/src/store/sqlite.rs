@@ -36,6 +36,20 @@ impl Backend for Sqlite {
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
+
+    /// The main database's file, as SQLite opened it.
+    const IDENTITY: &'static str = "SELECT file FROM pragma_database_list WHERE name = 'main'";
+
+    /// The file's canonical path (symbolic links resolved): a copied or moved file has
+    /// another. An in-memory database has no file, and no copy.
+    fn identity(file: String) -> Result<String, String> {
+        if file.is_empty() {
+            return Ok("sqlite::memory:".to_owned());
+        }
+        let path = std::fs::canonicalize(&file)
+            .map_err(|e| format!("cannot resolve the database file {file}: {e}"))?;
+        Ok(format!("sqlite:{}", path.display()))
+    }
 }
 
 pub type SqliteStore = SqlStore<Sqlite>;

@@ -966,3 +966,156 @@ async fn wait_for_banner(run: &mut Running, text: &str) -> String {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// adopt-database
+// ---------------------------------------------------------------------------------------
+
+/// The variables `serve` needs on `url`, against `sim`, on `port`.
+fn serve_env<'a>(
+    sim: &'a kaleyra_sim::RunningSimulator,
+    port: &'a str,
+    url: &'a str,
+) -> [(&'a str, &'a str); 4] {
+    [
+        ("BANDYER_API_SECRET_KEY", "cli-sim-key"),
+        ("BANDYER_BASE_URL", sim.base_url()),
+        ("HTTP_PORT", port),
+        ("DATABASE_URL", url),
+    ]
+}
+
+/// Starts `serve` on `url` until it is ready, then stops it.
+async fn serve_until_ready(dir: &Path, sim: &kaleyra_sim::RunningSimulator, url: &str) {
+    let port = free_port();
+    let port_text = port.to_string();
+    let mut run = Running::start(telecons(&["serve"], dir, &serve_env(sim, &port_text, url)));
+    run.wait_for(port, "/-/ready", 200).await;
+    run.terminate_idle().await;
+}
+
+/// `telecons <args>` on `url` to its end: whether it succeeded, and its output.
+async fn run_on(
+    dir: &Path,
+    sim: &kaleyra_sim::RunningSimulator,
+    url: &str,
+    args: &[&str],
+) -> (bool, String) {
+    let port = free_port().to_string();
+    let mut run = Running::start(telecons(args, dir, &serve_env(sim, &port, url)));
+    let status = run.finish().await;
+    (status.success(), run.output())
+}
+
+async fn installation_id(url: &str) -> String {
+    let store = telecons::store::connect(url).await.expect("open");
+    store
+        .existing_installation()
+        .await
+        .expect("readable")
+        .expect("an installation")
+        .id
+}
+
+/// A copy of a served database (`copy`, and another one, `second_copy`) is refused by
+/// `serve`, which names both ways on; `adopt-database` makes it start with the original's
+/// installation id (the same deployment, moved or restored), `adopt-database
+/// --new-installation` with a new one (a copy). The original itself is never given a new id.
+async fn copies_are_refused_until_adopted(
+    dir: &Path,
+    original: &str,
+    copy: &str,
+    second_copy: &str,
+) {
+    let sim = kaleyra_sim::spawn("cli-sim-key")
+        .await
+        .expect("start simulator");
+    let id = installation_id(original).await;
+
+    let (started, output) = run_on(dir, &sim, copy, &["serve"]).await;
+    assert!(!started, "{output}");
+    assert!(
+        output.contains("`telecons adopt-database`")
+            && output.contains("`telecons adopt-database --new-installation`"),
+        "{output}"
+    );
+
+    let (adopted, output) = run_on(dir, &sim, copy, &["adopt-database"]).await;
+    assert!(adopted, "{output}");
+    assert!(
+        output.contains(&format!("installation {id} (kept)")),
+        "{output}"
+    );
+    serve_until_ready(dir, &sim, copy).await;
+    assert_eq!(installation_id(copy).await, id, "the same deployment");
+
+    let (adopted, output) = run_on(
+        dir,
+        &sim,
+        second_copy,
+        &["adopt-database", "--new-installation"],
+    )
+    .await;
+    assert!(adopted, "{output}");
+    serve_until_ready(dir, &sim, second_copy).await;
+    let new_id = installation_id(second_copy).await;
+    assert_ne!(new_id, id, "a deployment of its own");
+    assert!(output.contains(&new_id), "{output}");
+
+    let (renamed, output) = run_on(
+        dir,
+        &sim,
+        original,
+        &["adopt-database", "--new-installation"],
+    )
+    .await;
+    assert!(!renamed, "the original is not a copy\n{output}");
+    assert_eq!(installation_id(original).await, id);
+    serve_until_ready(dir, &sim, original).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_sqlite_database_is_refused_until_adopted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = kaleyra_sim::spawn("cli-sim-key")
+        .await
+        .expect("start simulator");
+    let path = |name: &str| dir.path().join(name);
+    let url = |name: &str| format!("sqlite://{}", path(name).display());
+    serve_until_ready(dir.path(), &sim, &url("original.db")).await;
+    // Copied as files are: the database and its journal, if any.
+    for copy in ["copy.db", "second-copy.db"] {
+        for suffix in ["", "-wal"] {
+            let from = format!("{}{suffix}", path("original.db").display());
+            if Path::new(&from).exists() {
+                std::fs::copy(&from, format!("{}{suffix}", path(copy).display())).expect("copy");
+            }
+        }
+    }
+    copies_are_refused_until_adopted(
+        dir.path(),
+        &url("original.db"),
+        &url("copy.db"),
+        &url("second-copy.db"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
+async fn a_copied_postgres_database_is_refused_until_adopted() {
+    let Some(original) = FreshPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sim = kaleyra_sim::spawn("cli-sim-key")
+        .await
+        .expect("start simulator");
+    serve_until_ready(dir.path(), &sim, &original.url).await;
+    // CREATE DATABASE … TEMPLATE original: the same cluster, another name.
+    let (copy, second_copy) = (original.copy().await, original.copy().await);
+    copies_are_refused_until_adopted(dir.path(), &original.url, &copy.url, &second_copy.url).await;
+}

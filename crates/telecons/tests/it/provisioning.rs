@@ -9,7 +9,7 @@ use kaleyra_sim::Fault;
 use serde_json::{Value, json};
 use telecons::clock::Clock;
 use telecons::domain::roles::Tool;
-use telecons::domain::room_spec::RoomSpec;
+use telecons::domain::room_spec::{RoomAttempt, RoomSpec};
 
 use crate::support::{TestApp, TestDatabase};
 use crate::teleconsultations::{create_tc, delete_tc, patch_tc, post_tc};
@@ -37,6 +37,9 @@ crate::on_both_backends!(
     deployments_sharing_a_kaleyra_company_never_sweep_each_others_rooms,
     a_room_deleted_on_kaleyras_side_is_made_again,
     sweeps_go_on_from_where_the_last_stopped,
+    rooms_of_attempts_this_database_never_recorded_are_left_alone_and_reported,
+    the_creation_attempt_is_recorded_before_kaleyra_is_asked,
+    a_copy_adopted_as_a_new_installation_never_touches_the_originals_rooms,
 );
 
 const DOCTOR: &str = "doc-1";
@@ -60,6 +63,32 @@ fn at_start(app: &TestApp) {
             .unwrap()
             .into(),
     );
+}
+
+/// A creation attempt at a room for `spec` of teleconsultation `id`, recorded as the
+/// provisioner records its own (the mark is cleared again: no creation is in flight).
+async fn recorded_attempt(app: &TestApp, id: &str, spec: &RoomSpec) -> RoomAttempt {
+    let attempt = RoomAttempt::new(spec, app.clock.now());
+    let store = &app.services.store;
+    store.mark_room_creation(id, Some(&attempt)).await.unwrap();
+    store.mark_room_creation(id, None).await.unwrap();
+    attempt
+}
+
+/// The request the provisioner would send for `spec` of teleconsultation `id` under
+/// creation attempt `attempt`.
+fn room_request(
+    app: &TestApp,
+    spec: &RoomSpec,
+    attempt: &str,
+    id: &str,
+) -> kaleyra_client::CreateRoom {
+    telecons::provisioner::create_room_request(
+        spec,
+        app.services.provisioner.installation_id(),
+        attempt,
+        id,
+    )
 }
 
 async fn link(app: &TestApp, id: &str, user: &str) -> Value {
@@ -405,14 +434,11 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
     let tc = app.stored(&id).await;
     let spec = tc.desired_room.clone().unwrap();
     // A leaked room (as if the database had failed right after its creation)…
+    let attempt = recorded_attempt(&app, &id, &spec).await;
     let leaked = app
         .services
         .kaleyra
-        .create_room(&telecons::provisioner::create_room_request(
-            &spec,
-            app.services.provisioner.installation_id(),
-            &id,
-        ))
+        .create_room(&room_request(&app, &spec, &attempt.id, &id))
         .await
         .unwrap();
     // …and one being created right now for another teleconsultation.
@@ -437,19 +463,16 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         )
         .await
         .unwrap();
+    let other_attempt = RoomAttempt::new(&other_spec, app.clock.now());
     app.services
         .store
-        .mark_room_creation(&other, Some(other_spec.fingerprint()))
+        .mark_room_creation(&other, Some(&other_attempt))
         .await
         .unwrap();
     let in_flight = app
         .services
         .kaleyra
-        .create_room(&telecons::provisioner::create_room_request(
-            &other_spec,
-            app.services.provisioner.installation_id(),
-            &other,
-        ))
+        .create_room(&room_request(&app, &other_spec, &other_attempt.id, &other))
         .await
         .unwrap();
     // A room someone else made is never touched.
@@ -458,11 +481,7 @@ async fn orphan_rooms_are_swept_but_rooms_in_flight_are_kept(db: TestDatabase) {
         .kaleyra
         .create_room(&kaleyra_client::CreateRoom {
             description: Some("made by hand".into()),
-            ..telecons::provisioner::create_room_request(
-                &spec,
-                app.services.provisioner.installation_id(),
-                &id,
-            )
+            ..room_request(&app, &spec, &attempt.id, &id)
         })
         .await
         .unwrap();
@@ -768,11 +787,9 @@ async fn sweeps_go_on_from_where_the_last_stopped(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
     let tc = app.stored(&id).await;
-    let request = telecons::provisioner::create_room_request(
-        tc.desired_room.as_ref().unwrap(),
-        app.services.provisioner.installation_id(),
-        &id,
-    );
+    let spec = tc.desired_room.as_ref().unwrap();
+    let attempt = recorded_attempt(&app, &id, spec).await;
+    let request = room_request(&app, spec, &attempt.id, &id);
     for _ in 0..520 {
         let room = app.services.kaleyra.create_room(&request).await.unwrap();
         // Known: queued for deletion, not yet deleted.
@@ -789,4 +806,219 @@ async fn sweeps_go_on_from_where_the_last_stopped(db: TestDatabase) {
     let second = app.services.provisioner.sweep_orphans().await.unwrap();
     assert_eq!(second, 1);
     assert!(!app.sim.rooms().iter().any(|r| r.id == orphan.id));
+}
+
+/// How many times clean-up has left a room of an unknown attempt alone, in this process
+/// (`/-/metrics`; other tests only add to it).
+async fn unknown_attempts_reported(app: &TestApp) -> u64 {
+    let (_, metrics) = app.get("/-/metrics", &[]).await;
+    metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("rooms_of_unknown_attempts_total "))
+        .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64)
+}
+
+/// A copy of a database shares its installation id: the rooms the original makes after the
+/// copy carry that id, but an attempt the copy never recorded; so do, without any attempt,
+/// rooms made before attempts were recorded. Neither the recovery of lost answers nor the
+/// sweep adopts or deletes them, and each pass that meets them reports them (spec §7). A
+/// room whose attempt this database recorded is still deleted when no record has it.
+async fn rooms_of_attempts_this_database_never_recorded_are_left_alone_and_reported(
+    db: TestDatabase,
+) {
+    let app = TestApp::spawn(db).await;
+    let kaleyra = &app.services.kaleyra;
+    // The booking's room cannot be made yet.
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    app.sim.clear_faults();
+    let spec = app.stored(&id).await.desired_room.unwrap();
+    // A room for it, for its very spec, by an attempt this database never recorded…
+    let unknown_attempt = RoomAttempt::new(&spec, app.clock.now());
+    let unknown = kaleyra
+        .create_room(&room_request(&app, &spec, &unknown_attempt.id, &id))
+        .await
+        .unwrap();
+    // …and one tagged as rooms were before attempts existed.
+    let installation = app.services.provisioner.installation_id();
+    let untraced = kaleyra
+        .create_room(&kaleyra_client::CreateRoom {
+            description: Some(format!(
+                "telecons:{installation}:{id}:{}",
+                spec.fingerprint()
+            )),
+            ..room_request(&app, &spec, &unknown_attempt.id, &id)
+        })
+        .await
+        .unwrap();
+    // Our own creation, whose answer was lost: the next pass looks for its room.
+    app.services
+        .store
+        .mark_room_creation(&id, Some(&RoomAttempt::new(&spec, app.clock.now())))
+        .await
+        .unwrap();
+    let reported = unknown_attempts_reported(&app).await;
+
+    background_pass(&app).await;
+    let made = app.stored(&id).await.room_id.expect("a room of its own");
+    assert!(
+        made != unknown.id && made != untraced.id,
+        "neither is adopted"
+    );
+    let left: Vec<String> = app.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert!(
+        left.contains(&unknown.id) && left.contains(&untraced.id),
+        "{left:?}"
+    );
+    assert_eq!(left.len(), 3);
+    assert!(
+        unknown_attempts_reported(&app).await >= reported + 2,
+        "the recovery reports both"
+    );
+
+    // A room this database made and no record has: deleted, as before.
+    let attempt = recorded_attempt(&app, &id, &spec).await;
+    let leaked = kaleyra
+        .create_room(&room_request(&app, &spec, &attempt.id, &id))
+        .await
+        .unwrap();
+    let reported = unknown_attempts_reported(&app).await;
+    app.clock.advance(Duration::hours(1));
+    let swept = app.services.provisioner.sweep_orphans().await.unwrap();
+    assert_eq!(swept, 1);
+    let left: Vec<String> = app.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert!(!left.contains(&leaked.id), "{left:?}");
+    assert!(
+        left.contains(&unknown.id) && left.contains(&untraced.id) && left.contains(&made),
+        "{left:?}"
+    );
+    assert!(
+        unknown_attempts_reported(&app).await >= reported + 2,
+        "the sweep reports both"
+    );
+
+    let report = app.services.provisioner.audit().await.unwrap();
+    let mut expected = vec![unknown.id.clone(), untraced.id.clone()];
+    expected.sort();
+    let mut found = report.rooms_of_unknown_attempts.clone();
+    found.sort();
+    assert_eq!(found, expected, "{report:#?}");
+    assert!(report.is_consistent(), "not this database's: {report:#?}");
+}
+
+/// The attempt is in the database before Kaleyra is asked: a creation Kaleyra fails leaves
+/// it recorded, for a booking (recorded with the insert) as for a change (with the mark).
+async fn the_creation_attempt_is_recorded_before_kaleyra_is_asked(db: TestDatabase) {
+    let app = TestApp::spawn_with(db, &[("UNLIMITED_TELECONSULTATION", "false")]).await;
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 500).method("POST"));
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    let (status, body) = patch_tc(&app, &id, json!({"duration_in_seconds": 600})).await;
+    assert_eq!(status, 204, "{body}");
+    let attempts: Vec<String> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v2/rooms")
+        .map(|r| {
+            let description = r.body.unwrap()["description"].as_str().unwrap().to_owned();
+            let tag = telecons::domain::room_spec::RoomTag::parse(&description).unwrap();
+            assert_eq!(tag.teleconsultation_id, id);
+            tag.attempt
+                .expect("every room creation carries its attempt")
+        })
+        .collect();
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    let fingerprints: std::collections::BTreeSet<String> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v2/rooms")
+        .map(|r| r.body.unwrap()["description"].as_str().unwrap().to_owned())
+        .filter_map(|d| telecons::domain::room_spec::RoomTag::parse(&d))
+        .map(|tag| tag.fingerprint)
+        .collect();
+    assert_eq!(
+        fingerprints.len(),
+        2,
+        "the booking's spec and the changed one"
+    );
+    for attempt in &attempts {
+        assert!(
+            app.services
+                .store
+                .is_attempt_recorded(attempt, &id)
+                .await
+                .unwrap(),
+            "attempt {attempt} is recorded"
+        );
+    }
+    assert!(
+        !app.services
+            .store
+            .is_attempt_recorded(&attempts[0], "64b000000000000000000099")
+            .await
+            .unwrap(),
+        "for its teleconsultation only"
+    );
+}
+
+/// A copy of the database (staging made from production's dump) refuses to start; adopted
+/// as a new installation, it gets rooms of its own for its bookings, and neither its changes
+/// nor its clean-up ever touch the rooms of the original, which goes on (spec §7).
+async fn a_copy_adopted_as_a_new_installation_never_touches_the_originals_rooms(db: TestDatabase) {
+    let original = TestApp::spawn(db).await;
+    let copied = create_tc(&original, booking(DOCTOR, PATIENT)).await;
+    let copy_db = original.db.copy().await;
+    // The original goes on after the copy.
+    create_tc(&original, booking("doc-2", "pat-2")).await;
+    let originals_rooms: Vec<String> = original.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert_eq!(originals_rooms.len(), 2);
+
+    let refused = telecons::Services::build(
+        &original.config,
+        &telecons::Dependencies {
+            store: Some(Arc::clone(&copy_db.store)),
+            ..crate::support::test_dependencies(&copy_db, &original.clock)
+        },
+    )
+    .await;
+    let message = format!("{:#}", refused.err().expect("a copy refuses to start"));
+    assert!(
+        message.contains("`telecons adopt-database`")
+            && message.contains("`telecons adopt-database --new-installation`"),
+        "{message}"
+    );
+
+    let mut config = original.config.clone();
+    config.database_url = telecons::config::DatabaseUrl::parse(&copy_db.url).unwrap();
+    let done = telecons::app::adopt_database(&config, true, original.clock.now())
+        .await
+        .unwrap();
+    assert!(done.contains("new installation"), "{done}");
+    let copy = TestApp::spawn_sharing(copy_db, &original).await;
+    assert_ne!(
+        copy.services.provisioner.installation_id(),
+        original.services.provisioner.installation_id()
+    );
+    // The copied booking has no room of the original's any more, and gets its own.
+    let detached = copy.stored(&copied).await;
+    assert_eq!(detached.room_id, None);
+    assert!(detached.participants.iter().all(|p| p.link.is_none()));
+    background_pass(&copy).await;
+    let own_room = copy.stored(&copied).await.room_id.expect("its own room");
+    assert!(!originals_rooms.contains(&own_room));
+
+    // Its changes and its clean-up act on its own rooms only.
+    delete_tc(&copy, &copied).await;
+    copy.clock.advance(Duration::hours(1));
+    assert_eq!(copy.services.provisioner.sweep_orphans().await.unwrap(), 0);
+    copy.services.provisioner.run_due().await.unwrap();
+    let left: Vec<String> = original.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert_eq!(left, originals_rooms, "the original's rooms are all there");
+    let report = original.services.provisioner.audit().await.unwrap();
+    assert!(report.is_consistent(), "{report:#?}");
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use telecons::domain::roles::{Role, Tool, Tools};
-use telecons::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
+use telecons::domain::room_spec::{Recording, RoomAttempt, RoomSpec, RoomSpecParticipant};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
 use telecons::store::{Backlog, KaleyraUser, Lease, RoomDeletion, Store, StoreError, read_cache};
 
@@ -43,7 +43,19 @@ crate::on_both_backends!(
     room_deletions_are_claimed_by_one_worker_at_a_time,
     failed_provisioning_backs_off_until_a_change,
     the_installation_is_made_once_and_then_read,
+    room_attempts_are_recorded_with_the_mark_and_kept,
+    the_database_identity_is_recorded_once_and_adopted,
+    a_new_installation_forgets_the_originals_rooms,
 );
+
+/// A new room creation attempt for `fingerprint`.
+fn attempt(fingerprint: &str) -> RoomAttempt {
+    RoomAttempt {
+        id: format!("{:016x}", rand::random::<u64>()),
+        fingerprint: fingerprint.into(),
+        at: at(1_000),
+    }
+}
 
 fn spec() -> RoomSpec {
     RoomSpec::from_parts(
@@ -719,7 +731,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         until: at(2_000),
     };
     db.store
-        .insert_teleconsultation(&tc, Some(&lease), Some("abcd"))
+        .insert_teleconsultation(&tc, Some(&lease), Some(&attempt("abcd")))
         .await
         .unwrap();
     let read = stored(&db, &tc.id).await;
@@ -765,7 +777,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
         .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
     db.store
-        .mark_room_creation(&tc.id, Some("abcd"))
+        .mark_room_creation(&tc.id, Some(&attempt("abcd")))
         .await
         .unwrap();
 
@@ -808,7 +820,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     // "a" lost its lease to "b", who is creating a room: a late record by "a" still
     // applies, but leaves b's mark and lease alone.
     db.store
-        .mark_room_creation(&tc.id, Some("efgh"))
+        .mark_room_creation(&tc.id, Some(&attempt("efgh")))
         .await
         .unwrap();
     made.version = version;
@@ -975,7 +987,7 @@ async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
         .await
         .unwrap();
     db.store
-        .mark_room_creation(&tc.id, Some("abcd"))
+        .mark_room_creation(&tc.id, Some(&attempt("abcd")))
         .await
         .unwrap();
     let read = stored(&db, &tc.id).await;
@@ -1180,4 +1192,185 @@ async fn the_installation_is_made_once_and_then_read(db: TestDatabase) {
         .unwrap();
     assert_eq!(later, a, "made once, then read");
     assert_eq!(later.created_at, at(1_800_000_000_000));
+}
+
+async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
+    let mut tc = doctor_and_patient("64b000000000000000000031");
+    tc.desired_room = Some(spec());
+    let booked = attempt("abcd");
+    db.store
+        .insert_teleconsultation(&tc, None, Some(&booked))
+        .await
+        .unwrap();
+    let recorded = |attempt: String, id: &'static str| {
+        let store = Arc::clone(&db.store);
+        async move { store.is_attempt_recorded(&attempt, id).await.unwrap() }
+    };
+    assert!(recorded(booked.id.clone(), "64b000000000000000000031").await);
+    assert!(
+        !recorded(booked.id.clone(), "64b000000000000000000032").await,
+        "another teleconsultation's"
+    );
+    assert!(!recorded(attempt("abcd").id, "64b000000000000000000031").await);
+
+    let changed = attempt("efgh");
+    db.store
+        .mark_room_creation(&tc.id, Some(&changed))
+        .await
+        .unwrap();
+    assert_eq!(
+        stored(&db, &tc.id).await.creating_fingerprint.as_deref(),
+        Some("efgh")
+    );
+    db.store.mark_room_creation(&tc.id, None).await.unwrap();
+    for kept in [booked.id, changed.id] {
+        assert!(
+            recorded(kept, "64b000000000000000000031").await,
+            "kept once the creation is over"
+        );
+    }
+    // A booking the store refuses records no attempt either.
+    let refused = attempt("abcd");
+    let again = db
+        .store
+        .insert_teleconsultation(&tc, None, Some(&refused))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(!recorded(refused.id, "64b000000000000000000031").await);
+}
+
+async fn the_database_identity_is_recorded_once_and_adopted(db: TestDatabase) {
+    use telecons::store::{Installation, InstallationMode};
+    let identity = db.store.database_identity().await.unwrap();
+    let expected_prefix = if db.url.starts_with("sqlite:") {
+        "sqlite:/"
+    } else {
+        "postgres:"
+    };
+    assert!(identity.starts_with(expected_prefix), "{identity}");
+    assert_eq!(db.store.database_identity().await.unwrap(), identity);
+    assert_eq!(
+        db.store.recorded_identity(Some(&identity)).await.unwrap(),
+        None,
+        "no installation yet"
+    );
+    let installation = db
+        .store
+        .installation(&Installation {
+            id: "aaaaaaaaaaaaaaaa".into(),
+            mode: InstallationMode::Service,
+            created_at: at(1_000),
+        })
+        .await
+        .unwrap();
+    assert_eq!(db.store.recorded_identity(None).await.unwrap(), None);
+    assert_eq!(
+        db.store.recorded_identity(Some(&identity)).await.unwrap(),
+        Some(identity.clone()),
+        "recorded at the first start"
+    );
+    assert_eq!(
+        db.store.recorded_identity(Some("elsewhere")).await.unwrap(),
+        Some(identity.clone()),
+        "once"
+    );
+    db.store
+        .adopt_database("elsewhere", None, at(2_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.recorded_identity(None).await.unwrap().as_deref(),
+        Some("elsewhere")
+    );
+    assert_eq!(
+        db.store.existing_installation().await.unwrap(),
+        Some(installation.clone()),
+        "the same installation"
+    );
+    db.store
+        .adopt_database(&identity, Some("bbbbbbbbbbbbbbbb"), at(3_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.existing_installation().await.unwrap().unwrap().id,
+        "bbbbbbbbbbbbbbbb"
+    );
+    assert_eq!(
+        db.store.recorded_identity(None).await.unwrap(),
+        Some(identity)
+    );
+}
+
+async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
+    use telecons::store::{Installation, InstallationMode};
+    let missing = db.store.adopt_database("here", None, at(1_000)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    db.store
+        .installation(&Installation {
+            id: "aaaaaaaaaaaaaaaa".into(),
+            mode: InstallationMode::Service,
+            created_at: at(1_000),
+        })
+        .await
+        .unwrap();
+    // A booking with its room and links, one whose room is being made, and one without.
+    let mut with_room = doctor_and_patient("64b000000000000000000041");
+    with_room.desired_room = Some(spec());
+    with_room.room_id = Some("room_original".into());
+    with_room.room_fingerprint = Some(spec().fingerprint().to_owned());
+    with_room.participants[0].link = Some("https://example.test/doc".into());
+    db.store
+        .insert_teleconsultation(&with_room, None, None)
+        .await
+        .unwrap();
+    let mut creating = doctor_and_patient("64b000000000000000000042");
+    creating.desired_room = Some(spec());
+    creating.provision_due_at = Some(at(1_500));
+    let in_flight = attempt(spec().fingerprint());
+    db.store
+        .insert_teleconsultation(&creating, None, Some(&in_flight))
+        .await
+        .unwrap();
+    let incomplete = booking(
+        "64b000000000000000000043",
+        vec![participant("doc", Role::Plus)],
+    );
+    db.store
+        .insert_teleconsultation(&incomplete, None, None)
+        .await
+        .unwrap();
+    db.store
+        .retire_room("room_retired", Some(&with_room.id), at(1_000))
+        .await
+        .unwrap();
+
+    db.store
+        .adopt_database("copy", Some("bbbbbbbbbbbbbbbb"), at(5_000))
+        .await
+        .unwrap();
+    for id in [&with_room.id, &creating.id] {
+        let read = stored(&db, id).await;
+        assert_eq!(read.room_id, None, "{id}");
+        assert_eq!(read.room_fingerprint, None, "{id}");
+        assert_eq!(read.creating_fingerprint, None, "{id}");
+        assert!(read.participants.iter().all(|p| p.link.is_none()), "{id}");
+        assert_eq!(
+            read.provision_due_at,
+            Some(at(5_000)),
+            "{id}: a room of its own"
+        );
+    }
+    assert_eq!(stored(&db, &incomplete.id).await.provision_due_at, None);
+    assert!(!db.store.is_room_known("room_original").await.unwrap());
+    assert!(
+        !db.store.is_room_known("room_retired").await.unwrap(),
+        "the original deletes its retired rooms"
+    );
+    assert!(
+        !db.store
+            .is_attempt_recorded(&in_flight.id, &creating.id)
+            .await
+            .unwrap(),
+        "the original's attempt"
+    );
 }

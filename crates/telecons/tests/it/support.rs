@@ -59,6 +59,38 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A copy of this database, as an operator would make one (a dump restored elsewhere):
+    /// SQLite, `VACUUM INTO` another file; PostgreSQL, `CREATE DATABASE … TEMPLATE` this
+    /// one (its other connections are ended for that; pools open new ones when next used).
+    #[allow(dead_code)]
+    pub async fn copy(&self) -> TestDatabase {
+        if self.url.starts_with("sqlite:") {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("copy.db");
+            self.run_sql(&format!("VACUUM INTO '{}'", path.display()), "")
+                .await;
+            let url = format!("sqlite://{}", path.display());
+            let store = store::connect(&url).await.expect("open the copy");
+            return Self {
+                url,
+                store,
+                _dir: Some(dir),
+                _postgres: None,
+            };
+        }
+        let original = self._postgres.as_ref().expect("a PostgreSQL test database");
+        let copy = original.copy().await;
+        let store = store::connect(&copy.url).await.expect("open the copy");
+        Self {
+            url: copy.url.clone(),
+            store,
+            _dir: None,
+            _postgres: Some(copy),
+        }
+    }
+}
+
 /// Runs `sql` (several statements) on a connection of its own to `url`.
 async fn run_raw_sql<C>(url: &str, sql: &str)
 where
@@ -104,6 +136,51 @@ impl FreshPostgres {
             admin_url,
             name,
         })
+    }
+}
+
+impl FreshPostgres {
+    /// A copy of this database in the same cluster (`CREATE DATABASE … TEMPLATE`), dropped
+    /// with the value. The template must have no other connection: they are ended first
+    /// (again, should a pool reconnect in between).
+    #[allow(dead_code)]
+    pub async fn copy(&self) -> FreshPostgres {
+        let name = format!("telecons_test_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url)
+            .await
+            .expect("reach the server");
+        let mut tries = 0;
+        loop {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .execute(&mut admin)
+            .await
+            .expect("end the template's connections");
+            let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {name} TEMPLATE {}",
+                self.name
+            )))
+            .execute(&mut admin)
+            .await;
+            match created {
+                Ok(_) => break,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("copying {} again: {e}", self.name);
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot copy {}: {e}", self.name),
+            }
+        }
+        admin.close().await.ok();
+        FreshPostgres {
+            url: with_database(&self.admin_url, &name),
+            admin_url: self.admin_url.clone(),
+            name,
+        }
     }
 }
 
