@@ -5,7 +5,7 @@
 
 mod server;
 
-pub use server::ConnectionLimits;
+pub use server::{ConnectionLimits, raise_open_files_limit};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -261,6 +261,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        raise_open_files_limit();
         let background = CancellationToken::new();
         tokio::spawn(telemetry::run_metrics_upkeep(
             telemetry::metrics_handle(),
