@@ -1008,3 +1008,56 @@ async fn migrating_postgres_again_logs_no_notice() {
         assert!(!output.contains("already exists"), "{run}: {output}");
     }
 }
+
+/// A second demo in the same directory refuses to start, and the running one's database is
+/// left as it is (the same file, not replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_demo_in_the_same_directory_refuses_to_start() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first_port, second_port) = (free_port(), free_port());
+    let mut first = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &first_port.to_string())],
+    ));
+    wait_for_banner(&mut first, "Stop with Ctrl-C.").await;
+    let database = dir.path().join("telecons-demo.db");
+    let inode = std::fs::metadata(&database)
+        .expect("the demo's database")
+        .ino();
+
+    let mut second = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &second_port.to_string())],
+    ));
+    let status = second.finish().await;
+    assert!(
+        !status.success(),
+        "a second demo started\n{}",
+        second.output()
+    );
+    assert!(
+        second
+            .stderr()
+            .contains("another `telecons demo` is running in this directory"),
+        "{}",
+        second.output()
+    );
+    assert_eq!(
+        std::fs::metadata(&database).expect("still there").ino(),
+        inode,
+        "the running demo's database was replaced"
+    );
+    first.wait_for(first_port, "/-/ready", 200).await;
+    first.terminate_idle().await;
+    // Once the first has stopped, a demo starts there again.
+    let mut third = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &second_port.to_string())],
+    ));
+    wait_for_banner(&mut third, "Stop with Ctrl-C.").await;
+    third.terminate_idle().await;
+}
