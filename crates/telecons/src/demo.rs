@@ -20,13 +20,22 @@ use crate::store::InstallationMode;
 /// The demo's own database, in the working directory.
 pub const DEMO_DATABASE_FILE: &str = "telecons-demo.db";
 
+/// Locked while a demo runs on its own database in this directory: a second demo started
+/// there refuses to start instead of replacing the running one's database. The file stays
+/// (removing it could let two demos lock two different files); the lock goes with the
+/// process, however it ends.
+pub const DEMO_LOCK_FILE: &str = "telecons-demo.lock";
+
 /// Runs until SIGTERM/SIGINT. Any configured Kaleyra is ignored: the demo never calls out.
 /// `database_url` overrides the demo's own fresh database.
 pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Result<()> {
     let fresh = database_url.is_none();
+    // Held until the demo stops.
+    let mut _running = None;
     let url = match database_url {
         Some(url) => url,
         None => {
+            _running = Some(lock_demo_directory(Path::new(DEMO_LOCK_FILE))?);
             remove_database_files(Path::new(DEMO_DATABASE_FILE))?;
             format!("sqlite://{DEMO_DATABASE_FILE}")
         }
@@ -59,6 +68,28 @@ pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Re
     let shutdown = app::shutdown_signal();
     println!("{}", banner.render(application.address()?));
     application.run_until_stopped(shutdown).await
+}
+
+/// Takes the lock of the demo's own database in this directory (see [`DEMO_LOCK_FILE`]).
+fn lock_demo_directory(path: &Path) -> anyhow::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another `telecons demo` is running in this directory (it holds {}): its database \
+             {DEMO_DATABASE_FILE} is left alone; stop that demo first (Ctrl-C), or start this \
+             one in another directory",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// Removes a SQLite database and its journal files, if they exist.
@@ -152,6 +183,20 @@ mod tests {
         );
         assert!(!text.contains("tee "), "{text}");
         assert!(text.contains("points at the built-in simulator"), "{text}");
+    }
+
+    #[test]
+    fn one_demo_at_a_time_holds_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(DEMO_LOCK_FILE);
+        let first = lock_demo_directory(&lock).unwrap();
+        let refused = lock_demo_directory(&lock).unwrap_err().to_string();
+        assert!(
+            refused.contains("another `telecons demo` is running"),
+            "{refused}"
+        );
+        drop(first);
+        lock_demo_directory(&lock).expect("free once the first demo stops");
     }
 
     #[test]

@@ -175,10 +175,9 @@ where
     };
     match runtime.block_on(body(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "telecons failed");
-            fail(&format!("{e:#}"))
-        }
+        // Reported once, on stderr (terminals and orchestrators both show it), not also
+        // as a log line on stdout.
+        Err(e) => fail(&format!("{e:#}")),
     }
 }
 

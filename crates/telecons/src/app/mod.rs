@@ -5,7 +5,7 @@
 
 mod server;
 
-pub use server::ConnectionLimits;
+pub use server::{ConnectionLimits, raise_open_files_limit};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -117,7 +117,7 @@ impl Services {
         };
         let store = match &deps.store {
             Some(store) => Arc::clone(store),
-            None => open_store(config).await?,
+            None => open_store_within(config, deps.request_budget).await?,
         };
         let clock = Arc::clone(&deps.clock);
         let installation = if deps.existing_installation_only {
@@ -275,6 +275,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        raise_open_files_limit();
         let background = CancellationToken::new();
         tokio::spawn(telemetry::run_metrics_upkeep(
             telemetry::metrics_handle(),
@@ -435,9 +436,21 @@ pub async fn adopt_database(
 
 /// Opens the configured store and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store = store::connect(&config.database_url)
-        .await
-        .context("cannot open the database named by DATABASE_URL")?;
+    open_store_within(config, DEFAULT_REQUEST_BUDGET).await
+}
+
+/// [`open_store`] for requests of `request_budget`: the database gives up on a statement or
+/// a lock in time for the request to answer (see [`store::DatabaseTimeouts`]).
+async fn open_store_within(
+    config: &Config,
+    request_budget: Duration,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = store::connect_within(
+        &config.database_url,
+        store::DatabaseTimeouts::within(request_budget),
+    )
+    .await
+    .context("cannot open the database named by DATABASE_URL")?;
     store
         .migrate()
         .await

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kaleyra_client::KaleyraClient;
 
 use crate::clock::Clock;
@@ -13,6 +14,10 @@ use crate::telemetry;
 
 /// Kaleyra counts as reachable when `GET /v2/company` answers 2xx within this time.
 const KALEYRA_CHECK_BUDGET: Duration = Duration::from_secs(2);
+
+/// A check-up verdict is served to every probe for this long (spec §10): probes, however
+/// many, never spend the company's Kaleyra rate limit faster than one call per period.
+pub const CHECK_UP_REUSE: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 /// The verdict of each check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,10 @@ pub struct Health {
     immutable_period_ms: u64,
     /// In bearer mode, whose key set must be readable.
     bearer: Option<BearerVerifier>,
+    /// The last verdict and when (the injected clock) it was computed. Held while a
+    /// verdict is computed, so that concurrent probes wait for that one instead of
+    /// computing their own.
+    last_check_up: tokio::sync::Mutex<Option<(DateTime<Utc>, CheckUp)>>,
 }
 
 impl Health {
@@ -49,6 +58,7 @@ impl Health {
             clock,
             immutable_period_ms,
             bearer,
+            last_check_up: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -63,9 +73,24 @@ impl Health {
         }
     }
 
-    /// Storage, Kaleyra, and the rooms whose links are due.
+    /// Storage, Kaleyra, and the rooms whose links are due: computed at most once per
+    /// [`CHECK_UP_REUSE`], shared by the probes that ask meanwhile or at the same time.
     pub async fn check_up(&self) -> CheckUp {
+        let mut last = self.last_check_up.lock().await;
         let now = self.clock.now();
+        if let Some((at, verdict)) = *last {
+            let age = now - at;
+            // A clock set back makes the verdict stale too.
+            if age >= chrono::TimeDelta::zero() && age < CHECK_UP_REUSE {
+                return verdict;
+            }
+        }
+        let verdict = self.compute_check_up(now).await;
+        *last = Some((now, verdict));
+        verdict
+    }
+
+    async fn compute_check_up(&self, now: DateTime<Utc>) -> CheckUp {
         let identity = async {
             match &self.bearer {
                 Some(verifier) => Some(verifier.check_reachable().await),

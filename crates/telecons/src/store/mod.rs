@@ -11,6 +11,7 @@ mod sql;
 mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -50,6 +51,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported DATABASE_URL: {0}")]
     UnsupportedUrl(String),
+    /// The database cannot be opened: says where (never the password) and what to do.
+    #[error("{0}")]
+    CannotConnect(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -270,18 +274,58 @@ pub trait Store: Send + Sync + 'static {
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog>;
 }
 
+/// How long the database may work on one statement, and wait for one lock, before it gives
+/// up (PostgreSQL's `statement_timeout` and `lock_timeout`; SQLite's busy timeout is the
+/// lock one). Below the request budget, so that a write fails (503, nothing stored) while
+/// its request still waits for it, never commits after the request answered 503 (spec §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseTimeouts {
+    pub statement: Duration,
+    pub lock: Duration,
+}
+
+impl DatabaseTimeouts {
+    /// For requests of `request_budget`: a write starts at the latest at half the budget
+    /// (lookups before it get that half), after at most 5 s waiting for a connection; one
+    /// statement then takes at most a quarter of the budget, a lock wait a fifth of it
+    /// (25 s: 6.25 s and 5 s), so that a booking (one statement on PostgreSQL) ends by
+    /// 3/4 of the budget + 5 s, within the HTTP timeout (the budget + 5 s).
+    pub fn within(request_budget: Duration) -> Self {
+        Self {
+            statement: request_budget / 4,
+            lock: request_budget / 5,
+        }
+    }
+}
+
+impl Default for DatabaseTimeouts {
+    /// For the default request budget.
+    fn default() -> Self {
+        Self::within(crate::app::DEFAULT_REQUEST_BUDGET)
+    }
+}
+
 /// Opens the store named by `DATABASE_URL`: `sqlite:` (file created if missing) or
 /// `postgres:`/`postgresql:`. Migrations are not applied here: see [`Store::migrate`].
+/// The database's timeouts are those of the default request budget.
 pub async fn connect(database_url: &str) -> StoreResult<Arc<dyn Store>> {
+    connect_within(database_url, DatabaseTimeouts::default()).await
+}
+
+/// [`connect`] with the database's timeouts for another request budget.
+pub async fn connect_within(
+    database_url: &str,
+    timeouts: DatabaseTimeouts,
+) -> StoreResult<Arc<dyn Store>> {
     // The scheme in any case, as the configuration accepts it; the drivers want lowercase.
     let url = match database_url.split_once(':') {
         Some((scheme, rest)) => format!("{}:{rest}", scheme.to_ascii_lowercase()),
         None => database_url.to_owned(),
     };
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(&url).await?))
+        Ok(Arc::new(SqliteStore::connect(&url, timeouts).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(&url).await?))
+        Ok(Arc::new(PostgresStore::connect(&url, timeouts).await?))
     } else {
         // Only the scheme is echoed: the rest of the URL may hold a password.
         let scheme = database_url.split(':').next().unwrap_or_default();
@@ -348,4 +392,22 @@ pub struct Installation {
     pub id: String,
     pub mode: InstallationMode,
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_timeouts_end_a_write_within_the_http_timeout() {
+        let budget = crate::app::DEFAULT_REQUEST_BUDGET;
+        let timeouts = DatabaseTimeouts::within(budget);
+        assert_eq!(timeouts.statement, Duration::from_millis(6_250));
+        assert_eq!(timeouts.lock, Duration::from_secs(5));
+        // A write starts by half the budget plus 5 s for a connection; one statement (a
+        // booking on PostgreSQL) then ends within the budget itself.
+        assert!(budget / 2 + Duration::from_secs(5) + timeouts.statement < budget);
+        assert!(timeouts.lock < timeouts.statement);
+        assert_eq!(DatabaseTimeouts::default(), timeouts);
+    }
 }

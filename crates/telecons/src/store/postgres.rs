@@ -5,18 +5,20 @@
 //! keep its read cache current.
 
 use std::convert::Infallible;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Postgres;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
-use super::StoreResult;
 use super::backend::Backend;
 use super::read_cache::ReadCache;
 use super::sql::{During, SqlStore};
+use super::{DatabaseTimeouts, StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -31,6 +33,8 @@ pub const CHANGES_CHANNEL: &str = changes_channel!();
 /// each failure in a row up to [`MAX_FOLLOW_RETRY`] (one warning each, not one a second).
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
 const MAX_FOLLOW_RETRY: Duration = Duration::from_secs(30);
+/// How long opening the first connection may take before the server counts as not answering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Backend for Postgres {
     const LABEL: &'static str = "postgres";
@@ -41,6 +45,10 @@ impl Backend for Postgres {
     const ANNOUNCE_CHANGE: Option<&'static str> =
         Some(concat!("SELECT pg_notify('", changes_channel!(), "', $1)"));
     const ONE_STATEMENT_WRITES: bool = true;
+    /// The request's timeouts are lifted: the advisory lock waits for another instance's
+    /// migrations, and a migration may rewrite a large table.
+    const MIGRATION_SESSION: Option<&'static str> =
+        Some("SET statement_timeout = 0; SET lock_timeout = 0");
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -60,13 +68,43 @@ impl Backend for Postgres {
 pub type PostgresStore = SqlStore<Postgres>;
 
 impl SqlStore<Postgres> {
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    /// Every connection has `timeouts` as its `statement_timeout` and `lock_timeout`, and
+    /// does not send notices (such as `IF NOT EXISTS`'s "already exists, skipping", which
+    /// sqlx would log at INFO on every start-up). One connection is tried first, so that a
+    /// database or server that is not there is reported once, saying where and what to do.
+    pub async fn connect(url: &str, timeouts: DatabaseTimeouts) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .during("reading DATABASE_URL")?
+            .options([
+                (
+                    "statement_timeout",
+                    timeouts.statement.as_millis().to_string(),
+                ),
+                ("lock_timeout", timeouts.lock.as_millis().to_string()),
+                ("client_min_messages", "warning".to_owned()),
+            ]);
+        match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+            Ok(Err(err)) => return Err(StoreError::CannotConnect(cannot_connect(&options, &err))),
+            Err(_) => {
+                let server = Server::of(&options);
+                return Err(StoreError::CannotConnect(format!(
+                    "PostgreSQL at {} did not answer within {} s (database {:?}); is PostgreSQL running on {}?",
+                    server.address,
+                    CONNECT_TIMEOUT.as_secs(),
+                    server.database,
+                    server.address
+                )));
+            }
+        }
         let pool = PgPoolOptions::new()
             // Ten for queries, and one for the follower of the changes channel (it holds
             // one while it follows; it is not reserved).
             .max_connections(11)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options)
             .await
             .during("connecting to PostgreSQL")?;
         // Nothing is served from memory until the channel is followed.
@@ -133,6 +171,63 @@ async fn follow(
             // The connection was lost and made again: what was announced meanwhile is
             // unknown.
             None => cache.forget_all(true),
+        }
+    }
+}
+
+/// Where a PostgreSQL URL points: what an operator needs to find it (never the password).
+struct Server {
+    /// `host:port`, or the socket directory.
+    address: String,
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+}
+
+impl Server {
+    fn of(options: &PgConnectOptions) -> Self {
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        Self {
+            address: match options.get_socket() {
+                Some(socket) => socket.display().to_string(),
+                None => format!("{host}:{port}"),
+            },
+            host,
+            port,
+            // PostgreSQL's own default: the database named like the user.
+            database: options
+                .get_database()
+                .unwrap_or(options.get_username())
+                .to_owned(),
+            user: options.get_username().to_owned(),
+        }
+    }
+}
+
+/// What went wrong opening a connection, for an operator: where, and the next step.
+fn cannot_connect(options: &PgConnectOptions, err: &sqlx::Error) -> String {
+    let Server {
+        address,
+        host,
+        port,
+        database,
+        user,
+    } = Server::of(options);
+    match err {
+        // invalid_catalog_name: the server answers, the database is not there.
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => format!(
+            "PostgreSQL at {address} has no database {database:?}; create it with: createdb -h {host} -p {port} {database}"
+        ),
+        sqlx::Error::Database(db) => format!(
+            "PostgreSQL at {address} refused the connection to database {database:?} as user {user:?}: {}",
+            db.message()
+        ),
+        sqlx::Error::Io(io) => format!(
+            "cannot reach PostgreSQL at {address} (database {database:?}): {io}; is PostgreSQL running on {address}?"
+        ),
+        other => {
+            format!("cannot connect to PostgreSQL at {address} (database {database:?}): {other}")
         }
     }
 }

@@ -637,7 +637,24 @@ where
     /// On PostgreSQL, sqlx takes an advisory lock around the migrations, so instances that
     /// start together apply them once.
     async fn migrate(&self) -> StoreResult<()> {
-        DB::migrator().run(&self.writer).await?;
+        let Some(session) = DB::MIGRATION_SESSION else {
+            DB::migrator().run(&self.writer).await?;
+            return Ok(());
+        };
+        let mut connection = self
+            .writer
+            .acquire()
+            .await
+            .during("connecting to apply the migrations")?;
+        // Its session settings stay with it: closed after, never reused by requests.
+        connection.close_on_drop();
+        sqlx::raw_sql(session)
+            .execute(&mut *connection)
+            .await
+            .during("preparing to apply the migrations")?;
+        DB::migrator()
+            .run_direct(None, &mut *connection, false)
+            .await?;
         Ok(())
     }
 

@@ -11,11 +11,11 @@ use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::StoreResult;
 use super::backend::Backend;
 use super::group_commit::GroupCommit;
 use super::read_cache::ReadCache;
 use super::sql::{During, SqlStore};
+use super::{DatabaseTimeouts, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -56,7 +56,8 @@ pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqlStore<Sqlite> {
     /// Opens (and creates if missing) the database file named by a `sqlite://PATH` URL.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    /// Waits for another process's lock at most `timeouts.lock` (the busy timeout).
+    pub async fn connect(url: &str, timeouts: DatabaseTimeouts) -> StoreResult<Self> {
         const OPERATION: &str = "opening the SQLite database";
         let options = SqliteConnectOptions::from_str(url)
             .during(OPERATION)?
@@ -65,7 +66,8 @@ impl SqlStore<Sqlite> {
             // FULL: a committed change survives a power loss too (a 2xx means stored).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            // Below the request budget: a write another process blocks fails in time.
+            .busy_timeout(timeouts.lock);
         // No ping before each use (`test_before_acquire`): a connection to a local file
         // does not hang up, and the ping would be a second round trip to the connection's
         // thread, where a read's cost is the hand-offs rather than the SQL. It also means

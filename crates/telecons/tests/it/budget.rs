@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use crate::directory::{DOCTOR_AND_PATIENT, book_by_ids, directory_env, spawn_auth0};
 use crate::support::{TestApp, TestDatabase};
-use crate::teleconsultations::{DOC, create_tc, delete_tc, doctor, pair, patch_tc, patient};
+use crate::teleconsultations::{
+    DOC, create_tc, delete_tc, doctor, pair, patch_tc, patient, post_tc,
+};
 
 crate::on_both_backends!(
     a_delete_answers_204_while_kaleyra_asks_to_retry_in_30_seconds,
@@ -20,6 +22,7 @@ crate::on_both_backends!(
     a_booking_of_known_users_answers_201_when_kaleyra_is_slow,
     a_directory_too_slow_for_the_request_stores_nothing,
     the_budget_counts_from_the_requests_arrival,
+    a_booking_blocked_by_a_lock_fails_within_the_budget_and_stores_nothing,
 );
 
 const BUDGET: Duration = Duration::from_secs(1);
@@ -161,4 +164,83 @@ async fn the_budget_counts_from_the_requests_arrival(db: TestDatabase) {
     } else {
         assert!(status_line.contains(" 201 "), "stored, so 201: {answer}");
     }
+}
+
+/// A connection of its own holding the lock a booking's write needs: on PostgreSQL the
+/// teleconsultations table in EXCLUSIVE mode (reads go on, writes wait), on SQLite the
+/// database's write lock. Dropped, it gives the lock up.
+enum LockHolder {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl LockHolder {
+    async fn take(url: &str) -> Self {
+        use sqlx::Connection;
+        if url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql("BEGIN IMMEDIATE")
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            Self::Sqlite(connection)
+        } else {
+            let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql("BEGIN; LOCK TABLE teleconsultations IN EXCLUSIVE MODE")
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            Self::Postgres(connection)
+        }
+    }
+
+    async fn release(self) {
+        use sqlx::Connection;
+        match self {
+            Self::Sqlite(mut c) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap();
+                c.close().await.unwrap();
+            }
+            Self::Postgres(mut c) => {
+                sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap();
+                c.close().await.unwrap();
+            }
+        }
+    }
+}
+
+/// Every write's commit finishes within the request's budget or not at all (spec §7): the
+/// database gives up on the lock (PostgreSQL's lock and statement timeouts, SQLite's busy
+/// timeout, all derived from the budget) while the request still waits, so the answer is
+/// storage's 503 and nothing is stored — never a 503 from the HTTP timeout followed by a
+/// commit once the lock is released (which the booking backend's retry would double).
+async fn a_booking_blocked_by_a_lock_fails_within_the_budget_and_stores_nothing(db: TestDatabase) {
+    let budget = Duration::from_secs(2);
+    let db = db.with_request_budget(budget).await;
+    let app = TestApp::spawn_with_budget(db, &[], budget).await;
+    let lock = LockHolder::take(&app.db.url).await;
+    let started = std::time::Instant::now();
+    let (status, body) = post_tc(&app, pair()).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["message"], "storage is unavailable; try again",
+        "storage gave up, not the HTTP timeout"
+    );
+    assert!(elapsed < budget, "answered after {elapsed:?}");
+    lock.release().await;
+    // A booking after the lock is released commits after anything the blocked one could
+    // still do: only it is stored, and only its room made.
+    let id = create_tc(&app, pair()).await;
+    let stored: Vec<String> = app
+        .services
+        .store
+        .list_live_teleconsultations("", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|tc| tc.id)
+        .collect();
+    assert_eq!(stored, vec![id], "nothing of the refused booking is stored");
+    assert_eq!(app.sim.rooms().len(), 1);
 }

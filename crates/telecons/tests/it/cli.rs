@@ -1119,3 +1119,163 @@ async fn a_copied_postgres_database_is_refused_until_adopted() {
     let (copy, second_copy) = (original.copy().await, original.copy().await);
     copies_are_refused_until_adopted(dir.path(), &original.url, &copy.url, &second_copy.url).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Database errors an operator can act on, one demo per directory
+// ---------------------------------------------------------------------------------------
+
+/// `serve` on `url` (no server of Kaleyra needed: storage comes first) run to its exit;
+/// returns both output streams.
+async fn serve_until_it_exits(url: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port().to_string();
+    let mut run = Running::start(telecons(
+        &["serve"],
+        dir.path(),
+        &[
+            ("BANDYER_API_SECRET_KEY", "cli-sim-key"),
+            ("BANDYER_BASE_URL", "http://127.0.0.1:9"),
+            ("HTTP_PORT", &port),
+            ("DATABASE_URL", url),
+        ],
+    ));
+    let status = run.finish().await;
+    assert!(
+        !status.success(),
+        "serve started on {url}\n{}",
+        run.output()
+    );
+    run.output()
+}
+
+/// A database that does not exist is reported once, saying where (host, port, name — never
+/// the password) and how to make it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
+async fn serve_on_a_missing_postgres_database_says_how_to_create_it_once() {
+    use std::str::FromStr;
+    let Ok(admin_url) = std::env::var(crate::support::POSTGRES_URL_VAR) else {
+        return;
+    };
+    let server = sqlx::postgres::PgConnectOptions::from_str(&admin_url).expect("a URL");
+    let (host, port) = (server.get_host().to_owned(), server.get_port());
+    let name = format!("telecons_missing_{:016x}", rand::random::<u64>());
+    let password = format!("canary-pw-{:016x}", rand::random::<u64>());
+    let url = with_password(&crate::support::with_database(&admin_url, &name), &password);
+    let output = serve_until_it_exits(&url).await;
+    let hint = format!("createdb -h {host} -p {port} {name}");
+    assert_eq!(output.matches(&hint).count(), 1, "{output}");
+    assert_eq!(
+        output.matches(&name).count(),
+        2,
+        "the message once:\n{output}"
+    );
+    assert!(output.contains(&format!("{host}:{port}")), "{output}");
+    assert!(
+        !output.contains(&password),
+        "the password leaked:\n{output}"
+    );
+    assert!(!output.contains("at line"), "{output}");
+}
+
+/// A server that does not answer: where, and the question to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_postgres_port_nobody_listens_on_asks_whether_it_runs() {
+    let port = free_port();
+    let password = format!("canary-pw-{:016x}", rand::random::<u64>());
+    let url = format!("postgres://telecons:{password}@127.0.0.1:{port}/telecons");
+    let output = serve_until_it_exits(&url).await;
+    let hint = format!("is PostgreSQL running on 127.0.0.1:{port}?");
+    assert_eq!(output.matches(&hint).count(), 1, "{output}");
+    assert_eq!(
+        output.matches("telecons\"").count(),
+        1,
+        "the database named once:\n{output}"
+    );
+    assert!(
+        !output.contains(&password),
+        "the password leaked:\n{output}"
+    );
+    assert!(!output.contains("pool timed out"), "{output}");
+}
+
+/// The repeated migration's notice ("relation … already exists, skipping") is not an INFO
+/// line of every start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
+async fn migrating_postgres_again_logs_no_notice() {
+    let Some(database) = FreshPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    for run in ["first", "again"] {
+        let mut migrate = Running::start(telecons(
+            &["migrate"],
+            dir.path(),
+            &[("DATABASE_URL", &database.url), ("LOG_LEVEL", "debug")],
+        ));
+        assert!(migrate.finish().await.success(), "{}", migrate.output());
+        let output = migrate.output();
+        assert!(output.contains("migrations applied"), "{run}: {output}");
+        assert!(!output.contains("already exists"), "{run}: {output}");
+    }
+}
+
+/// A second demo in the same directory refuses to start, and the running one's database is
+/// left as it is (the same file, not replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_demo_in_the_same_directory_refuses_to_start() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first_port, second_port) = (free_port(), free_port());
+    let mut first = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &first_port.to_string())],
+    ));
+    wait_for_banner(&mut first, "Stop with Ctrl-C.").await;
+    let database = dir.path().join("telecons-demo.db");
+    let inode = std::fs::metadata(&database)
+        .expect("the demo's database")
+        .ino();
+
+    let mut second = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &second_port.to_string())],
+    ));
+    let status = second.finish().await;
+    assert!(
+        !status.success(),
+        "a second demo started\n{}",
+        second.output()
+    );
+    assert!(
+        second
+            .stderr()
+            .contains("another `telecons demo` is running in this directory"),
+        "{}",
+        second.output()
+    );
+    assert_eq!(
+        std::fs::metadata(&database).expect("still there").ino(),
+        inode,
+        "the running demo's database was replaced"
+    );
+    first.wait_for(first_port, "/-/ready", 200).await;
+    first.terminate_idle().await;
+    // Once the first has stopped, a demo starts there again.
+    let mut third = Running::start(telecons(
+        &["demo"],
+        dir.path(),
+        &[("HTTP_PORT", &second_port.to_string())],
+    ));
+    wait_for_banner(&mut third, "Stop with Ctrl-C.").await;
+    third.terminate_idle().await;
+}

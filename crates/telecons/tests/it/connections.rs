@@ -1,7 +1,8 @@
-//! Connections (the server loop): a client that trickles its headers is disconnected, an
-//! idle keep-alive connection is closed, open connections are capped, and shutdown waits for
-//! requests in flight but never for stalled or idle connections. Real time is involved:
-//! deadlines of about a second, waits with wide margins.
+//! Connections (the server loop, spec §10): a client that trickles its headers or sends
+//! nothing is disconnected, an idle keep-alive connection is closed, open connections are
+//! capped and idle ones cannot hold every slot, and shutdown waits for requests in flight
+//! but never for stalled or idle connections. Real time is involved: deadlines of about a
+//! second, waits with wide margins.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,10 @@ use crate::support::{SIM_API_KEY, TestDatabase, test_dependencies, test_epoch};
 crate::on_both_backends!(
     a_client_trickling_its_headers_is_disconnected,
     an_idle_keep_alive_connection_is_closed,
-    open_connections_are_capped,
+    at_the_cap_the_connection_idle_the_longest_makes_room,
+    at_the_cap_a_busy_connection_is_not_closed,
+    idle_sockets_beyond_the_cap_do_not_keep_healthz_waiting,
+    a_silent_connection_is_closed_after_the_first_head_deadline,
     shutdown_waits_for_answers_but_not_for_stalled_connections,
     http2_is_not_spoken,
 );
@@ -70,6 +74,7 @@ fn limits(
         max_connections,
         header_read_timeout,
         drain_timeout: Duration::from_secs(10),
+        first_head_timeout: header_read_timeout,
     }
 }
 
@@ -128,29 +133,158 @@ async fn an_idle_keep_alive_connection_is_closed(db: TestDatabase) {
     );
 }
 
-async fn open_connections_are_capped(db: TestDatabase) {
-    let app = start(db, limits(Duration::from_secs(60), 2)).await;
-    let url = format!("http://{}/-/healthz", app.address);
-    // Two clients each hold a keep-alive connection.
-    let first = reqwest::Client::new();
-    let second = reqwest::Client::new();
-    assert_eq!(first.get(&url).send().await.unwrap().status(), 200);
-    assert_eq!(second.get(&url).send().await.unwrap().status(), 200);
-    let third = reqwest::Client::builder()
-        .timeout(Duration::from_millis(700))
-        .build()
+/// Sends one request on `stream` (kept alive) and returns the status line of its answer.
+async fn request_on(stream: &mut TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
         .unwrap();
-    assert!(
-        third.get(&url).send().await.is_err(),
-        "a third connection is served while two are open"
-    );
-    drop(first);
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn at_the_cap_the_connection_idle_the_longest_makes_room(db: TestDatabase) {
+    let app = start(db, limits(Duration::from_secs(60), 2)).await;
+    // Two keep-alive connections, idle after an answer each: `older` first.
+    let mut older = TcpStream::connect(app.address).await.unwrap();
+    assert!(request_on(&mut older, "/-/healthz").await.contains(" 200 "));
+    let mut newer = TcpStream::connect(app.address).await.unwrap();
+    assert!(request_on(&mut newer, "/-/healthz").await.contains(" 200 "));
+    // A third client is served at once: the connection idle the longest made room.
     let third = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    assert_eq!(third.get(&url).send().await.unwrap().status(), 200);
-    drop(second);
+    let answer = third
+        .get(format!("http://{}/-/healthz", app.address))
+        .send()
+        .await
+        .expect("the third connection is served while two idle ones are open");
+    assert_eq!(answer.status(), 200);
+    assert!(
+        closed_within(&mut older, Duration::from_secs(5)).await,
+        "the connection idle the longest is closed"
+    );
+    drop(third);
+    assert!(
+        request_on(&mut newer, "/-/healthz").await.contains(" 200 "),
+        "the more recently used connection stays open"
+    );
+}
+
+async fn at_the_cap_a_busy_connection_is_not_closed(db: TestDatabase) {
+    let app = start(db, limits(Duration::from_secs(60), 1)).await;
+    // The only slot is busy: Kaleyra takes a second and a half to answer the check-up.
+    app.sim
+        .add_fault(Fault::delay("/v2/company", Duration::from_millis(1_500)));
+    let mut busy = TcpStream::connect(app.address).await.unwrap();
+    busy.write_all(b"GET /-/check-up HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new client waits for the request in progress, then takes the slot of the connection
+    // it leaves idle (which its client keeps open).
+    let waiting = tokio::spawn({
+        let url = format!("http://{}/-/healthz", app.address);
+        async move {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), busy.read(&mut buf))
+        .await
+        .expect("the busy request is answered")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the request in progress is answered, not cut: {}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(
+        waiting
+            .await
+            .unwrap()
+            .expect("served once the slot is idle"),
+        200
+    );
+}
+
+/// 1,100 sockets that send nothing, against 1,024 slots and a first-head deadline far longer
+/// than the wait: only closing the idle connections makes room for the probe.
+async fn idle_sockets_beyond_the_cap_do_not_keep_healthz_waiting(db: TestDatabase) {
+    // Client and server sockets live in this process: 2,200 descriptors and more.
+    telecons::app::raise_open_files_limit();
+    let limits = telecons::app::ConnectionLimits {
+        first_head_timeout: Duration::from_secs(120),
+        header_read_timeout: Duration::from_secs(120),
+        ..telecons::app::ConnectionLimits::default()
+    };
+    assert_eq!(limits.max_connections, 1024);
+    let app = start(db, limits).await;
+    let mut idle = Vec::with_capacity(1_100);
+    for _ in 0..1_100 {
+        idle.push(TcpStream::connect(app.address).await.expect("connect"));
+    }
+    let started = Instant::now();
+    let answer = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{}/-/healthz", app.address))
+        .send()
+        .await
+        .expect("/-/healthz answers while 1,100 idle sockets are held");
+    assert_eq!(answer.status(), 200);
+    eprintln!("healthz answered in {:?}", started.elapsed());
+    drop(idle);
+}
+
+async fn a_silent_connection_is_closed_after_the_first_head_deadline(db: TestDatabase) {
+    let app = start(
+        db,
+        telecons::app::ConnectionLimits {
+            first_head_timeout: Duration::from_millis(500),
+            ..limits(Duration::from_secs(60), 64)
+        },
+    )
+    .await;
+    let mut silent = TcpStream::connect(app.address).await.unwrap();
+    let mut served = TcpStream::connect(app.address).await.unwrap();
+    assert!(
+        request_on(&mut served, "/-/healthz")
+            .await
+            .contains(" 200 ")
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)).await,
+        "a connection that sends nothing keeps its slot"
+    );
+    // The deadline is for the first head only: a served keep-alive connection stays open
+    // (until the idle deadline, a minute here).
+    assert!(
+        !closed_within(&mut served, Duration::from_millis(500)).await,
+        "a served keep-alive connection was closed by the first-head deadline"
+    );
+    assert!(
+        request_on(&mut served, "/-/healthz")
+            .await
+            .contains(" 200 ")
+    );
 }
 
 async fn shutdown_waits_for_answers_but_not_for_stalled_connections(db: TestDatabase) {

@@ -13,7 +13,53 @@ crate::on_both_backends!(
     check_up_is_ko_when_kaleyra_answers_503,
     check_up_is_ko_when_kaleyra_answers_after_the_2_s_budget,
     check_up_is_ko_when_kaleyra_refuses_the_api_key,
+    check_up_verdicts_are_shared_for_two_seconds,
 );
+
+/// Probes never spend the company's Kaleyra rate limit (spec §10): concurrent check-ups and
+/// those within 2 s (the app's clock) share one verdict, one `GET /v2/company`.
+async fn check_up_verdicts_are_shared_for_two_seconds(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let company_calls = |app: &TestApp| {
+        app.kaleyra_calls()
+            .iter()
+            .filter(|c| *c == "GET /v2/company")
+            .count()
+    };
+    // Kaleyra answers slowly enough for the probes to overlap.
+    app.sim.add_fault(kaleyra_sim::Fault::delay(
+        "/v2/company",
+        Duration::from_millis(300),
+    ));
+    let mut probes = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (http, url) = (app.http.clone(), app.url("/-/check-up"));
+        probes.spawn(async move { http.get(url).send().await.map(|r| r.status().as_u16()) });
+    }
+    while let Some(status) = probes.join_next().await {
+        assert_eq!(status.unwrap().expect("answered"), 200);
+    }
+    assert_eq!(company_calls(&app), 1, "{:?}", app.kaleyra_calls());
+
+    // Kaleyra fails now; within 2 s the verdict computed before is served.
+    app.sim.clear_faults();
+    app.sim
+        .add_fault(kaleyra_sim::Fault::status("/v2/company", 503));
+    app.clock.advance(chrono::Duration::milliseconds(1_999));
+    for _ in 0..3 {
+        assert_eq!(app.get("/-/check-up", &[]).await.0, 200);
+    }
+    assert_eq!(company_calls(&app), 1, "{:?}", app.kaleyra_calls());
+
+    // Two seconds after it was computed, a probe computes a new one.
+    app.clock.advance(chrono::Duration::milliseconds(1));
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!((status, &body["checks"]["kaleyra"]), (503, &json!("KO")));
+    assert!(company_calls(&app) >= 2, "{:?}", app.kaleyra_calls());
+    let after = company_calls(&app);
+    assert_eq!(app.get("/-/check-up", &[]).await.0, 503);
+    assert_eq!(company_calls(&app), after, "the new verdict is shared too");
+}
 
 async fn ready_and_check_up_answer_ok_when_everything_is_reachable(db: TestDatabase) {
     let app = TestApp::spawn(db).await;

@@ -47,6 +47,17 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// The same database, its store opened again with the database timeouts of requests of
+    /// `request_budget` (as `serve` opens it), for an app with that budget.
+    #[allow(dead_code)]
+    pub async fn with_request_budget(mut self, request_budget: std::time::Duration) -> Self {
+        self.store =
+            store::connect_within(&self.url, store::DatabaseTimeouts::within(request_budget))
+                .await
+                .expect("open the database again");
+        self
+    }
+
     /// Runs raw SQL on the database, outside the store: `sqlite` or `postgres` (several
     /// statements each), whichever this database is. For what the store cannot be asked to
     /// do, such as refusing a write.
