@@ -59,7 +59,9 @@ impl AdaptiveLimit {
     fn overloaded(&self) {
         let _ = self
             .current
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some((n / 2).max(1)));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some((n / 2).max(1))
+            });
     }
 
     /// Learns from one item's outcome.
