@@ -85,6 +85,8 @@ pub struct Provisioner {
     instance_id: Arc<str>,
     /// Where the last orphan sweep stopped.
     sweep_cursor: Arc<tokio::sync::Mutex<Option<recovery::SweepKey>>>,
+    /// The last listing of this installation's rooms, shared by the clean-up of one pass.
+    tagged_rooms: Arc<tokio::sync::Mutex<Option<Arc<recovery::TaggedRooms>>>>,
 }
 
 impl Provisioner {
@@ -101,6 +103,7 @@ impl Provisioner {
             settings,
             instance_id: format!("{:016x}", rand::random::<u64>()).into(),
             sweep_cursor: Arc::default(),
+            tagged_rooms: Arc::default(),
         }
     }
 

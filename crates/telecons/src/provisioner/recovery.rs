@@ -1,6 +1,11 @@
 //! Finding rooms again: a room whose creation answer was lost is found by its tag and
 //! adopted (or retired); a tagged room that no record knows is an orphan and is deleted.
 //!
+//! Both read one listing of the company's rooms, indexed by the teleconsultation each tag
+//! names ([`TaggedRooms`]), and share it: every lost answer settled in a pass, and the sweep,
+//! use the last listing as long as it was taken after what they look for — never a listing
+//! per teleconsultation.
+//!
 //! Both act only on rooms this database made: the tag carries this installation's id and a
 //! creation attempt recorded here ([`Store::is_attempt_recorded`]). A room with our id but
 //! an attempt this database never recorded was made by a copy of it (or by the original of
@@ -9,7 +14,11 @@
 //!
 //! [`Store::is_attempt_recorded`]: crate::store::Store::is_attempt_recorded
 
-use chrono::TimeDelta;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use kaleyra_client::Room;
 
 use super::{ProvisionError, Provisioner};
 use crate::domain::room_spec::{RoomSpec, RoomTag};
@@ -29,44 +38,112 @@ const SWEEP_BATCH: usize = 500;
 /// The order in which sweeps go through the rooms (and where one stops).
 pub(super) type SweepKey = (chrono::DateTime<chrono::Utc>, String);
 
-fn sweep_key(room: &kaleyra_client::Room) -> SweepKey {
+fn sweep_key(room: &Room) -> SweepKey {
     (room.creation_date, room.id.clone())
 }
 
+/// A sweep may use a listing taken this long ago (rooms it judges are older than
+/// [`ORPHAN_GRACE`] anyway).
+const SWEEP_LISTING_MAX_AGE: TimeDelta = TimeDelta::minutes(1);
+
+/// This installation's rooms, from one listing of the company's rooms, by sweep key, and
+/// indexed by the teleconsultation their tags name.
+pub(super) struct TaggedRooms {
+    /// When the listing was asked for: it holds every room created before.
+    taken_at: DateTime<Utc>,
+    rooms: Vec<(Room, RoomTag)>,
+    by_teleconsultation: HashMap<String, Vec<usize>>,
+}
+
+impl TaggedRooms {
+    fn index(taken_at: DateTime<Utc>, mut rooms: Vec<(Room, RoomTag)>) -> Self {
+        rooms.sort_by_key(|(room, _)| sweep_key(room));
+        let mut by_teleconsultation: HashMap<String, Vec<usize>> = HashMap::new();
+        for (at, (_, tag)) in rooms.iter().enumerate() {
+            by_teleconsultation
+                .entry(tag.teleconsultation_id.clone())
+                .or_default()
+                .push(at);
+        }
+        Self {
+            taken_at,
+            rooms,
+            by_teleconsultation,
+        }
+    }
+
+    /// The rooms tagged for teleconsultation `id`, oldest first.
+    fn of(&self, id: &str) -> impl Iterator<Item = &(Room, RoomTag)> {
+        self.by_teleconsultation
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|&at| &self.rooms[at])
+    }
+}
+
 impl Provisioner {
+    /// The last listing of this installation's rooms if it was taken after `since`, else a
+    /// new one. One listing at a time: those who ask meanwhile wait for it and share it.
+    pub(super) async fn tagged_rooms_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Arc<TaggedRooms>, ProvisionError> {
+        let mut last = self.tagged_rooms.lock().await;
+        if let Some(rooms) = last.as_ref().filter(|rooms| rooms.taken_at > since) {
+            return Ok(Arc::clone(rooms));
+        }
+        let taken_at = self.clock.now();
+        let rooms = self
+            .kaleyra
+            .list_rooms()
+            .await?
+            .rooms
+            .into_iter()
+            .filter_map(|room| self.own_tag(&room).map(|tag| (room, tag)))
+            .collect();
+        let rooms = Arc::new(TaggedRooms::index(taken_at, rooms));
+        metrics::counter!(telemetry::ROOM_LISTINGS).increment(1);
+        *last = Some(Arc::clone(&rooms));
+        Ok(rooms)
+    }
+
+    /// Forgets the last listing (at the end of a pass: it is not kept in memory between
+    /// passes).
+    pub(super) async fn forget_tagged_rooms(&self) {
+        self.tagged_rooms.lock().await.take();
+    }
+
     /// Looks on Kaleyra for rooms tagged for `tc` that no record knows (answers lost on the
-    /// way back). Returns one that fits the current spec, to be adopted; retires the others.
+    /// way back), in a listing taken after its last creation attempt. Returns one that fits
+    /// the current spec, to be adopted; retires the others.
     pub(super) async fn recover_lost_rooms(
         &self,
         tc: &Teleconsultation,
-    ) -> Result<Option<kaleyra_client::Room>, ProvisionError> {
+    ) -> Result<Option<Room>, ProvisionError> {
         let wanted = tc
             .desired_room
             .as_ref()
             .filter(|_| tc.needs_room())
             .map(RoomSpec::fingerprint);
+        let Some(last_attempt) = self.store.last_attempt_at(&tc.id).await? else {
+            // No attempt recorded here: no room to find that clean-up may act on.
+            return Ok(None);
+        };
+        let listing = self.tagged_rooms_since(last_attempt).await?;
         let mut adopted = None;
-        for room in self.kaleyra.list_rooms().await? {
-            // This installation's only.
-            let Some(tag) = room
-                .description
-                .as_deref()
-                .and_then(RoomTag::parse)
-                .filter(|tag| tag.is_of(&self.settings.installation_id))
-            else {
-                continue;
-            };
-            if tag.teleconsultation_id != tc.id || self.store.is_room_known(&room.id).await? {
+        for (room, tag) in listing.of(&tc.id) {
+            if self.store.is_room_known(&room.id).await? {
                 continue;
             }
-            if !self.made_here(&tag).await? {
+            if !self.made_here(tag).await? {
                 metrics::counter!(telemetry::ROOMS_OF_UNKNOWN_ATTEMPTS).increment(1);
                 tracing::warn!(teleconsultation = %tc.id, room = %room.id, attempt = tag.attempt.as_deref().unwrap_or("none"), "a room tagged for this teleconsultation by this installation, but by an attempt this database never recorded (a copy of this database made it?): left alone");
                 continue;
             }
             if adopted.is_none() && wanted == Some(tag.fingerprint.as_str()) {
                 tracing::info!(teleconsultation = %tc.id, room = %room.id, "found a room whose creation answer was lost");
-                adopted = Some(room);
+                adopted = Some(room.clone());
             } else {
                 self.store
                     .retire_room(&room.id, Some(&tc.id), self.clock.now())
@@ -80,7 +157,7 @@ impl Provisioner {
     }
 
     /// The room's tag, if it carries this installation's id: clean-up never acts on others'.
-    pub(super) fn own_tag(&self, room: &kaleyra_client::Room) -> Option<RoomTag> {
+    pub(super) fn own_tag(&self, room: &Room) -> Option<RoomTag> {
         room.description
             .as_deref()
             .and_then(RoomTag::parse)
@@ -111,16 +188,12 @@ impl Provisioner {
         let now = self.clock.now();
         // This installation's rooms old enough to judge, oldest first; at most a batch per
         // pass, so that a pass's database work stays bounded.
-        let mut candidates: Vec<(kaleyra_client::Room, RoomTag)> = self
-            .kaleyra
-            .list_rooms()
-            .await?
+        let listing = self.tagged_rooms_since(now - SWEEP_LISTING_MAX_AGE).await?;
+        let candidates: Vec<&(Room, RoomTag)> = listing
             .rooms
-            .into_iter()
-            .filter(|room| room.creation_date <= now - ORPHAN_GRACE)
-            .filter_map(|room| self.own_tag(&room).map(|tag| (room, tag)))
+            .iter()
+            .filter(|(room, _)| room.creation_date <= now - ORPHAN_GRACE)
             .collect();
-        candidates.sort_by_key(|(room, _)| sweep_key(room));
         // Each sweep goes on from where the last one stopped, and starts over at the end.
         let mut cursor = self.sweep_cursor.lock().await;
         let from = cursor.as_ref().map_or(0, |after| {
@@ -140,10 +213,9 @@ impl Provisioner {
                 "more rooms to check than a sweep takes; the next sweeps go on from here"
             );
         }
-        let candidates: Vec<_> = candidates.drain(from..until).collect();
         let mut retired = 0;
         let mut left_alone = Vec::new();
-        for (room, tag) in candidates {
+        for (room, tag) in &candidates[from..until] {
             // The record first, then whether the room is known: a room being recorded right
             // now is seen either as in flight or as known.
             let in_flight = self
@@ -158,14 +230,14 @@ impl Provisioner {
             if in_flight || self.store.is_room_known(&room.id).await? {
                 continue;
             }
-            if !self.made_here(&tag).await? {
-                left_alone.push(room.id);
+            if !self.made_here(tag).await? {
+                left_alone.push(room.id.clone());
                 continue;
             }
-            let teleconsultation_id = tag.teleconsultation_id;
+            let teleconsultation_id = &tag.teleconsultation_id;
             tracing::warn!(room = %room.id, teleconsultation = %teleconsultation_id, "orphan room found; deleting it");
             self.store
-                .retire_room(&room.id, Some(&teleconsultation_id), now)
+                .retire_room(&room.id, Some(teleconsultation_id), now)
                 .await?;
             self.delete_rooms(std::slice::from_ref(&room.id)).await;
             retired += 1;

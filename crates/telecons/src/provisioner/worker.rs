@@ -100,6 +100,7 @@ impl Provisioner {
                 }
             }
         }
+        self.forget_tagged_rooms().await;
         if let Some(err) = first_error {
             return Err(err);
         }
@@ -158,9 +159,11 @@ impl Provisioner {
                     passes = passes.wrapping_add(1);
                     if passes >= FIRST_SWEEP
                         && (passes - FIRST_SWEEP).is_multiple_of(SWEEP_EVERY)
-                        && let Err(err) = self.sweep_orphans().await
                     {
-                        tracing::warn!(error = %err, "orphan sweep failed");
+                        if let Err(err) = self.sweep_orphans().await {
+                            tracing::warn!(error = %err, "orphan sweep failed");
+                        }
+                        self.forget_tagged_rooms().await;
                     }
                 }
             }

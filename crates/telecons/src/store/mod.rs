@@ -233,6 +233,14 @@ pub trait Store: Send + Sync + 'static {
         teleconsultation_id: &str,
     ) -> StoreResult<bool>;
 
+    /// When this database last recorded a room creation attempt for teleconsultation
+    /// `teleconsultation_id`, if ever: a listing of Kaleyra's rooms taken after it shows
+    /// the room that attempt may have made.
+    async fn last_attempt_at(
+        &self,
+        teleconsultation_id: &str,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
+
     /// The identity of the database this store is connected to, as it is now: PostgreSQL,
     /// `postgres:<cluster system identifier>/<database name>`; SQLite, `sqlite:<canonical
     /// file path>`. A copy, a move or a restore gives another one.

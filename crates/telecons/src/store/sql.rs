@@ -1078,6 +1078,21 @@ where
         Ok(found.is_some())
     }
 
+    async fn last_attempt_at(
+        &self,
+        teleconsultation_id: &str,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let last: Option<(i64,)> = sqlx::query_as(
+            "SELECT created_at_ms FROM room_attempts WHERE teleconsultation_id = $1 \
+             ORDER BY created_at_ms DESC LIMIT 1",
+        )
+        .bind(teleconsultation_id.to_owned())
+        .fetch_optional(&self.readers)
+        .await
+        .during("looking up the last room creation attempt")?;
+        last.map(|(at,)| instant(at)).transpose()
+    }
+
     async fn database_identity(&self) -> StoreResult<String> {
         let (answer,): (String,) = sqlx::query_as(DB::IDENTITY)
             .fetch_one(&self.writer)

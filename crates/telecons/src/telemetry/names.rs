@@ -13,6 +13,7 @@ pub const AWAITING_PROVISIONING: &str = "teleconsultations_awaiting_provisioning
 pub const ROOMS_MISSING_AT_START: &str = "rooms_missing_at_start";
 pub const ROOMS_AWAITING_DELETION: &str = "rooms_awaiting_deletion";
 pub const ROOMS_OF_UNKNOWN_ATTEMPTS: &str = "rooms_of_unknown_attempts_total";
+pub const ROOM_LISTINGS: &str = "room_listings_total";
 
 /// Gives every metric its help text and unit (once, at start-up).
 pub fn describe() {
@@ -46,6 +47,10 @@ pub fn describe() {
     describe_counter!(
         ROOMS_OF_UNKNOWN_ATTEMPTS,
         "Kaleyra rooms carrying this installation's id but a creation attempt this database never recorded (a copied database's sign), left alone; counted once per clean-up pass that meets each"
+    );
+    describe_counter!(
+        ROOM_LISTINGS,
+        "Listings of the company's Kaleyra rooms taken for clean-up (lost creation answers, orphan sweeps); one serves a whole pass"
     );
     kaleyra_client::describe_metrics();
 }

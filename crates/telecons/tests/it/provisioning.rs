@@ -20,6 +20,7 @@ crate::on_both_backends!(
     a_booking_of_known_users_costs_kaleyra_one_room,
     a_known_users_room_refused_at_booking_is_made_later,
     a_known_users_room_whose_answer_was_lost_is_adopted,
+    lost_answers_are_settled_from_one_listing_per_pass,
     a_booking_the_store_refuses_asks_kaleyra_for_no_room,
     users_are_created_once_kaleyra_recovers,
     a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden,
@@ -412,6 +413,40 @@ async fn book_with_a_lost_answer_and_adopt_its_room(app: &TestApp, rooms_before:
     assert_eq!(count(app, "POST /v2/rooms"), rooms_before + 1);
     assert_eq!(app.stored(&id).await.creating_fingerprint, None);
     assert_converged(app).await;
+}
+
+/// The creation answers of several teleconsultations are lost: one pass settles them all
+/// from one listing of the company's rooms, never a listing each.
+async fn lost_answers_are_settled_from_one_listing_per_pass(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    app.sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .times(5),
+    );
+    let mut lost = Vec::new();
+    for _ in 0..5 {
+        lost.push(create_tc(&app, booking(DOCTOR, PATIENT)).await);
+    }
+    assert_eq!(app.sim.rooms().len(), 6, "made on Kaleyra, answers lost");
+    app.sim.clear_requests();
+
+    background_pass(&app).await;
+    assert_eq!(count(&app, "GET /v2/rooms"), 1, "one listing for the pass");
+    assert_eq!(
+        count(&app, "POST /v2/rooms"),
+        0,
+        "each adopted, none made again"
+    );
+    for id in &lost {
+        let tc = app.stored(id).await;
+        assert!(
+            tc.room_id.is_some() && tc.creating_fingerprint.is_none(),
+            "{id}"
+        );
+    }
+    assert_converged(&app).await;
 }
 
 async fn a_dropped_connection_on_room_creation_leaves_no_duplicate(db: TestDatabase) {
