@@ -297,12 +297,17 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         Ok(bytes) if !bytes.is_empty() => serde_json::from_slice(bytes).ok(),
         _ => None,
     };
-    // Kaleyra's rate limit: a request an injected fault answers uses none of the allowance.
-    let rate_limited = fault.is_none().then(|| sim.rate_limited()).flatten();
-    let fault_name = fault
+    // Kaleyra's rate limit: a request an injected fault answers in Kaleyra's stead uses
+    // none of the allowance; one that still reaches the company (a delay, an effect whose
+    // answer is lost) does.
+    let answered_by_fault = fault
         .as_ref()
-        .map(|f| f.action.describe())
-        .or_else(|| rate_limited.map(|_| RATE_LIMITED.to_owned()));
+        .is_some_and(|f| matches!(f.action, FaultAction::Status(_)));
+    let rate_limited = (!answered_by_fault).then(|| sim.rate_limited()).flatten();
+    let fault_name = match rate_limited {
+        Some(_) => Some(RATE_LIMITED.to_owned()),
+        None => fault.as_ref().map(|f| f.action.describe()),
+    };
     sim.record(RecordedRequest {
         method: method.clone(),
         path: path.clone(),

@@ -70,7 +70,9 @@
 //!   second for the company, a burst of N refilled evenly (GCRA); beyond, `429
 //!   {"error": "rate_limited"}` with `Retry-After` (whole seconds, rounded up, at least 1),
 //!   logged with `fault: "rate_limited"`. It is checked after the fault rules (a request a
-//!   fault answers uses none of the allowance) and before the `apikey`; the latency applies.
+//!   `status` fault answers uses none of the allowance; one a delay or an after-effect fault
+//!   lets through does, and a refusal wins over such a fault) and before the `apikey`; the
+//!   latency applies.
 //! - Webhooks (kaleyra.md, "Webhooks"): only a console deletion
 //!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one;
 //!   `DELETE /v2/rooms/{id}` (the service's own call) sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",

@@ -71,18 +71,20 @@ impl CallerGroups {
         }
     }
 
-    /// The groups that decide what `caller` may do (`bookingGroups`, `settingsGroups`): a
-    /// verified token's own — its issuer signed them, and a machine client is known to no
-    /// user directory — else as [`Self::of`].
+    /// The groups that decide what `caller` may do (`bookingGroups`, `settingsGroups`): the
+    /// ones its authenticator vouches for — a verified token's, or the gateway's groups
+    /// header — when the request has them, since a machine client (the booking backend) is
+    /// known to no user directory; else the directory's, as [`Self::of`].
     pub async fn for_access(
         &self,
         user: &str,
         caller: &Caller,
     ) -> Result<Vec<String>, GroupsError> {
-        if caller.from_token {
-            return Ok(caller.groups.clone().unwrap_or_default());
+        match &caller.groups {
+            Some(groups) => Ok(groups.clone()),
+            None if caller.from_token => Ok(Vec::new()),
+            None => self.of(user, caller).await,
         }
-        self.of(user, caller).await
     }
 }
 

@@ -7,9 +7,9 @@
 //! (Kaleyra's own `Retry-After` pauses the operation for the whole instance: the client's
 //! back-pressure gate).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,20 +26,32 @@ const LANE_ITEMS_PER_PASS: u32 = 10_000;
 const FIRST_SWEEP: u32 = 15;
 const SWEEP_EVERY: u32 = 150;
 
-/// How many lanes may work: cut in half when Kaleyra is unavailable, one more on success
-/// (additive increase, multiplicative decrease), between 1 and the configured ceiling.
+/// How many lanes may work: cut in half when Kaleyra is unavailable (at most once per
+/// [`CUT_AT_MOST_EVERY`]: lanes failing together are one signal, not thirty-two), one more
+/// on success (additive increase, multiplicative decrease), between 1 and the ceiling.
 #[derive(Debug)]
 pub struct AdaptiveLimit {
     current: AtomicUsize,
     max: usize,
+    cut_at_most_every: Duration,
+    last_cut: Mutex<Option<Instant>>,
 }
+
+/// Failures within this long of a cut are taken as the same overload.
+const CUT_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 impl AdaptiveLimit {
     pub fn new(max: usize) -> Self {
+        Self::with_cut_interval(max, CUT_AT_MOST_EVERY)
+    }
+
+    fn with_cut_interval(max: usize, cut_at_most_every: Duration) -> Self {
         let max = max.max(1);
         Self {
             current: AtomicUsize::new(max),
             max,
+            cut_at_most_every,
+            last_cut: Mutex::new(None),
         }
     }
 
@@ -57,6 +69,11 @@ impl AdaptiveLimit {
     }
 
     fn overloaded(&self) {
+        let mut last_cut = self.last_cut.lock().unwrap_or_else(PoisonError::into_inner);
+        if last_cut.is_some_and(|at| at.elapsed() < self.cut_at_most_every) {
+            return;
+        }
+        *last_cut = Some(Instant::now());
         let _ = self
             .current
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -74,6 +91,15 @@ impl AdaptiveLimit {
     }
 }
 
+/// Why a lane stopped.
+enum LaneEnd {
+    /// Nothing is due, or the lane did its share of the pass: no new lane is started, the
+    /// pass is over once the others stop.
+    PassOver,
+    /// More lanes ran than the limit allows now: this one made room.
+    Surplus,
+}
+
 impl Provisioner {
     /// One background pass: every due provisioning, then every due room deletion, by as many
     /// lanes as the limit allows, until none is due.
@@ -82,18 +108,30 @@ impl Provisioner {
             .await
     }
 
-    /// [`Self::run_due`] with the worker's adaptive limit.
+    /// [`Self::run_due`] with the worker's adaptive limit. Lanes are started whenever fewer
+    /// run than the limit allows (it grows back after a cut), until one finds nothing due.
     async fn run_due_within(&self, limit: &Arc<AdaptiveLimit>) -> Result<(), StoreError> {
+        let running = Arc::new(AtomicUsize::new(0));
         let mut lanes = JoinSet::new();
-        for lane in 0..limit.current() {
-            let provisioner = self.clone();
-            let limit = Arc::clone(limit);
-            lanes.spawn(async move { provisioner.work_lane(lane, &limit).await });
-        }
+        let mut pass_over = false;
         let mut first_error = None;
-        while let Some(joined) = lanes.join_next().await {
+        loop {
+            while !pass_over && first_error.is_none() && lanes.len() < limit.current() {
+                let provisioner = self.clone();
+                let (limit, running) = (Arc::clone(limit), Arc::clone(&running));
+                running.fetch_add(1, Ordering::Relaxed);
+                lanes.spawn(async move {
+                    let end = provisioner.work_lane(&limit, &running).await;
+                    running.fetch_sub(1, Ordering::Relaxed);
+                    end
+                });
+            }
+            let Some(joined) = lanes.join_next().await else {
+                break;
+            };
             match joined {
-                Ok(Ok(())) => {}
+                Ok(Ok(LaneEnd::PassOver)) => pass_over = true,
+                Ok(Ok(LaneEnd::Surplus)) => {}
                 Ok(Err(err)) => first_error = first_error.or(Some(err)),
                 Err(panicked) => {
                     tracing::error!(error = %panicked, "a provisioning lane failed");
@@ -118,11 +156,15 @@ impl Provisioner {
     }
 
     /// One lane: due items one after the other, each leased just before it is worked on,
-    /// until none is due or the limit no longer counts this lane.
-    async fn work_lane(&self, lane: usize, limit: &AdaptiveLimit) -> Result<(), StoreError> {
+    /// until none is due, or more lanes run than the limit allows now.
+    async fn work_lane(
+        &self,
+        limit: &AdaptiveLimit,
+        running: &AtomicUsize,
+    ) -> Result<LaneEnd, StoreError> {
         for _ in 0..LANE_ITEMS_PER_PASS {
-            if lane >= limit.current() {
-                return Ok(());
+            if running.load(Ordering::Relaxed) > limit.current() {
+                return Ok(LaneEnd::Surplus);
             }
             let lease = self.lease();
             let claimed = self
@@ -136,12 +178,12 @@ impl Provisioner {
                 continue;
             }
             let Some(entry) = self.claim_deletion(None).await? else {
-                return Ok(());
+                return Ok(LaneEnd::PassOver);
             };
             let outcome = self.delete_room(&entry).await;
             limit.learn(&outcome.map_err(ProvisionError::Kaleyra));
         }
-        Ok(())
+        Ok(LaneEnd::PassOver)
     }
 
     /// The background worker: a pass every [`POLL_INTERVAL`] until `shutdown`, and now and
@@ -186,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_limit_halves_when_kaleyra_is_unavailable_and_grows_back_one_by_one() {
-        let limit = AdaptiveLimit::new(32);
+        let limit = AdaptiveLimit::with_cut_interval(32, Duration::ZERO);
         assert_eq!(limit.current(), 32);
         limit.learn(&unavailable());
         assert_eq!(limit.current(), 16);
@@ -202,5 +244,14 @@ mod tests {
         }
         assert_eq!(limit.current(), 32, "never above the ceiling");
         assert_eq!(AdaptiveLimit::new(0).current(), 1);
+    }
+
+    #[test]
+    fn failures_together_are_one_cut() {
+        let limit = AdaptiveLimit::with_cut_interval(32, Duration::from_secs(3600));
+        for _ in 0..32 {
+            limit.learn(&unavailable());
+        }
+        assert_eq!(limit.current(), 16);
     }
 }

@@ -86,7 +86,9 @@ impl Health {
             }
         }
         let verdict = self.compute_check_up(now).await;
-        *last = Some((now, verdict));
+        // Stamped when finished, not when begun: a check-up that took its whole Kaleyra
+        // budget (2 s) still serves the probes that queued behind it.
+        *last = Some((self.clock.now(), verdict));
         verdict
     }
 

@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::bearer::{BOOKING_GROUP, app_in_bearer_mode, book, booking_token, claims};
+use crate::directory::{DOCTOR_AND_PATIENT, directory_env, spawn_auth0};
 use crate::support::{TestApp, TestDatabase};
 use crate::teleconsultations::{
     DOC, PAT, PAT2, booking, config_file, create_tc, doctor, pair, patient, unauthorized,
@@ -16,6 +17,7 @@ use crate::test_issuer::keys;
 crate::on_both_backends!(
     bearer_mode_guards_every_route_that_changes_teleconsultations,
     booking_groups_guard_the_changing_routes_in_gateway_mode,
+    a_booking_backend_unknown_to_the_directory_books_by_its_gateway_groups,
 );
 
 fn forbidden(user: &str) -> Value {
@@ -154,6 +156,46 @@ async fn booking_groups_guard_the_changing_routes_in_gateway_mode(db: TestDataba
         )
         .await;
     assert_eq!(status, 204);
+}
+
+/// With a user directory, participants' roles come from it; who may book is what the
+/// gateway says of the caller (the booking backend is a machine client no directory
+/// knows). Without the gateway's groups header, the directory decides.
+async fn a_booking_backend_unknown_to_the_directory_books_by_its_gateway_groups(db: TestDatabase) {
+    let (url, _auth0) = spawn_auth0(DOCTOR_AND_PATIENT).await;
+    let service_file = config_file(json!({
+        "privileges": {"basic": {"groups": ["patient"]}, "plus": {"groups": ["doctor"]}},
+        "bookingGroups": [BOOKING_GROUP],
+    }));
+    let path = service_file.path().to_str().unwrap().to_owned();
+    let mut env = directory_env(&url).to_vec();
+    env.push(("TELECONSULTATION_SERVICE_CONFIG_PATH", &path));
+    let app = TestApp::spawn_with(db, &env).await;
+    let body = json!({
+        "participants": ["auth0|doctor", "auth0|patient"],
+        "start_date": "2030-01-01T10:00:00.000Z",
+        "duration_in_seconds": 1800,
+    });
+    let backend = [("miauserid", "booking-1"), ("miausergroups", BOOKING_GROUP)];
+    let (status, answer) = app
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &backend,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    // The directory's doctor, without the gateway's groups: the directory says doctor.
+    let answer = app
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &[("miauserid", "auth0|doctor")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(answer, (403, forbidden("auth0|doctor")));
 }
 
 async fn post(app: &TestApp, headers: &[(&str, &str)]) -> (u16, Value) {

@@ -14,6 +14,7 @@ crate::on_both_backends!(
     check_up_is_ko_when_kaleyra_answers_after_the_2_s_budget,
     check_up_is_ko_when_kaleyra_refuses_the_api_key,
     check_up_verdicts_are_shared_for_two_seconds,
+    a_slow_check_up_still_serves_the_probes_queued_behind_it,
 );
 
 /// Probes never spend the company's Kaleyra rate limit (spec §10): concurrent check-ups and
@@ -59,6 +60,40 @@ async fn check_up_verdicts_are_shared_for_two_seconds(db: TestDatabase) {
     let after = company_calls(&app);
     assert_eq!(app.get("/-/check-up", &[]).await.0, 503);
     assert_eq!(company_calls(&app), after, "the new verdict is shared too");
+}
+
+/// A verdict that took long to compute (Kaleyra slow: the app's clock moves 2.5 s meanwhile)
+/// is fresh when it is done: the probes queued behind it share it instead of each computing
+/// another, one after the other.
+async fn a_slow_check_up_still_serves_the_probes_queued_behind_it(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let company_calls = |app: &TestApp| {
+        app.kaleyra_calls()
+            .iter()
+            .filter(|c| *c == "GET /v2/company")
+            .count()
+    };
+    app.sim.add_fault(kaleyra_sim::Fault::delay(
+        "/v2/company",
+        Duration::from_millis(500),
+    ));
+    let probe = |app: &TestApp| {
+        let (http, url) = (app.http.clone(), app.url("/-/check-up"));
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    let mut probes = tokio::task::JoinSet::new();
+    probes.spawn(probe(&app));
+    // The first probe is asking Kaleyra; time passes on the app's clock.
+    crate::teleconsultations::eventually("the check-up asks Kaleyra", || company_calls(&app) == 1)
+        .await;
+    app.clock.advance(chrono::Duration::milliseconds(2_500));
+    for _ in 0..5 {
+        probes.spawn(probe(&app));
+    }
+    while let Some(status) = probes.join_next().await {
+        assert_eq!(status.unwrap().expect("answered"), 200);
+    }
+    assert_eq!(company_calls(&app), 1, "{:?}", app.kaleyra_calls());
 }
 
 async fn ready_and_check_up_answer_ok_when_everything_is_reachable(db: TestDatabase) {

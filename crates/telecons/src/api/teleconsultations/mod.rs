@@ -1,7 +1,7 @@
 //! `/teleconsultation` routes (spec §4.1–§4.6): read the request, call the use case once,
 //! shape the answer. The identity, body and query go to the use case unopened (as
 //! `Result`s), so that it reports errors in the documented order: 404 (unknown id) → 401
-//! (caller) → 400 (body) → 409 → 400 (no plus user).
+//! (caller) → 403 (`bookingGroups`) → 400 (body) → 409 → 400 (no plus user).
 
 mod bodies;
 
