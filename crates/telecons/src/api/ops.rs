@@ -65,8 +65,8 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) 
     status_response(BTreeMap::from([("storage", verdict(storage))]))
 }
 
-/// The storage and Kaleyra are reachable, and no teleconsultation whose links are due is
-/// missing its room.
+/// The storage and Kaleyra are reachable, no teleconsultation whose links are due is
+/// missing its room, and no due work has waited over a minute.
 #[utoipa::path(get, path = "/-/check-up", tag = "operations",
     responses(
         (status = 200, description = "Every dependency answers", body = StatusBody),
@@ -80,6 +80,8 @@ async fn check_up(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody
         // KO while a teleconsultation whose links are due (start − IMMUTABLE_PERIOD_MS has
         // passed) still has no room: its participants cannot join.
         ("rooms", verdict(checks.rooms)),
+        // KO while a due provisioning or room deletion has waited over a minute.
+        ("backlog", verdict(checks.backlog)),
     ]);
     // Only in bearer mode: the issuer's key set can be read.
     if let Some(identity) = checks.identity {

@@ -19,6 +19,10 @@ const KALEYRA_CHECK_BUDGET: Duration = Duration::from_secs(2);
 /// many, never spend the company's Kaleyra rate limit faster than one call per period.
 pub const CHECK_UP_REUSE: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
+/// A due provisioning or room deletion waiting longer than this makes the check-up's
+/// `backlog` KO (spec §7): the worker is not keeping up, or Kaleyra still refuses.
+pub const BACKLOG_LATE_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
 /// The verdict of each check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckUp {
@@ -26,6 +30,8 @@ pub struct CheckUp {
     pub kaleyra: bool,
     /// No teleconsultation whose links are due is without its room.
     pub rooms: bool,
+    /// No due provisioning or room deletion has waited longer than [`BACKLOG_LATE_AFTER`].
+    pub backlog: bool,
     /// In bearer mode: the issuer's key set can be read (`None` otherwise).
     pub identity: Option<bool>,
 }
@@ -107,7 +113,7 @@ impl Health {
         if identity == Some(false) {
             tracing::warn!("check-up: the issuer's key set (JWT_JWKS_URL) cannot be read");
         }
-        let (storage, rooms) = match &backlog {
+        let (storage, rooms, late) = match &backlog {
             Ok(backlog) => {
                 if backlog.rooms_missing_at_start > 0 {
                     tracing::warn!(
@@ -115,11 +121,21 @@ impl Health {
                         "check-up: teleconsultations whose links are due have no room"
                     );
                 }
-                (true, backlog.rooms_missing_at_start == 0)
+                let late = backlog
+                    .oldest_due_at
+                    .is_some_and(|due| now - due > BACKLOG_LATE_AFTER);
+                if late {
+                    tracing::warn!(
+                        due = backlog.due,
+                        being_worked = backlog.being_worked,
+                        "check-up: due provisioning or room deletions have waited over a minute"
+                    );
+                }
+                (true, backlog.rooms_missing_at_start == 0, late)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "check-up: storage unreachable");
-                (false, false) // unverifiable: not OK
+                (false, false, true) // unverifiable: not OK
             }
         };
         let kaleyra = match kaleyra {
@@ -137,6 +153,7 @@ impl Health {
             storage,
             kaleyra,
             rooms,
+            backlog: !late,
             identity,
         }
     }
@@ -156,6 +173,12 @@ impl Health {
                     .set(backlog.rooms_missing_at_start as f64);
                 metrics::gauge!(telemetry::ROOMS_AWAITING_DELETION)
                     .set(backlog.room_deletions as f64);
+                metrics::gauge!(telemetry::BACKLOG_DUE).set(backlog.due as f64);
+                metrics::gauge!(telemetry::BACKLOG_BEING_WORKED).set(backlog.being_worked as f64);
+                let oldest_due_age = backlog.oldest_due_at.map_or(0.0, |due| {
+                    (self.clock.now() - due).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                metrics::gauge!(telemetry::BACKLOG_OLDEST_DUE_SECONDS).set(oldest_due_age);
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the provisioning backlog"),
         }

@@ -383,6 +383,12 @@ pub struct Backlog {
     pub rooms_missing_at_start: u64,
     /// Rooms still to delete on Kaleyra.
     pub room_deletions: u64,
+    /// Provisionings and room deletions due now (their next try's time has come).
+    pub due: u64,
+    /// When the oldest of those came due (`None`: nothing is due).
+    pub oldest_due_at: Option<DateTime<Utc>>,
+    /// Provisionings and room deletions leased to an instance now: being worked on.
+    pub being_worked: u64,
 }
 
 /// Which program made a database: the service, or `telecons demo` (whose Kaleyra is a

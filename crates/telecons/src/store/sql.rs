@@ -1229,11 +1229,39 @@ where
         .fetch_one(&self.readers)
         .await
         .during("counting the provisioning backlog")?;
+        // What is due now, since when, and what is leased: through the due-time indexes
+        // (partial on teleconsultations), never a scan of every row. No due item: the
+        // oldest due time comes back as `now` (+1 to tell it apart).
+        let now_ms = now.timestamp_millis();
+        let (due, oldest_due_ms, being_worked): (i64, i64, i64) = sqlx::query_as(
+            "SELECT \
+               CAST((SELECT COUNT(*) FROM teleconsultations \
+                     WHERE provision_due_at_ms IS NOT NULL AND provision_due_at_ms <= $1) \
+                    + (SELECT COUNT(*) FROM rooms_to_delete WHERE due_at_ms <= $1) AS BIGINT), \
+               CAST(COALESCE((SELECT MIN(due) FROM ( \
+                 SELECT MIN(provision_due_at_ms) AS due FROM teleconsultations \
+                   WHERE provision_due_at_ms IS NOT NULL AND provision_due_at_ms <= $1 \
+                 UNION ALL \
+                 SELECT MIN(due_at_ms) FROM rooms_to_delete WHERE due_at_ms <= $1) AS due_times), \
+                 $1 + 1) AS BIGINT), \
+               CAST((SELECT COUNT(*) FROM teleconsultations \
+                     WHERE provision_due_at_ms IS NOT NULL AND lease_until_ms > $1) \
+                    + (SELECT COUNT(*) FROM rooms_to_delete WHERE lease_until_ms > $1) AS BIGINT)",
+        )
+        .bind(now_ms)
+        .fetch_one(&self.readers)
+        .await
+        .during("counting the provisioning backlog")?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Backlog {
             teleconsultations: count(teleconsultations),
             rooms_missing_at_start: count(missing),
             room_deletions: count(deletions),
+            due: count(due),
+            oldest_due_at: (oldest_due_ms <= now_ms)
+                .then(|| instant(oldest_due_ms))
+                .transpose()?,
+            being_worked: count(being_worked),
         })
     }
 }

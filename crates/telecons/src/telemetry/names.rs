@@ -14,6 +14,9 @@ pub const ROOMS_MISSING_AT_START: &str = "rooms_missing_at_start";
 pub const ROOMS_AWAITING_DELETION: &str = "rooms_awaiting_deletion";
 pub const ROOMS_OF_UNKNOWN_ATTEMPTS: &str = "rooms_of_unknown_attempts_total";
 pub const ROOM_LISTINGS: &str = "room_listings_total";
+pub const BACKLOG_DUE: &str = "backlog_due";
+pub const BACKLOG_OLDEST_DUE_SECONDS: &str = "backlog_oldest_due_seconds";
+pub const BACKLOG_BEING_WORKED: &str = "backlog_being_worked";
 
 /// Gives every metric its help text and unit (once, at start-up).
 pub fn describe() {
@@ -47,6 +50,19 @@ pub fn describe() {
     describe_counter!(
         ROOMS_OF_UNKNOWN_ATTEMPTS,
         "Kaleyra rooms carrying this installation's id but a creation attempt this database never recorded (a copied database's sign), left alone; counted once per clean-up pass that meets each"
+    );
+    describe_gauge!(
+        BACKLOG_DUE,
+        "Provisionings and room deletions whose next try is due now"
+    );
+    describe_gauge!(
+        BACKLOG_OLDEST_DUE_SECONDS,
+        Unit::Seconds,
+        "How long the oldest due provisioning or room deletion has waited (0: nothing due)"
+    );
+    describe_gauge!(
+        BACKLOG_BEING_WORKED,
+        "Provisionings and room deletions leased to an instance now"
     );
     describe_counter!(
         ROOM_LISTINGS,

@@ -592,7 +592,7 @@ async fn serve_on_default_sqlite_is_ready_and_stops_on_sigterm() {
     );
     assert_eq!(
         run.wait_for(port, "/-/check-up", 200).await,
-        json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK"}})
+        json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK", "backlog": "OK"}})
     );
     run.terminate_idle().await;
     assert!(
@@ -784,7 +784,7 @@ async fn demo_serves_on_its_embedded_simulator_and_stops_on_sigterm() {
     wait_for_banner(&mut run, &format!("listening on http://127.0.0.1:{port}")).await;
     assert_eq!(
         run.wait_for(port, "/-/check-up", 200).await,
-        json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK"}})
+        json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK", "backlog": "OK"}})
     );
     assert!(
         dir.path().join("telecons-demo.db").exists(),

@@ -110,7 +110,7 @@ async fn ready_and_check_up_answer_ok_when_everything_is_reachable(db: TestDatab
         app.get("/-/check-up", &[]).await,
         (
             200,
-            json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK"}})
+            json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK", "backlog": "OK"}})
         )
     );
     // The Kaleyra probe is the documented one.
@@ -129,7 +129,7 @@ async fn check_up_is_ko_when_kaleyra_answers_503(db: TestDatabase) {
         app.get("/-/check-up", &[]).await,
         (
             503,
-            json!({"status": "KO", "checks": {"storage": "OK", "kaleyra": "KO", "rooms": "OK"}})
+            json!({"status": "KO", "checks": {"storage": "OK", "kaleyra": "KO", "rooms": "OK", "backlog": "OK"}})
         )
     );
     // Kaleyra does not decide readiness: the instance can still serve what needs storage.
@@ -160,7 +160,7 @@ async fn check_up_is_ko_when_kaleyra_answers_after_the_2_s_budget(db: TestDataba
         answer,
         (
             503,
-            json!({"status": "KO", "checks": {"storage": "OK", "kaleyra": "KO", "rooms": "OK"}})
+            json!({"status": "KO", "checks": {"storage": "OK", "kaleyra": "KO", "rooms": "OK", "backlog": "OK"}})
         )
     );
     // The budget is enforced: the check-up does not wait for the late answer.
@@ -177,7 +177,7 @@ async fn check_up_is_ko_when_kaleyra_refuses_the_api_key(db: TestDatabase) {
         app.get("/-/check-up", &[]).await,
         (
             503,
-            json!({"status": "KO", "checks": {"storage": "OK", "kaleyra": "KO", "rooms": "OK"}})
+            json!({"status": "KO", "checks": {"storage": "OK", "kaleyra": "KO", "rooms": "OK", "backlog": "OK"}})
         )
     );
 }
@@ -228,7 +228,7 @@ async fn ready_is_503_ko_when_postgres_is_unreachable() {
         app.get("/-/check-up", &[]).await,
         (
             503,
-            json!({"status": "KO", "checks": {"storage": "KO", "kaleyra": "OK", "rooms": "KO"}})
+            json!({"status": "KO", "checks": {"storage": "KO", "kaleyra": "OK", "rooms": "KO", "backlog": "KO"}})
         )
     );
     // Liveness does not depend on storage.

@@ -21,6 +21,7 @@ crate::on_both_backends!(
     a_known_users_room_refused_at_booking_is_made_later,
     a_known_users_room_whose_answer_was_lost_is_adopted,
     lost_answers_are_settled_from_one_listing_per_pass,
+    a_backlog_waiting_over_a_minute_is_reported,
     a_booking_the_store_refuses_asks_kaleyra_for_no_room,
     users_are_created_once_kaleyra_recovers,
     a_replacement_waits_for_kaleyra_and_keeps_the_old_link_hidden,
@@ -565,6 +566,58 @@ async fn a_missing_room_at_start_is_reported(db: TestDatabase) {
     background_pass(&app).await;
     let (status, body) = app.get("/-/check-up", &[]).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Due work that has waited over a minute (the worker does not keep up, or Kaleyra still
+/// refuses) makes the check-up's `backlog` KO; the gauges say how much and how old.
+async fn a_backlog_waiting_over_a_minute_is_reported(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    let due_at = app
+        .stored(&id)
+        .await
+        .provision_due_at
+        .expect("left to the worker");
+    let gauge = |metrics: &Value, name: &str| -> f64 {
+        metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+
+    // Due for exactly a minute: not late yet.
+    app.clock.set(due_at + Duration::minutes(1));
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!(
+        (status, &body["checks"]["backlog"]),
+        (200, &json!("OK")),
+        "{body}"
+    );
+    let (_, metrics) = app.get("/-/metrics", &[]).await;
+    assert_eq!(gauge(&metrics, "backlog_due"), 1.0);
+    assert_eq!(gauge(&metrics, "backlog_oldest_due_seconds"), 60.0);
+
+    // Over a minute: late.
+    app.clock.advance(Duration::seconds(5));
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!(
+        (status, &body["checks"]["backlog"]),
+        (503, &json!("KO")),
+        "{body}"
+    );
+
+    app.sim.clear_faults();
+    background_pass(&app).await;
+    let (status, body) = app.get("/-/check-up", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = app.get("/-/metrics", &[]).await;
+    assert_eq!(gauge(&metrics, "backlog_due"), 0.0);
+    assert_eq!(gauge(&metrics, "backlog_oldest_due_seconds"), 0.0);
 }
 
 async fn two_instances_never_create_the_same_room_twice(db: TestDatabase) {

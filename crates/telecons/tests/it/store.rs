@@ -687,9 +687,22 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
         Backlog {
             teleconsultations: 1,
             rooms_missing_at_start: 0,
-            room_deletions: 1
+            room_deletions: 1,
+            // The provisioning (due at 1 ms) and the deletion (due at once) are both due.
+            due: 2,
+            oldest_due_at: Some(at(1)),
+            being_worked: 0,
         }
     );
+    // Nothing due yet: no oldest due time.
+    let early = db.store.backlog(at(0), 0).await.unwrap();
+    assert_eq!((early.due, early.oldest_due_at), (0, None));
+    // Leased to an instance: being worked on until the lease ends.
+    assert!(leases(&db, &waiting.id, "a", 2, 1_899_999_500_000).await);
+    let leased = db.store.backlog(at(1_899_999_000_000), 0).await.unwrap();
+    assert_eq!((leased.due, leased.being_worked), (2, 1));
+    let expired = db.store.backlog(at(1_899_999_600_000), 0).await.unwrap();
+    assert_eq!(expired.being_worked, 0);
     // Within the immutable period the missing room counts.
     let in_period = db
         .store
