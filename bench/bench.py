@@ -24,6 +24,7 @@ PostgreSQL database it made is dropped. Only the standard library is used.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import http.client
 import json
@@ -600,6 +601,156 @@ def run_backend(args, backend: str, workdir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
+# Drain: a backlog worked at Kaleyra's pace (issue 22)
+# ---------------------------------------------------------------------------------------
+
+
+def sim_call(sim: Simulator, method: str, path: str, body=None, expect=(200, 201, 204)):
+    status, answer = http_call(sim.port, method, path, body)
+    if status not in expect:
+        raise HarnessError(f"{method} {path} answered {status} {answer}")
+    return answer
+
+
+def metric(port: int, name: str) -> float:
+    """The value of a metric without labels (the sum over its series when it has some)."""
+    status, text = http_call(port, "GET", "/-/metrics", timeout=30)
+    if status != 200 or not isinstance(text, str):
+        raise HarnessError(f"GET /-/metrics answered {status}")
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def book_backlog(port: int, count: int, tag: str, threads: int = 16) -> float:
+    """Books `count` teleconsultations of known users (one room each), `threads` at a
+    time; returns the seconds it took."""
+    start = dt.datetime(2031, 2, 1, 10, tzinfo=dt.timezone.utc)
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(
+            lambda k: book(port, f"bench-doctor-{k % KNOWN_DOCTORS}",
+                           f"bench-patient-{k % KNOWN_PATIENTS}", start, 1800),
+            range(count)))
+    return time.perf_counter() - started
+
+
+def wait_until_due(db: Database) -> None:
+    """Waits until every stored provisioning is due (the service is stopped meanwhile)."""
+    prefix = "PRAGMA busy_timeout = 30000;\n" if db.backend == "sqlite" else ""
+    out = db.run(prefix + "SELECT COALESCE(MAX(provision_due_at_ms), 0) FROM teleconsultations;")
+    last_due_ms = int(out.strip().splitlines()[-1])
+    wait = last_due_ms / 1000 - time.time() + 1
+    if wait > 0:
+        log(f"    waiting {wait:.0f} s until the whole backlog is due")
+        time.sleep(wait)
+
+
+def drain_once(args, db: Database, sim: Simulator, bdir: Path, rate: int,
+               lost: float, tag: str) -> dict:
+    """Books --drain-backlog teleconsultations while Kaleyra refuses room creations, lets the
+    whole backlog come due with the service stopped, then starts it against a Kaleyra 50 ms
+    away allowing `rate` requests a second (and losing `lost` of the creation answers), and
+    measures how fast the backlog drains."""
+    svc = Service(args.bin_dir, db, sim, args.log_level, bdir, f"{tag}-book")
+    try:
+        sim.set_latency(0)
+        sim_call(sim, "PUT", "/_sim/rate-limit", {"per_second": None})
+        sim_call(sim, "POST", "/_sim/faults",
+                 {"route": "/v2/rooms", "method": "POST", "action": {"status": 503}})
+        booked_s = book_backlog(svc.port, args.drain_backlog, tag)
+    finally:
+        svc.stop()
+    log(f"    booked {args.drain_backlog:,} with Kaleyra refusing rooms in {booked_s:.1f} s")
+    wait_until_due(db)
+    sim_call(sim, "DELETE", "/_sim/faults")
+    if lost > 0:
+        sim_call(sim, "POST", "/_sim/faults",
+                 {"route": "/v2/rooms", "method": "POST", "rate": lost,
+                  "action": {"status_after_effect": 502}})
+    sim.set_latency(DRAIN_LATENCY_MS)
+    sim_call(sim, "PUT", "/_sim/rate-limit", {"per_second": rate})
+    svc = Service(args.bin_dir, db, sim, args.log_level, bdir, f"{tag}-drain")
+    try:
+        started = time.perf_counter()
+        first = None
+        while True:
+            time.sleep(0.5)
+            created = metric(svc.port, "rooms_created_total")
+            if first is None and created > 0:
+                first = time.perf_counter()
+            waiting = metric(svc.port, "teleconsultations_awaiting_provisioning")
+            if waiting == 0 and created > 0:
+                break
+            if time.perf_counter() - started > DRAIN_TIMEOUT_S:
+                raise HarnessError(f"the backlog did not drain in {DRAIN_TIMEOUT_S} s "
+                                   f"({waiting:.0f} waiting; see {svc.log_path})")
+        elapsed = time.perf_counter() - started
+        listings = metric(svc.port, "room_listings_total")
+        pauses = metric(svc.port, "kaleyra_pauses_total")
+        rss = svc.rss_kb()["VmHWM"]
+    finally:
+        svc.stop()
+        sim_call(sim, "DELETE", "/_sim/faults")
+        sim_call(sim, "PUT", "/_sim/rate-limit", {"per_second": None})
+    per_s = args.drain_backlog / elapsed
+    log(f"    drained at {rate}/s allowed, {lost:.0%} answers lost: {elapsed:.1f} s, "
+        f"{per_s:.0f} rooms/s ({per_s / rate:.0%} of the rate), {listings:.0f} listings, "
+        f"{pauses:.0f} pauses")
+    return {"rate": rate, "lost": lost, "seconds": elapsed, "per_s": per_s,
+            "first_room_s": (first - started) if first else None, "listings": listings,
+            "pauses": pauses, "rss_peak_kb": rss}
+
+
+DRAIN_LATENCY_MS = 50
+DRAIN_TIMEOUT_S = 900
+
+
+def drain_backend(args, backend: str, workdir: Path) -> dict:
+    bdir = workdir / f"{backend}-drain"
+    bdir.mkdir()
+    db = Database(backend, args, bdir)
+    sim = Simulator(args.bin_dir, 0, bdir)
+    runs = []
+    try:
+        svc = Service(args.bin_dir, db, sim, args.log_level, bdir, "drain-users")
+        try:
+            precreate_known_users(svc)
+        finally:
+            svc.stop()
+        log(f"{BACKEND_NAMES[backend]}: drains of {args.drain_backlog:,} due rooms")
+        for rate in args.drain_rates:
+            for lost in (0.0, 0.1) if rate == args.drain_rates[-1] else (0.0,):
+                runs.append(drain_once(args, db, sim, bdir, rate, lost,
+                                       f"drain-{rate}-{int(lost * 100)}"))
+        return {"backend": backend, "runs": runs}
+    finally:
+        sim.stop()
+        db.drop()
+
+
+def drain_report(args, results: list[dict], info: dict, started: dt.datetime) -> str:
+    lines = [f"### {started:%Y-%m-%d %H:%M} UTC — drain {args.label}".rstrip(), ""]
+    if args.note:
+        lines += [args.note, ""]
+    lines += [f"{info.get('nproc')} CPUs; backlog {args.drain_backlog:,} due rooms, Kaleyra "
+              f"{DRAIN_LATENCY_MS} ms away; `{' '.join(shown_argv(args.argv))}`", "",
+              "| Backend | Allowed/s | Answers lost | Drain | Rooms/s | Of the rate | "
+              "Listings | Pauses | Peak RSS |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for run in r["runs"]:
+            lines.append(
+                f"| {BACKEND_NAMES[r['backend']]} | {run['rate']} | {run['lost']:.0%} | "
+                f"{run['seconds']:.1f} s | {run['per_s']:.0f} | {run['per_s'] / run['rate']:.0%} "
+                f"| {run['listings']:.0f} | {run['pauses']:.0f} | "
+                f"{run['rss_peak_kb'] / 1024:.0f} MB |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
 
@@ -982,6 +1133,14 @@ def parse_args(argv: list[str]):
     p.add_argument("--instructions", action="store_true",
                    help="instead of the benchmarks: user-space instructions per join and per "
                         "healthz, counted by valgrind (~1 min; printed, not written)")
+    p.add_argument("--drain", action="store_true",
+                   help="instead of the benchmarks: a backlog of due rooms drained at Kaleyra's "
+                        "pace, for each --drain-rates (and 10%% of creation answers lost at the "
+                        "last rate); ~5 min a backend")
+    p.add_argument("--drain-backlog", type=int, default=10_000,
+                   help="due rooms in the drain's backlog (10000)")
+    p.add_argument("--drain-rates", default="50,500",
+                   help="Kaleyra's allowed requests per second in the drains (50,500)")
     p.add_argument("--bin-dir", type=Path, default=None,
                    help="measure the telecons and kaleyra-sim binaries in this directory "
                         "(another build's), full run or --instructions; bench/run then builds "
@@ -1006,6 +1165,7 @@ def parse_args(argv: list[str]):
     if args.write is None:
         args.write = not args.quick
     args.latencies = [int(x) for x in args.latencies.split(",") if x.strip()]
+    args.drain_rates = [int(x) for x in args.drain_rates.split(",") if x.strip()]
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in args.backends:
         if b not in BACKEND_NAMES:
@@ -1042,8 +1202,11 @@ def main(argv: list[str]) -> int:
             print("\n".join(count_instructions(args, workdir)))
             return code
         for backend in args.backends:
-            results.append(run_backend(args, backend, workdir))
-        section = report(args, results, info, started, time.perf_counter() - t0)
+            results.append((drain_backend if args.drain else run_backend)(args, backend, workdir))
+        if args.drain:
+            section = drain_report(args, results, info, started)
+        else:
+            section = report(args, results, info, started, time.perf_counter() - t0)
         (workdir / "results.json").write_text(json.dumps(
             {"machine": info, "args": {k: str(v) for k, v in vars(args).items()},
              "results": results}, indent=2, default=str))

@@ -10,7 +10,9 @@ use crate::telemetry;
 
 /// Room deletions back off exponentially from here, up to [`MAX_DELETION_BACKOFF`].
 const FIRST_DELETION_BACKOFF: TimeDelta = TimeDelta::seconds(5);
-const MAX_DELETION_BACKOFF: TimeDelta = TimeDelta::minutes(5);
+/// At most a minute, as provisioning's: no orphan is left two minutes after Kaleyra answers
+/// again.
+const MAX_DELETION_BACKOFF: TimeDelta = TimeDelta::minutes(1);
 
 impl Provisioner {
     /// Deletes retired rooms now (best effort): what fails stays queued for the worker.
@@ -80,15 +82,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deletions_back_off_exponentially_up_to_five_minutes() {
+    fn deletions_back_off_exponentially_up_to_a_minute() {
         let now = DateTime::<Utc>::UNIX_EPOCH;
         assert_eq!(deletion_retry_at(now, 0), now + TimeDelta::seconds(5));
         assert_eq!(deletion_retry_at(now, 1), now + TimeDelta::seconds(10));
-        assert_eq!(deletion_retry_at(now, 5), now + TimeDelta::seconds(160));
-        assert_eq!(deletion_retry_at(now, 6), now + TimeDelta::minutes(5));
+        assert_eq!(deletion_retry_at(now, 3), now + TimeDelta::seconds(40));
+        assert_eq!(deletion_retry_at(now, 4), now + TimeDelta::minutes(1));
         assert_eq!(
             deletion_retry_at(now, u32::MAX),
-            now + TimeDelta::minutes(5)
+            now + TimeDelta::minutes(1)
         );
     }
 }

@@ -36,7 +36,11 @@ use crate::telemetry;
 /// A failed provisioning is retried after this, doubling with each failure up to
 /// [`MAX_PROVISION_RETRY`].
 pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
-const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(5);
+/// At most a minute between tries while Kaleyra is unavailable, so that every booking has
+/// its room within two minutes of Kaleyra answering again (spec §7). Kaleyra is not
+/// hammered meanwhile: the worker's lanes are cut to one while calls fail, and Kaleyra's own
+/// `Retry-After` pauses the operation for the whole instance.
+const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(1);
 /// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
 /// would only repeat the refusal: wait longer, and say so loudly.
 const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
