@@ -257,7 +257,8 @@ pub trait Store: Send + Sync + 'static {
     /// transaction: that installation id, and nothing of the original's rooms (its rooms
     /// are forgotten, their links too, and every live teleconsultation that wants a room is
     /// due to get one of its own; the original's deletion queue and recorded attempts are
-    /// dropped). `NotFound` when the database has no installation.
+    /// dropped). The request's database timeouts do not apply: it writes whole tables.
+    /// `NotFound` when the database has no installation.
     async fn adopt_database(
         &self,
         identity: &str,
