@@ -122,14 +122,25 @@ fn insert_attempt(id: &str, teleconsultation: &str, fingerprint: &str, at: &str)
 /// original deletes its retired rooms and keeps its attempts; the copy makes rooms of its
 /// own. Run while no instance serves the database (it refuses to start until adopted), so
 /// no read cache holds what changes.
+///
+/// Only a teleconsultation that has not ended (start + duration after now) gets a room of
+/// its own: a copy holds years of past bookings, and a room each would spend the Kaleyra
+/// rate limit the copy shares with the original. An ended one wants no room any more (its
+/// desired room is cleared, not only its due mark), so that it is not reported as a room
+/// missing at start, nor expected by the audit, for ever.
 const DETACH_FROM_ORIGINAL: [&str; 4] = [
     "UPDATE teleconsultations SET version = version + 1, room_id = NULL, \
        room_fingerprint = NULL, creating_fingerprint = NULL, lease_owner = NULL, \
        lease_until_ms = NULL, provision_attempts = 0, \
+       desired_room = CASE WHEN start_at_ms + duration_secs * 1000 > $1 \
+         THEN desired_room ELSE NULL END, \
+       desired_fingerprint = CASE WHEN start_at_ms + duration_secs * 1000 > $1 \
+         THEN desired_fingerprint ELSE NULL END, \
        provision_due_at_ms = CASE WHEN state = 'active' AND desired_fingerprint IS NOT NULL \
-         THEN $1 ELSE NULL END \
+         AND start_at_ms + duration_secs * 1000 > $1 THEN $1 ELSE NULL END \
      WHERE room_id IS NOT NULL OR creating_fingerprint IS NOT NULL \
-       OR provision_due_at_ms IS NOT NULL",
+       OR provision_due_at_ms IS NOT NULL \
+       OR (desired_fingerprint IS NOT NULL AND start_at_ms + duration_secs * 1000 <= $1)",
     "UPDATE participants SET link = NULL WHERE link IS NOT NULL",
     "DELETE FROM rooms_to_delete",
     "DELETE FROM room_attempts",
