@@ -428,8 +428,8 @@ pub async fn adopt_database(
         .context("cannot adopt the database")?;
     Ok(format!(
         "adopted as a new installation: {id} (was {}), recorded on {current}; the original's \
-         rooms are forgotten, and every live teleconsultation gets a room of its own once \
-         the service runs",
+         rooms are forgotten, and every live teleconsultation that has not ended gets a room \
+         of its own once the service runs",
         installation.id
     ))
 }

@@ -22,9 +22,9 @@ pub trait Backend: Database {
     /// then a new teleconsultation, and a room recorded by its provisioner, are each written
     /// by one statement (atomic by itself: one round trip, no transaction around it).
     const ONE_STATEMENT_WRITES: bool;
-    /// Run on the migrations' own connection (never returned to the pool) before they are
-    /// applied: they may rightly wait longer than a request's statements (for another
-    /// instance that is migrating, or to rewrite a large table).
+    /// Run on the own connection (never returned to the pool) of the migrations, and of
+    /// `adopt-database`, before they begin: they may rightly wait longer than a request's
+    /// statements (for another instance that is migrating, or to rewrite a large table).
     const MIGRATION_SESSION: Option<&'static str> = None;
     fn migrator() -> &'static Migrator;
     /// A query answering one text that says which database this is (see

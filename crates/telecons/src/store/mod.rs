@@ -255,9 +255,11 @@ pub trait Store: Send + Sync + 'static {
     /// `telecons adopt-database`: records `identity` as this database's. With
     /// `new_installation`, the database also becomes a deployment of its own, in the same
     /// transaction: that installation id, and nothing of the original's rooms (its rooms
-    /// are forgotten, their links too, and every live teleconsultation that wants a room is
-    /// due to get one of its own; the original's deletion queue and recorded attempts are
-    /// dropped). `NotFound` when the database has no installation.
+    /// are forgotten, their links too, and every live teleconsultation that wants a room and
+    /// has not ended at `now` is due to get one of its own; ended ones want none any more;
+    /// the original's deletion queue and recorded attempts are dropped). The request's
+    /// database timeouts do not apply: it writes whole tables. `NotFound` when the database
+    /// has no installation.
     async fn adopt_database(
         &self,
         identity: &str,

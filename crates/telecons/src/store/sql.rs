@@ -9,8 +9,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::migrate::Migrate;
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::{AssertSqlSafe, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{
+    AssertSqlSafe, Connection, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type,
+};
 use tokio_util::sync::DropGuard;
 
 use super::backend::Backend;
@@ -119,14 +122,25 @@ fn insert_attempt(id: &str, teleconsultation: &str, fingerprint: &str, at: &str)
 /// original deletes its retired rooms and keeps its attempts; the copy makes rooms of its
 /// own. Run while no instance serves the database (it refuses to start until adopted), so
 /// no read cache holds what changes.
+///
+/// Only a teleconsultation that has not ended (start + duration after now) gets a room of
+/// its own: a copy holds years of past bookings, and a room each would spend the Kaleyra
+/// rate limit the copy shares with the original. An ended one wants no room any more (its
+/// desired room is cleared, not only its due mark), so that it is not reported as a room
+/// missing at start, nor expected by the audit, for ever.
 const DETACH_FROM_ORIGINAL: [&str; 4] = [
     "UPDATE teleconsultations SET version = version + 1, room_id = NULL, \
        room_fingerprint = NULL, creating_fingerprint = NULL, lease_owner = NULL, \
        lease_until_ms = NULL, provision_attempts = 0, \
+       desired_room = CASE WHEN start_at_ms + duration_secs * 1000 > $1 \
+         THEN desired_room ELSE NULL END, \
+       desired_fingerprint = CASE WHEN start_at_ms + duration_secs * 1000 > $1 \
+         THEN desired_fingerprint ELSE NULL END, \
        provision_due_at_ms = CASE WHEN state = 'active' AND desired_fingerprint IS NOT NULL \
-         THEN $1 ELSE NULL END \
+         AND start_at_ms + duration_secs * 1000 > $1 THEN $1 ELSE NULL END \
      WHERE room_id IS NOT NULL OR creating_fingerprint IS NOT NULL \
-       OR provision_due_at_ms IS NOT NULL",
+       OR provision_due_at_ms IS NOT NULL \
+       OR (desired_fingerprint IS NOT NULL AND start_at_ms + duration_secs * 1000 <= $1)",
     "UPDATE participants SET link = NULL WHERE link IS NOT NULL",
     "DELETE FROM rooms_to_delete",
     "DELETE FROM room_attempts",
@@ -592,6 +606,53 @@ where
         written
     }
 
+    /// A connection of its own on which the request's timeouts are lifted
+    /// ([`Backend::MIGRATION_SESSION`]), for work that may rightly take longer than a
+    /// request's statements: the migrations, adopting a database. Its session settings stay
+    /// with it: it is closed after, never reused by requests. `None` where the backend has
+    /// no such timeouts to lift (SQLite: no statement timeout).
+    async fn connection_without_timeouts(
+        &self,
+        operation: &'static str,
+    ) -> StoreResult<Option<PoolConnection<DB>>> {
+        let Some(session) = DB::MIGRATION_SESSION else {
+            return Ok(None);
+        };
+        let mut connection = self.writer.acquire().await.during(operation)?;
+        connection.close_on_drop();
+        sqlx::raw_sql(session)
+            .execute(&mut *connection)
+            .await
+            .during(operation)?;
+        Ok(Some(connection))
+    }
+
+    /// [`Self::in_write_transaction`] on a [connection without the request's
+    /// timeouts](Self::connection_without_timeouts), where the backend has them: for a
+    /// write over whole tables, which may rightly take longer than a request's.
+    async fn in_unbounded_write_transaction<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        write: impl WriteWork<DB, T>,
+        after: impl FnOnce() + Send + 'static,
+    ) -> StoreResult<T> {
+        let Some(mut connection) = self.connection_without_timeouts(operation).await? else {
+            return self.in_write_transaction(operation, write, after).await;
+        };
+        let written = async {
+            let mut tx = connection
+                .begin_with(DB::BEGIN_WRITE)
+                .await
+                .during(operation)?;
+            let written = write(&mut tx).await?;
+            tx.commit().await.during(operation)?;
+            Ok(written)
+        }
+        .await;
+        after();
+        written
+    }
+
     async fn select_joined(
         &self,
         operation: &'static str,
@@ -637,21 +698,13 @@ where
     /// On PostgreSQL, sqlx takes an advisory lock around the migrations, so instances that
     /// start together apply them once.
     async fn migrate(&self) -> StoreResult<()> {
-        let Some(session) = DB::MIGRATION_SESSION else {
+        let Some(mut connection) = self
+            .connection_without_timeouts("applying the migrations")
+            .await?
+        else {
             DB::migrator().run(&self.writer).await?;
             return Ok(());
         };
-        let mut connection = self
-            .writer
-            .acquire()
-            .await
-            .during("connecting to apply the migrations")?;
-        // Its session settings stay with it: closed after, never reused by requests.
-        connection.close_on_drop();
-        sqlx::raw_sql(session)
-            .execute(&mut *connection)
-            .await
-            .during("preparing to apply the migrations")?;
         DB::migrator()
             .run_direct(None, &mut *connection, false)
             .await?;
@@ -1129,7 +1182,9 @@ where
         const OPERATION: &str = "adopting the database";
         let (identity, new_installation) =
             (identity.to_owned(), new_installation.map(str::to_owned));
-        self.in_write_transaction(
+        // Over every teleconsultation of a copy of production: longer than a request may
+        // take (the request's statement timeout would refuse it for good).
+        self.in_unbounded_write_transaction(
             OPERATION,
             move |conn| {
                 let (identity, new_installation) = (identity.clone(), new_installation.clone());

@@ -42,6 +42,7 @@ crate::on_both_backends!(
     rooms_of_attempts_this_database_never_recorded_are_left_alone_and_reported,
     the_creation_attempt_is_recorded_before_kaleyra_is_asked,
     a_copy_adopted_as_a_new_installation_never_touches_the_originals_rooms,
+    a_copy_makes_rooms_only_for_teleconsultations_that_have_not_ended,
 );
 
 const DOCTOR: &str = "doc-1";
@@ -1108,5 +1109,61 @@ async fn a_copy_adopted_as_a_new_installation_never_touches_the_originals_rooms(
     let left: Vec<String> = original.sim.rooms().into_iter().map(|r| r.id).collect();
     assert_eq!(left, originals_rooms, "the original's rooms are all there");
     let report = original.services.provisioner.audit().await.unwrap();
+    assert!(report.is_consistent(), "{report:#?}");
+}
+
+/// A copy adopted as a new installation makes rooms of its own only for the teleconsultations
+/// that have not ended: a room for every past booking of a production dump would spend the
+/// Kaleyra rate limit the copy shares with the original. The ended ones keep no room, no
+/// link and nothing due, and are not reported as rooms missing.
+async fn a_copy_makes_rooms_only_for_teleconsultations_that_have_not_ended(db: TestDatabase) {
+    let original = TestApp::spawn(db).await;
+    // 2030-01-02 10:00 for 30 minutes, and a week later.
+    let past = create_tc(&original, booking(DOCTOR, PATIENT)).await;
+    let mut later = booking("doc-2", "pat-2");
+    later["start_date"] = json!("2030-01-09T10:00:00.000Z");
+    let future = create_tc(&original, later).await;
+    let originals_rooms: Vec<String> = original.sim.rooms().into_iter().map(|r| r.id).collect();
+    assert_eq!(originals_rooms.len(), 2);
+
+    // A day after the first one ended, the copy is made and adopted.
+    let copied_at: chrono::DateTime<chrono::Utc> =
+        chrono::DateTime::parse_from_rfc3339("2030-01-03T10:00:00Z")
+            .unwrap()
+            .into();
+    original.clock.set(copied_at);
+    let copy_db = original.db.copy().await;
+    let mut config = original.config.clone();
+    config.database_url = telecons::config::DatabaseUrl::parse(&copy_db.url).unwrap();
+    telecons::app::adopt_database(&config, true, copied_at)
+        .await
+        .unwrap();
+    let copy = TestApp::spawn_sharing(copy_db, &original).await;
+    copy.clock.set(copied_at);
+    background_pass(&copy).await;
+
+    let new_rooms: Vec<String> = original
+        .sim
+        .rooms()
+        .into_iter()
+        .map(|r| r.id)
+        .filter(|id| !originals_rooms.contains(id))
+        .collect();
+    assert_eq!(
+        new_rooms.len(),
+        1,
+        "one room, for the one not ended: {new_rooms:?}"
+    );
+    let future_now = copy.stored(&future).await;
+    assert_eq!(future_now.room_id.as_ref(), Some(&new_rooms[0]));
+    assert!(future_now.participants.iter().all(|p| p.link.is_some()));
+    let past_now = copy.stored(&past).await;
+    assert_eq!(past_now.room_id, None);
+    assert_eq!(past_now.provision_due_at, None, "nothing due");
+    assert!(past_now.participants.iter().all(|p| p.link.is_none()));
+    // Not a room missing at start: the copy is healthy, and consistent with Kaleyra.
+    let (status, body) = copy.get("/-/check-up", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let report = copy.services.provisioner.audit().await.unwrap();
     assert!(report.is_consistent(), "{report:#?}");
 }

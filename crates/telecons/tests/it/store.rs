@@ -1387,3 +1387,82 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
         "the original's attempt"
     );
 }
+
+/// `adopt-database --new-installation` rewrites every teleconsultation of a copy of
+/// production in one statement: on a large copy it takes longer than a request may, so the
+/// request's timeouts must not apply to it (they would refuse it every time, and `serve`
+/// refuses the copy until it is adopted). A trigger makes the statement slower than a tiny
+/// statement timeout, whatever the machine. PostgreSQL only: SQLite has no statement
+/// timeout, and its busy timeout (the lock one) only bounds waiting for another process's
+/// write lock, which adoption (run while nothing serves the database) never meets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(telecons_postgres_tests),
+    ignore = "TELECONS_TEST_POSTGRES_URL is not set"
+)]
+async fn adopting_a_new_installation_is_not_bound_by_the_request_timeouts() {
+    use telecons::store::{DatabaseTimeouts, Installation, InstallationMode};
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    db.store
+        .installation(&Installation {
+            id: "aaaaaaaaaaaaaaaa".into(),
+            mode: InstallationMode::Service,
+            created_at: at(1_000),
+        })
+        .await
+        .unwrap();
+    let mut with_room = doctor_and_patient("64b000000000000000000051");
+    with_room.desired_room = Some(spec());
+    with_room.room_id = Some("room_original".into());
+    with_room.room_fingerprint = Some(spec().fingerprint().to_owned());
+    with_room.provision_due_at = Some(at(1_500));
+    db.store
+        .insert_teleconsultation(&with_room, None, None)
+        .await
+        .unwrap();
+    db.run_sql(
+        "",
+        "CREATE FUNCTION slow_update() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_update BEFORE UPDATE ON teleconsultations \
+           FOR EACH ROW EXECUTE FUNCTION slow_update();",
+    )
+    .await;
+    let hurried = telecons::store::connect_within(
+        &db.url,
+        DatabaseTimeouts {
+            statement: Duration::from_millis(50),
+            lock: Duration::from_millis(50),
+        },
+    )
+    .await
+    .unwrap();
+    // The request's statements are bound: the same kind of write is refused.
+    let bound = hurried.clear_provisioning(&with_room.id, 1).await;
+    assert!(
+        matches!(bound, Err(StoreError::Database { .. })),
+        "{bound:?}"
+    );
+
+    hurried
+        .adopt_database("copy", Some("bbbbbbbbbbbbbbbb"), at(5_000))
+        .await
+        .unwrap();
+    let read = stored(&db, &with_room.id).await;
+    assert_eq!(read.room_id, None);
+    assert_eq!(read.provision_due_at, Some(at(5_000)));
+    assert_eq!(
+        hurried.existing_installation().await.unwrap().unwrap().id,
+        "bbbbbbbbbbbbbbbb"
+    );
+    // Its connection went with its lifted timeouts: the pool's are bound again.
+    let bound = hurried
+        .clear_provisioning(&with_room.id, read.version)
+        .await;
+    assert!(
+        matches!(bound, Err(StoreError::Database { .. })),
+        "{bound:?}"
+    );
+}
