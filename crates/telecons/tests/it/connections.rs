@@ -202,11 +202,12 @@ async fn at_the_cap_a_busy_connection_is_not_closed(db: TestDatabase) {
     // The only slot is busy: Kaleyra takes a second and a half to answer the check-up.
     app.sim
         .add_fault(Fault::delay("/v2/company", Duration::from_millis(1_500)));
+    app.sim.clear_requests();
     let mut busy = TcpStream::connect(app.address).await.unwrap();
     busy.write_all(b"GET /-/check-up HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_kaleyra_is_asked_for(&app.sim, "/v2/company").await;
     // A new client waits for the request in progress, then takes the slot of the connection
     // it leaves idle (which its client keeps open).
     let waiting = tokio::spawn({
@@ -267,7 +268,12 @@ async fn idle_sockets_beyond_the_cap_do_not_keep_healthz_waiting(db: TestDatabas
         .await
         .expect("/-/healthz answers while 1,100 idle sockets are held");
     assert_eq!(answer.status(), 200);
-    eprintln!("healthz answered in {:?}", started.elapsed());
+    // Issue 21, item 3: "within a second or two" (it takes milliseconds when idle).
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "/-/healthz took {took:?} while 1,100 idle sockets are held"
+    );
     drop(idle);
 }
 
@@ -275,7 +281,8 @@ async fn a_silent_connection_is_closed_after_the_first_head_deadline(db: TestDat
     let app = start(
         db,
         telecons::app::ConnectionLimits {
-            first_head_timeout: Duration::from_millis(500),
+            // Long enough for `served` to send its head in time on a loaded machine.
+            first_head_timeout: Duration::from_secs(2),
             ..limits(Duration::from_secs(60), 64)
         },
     )
@@ -292,7 +299,8 @@ async fn a_silent_connection_is_closed_after_the_first_head_deadline(db: TestDat
         "a connection that sends nothing keeps its slot"
     );
     // The deadline is for the first head only: a served keep-alive connection stays open
-    // (until the idle deadline, a minute here).
+    // (until the idle deadline, a minute here). `served` opened just after `silent`, whose
+    // deadline has passed: its own passes within the next half second.
     assert!(
         !closed_within(&mut served, Duration::from_millis(500)).await,
         "a served keep-alive connection was closed by the first-head deadline"
@@ -326,12 +334,13 @@ async fn shutdown_waits_for_answers_but_not_for_stalled_connections(db: TestData
     // A request in flight: Kaleyra takes a second to answer the check-up.
     app.sim
         .add_fault(Fault::delay("/v2/company", Duration::from_millis(1000)));
+    app.sim.clear_requests();
     let in_flight = tokio::spawn(async move {
         reqwest::get(format!("{url}/-/check-up"))
             .await
             .map(|r| r.status().as_u16())
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_kaleyra_is_asked_for(&app.sim, "/v2/company").await;
     let started = Instant::now();
     let _ = app.stop.take().unwrap().send(());
     let stopped = tokio::time::timeout(Duration::from_secs(5), &mut app.stopped).await;
