@@ -54,6 +54,7 @@ pub struct CredentialsAnswer {
         (status = 400, description = "`expiresIn` outside 360–86400 or not an integer; a caller the directory does not know", body = ErrorBody),
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller's groups give it no role", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
         (status = 502, description = "Kaleyra failed", body = ErrorBody),
         (status = 503, description = "Kaleyra or the user directory unreachable", body = ErrorBody),
     ))]

@@ -2,6 +2,7 @@
 //! `services`; rules live in `domain`, effects behind the services.
 
 mod body;
+mod body_deadline;
 mod caller;
 mod credentials;
 pub mod error;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     /// The use cases' budget for one request; requests time out a little after it.
     pub request_budget: Duration,
+    /// How long after its head a request's body may take to arrive (408 after it).
+    pub body_read_timeout: Duration,
 }
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.
@@ -120,6 +123,9 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(axum::middleware::from_fn(middleware::time_out(
             state.request_budget + REQUEST_TIMEOUT_MARGIN,
+        )))
+        .layer(axum::middleware::from_fn(body_deadline::read_within(
+            state.body_read_timeout,
         )))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     routes

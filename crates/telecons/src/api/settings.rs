@@ -130,6 +130,7 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
         (status = 400, description = "The file field is missing, empty or repeated, or another field was sent", body = ErrorBody),
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
         (status = 409, description = "The company has as many backgrounds as Kaleyra allows", body = ErrorBody),
         (status = 413, description = "Larger than 10 MB (reading stops at the limit)", body = ErrorBody),
         (status = 415, description = "Not multipart, or the file is not a JPEG (known by its first bytes: refused before the rest is read)", body = ErrorBody),
@@ -235,6 +236,7 @@ async fn read_image(field: &mut Field<'_>, declared: Option<u64>) -> Result<Vec<
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
         (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
         (status = 404, description = "Kaleyra knows no background with this alias", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
         (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
         (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
     ))]

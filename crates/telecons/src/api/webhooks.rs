@@ -28,6 +28,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     responses(
         (status = 204, description = "Accepted (acted on, or nothing to do)"),
         (status = 401, description = "Missing, malformed, wrong or stale signature: nothing done (the body is not read when the header alone says so)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
         (status = 413, description = "A body over 64 KiB: nothing done, the rest not read", body = ErrorBody),
         (status = 503, description = "Could not be acted on now (storage): Kaleyra sends it again", body = ErrorBody),
     ))]

@@ -224,6 +224,7 @@ impl Services {
                 webhooks: Arc::new(webhooks),
                 metrics: telemetry::metrics_handle(),
                 request_budget: deps.request_budget,
+                body_read_timeout: deps.connections.body_read_timeout,
             },
         })
     }

@@ -41,6 +41,12 @@ pub struct ConnectionLimits {
     /// A new connection whose first request head is not complete within this time is
     /// closed: a silent or trickling client cannot hold a slot for long.
     pub first_head_timeout: Duration,
+    /// A request's body must have arrived whole within this time of its head, or the request
+    /// is answered 408 and its connection closed: a client that announces a body and
+    /// withholds it keeps its connection busy (not closable at the cap) for this long at
+    /// most, not for the whole request budget. Applied by the API's middleware
+    /// (`api::body_deadline`).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -50,6 +56,7 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(65),
             drain_timeout: Duration::from_secs(35),
             first_head_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -51,6 +51,42 @@ impl HeldRequest {
         self.stream.flush().await.expect("flushed");
     }
 
+    /// Waits for the interim `100 Continue` that a request sent with `Expect: 100-continue`
+    /// gets when the service starts reading its body (panics after [`ANSWER_DEADLINE`]).
+    pub async fn until_continue(&mut self) {
+        let head = tokio::time::timeout(ANSWER_DEADLINE, async {
+            // Byte by byte: what follows belongs to the final answer.
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let byte = self.stream.read_u8().await.expect("an interim answer");
+                head.push(byte);
+            }
+            String::from_utf8_lossy(&head).into_owned()
+        })
+        .await
+        .expect("100 Continue: the service reads the body");
+        assert!(
+            head.starts_with("HTTP/1.1 100 "),
+            "not 100 Continue: {head}"
+        );
+    }
+
+    /// Whether the service closes the connection (end of file or an error) within `within`,
+    /// whatever it sends before.
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut chunk = [0u8; 4096];
+        tokio::time::timeout(within, async {
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// Reads the answer; panics when none comes within [`ANSWER_DEADLINE`] (the service
     /// waits for the rest of the body).
     pub async fn answer(&mut self) -> RawAnswer {

@@ -71,6 +71,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
         (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
         (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, or `Failed POST /teleconsultation: no plus user in room`", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
     ))]
 async fn create_teleconsultation(
     State(state): State<ApiState>,
@@ -96,6 +97,7 @@ async fn create_teleconsultation(
         (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, or `Failed PATCH /teleconsultation: no plus user in room`", body = ErrorBody),
         (status = 404, description = "Unknown or deleted", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
         (status = 409, description = "Inside the immutable period", body = ErrorBody),
     ))]
 async fn update_teleconsultation(
@@ -123,6 +125,7 @@ async fn update_teleconsultation(
         (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, or `Failed POST /teleconsultation/<roomId>/participants/data: no plus user in room`", body = ErrorBody),
         (status = 404, description = "Unknown or deleted", body = ErrorBody),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
         (status = 409, description = "Immutable, already complete, or the user is already a participant", body = ErrorBody),
     ))]
 async fn add_participant(
