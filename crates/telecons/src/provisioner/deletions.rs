@@ -57,7 +57,11 @@ impl Provisioner {
                 Ok(())
             }
             Err(err) => {
-                let retry_at = deletion_retry_at(self.clock.now(), entry.attempts);
+                // Kaleyra asked to slow down: again as soon as it is ready, no backoff.
+                let retry_at = match super::back_pressure_wait(&err) {
+                    Some(wait) => self.clock.now() + wait,
+                    None => deletion_retry_at(self.clock.now(), entry.attempts),
+                };
                 tracing::warn!(room = %entry.room_id, error = %err, retry_at = %retry_at, "room deletion failed; will retry");
                 if let Err(store_err) = self
                     .store

@@ -44,6 +44,34 @@ const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(1);
 /// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
 /// would only repeat the refusal: wait longer, and say so loudly.
 const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
+/// The first and the longest delay before work that failed with `err` is tried again: as
+/// long as Kaleyra asked when it asked to slow down (`429`, `503` with `Retry-After`: the
+/// work goes on as soon as Kaleyra is ready, its backoff does not grow); long when Kaleyra
+/// refuses the request itself; else [`PROVISION_RETRY`] doubling up to
+/// [`MAX_PROVISION_RETRY`].
+fn retry_delays(err: &ProvisionError) -> (TimeDelta, TimeDelta) {
+    match err {
+        ProvisionError::Kaleyra(e) if e.is_rejected() => (REFUSED_RETRY, REFUSED_RETRY),
+        ProvisionError::Kaleyra(e) => match back_pressure_wait(e) {
+            Some(wait) => (wait, wait),
+            None => (PROVISION_RETRY, MAX_PROVISION_RETRY),
+        },
+        ProvisionError::Store(_) => (PROVISION_RETRY, MAX_PROVISION_RETRY),
+    }
+}
+
+/// How long Kaleyra asked us to wait, when `err` is its back-pressure: a `429` (its
+/// `Retry-After`, else a second) or a `503` with `Retry-After`; at least a second.
+pub(super) fn back_pressure_wait(err: &KaleyraError) -> Option<TimeDelta> {
+    let wait = match (err.status(), err.retry_after()) {
+        (Some(429), wait) => wait.unwrap_or(Duration::from_secs(1)),
+        (Some(503), Some(wait)) => wait,
+        _ => return None,
+    };
+    let wait = TimeDelta::from_std(wait).unwrap_or(MAX_PROVISION_RETRY);
+    Some(wait.clamp(TimeDelta::seconds(1), MAX_PROVISION_RETRY))
+}
+
 /// How long a request waits for the provisioning after its commit before answering anyway (the
 /// work stays marked; the worker finishes it). Well under the request timeout.
 pub const INLINE_BUDGET: Duration = Duration::from_secs(8);
@@ -223,11 +251,7 @@ impl Provisioner {
     async fn postpone(&self, id: &str, err: &ProvisionError) {
         metrics::counter!(telemetry::PROVISIONING_FAILURES).increment(1);
         let refused = matches!(err, ProvisionError::Kaleyra(e) if e.is_rejected());
-        let (first, max) = if refused {
-            (REFUSED_RETRY, REFUSED_RETRY)
-        } else {
-            (PROVISION_RETRY, MAX_PROVISION_RETRY)
-        };
+        let (first, max) = retry_delays(err);
         let postponed = self
             .store
             .postpone_provisioning(id, self.clock.now(), first, max)
@@ -598,6 +622,36 @@ mod tests {
                 )
                 .as_str()
             )
+        );
+    }
+
+    #[test]
+    fn back_pressure_is_waited_out_without_backoff_and_other_failures_back_off() {
+        use kaleyra_client::{ErrorKind, KaleyraError, Operation};
+        let unavailable = |status, retry_after: Option<u64>| {
+            ProvisionError::Kaleyra(KaleyraError::new(
+                Operation::CreateRoom,
+                ErrorKind::Unavailable {
+                    status,
+                    code: None,
+                    message: None,
+                    retry_after: retry_after.map(Duration::from_secs),
+                },
+            ))
+        };
+        let secs = |n| (TimeDelta::seconds(n), TimeDelta::seconds(n));
+        assert_eq!(retry_delays(&unavailable(429, Some(3))), secs(3));
+        assert_eq!(retry_delays(&unavailable(429, None)), secs(1));
+        assert_eq!(retry_delays(&unavailable(429, Some(0))), secs(1));
+        assert_eq!(retry_delays(&unavailable(503, Some(2))), secs(2));
+        assert_eq!(retry_delays(&unavailable(429, Some(3600))), secs(60));
+        assert_eq!(
+            retry_delays(&unavailable(503, None)),
+            (PROVISION_RETRY, MAX_PROVISION_RETRY)
+        );
+        assert_eq!(
+            retry_delays(&unavailable(502, Some(2))),
+            (PROVISION_RETRY, MAX_PROVISION_RETRY)
         );
     }
 }
