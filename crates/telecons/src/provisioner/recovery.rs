@@ -42,6 +42,11 @@ fn sweep_key(room: &Room) -> SweepKey {
     (room.creation_date, room.id.clone())
 }
 
+/// How long a listing is kept for the lost answers of later passes (a lost answer is tried
+/// again [`super::PROVISION_RETRY`] later: the listing its first retry took serves the
+/// answers lost meanwhile).
+const LISTING_KEPT: TimeDelta = TimeDelta::minutes(1);
+
 /// A sweep may use a listing taken this long ago (rooms it judges are older than
 /// [`ORPHAN_GRACE`] anyway).
 const SWEEP_LISTING_MAX_AGE: TimeDelta = TimeDelta::minutes(1);
@@ -108,10 +113,17 @@ impl Provisioner {
         Ok(rooms)
     }
 
-    /// Forgets the last listing (at the end of a pass: it is not kept in memory between
-    /// passes).
-    pub(super) async fn forget_tagged_rooms(&self) {
-        self.tagged_rooms.lock().await.take();
+    /// Forgets the last listing once it is older than [`LISTING_KEPT`]: lost answers that
+    /// come due over the next passes share it, and an idle service holds none.
+    pub(super) async fn forget_old_tagged_rooms(&self) {
+        let now = self.clock.now();
+        let mut last = self.tagged_rooms.lock().await;
+        if last
+            .as_ref()
+            .is_some_and(|rooms| now - rooms.taken_at > LISTING_KEPT)
+        {
+            last.take();
+        }
     }
 
     /// Looks on Kaleyra for rooms tagged for `tc` that no record knows (answers lost on the

@@ -138,7 +138,7 @@ impl Provisioner {
                 }
             }
         }
-        self.forget_tagged_rooms().await;
+        self.forget_old_tagged_rooms().await;
         if let Some(err) = first_error {
             return Err(err);
         }
@@ -205,7 +205,7 @@ impl Provisioner {
                         if let Err(err) = self.sweep_orphans().await {
                             tracing::warn!(error = %err, "orphan sweep failed");
                         }
-                        self.forget_tagged_rooms().await;
+                        self.forget_old_tagged_rooms().await;
                     }
                 }
             }
