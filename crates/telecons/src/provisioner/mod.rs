@@ -236,13 +236,15 @@ impl Provisioner {
         // be left half done). What is left is resumed like the work of a crashed instance.
         let stop_by = tokio::time::Instant::now() + self.lease_duration().mul_f32(0.8);
         let result = self.converge_once(id, owner, stored, stop_by).await;
+        // Postponed while still leased: released first, the work would still look due, and
+        // another lane would take it up again at once.
+        if let Err(err) = &result {
+            self.postpone(id, err).await;
+        }
         if !matches!(result, Ok(LeaseAfter::Released))
             && let Err(err) = self.store.release_lease(id, owner).await
         {
             tracing::warn!(teleconsultation = id, error = %err, "cannot release the lease; it expires");
-        }
-        if let Err(err) = &result {
-            self.postpone(id, err).await;
         }
         result.map(|_| ())
     }
