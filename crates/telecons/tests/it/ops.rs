@@ -17,16 +17,18 @@ crate::on_both_backends!(
     a_slow_check_up_still_serves_the_probes_queued_behind_it,
 );
 
+/// The check-up's calls to Kaleyra so far.
+fn company_calls(app: &TestApp) -> usize {
+    app.kaleyra_calls()
+        .iter()
+        .filter(|c| *c == "GET /v2/company")
+        .count()
+}
+
 /// Probes never spend the company's Kaleyra rate limit (spec §10): concurrent check-ups and
 /// those within 2 s (the app's clock) share one verdict, one `GET /v2/company`.
 async fn check_up_verdicts_are_shared_for_two_seconds(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    let company_calls = |app: &TestApp| {
-        app.kaleyra_calls()
-            .iter()
-            .filter(|c| *c == "GET /v2/company")
-            .count()
-    };
     // Kaleyra answers slowly enough for the probes to overlap.
     app.sim.add_fault(kaleyra_sim::Fault::delay(
         "/v2/company",
@@ -67,12 +69,6 @@ async fn check_up_verdicts_are_shared_for_two_seconds(db: TestDatabase) {
 /// another, one after the other.
 async fn a_slow_check_up_still_serves_the_probes_queued_behind_it(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
-    let company_calls = |app: &TestApp| {
-        app.kaleyra_calls()
-            .iter()
-            .filter(|c| *c == "GET /v2/company")
-            .count()
-    };
     app.sim.add_fault(kaleyra_sim::Fault::delay(
         "/v2/company",
         Duration::from_millis(500),
