@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::MAX_RETRY_AFTER;
 use crate::error::{ErrorKind, KaleyraError, Operation};
+
+/// The longest `Retry-After` the client will wait for before its next attempt. A longer value
+/// is shortened to this (the answer is still a failure if the attempts run out).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How long a `429` without `Retry-After` pauses its operation.
 pub(crate) const DEFAULT_PAUSE: Duration = Duration::from_secs(1);

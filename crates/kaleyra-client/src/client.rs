@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::back_pressure::Gate;
+use crate::back_pressure::{Gate, MAX_RETRY_AFTER};
 use crate::error::{ConfigError, ErrorKind, KaleyraError, Operation, is_retryable_status};
 use crate::wire::Company;
 use crate::wire::{
@@ -24,10 +24,6 @@ use crate::wire::{
 
 /// Name of the header carrying the company API key.
 pub const API_KEY_HEADER: &str = "apikey";
-
-/// The longest `Retry-After` the client will wait for before its next attempt. A longer value
-/// is shortened to this (the answer is still a failure if the attempts run out).
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The largest answer body the client reads by default (64 MiB): a longer answer — in
 /// practice only a listing (`GET /v2/rooms`, `GET /v2/uploads`) could be — is refused as

@@ -42,9 +42,10 @@ mod user_id;
 pub mod webhook;
 pub mod wire;
 
+pub use back_pressure::MAX_RETRY_AFTER;
 pub use client::{
     API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, MAX_ANSWER_BYTES,
-    MAX_RETRY_AFTER, RetryPolicy, RoomList, describe_metrics,
+    RetryPolicy, RoomList, describe_metrics,
 };
 pub use error::{ConfigError, ErrorKind, KaleyraError, Operation};
 pub use user_id::{KALEYRA_USER_ID_PREFIX, kaleyra_user_id};

@@ -38,7 +38,7 @@ use crate::store::{self, Installation, InstallationMode, Store};
 use crate::telemetry;
 
 /// How long one request's work may take (the HTTP timeout is a little longer).
-pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_secs(25);
+pub const DEFAULT_REQUEST_BUDGET: Duration = store::DEFAULT_BUDGET;
 
 /// How long shutdown waits for the provisioning worker's pass in progress.
 const WORKER_DRAIN: Duration = Duration::from_secs(10);

@@ -308,10 +308,14 @@ impl DatabaseTimeouts {
     }
 }
 
+/// The request budget the default timeouts are for: the app's default request budget
+/// (`app::DEFAULT_REQUEST_BUDGET` is this one; the store sits below the app).
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(25);
+
 impl Default for DatabaseTimeouts {
     /// For the default request budget.
     fn default() -> Self {
-        Self::within(crate::app::DEFAULT_REQUEST_BUDGET)
+        Self::within(DEFAULT_BUDGET)
     }
 }
 
@@ -416,7 +420,7 @@ mod tests {
 
     #[test]
     fn database_timeouts_end_a_write_within_the_http_timeout() {
-        let budget = crate::app::DEFAULT_REQUEST_BUDGET;
+        let budget = DEFAULT_BUDGET;
         let timeouts = DatabaseTimeouts::within(budget);
         assert_eq!(timeouts.statement, Duration::from_millis(6_250));
         assert_eq!(timeouts.lock, Duration::from_secs(5));
