@@ -42,6 +42,12 @@ fn sweep_key(room: &Room) -> SweepKey {
     (room.creation_date, room.id.clone())
 }
 
+/// How long after its attempt was recorded a room creation's call is surely over: sent once
+/// Kaleyra's back-pressure is waited out (at most `kaleyra_client::MAX_RETRY_AFTER`, 30 s),
+/// then answered or timed out (the client's request timeout, 10 s), with a margin. A
+/// listing taken earlier may miss the room that call made.
+const ATTEMPT_SETTLED: TimeDelta = TimeDelta::seconds(45);
+
 /// How long a listing is kept for the lost answers of later passes (a lost answer is tried
 /// again [`super::PROVISION_RETRY`] later: the listing its first retry took serves the
 /// answers lost meanwhile).
@@ -142,7 +148,10 @@ impl Provisioner {
             // No attempt recorded here: no room to find that clean-up may act on.
             return Ok(None);
         };
-        let listing = self.tagged_rooms_since(last_attempt).await?;
+        // The listing must be taken once the attempt's call is surely over; until then (a
+        // retry soon after), only a listing taken now will do.
+        let settled = (last_attempt + ATTEMPT_SETTLED).min(self.clock.now());
+        let listing = self.tagged_rooms_since(settled).await?;
         let mut adopted = None;
         for (room, tag) in listing.of(&tc.id) {
             if self.store.is_room_known(&room.id).await? {
