@@ -203,10 +203,14 @@ class Database:
             return res.stdout
         return run_sql_psql(self.url, sql)
 
-    def count(self) -> int:
+    def query_int(self, sql: str) -> int:
+        """One integer from `sql` (SQLite waits for the service's write lock)."""
         prefix = "PRAGMA busy_timeout = 30000;\n" if self.backend == "sqlite" else ""
-        out = self.run(prefix + "SELECT COUNT(*) FROM teleconsultations;")
+        out = self.run(prefix + sql)
         return int(out.strip().splitlines()[-1])
+
+    def count(self) -> int:
+        return self.query_int("SELECT COUNT(*) FROM teleconsultations;")
 
     def seed(self, lo: int, hi: int) -> float:
         """Inserts teleconsultations lo..hi-1 (one transaction): each with a doctor and a
@@ -639,9 +643,8 @@ def book_backlog(port: int, count: int, tag: str, threads: int = 16) -> float:
 
 def wait_until_due(db: Database) -> None:
     """Waits until every stored provisioning is due (the service is stopped meanwhile)."""
-    prefix = "PRAGMA busy_timeout = 30000;\n" if db.backend == "sqlite" else ""
-    out = db.run(prefix + "SELECT COALESCE(MAX(provision_due_at_ms), 0) FROM teleconsultations;")
-    last_due_ms = int(out.strip().splitlines()[-1])
+    last_due_ms = db.query_int(
+        "SELECT COALESCE(MAX(provision_due_at_ms), 0) FROM teleconsultations;")
     wait = last_due_ms / 1000 - time.time() + 1
     if wait > 0:
         log(f"    waiting {wait:.0f} s until the whole backlog is due")

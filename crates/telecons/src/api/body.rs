@@ -118,10 +118,7 @@ pub async fn read_at_most(
     limit: usize,
 ) -> Result<Limited, axum::Error> {
     use axum::body::HttpBody as _;
-    let reserve = declared.map_or(limit, |length| {
-        usize::try_from(length).unwrap_or(usize::MAX).min(limit)
-    });
-    let mut buffer = Vec::with_capacity(reserve);
+    let mut buffer = Vec::with_capacity(reserve_for(declared, limit));
     while let Some(frame) =
         std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
     {
@@ -134,6 +131,14 @@ pub async fn read_at_most(
         buffer.extend_from_slice(&data);
     }
     Ok(Limited::Whole(Bytes::from(buffer)))
+}
+
+/// The buffer to reserve once for a body of `declared` length read up to `limit` bytes: the
+/// declared length, never more than the limit (the limit itself when nothing is declared).
+pub fn reserve_for(declared: Option<u64>, limit: usize) -> usize {
+    declared.map_or(limit, |length| {
+        usize::try_from(length).unwrap_or(usize::MAX).min(limit)
+    })
 }
 
 /// The request's `Content-Length`, when it has a readable one.

@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiState;
-use super::body::{JsonBody, declared_length};
+use super::body::{JsonBody, declared_length, reserve_for};
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use crate::domain::schedule::format_instant;
@@ -207,12 +207,7 @@ async fn upload_background(
 /// (which holds the image) or else the limit, so that it never grows; 413 the moment it would
 /// pass [`MAX_BACKGROUND_BYTES`], 415 as soon as its first bytes cannot start a JPEG.
 async fn read_image(field: &mut Field<'_>, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {
-    let reserve = declared.map_or(MAX_BACKGROUND_BYTES, |length| {
-        usize::try_from(length)
-            .unwrap_or(usize::MAX)
-            .min(MAX_BACKGROUND_BYTES)
-    });
-    let mut bytes = Vec::with_capacity(reserve);
+    let mut bytes = Vec::with_capacity(reserve_for(declared, MAX_BACKGROUND_BYTES));
     let mut start_checked = false;
     while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, true))? {
         if bytes.len() + chunk.len() > MAX_BACKGROUND_BYTES {
