@@ -34,8 +34,10 @@ use crate::store::{Lease, Store, StoreError};
 use crate::telemetry;
 
 /// A failed provisioning is retried after this, doubling with each failure up to
-/// [`MAX_PROVISION_RETRY`].
-pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
+/// [`MAX_PROVISION_RETRY`]. Short: when the answer of a room creation was lost, the room is
+/// probably made, one listing away (`recovery`), and the lost answers that come due within
+/// a few seconds of each other share that listing.
+pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(5);
 /// At most a minute between tries while Kaleyra is unavailable, so that every booking has
 /// its room within two minutes of Kaleyra answering again (spec §7). Kaleyra is not
 /// hammered meanwhile: the worker's lanes are cut to one while calls fail, and Kaleyra's own
@@ -435,14 +437,17 @@ impl Provisioner {
         };
         let request = create_room_request(spec, &self.settings.installation_id, &attempt.id, id);
         let answer = self.kaleyra.create_room(&request).await;
-        self.room_created(id, answer).await
+        self.room_created(id, &attempt, answer).await
     }
 
-    /// Kaleyra's answer to a room creation for `id`, marked: a creation that surely did not
-    /// happen clears the mark (a retry need not look for its room).
+    /// Kaleyra's answer to `attempt`, a room creation for `id`, marked: a creation that
+    /// surely did not happen clears the mark (a retry need not look for its room); one that
+    /// may have happened records when its call ended (its recovery need not wait out the
+    /// longest a call can take).
     async fn room_created(
         &self,
         id: &str,
+        attempt: &RoomAttempt,
         answer: Result<kaleyra_client::Room, KaleyraError>,
     ) -> Result<kaleyra_client::Room, ProvisionError> {
         match answer {
@@ -450,10 +455,18 @@ impl Provisioner {
                 metrics::counter!(telemetry::ROOMS_CREATED).increment(1);
                 Ok(room)
             }
-            Err(err) => {
-                if !err.may_have_taken_effect() {
-                    self.store.mark_room_creation(id, None).await?;
+            Err(err) if err.may_have_taken_effect() => {
+                let ended = self
+                    .store
+                    .attempt_call_ended(&attempt.id, self.clock.now())
+                    .await;
+                if let Err(store_err) = ended {
+                    tracing::warn!(teleconsultation = id, error = %store_err, "cannot record the end of a room creation call; its recovery waits longer");
                 }
+                Err(err.into())
+            }
+            Err(err) => {
+                self.store.mark_room_creation(id, None).await?;
                 Err(err.into())
             }
         }

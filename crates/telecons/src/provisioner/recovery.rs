@@ -23,7 +23,7 @@ use kaleyra_client::Room;
 use super::{ProvisionError, Provisioner};
 use crate::domain::room_spec::{RoomSpec, RoomTag};
 use crate::domain::teleconsultation::Teleconsultation;
-use crate::store::StoreError;
+use crate::store::{AttemptTimes, StoreError};
 use crate::telemetry;
 
 /// At most this many of the rooms a sweep leaves alone are named in its warning.
@@ -45,8 +45,22 @@ fn sweep_key(room: &Room) -> SweepKey {
 /// How long after its attempt was recorded a room creation's call is surely over: sent once
 /// Kaleyra's back-pressure is waited out (at most `kaleyra_client::MAX_RETRY_AFTER`, 30 s),
 /// then answered or timed out (the client's request timeout, 10 s), with a margin. A
-/// listing taken earlier may miss the room that call made.
+/// listing taken earlier may miss the room that call made. Used when the end of the call
+/// was not recorded (the process died during it).
 const ATTEMPT_SETTLED: TimeDelta = TimeDelta::seconds(45);
+
+/// How long after a call whose answer was lost ended its room surely shows in a listing:
+/// Kaleyra may still be finishing a request we stopped waiting for (a timeout, a dropped
+/// connection). A room made later still is not leaked: the orphan sweep retires it.
+const ANSWER_SETTLED: TimeDelta = TimeDelta::seconds(2);
+
+/// From when a listing of Kaleyra's rooms surely shows the room `attempt` may have made.
+fn surely_listed_after(attempt: &AttemptTimes) -> DateTime<Utc> {
+    match attempt.call_ended_at {
+        Some(ended) => ended + ANSWER_SETTLED,
+        None => attempt.recorded_at + ATTEMPT_SETTLED,
+    }
+}
 
 /// How long a listing is kept for the lost answers of later passes (a lost answer is tried
 /// again [`super::PROVISION_RETRY`] later: the listing its first retry took serves the
@@ -144,13 +158,13 @@ impl Provisioner {
             .as_ref()
             .filter(|_| tc.needs_room())
             .map(RoomSpec::fingerprint);
-        let Some(last_attempt) = self.store.last_attempt_at(&tc.id).await? else {
+        let Some(last_attempt) = self.store.last_attempt(&tc.id).await? else {
             // No attempt recorded here: no room to find that clean-up may act on.
             return Ok(None);
         };
         // The listing must be taken once the attempt's call is surely over; until then (a
         // retry soon after), only a listing taken now will do.
-        let settled = (last_attempt + ATTEMPT_SETTLED).min(self.clock.now());
+        let settled = surely_listed_after(&last_attempt).min(self.clock.now());
         let listing = self.tagged_rooms_since(settled).await?;
         let mut adopted = None;
         for (room, tag) in listing.of(&tc.id) {
@@ -278,5 +292,31 @@ impl Provisioner {
             );
         }
         Ok(retired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_answer_is_settled_soon_after_its_call_ended_else_after_the_longest_call() {
+        let recorded_at = DateTime::<Utc>::UNIX_EPOCH;
+        let ended = recorded_at + TimeDelta::seconds(3);
+        assert_eq!(
+            surely_listed_after(&AttemptTimes {
+                recorded_at,
+                call_ended_at: Some(ended),
+            }),
+            ended + ANSWER_SETTLED
+        );
+        assert_eq!(
+            surely_listed_after(&AttemptTimes {
+                recorded_at,
+                call_ended_at: None,
+            }),
+            recorded_at + ATTEMPT_SETTLED,
+            "a call whose end was not recorded (the process died) may have lasted the longest"
+        );
     }
 }

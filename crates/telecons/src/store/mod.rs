@@ -233,13 +233,14 @@ pub trait Store: Send + Sync + 'static {
         teleconsultation_id: &str,
     ) -> StoreResult<bool>;
 
-    /// When this database last recorded a room creation attempt for teleconsultation
-    /// `teleconsultation_id`, if ever: a listing of Kaleyra's rooms taken after it shows
-    /// the room that attempt may have made.
-    async fn last_attempt_at(
-        &self,
-        teleconsultation_id: &str,
-    ) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Records that the call of room creation attempt `attempt` ended at `at` without an
+    /// answer we could use (it may have made a room).
+    async fn attempt_call_ended(&self, attempt: &str, at: DateTime<Utc>) -> StoreResult<()>;
+
+    /// The last room creation attempt this database recorded for teleconsultation
+    /// `teleconsultation_id`, if any: a listing of Kaleyra's rooms taken once its call is
+    /// over shows the room it may have made.
+    async fn last_attempt(&self, teleconsultation_id: &str) -> StoreResult<Option<AttemptTimes>>;
 
     /// The identity of the database this store is connected to, as it is now: PostgreSQL,
     /// `postgres:<cluster system identifier>/<database name>`; SQLite, `sqlite:<canonical
@@ -361,6 +362,14 @@ pub struct KaleyraUser {
     pub role: Role,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// When a room creation attempt was recorded (just before its call to Kaleyra) and, when
+/// its answer was lost, when its call ended ([`Store::attempt_call_ended`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimes {
+    pub recorded_at: DateTime<Utc>,
+    pub call_ended_at: Option<DateTime<Utc>>,
 }
 
 /// A provisioning lease: only `owner` works on a teleconsultation until `until` (several

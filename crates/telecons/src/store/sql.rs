@@ -24,7 +24,7 @@ use super::rows::{
     installation, instant, kaleyra_user, mode_text, role_text, room_deletion, room_spec_json,
     state_text,
 };
-use super::{Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
+use super::{AttemptTimes, Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::teleconsultation::Teleconsultation;
@@ -377,13 +377,13 @@ where
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         if DB::ONE_STATEMENT_WRITES {
-            // The attempt's id comes after the participants; its record reuses the id ($1),
-            // the time ($9) and the creation mark's fingerprint ($18).
+            // The attempt's id and time come after the participants; its record reuses the
+            // id ($1) and the creation mark's fingerprint ($18).
             let attempt = creating.map(|_| {
                 let id = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
                 format!(
                     "attempt AS ({})",
-                    insert_attempt(&format!("${id}"), "$1", "$18", "$9")
+                    insert_attempt(&format!("${id}"), "$1", "$18", &format!("${}", id + 1))
                 )
             });
             let statement = match (tc.participants.is_empty(), attempt) {
@@ -405,7 +405,9 @@ where
             let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
             let mut query = Self::bind_participants(query, tc);
             if let Some(attempt) = creating {
-                query = query.bind(attempt.id.clone());
+                query = query
+                    .bind(attempt.id.clone())
+                    .bind(attempt.at.timestamp_millis());
             }
             query
                 .execute(&self.writer)
@@ -690,6 +692,7 @@ where
     for<'r> (Option<String>,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64, Option<i64>): FromRow<'r, DB::Row>,
 {
     fn backend(&self) -> &'static str {
         DB::LABEL
@@ -1131,19 +1134,32 @@ where
         Ok(found.is_some())
     }
 
-    async fn last_attempt_at(
-        &self,
-        teleconsultation_id: &str,
-    ) -> StoreResult<Option<DateTime<Utc>>> {
-        let last: Option<(i64,)> = sqlx::query_as(
-            "SELECT created_at_ms FROM room_attempts WHERE teleconsultation_id = $1 \
-             ORDER BY created_at_ms DESC LIMIT 1",
+    async fn attempt_call_ended(&self, attempt: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE room_attempts SET call_ended_at_ms = $2 WHERE id = $1")
+            .bind(attempt.to_owned())
+            .bind(at.timestamp_millis())
+            .execute(&self.writer)
+            .await
+            .during("recording the end of a room creation call")?;
+        Ok(())
+    }
+
+    async fn last_attempt(&self, teleconsultation_id: &str) -> StoreResult<Option<AttemptTimes>> {
+        let last: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT created_at_ms, call_ended_at_ms FROM room_attempts \
+             WHERE teleconsultation_id = $1 ORDER BY created_at_ms DESC LIMIT 1",
         )
         .bind(teleconsultation_id.to_owned())
         .fetch_optional(&self.readers)
         .await
         .during("looking up the last room creation attempt")?;
-        last.map(|(at,)| instant(at)).transpose()
+        last.map(|(recorded, ended)| {
+            Ok(AttemptTimes {
+                recorded_at: instant(recorded)?,
+                call_ended_at: ended.map(instant).transpose()?,
+            })
+        })
+        .transpose()
     }
 
     async fn database_identity(&self) -> StoreResult<String> {

@@ -21,6 +21,7 @@ crate::on_both_backends!(
     a_known_users_room_refused_at_booking_is_made_later,
     a_known_users_room_whose_answer_was_lost_is_adopted,
     lost_answers_are_settled_from_one_listing_per_pass,
+    lost_answers_retried_soon_share_one_listing,
     a_backlog_waiting_over_a_minute_is_reported,
     a_booking_the_store_refuses_asks_kaleyra_for_no_room,
     users_are_created_once_kaleyra_recovers,
@@ -447,6 +448,36 @@ async fn lost_answers_are_settled_from_one_listing_per_pass(db: TestDatabase) {
             tc.room_id.is_some() && tc.creating_fingerprint.is_none(),
             "{id}"
         );
+    }
+    assert_converged(&app).await;
+}
+
+/// Answers lost a moment apart come due again soon (`PROVISION_RETRY`), not once the longest
+/// call could be over: their calls' ends are recorded, so the first retry's listing serves
+/// both (a listing taken once each call ended shows the room it made).
+async fn lost_answers_retried_soon_share_one_listing(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .times(2),
+    );
+    let first = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    app.clock.advance(Duration::seconds(1));
+    let second = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    assert_eq!(app.sim.rooms().len(), 2, "made on Kaleyra, answers lost");
+    app.sim.clear_requests();
+
+    app.clock.advance(telecons::provisioner::PROVISION_RETRY);
+    app.services.provisioner.run_due().await.expect("pass");
+    assert_eq!(
+        count(&app, "GET /v2/rooms"),
+        1,
+        "the first retry's listing serves the second"
+    );
+    assert_eq!(count(&app, "POST /v2/rooms"), 0, "both adopted");
+    for id in [&first, &second] {
+        assert!(app.stored(id).await.room_id.is_some(), "{id}");
     }
     assert_converged(&app).await;
 }

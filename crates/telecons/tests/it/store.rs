@@ -44,6 +44,7 @@ crate::on_both_backends!(
     failed_provisioning_backs_off_until_a_change,
     the_installation_is_made_once_and_then_read,
     room_attempts_are_recorded_with_the_mark_and_kept,
+    the_last_attempt_is_read_with_the_end_of_its_call,
     the_database_identity_is_recorded_once_and_adopted,
     a_new_installation_forgets_the_originals_rooms,
 );
@@ -1250,6 +1251,65 @@ async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert!(!recorded(refused.id, "64b000000000000000000031").await);
+}
+
+async fn the_last_attempt_is_read_with_the_end_of_its_call(db: TestDatabase) {
+    use telecons::store::AttemptTimes;
+    let mut tc = doctor_and_patient("64b000000000000000000033");
+    tc.desired_room = Some(spec());
+    assert_eq!(db.store.last_attempt(&tc.id).await.unwrap(), None);
+    let booked = attempt("abcd");
+    db.store
+        .insert_teleconsultation(&tc, None, Some(&booked))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.last_attempt(&tc.id).await.unwrap(),
+        Some(AttemptTimes {
+            recorded_at: at(1_000),
+            call_ended_at: None,
+        }),
+        "in flight"
+    );
+    db.store
+        .attempt_call_ended(&booked.id, at(1_700))
+        .await
+        .unwrap();
+    let later = RoomAttempt {
+        at: at(2_000),
+        ..attempt("efgh")
+    };
+    db.store
+        .mark_room_creation(&tc.id, Some(&later))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.last_attempt(&tc.id).await.unwrap(),
+        Some(AttemptTimes {
+            recorded_at: at(2_000),
+            call_ended_at: None,
+        }),
+        "the later attempt, whose call is in flight"
+    );
+    db.store
+        .attempt_call_ended(&later.id, at(2_500))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.last_attempt(&tc.id).await.unwrap(),
+        Some(AttemptTimes {
+            recorded_at: at(2_000),
+            call_ended_at: Some(at(2_500)),
+        })
+    );
+    assert_eq!(
+        db.store
+            .last_attempt("64b000000000000000000034")
+            .await
+            .unwrap(),
+        None,
+        "another teleconsultation has none"
+    );
 }
 
 async fn the_database_identity_is_recorded_once_and_adopted(db: TestDatabase) {
