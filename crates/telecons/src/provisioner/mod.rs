@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use kaleyra_client::{CreateRoom, KaleyraClient, KaleyraError, NewParticipant};
+use kaleyra_client::{CreateRoom, KaleyraClient, KaleyraError, NewParticipant, Operation};
 
 pub use audit::{AuditReport, compare};
 pub use recovery::ORPHAN_GRACE;
@@ -34,10 +34,14 @@ use crate::store::{Lease, Store, StoreError};
 use crate::telemetry;
 
 /// A failed provisioning is retried after this, doubling with each failure up to
-/// [`MAX_PROVISION_RETRY`]. Short: when the answer of a room creation was lost, the room is
-/// probably made, one listing away (`recovery`), and the lost answers that come due within
-/// a few seconds of each other share that listing.
-pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(5);
+/// [`MAX_PROVISION_RETRY`].
+pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
+/// A room creation whose answer was lost is retried after this, however often the
+/// teleconsultation failed before (a backlog from a storm has failed many times): the room is
+/// probably made, one listing away (`recovery`), and the lost answers that come due within a
+/// few seconds of each other share that listing. What an outage costs Kaleyra is bounded by
+/// the worker's lanes (cut to one while calls fail), not by this delay.
+pub const LOST_ANSWER_RETRY: TimeDelta = TimeDelta::seconds(5);
 /// At most a minute between tries while Kaleyra is unavailable, so that every booking has
 /// its room within two minutes of Kaleyra answering again (spec §7). Kaleyra is not
 /// hammered meanwhile: the worker's lanes are cut to one while calls fail, and Kaleyra's own
@@ -49,13 +53,16 @@ const REFUSED_RETRY: TimeDelta = TimeDelta::minutes(5);
 /// The first and the longest delay before work that failed with `err` is tried again: as
 /// long as Kaleyra asked when it asked to slow down (`429`, `503` with `Retry-After`: the
 /// work goes on as soon as Kaleyra is ready, its backoff does not grow); long when Kaleyra
-/// refuses the request itself; else [`PROVISION_RETRY`] doubling up to
-/// [`MAX_PROVISION_RETRY`].
+/// refuses the request itself; [`LOST_ANSWER_RETRY`] when a room creation's answer was lost;
+/// else [`PROVISION_RETRY`] doubling up to [`MAX_PROVISION_RETRY`].
 fn retry_delays(err: &ProvisionError) -> (TimeDelta, TimeDelta) {
     match err {
         ProvisionError::Kaleyra(e) if e.is_rejected() => (REFUSED_RETRY, REFUSED_RETRY),
         ProvisionError::Kaleyra(e) => match back_pressure_wait(e) {
             Some(wait) => (wait, wait),
+            None if e.operation() == Operation::CreateRoom && e.may_have_taken_effect() => {
+                (LOST_ANSWER_RETRY, LOST_ANSWER_RETRY)
+            }
             None => (PROVISION_RETRY, MAX_PROVISION_RETRY),
         },
         ProvisionError::Store(_) => (PROVISION_RETRY, MAX_PROVISION_RETRY),
@@ -662,10 +669,18 @@ mod tests {
         assert_eq!(retry_delays(&unavailable(429, Some(3600))), secs(60));
         assert_eq!(
             retry_delays(&unavailable(503, None)),
-            (PROVISION_RETRY, MAX_PROVISION_RETRY)
+            (LOST_ANSWER_RETRY, LOST_ANSWER_RETRY),
+            "a 5xx may come after the room was made"
         );
         assert_eq!(
             retry_delays(&unavailable(502, Some(2))),
+            (LOST_ANSWER_RETRY, LOST_ANSWER_RETRY),
+            "a room creation's answer lost: soon, whatever failed before"
+        );
+        let user_lost =
+            ProvisionError::Kaleyra(KaleyraError::new(Operation::CreateUser, ErrorKind::Timeout));
+        assert_eq!(
+            retry_delays(&user_lost),
             (PROVISION_RETRY, MAX_PROVISION_RETRY)
         );
     }

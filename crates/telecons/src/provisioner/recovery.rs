@@ -63,7 +63,7 @@ fn surely_listed_after(attempt: &AttemptTimes) -> DateTime<Utc> {
 }
 
 /// How long a listing is kept for the lost answers of later passes (a lost answer is tried
-/// again [`super::PROVISION_RETRY`] later: the listing its first retry took serves the
+/// again [`super::LOST_ANSWER_RETRY`] later: the listing its first retry took serves the
 /// answers lost meanwhile).
 const LISTING_KEPT: TimeDelta = TimeDelta::minutes(1);
 

@@ -22,6 +22,7 @@ crate::on_both_backends!(
     a_known_users_room_whose_answer_was_lost_is_adopted,
     lost_answers_are_settled_from_one_listing_per_pass,
     lost_answers_retried_soon_share_one_listing,
+    a_lost_answer_is_retried_soon_however_often_it_failed_before,
     a_backlog_waiting_over_a_minute_is_reported,
     a_booking_the_store_refuses_asks_kaleyra_for_no_room,
     users_are_created_once_kaleyra_recovers,
@@ -452,9 +453,9 @@ async fn lost_answers_are_settled_from_one_listing_per_pass(db: TestDatabase) {
     assert_converged(&app).await;
 }
 
-/// Answers lost a moment apart come due again soon (`PROVISION_RETRY`), not once the longest
-/// call could be over: their calls' ends are recorded, so the first retry's listing serves
-/// both (a listing taken once each call ended shows the room it made).
+/// Answers lost a moment apart come due again soon (`LOST_ANSWER_RETRY`), and need not wait
+/// until the longest call could be over: their calls' ends are recorded, so the first
+/// retry's listing serves both (a listing taken once each call ended shows its room).
 async fn lost_answers_retried_soon_share_one_listing(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     app.sim.add_fault(
@@ -468,7 +469,7 @@ async fn lost_answers_retried_soon_share_one_listing(db: TestDatabase) {
     assert_eq!(app.sim.rooms().len(), 2, "made on Kaleyra, answers lost");
     app.sim.clear_requests();
 
-    app.clock.advance(telecons::provisioner::PROVISION_RETRY);
+    app.clock.advance(telecons::provisioner::LOST_ANSWER_RETRY);
     app.services.provisioner.run_due().await.expect("pass");
     assert_eq!(
         count(&app, "GET /v2/rooms"),
@@ -479,6 +480,43 @@ async fn lost_answers_retried_soon_share_one_listing(db: TestDatabase) {
     for id in [&first, &second] {
         assert!(app.stored(id).await.room_id.is_some(), "{id}");
     }
+    assert_converged(&app).await;
+}
+
+/// A teleconsultation that failed many times (booked during a storm, its backoff grown to
+/// the longest) and whose room's creation answer is then lost comes due again soon: its room
+/// is one listing away.
+async fn a_lost_answer_is_retried_soon_however_often_it_failed_before(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    app.sim
+        .add_fault(Fault::status("/v2/users", 503).method("POST"));
+    let id = create_tc(&app, booking(DOCTOR, PATIENT)).await;
+    for _ in 0..6 {
+        background_pass(&app).await;
+    }
+    let failed = app.stored(&id).await;
+    assert_eq!(
+        failed.provision_due_at,
+        Some(app.clock.now() + Duration::minutes(1)),
+        "backed off to the longest"
+    );
+    app.sim.clear_faults();
+    app.sim.add_fault(
+        Fault::status_after_effect("/v2/rooms", 502)
+            .method("POST")
+            .times(1),
+    );
+    background_pass(&app).await;
+    assert_eq!(app.sim.rooms().len(), 1, "made, its answer lost");
+    assert_eq!(
+        app.stored(&id).await.provision_due_at,
+        Some(app.clock.now() + telecons::provisioner::LOST_ANSWER_RETRY),
+        "not the backoff it had"
+    );
+    app.clock.advance(telecons::provisioner::LOST_ANSWER_RETRY);
+    app.services.provisioner.run_due().await.expect("pass");
+    assert_eq!(app.sim.rooms().len(), 1, "adopted, not made again");
+    assert!(app.stored(&id).await.room_id.is_some());
     assert_converged(&app).await;
 }
 
