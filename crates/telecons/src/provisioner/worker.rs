@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,9 @@ pub struct AdaptiveLimit {
     max: usize,
     cut_at_most_every: Duration,
     last_cut: Mutex<Option<Instant>>,
+    /// Told when the limit grows, so that lanes are started again at once (not only when a
+    /// lane ends: after a cut, the lanes left run until the pass is over).
+    grown: Notify,
 }
 
 /// Failures within this long of a cut are taken as the same overload.
@@ -52,6 +56,7 @@ impl AdaptiveLimit {
             max,
             cut_at_most_every,
             last_cut: Mutex::new(None),
+            grown: Notify::new(),
         }
     }
 
@@ -61,11 +66,14 @@ impl AdaptiveLimit {
     }
 
     fn succeeded(&self) {
-        let _ = self
+        let grew = self
             .current
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some((n + 1).min(self.max))
+                (n < self.max).then_some(n + 1)
             });
+        if grew.is_ok() {
+            self.grown.notify_one();
+        }
     }
 
     fn overloaded(&self) {
@@ -126,7 +134,11 @@ impl Provisioner {
                     end
                 });
             }
-            let Some(joined) = lanes.join_next().await else {
+            let joined = tokio::select! {
+                joined = lanes.join_next() => joined,
+                () = limit.grown.notified() => continue,
+            };
+            let Some(joined) = joined else {
                 break;
             };
             match joined {
@@ -244,6 +256,26 @@ mod tests {
         }
         assert_eq!(limit.current(), 32, "never above the ceiling");
         assert_eq!(AdaptiveLimit::new(0).current(), 1);
+    }
+
+    /// Whether the limit told of growth: a stored notification completes at once (a
+    /// zero timeout polls the future before looking at the time).
+    async fn told_of_growth(limit: &AdaptiveLimit) -> bool {
+        tokio::time::timeout(Duration::ZERO, limit.grown.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn growth_is_told_so_that_lanes_start_again_before_the_pass_ends() {
+        let limit = AdaptiveLimit::with_cut_interval(4, Duration::ZERO);
+        limit.learn(&Ok(()));
+        assert!(!told_of_growth(&limit).await, "at the ceiling: no growth");
+        limit.learn(&unavailable());
+        assert!(!told_of_growth(&limit).await, "a cut is not growth");
+        limit.learn(&Ok(()));
+        assert!(told_of_growth(&limit).await);
+        assert_eq!(limit.current(), 3);
     }
 
     #[test]
