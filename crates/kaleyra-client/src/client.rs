@@ -190,8 +190,8 @@ pub enum DeleteOutcome {
 ///
 /// The room listing (`GET /v2/rooms`, every room of the company in one JSON array) is not
 /// read whole: [`Self::list_rooms_filter_map`] decodes it room by room as it arrives and
-/// holds only what its caller keeps, plus the room being decoded and a few decoded ones
-/// waiting for the caller (32). There `max_answer_bytes` bounds each room, not the listing,
+/// holds only what its caller keeps, plus the room being decoded and at most 256 decoded
+/// ones on their way to the caller. There `max_answer_bytes` bounds each room, not the listing,
 /// so that a company of any size can be listed. [`Self::list_rooms`] keeps every room: its
 /// memory grows with the company.
 #[derive(Clone)]
@@ -411,8 +411,9 @@ impl KaleyraClient {
     /// room cannot break the listing. The call fails ([`ErrorKind::InvalidResponse`]) when the
     /// answer is not one JSON array, or when one element is larger than
     /// [`KaleyraClientConfig::max_answer_bytes`] (naming the limit; detected at most 32 KiB
-    /// past it); the listing as a whole has no size limit. An attempt is bounded by [`KaleyraClientConfig::listing_timeout`],
-    /// and a pause in the answer by the request timeout ([`ErrorKind::Timeout`]).
+    /// past it); the listing as a whole has no size limit. An attempt is bounded by
+    /// [`KaleyraClientConfig::listing_timeout`], and a pause in the answer by the request
+    /// timeout ([`ErrorKind::Timeout`]).
     ///
     /// Retried like every `GET`, including when the answer breaks off midway: a retry starts
     /// the listing over, so `keep` may see a room again, but only the last attempt's kept
