@@ -1,8 +1,9 @@
 //! The Kaleyra Video v2 HTTP client.
 
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -15,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::back_pressure::{Gate, MAX_RETRY_AFTER};
 use crate::error::{ConfigError, ErrorKind, KaleyraError, Operation, is_retryable_status};
+use crate::listing::{ListingReader, RoomList};
 use crate::wire::Company;
 use crate::wire::{
     CompanyEnvelope, CreateRoom, CreateSdkCredentials, CreateUser, ErrorBody, Role, Room,
@@ -25,11 +27,14 @@ use crate::wire::{
 /// Name of the header carrying the company API key.
 pub const API_KEY_HEADER: &str = "apikey";
 
-/// The largest answer body the client reads by default (64 MiB): a longer answer — in
-/// practice only a listing (`GET /v2/rooms`, `GET /v2/uploads`) could be — is refused as
-/// [`ErrorKind::InvalidResponse`] naming the limit, without reading (or keeping) more than the
-/// limit. Change it with [`KaleyraClientConfig::max_answer_bytes`].
+/// The largest answer body the client reads by default (64 MiB): a longer answer is refused
+/// as [`ErrorKind::InvalidResponse`] naming the limit, without reading (or keeping) more than
+/// the limit. The room listing, read as it arrives, has no total limit: there it bounds each
+/// room of the listing. Change it with [`KaleyraClientConfig::max_answer_bytes`].
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The default [`KaleyraClientConfig::listing_timeout`].
+pub const LISTING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Of an error answer (non-2xx), only this much is read, for its `error` and `message`.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
@@ -82,24 +87,36 @@ pub struct KaleyraClientConfig {
     /// Longest time to establish a connection. Default 2 s.
     pub connect_timeout: Duration,
     /// Longest time for one attempt, from sending to the end of the answer. Default 10 s.
+    /// The room listing has its own, [`Self::listing_timeout`]; there, this is the longest
+    /// pause between two pieces of its answer.
     pub request_timeout: Duration,
+    /// Longest time for one attempt of the room listing (`GET /v2/rooms`), from sending to
+    /// the end of the answer. Default [`LISTING_TIMEOUT`] (5 minutes): Kaleyra lists every
+    /// room of the company in one answer, which at a large company takes far longer than
+    /// [`Self::request_timeout`] to build and to send; a stalled answer still fails after
+    /// `request_timeout`.
+    pub listing_timeout: Duration,
     /// Retries of the calls that are safe to repeat.
     pub retry: RetryPolicy,
     /// The largest 2xx answer body read, in bytes. Default [`MAX_ANSWER_BYTES`] (64 MiB).
     /// Enforced while the body streams in (and up front when `Content-Length` says more).
+    /// For the room listing, which is read as it arrives, the largest room of it (checked
+    /// against what is read from the network meanwhile, so to within 32 KiB): the listing as
+    /// a whole has no size limit.
     pub max_answer_bytes: usize,
 }
 
 impl KaleyraClientConfig {
-    /// A configuration with the default timeouts (connect 2 s, request 10 s) and retry policy
-    /// (3 retries, 200 ms base delay, 5 s max delay), and answers of at most
-    /// [`MAX_ANSWER_BYTES`].
+    /// A configuration with the default timeouts (connect 2 s, request 10 s, room listing
+    /// 5 minutes) and retry policy (3 retries, 200 ms base delay, 5 s max delay), and answers
+    /// (rooms of a listing) of at most [`MAX_ANSWER_BYTES`].
     pub fn new(base_url: impl Into<String>, api_key: SecretString) -> Self {
         Self {
             base_url: base_url.into(),
             api_key,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
+            listing_timeout: LISTING_TIMEOUT,
             retry: RetryPolicy::default(),
             max_answer_bytes: MAX_ANSWER_BYTES,
         }
@@ -115,58 +132,16 @@ pub enum DeleteOutcome {
     AlreadyGone,
 }
 
-/// What `GET /v2/rooms` answered ([`KaleyraClient::list_rooms`]): the rooms that could be
-/// decoded, and how many could not.
-///
-/// Each room of the listing is decoded on its own, so one room this client cannot read (a
-/// room made by another tool without a field we need, a value of an unexpected type) does not
-/// hide all the others: it is skipped and counted in `unreadable` (and logged at warn).
-/// Note that an unreadable room cannot be recognised as one's own: a caller that cleans up
-/// its rooms should report a non-zero `unreadable` rather than assume there is nothing else.
-///
-/// Dereferences to the slice of readable rooms and iterates over them, so it can be used
-/// where a `Vec<Room>` was.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomList {
-    /// The rooms that could be decoded, in Kaleyra's order.
-    pub rooms: Vec<Room>,
-    /// How many elements of the listing could not be decoded as a room.
-    pub unreadable: u64,
-}
-
-impl std::ops::Deref for RoomList {
-    type Target = [Room];
-
-    fn deref(&self) -> &[Room] {
-        &self.rooms
-    }
-}
-
-impl IntoIterator for RoomList {
-    type Item = Room;
-    type IntoIter = std::vec::IntoIter<Room>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.rooms.into_iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a RoomList {
-    type Item = &'a Room;
-    type IntoIter = std::slice::Iter<'a, Room>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.rooms.iter()
-    }
-}
-
 /// A typed client of the Kaleyra Video v2 API (`shared/spec/kaleyra.md`).
 ///
 /// Cheap to clone: every clone shares one connection pool. Build one per process.
 ///
 /// # Timeouts
 /// Each attempt has a connect timeout and a total request timeout (sending and reading the
-/// whole answer). Wrap a call in `tokio::time::timeout` to bound it overall, retries included.
+/// whole answer). The room listing's attempts have a longer one,
+/// [`KaleyraClientConfig::listing_timeout`], and fail as well when its answer stalls for
+/// longer than the request timeout. Wrap a call in `tokio::time::timeout` to bound it
+/// overall, retries included.
 ///
 /// # Retries
 /// Transient failures — connection errors, timeouts, a connection lost before the answer,
@@ -204,7 +179,7 @@ impl<'a> IntoIterator for &'a RoomList {
 /// `unreachable`, `connection_lost`, `invalid_response`), counter
 /// `kaleyra_retries_total{operation}`, histogram `kaleyra_request_duration_seconds{operation}`
 /// per attempt, counter `kaleyra_unreadable_rooms_total` (rooms of a listing that could not be
-/// decoded, see [`Self::list_rooms`]). `tracing` events at debug (each attempt, success,
+/// decoded, see [`Self::list_rooms_filter_map`]). `tracing` events at debug (each attempt, success,
 /// refusals) and warn (retries, failures other than refusals, unreadable rooms).
 ///
 /// # Memory
@@ -212,6 +187,13 @@ impl<'a> IntoIterator for &'a RoomList {
 /// (default [`MAX_ANSWER_BYTES`], 64 MiB); a longer one is refused as
 /// [`ErrorKind::InvalidResponse`] naming the limit. Of an error answer only the first 64 KiB
 /// are read.
+///
+/// The room listing (`GET /v2/rooms`, every room of the company in one JSON array) is not
+/// read whole: [`Self::list_rooms_filter_map`] decodes it room by room as it arrives and
+/// holds only what its caller keeps, plus the room being decoded and at most 256 decoded
+/// ones on their way to the caller. There `max_answer_bytes` bounds each room, not the listing,
+/// so that a company of any size can be listed. [`Self::list_rooms`] keeps every room: its
+/// memory grows with the company.
 #[derive(Clone)]
 pub struct KaleyraClient {
     http: reqwest::Client,
@@ -219,6 +201,7 @@ pub struct KaleyraClient {
     /// Kaleyra's back-pressure, shared by every clone.
     gate: Arc<Gate>,
     request_timeout: Duration,
+    listing_timeout: Duration,
     retry: RetryPolicy,
     max_answer_bytes: usize,
 }
@@ -229,6 +212,7 @@ impl fmt::Debug for KaleyraClient {
             .field("base_url", &self.base.as_str())
             .field("api_key", &"[REDACTED]")
             .field("request_timeout", &self.request_timeout)
+            .field("listing_timeout", &self.listing_timeout)
             .field("retry", &self.retry)
             .field("max_answer_bytes", &self.max_answer_bytes)
             .finish()
@@ -238,6 +222,14 @@ impl fmt::Debug for KaleyraClient {
 /// A 2xx answer, read whole.
 struct Answer {
     body: Bytes,
+}
+
+/// How each attempt of a call is made: the request, its timeout (from sending to the end of
+/// the answer), and how a 2xx answer is read.
+struct Attempt<F, R> {
+    build: F,
+    timeout: Duration,
+    read: R,
 }
 
 impl KaleyraClient {
@@ -272,6 +264,7 @@ impl KaleyraClient {
             base: Arc::new(base),
             gate: Arc::default(),
             request_timeout: config.request_timeout,
+            listing_timeout: config.listing_timeout,
             retry: config.retry,
             max_answer_bytes: config.max_answer_bytes,
         })
@@ -401,23 +394,49 @@ impl KaleyraClient {
         self.json_call(op, Method::GET, url, None::<&()>).await
     }
 
-    /// `GET /v2/rooms`: every room of the company.
-    ///
-    /// Each room is decoded on its own: a room that cannot be decoded is skipped and counted
-    /// in [`RoomList::unreadable`] (logged at warn, and counted in the metric
-    /// `kaleyra_unreadable_rooms_total`), so that one foreign room cannot break the listing.
-    /// The call fails only when the answer as a whole is not a JSON array, or is larger than
-    /// [`KaleyraClientConfig::max_answer_bytes`] ([`ErrorKind::InvalidResponse`] naming the
-    /// limit).
+    /// `GET /v2/rooms`: every room of the company, all held in memory (for a caller that
+    /// needs only some, [`Self::list_rooms_filter_map`] holds only those). As
+    /// [`Self::list_rooms_filter_map`] keeping every room.
     pub async fn list_rooms(&self) -> Result<RoomList, KaleyraError> {
+        self.list_rooms_filter_map(Some).await
+    }
+
+    /// `GET /v2/rooms`, read as it arrives: each room of the listing is decoded in turn and
+    /// handed to `keep`, and only what `keep` returns is held — the memory is what is kept,
+    /// not the listing (see "Memory" on the type). The kept values come in Kaleyra's order.
+    ///
+    /// Each room is decoded on its own: an element that cannot be decoded as a room is
+    /// skipped (never given to `keep`) and counted in [`RoomList::unreadable`] (logged at
+    /// warn, and counted in the metric `kaleyra_unreadable_rooms_total`), so that one foreign
+    /// room cannot break the listing. The call fails ([`ErrorKind::InvalidResponse`]) when the
+    /// answer is not one JSON array, or when one element is larger than
+    /// [`KaleyraClientConfig::max_answer_bytes`] (naming the limit; detected at most 32 KiB
+    /// past it); the listing as a whole has no size limit. An attempt is bounded by
+    /// [`KaleyraClientConfig::listing_timeout`], and a pause in the answer by the request
+    /// timeout ([`ErrorKind::Timeout`]).
+    ///
+    /// Retried like every `GET`, including when the answer breaks off midway: a retry starts
+    /// the listing over, so `keep` may see a room again, but only the last attempt's kept
+    /// values are returned.
+    pub async fn list_rooms_filter_map<T, F>(&self, keep: F) -> Result<RoomList<T>, KaleyraError>
+    where
+        F: FnMut(Room) -> Option<T>,
+    {
         let op = Operation::ListRooms;
         let url = self.url(&["rooms"]);
         let build = |http: &reqwest::Client| Ok(http.get(url.clone()));
-        let result = async {
-            let answer = self.send(op, build).await?;
-            decode_room_list(op, &answer)
-        }
-        .await;
+        let keep = Mutex::new(keep);
+        let listing = ListingReader {
+            op,
+            stall: self.request_timeout,
+            max_room_bytes: self.max_answer_bytes,
+            keep: &keep,
+        };
+        let result = self
+            .send_reading(op, build, self.listing_timeout, |response| {
+                listing.read(response)
+            })
+            .await;
         record_outcome(op, result)
     }
 
@@ -616,13 +635,49 @@ impl KaleyraClient {
     }
 
     /// Sends the request built by `build`, with retries when `op` allows them. Returns the
-    /// 2xx answer, or the error of the last attempt.
+    /// 2xx answer, read whole, or the error of the last attempt.
     async fn send<F>(&self, op: Operation, build: F) -> Result<Answer, KaleyraError>
     where
         F: Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, KaleyraError>,
     {
+        let read_whole = |response: reqwest::Response| async move {
+            match read_capped(response, self.max_answer_bytes).await {
+                Err(e) => Err(transport_error(op, e)),
+                Ok(Capped::Whole(body)) => Ok(Answer { body }),
+                Ok(Capped::TooLarge) => Err(KaleyraError::new(
+                    op,
+                    ErrorKind::InvalidResponse(format!(
+                        "the answer is larger than the limit of {} bytes (max_answer_bytes)",
+                        self.max_answer_bytes
+                    )),
+                )),
+            }
+        };
+        self.send_reading(op, build, self.request_timeout, read_whole)
+            .await
+    }
+
+    /// Like [`Self::send`], with each attempt bounded by `timeout` and its 2xx answer read by
+    /// `read`.
+    async fn send_reading<F, R, A, T>(
+        &self,
+        op: Operation,
+        build: F,
+        timeout: Duration,
+        read: R,
+    ) -> Result<T, KaleyraError>
+    where
+        F: Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, KaleyraError>,
+        R: Fn(reqwest::Response) -> A,
+        A: Future<Output = Result<T, KaleyraError>>,
+    {
+        let attempt = Attempt {
+            build,
+            timeout,
+            read,
+        };
         if !op.is_retried() || self.retry.max_retries == 0 {
-            return self.attempt(op, 1, &build).await;
+            return self.attempt(op, 1, &attempt).await;
         }
         let policy = self.retry;
         let backoff = ExponentialBuilder::new()
@@ -634,7 +689,7 @@ impl KaleyraClient {
         let attempts = AtomicU32::new(0);
         (|| {
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            self.attempt(op, n, &build)
+            self.attempt(op, n, &attempt)
         })
         .retry(backoff)
         .when(KaleyraError::is_retryable)
@@ -664,13 +719,20 @@ impl KaleyraClient {
         .await
     }
 
-    /// One attempt: send, read the whole answer, classify.
-    async fn attempt<F>(&self, op: Operation, n: u32, build: &F) -> Result<Answer, KaleyraError>
+    /// One attempt: send, read the answer, classify.
+    async fn attempt<F, R, A, T>(
+        &self,
+        op: Operation,
+        n: u32,
+        attempt: &Attempt<F, R>,
+    ) -> Result<T, KaleyraError>
     where
         F: Fn(&reqwest::Client) -> Result<reqwest::RequestBuilder, KaleyraError>,
+        R: Fn(reqwest::Response) -> A,
+        A: Future<Output = Result<T, KaleyraError>>,
     {
         self.gate.pass(op).await;
-        let request = build(&self.http)?.timeout(self.request_timeout);
+        let request = (attempt.build)(&self.http)?.timeout(attempt.timeout);
         let started = Instant::now();
         let result = match request.send().await {
             Err(e) => Err(transport_error(op, e)),
@@ -678,18 +740,7 @@ impl KaleyraClient {
                 let status = response.status();
                 let retry_after = parse_retry_after(response.headers());
                 if status.is_success() {
-                    match read_capped(response, self.max_answer_bytes).await {
-                        Err(e) => Err(transport_error(op, e)),
-                        Ok(Capped::Whole(body)) => Ok(Answer { body }),
-                        Ok(Capped::TooLarge) => Err(KaleyraError::new(
-                            op,
-                            ErrorKind::InvalidResponse(format!(
-                                "the answer is larger than the limit of {} bytes \
-                                 (max_answer_bytes)",
-                                self.max_answer_bytes
-                            )),
-                        )),
-                    }
+                    (attempt.read)(response).await
                 } else {
                     // Only the start of an error body matters (its `error` and `message`).
                     match read_capped(response, MAX_ERROR_BODY_BYTES).await {
@@ -806,43 +857,6 @@ fn decode<T: DeserializeOwned>(op: Operation, answer: &Answer) -> Result<T, Kale
     })
 }
 
-/// Decodes `GET /v2/rooms`: the answer must be a JSON array; each element is decoded as a
-/// [`Room`] on its own, and those that fail are counted, not fatal.
-fn decode_room_list(op: Operation, answer: &Answer) -> Result<RoomList, KaleyraError> {
-    let elements: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&answer.body)
-        .map_err(|e| {
-            KaleyraError::new(
-                op,
-                ErrorKind::InvalidResponse(format!("the room listing is not a JSON array: {e}")),
-            )
-        })?;
-    let mut list = RoomList {
-        rooms: Vec::with_capacity(elements.len()),
-        unreadable: 0,
-    };
-    let mut first_error = None;
-    for element in elements {
-        match serde_json::from_str::<Room>(element.get()) {
-            Ok(room) => list.rooms.push(room),
-            Err(e) => {
-                list.unreadable += 1;
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        metrics::counter!("kaleyra_unreadable_rooms_total").increment(list.unreadable);
-        tracing::warn!(
-            operation = op.as_str(),
-            unreadable = list.unreadable,
-            readable = list.rooms.len(),
-            first_error = %e,
-            "Kaleyra listed rooms this client cannot decode; they are skipped"
-        );
-    }
-    Ok(list)
-}
-
 /// A body read up to a limit.
 enum Capped {
     Whole(Bytes),
@@ -876,7 +890,7 @@ async fn read_capped(
     Ok(Capped::Whole(Bytes::from(body)))
 }
 
-fn transport_error(op: Operation, e: reqwest::Error) -> KaleyraError {
+pub(crate) fn transport_error(op: Operation, e: reqwest::Error) -> KaleyraError {
     let kind = if e.is_connect() {
         ErrorKind::Unreachable
     } else if e.is_timeout() {

@@ -10,8 +10,10 @@
 //!   retries), invalid response.
 //! - [`RoomList`]: what [`KaleyraClient::list_rooms`] returns — each room of the listing is
 //!   decoded on its own, so a room this client cannot read is skipped and counted
-//!   (`unreadable`) instead of failing the whole listing. Every answer is read with a cap
-//!   ([`MAX_ANSWER_BYTES`], 64 MiB by default) enforced while it streams in.
+//!   (`unreadable`) instead of failing the whole listing. The listing is decoded as it
+//!   arrives: [`KaleyraClient::list_rooms_filter_map`] holds only the rooms its caller keeps.
+//!   Every other answer is read with a cap ([`MAX_ANSWER_BYTES`], 64 MiB by default) enforced
+//!   while it streams in; in a listing, the cap bounds each room.
 //! - [`wire`]: every JSON body, in one module, easy to correct once a real answer is seen.
 //! - [`webhook`]: the `bandyer-signature` of Kaleyra's webhooks ([`webhook::sign`],
 //!   [`webhook::verify`]), shared by the service that receives them and the simulator that
@@ -38,16 +40,18 @@
 mod back_pressure;
 mod client;
 mod error;
+mod listing;
 mod user_id;
 pub mod webhook;
 pub mod wire;
 
 pub use back_pressure::MAX_RETRY_AFTER;
 pub use client::{
-    API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, MAX_ANSWER_BYTES,
-    RetryPolicy, RoomList, describe_metrics,
+    API_KEY_HEADER, DeleteOutcome, KaleyraClient, KaleyraClientConfig, LISTING_TIMEOUT,
+    MAX_ANSWER_BYTES, RetryPolicy, describe_metrics,
 };
 pub use error::{ConfigError, ErrorKind, KaleyraError, Operation};
+pub use listing::RoomList;
 pub use user_id::{KALEYRA_USER_ID_PREFIX, kaleyra_user_id};
 pub use wire::{
     CallType, Company, CreateRoom, DefaultBackground, NewParticipant, Recording, Role, Room,

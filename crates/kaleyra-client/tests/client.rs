@@ -745,6 +745,135 @@ async fn metrics_count_calls_retries_and_attempts() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Room listings, read as they arrive
+
+/// `n` rooms on the simulator, described `room 0`, `room 1`, …; their ids in creation order.
+async fn rooms_described_by_number(client: &KaleyraClient, n: usize) -> Vec<String> {
+    let (doctor, patient) = two_users(client).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let mut spec = room_spec(&doctor, &patient);
+        spec.description = Some(format!("room {i}"));
+        ids.push(client.create_room(&spec).await.unwrap().id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_filtered_listing_keeps_only_what_is_kept_in_order() {
+    let (sim, client) = setup().await;
+    let ids = rooms_described_by_number(&client, 30).await;
+    sim.clear_requests();
+
+    let mut offered = 0;
+    let list = client
+        .list_rooms_filter_map(|room| {
+            offered += 1;
+            let n: usize = room.description?.strip_prefix("room ")?.parse().ok()?;
+            (n % 7 == 3).then_some((n, room.id))
+        })
+        .await
+        .unwrap();
+    assert_eq!(offered, 30, "every room was offered");
+    assert_eq!(list.unreadable, 0);
+    let expected: Vec<(usize, String)> = [3, 10, 17, 24].map(|n| (n, ids[n].clone())).into();
+    assert_eq!(
+        list.rooms, expected,
+        "only the kept ones, in Kaleyra's order"
+    );
+    assert_eq!(calls(&sim.requests(), "GET", "/v2/rooms").len(), 1);
+
+    // `list_rooms` is the same listing, keeping every room.
+    let all: Vec<String> = client
+        .list_rooms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all, ids);
+}
+
+#[tokio::test]
+async fn a_listing_larger_than_the_answer_cap_is_read_room_by_room() {
+    let (sim, client) = setup().await;
+    let ids = rooms_described_by_number(&client, 40).await;
+    // The listing as Kaleyra sends it: far more than the cap set below.
+    let whole = reqwest::Client::new()
+        .get(format!("{}/v2/rooms", sim.base_url().trim_end_matches('/')))
+        .header("apikey", KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let cap = 2 * 1024;
+    assert!(whole.len() > 4 * cap, "{} bytes", whole.len());
+
+    let mut cfg = config(sim.base_url(), KEY);
+    cfg.max_answer_bytes = cap;
+    let client = KaleyraClient::new(cfg).unwrap();
+    let list = client.list_rooms().await.unwrap();
+    assert_eq!(list.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), ids);
+    // Any other answer is still held to the cap as a whole.
+    for i in 0..40 {
+        sim.seed_upload(&ids[0], &format!("a-rather-long-file-name-{i:03}.pdf"), 1)
+            .unwrap();
+    }
+    let e = client.list_uploads(&ids[0]).await.unwrap_err();
+    assert!(e.to_string().contains("limit of 2048 bytes"), "{e}");
+}
+
+#[tokio::test]
+async fn a_listing_obeys_back_pressure_and_retries_as_before() {
+    let (sim, client) = setup().await;
+    let ids = rooms_described_by_number(&client, 3).await;
+    sim.clear_requests();
+
+    // A 429 pauses the listing for every caller, then the retry lists every room once.
+    sim.add_fault(
+        Fault::status("/v2/rooms", 429)
+            .method("GET")
+            .retry_after(1)
+            .times(1),
+    );
+    let started = Instant::now();
+    let list = client
+        .list_rooms_filter_map(|room| Some(room.id))
+        .await
+        .unwrap();
+    assert_eq!(list.rooms, ids);
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An answer lost on the way is listed again, and only the last attempt's rooms are kept.
+    sim.clear_requests();
+    sim.add_fault(Fault::drop_after_effect("/v2/rooms").method("GET").times(1));
+    let list = client
+        .list_rooms_filter_map(|room| Some(room.id))
+        .await
+        .unwrap();
+    assert_eq!(list.rooms, ids);
+    let log = sim.requests();
+    let listings = calls(&log, "GET", "/v2/rooms");
+    assert_eq!(listings.len(), 2, "{log:?}");
+    assert_eq!(listings[0].fault.as_deref(), Some("drop_after_effect"));
+
+    // A refusal is a refusal, and says nothing of the key.
+    let wrong = KaleyraClient::new(config(sim.base_url(), "ak_wrong")).unwrap();
+    let e = wrong
+        .list_rooms_filter_map(|room| Some(room.id))
+        .await
+        .unwrap_err();
+    assert!(e.is_unauthorized(), "{e:?}");
+    assert_no_key(&e);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Room listings, against a local stand-in that answers what the simulator never would.
 
 /// What the stand-in answers to every request.
@@ -752,11 +881,21 @@ async fn metrics_count_calls_retries_and_attempts() {
 enum StandIn {
     /// `200` with this body and its `Content-Length`.
     Body(&'static str),
-    /// `200`, chunked, a body that never ends (the stand-in stops at 256 MiB or when the
-    /// client hangs up).
-    Endless,
+    /// `200`, chunked, a body that never ends: `start`, then `piece` over and over (64 KiB at
+    /// a time, `pause` between two). The stand-in stops at 256 MiB or when the client hangs
+    /// up.
+    Endless {
+        start: &'static str,
+        piece: &'static str,
+        pause: Duration,
+    },
     /// `200` announcing this `Content-Length`, then nothing.
     Announced(u64),
+    /// To the first `times` requests, `200` announcing `body` but sending only its first half,
+    /// then closing the connection; to the others, `body`.
+    Truncated { body: &'static str, times: u64 },
+    /// `200`, chunked, this start of a body, then nothing for 10 s.
+    Stalls(&'static str),
 }
 
 /// Counts of what the stand-in did.
@@ -789,7 +928,7 @@ async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                stats.requests.fetch_add(1, Ordering::SeqCst);
+                let nth = stats.requests.fetch_add(1, Ordering::SeqCst) + 1;
                 match reply {
                     StandIn::Body(body) => {
                         let answer = format!(
@@ -807,16 +946,44 @@ async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
                         let _ = socket.write_all(answer.as_bytes()).await;
                         tokio::time::sleep(Duration::from_secs(10)).await;
                     }
-                    StandIn::Endless => {
-                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                    transfer-encoding: chunked\r\n\r\n";
+                    StandIn::Truncated { body, times } => {
+                        let sent = if nth <= times {
+                            &body[..body.len() / 2]
+                        } else {
+                            body
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{sent}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                    }
+                    StandIn::Stalls(start) => {
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             transfer-encoding: chunked\r\n\r\n{:x}\r\n{start}\r\n",
+                            start.len()
+                        );
+                        let _ = socket.write_all(answer.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                    StandIn::Endless {
+                        start,
+                        piece,
+                        pause,
+                    } => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             transfer-encoding: chunked\r\n\r\n{:x}\r\n{start}\r\n",
+                            start.len()
+                        );
                         if socket.write_all(head.as_bytes()).await.is_err() {
                             return;
                         }
-                        let room = r#"{"id":"room_0123456789ab","recording":"none","recordingStatus":"stopped","callType":"audio_video","description":null,"status":"NOT_RUNNING","disabled":false,"creationDate":"2023-12-22T13:36:48.164Z","durationInSeconds":0,"durationUsedInSeconds":0,"live":true,"participants":[]},"#;
-                        let mut data = String::from("[");
+                        let mut data = String::new();
                         while data.len() < 64 * 1024 {
-                            data.push_str(room);
+                            data.push_str(piece);
                         }
                         let chunk = format!("{:x}\r\n{data}\r\n", data.len());
                         while stats.body_bytes_sent.load(Ordering::SeqCst) < 256 * 1024 * 1024 {
@@ -826,6 +993,7 @@ async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
                             stats
                                 .body_bytes_sent
                                 .fetch_add(data.len() as u64, Ordering::SeqCst);
+                            tokio::time::sleep(pause).await;
                         }
                     }
                 }
@@ -839,8 +1007,16 @@ async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
 const GOOD_ROOM_A: &str = r#"{"id":"room_aaaaaaaaaaaa","recording":"none","recordingStatus":"stopped","callType":"audio_video","description":"tc:1:ab","status":"NOT_RUNNING","disabled":false,"creationDate":"2023-12-22T13:36:48.164Z","durationInSeconds":3600,"durationUsedInSeconds":0,"live":true,"participants":[{"user_id":"tc_1","is_admin":true,"link":"https://sandbox.bandyer.com/eu/direct-rest-call-handler/3f9a"}]}"#;
 const GOOD_ROOM_B: &str = r#"{"id":"room_bbbbbbbbbbbb","recording":"manual","recordingStatus":"stopped","callType":"audio_only","description":null,"status":"RUNNING","creationDate":"2023-12-22T13:36:48.164Z","participants":[],"someNewField":{"x":1}}"#;
 
-#[tokio::test]
+/// The metric through a local debugging recorder (a current-thread runtime keeps every metric
+/// call on this thread).
+#[tokio::test(flavor = "current_thread")]
 async fn one_unreadable_room_does_not_break_the_listing() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+
     // Among good rooms: a foreign room without `status` and `creationDate`, one whose date is
     // not a date, and things that are not rooms at all.
     let body: &'static str = Box::leak(
@@ -866,6 +1042,30 @@ async fn one_unreadable_room_does_not_break_the_listing() {
     assert_eq!(list[0].description.as_deref(), Some("tc:1:ab"));
     assert_eq!((&list).into_iter().count(), 2);
     assert_eq!(stats.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let unreadable: Vec<u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "kaleyra_unreadable_rooms_total")
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(unreadable, [5]);
+
+    // Filtered, the unreadable elements are never offered, only counted.
+    let mut offered = Vec::new();
+    let list = client
+        .list_rooms_filter_map(|room| {
+            offered.push(room.id.clone());
+            (room.status == "RUNNING").then_some(room.id)
+        })
+        .await
+        .unwrap();
+    assert_eq!(offered, ["room_aaaaaaaaaaaa", "room_bbbbbbbbbbbb"]);
+    assert_eq!(list.rooms, ["room_bbbbbbbbbbbb"]);
+    assert_eq!(list.unreadable, 5);
 
     // Only a listing that is not an array at all fails.
     let (base, _) = stand_in(StandIn::Body(r#"{"rooms": []}"#)).await;
@@ -873,6 +1073,15 @@ async fn one_unreadable_room_does_not_break_the_listing() {
     let e = client.list_rooms().await.unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::InvalidResponse(_)), "{e:?}");
     assert_eq!(e.operation(), Operation::ListRooms);
+    for not_one_array in ["[", "[] []", r#"[{"id":"x"}"#] {
+        let (base, _) = stand_in(StandIn::Body(not_one_array)).await;
+        let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+        let e = client.list_rooms().await.unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidResponse(_)),
+            "{not_one_array}: {e:?}"
+        );
+    }
     let (base, _) = stand_in(StandIn::Body("[]")).await;
     let client = KaleyraClient::new(config(&base, KEY)).unwrap();
     assert_eq!(
@@ -881,30 +1090,160 @@ async fn one_unreadable_room_does_not_break_the_listing() {
     );
 }
 
+/// A room as the listing streams it, for the endless listings.
+const STREAMED_ROOM: &str = r#"{"id":"room_0123456789ab","recording":"none","recordingStatus":"stopped","callType":"audio_video","description":null,"status":"NOT_RUNNING","disabled":false,"creationDate":"2023-12-22T13:36:48.164Z","durationInSeconds":0,"durationUsedInSeconds":0,"live":true,"participants":[]},"#;
+
 #[tokio::test]
-async fn an_oversized_listing_is_refused_while_it_streams() {
+async fn an_oversized_room_of_a_listing_is_refused_while_it_streams() {
     use std::sync::atomic::Ordering;
 
     assert_eq!(kaleyra_client::MAX_ANSWER_BYTES, 64 * 1024 * 1024);
-    let (base, stats) = stand_in(StandIn::Endless).await;
+    // A few good rooms, then one whose description never ends.
+    let start: &'static str = Box::leak(
+        format!(r#"[{GOOD_ROOM_A},{GOOD_ROOM_B},{{"id":"room_ffffffffffff","description":""#)
+            .into_boxed_str(),
+    );
+    let (base, stats) = stand_in(StandIn::Endless {
+        start,
+        piece: "all work and no play ",
+        pause: Duration::ZERO,
+    })
+    .await;
     let mut cfg = config(&base, KEY);
-    cfg.request_timeout = Duration::from_secs(60);
+    cfg.max_answer_bytes = 64 * 1024;
     let client = KaleyraClient::new(cfg).unwrap();
     let e = client.list_rooms().await.unwrap_err();
     match e.kind() {
-        ErrorKind::InvalidResponse(why) => {
-            assert!(why.contains("67108864 bytes"), "the limit is named: {why}")
-        }
+        ErrorKind::InvalidResponse(why) => assert!(
+            why.contains("a room of the listing is larger than the limit of 65536 bytes"),
+            "the limit is named: {why}"
+        ),
         other => panic!("expected InvalidResponse, got {other:?}"),
     }
+    assert_eq!(e.operation(), Operation::ListRooms);
     assert!(!e.is_retryable());
     assert_eq!(stats.requests.load(Ordering::SeqCst), 1, "not retried");
-    // The client hung up at the limit: the stand-in could not send much more than 64 MiB
-    // (what the sockets buffer), far from the 256 MiB it would have sent to a reader that
-    // buffers everything.
+    // The client hung up at the limit: the stand-in could not send much more than what the
+    // sockets buffer, far from the 256 MiB it would have sent to a reader that reads on.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let sent = stats.body_bytes_sent.load(Ordering::SeqCst);
-    assert!(sent < 100 * 1024 * 1024, "{sent} bytes were sent");
+    assert!(sent < 64 * 1024 * 1024, "{sent} bytes were sent");
+}
+
+#[tokio::test]
+async fn a_listing_is_bounded_by_the_listing_timeout_not_the_request_timeout() {
+    // Rooms keep coming, quickly enough for the request timeout between two pieces, but the
+    // listing never ends: the listing timeout ends it.
+    let (base, _) = stand_in(StandIn::Endless {
+        start: "[",
+        piece: STREAMED_ROOM,
+        pause: Duration::from_millis(20),
+    })
+    .await;
+    let mut cfg = config(&base, KEY);
+    cfg.request_timeout = Duration::from_secs(5);
+    cfg.listing_timeout = Duration::from_millis(300);
+    cfg.retry = RetryPolicy::none();
+    let client = KaleyraClient::new(cfg).unwrap();
+    let started = Instant::now();
+    let mut seen = 0_u64;
+    let e = client
+        .list_rooms_filter_map(|_| {
+            seen += 1;
+            None::<()>
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Timeout), "{e:?}");
+    assert!(seen > 0, "rooms were read until then");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A listing slower to answer than the request timeout is fine (Kaleyra builds the
+    // whole array first): only the listing timeout bounds it.
+    let (sim, _) = setup().await;
+    let mut cfg = config(sim.base_url(), KEY);
+    cfg.request_timeout = Duration::from_millis(200);
+    cfg.retry = RetryPolicy::none();
+    let client = KaleyraClient::new(cfg).unwrap();
+    sim.set_latency(Duration::from_millis(500));
+    let e = client.get_company().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Timeout), "{e:?}");
+    assert_eq!(client.list_rooms().await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_listing_times_out_after_the_request_timeout() {
+    let start: &'static str = Box::leak(format!("[{GOOD_ROOM_A},").into_boxed_str());
+    let (base, stats) = stand_in(StandIn::Stalls(start)).await;
+    let mut cfg = config(&base, KEY);
+    cfg.request_timeout = Duration::from_millis(200);
+    cfg.listing_timeout = Duration::from_secs(60);
+    cfg.retry.max_retries = 1;
+    let client = KaleyraClient::new(cfg).unwrap();
+    let started = Instant::now();
+    let e = client.list_rooms().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Timeout), "{e:?}");
+    assert!(e.is_retryable());
+    assert_eq!(
+        stats.requests.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "retried like any GET"
+    );
+    // Far from the stand-in's 10 s of silence, let alone the listing timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_no_key(&e);
+}
+
+#[tokio::test]
+async fn a_listing_broken_off_midway_is_retried_from_the_start() {
+    use std::sync::atomic::Ordering;
+
+    // Enough rooms that some were handed to `keep` before the break.
+    let ids: Vec<String> = (0..300).map(|i| format!("room_{i:012x}")).collect();
+    let rooms: Vec<String> = ids
+        .iter()
+        .map(|id| STREAMED_ROOM.replace("room_0123456789ab", id))
+        .collect();
+    let body: &'static str =
+        Box::leak(format!("[{}]", rooms.concat().trim_end_matches(',')).into_boxed_str());
+
+    // Broken off once: the retry lists every room again, and only its rooms are returned.
+    let (base, stats) = stand_in(StandIn::Truncated { body, times: 1 }).await;
+    let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+    let mut offered = 0;
+    let list = client
+        .list_rooms_filter_map(|room| {
+            offered += 1;
+            Some(room.id)
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.rooms, ids);
+    assert!(
+        offered > ids.len(),
+        "the first attempt's rooms were offered too"
+    );
+    assert_eq!(stats.requests.load(Ordering::SeqCst), 2);
+
+    // Broken off every time: a lost connection, after every retry.
+    let (base, stats) = stand_in(StandIn::Truncated {
+        body,
+        times: u64::MAX,
+    })
+    .await;
+    let client = KaleyraClient::new(config(&base, KEY)).unwrap();
+    let e = client.list_rooms().await.unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::ConnectionLost), "{e:?}");
+    assert!(e.is_retryable() && e.may_have_taken_effect());
+    assert_eq!(stats.requests.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
@@ -912,14 +1251,15 @@ async fn an_announced_oversized_answer_is_refused_before_reading() {
     let (base, _) = stand_in(StandIn::Announced(10 * 1024 * 1024 * 1024)).await;
     let client = KaleyraClient::new(config(&base, KEY)).unwrap();
     let started = Instant::now();
-    let e = client.list_rooms().await.unwrap_err();
+    let e = client.get_room("room_aaaaaaaaaaaa").await.unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::InvalidResponse(_)), "{e:?}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "no waiting for the body"
     );
 
-    // The limit is configurable, and applies to every answer.
+    // The limit is configurable, and applies to every answer read whole (the room listing,
+    // read as it arrives, applies it to each room).
     let (base, _) = stand_in(StandIn::Body(GOOD_ROOM_A)).await;
     let mut cfg = config(&base, KEY);
     cfg.max_answer_bytes = 100;

@@ -119,14 +119,12 @@ impl Provisioner {
             return Ok(Arc::clone(rooms));
         }
         let taken_at = self.clock.now();
+        // Read as it arrives: of a company's rooms, only this installation's are ever held.
         let rooms = self
             .kaleyra
-            .list_rooms()
+            .list_rooms_filter_map(|room| self.own_tag(&room).map(|tag| (room, tag)))
             .await?
-            .rooms
-            .into_iter()
-            .filter_map(|room| self.own_tag(&room).map(|tag| (room, tag)))
-            .collect();
+            .rooms;
         let rooms = Arc::new(TaggedRooms::index(taken_at, rooms));
         metrics::counter!(telemetry::ROOM_LISTINGS).increment(1);
         *last = Some(Arc::clone(&rooms));
