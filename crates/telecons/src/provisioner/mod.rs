@@ -40,12 +40,12 @@ pub const PROVISION_RETRY: TimeDelta = TimeDelta::seconds(10);
 /// teleconsultation failed before (a backlog from a storm has failed many times): the room is
 /// probably made, one listing away (`recovery`), and the lost answers that come due within a
 /// few seconds of each other share that listing. What an outage costs Kaleyra is bounded by
-/// the worker's lanes (cut to one while calls fail), not by this delay.
+/// how many items the worker takes on at once (one while calls fail), not by this delay.
 pub const LOST_ANSWER_RETRY: TimeDelta = TimeDelta::seconds(5);
 /// At most a minute between tries while Kaleyra is unavailable, so that every booking has
 /// its room within two minutes of Kaleyra answering again (spec §7). Kaleyra is not
-/// hammered meanwhile: the worker's lanes are cut to one while calls fail, and Kaleyra's own
-/// `Retry-After` pauses the operation for the whole instance.
+/// hammered meanwhile: the worker takes on one item at a time while calls fail, and
+/// Kaleyra's own `Retry-After` pauses the operation for the whole instance.
 const MAX_PROVISION_RETRY: TimeDelta = TimeDelta::minutes(1);
 /// When Kaleyra refuses the request itself (a 4xx: our data, not its health), retrying soon
 /// would only repeat the refusal: wait longer, and say so loudly.
@@ -246,7 +246,7 @@ impl Provisioner {
         let stop_by = tokio::time::Instant::now() + self.lease_duration().mul_f32(0.8);
         let result = self.converge_once(id, owner, stored, stop_by).await;
         // Postponed while still leased: released first, the work would still look due, and
-        // another lane would take it up again at once.
+        // the worker would take it up again at once.
         if let Err(err) = &result {
             self.postpone(id, err).await;
         }

@@ -1,8 +1,8 @@
-//! The background worker: due provisioning and due room deletions, worked by several lanes
-//! at once (at most `PROVISIONING_CONCURRENCY`), each item leased just before it is worked
+//! The background worker: due provisioning and due room deletions, several at once (at most
+//! `PROVISIONING_CONCURRENCY`), claimed in batches with leases just before they are worked
 //! on, so that several instances share the backlog; now and then a sweep for orphan rooms.
 //!
-//! The number of lanes adapts to Kaleyra: halved when Kaleyra is unavailable (429, 5xx, no
+//! How many at once adapts to Kaleyra: halved when Kaleyra is unavailable (429, 5xx, no
 //! answer), grown back by one on each success, so a storm is not made worse by our retries
 //! (Kaleyra's own `Retry-After` pauses the operation for the whole instance: the client's
 //! back-pressure gate).
@@ -16,19 +16,20 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{ProvisionError, Provisioner};
-use crate::store::StoreError;
+use crate::store::{RoomDeletion, StoreError};
 
 /// How often the background worker looks for due work once none is left.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// Items one lane works per pass at most: a pass ends even if work keeps coming due.
-const LANE_ITEMS_PER_PASS: u32 = 10_000;
+/// Items claimed per pass at most: a pass ends even if work keeps coming due (the sweep
+/// runs between passes).
+const ITEMS_PER_PASS: usize = 100_000;
 /// The background worker sweeps Kaleyra for orphans first after this many passes (about
 /// 30 s after start-up), then every [`SWEEP_EVERY`] passes (about 5 minutes).
 const FIRST_SWEEP: u32 = 15;
 const SWEEP_EVERY: u32 = 150;
 
-/// How many lanes may work: cut in half when Kaleyra is unavailable (at most once per
-/// [`CUT_AT_MOST_EVERY`]: lanes failing together are one signal, not thirty-two), one more
+/// How many items may be worked on at once: cut in half when Kaleyra is unavailable (at most
+/// once per [`CUT_AT_MOST_EVERY`]: items failing together are one signal, not thirty-two), one more
 /// on success (additive increase, multiplicative decrease), between 1 and the ceiling.
 #[derive(Debug)]
 pub struct AdaptiveLimit {
@@ -36,8 +37,8 @@ pub struct AdaptiveLimit {
     max: usize,
     cut_at_most_every: Duration,
     last_cut: Mutex<Option<Instant>>,
-    /// Told when the limit grows, so that lanes are started again at once (not only when a
-    /// lane ends: after a cut, the lanes left run until the pass is over).
+    /// Told when the limit grows, so that more items are claimed at once (not only when one
+    /// ends).
     grown: Notify,
 }
 
@@ -60,7 +61,7 @@ impl AdaptiveLimit {
         }
     }
 
-    /// Lanes allowed now.
+    /// Items allowed at once now.
     pub fn current(&self) -> usize {
         self.current.load(Ordering::Relaxed)
     }
@@ -99,54 +100,70 @@ impl AdaptiveLimit {
     }
 }
 
-/// Why a lane stopped.
-enum LaneEnd {
-    /// Nothing is due, or the lane did its share of the pass: no new lane is started, the
-    /// pass is over once the others stop.
-    PassOver,
-    /// More lanes ran than the limit allows now: this one made room.
-    Surplus,
+/// A piece of due work, leased to this instance.
+enum Claimed {
+    /// A teleconsultation to provision, leased to `owner`.
+    Provisioning {
+        id: String,
+        owner: String,
+    },
+    Deletion(RoomDeletion),
 }
 
 impl Provisioner {
-    /// One background pass: every due provisioning, then every due room deletion, by as many
-    /// lanes as the limit allows, until none is due.
+    /// One background pass: every due provisioning, then every due room deletion, as many at
+    /// once as the limit allows, until none is due.
     pub async fn run_due(&self) -> Result<(), StoreError> {
         self.run_due_within(&Arc::new(AdaptiveLimit::new(self.settings.concurrency)))
             .await
     }
 
-    /// [`Self::run_due`] with the worker's adaptive limit. Lanes are started whenever fewer
-    /// run than the limit allows (it grows back after a cut), until one finds nothing due.
+    /// [`Self::run_due`] with the worker's adaptive limit. Whenever fewer items are worked
+    /// on than the limit allows (an item ended, or the limit grew back after a cut), the
+    /// free places are claimed at once, in one statement: under load several end while a
+    /// claim runs, so claims come in batches. The pass ends when a claim finds nothing due
+    /// and the items in hand are done.
     async fn run_due_within(&self, limit: &Arc<AdaptiveLimit>) -> Result<(), StoreError> {
-        let running = Arc::new(AtomicUsize::new(0));
-        let mut lanes = JoinSet::new();
-        let mut pass_over = false;
+        let mut working = JoinSet::new();
+        let mut claimed_so_far = 0;
+        let mut nothing_due = false;
         let mut first_error = None;
         loop {
-            while !pass_over && first_error.is_none() && lanes.len() < limit.current() {
-                let provisioner = self.clone();
-                let (limit, running) = (Arc::clone(limit), Arc::clone(&running));
-                running.fetch_add(1, Ordering::Relaxed);
-                lanes.spawn(async move {
-                    let end = provisioner.work_lane(&limit, &running).await;
-                    running.fetch_sub(1, Ordering::Relaxed);
-                    end
-                });
+            let free = limit.current().saturating_sub(working.len());
+            if free > 0 && !nothing_due && first_error.is_none() {
+                match self.claim_due(free).await {
+                    Ok(batch) => {
+                        claimed_so_far += batch.len();
+                        nothing_due = batch.len() < free || claimed_so_far >= ITEMS_PER_PASS;
+                        for item in batch {
+                            let (provisioner, limit) = (self.clone(), Arc::clone(limit));
+                            working.spawn(async move {
+                                // Errors are logged and postponed inside.
+                                let outcome = match item {
+                                    Claimed::Provisioning { id, owner } => {
+                                        provisioner.converge_leased(&id, &owner, None).await
+                                    }
+                                    Claimed::Deletion(entry) => provisioner
+                                        .delete_room(&entry)
+                                        .await
+                                        .map_err(ProvisionError::Kaleyra),
+                                };
+                                limit.learn(&outcome);
+                            });
+                        }
+                    }
+                    Err(err) => first_error = Some(err),
+                }
             }
-            let joined = tokio::select! {
-                joined = lanes.join_next() => joined,
+            let ended = tokio::select! {
+                ended = working.join_next() => ended,
                 () = limit.grown.notified() => continue,
             };
-            let Some(joined) = joined else {
-                break;
-            };
-            match joined {
-                Ok(Ok(LaneEnd::PassOver)) => pass_over = true,
-                Ok(Ok(LaneEnd::Surplus)) => {}
-                Ok(Err(err)) => first_error = first_error.or(Some(err)),
-                Err(panicked) => {
-                    tracing::error!(error = %panicked, "a provisioning lane failed");
+            match ended {
+                None => break,
+                Some(Ok(())) => {}
+                Some(Err(panicked)) => {
+                    tracing::error!(error = %panicked, "a provisioning task failed");
                 }
             }
         }
@@ -167,35 +184,28 @@ impl Provisioner {
         Ok(())
     }
 
-    /// One lane: due items one after the other, each leased just before it is worked on,
-    /// until none is due, or more lanes run than the limit allows now.
-    async fn work_lane(
-        &self,
-        limit: &AdaptiveLimit,
-        running: &AtomicUsize,
-    ) -> Result<LaneEnd, StoreError> {
-        for _ in 0..LANE_ITEMS_PER_PASS {
-            if running.load(Ordering::Relaxed) > limit.current() {
-                return Ok(LaneEnd::Surplus);
-            }
-            let lease = self.lease();
-            let claimed = self
-                .store
-                .claim_due_provisioning(self.clock.now(), &lease.owner, lease.until, 1)
-                .await?;
-            if let Some(id) = claimed.first() {
-                // Errors are logged and postponed inside.
-                let outcome = self.converge_leased(id, &lease.owner, None).await;
-                limit.learn(&outcome);
-                continue;
-            }
+    /// Leases up to `places` due items: provisioning first (one statement for all), then
+    /// room deletions.
+    async fn claim_due(&self, places: usize) -> Result<Vec<Claimed>, StoreError> {
+        let lease = self.lease();
+        let limit = u32::try_from(places).unwrap_or(u32::MAX);
+        let mut batch: Vec<Claimed> = self
+            .store
+            .claim_due_provisioning(self.clock.now(), &lease.owner, lease.until, limit)
+            .await?
+            .into_iter()
+            .map(|id| Claimed::Provisioning {
+                id,
+                owner: lease.owner.clone(),
+            })
+            .collect();
+        while batch.len() < places {
             let Some(entry) = self.claim_deletion(None).await? else {
-                return Ok(LaneEnd::PassOver);
+                break;
             };
-            let outcome = self.delete_room(&entry).await;
-            limit.learn(&outcome.map_err(ProvisionError::Kaleyra));
+            batch.push(Claimed::Deletion(entry));
         }
-        Ok(LaneEnd::PassOver)
+        Ok(batch)
     }
 
     /// The background worker: a pass every [`POLL_INTERVAL`] until `shutdown`, and now and
@@ -247,7 +257,7 @@ mod tests {
         for _ in 0..10 {
             limit.learn(&unavailable());
         }
-        assert_eq!(limit.current(), 1, "never below one lane");
+        assert_eq!(limit.current(), 1, "never below one");
         limit.learn(&Ok(()));
         limit.learn(&Ok(()));
         assert_eq!(limit.current(), 3);
@@ -267,7 +277,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn growth_is_told_so_that_lanes_start_again_before_the_pass_ends() {
+    async fn growth_is_told_so_that_more_items_are_claimed_at_once() {
         let limit = AdaptiveLimit::with_cut_interval(4, Duration::ZERO);
         limit.learn(&Ok(()));
         assert!(!told_of_growth(&limit).await, "at the ceiling: no growth");
