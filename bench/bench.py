@@ -17,6 +17,10 @@ service (`telecons serve`) as separate processes on loopback, then measures with
     idle RSS, /-/healthz and the join at the first latency.
   instance C (the same database, LOG_LEVEL=info): the join again, and the log volume.
 
+With --drain (issue 22), instead: a backlog of due rooms drained at the rate Kaleyra allows
+(`drain_backend`, `drain_once`), the join and bookings measured during one of the drains and
+without it (`drain_load`), reported against the targets (`drain_report`).
+
 Every process it starts is stopped when it ends, on success, failure or Ctrl-C, and the
 PostgreSQL database it made is dropped. Only the standard library is used.
 """
@@ -450,6 +454,16 @@ def measure(args, svc: Service, sim: Simulator | None, name: str, path: str, scr
         result["kaleyra_calls"] = len(calls)
         result["kaleyra_per_request"] = len(calls) / result["requests"] if result["requests"] else 0
         result["kaleyra_breakdown"] = kaleyra_breakdown(calls)
+    return checked(name, result, svc, workdir, min_ok_share,
+                   f", service CPU {result['cpu_ms_per_request']:.3f} ms/request"
+                   + (f", Kaleyra calls/request {result['kaleyra_per_request']:.2f}" if sim
+                      else ""))
+
+
+def checked(name: str, result: dict, svc: Service, workdir: Path, min_ok_share: float = 0.5,
+            more: str = "") -> dict:
+    """Fails the run when a measure completed no request or too few 2xx answers (the harness
+    is broken, not slow); logs its figures (`more` appended)."""
     if result["requests"] == 0:
         raise HarnessError(f"{name}: no request completed")
     ok_share = 1 - result["errors"]["status"] / result["requests"]
@@ -460,9 +474,7 @@ def measure(args, svc: Service, sim: Simulator | None, name: str, path: str, scr
     if result["errors_total"]:
         log(f"  {name}: errors {result['errors']}")
     log(f"  {name}: {result['rps']:.0f} req/s, p50 {result['latency_us']['p50'] / 1000:.2f} ms, "
-        f"p99 {result['latency_us']['p99'] / 1000:.2f} ms, "
-        f"service CPU {result['cpu_ms_per_request']:.3f} ms/request"
-        + (f", Kaleyra calls/request {result['kaleyra_per_request']:.2f}" if sim else ""))
+        f"p99 {result['latency_us']['p99'] / 1000:.2f} ms{more}")
     return result
 
 
@@ -616,16 +628,23 @@ def sim_call(sim: Simulator, method: str, path: str, body=None, expect=(200, 201
     return answer
 
 
-def metric(port: int, name: str) -> float:
-    """The value of a metric without labels (the sum over its series when it has some)."""
+def metrics(port: int) -> dict[str, float]:
+    """The service's metrics by name, each summed over its series (labels)."""
     status, text = http_call(port, "GET", "/-/metrics", timeout=30)
     if status != 200 or not isinstance(text, str):
         raise HarnessError(f"GET /-/metrics answered {status}")
-    total = 0.0
+    out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        if line and not line.startswith("#"):
+            name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+ROOMS_CREATED = "rooms_created_total"
+AWAITING = "teleconsultations_awaiting_provisioning"
+# The backlog's gauges (issue 22): their highest value over a drain is reported.
+BACKLOG_GAUGES = ("backlog_due", "backlog_oldest_due_seconds", "backlog_being_worked")
 
 
 def book_backlog(port: int, count: int, tag: str, threads: int = 16) -> float:
@@ -652,11 +671,18 @@ def wait_until_due(db: Database) -> None:
 
 
 def drain_once(args, db: Database, sim: Simulator, bdir: Path, rate: int,
-               lost: float, tag: str) -> dict:
+               lost: float, tag: str, targets: Path | None = None) -> dict:
     """Books --drain-backlog teleconsultations while Kaleyra refuses room creations, lets the
     whole backlog come due with the service stopped, then starts it against a Kaleyra 50 ms
     away allowing `rate` requests a second (and losing `lost` of the creation answers), and
-    measures how fast the backlog drains."""
+    measures how fast the backlog drains: the service's `/-/metrics` every half second until
+    nothing awaits provisioning (rooms created, listings, pauses, the backlog's gauges), and
+    the simulator's log of the drain (calls let through, refused over the rate, lost answers).
+
+    With `targets`, the join and bookings load the service from its first room on
+    (`drain_load`), and once more with the same load after the backlog has drained, on the
+    same instance and the same Kaleyra: their figures with and without a drain. The drain's
+    time then includes the rooms of the bookings it deferred."""
     svc = Service(args.bin_dir, db, sim, args.log_level, bdir, f"{tag}-book")
     try:
         sim.set_latency(0)
@@ -672,46 +698,135 @@ def drain_once(args, db: Database, sim: Simulator, bdir: Path, rate: int,
     if lost > 0:
         sim_call(sim, "POST", "/_sim/faults",
                  {"route": "/v2/rooms", "method": "POST", "rate": lost,
-                  "action": {"status_after_effect": 502}})
+                  "action": {"status_after_effect": LOST_ANSWER_STATUS}})
     sim.set_latency(DRAIN_LATENCY_MS)
     sim_call(sim, "PUT", "/_sim/rate-limit", {"per_second": rate})
+    sim.clear_requests()
     svc = Service(args.bin_dir, db, sim, args.log_level, bdir, f"{tag}-drain")
     try:
-        started = time.perf_counter()
-        first = None
-        while True:
-            time.sleep(0.5)
-            created = metric(svc.port, "rooms_created_total")
-            if first is None and created > 0:
-                first = time.perf_counter()
-            waiting = metric(svc.port, "teleconsultations_awaiting_provisioning")
-            if waiting == 0 and created > 0:
-                break
-            if time.perf_counter() - started > DRAIN_TIMEOUT_S:
-                raise HarnessError(f"the backlog did not drain in {DRAIN_TIMEOUT_S} s "
-                                   f"({waiting:.0f} waiting; see {svc.log_path})")
-        elapsed = time.perf_counter() - started
-        listings = metric(svc.port, "room_listings_total")
-        pauses = metric(svc.port, "kaleyra_pauses_total")
-        rss = svc.rss_kb()["VmHWM"]
+        # `created_at`: (seconds since ready, rooms_created_total) at each reading.
+        created_at: list[tuple[float, float]] = []
+        peaks = dict.fromkeys(BACKLOG_GAUGES, 0.0)
+        load = None
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            started = time.perf_counter()
+            while True:
+                time.sleep(0.5)
+                reading = metrics(svc.port)
+                created_at.append((time.perf_counter() - started, reading.get(ROOMS_CREATED, 0.0)))
+                for gauge in BACKLOG_GAUGES:
+                    peaks[gauge] = max(peaks[gauge], reading.get(gauge, 0.0))
+                created = created_at[-1][1]
+                if targets is not None and load is None and created > 0:
+                    load = pool.submit(drain_load, args, svc, None, targets, bdir,
+                                       f"{tag}-during")
+                waiting = reading.get(AWAITING, 0.0)
+                if waiting == 0 and created > 0:
+                    break
+                if created_at[-1][0] > DRAIN_TIMEOUT_S:
+                    raise HarnessError(f"the backlog did not drain in {DRAIN_TIMEOUT_S} s "
+                                       f"({waiting:.0f} waiting; see {svc.log_path})")
+            elapsed = time.perf_counter() - started
+            calls = sim.requests()
+            rss = svc.rss_kb()["VmHWM"]
+            loads = {"during": load.result()} if load is not None else {}
+        if targets is not None:
+            loads["after"] = drain_load(args, svc, sim, targets, bdir, f"{tag}-after")
     finally:
         svc.stop()
         sim_call(sim, "DELETE", "/_sim/faults")
         sim_call(sim, "PUT", "/_sim/rate-limit", {"per_second": None})
-    per_s = args.drain_backlog / elapsed
-    log(f"    drained at {rate}/s allowed, {lost:.0%} answers lost: {elapsed:.1f} s, "
-        f"{per_s:.0f} rooms/s ({per_s / rate:.0%} of the rate), {listings:.0f} listings, "
-        f"{pauses:.0f} pauses")
-    return {"rate": rate, "lost": lost, "seconds": elapsed, "per_s": per_s,
-            "first_room_s": (first - started) if first else None, "listings": listings,
-            "pauses": pauses, "rss_peak_kb": rss}
+    faults = [c.get("fault") or "" for c in calls]
+    refused = sum(1 for f in faults if f == "rate_limited")
+    run = {"rate": rate, "lost": lost, "seconds": elapsed,
+           "per_s": args.drain_backlog / elapsed,
+           "first_room_s": next((t for t, c in created_at if c > 0), None),
+           "rooms_created": created_at[-1][1], "steady_per_s": steady_rate(created_at),
+           "kaleyra_calls": len(calls) - refused, "kaleyra_refused": refused,
+           "lost_answers": sum(1 for f in faults if f.startswith("status_after_effect")),
+           "listings": reading.get("room_listings_total", 0.0),
+           "pauses": reading.get("kaleyra_pauses_total", 0.0),
+           "backlog_peaks": peaks, "rss_peak_kb": rss, **loads}
+    log(f"    drained at {rate}/s allowed, {lost:.0%} answers lost"
+        f"{', under load' if loads else ''}: {elapsed:.1f} s, {run['per_s']:.0f} rooms/s "
+        f"({run['per_s'] / rate:.0%} of the rate), {run['listings']:.0f} listings for "
+        f"{run['lost_answers']} lost answers, {run['pauses']:.0f} pauses, {refused} calls "
+        "refused over the rate")
+    return run
+
+
+def steady_rate(created_at: list[tuple[float, float]]) -> float | None:
+    """Rooms per second between 10% and 90% of the rooms a drain created (the rate of
+    `rooms_created_total`, the service's drain rate): its pace without the start (the first
+    claims) and the tail (lost answers waiting their backoff). None when too few readings."""
+    total = created_at[-1][1]
+    t10, c10 = next(((t, c) for t, c in created_at if c >= 0.1 * total), (0.0, 0.0))
+    t90, c90 = next(((t, c) for t, c in created_at if c >= 0.9 * total), (0.0, 0.0))
+    return (c90 - c10) / (t90 - t10) if total > 0 and t90 > t10 else None
+
+
+def drain_load(args, svc: Service, sim: Simulator | None, targets: Path, workdir: Path,
+               name: str) -> dict:
+    """The join and bookings together, as a drain meets them: a warm-up, then --duration
+    measured.
+
+    - The join at a fixed moderate rate, --drain-join-rate spread over --connections (each
+      waits between its requests), not all the machine can take: on 2 cores, wrk at full
+      load takes the CPU the drain needs, so the figure would be the kernel's split of the
+      cores, and the drain it watches would slow down. Its latency is what a drain could
+      spoil (the store's writer, the runtime's threads busy with the worker): the p99 < 5 ms
+      target holds at --connections.
+    - Bookings of known users (one room each), closed loop on --drain-post-connections:
+      against the bound connections / (Kaleyra calls per booking × 0.05 s), as in the main
+      benchmark. The bound with 64 connections (1,280 rooms a second) is beyond any rate
+      Kaleyra allows here, so a few connections: their rooms share Kaleyra's rate with the
+      drain (the simulator limits the company, not the caller), and a pause the drain's
+      refusals cause delays them too — what the booking target checks.
+
+    With `sim`, the Kaleyra calls per booking: every call of the measured run over its
+    bookings (the join's room details are cached). Also the backlog awaiting provisioning as
+    the measured run starts and ends: whether it ran during a drain."""
+    pace_ms = max(1, round(args.connections * 1000 / args.drain_join_rate))
+    join_env = {"BENCH_TARGETS": str(targets), "BENCH_PACE_MS": str(pace_ms)}
+    post_args = argparse.Namespace(**{**vars(args), "connections": args.drain_post_connections,
+                                      "threads": min(args.threads, args.drain_post_connections)})
+    post_env = {"BENCH_POST_USERS": "known", "BENCH_DOCTORS": str(KNOWN_DOCTORS),
+                "BENCH_PATIENTS": str(KNOWN_PATIENTS)}
+
+    def together(seconds: float, keep: bool) -> tuple[dict, dict]:
+        out = workdir if keep else None
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            join = pool.submit(wrk, args, svc.port, "/", "join.lua", seconds, join_env, out,
+                               f"{name}-join")
+            post = pool.submit(wrk, post_args, svc.port, "/teleconsultation", "book.lua",
+                               seconds, post_env, out, f"{name}-post")
+            return join.result(), post.result()
+
+    if args.warmup > 0:
+        together(args.warmup, keep=False)
+    if sim is not None:
+        sim.clear_requests()
+    awaiting = [metrics(svc.port).get(AWAITING, 0.0)]
+    join, post = together(args.duration, keep=True)
+    awaiting.append(metrics(svc.port).get(AWAITING, 0.0))
+    if sim is not None:
+        calls = sim.requests()
+        post["kaleyra_per_request"] = len(calls) / post["requests"] if post["requests"] else 0
+        post["kaleyra_breakdown"] = kaleyra_breakdown(calls)
+    return {"pace_ms": pace_ms, "awaiting": awaiting,
+            "join": checked(f"{name}-join", join, svc, workdir),
+            "post": checked(f"{name}-post", post, svc, workdir)}
 
 
 DRAIN_LATENCY_MS = 50
 DRAIN_TIMEOUT_S = 900
+LOST_ANSWER_STATUS = 502
 
 
 def drain_backend(args, backend: str, workdir: Path) -> dict:
+    """The drains of one backend: each of --drain-rates, the last one again with 10% of the
+    creation answers lost and again under the join's and bookings' load (unless
+    --no-drain-load), each on a backlog of its own."""
     bdir = workdir / f"{backend}-drain"
     bdir.mkdir()
     db = Database(backend, args, bdir)
@@ -721,13 +836,18 @@ def drain_backend(args, backend: str, workdir: Path) -> dict:
         svc = Service(args.bin_dir, db, sim, args.log_level, bdir, "drain-users")
         try:
             precreate_known_users(svc)
+            targets = make_targets(args, svc, bdir) if args.drain_load else None
         finally:
             svc.stop()
         log(f"{BACKEND_NAMES[backend]}: drains of {args.drain_backlog:,} due rooms")
+        last = args.drain_rates[-1]
         for rate in args.drain_rates:
-            for lost in (0.0, 0.1) if rate == args.drain_rates[-1] else (0.0,):
+            for lost in (0.0, 0.1) if rate == last else (0.0,):
                 runs.append(drain_once(args, db, sim, bdir, rate, lost,
                                        f"drain-{rate}-{int(lost * 100)}"))
+        if targets is not None:
+            runs.append(drain_once(args, db, sim, bdir, last, 0.0, f"drain-{last}-load",
+                                   targets))
         return {"backend": backend, "runs": runs}
     finally:
         sim.stop()
@@ -735,21 +855,117 @@ def drain_backend(args, backend: str, workdir: Path) -> dict:
 
 
 def drain_report(args, results: list[dict], info: dict, started: dt.datetime) -> str:
+    """The drain's section: every drain, its targets (BENCHMARKS.md) and, with the load,
+    the join and bookings during the drain and without it."""
     lines = [f"### {started:%Y-%m-%d %H:%M} UTC — drain {args.label}".rstrip(), ""]
     if args.note:
         lines += [args.note, ""]
-    lines += [f"{info.get('nproc')} CPUs; backlog {args.drain_backlog:,} due rooms, Kaleyra "
-              f"{DRAIN_LATENCY_MS} ms away; `{' '.join(shown_argv(args.argv))}`", "",
-              "| Backend | Allowed/s | Answers lost | Drain | Rooms/s | Of the rate | "
-              "Listings | Pauses | Peak RSS |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    c, pc = args.connections, args.drain_post_connections
+    lines += [f"- Command: `{shlex.join(['bench/run'] + shown_argv(args.argv))}`",
+              f"- Code: {code_line(args, info)}",
+              f"- Machine: {info.get('nproc')} CPUs ({info.get('cpu')}); load average at start "
+              f"{info.get('load')}",
+              f"- Backlog {args.drain_backlog:,} due rooms, Kaleyra {DRAIN_LATENCY_MS} ms away; "
+              f"the load: the join paced to ~{args.drain_join_rate:,} req/s over {c} "
+              f"connections and bookings of known users on {pc}, {args.duration:g} s after "
+              f"{args.warmup:g} s of warm-up", "",
+              "| Backend | Allowed/s | Answers lost | Load | Drain | Rooms/s (of the rate) | "
+              "Rooms/s 10–90% | Kaleyra calls/s let through (of the rate); refused | "
+              "Listings; lost answers | Pauses | Backlog due; oldest due; being worked (highest) "
+              "| Peak RSS |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for run in r["runs"]:
+            steady = run["steady_per_s"]
+            calls_s = run["kaleyra_calls"] / run["seconds"]
+            peaks = run["backlog_peaks"]
             lines.append(
                 f"| {BACKEND_NAMES[r['backend']]} | {run['rate']} | {run['lost']:.0%} | "
-                f"{run['seconds']:.1f} s | {run['per_s']:.0f} | {run['per_s'] / run['rate']:.0%} "
-                f"| {run['listings']:.0f} | {run['pauses']:.0f} | "
-                f"{run['rss_peak_kb'] / 1024:.0f} MB |")
+                f"{'yes' if 'during' in run else 'no'} | {run['seconds']:.1f} s | "
+                f"{run['per_s']:.0f} ({run['per_s'] / run['rate']:.0%}) | "
+                f"{'—' if steady is None else f'{steady:.0f}'} | "
+                f"{calls_s:.0f} ({calls_s / run['rate']:.0%}); {run['kaleyra_refused']:,} | "
+                f"{run['listings']:.0f}; {run['lost_answers']:,} | {run['pauses']:.0f} | "
+                f"{peaks['backlog_due']:,.0f}; {peaks['backlog_oldest_due_seconds']:.0f} s; "
+                f"{peaks['backlog_being_worked']:.0f} | {run['rss_peak_kb'] / 1024:.0f} MB |")
+
+    cols = [r["backend"] for r in results]
+    t_rows: list[tuple[str, list[str]]] = []
+
+    def target(label: str, f):
+        cells = []
+        for r in results:
+            try:
+                value, ok = f({(run["rate"], run["lost"], "during" in run): run
+                               for run in r["runs"]})
+                cells.append(f"{value} {verdict(ok)}")
+            except (KeyError, TypeError, ZeroDivisionError):
+                cells.append("—")
+        t_rows.append((label, cells))
+
+    last = args.drain_rates[-1]
+    for rate in args.drain_rates:
+        target(f"≥ 80% of R rooms/s, R = {rate}",
+               lambda runs, rate=rate: (f"{runs[rate, 0.0, False]['per_s']:.0f} rooms/s, "
+                                        f"{runs[rate, 0.0, False]['per_s'] / rate:.0%}",
+                                        runs[rate, 0.0, False]["per_s"] >= 0.8 * rate))
+
+    def lost_target(runs):
+        a, b = runs[last, 0.1, False], runs[last, 0.0, False]
+        ratio = a["seconds"] / b["seconds"]
+        return f"{a['seconds']:.1f} s against {b['seconds']:.1f} s ({ratio:.2f}×)", ratio <= 1.5
+    target(f"10% of answers lost: ≤ 1.5× as long (R = {last})", lost_target)
+    target(f"One listing per pass, not per lost answer (R = {last}, 10% lost)",
+           lambda runs: (f"{runs[last, 0.1, False]['listings']:.0f} listings for "
+                         f"{runs[last, 0.1, False]['lost_answers']:,} lost answers", None))
+
+    def during_drain(load: dict) -> bool:
+        """The measured run ended with the backlog still being worked."""
+        return load["awaiting"][1] > 0
+
+    def join_target(runs):
+        run = runs[last, 0.0, True]
+        during, after = run["during"], run["after"]
+        p99 = during["join"]["latency_us"]["p99"]
+        value = (f"{ms(p99)} ms at {during['join']['rps']:,.0f} req/s (without a drain: "
+                 f"{ms(after['join']['latency_us']['p99'])} ms)")
+        if not during_drain(during):
+            return value + ", the drain over before the measure", None
+        return value, p99 < 5000
+    target(f"Join p99 < 5 ms at {c} conn., during the drain (R = {last}, paced)", join_target)
+
+    def post_target(runs):
+        run = runs[last, 0.0, True]
+        during, after = run["during"], run["after"]
+        bound = pc / (after["post"]["kaleyra_per_request"] * DRAIN_LATENCY_MS / 1000)
+        value = (f"{during['post']['rps']:.0f} req/s, {during['post']['rps'] / bound:.0%} of "
+                 f"{bound:.0f} (without a drain: {after['post']['rps'] / bound:.0%})")
+        if not during_drain(during):
+            return value + ", the drain over before the measure", None
+        return value, during["post"]["rps"] >= 0.8 * bound
+    target(f"POST ≥ 80% of the bound {pc} / (calls × {l_s(DRAIN_LATENCY_MS)}), known users, "
+           f"during the drain (R = {last})", post_target)
+
+    lines += ["", "Targets:", "",
+              "| | " + " | ".join(BACKEND_NAMES[col] for col in cols) + " |",
+              "|---|" + "---|" * len(cols)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in t_rows]
+
+    loaded = [(r["backend"], run) for r in results for run in r["runs"] if "during" in run]
+    if loaded:
+        lines += ["", f"The load (R = {last}): the join paced over {c} connections, bookings of "
+                  f"known users on {pc}; backlog awaiting provisioning as the measure started "
+                  "and ended.", "",
+                  "| Backend | When | Join | Bookings | Kaleyra calls per booking | Awaiting |",
+                  "|---|---|---|---|---|---|"]
+        for backend, run in loaded:
+            for when, key in (("during the drain", "during"), ("without a drain", "after")):
+                load = run[key]
+                per = load["post"].get("kaleyra_per_request")
+                lines.append(
+                    f"| {BACKEND_NAMES[backend]} | {when} | {load_cell(load['join'])} | "
+                    f"{load_cell(load['post'])} | {'—' if per is None else f'{per:.2f}'} | "
+                    f"{load['awaiting'][0]:,.0f} → {load['awaiting'][1]:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -856,7 +1072,10 @@ def load_cell(r: dict | None) -> str:
     if not r:
         return "—"
     cell = (f"{r['rps']:,.0f} req/s · p50 {ms(r['latency_us']['p50'])} ms · "
-            f"p99 {ms(r['latency_us']['p99'])} ms · CPU {r['cpu_ms_per_request']:.2f} ms/req")
+            f"p99 {ms(r['latency_us']['p99'])} ms")
+    # Absent for a load that ran beside other work (a drain's): the CPU was not its own.
+    if "cpu_ms_per_request" in r:
+        cell += f" · CPU {r['cpu_ms_per_request']:.2f} ms/req"
     if r["errors_total"]:
         e = {k: v for k, v in r["errors"].items() if v}
         cell += " · errors " + ", ".join(f"{k} {v}" for k, v in e.items())
@@ -1138,12 +1357,22 @@ def parse_args(argv: list[str]):
                         "healthz, counted by valgrind (~1 min; printed, not written)")
     p.add_argument("--drain", action="store_true",
                    help="instead of the benchmarks: a backlog of due rooms drained at Kaleyra's "
-                        "pace, for each --drain-rates (and 10%% of creation answers lost at the "
-                        "last rate); ~5 min a backend")
+                        "pace, for each --drain-rates (and at the last rate: with 10%% of creation "
+                        "answers lost, and under the join's and bookings' load); ~6 min a "
+                        "backend")
     p.add_argument("--drain-backlog", type=int, default=10_000,
                    help="due rooms in the drain's backlog (10000)")
     p.add_argument("--drain-rates", default="50,500",
                    help="Kaleyra's allowed requests per second in the drains (50,500)")
+    p.add_argument("--drain-join-rate", type=int, default=5000,
+                   help="the join's pace (req/s over --connections) in the drain under load "
+                        "(5000)")
+    p.add_argument("--drain-post-connections", type=int, default=4,
+                   help="connections booking (closed loop, known users) in the drain under "
+                        "load (4)")
+    p.add_argument("--no-drain-load", dest="drain_load", action="store_false",
+                   help="skip the drain under the join's and bookings' load (at the last "
+                        "--drain-rates)")
     p.add_argument("--bin-dir", type=Path, default=None,
                    help="measure the telecons and kaleyra-sim binaries in this directory "
                         "(another build's), full run or --instructions; bench/run then builds "
@@ -1169,6 +1398,10 @@ def parse_args(argv: list[str]):
         args.write = not args.quick
     args.latencies = [int(x) for x in args.latencies.split(",") if x.strip()]
     args.drain_rates = [int(x) for x in args.drain_rates.split(",") if x.strip()]
+    if args.drain and (not args.drain_rates or min(args.drain_rates) < 1
+                       or args.drain_join_rate < 1 or args.drain_post_connections < 1):
+        p.error("--drain-rates, --drain-join-rate and --drain-post-connections must be "
+                "at least 1")
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in args.backends:
         if b not in BACKEND_NAMES:
