@@ -114,23 +114,27 @@ impl Provisioner {
     /// One background pass: every due provisioning, then every due room deletion, as many at
     /// once as the limit allows, until none is due.
     pub async fn run_due(&self) -> Result<(), StoreError> {
-        self.run_due_within(&Arc::new(AdaptiveLimit::new(self.settings.concurrency)))
-            .await
+        let limit = Arc::new(AdaptiveLimit::new(self.settings.concurrency));
+        self.run_due_within(&limit, &CancellationToken::new()).await
     }
 
     /// [`Self::run_due`] with the worker's adaptive limit. Whenever fewer items are worked
     /// on than the limit allows (an item ended, or the limit grew back after a cut), the
     /// free places are claimed at once, in one statement: under load several end while a
     /// claim runs, so claims come in batches. The pass ends when a claim finds nothing due
-    /// and the items in hand are done.
-    async fn run_due_within(&self, limit: &Arc<AdaptiveLimit>) -> Result<(), StoreError> {
+    /// and the items in hand are done, or once `shutdown` is asked for.
+    async fn run_due_within(
+        &self,
+        limit: &Arc<AdaptiveLimit>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
         let mut working = JoinSet::new();
         let mut claimed_so_far = 0;
         let mut nothing_due = false;
         let mut first_error = None;
         loop {
             let free = limit.current().saturating_sub(working.len());
-            if free > 0 && !nothing_due && first_error.is_none() {
+            if free > 0 && !nothing_due && first_error.is_none() && !shutdown.is_cancelled() {
                 match self.claim_due(free).await {
                     Ok(batch) => {
                         claimed_so_far += batch.len();
@@ -158,6 +162,10 @@ impl Provisioner {
             let ended = tokio::select! {
                 ended = working.join_next() => ended,
                 () = limit.grown.notified() => continue,
+                () = shutdown.cancelled(), if !nothing_due => {
+                    nothing_due = true;
+                    continue;
+                }
             };
             match ended {
                 None => break,
@@ -213,23 +221,22 @@ impl Provisioner {
     pub async fn run_worker(self, shutdown: CancellationToken) {
         let limit = Arc::new(AdaptiveLimit::new(self.settings.concurrency));
         let mut passes: u32 = 0;
+        // The first pass at once: work left by a stopped instance (a backlog after an outage)
+        // waits for nothing.
         loop {
+            if let Err(err) = self.run_due_within(&limit, &shutdown).await {
+                tracing::warn!(error = %err, "provisioning pass failed");
+            }
+            passes = passes.wrapping_add(1);
+            if passes >= FIRST_SWEEP && (passes - FIRST_SWEEP).is_multiple_of(SWEEP_EVERY) {
+                if let Err(err) = self.sweep_orphans().await {
+                    tracing::warn!(error = %err, "orphan sweep failed");
+                }
+                self.forget_old_tagged_rooms().await;
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(POLL_INTERVAL) => {
-                    if let Err(err) = self.run_due_within(&limit).await {
-                        tracing::warn!(error = %err, "provisioning pass failed");
-                    }
-                    passes = passes.wrapping_add(1);
-                    if passes >= FIRST_SWEEP
-                        && (passes - FIRST_SWEEP).is_multiple_of(SWEEP_EVERY)
-                    {
-                        if let Err(err) = self.sweep_orphans().await {
-                            tracing::warn!(error = %err, "orphan sweep failed");
-                        }
-                        self.forget_old_tagged_rooms().await;
-                    }
-                }
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
     }
