@@ -4,6 +4,7 @@ use std::{
     future::poll_fn,
     io,
     pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::Duration,
 };
@@ -17,6 +18,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::oneshot;
 use tokio_util::io::ReaderStream;
 
 use crate::{RecordedRequest, Simulator, error::ApiError};
@@ -70,10 +72,14 @@ pub struct Fault {
     /// of the simulator's own (to see where Kaleyra's text ends up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The calls a `gather` rule holds now: shared by the copies of the rule that each
+    /// matching call takes, new for each rule added.
+    #[serde(skip)]
+    held: HeldCalls,
 }
 
 /// What a fault does. JSON: exactly one of `{"status": 503}`, `{"delay_ms": 1500}`,
-/// `{"status_after_effect": 502}`, `{"drop_after_effect": true}`.
+/// `{"status_after_effect": 502}`, `{"drop_after_effect": true}`, `{"gather": 8}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ActionWire", into = "ActionWire")]
 pub enum FaultAction {
@@ -85,6 +91,11 @@ pub enum FaultAction {
     StatusAfterEffect(u16),
     /// Handle the call (it takes effect), then drop the connection without an answer.
     DropAfterEffect,
+    /// Hold the call until this many calls are held at once (by this rule), then let them all
+    /// through to be handled normally. With fewer at once, the held calls wait until their
+    /// clients give up (a call whose client gave up no longer counts): a client that must
+    /// make N calls at once is seen to, without looking at the time.
+    Gather(u32),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,6 +109,8 @@ struct ActionWire {
     status_after_effect: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     drop_after_effect: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gather: Option<u32>,
 }
 
 impl TryFrom<ActionWire> for FaultAction {
@@ -116,13 +129,16 @@ impl TryFrom<ActionWire> for FaultAction {
             w.delay_ms,
             w.status_after_effect,
             w.drop_after_effect,
+            w.gather,
         ) {
-            (Some(s), None, None, None) => Ok(FaultAction::Status(status_ok(s)?)),
-            (None, Some(ms), None, None) => Ok(FaultAction::Delay(Duration::from_millis(ms))),
-            (None, None, Some(s), None) => Ok(FaultAction::StatusAfterEffect(status_ok(s)?)),
-            (None, None, None, Some(true)) => Ok(FaultAction::DropAfterEffect),
+            (Some(s), None, None, None, None) => Ok(FaultAction::Status(status_ok(s)?)),
+            (None, Some(ms), None, None, None) => Ok(FaultAction::Delay(Duration::from_millis(ms))),
+            (None, None, Some(s), None, None) => Ok(FaultAction::StatusAfterEffect(status_ok(s)?)),
+            (None, None, None, Some(true), None) => Ok(FaultAction::DropAfterEffect),
+            (None, None, None, None, Some(0)) => Err("a gather needs at least 1 call".to_owned()),
+            (None, None, None, None, Some(n)) => Ok(FaultAction::Gather(n)),
             _ => Err("action needs exactly one of `status`, `delay_ms`, \
-                      `status_after_effect`, `drop_after_effect: true`"
+                      `status_after_effect`, `drop_after_effect: true`, `gather`"
                 .to_owned()),
         }
     }
@@ -138,6 +154,7 @@ impl From<FaultAction> for ActionWire {
             }
             FaultAction::StatusAfterEffect(s) => w.status_after_effect = Some(s),
             FaultAction::DropAfterEffect => w.drop_after_effect = Some(true),
+            FaultAction::Gather(n) => w.gather = Some(n),
         }
         w
     }
@@ -145,13 +162,14 @@ impl From<FaultAction> for ActionWire {
 
 impl FaultAction {
     /// How the request log names it: `status:503`, `delay_ms:1500`, `status_after_effect:502`,
-    /// `drop_after_effect`.
+    /// `drop_after_effect`, `gather:8`.
     pub fn describe(&self) -> String {
         match self {
             FaultAction::Status(s) => format!("status:{s}"),
             FaultAction::Delay(d) => format!("delay_ms:{}", d.as_millis()),
             FaultAction::StatusAfterEffect(s) => format!("status_after_effect:{s}"),
             FaultAction::DropAfterEffect => "drop_after_effect".to_owned(),
+            FaultAction::Gather(n) => format!("gather:{n}"),
         }
     }
 }
@@ -167,6 +185,7 @@ impl Fault {
             rate: None,
             retry_after: None,
             message: None,
+            held: HeldCalls::default(),
         }
     }
 
@@ -188,6 +207,11 @@ impl Fault {
     /// Let calls to `route` take effect, then drop the connection.
     pub fn drop_after_effect(route: impl Into<String>) -> Self {
         Self::new(FaultAction::DropAfterEffect).route(route)
+    }
+
+    /// Hold calls to `route` until `n` are held at once, then let them all through.
+    pub fn gather(route: impl Into<String>, n: u32) -> Self {
+        Self::new(FaultAction::Gather(n)).route(route)
     }
 
     pub fn route(mut self, route: impl Into<String>) -> Self {
@@ -221,8 +245,10 @@ impl Fault {
         self
     }
 
-    /// Checks the rule and normalises the method to upper case.
+    /// Checks the rule and normalises the method to upper case. The rule holds no call yet
+    /// (a copy of a rule added before gathers calls of its own).
     pub fn validated(mut self) -> Result<Self, String> {
+        self.held = HeldCalls::default();
         if let Some(route) = &self.route
             && !V2_ROUTES.contains(&route.as_str())
         {
@@ -253,6 +279,37 @@ impl Fault {
     fn matches(&self, method: &str, route: Option<&str>) -> bool {
         self.method.as_deref().is_none_or(|m| m == method)
             && self.route.as_deref().is_none_or(|r| Some(r) == route)
+    }
+}
+
+/// The calls a `gather` rule holds, each waiting to be let through.
+#[derive(Debug, Clone, Default)]
+struct HeldCalls(Arc<Mutex<Vec<oneshot::Sender<()>>>>);
+
+/// What a rule holds is not part of its value: two rules alike are equal.
+impl PartialEq for HeldCalls {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl HeldCalls {
+    /// Holds this call until `n` calls are held at once, then lets them all through. A call
+    /// whose client gave up (its handler dropped) no longer counts.
+    async fn gather(&self, n: u32) {
+        let (release, released) = oneshot::channel();
+        {
+            let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            held.retain(|call| !call.is_closed());
+            held.push(release);
+            if held.len() >= usize::try_from(n).unwrap_or(usize::MAX) {
+                for call in held.drain(..) {
+                    let _ = call.send(());
+                }
+            }
+        }
+        // Never dropped unsent: this call's own copy of the rule keeps the group.
+        let _ = released.await;
     }
 }
 
@@ -298,8 +355,8 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         _ => None,
     };
     // Kaleyra's rate limit: a request an injected fault answers in Kaleyra's stead uses
-    // none of the allowance; one that still reaches the company (a delay, an effect whose
-    // answer is lost) does.
+    // none of the allowance; one that still reaches the company (a delay, a gather, an effect
+    // whose answer is lost) does.
     let answered_by_fault = fault
         .as_ref()
         .is_some_and(|f| matches!(f.action, FaultAction::Status(_)));
@@ -357,13 +414,14 @@ async fn respond(
     body: Result<Bytes, ApiError>,
     next: Next,
 ) -> Response {
-    let (action, retry_after, message) = match fault {
-        Some(f) => (Some(f.action), f.retry_after, f.message),
-        None => (None, None, None),
+    let (action, retry_after, message, held) = match fault {
+        Some(f) => (Some(f.action), f.retry_after, f.message, f.held),
+        None => (None, None, None, HeldCalls::default()),
     };
     match action {
         Some(FaultAction::Status(s)) => return simulated(s, retry_after, message),
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultAction::Gather(n)) => held.gather(n).await,
         _ => {}
     }
     let authorized = parts
@@ -469,6 +527,7 @@ mod tests {
                 r#"{"drop_after_effect":true}"#,
                 FaultAction::DropAfterEffect,
             ),
+            (r#"{"gather":8}"#, FaultAction::Gather(8)),
         ] {
             let parsed: FaultAction = serde_json::from_str(json).unwrap();
             assert_eq!(parsed, action);
@@ -480,6 +539,8 @@ mod tests {
             r#"{"drop_after_effect":false}"#,
             r#"{"status":200}"#,
             r#"{"stauts":503}"#,
+            r#"{"gather":0}"#,
+            r#"{"gather":2,"status":503}"#,
         ] {
             assert!(serde_json::from_str::<FaultAction>(bad).is_err(), "{bad}");
         }
@@ -536,5 +597,60 @@ mod tests {
             .validated()
             .unwrap();
         assert_eq!(f.method.as_deref(), Some("POST"));
+        assert!(Fault::gather("/v2/rooms", 0).validated().is_err());
+        assert_eq!(FaultAction::Gather(8).describe(), "gather:8");
+    }
+
+    /// Whether `call` is still held: polled once (a zero timeout polls the future before
+    /// looking at the time).
+    async fn still_held(call: &mut Pin<Box<impl Future<Output = ()>>>) -> bool {
+        tokio::time::timeout(Duration::ZERO, call.as_mut())
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_gather_lets_calls_through_only_once_enough_are_held() {
+        let held = HeldCalls::default();
+        let mut first = Box::pin(held.gather(3));
+        let mut second = Box::pin(held.gather(3));
+        assert!(still_held(&mut first).await);
+        assert!(still_held(&mut second).await);
+        assert!(still_held(&mut first).await, "two of three");
+        held.gather(3).await;
+        first.await;
+        second.await;
+        // The next group starts empty.
+        let mut next = Box::pin(held.gather(2));
+        assert!(still_held(&mut next).await);
+        held.gather(2).await;
+        next.await;
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_client_gave_up_is_no_longer_held() {
+        let held = HeldCalls::default();
+        let mut abandoned = Box::pin(held.gather(2));
+        assert!(still_held(&mut abandoned).await);
+        drop(abandoned);
+        let mut first = Box::pin(held.gather(2));
+        assert!(
+            still_held(&mut first).await,
+            "the abandoned call does not count"
+        );
+        held.gather(2).await;
+        first.await;
+    }
+
+    #[test]
+    fn each_rule_added_holds_calls_of_its_own() {
+        let rule = Fault::gather("/v2/rooms", 2).validated().unwrap();
+        let copy = rule.clone();
+        assert!(
+            Arc::ptr_eq(&rule.held.0, &copy.held.0),
+            "a rule's copies share"
+        );
+        let added_again = copy.validated().unwrap();
+        assert!(!Arc::ptr_eq(&rule.held.0, &added_again.held.0));
     }
 }

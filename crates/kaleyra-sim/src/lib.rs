@@ -70,9 +70,9 @@
 //!   second for the company, a burst of N refilled evenly (GCRA); beyond, `429
 //!   {"error": "rate_limited"}` with `Retry-After` (whole seconds, rounded up, at least 1),
 //!   logged with `fault: "rate_limited"`. It is checked after the fault rules (a request a
-//!   `status` fault answers uses none of the allowance; one a delay or an after-effect fault
-//!   lets through does, and a refusal wins over such a fault) and before the `apikey`; the
-//!   latency applies.
+//!   `status` fault answers uses none of the allowance; one a delay, a gather or an
+//!   after-effect fault lets through does, and a refusal wins over such a fault) and before
+//!   the `apikey`; the latency applies.
 //! - Webhooks (kaleyra.md, "Webhooks"): only a console deletion
 //!   ([`Simulator::delete_room_from_console`], `DELETE /_sim/rooms/{id}`) sends one;
 //!   `DELETE /v2/rooms/{id}` (the service's own call) sends none. The envelope is `{"event": "on_room_deleted", "event_version": "1.0",
@@ -89,6 +89,12 @@
 //!   hour old, correctly signed) or no signature header, to test the receiver's checks.
 //! - Faults are picked before the `apikey` check (an outage does not look at keys), in rule
 //!   order (first match wins); a call spared by `rate` does not count towards `times`.
+//! - A `gather` fault (`{"gather": N}`, [`FaultAction::Gather`]) holds each matching call,
+//!   after the latency, until N calls are held by that rule at once, then lets them all
+//!   through to be handled normally; the next calls make the next group. A test sees that a
+//!   client makes N calls at once by the count, not the time: with fewer at once, the held
+//!   calls wait until their client gives up (a call whose client gave up no longer counts).
+//!   With `times` a multiple of N, every group is let through and the rule then ends.
 
 use std::{
     fmt,

@@ -1,5 +1,5 @@
 //! Injected faults: refusals, answers lost after the effect, dropped connections, delays,
-//! rates, the control API, and the background upload as a target.
+//! gathers, rates, the control API, and the background upload as a target.
 
 use std::time::{Duration, Instant};
 
@@ -180,6 +180,49 @@ async fn delay_fault_delays_then_answers() {
 }
 
 #[tokio::test]
+async fn gather_holds_calls_until_enough_are_held_at_once() {
+    let ctx = Ctx::new().await;
+    // Alone, a call is never let through: its client gives up.
+    ctx.sim.add_fault(Fault::gather("/v2/company", 2));
+    let err = ctx
+        .keyed(Method::GET, "/v2/company")
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    ctx.sim.clear_faults();
+    ctx.sim.clear_requests();
+
+    ctx.sim
+        .add_fault(Fault::gather("/v2/company", 3).method("GET").times(3));
+    let (a, b, c) = tokio::join!(
+        ctx.get("/v2/company"),
+        ctx.get("/v2/company"),
+        ctx.get("/v2/company")
+    );
+    for (status, body) in [a, b, c] {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body["company"]["name"], "Simulated Company",
+            "handled normally"
+        );
+    }
+    assert!(ctx.sim.faults().is_empty(), "used up");
+    assert_eq!(ctx.get("/v2/company").await.0, StatusCode::OK, "not held");
+    let faults: Vec<Option<String>> = ctx.sim.requests().into_iter().map(|r| r.fault).collect();
+    assert_eq!(
+        faults,
+        [
+            Some("gather:3".to_owned()),
+            Some("gather:3".to_owned()),
+            Some("gather:3".to_owned()),
+            None
+        ]
+    );
+}
+
+#[tokio::test]
 async fn rate_faults() {
     let ctx = Ctx::new().await;
     ctx.sim
@@ -224,6 +267,7 @@ async fn faults_over_the_control_api() {
             json!({"drop_after_effect": true}),
             json!({"drop_after_effect": true}),
         ),
+        (json!({"gather": 8}), json!({"gather": 8})),
     ] {
         let (status, body) = ctx
             .post(
@@ -234,7 +278,7 @@ async fn faults_over_the_control_api() {
         assert_eq!(status, StatusCode::CREATED);
         assert_eq!(body["action"], want);
     }
-    assert_eq!(ctx.get("/_sim/faults").await.1.as_array().unwrap().len(), 4);
+    assert_eq!(ctx.get("/_sim/faults").await.1.as_array().unwrap().len(), 5);
 
     ctx.assert_invalid(
         Method::POST,
@@ -243,6 +287,7 @@ async fn faults_over_the_control_api() {
             json!({"route": "/v2/rooms/:id", "action": {"status": 503}}),
             json!({"route": "/v2/rooms", "action": {}}),
             json!({"route": "/v2/rooms", "action": {"status": 503, "delay_ms": 1}}),
+            json!({"route": "/v2/rooms", "action": {"gather": 0}}),
             json!({"route": "/v2/rooms", "action": {"status": 503}, "rate": 2.0}),
             json!({"route": "/v2/rooms", "action": {"status": 503}, "times": 0}),
             json!({"route": "/v2/rooms", "action": {"status": 503}, "tiems": 1}),

@@ -34,6 +34,8 @@ crate::on_both_backends!(
     a_lost_room_of_a_list_made_incomplete_is_found_and_deleted,
     a_missing_room_at_start_is_reported,
     two_instances_never_create_the_same_room_twice,
+    a_backlog_is_drained_in_one_pass_as_many_at_once_as_the_concurrency,
+    a_pass_goes_back_to_the_full_concurrency_after_kaleyra_failed,
     concurrent_patches_apply_one_after_the_other,
     concurrent_bookings_introducing_one_user_create_it_once,
     a_user_kaleyra_no_longer_knows_is_created_again_under_its_id,
@@ -725,6 +727,125 @@ async fn two_instances_never_create_the_same_room_twice(db: TestDatabase) {
         "one creation per teleconsultation"
     );
     assert_eq!(app.sim.rooms().len(), ids.len());
+    assert_converged(&app).await;
+}
+
+/// Books `n` teleconsultations while Kaleyra refuses room creations: a backlog of `n` due
+/// rooms for the worker. The request log starts empty after it.
+async fn book_while_rooms_are_refused(app: &TestApp, n: u32) -> Vec<String> {
+    app.sim
+        .add_fault(Fault::status("/v2/rooms", 503).method("POST"));
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(create_tc(app, booking(DOCTOR, PATIENT)).await);
+    }
+    app.sim.clear_faults();
+    app.sim.clear_requests();
+    ids
+}
+
+/// The fault each room creation the simulator received met, in order (`None`: none).
+fn room_creation_faults(app: &TestApp) -> Vec<Option<String>> {
+    app.sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v2/rooms")
+        .map(|r| r.fault)
+        .collect()
+}
+
+/// A backlog twice the concurrency is drained in one pass, `PROVISIONING_CONCURRENCY`
+/// rooms made at once: the simulator holds each creation until that many are held, and lets
+/// them through by the count, never by the time. Fewer at once, and the held creations would
+/// wait until the client gave up on them (10 s each): rooms missing after the pass.
+async fn a_backlog_is_drained_in_one_pass_as_many_at_once_as_the_concurrency(db: TestDatabase) {
+    const CONCURRENCY: u32 = 4;
+    let app = TestApp::spawn_with(
+        db,
+        &[("PROVISIONING_CONCURRENCY", &CONCURRENCY.to_string())],
+    )
+    .await;
+    let ids = book_while_rooms_are_refused(&app, 2 * CONCURRENCY).await;
+    app.sim.add_fault(
+        Fault::gather("/v2/rooms", CONCURRENCY)
+            .method("POST")
+            .times(2 * CONCURRENCY),
+    );
+
+    background_pass(&app).await;
+    assert_eq!(
+        room_creation_faults(&app),
+        vec![Some(format!("gather:{CONCURRENCY}")); ids.len()],
+        "each room asked for once, in groups of {CONCURRENCY} at once"
+    );
+    assert!(app.sim.faults().is_empty(), "the rule is used up");
+    assert_eq!(app.sim.rooms().len(), ids.len());
+    for id in &ids {
+        assert!(app.stored(id).await.room_id.is_some(), "{id}");
+    }
+    assert_converged(&app).await;
+}
+
+/// Kaleyra fails the first creations of a pass: the pass works fewer at once (its limit is
+/// cut), then grows back with each success to the full concurrency within the same pass, as
+/// the last creations, held until `PROVISIONING_CONCURRENCY` are held at once, show.
+async fn a_pass_goes_back_to_the_full_concurrency_after_kaleyra_failed(db: TestDatabase) {
+    // Three: the first claim takes three, and once one has failed (the limit cut to one; any
+    // further cut leaves it at one) nothing more is claimed until all three have failed, so
+    // that every failure is learned before any success, however far apart they come.
+    const CONCURRENCY: u32 = 3;
+    let app = TestApp::spawn_with(
+        db,
+        &[("PROVISIONING_CONCURRENCY", &CONCURRENCY.to_string())],
+    )
+    .await;
+    // Three refused, two let through, three gathered.
+    let ids = book_while_rooms_are_refused(&app, 3 * CONCURRENCY - 1).await;
+    app.sim.add_fault(
+        Fault::status("/v2/rooms", 503)
+            .method("POST")
+            .times(CONCURRENCY),
+    );
+    // Let the next two through: the successes that take the limit from one back to three.
+    app.sim.add_fault(
+        Fault::delay("/v2/rooms", std::time::Duration::ZERO)
+            .method("POST")
+            .times(CONCURRENCY - 1),
+    );
+    app.sim.add_fault(
+        Fault::gather("/v2/rooms", CONCURRENCY)
+            .method("POST")
+            .times(CONCURRENCY),
+    );
+
+    background_pass(&app).await;
+    let refused = Some("status:503".to_owned());
+    let let_through = Some("delay_ms:0".to_owned());
+    let gathered = Some(format!("gather:{CONCURRENCY}"));
+    assert_eq!(
+        room_creation_faults(&app),
+        [
+            refused.clone(),
+            refused.clone(),
+            refused,
+            let_through.clone(),
+            let_through,
+            gathered.clone(),
+            gathered.clone(),
+            gathered
+        ],
+        "the refused ones are left for a later pass"
+    );
+    assert!(app.sim.faults().is_empty(), "every rule is used up");
+    assert_eq!(app.sim.rooms().len(), ids.len() - 3);
+
+    background_pass(&app).await;
+    assert_eq!(app.sim.rooms().len(), ids.len());
+    assert_eq!(
+        count(&app, "POST /v2/rooms"),
+        ids.len() + 3,
+        "the refused ones asked for again"
+    );
     assert_converged(&app).await;
 }
 
