@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -37,9 +36,6 @@ pub struct AdaptiveLimit {
     max: usize,
     cut_at_most_every: Duration,
     last_cut: Mutex<Option<Instant>>,
-    /// Told when the limit grows, so that more items are claimed at once (not only when one
-    /// ends).
-    grown: Notify,
 }
 
 /// Failures within this long of a cut are taken as the same overload.
@@ -57,7 +53,6 @@ impl AdaptiveLimit {
             max,
             cut_at_most_every,
             last_cut: Mutex::new(None),
-            grown: Notify::new(),
         }
     }
 
@@ -67,14 +62,11 @@ impl AdaptiveLimit {
     }
 
     fn succeeded(&self) {
-        let grew = self
+        let _ = self
             .current
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
+                Some((n + 1).min(self.max))
             });
-        if grew.is_ok() {
-            self.grown.notify_one();
-        }
     }
 
     fn overloaded(&self) {
@@ -118,10 +110,10 @@ impl Provisioner {
         self.run_due_within(&limit, &CancellationToken::new()).await
     }
 
-    /// [`Self::run_due`] with the worker's adaptive limit. Whenever fewer items are worked
-    /// on than the limit allows (an item ended, or the limit grew back after a cut), the
-    /// free places are claimed at once, in one statement: under load several end while a
-    /// claim runs, so claims come in batches. The pass ends when a claim finds nothing due
+    /// [`Self::run_due`] with the worker's adaptive limit. Whenever an item ends (the limit
+    /// learns from each, so it also grows back after a cut then), the places free under the
+    /// limit are claimed at once, in one statement: under load several end while a claim
+    /// runs, so claims come in batches. The pass ends when a claim finds nothing due
     /// and the items in hand are done, or once `shutdown` is asked for.
     async fn run_due_within(
         &self,
@@ -161,7 +153,6 @@ impl Provisioner {
             }
             let ended = tokio::select! {
                 ended = working.join_next() => ended,
-                () = limit.grown.notified() => continue,
                 () = shutdown.cancelled(), if !nothing_due => {
                     nothing_due = true;
                     continue;
@@ -273,26 +264,6 @@ mod tests {
         }
         assert_eq!(limit.current(), 32, "never above the ceiling");
         assert_eq!(AdaptiveLimit::new(0).current(), 1);
-    }
-
-    /// Whether the limit told of growth: a stored notification completes at once (a
-    /// zero timeout polls the future before looking at the time).
-    async fn told_of_growth(limit: &AdaptiveLimit) -> bool {
-        tokio::time::timeout(Duration::ZERO, limit.grown.notified())
-            .await
-            .is_ok()
-    }
-
-    #[tokio::test]
-    async fn growth_is_told_so_that_more_items_are_claimed_at_once() {
-        let limit = AdaptiveLimit::with_cut_interval(4, Duration::ZERO);
-        limit.learn(&Ok(()));
-        assert!(!told_of_growth(&limit).await, "at the ceiling: no growth");
-        limit.learn(&unavailable());
-        assert!(!told_of_growth(&limit).await, "a cut is not growth");
-        limit.learn(&Ok(()));
-        assert!(told_of_growth(&limit).await);
-        assert_eq!(limit.current(), 3);
     }
 
     #[test]
