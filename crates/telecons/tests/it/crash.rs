@@ -1,13 +1,14 @@
-//! The real `telecons serve` process, killed with SIGKILL in the middle of a burst and
-//! restarted; and two processes sharing one database. Whatever was answered 2xx is kept,
-//! every live teleconsultation ends with exactly its room, and no room leaks or is created
-//! twice.
+//! The real `telecons serve` process, killed with SIGKILL in the middle of a burst (while
+//! Kaleyra refuses calls, asks to slow down and loses answers) and restarted; and two
+//! processes sharing one database. Whatever was answered 2xx is kept, every live
+//! teleconsultation ends with exactly its room, and no room leaks or is created twice.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kaleyra_sim::Fault;
+use kaleyra_sim::{Fault, FaultAction};
 use serde_json::json;
 
 use crate::cli::{Running, free_port, telecons};
@@ -53,6 +54,24 @@ fn booking(i: usize) -> serde_json::Value {
         "start_date": "2031-01-01T10:00:00.000Z",
         "duration_in_seconds": 1800,
     })
+}
+
+/// A change of booking `i`'s participants (a new room): another doctor and patient.
+fn participants_change(i: usize) -> serde_json::Value {
+    let mut change = booking(i + 1000);
+    let fields = change.as_object_mut().unwrap();
+    fields.remove("start_date");
+    fields.remove("duration_in_seconds");
+    change
+}
+
+/// What the answers of the burst promised about one teleconsultation: that it exists, and
+/// `user` takes part, or that it was deleted.
+#[derive(Debug)]
+struct Promised {
+    id: String,
+    user: String,
+    exists: bool,
 }
 
 /// Polls the audit until every live teleconsultation has exactly its room and nothing
@@ -104,8 +123,13 @@ async fn wait_converged(db: &TestDatabase, sim: &kaleyra_sim::RunningSimulator) 
 
 async fn killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing(db: TestDatabase) {
     let sim = kaleyra_sim::spawn(SIM_API_KEY).await.unwrap();
-    // Kaleyra misbehaves during the burst: refused calls and lost answers.
+    // Kaleyra misbehaves during the burst: refused calls, back-pressure, lost answers.
     sim.add_fault(Fault::status("/v2/rooms", 503).method("POST").rate(0.3));
+    sim.add_fault(
+        Fault::new(FaultAction::Status(429))
+            .retry_after(1)
+            .rate(0.1),
+    );
     sim.add_fault(
         Fault::status_after_effect("/v2/rooms", 502)
             .method("POST")
@@ -116,57 +140,71 @@ async fn killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing(db: Tes
     let env = service_env(&sim, &db, port);
     let mut first = start(&env, dir.path(), port).await;
 
-    let answered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // Each booking, then a change of two in three: deleted, or its participants replaced
+    // (its room retired). A request the kill leaves unanswered promises nothing: it may or
+    // may not have taken effect.
+    let booked = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/teleconsultation");
     let burst: Vec<_> = (0..60)
         .map(|i| {
-            let (http, url, answered) = (http.clone(), url.clone(), Arc::clone(&answered));
+            let (http, url, booked) = (http.clone(), url.clone(), Arc::clone(&booked));
             tokio::spawn(async move {
-                let Ok(response) = http.post(&url).json(&booking(i)).send().await else {
-                    return; // killed before answering: not promised, may or may not exist
-                };
-                if response.status() == 201 {
-                    let body: serde_json::Value = response.json().await.unwrap_or_default();
-                    if let Some(id) = body["roomId"].as_str() {
-                        answered
-                            .lock()
-                            .unwrap()
-                            .push((id.to_owned(), format!("crash-pat-{i}")));
+                let response = http.post(&url).json(&booking(i)).send().await.ok()?;
+                assert_eq!(response.status(), 201);
+                let body: serde_json::Value = response.json().await.ok()?;
+                let id = body["roomId"].as_str().unwrap().to_owned();
+                booked.fetch_add(1, Ordering::SeqCst);
+                let (change, user, exists) = match i % 3 {
+                    0 => (http.delete(format!("{url}/{id}")), i, false),
+                    1 => (
+                        http.patch(format!("{url}/{id}"))
+                            .json(&participants_change(i)),
+                        i + 1000,
+                        true,
+                    ),
+                    _ => {
+                        let user = format!("crash-pat-{i}");
+                        return Some(Promised {
+                            id,
+                            user,
+                            exists: true,
+                        });
                     }
-                }
+                };
+                let status = change.send().await.ok()?.status();
+                assert_eq!(status, 204);
+                let user = format!("crash-pat-{user}");
+                Some(Promised { id, user, exists })
             })
         })
         .collect();
-    // SIGKILL once a third of the burst has been answered.
+    // SIGKILL once a third of the burst has been booked.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while answered.lock().unwrap().len() < 20 {
+    while booked.load(Ordering::SeqCst) < 20 {
         assert!(Instant::now() < deadline, "the burst is not being answered");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.kill();
+    let mut promised = Vec::new();
     for task in burst {
-        let _ = task.await;
+        promised.extend(task.await.unwrap());
     }
-    let answered = answered.lock().unwrap().clone();
-    assert!(answered.len() >= 20);
+    assert!(!promised.is_empty(), "nothing was answered before the kill");
 
     sim.clear_faults();
     let mut second = start(&env, dir.path(), port).await;
     wait_converged(&db, &sim).await;
     // Nothing that was answered 2xx is lost.
-    for (id, patient) in &answered {
+    for promise in &promised {
         let response = http
-            .get(format!("{url}/{id}"))
-            .header("miauserid", patient)
+            .get(format!("{url}/{}", promise.id))
+            .header("miauserid", &promise.user)
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            response.status(),
-            200,
-            "{id} was answered 201 and must exist"
-        );
+        let status = if promise.exists { 200 } else { 404 };
+        assert_eq!(response.status(), status, "{promise:?}");
     }
     second.terminate_idle().await;
 }
@@ -201,15 +239,9 @@ async fn two_processes_share_the_work_and_never_create_a_room_twice(db: TestData
                     .as_str()
                     .unwrap()
                     .to_owned();
-                let mut change = booking(i + 1000);
-                change.as_object_mut().unwrap().remove("start_date");
-                change
-                    .as_object_mut()
-                    .unwrap()
-                    .remove("duration_in_seconds");
                 let response = http
                     .patch(format!("{other}/{id}"))
-                    .json(&change)
+                    .json(&participants_change(i))
                     .send()
                     .await
                     .unwrap();
