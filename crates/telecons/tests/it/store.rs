@@ -1255,6 +1255,12 @@ async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
 
 async fn the_last_attempt_is_read_with_the_end_of_its_call(db: TestDatabase) {
     use telecons::store::AttemptTimes;
+    let times = |recorded: i64, ended: Option<i64>| {
+        Some(AttemptTimes {
+            recorded_at: at(recorded),
+            call_ended_at: ended.map(at),
+        })
+    };
     let mut tc = doctor_and_patient("64b000000000000000000033");
     tc.desired_room = Some(spec());
     assert_eq!(db.store.last_attempt(&tc.id).await.unwrap(), None);
@@ -1263,14 +1269,8 @@ async fn the_last_attempt_is_read_with_the_end_of_its_call(db: TestDatabase) {
         .insert_teleconsultation(&tc, None, Some(&booked))
         .await
         .unwrap();
-    assert_eq!(
-        db.store.last_attempt(&tc.id).await.unwrap(),
-        Some(AttemptTimes {
-            recorded_at: at(1_000),
-            call_ended_at: None,
-        }),
-        "in flight"
-    );
+    let last = || db.store.last_attempt(&tc.id);
+    assert_eq!(last().await.unwrap(), times(1_000, None), "in flight");
     db.store
         .attempt_call_ended(&booked.id, at(1_700))
         .await
@@ -1284,24 +1284,15 @@ async fn the_last_attempt_is_read_with_the_end_of_its_call(db: TestDatabase) {
         .await
         .unwrap();
     assert_eq!(
-        db.store.last_attempt(&tc.id).await.unwrap(),
-        Some(AttemptTimes {
-            recorded_at: at(2_000),
-            call_ended_at: None,
-        }),
+        last().await.unwrap(),
+        times(2_000, None),
         "the later attempt, whose call is in flight"
     );
     db.store
         .attempt_call_ended(&later.id, at(2_500))
         .await
         .unwrap();
-    assert_eq!(
-        db.store.last_attempt(&tc.id).await.unwrap(),
-        Some(AttemptTimes {
-            recorded_at: at(2_000),
-            call_ended_at: Some(at(2_500)),
-        })
-    );
+    assert_eq!(last().await.unwrap(), times(2_000, Some(2_500)));
     assert_eq!(
         db.store
             .last_attempt("64b000000000000000000034")
