@@ -1,32 +1,37 @@
 //! `telecons-soak`: thousands of mixed lifecycle operations against the real service (HTTP on
-//! loopback, SQLite or PostgreSQL) while the embedded Kaleyra simulator fails about one call in
-//! five; then Kaleyra recovers, the provisioner catches up, and the invariant is checked:
+//! loopback, SQLite or PostgreSQL, one instance or several on one database) while the
+//! embedded Kaleyra simulator misbehaves; then Kaleyra recovers and the soak measures, on the
+//! real clock, how long the service's own background workers take until the invariant holds:
 //! every live teleconsultation has exactly its room, matching its spec (rooms expected =
-//! rooms live), no orphan room, and nothing that was answered 2xx is lost.
+//! rooms live), no orphan room, nothing left to do, and nothing that was answered 2xx is lost.
 //!
-//! Exits non-zero when the invariant does not hold or a request got an unexpected status.
+//! Exits non-zero when the invariant does not hold within `--converge-within` of the faults
+//! stopping, or a request got an unexpected status.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, TimeDelta, Utc};
-use clap::Parser;
-use kaleyra_sim::{Fault, FaultAction};
+use clap::{Parser, ValueEnum};
+use kaleyra_sim::{Fault, FaultAction, RecordedRequest};
 use rand::Rng;
 use reqwest::Method;
 use serde_json::{Value, json};
-use telecons::clock::Clock;
+use telecons::app::Services;
+use telecons::clock::{Clock, SystemClock};
 use telecons::config::Config;
 use telecons::domain::teleconsultation::TeleconsultationState;
-use telecons::store::Store;
+use telecons::provisioner::AuditReport;
+use telecons::store::{Backlog, Store};
 use telecons::{Application, Dependencies};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(about = "Soak test: mixed operations under Kaleyra faults, then the invariant check")]
+#[command(
+    about = "Soak test: mixed operations under Kaleyra faults, then the time until the invariant holds"
+)]
 struct Args {
     /// How many lifecycle operations to send.
     #[arg(long, default_value_t = 3000)]
@@ -34,30 +39,74 @@ struct Args {
     /// How many clients send them at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u64,
-    /// The share of Kaleyra calls that fail (refused, answer lost, or connection dropped).
-    #[arg(long, default_value_t = 0.2)]
-    fault_rate: f64,
-    /// Storage; by default a fresh SQLite file in a temporary directory.
+    /// How Kaleyra misbehaves while the operations run.
+    #[arg(long, value_enum, default_value_t = FaultMix::Incident)]
+    faults: FaultMix,
+    /// Storage; by default a fresh SQLite file in a temporary directory. A PostgreSQL
+    /// database must exist and be empty.
     #[arg(long)]
     database_url: Option<String>,
+    /// How many instances of the service share the database (and the simulator), each with
+    /// its own background worker; the clients are spread across them. More than one needs
+    /// PostgreSQL.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Seconds after the faults stop within which the invariant must hold.
+    #[arg(long, default_value_t = 120)]
+    converge_within: u64,
+    /// Seconds to keep waiting for the invariant when it does not hold in time, to measure
+    /// how long it takes anyway (the soak still fails); at least `--converge-within`.
+    #[arg(long)]
+    wait_at_most: Option<u64>,
 }
 
-/// The real time, plus an offset the soak moves forward to skip retry delays at the end.
-#[derive(Default)]
-struct SkewClock {
-    offset_ms: AtomicI64,
+/// How Kaleyra misbehaves during the operations (faults are drawn per call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FaultMix {
+    /// An incident: 20% of calls refused with 503, 10% answered 429 with `Retry-After: 1`,
+    /// and 10% of room creations made but their answer lost (half a 502, half a dropped
+    /// connection).
+    Incident,
+    /// 20% of calls of every kind fail: three in five refused with 503, one answered 502
+    /// after taking effect, one dropped after taking effect (lost answers of user creations
+    /// and room deletions too, not only of room creations).
+    AnyCallLost,
 }
 
-impl SkewClock {
-    fn skip(&self, by: TimeDelta) {
-        self.offset_ms
-            .fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+impl FaultMix {
+    /// The simulator's rules. The first rule that matches and whose dice fire wins, so each
+    /// rate is the share of the calls the rules before it spared.
+    fn rules(self) -> Vec<Fault> {
+        match self {
+            FaultMix::Incident => vec![
+                Fault::new(FaultAction::Status(503)).rate(0.2),
+                Fault::new(FaultAction::Status(429))
+                    .retry_after(1)
+                    .rate(0.1 / 0.8),
+                Fault::status_after_effect("/v2/rooms", 502)
+                    .method("POST")
+                    .rate(0.05 / 0.7),
+                Fault::drop_after_effect("/v2/rooms")
+                    .method("POST")
+                    .rate(0.05 / 0.65),
+            ],
+            FaultMix::AnyCallLost => vec![
+                Fault::new(FaultAction::Status(503)).rate(0.12),
+                Fault::new(FaultAction::StatusAfterEffect(502)).rate(0.04 / 0.88),
+                Fault::new(FaultAction::DropAfterEffect).rate(0.04 / 0.84),
+            ],
+        }
     }
-}
 
-impl Clock for SkewClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + TimeDelta::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    fn describe(self) -> &'static str {
+        match self {
+            FaultMix::Incident => {
+                "503 on 20% of calls, 429 + Retry-After: 1 on 10%, answers lost for 10% of room creations"
+            }
+            FaultMix::AnyCallLost => {
+                "20% of calls fail: 503 (12%), 502 after taking effect (4%), dropped after taking effect (4%)"
+            }
+        }
     }
 }
 
@@ -80,6 +129,20 @@ struct Tally {
 
 const API_KEY: &str = "soak-key";
 
+/// How often the soak looks whether the invariant holds, and how often it says how far the
+/// backlog is.
+const POLL: Duration = Duration::from_secs(1);
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+/// How often the soak says how far the operations are (a long run takes minutes).
+const OPERATIONS_PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+/// One instance of the service, running.
+struct Instance {
+    base: String,
+    services: Services,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -89,58 +152,33 @@ async fn main() -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}/soak.db", dir.display()));
+    let storage = if database_url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    if args.instances == 0 || (args.instances > 1 && storage == "sqlite") {
+        bail!("--instances: 1, or several on PostgreSQL (one SQLite file serves one instance)");
+    }
+    let converge_within = Duration::from_secs(args.converge_within);
+    let wait_at_most = Duration::from_secs(args.wait_at_most.unwrap_or(0)).max(converge_within);
 
     let sim = kaleyra_sim::spawn(API_KEY).await?;
-    let vars = [
-        ("BANDYER_API_SECRET_KEY", API_KEY.to_owned()),
-        ("BANDYER_BASE_URL", sim.base_url().to_owned()),
-        ("DATABASE_URL", database_url.clone()),
-        ("UNLIMITED_TELECONSULTATION", "false".to_owned()),
-        ("HTTP_PORT", "0".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let clock = Arc::new(SkewClock::default());
-    let application = Application::build(
-        config,
-        Dependencies {
-            clock: clock.clone(),
-            kaleyra_retry: Some(kaleyra_client::RetryPolicy {
-                max_retries: 2,
-                base_delay: Duration::from_millis(5),
-                max_delay: Duration::from_millis(50),
-            }),
-            address: std::net::Ipv4Addr::LOCALHOST.into(),
-            ..Dependencies::default()
-        },
-    )
-    .await?;
-    let base = format!("http://{}", application.address()?);
-    let services = application.services().clone();
     let stop = CancellationToken::new();
-    let server = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
-
-    // About `fault_rate` of the calls fail: most are refused, some take effect but lose
-    // their answer, some drop the connection after taking effect.
-    let refused = args.fault_rate * 0.6;
-    let lost = args.fault_rate * 0.2 / (1.0 - refused);
-    let dropped = args.fault_rate * 0.2 / (1.0 - refused - args.fault_rate * 0.2);
-    sim.add_fault(Fault::new(FaultAction::Status(503)).rate(refused));
-    sim.add_fault(Fault::new(FaultAction::StatusAfterEffect(502)).rate(lost));
-    sim.add_fault(Fault::new(FaultAction::DropAfterEffect).rate(dropped));
+    let mut instances = Vec::new();
+    for _ in 0..args.instances {
+        instances.push(start_instance(sim.base_url(), &database_url, &stop).await?);
+    }
+    for rule in args.faults.rules() {
+        sim.add_fault(rule);
+    }
 
     println!(
-        "soak: {} operations, {} clients, Kaleyra fault rate {:.0}%, storage {}",
+        "soak: {} operations, {} clients, {} instance(s) on {storage}; Kaleyra faults: {}",
         args.operations,
         args.concurrency,
-        args.fault_rate * 100.0,
-        if database_url.starts_with("sqlite") {
-            "sqlite"
-        } else {
-            "postgres"
-        }
+        args.instances,
+        args.faults.describe()
     );
     let tally = Arc::new(Tally::default());
     let http = reqwest::Client::new();
@@ -149,54 +187,65 @@ async fn main() -> anyhow::Result<()> {
         .map(|client| {
             let share = args.operations / args.concurrency
                 + u64::from(client < args.operations % args.concurrency);
-            tokio::spawn(run_client(
-                client,
-                share,
-                base.clone(),
-                http.clone(),
-                tally.clone(),
-            ))
+            let base = instances[client as usize % instances.len()].base.clone();
+            tokio::spawn(run_client(client, share, base, http.clone(), tally.clone()))
         })
         .collect();
+    let progress = tokio::spawn(report_operations(tally.clone(), started));
     let mut bookings = Vec::new();
     for client in clients {
         bookings.extend(client.await??);
     }
+    progress.abort();
     let elapsed = started.elapsed();
-    let kaleyra_calls = sim.requests().len();
-    let faults = sim.requests().iter().filter(|r| r.fault.is_some()).count();
+
+    // Kaleyra recovers; from now on only the instances' background workers act.
+    sim.clear_faults();
+    let faults_stopped = Instant::now();
+    let during_operations = sim.requests();
+    let sent = tally.sent.load(Ordering::SeqCst);
     println!(
-        "  sent {} requests in {:.1} s ({:.0}/s); unexpected answers: {}",
-        tally.sent.load(Ordering::SeqCst),
+        "operations: {sent} requests in {:.1} s ({:.0}/s); unexpected answers: {}",
         elapsed.as_secs_f64(),
-        tally.sent.load(Ordering::SeqCst) as f64 / elapsed.as_secs_f64(),
+        sent as f64 / elapsed.as_secs_f64(),
         tally.unexpected.load(Ordering::SeqCst)
     );
-    println!("  Kaleyra calls: {kaleyra_calls}, of which failed by injection: {faults}");
+    println!("  Kaleyra: {}", describe_faults(&during_operations));
+    let services = instances[0].services.clone();
+    let backlog = services.store.backlog(SystemClock.now(), 0).await?;
+    println!(
+        "faults stopped: {} teleconsultations to provision, {} rooms to delete ({} of these due now)",
+        backlog.teleconsultations, backlog.room_deletions, backlog.due
+    );
 
-    // Kaleyra recovers; skip past every retry delay until the provisioner has caught up.
-    sim.clear_faults();
-    let mut passes = 0;
-    loop {
-        clock.skip(TimeDelta::minutes(10));
-        services.provisioner.run_due().await?;
-        passes += 1;
-        let backlog = services.store.backlog(clock.now(), 0).await?;
-        if backlog.teleconsultations == 0 && backlog.room_deletions == 0 {
-            break;
-        }
-        if passes > 100 {
-            bail!("the provisioner did not catch up: {backlog:?}");
-        }
-    }
-    let orphans_swept = services.provisioner.sweep_orphans().await?;
+    let outcome = converge(&services, faults_stopped, wait_at_most).await?;
+    let meanwhile = &sim.requests()[during_operations.len()..];
     stop.cancel();
-    server.await??;
+    for instance in instances {
+        instance.server.await??;
+    }
+    match outcome.converged_after {
+        Some(after) => println!(
+            "converged in {:.1} s{} (nothing left to do after {:.1} s); {}",
+            after.as_secs_f64(),
+            if after > converge_within {
+                format!(", over the {} s allowed", converge_within.as_secs())
+            } else {
+                String::new()
+            },
+            outcome.idle_after.unwrap_or_default().as_secs_f64(),
+            describe_calls(meanwhile, outcome.audits)
+        ),
+        None => println!(
+            "not converged within {} s; {}",
+            wait_at_most.as_secs(),
+            describe_calls(meanwhile, outcome.audits)
+        ),
+    }
 
-    let report = services.provisioner.audit().await?;
+    let report = outcome.report;
     let lost = count_lost(&*services.store, &bookings).await?;
     let unexpected = tally.unexpected.load(Ordering::SeqCst);
-    println!("  caught up in {passes} background passes; orphans swept: {orphans_swept}");
     println!(
         "invariant: rooms expected = {}, rooms live = {}, matching = {}, missing = {}, orphans = {}, lost = {}",
         report.rooms_expected,
@@ -206,12 +255,217 @@ async fn main() -> anyhow::Result<()> {
         report.orphans.len(),
         lost
     );
-    if !report.is_consistent() || lost > 0 || unexpected > 0 {
-        bail!("soak failed: {report:?}; lost {lost}; unexpected answers {unexpected}");
+    let in_time = outcome
+        .converged_after
+        .is_some_and(|after| after <= converge_within);
+    if !in_time || lost > 0 || unexpected > 0 {
+        bail!(
+            "soak failed: {}; lost {lost}; unexpected answers {unexpected}",
+            describe_inconsistency(&report, &outcome.backlog, converge_within)
+        );
     }
     println!("soak: OK");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Says every [`OPERATIONS_PROGRESS_EVERY`] how many requests were sent (until aborted).
+async fn report_operations(tally: Arc<Tally>, started: Instant) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + OPERATIONS_PROGRESS_EVERY,
+        OPERATIONS_PROGRESS_EVERY,
+    );
+    loop {
+        every.tick().await;
+        println!(
+            "  after {:>4} s: {} requests sent",
+            started.elapsed().as_secs(),
+            tally.sent.load(Ordering::SeqCst)
+        );
+    }
+}
+
+/// Builds one instance of the service on `database_url`, serving on a loopback port, with its
+/// own background worker, until `stop`.
+async fn start_instance(
+    kaleyra_url: &str,
+    database_url: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<Instance> {
+    let vars = [
+        ("BANDYER_API_SECRET_KEY", API_KEY),
+        ("BANDYER_BASE_URL", kaleyra_url),
+        ("DATABASE_URL", database_url),
+        ("UNLIMITED_TELECONSULTATION", "false"),
+        ("HTTP_PORT", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let application = Application::build(
+        config,
+        Dependencies {
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            ..Dependencies::default()
+        },
+    )
+    .await?;
+    let base = format!("http://{}", application.address()?);
+    let services = application.services().clone();
+    let server = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
+    Ok(Instance {
+        base,
+        services,
+        server,
+    })
+}
+
+/// What the soak saw while waiting for the invariant.
+struct Convergence {
+    /// When (after the faults stopped) the invariant held with nothing left to do.
+    converged_after: Option<Duration>,
+    /// When nothing was left to do (no provisioning, no deletion) for the first time.
+    idle_after: Option<Duration>,
+    /// The last audit, and the backlog when it was taken.
+    report: AuditReport,
+    backlog: Backlog,
+    /// How many audits the soak ran (each lists Kaleyra's rooms once).
+    audits: u64,
+}
+
+/// Polls the backlog every [`POLL`] and, once nothing is left to do, the audit, until the
+/// invariant holds or `wait_at_most` has passed since `since`. The service's background
+/// workers do all the work, on the real clock.
+async fn converge(
+    services: &Services,
+    since: Instant,
+    wait_at_most: Duration,
+) -> anyhow::Result<Convergence> {
+    let mut idle_after = None;
+    let mut audits = 0;
+    let mut next_progress = PROGRESS_EVERY;
+    loop {
+        let backlog = services.store.backlog(SystemClock.now(), 0).await?;
+        let idle = backlog.teleconsultations == 0 && backlog.room_deletions == 0;
+        if idle && idle_after.is_none() {
+            idle_after = Some(since.elapsed());
+        }
+        let out_of_time = since.elapsed() >= wait_at_most;
+        if idle || out_of_time {
+            let report = services.provisioner.audit().await?;
+            audits += 1;
+            let converged = idle && report.is_consistent();
+            if converged || out_of_time {
+                return Ok(Convergence {
+                    converged_after: converged.then(|| since.elapsed()),
+                    idle_after,
+                    report,
+                    backlog,
+                    audits,
+                });
+            }
+        }
+        if since.elapsed() >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            println!(
+                "  after {:>3} s: {} teleconsultations to provision, {} rooms to delete ({} due now, {} being worked)",
+                since.elapsed().as_secs(),
+                backlog.teleconsultations,
+                backlog.room_deletions,
+                backlog.due,
+                backlog.being_worked
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Kaleyra's calls during the operations: the faults injected by kind, the room creations
+/// and how many lost their answer, the room listings (lost answers are settled from them).
+fn describe_faults(requests: &[RecordedRequest]) -> String {
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    for fault in requests.iter().filter_map(|r| r.fault.as_deref()) {
+        *faults.entry(fault).or_default() += 1;
+    }
+    let creations: Vec<&RecordedRequest> = requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v2/rooms")
+        .collect();
+    let answer_lost = |r: &&&RecordedRequest| {
+        r.fault
+            .as_deref()
+            .is_some_and(|f| f.starts_with("status_after_effect") || f == "drop_after_effect")
+    };
+    let listings = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/v2/rooms")
+        .count();
+    let injected: u64 = faults.values().sum();
+    let by_kind: Vec<String> = faults.iter().map(|(f, n)| format!("{f} {n}")).collect();
+    format!(
+        "{} calls, {injected} faults injected ({}); {} room creations, {} of them with the answer lost; {listings} room listings",
+        requests.len(),
+        by_kind.join(", "),
+        creations.len(),
+        creations.iter().filter(answer_lost).count()
+    )
+}
+
+/// Kaleyra's calls by kind (method and route), room listings apart: those the soak's own
+/// audits made are not the service's.
+fn describe_calls(requests: &[RecordedRequest], audits: u64) -> String {
+    let mut calls: BTreeMap<String, u64> = BTreeMap::new();
+    for request in requests {
+        *calls.entry(call_kind(request)).or_default() += 1;
+    }
+    let listings = calls.remove("GET /v2/rooms").unwrap_or(0);
+    let by_kind: Vec<String> = calls.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        "Kaleyra calls meanwhile: {} room listings by the service (+{audits} by the soak's audits), {}",
+        listings.saturating_sub(audits),
+        if by_kind.is_empty() {
+            "nothing else".to_owned()
+        } else {
+            by_kind.join(", ")
+        }
+    )
+}
+
+/// `POST /v2/rooms`, `DELETE /v2/rooms/{id}`: the route, not the id.
+fn call_kind(request: &RecordedRequest) -> String {
+    let route: Vec<&str> = request.path.split('/').take(3).collect();
+    let id = if request.path.split('/').count() > 3 {
+        "/{id}"
+    } else {
+        ""
+    };
+    format!("{} {}{id}", request.method, route.join("/"))
+}
+
+/// Why the invariant does not hold: what is still missing or orphaned (the first few), and
+/// what is left to do.
+fn describe_inconsistency(report: &AuditReport, backlog: &Backlog, within: Duration) -> String {
+    const NAMED: usize = 5;
+    let first = |ids: &[String]| {
+        ids.iter()
+            .take(NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if report.is_consistent() && backlog.teleconsultations == 0 && backlog.room_deletions == 0 {
+        return format!("the invariant held, but later than {} s", within.as_secs());
+    }
+    format!(
+        "{} teleconsultations without their room (e.g. {}), {} orphan rooms (e.g. {}); left to do: {} provisionings, {} room deletions",
+        report.missing.len(),
+        first(&report.missing),
+        report.orphans.len(),
+        first(&report.orphans),
+        backlog.teleconsultations,
+        backlog.room_deletions
+    )
 }
 
 fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
