@@ -15,7 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::back_pressure::{Gate, MAX_RETRY_AFTER};
-use crate::error::{ConfigError, ErrorKind, KaleyraError, Operation, is_retryable_status};
+use crate::error::{
+    ConfigError, ErrorKind, KaleyraError, Operation, is_retryable_status, transport_error,
+};
 use crate::listing::{ListingReader, RoomList};
 use crate::wire::Company;
 use crate::wire::{
@@ -888,21 +890,6 @@ async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(Capped::Whole(Bytes::from(body)))
-}
-
-pub(crate) fn transport_error(op: Operation, e: reqwest::Error) -> KaleyraError {
-    let kind = if e.is_connect() {
-        ErrorKind::Unreachable
-    } else if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_builder() {
-        ErrorKind::InvalidInput("the request could not be built".into())
-    } else {
-        // Sent, then the connection broke before a complete answer.
-        ErrorKind::ConnectionLost
-    };
-    // Keep the cause, without the URL (no secret there, but it is noise in our messages).
-    KaleyraError::new(op, kind).with_source(e.without_url())
 }
 
 fn status_error(

@@ -386,6 +386,22 @@ pub enum ConfigError {
     Http(#[source] reqwest::Error),
 }
 
+/// The error of a call that got no complete answer from Kaleyra (`e`, reqwest's).
+pub(crate) fn transport_error(op: Operation, e: reqwest::Error) -> KaleyraError {
+    let kind = if e.is_connect() {
+        ErrorKind::Unreachable
+    } else if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_builder() {
+        ErrorKind::InvalidInput("the request could not be built".into())
+    } else {
+        // Sent, then the connection broke before a complete answer.
+        ErrorKind::ConnectionLost
+    };
+    // Keep the cause, without the URL (no secret there, but it is noise in our messages).
+    KaleyraError::new(op, kind).with_source(e.without_url())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,8 +20,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::client::transport_error;
-use crate::error::{ErrorKind, KaleyraError, Operation};
+use crate::error::{ErrorKind, KaleyraError, Operation, transport_error};
 use crate::wire::Room;
 
 /// Decoded rooms are handed over this many at a time: one hand-over per room costs a
