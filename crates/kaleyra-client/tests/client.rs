@@ -905,6 +905,14 @@ struct StandInStats {
     body_bytes_sent: std::sync::atomic::AtomicU64,
 }
 
+/// A `200` JSON answer that declares `declared` bytes and sends `sent`, then closes.
+fn json_answer(declared: usize, sent: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+         content-length: {declared}\r\nconnection: close\r\n\r\n{sent}"
+    )
+}
+
 /// Serves `reply` on 127.0.0.1; returns the base URL and the counts.
 async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
     use std::sync::{Arc, atomic::Ordering};
@@ -931,12 +939,9 @@ async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
                 let nth = stats.requests.fetch_add(1, Ordering::SeqCst) + 1;
                 match reply {
                     StandIn::Body(body) => {
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = socket.write_all(answer.as_bytes()).await;
+                        let _ = socket
+                            .write_all(json_answer(body.len(), body).as_bytes())
+                            .await;
                     }
                     StandIn::Announced(len) => {
                         let answer = format!(
@@ -952,12 +957,9 @@ async fn stand_in(reply: StandIn) -> (String, std::sync::Arc<StandInStats>) {
                         } else {
                             body
                         };
-                        let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                             content-length: {}\r\nconnection: close\r\n\r\n{sent}",
-                            body.len()
-                        );
-                        let _ = socket.write_all(answer.as_bytes()).await;
+                        let _ = socket
+                            .write_all(json_answer(body.len(), sent).as_bytes())
+                            .await;
                     }
                     StandIn::Stalls(start) => {
                         let answer = format!(
