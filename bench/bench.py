@@ -841,7 +841,7 @@ def drain_backend(args, backend: str, workdir: Path) -> dict:
             svc.stop()
         log(f"{BACKEND_NAMES[backend]}: drains of {args.drain_backlog:,} due rooms")
         last = args.drain_rates[-1]
-        for rate in args.drain_rates:
+        for rate in [] if args.drain_load_only else args.drain_rates:
             for lost in (0.0, 0.1) if rate == last else (0.0,):
                 runs.append(drain_once(args, db, sim, bdir, rate, lost,
                                        f"drain-{rate}-{int(lost * 100)}"))
@@ -1373,6 +1373,9 @@ def parse_args(argv: list[str]):
     p.add_argument("--no-drain-load", dest="drain_load", action="store_false",
                    help="skip the drain under the join's and bookings' load (at the last "
                         "--drain-rates)")
+    p.add_argument("--drain-load-only", action="store_true",
+                   help="only the drain under the join's and bookings' load (at the last "
+                        "--drain-rates): what the worker leaves the requests")
     p.add_argument("--bin-dir", type=Path, default=None,
                    help="measure the telecons and kaleyra-sim binaries in this directory "
                         "(another build's), full run or --instructions; bench/run then builds "

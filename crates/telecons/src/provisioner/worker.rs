@@ -2,12 +2,13 @@
 //! `PROVISIONING_CONCURRENCY`), claimed in batches with leases just before they are worked
 //! on, so that several instances share the backlog; now and then a sweep for orphan rooms.
 //!
-//! How many at once adapts to Kaleyra: halved when Kaleyra is unavailable (429, 5xx, no
-//! answer), grown back by one on each success, so a storm is not made worse by our retries
-//! (Kaleyra's own `Retry-After` pauses the operation for the whole instance: the client's
-//! back-pressure gate).
+//! How many at once adapts to Kaleyra (`AdaptiveLimit`): halved when Kaleyra is unavailable
+//! (5xx, no answer), grown back by one on each success, so a storm is not made worse by our
+//! retries; and kept under the rate Kaleyra allows once it refuses one for rate (`429`), so
+//! that the requests, which share that rate and the pause a refusal brings (the client's
+//! back-pressure gate pauses the operation for the whole instance), are not held up by the
+//! backlog.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,67 +28,132 @@ const ITEMS_PER_PASS: usize = 100_000;
 const FIRST_SWEEP: u32 = 15;
 const SWEEP_EVERY: u32 = 150;
 
-/// How many items may be worked on at once: cut in half when Kaleyra is unavailable (at most
-/// once per [`CUT_AT_MOST_EVERY`]: items failing together are one signal, not thirty-two), one more
-/// on success (additive increase, multiplicative decrease), between 1 and the ceiling.
-#[derive(Debug)]
-pub struct AdaptiveLimit {
-    current: AtomicUsize,
-    max: usize,
-    cut_at_most_every: Duration,
-    last_cut: Mutex<Option<Instant>>,
-}
-
 /// Failures within this long of a cut are taken as the same overload.
 const CUT_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+/// The ceiling learnt from Kaleyra's refusals for rate rises by one this often.
+const CEILING_RAISED_EVERY: Duration = Duration::from_secs(5);
+
+/// How many items may be worked on at once, between 1 and the setting (`max`).
+///
+/// - Kaleyra unavailable (5xx, no answer): halved (additive increase, multiplicative
+///   decrease), at most once per [`CUT_AT_MOST_EVERY`]: items failing together are one
+///   signal, not thirty-two.
+/// - Kaleyra refusing for rate (`429`): the limit and its ceiling fall to three quarters
+///   (at most once per [`CUT_AT_MOST_EVERY`]). The ceiling then rises by one every
+///   [`CEILING_RAISED_EVERY`]. Why so slowly: Kaleyra's allowance has a burst, so going a
+///   little over its rate is refused only once the burst is spent, and each refusal pauses
+///   every caller of the instance (requests included) for its `Retry-After`, a second at
+///   least. Growing back by one per success would spend the burst again within seconds; one
+///   step every few seconds spends it rarely, and the worker settles just under the rate
+///   left by the requests.
+/// - Success: one more, up to the ceiling.
+#[derive(Debug)]
+pub struct AdaptiveLimit {
+    max: usize,
+    cut_at_most_every: Duration,
+    ceiling_raised_every: Duration,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug)]
+struct LimitState {
+    current: usize,
+    /// The most the limit grows back to: `max` until Kaleyra refuses for rate.
+    ceiling: usize,
+    /// When the ceiling was last lowered or raised.
+    ceiling_since: Instant,
+    last_cut: Option<Instant>,
+}
 
 impl AdaptiveLimit {
     pub fn new(max: usize) -> Self {
-        Self::with_cut_interval(max, CUT_AT_MOST_EVERY)
+        Self::with_intervals(max, CUT_AT_MOST_EVERY, CEILING_RAISED_EVERY)
     }
 
-    fn with_cut_interval(max: usize, cut_at_most_every: Duration) -> Self {
+    fn with_intervals(
+        max: usize,
+        cut_at_most_every: Duration,
+        ceiling_raised_every: Duration,
+    ) -> Self {
         let max = max.max(1);
         Self {
-            current: AtomicUsize::new(max),
             max,
             cut_at_most_every,
-            last_cut: Mutex::new(None),
+            ceiling_raised_every,
+            state: Mutex::new(LimitState {
+                current: max,
+                ceiling: max,
+                ceiling_since: Instant::now(),
+                last_cut: None,
+            }),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LimitState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Items allowed at once now.
     pub fn current(&self) -> usize {
-        self.current.load(Ordering::Relaxed)
-    }
-
-    fn succeeded(&self) {
-        let _ = self
-            .current
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some((n + 1).min(self.max))
-            });
-    }
-
-    fn overloaded(&self) {
-        let mut last_cut = self.last_cut.lock().unwrap_or_else(PoisonError::into_inner);
-        if last_cut.is_some_and(|at| at.elapsed() < self.cut_at_most_every) {
-            return;
-        }
-        *last_cut = Some(Instant::now());
-        let _ = self
-            .current
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some((n / 2).max(1))
-            });
+        self.state().current
     }
 
     /// Learns from one item's outcome.
     fn learn(&self, outcome: &Result<(), ProvisionError>) {
+        self.learn_at(outcome, Instant::now());
+    }
+
+    /// [`Self::learn`], at `now`.
+    fn learn_at(&self, outcome: &Result<(), ProvisionError>, now: Instant) {
+        let mut state = self.state();
         match outcome {
-            Err(ProvisionError::Kaleyra(err)) if err.is_retryable() => self.overloaded(),
+            Err(ProvisionError::Kaleyra(err)) if err.status() == Some(429) => {
+                if self.may_cut(&mut state, now) {
+                    state.current = (state.current * 3 / 4).max(1);
+                    state.ceiling = state.current;
+                    state.ceiling_since = now;
+                }
+            }
+            Err(ProvisionError::Kaleyra(err)) if err.is_retryable() => {
+                if self.may_cut(&mut state, now) {
+                    state.current = (state.current / 2).max(1);
+                }
+            }
             Err(_) => {}
-            Ok(()) => self.succeeded(),
+            Ok(()) => {
+                self.raise_ceiling(&mut state, now);
+                state.current = (state.current + 1).min(state.ceiling);
+            }
+        }
+    }
+
+    /// Whether a failure at `now` is a new overload (then noted as the last cut).
+    fn may_cut(&self, state: &mut LimitState, now: Instant) -> bool {
+        if state
+            .last_cut
+            .is_some_and(|at| now.saturating_duration_since(at) < self.cut_at_most_every)
+        {
+            return false;
+        }
+        state.last_cut = Some(now);
+        true
+    }
+
+    /// One step for each [`CEILING_RAISED_EVERY`] gone by since the ceiling last changed.
+    fn raise_ceiling(&self, state: &mut LimitState, now: Instant) {
+        if state.ceiling >= self.max {
+            return;
+        }
+        let since = now.saturating_duration_since(state.ceiling_since);
+        let steps = if self.ceiling_raised_every.is_zero() {
+            self.max
+        } else {
+            usize::try_from(since.as_nanos() / self.ceiling_raised_every.as_nanos())
+                .unwrap_or(usize::MAX)
+        };
+        if steps > 0 {
+            state.ceiling = state.ceiling.saturating_add(steps).min(self.max);
+            state.ceiling_since = now;
         }
     }
 }
@@ -246,9 +312,21 @@ mod tests {
         )))
     }
 
+    fn refused_for_rate() -> Result<(), ProvisionError> {
+        Err(ProvisionError::Kaleyra(KaleyraError::new(
+            Operation::CreateRoom,
+            ErrorKind::Unavailable {
+                status: 429,
+                code: None,
+                message: None,
+                retry_after: Some(Duration::from_secs(1)),
+            },
+        )))
+    }
+
     #[test]
     fn the_limit_halves_when_kaleyra_is_unavailable_and_grows_back_one_by_one() {
-        let limit = AdaptiveLimit::with_cut_interval(32, Duration::ZERO);
+        let limit = AdaptiveLimit::with_intervals(32, Duration::ZERO, Duration::from_secs(5));
         assert_eq!(limit.current(), 32);
         limit.learn(&unavailable());
         assert_eq!(limit.current(), 16);
@@ -268,10 +346,43 @@ mod tests {
 
     #[test]
     fn failures_together_are_one_cut() {
-        let limit = AdaptiveLimit::with_cut_interval(32, Duration::from_secs(3600));
+        let limit = AdaptiveLimit::with_intervals(32, Duration::from_secs(3600), Duration::ZERO);
         for _ in 0..32 {
             limit.learn(&unavailable());
         }
         assert_eq!(limit.current(), 16);
+        for _ in 0..32 {
+            limit.learn(&refused_for_rate());
+        }
+        assert_eq!(limit.current(), 16, "a refusal within the same second is the same cut");
+    }
+
+    #[test]
+    fn a_refusal_for_rate_lowers_the_ceiling_which_rises_by_one_per_interval() {
+        let step = Duration::from_secs(5);
+        let limit = AdaptiveLimit::with_intervals(32, Duration::from_secs(1), step);
+        let t0 = Instant::now();
+        limit.learn_at(&refused_for_rate(), t0);
+        assert_eq!(limit.current(), 24, "three quarters");
+        for _ in 0..100 {
+            limit.learn_at(&Ok(()), t0 + step / 2);
+        }
+        assert_eq!(limit.current(), 24, "successes grow it back to the ceiling only");
+        limit.learn_at(&Ok(()), t0 + step);
+        assert_eq!(limit.current(), 25, "one step after an interval");
+        limit.learn_at(&Ok(()), t0 + step + step / 2);
+        assert_eq!(limit.current(), 25);
+        limit.learn_at(&refused_for_rate(), t0 + step * 2);
+        assert_eq!(limit.current(), 18, "lowered again from where it was");
+        limit.learn_at(&unavailable(), t0 + step * 3);
+        assert_eq!(limit.current(), 9, "unavailability halves it");
+        for _ in 0..100 {
+            limit.learn_at(&Ok(()), t0 + step * 3);
+        }
+        assert_eq!(limit.current(), 19, "back to the ceiling, which rose meanwhile");
+        for _ in 0..100 {
+            limit.learn_at(&Ok(()), t0 + step * 100);
+        }
+        assert_eq!(limit.current(), 32, "the ceiling never above the setting");
     }
 }
