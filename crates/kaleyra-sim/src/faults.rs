@@ -340,6 +340,7 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
     if !(path == "/v2" || path.starts_with("/v2/")) {
         return next.run(req).await;
     }
+    let (_answering, in_flight) = sim.answering();
     let method = req.method().as_str().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let route = req
@@ -371,6 +372,7 @@ pub(crate) async fn gate(State(sim): State<Simulator>, req: Request, next: Next)
         query,
         body: logged_body,
         fault: fault_name.clone(),
+        in_flight,
     });
 
     // The artificial latency comes first: it stands for the network and Kaleyra's own time.

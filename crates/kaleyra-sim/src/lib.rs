@@ -101,7 +101,10 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
     num::NonZeroU32,
     ops::Deref,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -133,6 +136,9 @@ pub struct RecordedRequest {
     pub body: Option<serde_json::Value>,
     /// The fault applied to this call, e.g. `status:503` (see [`FaultAction::describe`]).
     pub fault: Option<String>,
+    /// `/v2` calls being answered when this one arrived, this one included: how many at
+    /// once the caller sends (the greatest over a run of calls).
+    pub in_flight: usize,
 }
 
 /// A simulated Kaleyra company. Cheap to clone; clones share the state.
@@ -157,6 +163,8 @@ struct Inner {
     model: Mutex<state::Model>,
     log: Mutex<Vec<RecordedRequest>>,
     faults: Mutex<Vec<Fault>>,
+    /// `/v2` calls being answered now.
+    in_flight: AtomicUsize,
 }
 
 // By hand so that the API key never reaches a log.
@@ -249,6 +257,7 @@ impl Simulator {
                 options,
                 model: Mutex::default(),
                 log: Mutex::default(),
+                in_flight: AtomicUsize::new(0),
                 faults: Mutex::default(),
             }),
         }
@@ -478,6 +487,21 @@ impl Simulator {
 
     pub(crate) fn record(&self, request: RecordedRequest) {
         lock(&self.inner.log).push(request);
+    }
+
+    /// Counts a `/v2` call as being answered until the guard is dropped; the count with it.
+    pub(crate) fn answering(&self) -> (InFlightGuard, usize) {
+        let count = self.inner.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        (InFlightGuard(self.clone()), count)
+    }
+}
+
+/// A `/v2` call being answered (see [`Simulator::answering`]).
+pub(crate) struct InFlightGuard(Simulator);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -220,6 +220,14 @@ async fn gather_holds_calls_until_enough_are_held_at_once() {
             None
         ]
     );
+    // Each call is logged with the calls being answered as it arrived, itself included.
+    let in_flight: Vec<usize> = ctx
+        .sim
+        .requests()
+        .into_iter()
+        .map(|r| r.in_flight)
+        .collect();
+    assert_eq!(in_flight, [1, 2, 3, 1]);
 }
 
 #[tokio::test]
