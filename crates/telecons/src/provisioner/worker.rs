@@ -10,8 +10,9 @@
 //! backlog.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -29,9 +30,9 @@ const FIRST_SWEEP: u32 = 15;
 const SWEEP_EVERY: u32 = 150;
 
 /// Failures within this long of a cut are taken as the same overload.
-const CUT_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+const CUT_AT_MOST_EVERY: TimeDelta = TimeDelta::seconds(1);
 /// The ceiling learnt from Kaleyra's refusals for rate rises by one this often.
-const CEILING_RAISED_EVERY: Duration = Duration::from_secs(5);
+const CEILING_RAISED_EVERY: TimeDelta = TimeDelta::seconds(5);
 
 /// How many items may be worked on at once, between 1 and the setting (`max`).
 ///
@@ -47,11 +48,13 @@ const CEILING_RAISED_EVERY: Duration = Duration::from_secs(5);
 ///   step every few seconds spends it rarely, and the worker settles just under the rate
 ///   left by the requests.
 /// - Success: one more, up to the ceiling.
+///
+/// Its time is the provisioner's clock (tests set it; within a test's pass it stands still).
 #[derive(Debug)]
 pub struct AdaptiveLimit {
     max: usize,
-    cut_at_most_every: Duration,
-    ceiling_raised_every: Duration,
+    cut_at_most_every: TimeDelta,
+    ceiling_raised_every: TimeDelta,
     state: Mutex<LimitState>,
 }
 
@@ -61,8 +64,8 @@ struct LimitState {
     /// The most the limit grows back to: `max` until Kaleyra refuses for rate.
     ceiling: usize,
     /// When the ceiling was last lowered or raised.
-    ceiling_since: Instant,
-    last_cut: Option<Instant>,
+    ceiling_since: DateTime<Utc>,
+    last_cut: Option<DateTime<Utc>>,
 }
 
 impl AdaptiveLimit {
@@ -72,8 +75,8 @@ impl AdaptiveLimit {
 
     fn with_intervals(
         max: usize,
-        cut_at_most_every: Duration,
-        ceiling_raised_every: Duration,
+        cut_at_most_every: TimeDelta,
+        ceiling_raised_every: TimeDelta,
     ) -> Self {
         let max = max.max(1);
         Self {
@@ -83,7 +86,7 @@ impl AdaptiveLimit {
             state: Mutex::new(LimitState {
                 current: max,
                 ceiling: max,
-                ceiling_since: Instant::now(),
+                ceiling_since: DateTime::<Utc>::MIN_UTC,
                 last_cut: None,
             }),
         }
@@ -98,13 +101,8 @@ impl AdaptiveLimit {
         self.state().current
     }
 
-    /// Learns from one item's outcome.
-    fn learn(&self, outcome: &Result<(), ProvisionError>) {
-        self.learn_at(outcome, Instant::now());
-    }
-
-    /// [`Self::learn`], at `now`.
-    fn learn_at(&self, outcome: &Result<(), ProvisionError>, now: Instant) {
+    /// Learns from one item's outcome, which ended at `now`.
+    fn learn(&self, outcome: &Result<(), ProvisionError>, now: DateTime<Utc>) {
         let mut state = self.state();
         match outcome {
             Err(ProvisionError::Kaleyra(err)) if err.status() == Some(429) => {
@@ -128,10 +126,10 @@ impl AdaptiveLimit {
     }
 
     /// Whether a failure at `now` is a new overload (then noted as the last cut).
-    fn may_cut(&self, state: &mut LimitState, now: Instant) -> bool {
+    fn may_cut(&self, state: &mut LimitState, now: DateTime<Utc>) -> bool {
         if state
             .last_cut
-            .is_some_and(|at| now.saturating_duration_since(at) < self.cut_at_most_every)
+            .is_some_and(|at| now - at < self.cut_at_most_every)
         {
             return false;
         }
@@ -140,16 +138,14 @@ impl AdaptiveLimit {
     }
 
     /// One step for each [`CEILING_RAISED_EVERY`] gone by since the ceiling last changed.
-    fn raise_ceiling(&self, state: &mut LimitState, now: Instant) {
+    fn raise_ceiling(&self, state: &mut LimitState, now: DateTime<Utc>) {
         if state.ceiling >= self.max {
             return;
         }
-        let since = now.saturating_duration_since(state.ceiling_since);
-        let steps = if self.ceiling_raised_every.is_zero() {
-            self.max
-        } else {
-            usize::try_from(since.as_nanos() / self.ceiling_raised_every.as_nanos())
-                .unwrap_or(usize::MAX)
+        let since = (now - state.ceiling_since).max(TimeDelta::zero());
+        let steps = match self.ceiling_raised_every.num_milliseconds() {
+            every if every <= 0 => self.max,
+            every => usize::try_from(since.num_milliseconds() / every).unwrap_or(usize::MAX),
         };
         if steps > 0 {
             state.ceiling = state.ceiling.saturating_add(steps).min(self.max);
@@ -210,7 +206,7 @@ impl Provisioner {
                                         .await
                                         .map_err(ProvisionError::Kaleyra),
                                 };
-                                limit.learn(&outcome);
+                                limit.learn(&outcome, provisioner.clock.now());
                             });
                         }
                     }
@@ -324,21 +320,25 @@ mod tests {
         )))
     }
 
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_900_000_000, 0).expect("a valid time")
+    }
+
     #[test]
     fn the_limit_halves_when_kaleyra_is_unavailable_and_grows_back_one_by_one() {
-        let limit = AdaptiveLimit::with_intervals(32, Duration::ZERO, Duration::from_secs(5));
+        let limit = AdaptiveLimit::with_intervals(32, TimeDelta::zero(), TimeDelta::seconds(5));
         assert_eq!(limit.current(), 32);
-        limit.learn(&unavailable());
+        limit.learn(&unavailable(), t0());
         assert_eq!(limit.current(), 16);
         for _ in 0..10 {
-            limit.learn(&unavailable());
+            limit.learn(&unavailable(), t0());
         }
         assert_eq!(limit.current(), 1, "never below one");
-        limit.learn(&Ok(()));
-        limit.learn(&Ok(()));
+        limit.learn(&Ok(()), t0());
+        limit.learn(&Ok(()), t0());
         assert_eq!(limit.current(), 3);
         for _ in 0..100 {
-            limit.learn(&Ok(()));
+            limit.learn(&Ok(()), t0());
         }
         assert_eq!(limit.current(), 32, "never above the ceiling");
         assert_eq!(AdaptiveLimit::new(0).current(), 1);
@@ -346,42 +346,54 @@ mod tests {
 
     #[test]
     fn failures_together_are_one_cut() {
-        let limit = AdaptiveLimit::with_intervals(32, Duration::from_secs(3600), Duration::ZERO);
+        let limit = AdaptiveLimit::with_intervals(32, TimeDelta::hours(1), TimeDelta::zero());
         for _ in 0..32 {
-            limit.learn(&unavailable());
+            limit.learn(&unavailable(), t0());
         }
         assert_eq!(limit.current(), 16);
         for _ in 0..32 {
-            limit.learn(&refused_for_rate());
+            limit.learn(&refused_for_rate(), t0());
         }
-        assert_eq!(limit.current(), 16, "a refusal within the same second is the same cut");
+        assert_eq!(
+            limit.current(),
+            16,
+            "a refusal within the same second is the same cut"
+        );
     }
 
     #[test]
     fn a_refusal_for_rate_lowers_the_ceiling_which_rises_by_one_per_interval() {
-        let step = Duration::from_secs(5);
-        let limit = AdaptiveLimit::with_intervals(32, Duration::from_secs(1), step);
-        let t0 = Instant::now();
-        limit.learn_at(&refused_for_rate(), t0);
+        let step = TimeDelta::seconds(5);
+        let limit = AdaptiveLimit::with_intervals(32, TimeDelta::seconds(1), step);
+        let t0 = t0();
+        limit.learn(&refused_for_rate(), t0);
         assert_eq!(limit.current(), 24, "three quarters");
         for _ in 0..100 {
-            limit.learn_at(&Ok(()), t0 + step / 2);
+            limit.learn(&Ok(()), t0 + step / 2);
         }
-        assert_eq!(limit.current(), 24, "successes grow it back to the ceiling only");
-        limit.learn_at(&Ok(()), t0 + step);
+        assert_eq!(
+            limit.current(),
+            24,
+            "successes grow it back to the ceiling only"
+        );
+        limit.learn(&Ok(()), t0 + step);
         assert_eq!(limit.current(), 25, "one step after an interval");
-        limit.learn_at(&Ok(()), t0 + step + step / 2);
+        limit.learn(&Ok(()), t0 + step + step / 2);
         assert_eq!(limit.current(), 25);
-        limit.learn_at(&refused_for_rate(), t0 + step * 2);
+        limit.learn(&refused_for_rate(), t0 + step * 2);
         assert_eq!(limit.current(), 18, "lowered again from where it was");
-        limit.learn_at(&unavailable(), t0 + step * 3);
+        limit.learn(&unavailable(), t0 + step * 3);
         assert_eq!(limit.current(), 9, "unavailability halves it");
         for _ in 0..100 {
-            limit.learn_at(&Ok(()), t0 + step * 3);
+            limit.learn(&Ok(()), t0 + step * 3);
         }
-        assert_eq!(limit.current(), 19, "back to the ceiling, which rose meanwhile");
+        assert_eq!(
+            limit.current(),
+            19,
+            "back to the ceiling, which rose meanwhile"
+        );
         for _ in 0..100 {
-            limit.learn_at(&Ok(()), t0 + step * 100);
+            limit.learn(&Ok(()), t0 + step * 100);
         }
         assert_eq!(limit.current(), 32, "the ceiling never above the setting");
     }

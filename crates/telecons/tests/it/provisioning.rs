@@ -36,6 +36,7 @@ crate::on_both_backends!(
     two_instances_never_create_the_same_room_twice,
     a_backlog_is_drained_in_one_pass_as_many_at_once_as_the_concurrency,
     a_pass_goes_back_to_the_full_concurrency_after_kaleyra_failed,
+    a_refusal_for_rate_keeps_the_pass_under_a_lower_ceiling,
     concurrent_patches_apply_one_after_the_other,
     concurrent_bookings_introducing_one_user_create_it_once,
     a_user_kaleyra_no_longer_knows_is_created_again_under_its_id,
@@ -846,6 +847,69 @@ async fn a_pass_goes_back_to_the_full_concurrency_after_kaleyra_failed(db: TestD
         ids.len() + 3,
         "the refused ones asked for again"
     );
+    assert_converged(&app).await;
+}
+
+/// Kaleyra refuses a creation for rate (`429`): the pass goes on under a ceiling of three
+/// quarters of the concurrency, which successes do not outgrow (it rises with time only, and
+/// the test's clock stands still). After the first claim, the simulator never answers more
+/// than three calls at once, and three at once it does (creations held until three are held).
+/// Growing back by one per success, the pass would send four at once again.
+async fn a_refusal_for_rate_keeps_the_pass_under_a_lower_ceiling(db: TestDatabase) {
+    const CONCURRENCY: u32 = 4;
+    const CEILING: u32 = 3;
+    let app = TestApp::spawn_with(
+        db,
+        &[("PROVISIONING_CONCURRENCY", &CONCURRENCY.to_string())],
+    )
+    .await;
+    // The first claim (one refused, three held together), three held together, six more.
+    let ids = book_while_rooms_are_refused(&app, 2 * CONCURRENCY + 2 * CEILING - 1).await;
+    app.sim.add_fault(
+        Fault::status("/v2/rooms", 429)
+            .method("POST")
+            .retry_after(1)
+            .times(1),
+    );
+    app.sim.add_fault(
+        Fault::gather("/v2/rooms", CEILING)
+            .method("POST")
+            .times(CEILING),
+    );
+    app.sim.add_fault(
+        Fault::gather("/v2/rooms", CEILING)
+            .method("POST")
+            .times(CEILING),
+    );
+    app.sim.add_fault(
+        Fault::delay("/v2/rooms", std::time::Duration::from_millis(50))
+            .method("POST")
+            .times(2 * CEILING),
+    );
+
+    background_pass(&app).await;
+    assert!(app.sim.faults().is_empty(), "every rule is used up");
+    let creations: Vec<_> = app
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v2/rooms")
+        .collect();
+    assert_eq!(creations.len(), ids.len());
+    assert_eq!(creations[0].fault.as_deref(), Some("status:429"));
+    let most_at_once = creations[CONCURRENCY as usize..]
+        .iter()
+        .map(|r| r.in_flight)
+        .max();
+    assert_eq!(most_at_once, Some(CEILING as usize), "{creations:#?}");
+    assert_eq!(
+        app.sim.rooms().len(),
+        ids.len() - 1,
+        "the refused one waits"
+    );
+
+    background_pass(&app).await;
+    assert_eq!(app.sim.rooms().len(), ids.len());
     assert_converged(&app).await;
 }
 
