@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ProvisionError, Provisioner};
 use crate::store::{RoomDeletion, StoreError};
+use crate::telemetry;
 
 /// How often the background worker looks for due work once none is left.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -69,8 +70,11 @@ struct LimitState {
 }
 
 impl AdaptiveLimit {
+    /// The worker's limit, reported as `worker_concurrency_limit`.
     pub fn new(max: usize) -> Self {
-        Self::with_intervals(max, CUT_AT_MOST_EVERY, CEILING_RAISED_EVERY)
+        let limit = Self::with_intervals(max, CUT_AT_MOST_EVERY, CEILING_RAISED_EVERY);
+        metrics::gauge!(telemetry::WORKER_CONCURRENCY).set(limit.max as f64);
+        limit
     }
 
     fn with_intervals(
@@ -104,6 +108,7 @@ impl AdaptiveLimit {
     /// Learns from one item's outcome, which ended at `now`.
     fn learn(&self, outcome: &Result<(), ProvisionError>, now: DateTime<Utc>) {
         let mut state = self.state();
+        let before = state.current;
         match outcome {
             Err(ProvisionError::Kaleyra(err)) if err.status() == Some(429) => {
                 if self.may_cut(&mut state, now) {
@@ -122,6 +127,9 @@ impl AdaptiveLimit {
                 self.raise_ceiling(&mut state, now);
                 state.current = (state.current + 1).min(state.ceiling);
             }
+        }
+        if state.current != before {
+            metrics::gauge!(telemetry::WORKER_CONCURRENCY).set(state.current as f64);
         }
     }
 

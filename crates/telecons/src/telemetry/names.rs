@@ -17,6 +17,7 @@ pub const ROOM_LISTINGS: &str = "room_listings_total";
 pub const BACKLOG_DUE: &str = "backlog_due";
 pub const BACKLOG_OLDEST_DUE_SECONDS: &str = "backlog_oldest_due_seconds";
 pub const BACKLOG_BEING_WORKED: &str = "backlog_being_worked";
+pub const WORKER_CONCURRENCY: &str = "worker_concurrency_limit";
 
 /// Gives every metric its help text and unit (once, at start-up).
 pub fn describe() {
@@ -63,6 +64,10 @@ pub fn describe() {
     describe_gauge!(
         BACKLOG_BEING_WORKED,
         "Provisionings and room deletions leased to an instance now"
+    );
+    describe_gauge!(
+        WORKER_CONCURRENCY,
+        "Items this instance's background worker may work on at once now: PROVISIONING_CONCURRENCY, lowered while Kaleyra fails or after it refused a call for rate"
     );
     describe_counter!(
         ROOM_LISTINGS,
