@@ -45,7 +45,7 @@ async fn request_log() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         over_http[0],
-        json!({"method": "POST", "path": "/v2/users", "query": null, "body": {"id": "doc", "role": "plus"}, "fault": null})
+        json!({"method": "POST", "path": "/v2/users", "query": null, "body": {"id": "doc", "role": "plus"}, "fault": null, "in_flight": 1})
     );
     assert_eq!(over_http.as_array().unwrap().len(), 5);
 
