@@ -137,8 +137,9 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// The routes that need a caller (401 without one).
-const ROUTES_WITH_A_CALLER: [(&str, &str); 5] = [
+const ROUTES_WITH_A_CALLER: [(&str, &str); 6] = [
     ("/teleconsultation/{roomId}", "get"),
+    ("/teleconsultations/{roomId}", "get"),
     ("/teleconsultation/{roomId}/uploads", "delete"),
     ("/credentials", "post"),
     ("/settings/background-image", "post"),

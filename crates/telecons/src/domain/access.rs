@@ -35,6 +35,40 @@ pub fn participant<'a>(
         .ok_or(Denied::NotAParticipant)
 }
 
+/// How a caller sees a teleconsultation in the agenda (`/teleconsultations`, spec §4.12).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AgendaViewer<'a> {
+    /// As this participant of it.
+    Participant(&'a Participant),
+    /// As a caller in `bookingGroups` who does not take part.
+    Booking,
+}
+
+/// Who sees `tc` in the agenda: its participants, and callers in `bookingGroups`
+/// (`reads_all`, see [`on_list`]). To anyone else it is hidden (`None`), answered as an id
+/// that names nothing: a stranger must not learn which ids exist.
+pub fn agenda_viewer<'a>(
+    tc: &'a Teleconsultation,
+    caller_id: &str,
+    reads_all: bool,
+) -> Option<AgendaViewer<'a>> {
+    match tc.participant(caller_id) {
+        Some(participant) => Some(AgendaViewer::Participant(participant)),
+        None => reads_all.then_some(AgendaViewer::Booking),
+    }
+}
+
+/// Whether a caller in `groups` is on the group list `list`. Without a list nobody is: a
+/// list that grants more than its routes (`bookingGroups` reading every teleconsultation)
+/// grants it to no one when absent, though the routes it guards are then the gateway's.
+pub fn on_list(groups: &[String], list: Option<&[String]>) -> bool {
+    list.is_some_and(|allowed| shares_a_group(groups, allowed))
+}
+
+fn shares_a_group(groups: &[String], allowed: &[String]) -> bool {
+    groups.iter().any(|group| allowed.contains(group))
+}
+
 /// Whether `user`, in `groups`, may `action` where only `allowed` groups may.
 pub fn in_groups(
     user: &str,
@@ -42,7 +76,7 @@ pub fn in_groups(
     allowed: &[String],
     action: &'static str,
 ) -> Result<(), Denied> {
-    if groups.iter().any(|group| allowed.contains(group)) {
+    if shares_a_group(groups, allowed) {
         Ok(())
     } else {
         Err(Denied::NotInGroups {
@@ -102,6 +136,35 @@ mod tests {
         caller: Option<&str>,
     ) -> Result<String, Denied> {
         participant(tc, caller).map(|p| p.external_id.clone())
+    }
+
+    #[test]
+    fn the_agenda_shows_a_teleconsultation_to_its_participants_and_booking_callers_only() {
+        let tc = booking();
+        assert_eq!(
+            agenda_viewer(&tc, "pat", false),
+            Some(AgendaViewer::Participant(&tc.participants[1]))
+        );
+        // A participant who also books sees it as the participant it is.
+        assert_eq!(
+            agenda_viewer(&tc, "doc", true),
+            Some(AgendaViewer::Participant(&tc.participants[0]))
+        );
+        assert_eq!(
+            agenda_viewer(&tc, "back-office", true),
+            Some(AgendaViewer::Booking)
+        );
+        assert_eq!(agenda_viewer(&tc, "stranger", false), None);
+    }
+
+    #[test]
+    fn nobody_is_on_an_absent_list() {
+        let list = vec!["back-office".to_owned()];
+        let groups = vec!["staff".to_owned(), "back-office".to_owned()];
+        assert!(on_list(&groups, Some(&list)));
+        assert!(!on_list(&["staff".to_owned()], Some(&list)));
+        assert!(!on_list(&[], Some(&list)));
+        assert!(!on_list(&groups, None));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Pure rules of the product and its central entity: no I/O, no clock reads, unit-tested.
 
 pub mod access;
+pub mod agenda;
 pub mod ids;
 pub mod join;
 pub mod links;

@@ -105,6 +105,15 @@ impl Teleconsultation {
         self.state == TeleconsultationState::Active
     }
 
+    /// The planned end: start + duration.
+    pub fn end(&self) -> DateTime<Utc> {
+        Schedule {
+            start: self.start,
+            duration_secs: self.duration_secs,
+        }
+        .end()
+    }
+
     pub fn is_complete(&self) -> bool {
         self.participants.len() == self.participant_count as usize
     }

@@ -4,7 +4,7 @@
 
 use super::ServiceError;
 use crate::domain::access;
-use crate::identity::{Caller, CallerGroups};
+use crate::identity::{Caller, CallerGroups, GroupsError};
 
 /// Who may use a group of routes.
 #[derive(Clone)]
@@ -35,5 +35,20 @@ impl GroupGuard {
         let groups = self.groups.for_access(user, caller).await?;
         access::in_groups(user, &groups, allowed, self.action)?;
         Ok(())
+    }
+
+    /// Whether `caller`, whose id is `user`, is on the list: never without one (see
+    /// [`access::on_list`]). A caller the user directory does not know is in no group. The
+    /// groups are looked up only when a list is set.
+    pub async fn lists(&self, user: &str, caller: &Caller) -> Result<bool, ServiceError> {
+        if self.allowed.is_none() {
+            return Ok(false);
+        }
+        let groups = match self.groups.for_access(user, caller).await {
+            Ok(groups) => groups,
+            Err(GroupsError::UnknownUser(_)) => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(access::on_list(&groups, self.allowed.as_deref()))
     }
 }

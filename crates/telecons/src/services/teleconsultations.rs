@@ -1,5 +1,5 @@
 //! The teleconsultation lifecycle (spec §4.1–§4.6): decide (domain rules), store, then
-//! converge (the provisioner). HTTP-free: handlers translate requests into these calls and
+//! converge (the provisioner); and the agenda's view of one (§4.12), from the store only. HTTP-free: handlers translate requests into these calls and
 //! errors into responses.
 //!
 //! Every change is a read–modify–write on a versioned record ([`Teleconsultations::change`]). When
@@ -20,6 +20,7 @@ use super::room_details::{Details, RoomDetailsCache};
 use super::{AfterCommit, ServiceError, Unreadable, commit_then_finish};
 use crate::clock::Clock;
 use crate::domain::access;
+use crate::domain::agenda::{self, AgendaView};
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -356,6 +357,29 @@ impl Teleconsultations {
             None => None,
         };
         Ok(Join { view, details })
+    }
+
+    /// `GET /teleconsultations/:id` for `caller`: the caller first (400, then 401: no id is
+    /// looked up for an unidentified caller), then 404 — for an id that names no live
+    /// teleconsultation and for one the caller may not see alike. Reads the store only.
+    pub async fn view(
+        &self,
+        id: &str,
+        caller: std::result::Result<Caller, IdentityError>,
+    ) -> Result<AgendaView> {
+        let caller = caller?;
+        let user = access::identified(caller.id.as_deref())?;
+        let tc = self.read_cached(id).await?;
+        // The groups are looked up only for a caller who does not take part.
+        let reads_all = tc.participant(user).is_none() && self.booking.lists(user, &caller).await?;
+        let viewer = access::agenda_viewer(&tc, user, reads_all)
+            .ok_or_else(|| ServiceError::NotFound(id.to_owned()))?;
+        Ok(agenda::view(
+            &tc,
+            viewer,
+            self.clock.now(),
+            self.settings.join.immutable_period_ms,
+        ))
     }
 
     /// Kaleyra lost `room_id` (its `on_room_deleted` webhook, or a 404): the live

@@ -13,6 +13,9 @@
 //! IMMUTABLE_PERIOD_MS` on, when links are shown, a teleconsultation no longer changes except
 //! by deletion or by the loss of its room; before, links are not shown at all.
 //!
+//! The agenda's single view (`GET /teleconsultations/:id`) reads it too: what it shows more
+//! (count, creation and last change) changes only with a versioned write, like the rest.
+//!
 //! Only the fields GET shows are kept current (participants, room, links, state, schedule):
 //! the provisioner's bookkeeping (leases, marks) changes without a new version and is not
 //! followed here. Writers always read the database.

@@ -1,7 +1,8 @@
-//! `/teleconsultation` routes (spec §4.1–§4.6): read the request, call the use case once,
-//! shape the answer. The identity, body and query go to the use case unopened (as
-//! `Result`s), so that it reports errors in the documented order: 404 (unknown id) → 401
-//! (caller) → 403 (`bookingGroups`) → 400 (body) → 409 → 400 (no plus user).
+//! `/teleconsultation` routes (spec §4.1–§4.6) and the agenda's `/teleconsultations` (§4.12):
+//! read the request, call the use case once, shape the answer. The identity, body and query
+//! go to the use case unopened (as `Result`s), so that it reports errors in the documented
+//! order: 404 (unknown id) → 401 (caller) → 403 (`bookingGroups`) → 400 (body) → 409 → 400
+//! (no plus user); on the agenda, 401 before 404.
 
 mod bodies;
 
@@ -36,6 +37,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         ))
         .routes(routes!(add_participant))
         .routes(routes!(delete_uploads))
+        .routes(routes!(view_teleconsultation))
 }
 
 /// The `:roomId` path segment. A segment that is not valid percent-encoded UTF-8 names no
@@ -49,7 +51,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Infallible> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(id)) => Ok(RoomId(id)),
-            // `/teleconsultation/<segment>[/...]`
+            // `/teleconsultation[s]/<segment>[/...]`
             Err(_) => Ok(RoomId(
                 parts
                     .uri
@@ -163,6 +165,26 @@ async fn get_teleconsultation(
     };
     let join = state.teleconsultations.join(&id, caller.0, link).await?;
     Ok(Json(JoinBody::from(join)))
+}
+
+/// One teleconsultation as the caller sees it in the agenda: its participants see their own,
+/// callers in `bookingGroups` every one (`you` null unless they take part). No link, no
+/// Kaleyra id, no groups: the join is `GET /teleconsultation/{roomId}`. Reads the store only.
+#[utoipa::path(get, path = "/teleconsultations/{roomId}", tag = "teleconsultations",
+    params(("roomId" = String, Path, description = "The teleconsultation id")),
+    responses(
+        (status = 200, description = "The teleconsultation", body = AgendaViewBody),
+        (status = 400, description = "An identity header sent twice", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller (before any 404)", body = ErrorBody),
+        (status = 404, description = "Unknown or deleted, or the caller neither takes part nor is in `bookingGroups` (the same answer: an id's existence is not revealed)", body = ErrorBody),
+    ))]
+async fn view_teleconsultation(
+    State(state): State<ApiState>,
+    RoomId(id): RoomId,
+    caller: RequestCaller,
+) -> Result<Json<AgendaViewBody>, ApiError> {
+    let view = state.teleconsultations.view(&id, caller.0).await?;
+    Ok(Json(AgendaViewBody::from(view)))
 }
 
 /// Deletes the teleconsultation and its Kaleyra room (later, if Kaleyra is down).
