@@ -1,6 +1,6 @@
 //! The teleconsultation lifecycle (spec §4.1–§4.6): decide (domain rules), store, then
-//! converge (the provisioner); and the agenda's view of one (§4.12), from the store only. HTTP-free: handlers translate requests into these calls and
-//! errors into responses.
+//! converge (the provisioner); and the agenda's view of one (§4.12), from the store only.
+//! HTTP-free: handlers translate requests into these calls and errors into responses.
 //!
 //! Every change is a read–modify–write on a versioned record ([`Teleconsultations::change`]). When
 //! another request changed the record in between, the change is re-decided on the fresh
