@@ -58,6 +58,47 @@ pub fn agenda_viewer<'a>(
     }
 }
 
+/// Which teleconsultations a caller's agenda list is taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgendaScope<'a> {
+    /// Every live one (a `bookingGroups` caller).
+    All,
+    /// Those this user takes part in: the caller's own, or the `participant` a
+    /// `bookingGroups` caller asked for. A caller who takes part in none gets an empty list,
+    /// as for any user id that names no participant.
+    Participant(&'a str),
+}
+
+/// The agenda list of `caller_id` (`reads_all`: in `bookingGroups`), filtered by
+/// `participant` when given: only `bookingGroups` callers may filter so (403 for others,
+/// even with their own id: the parameter is the back office's).
+pub fn agenda_scope<'a>(
+    caller_id: &'a str,
+    reads_all: bool,
+    participant: Option<&'a str>,
+) -> Result<AgendaScope<'a>, Denied> {
+    match participant {
+        Some(participant) => {
+            may_filter_by_participant(caller_id, reads_all)?;
+            Ok(AgendaScope::Participant(participant))
+        }
+        None if reads_all => Ok(AgendaScope::All),
+        None => Ok(AgendaScope::Participant(caller_id)),
+    }
+}
+
+/// Whether `caller_id` (`reads_all`: in `bookingGroups`) may give the list's `participant`.
+pub fn may_filter_by_participant(caller_id: &str, reads_all: bool) -> Result<(), Denied> {
+    if reads_all {
+        Ok(())
+    } else {
+        Err(Denied::NotInGroups {
+            user: caller_id.to_owned(),
+            action: LIST_BY_PARTICIPANT,
+        })
+    }
+}
+
 /// Whether a caller in `groups` is on the group list `list`. Without a list nobody is: a
 /// list that grants more than its routes (`bookingGroups` reading every teleconsultation)
 /// grants it to no one when absent, though the routes it guards are then the gateway's.
@@ -92,6 +133,9 @@ pub const CHANGE_SETTINGS: &str = "change the company settings";
 /// The action of the routes that book and change teleconsultations (`bookingGroups`), as
 /// the refusal names it.
 pub const BOOK: &str = "book or change teleconsultations";
+
+/// What only `bookingGroups` callers may do in the agenda, as the refusal names it.
+pub const LIST_BY_PARTICIPANT: &str = "filter the agenda by participant";
 
 #[cfg(test)]
 mod tests {
@@ -155,6 +199,28 @@ mod tests {
             Some(AgendaViewer::Booking)
         );
         assert_eq!(agenda_viewer(&tc, "stranger", false), None);
+    }
+
+    #[test]
+    fn only_booking_callers_list_all_or_by_participant() {
+        assert_eq!(agenda_scope("bo", true, None), Ok(AgendaScope::All));
+        assert_eq!(
+            agenda_scope("bo", true, Some("pat")),
+            Ok(AgendaScope::Participant("pat"))
+        );
+        assert_eq!(
+            agenda_scope("pat", false, None),
+            Ok(AgendaScope::Participant("pat"))
+        );
+        for asked in ["doc", "pat"] {
+            assert_eq!(
+                agenda_scope("pat", false, Some(asked)),
+                Err(Denied::NotInGroups {
+                    user: "pat".to_owned(),
+                    action: LIST_BY_PARTICIPANT
+                })
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod agenda;
+pub mod agenda_query;
 pub mod ids;
 pub mod join;
 pub mod links;
