@@ -16,6 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::domain::access::AgendaScope;
+use crate::domain::agenda::Status;
+use crate::domain::agenda_query::Position;
 use crate::domain::roles::Role;
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::teleconsultation::Teleconsultation;
@@ -130,6 +133,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         external_id: &str,
     ) -> StoreResult<Vec<Teleconsultation>>;
+
+    /// A page of the agenda list (spec §4.12): live teleconsultations of `query.scope`,
+    /// filtered, in (start, id) order after `query.after`, at most `query.limit`, with
+    /// their participants. Read off an index in that order from the position on (migration
+    /// 0007), so a page costs about the same however many are stored.
+    async fn agenda_page(&self, query: &AgendaPageQuery<'_>) -> StoreResult<Vec<Teleconsultation>>;
 
     /// The Kaleyra user mapped to this external id.
     async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>>;
@@ -370,6 +379,29 @@ pub struct KaleyraUser {
 pub struct AttemptTimes {
     pub recorded_at: DateTime<Utc>,
     pub call_ended_at: Option<DateTime<Utc>>,
+}
+
+/// What a page of the agenda list holds ([`Store::agenda_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgendaPageQuery<'a> {
+    pub scope: AgendaScope<'a>,
+    /// Start dates from this instant on (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Start dates before this instant (exclusive).
+    pub to: Option<DateTime<Utc>>,
+    pub status: Option<StatusAt>,
+    /// Only the teleconsultations after this position in (start, id) order.
+    pub after: Option<&'a Position>,
+    pub limit: u32,
+}
+
+/// A status as [`crate::domain::agenda::status`] gives it at `now`, the links opening
+/// `immutable_period_ms` before the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusAt {
+    pub status: Status,
+    pub now: DateTime<Utc>,
+    pub immutable_period_ms: u64,
 }
 
 /// A provisioning lease: only `owner` works on a teleconsultation until `until` (several

@@ -24,9 +24,15 @@ use super::rows::{
     installation, instant, kaleyra_user, mode_text, role_text, room_deletion, room_spec_json,
     state_text,
 };
-use super::{AttemptTimes, Backlog, Installation, KaleyraUser, Lease, RoomDeletion};
+use super::{
+    AgendaPageQuery, AttemptTimes, Backlog, Installation, KaleyraUser, Lease, RoomDeletion,
+    StatusAt,
+};
 use super::{Store, StoreError, StoreResult};
+use crate::domain::access::AgendaScope;
+use crate::domain::agenda::Status;
 use crate::domain::room_spec::RoomAttempt;
+use crate::domain::schedule;
 use crate::domain::teleconsultation::Teleconsultation;
 
 /// A store on one SQL backend: a pool for writes, a pool for reads (the same pool where the
@@ -69,10 +75,12 @@ const TELECONSULTATION_EXISTS: &str = "SELECT id FROM teleconsultations WHERE id
 const DELETE_PARTICIPANTS: &str = "DELETE FROM participants WHERE teleconsultation_id = $1";
 
 /// Followed by one row of [`PARTICIPANT_COLUMNS`] placeholders per participant.
+/// `start_at_ms` is the teleconsultation's, kept with each participant for the agenda's
+/// index (migration 0007): participants are written anew with every change of the record.
 const INSERT_PARTICIPANTS: &str = "INSERT INTO participants \
     (teleconsultation_id, position, external_id, kaleyra_user_id, role, groups_json, \
-     full_name, language, link) VALUES ";
-const PARTICIPANT_COLUMNS: usize = 9;
+     full_name, language, link, start_at_ms) VALUES ";
+const PARTICIPANT_COLUMNS: usize = 10;
 
 /// One statement (one snapshot) reads a teleconsultation with its participants.
 const SELECT_JOINED: &str = "SELECT t.id, t.version, t.state, t.participant_count, \
@@ -145,6 +153,130 @@ const DETACH_FROM_ORIGINAL: [&str; 4] = [
     "DELETE FROM rooms_to_delete",
     "DELETE FROM room_attempts",
 ];
+
+/// A parameter of a statement built at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// The parameters of a statement being built, numbered in the order added.
+#[derive(Default)]
+struct Params(Vec<Param>);
+
+impl Params {
+    /// Adds `param`; returns its placeholder.
+    fn add(&mut self, param: Param) -> String {
+        self.0.push(param);
+        format!("${}", self.0.len())
+    }
+}
+
+/// The statement of [`Store::agenda_page`] and its parameters.
+///
+/// The page's ids are chosen by a subquery that walks one index in (start, id) order from
+/// the position on and stops at the limit (checked with EXPLAIN QUERY PLAN on SQLite and
+/// EXPLAIN on PostgreSQL at 100,000 rows: a range search on the index, no sort, no scan):
+/// - a participant's (`participants_by_user_and_start`: user id, start, teleconsultation
+///   id): `external_id = $1` and the start bounds are its range; each row found is then
+///   joined to its teleconsultation by primary key for its state and status;
+/// - every one (`teleconsultations_live_by_start`, partial on `state = 'active'`: deleted
+///   ones are not in it).
+///
+/// The cursor's `(start, id) > (a, b)` is written `start >= a AND (start > a OR id > b)`:
+/// the first term bounds the index range on both backends. The status is decided in SQL as
+/// `agenda::status` decides it: `ended` when start + duration <= now; `open` when complete
+/// (as many participants as expected) and start − period <= now < end; else `scheduled`.
+/// Durations are 5 minutes to 24 hours (`schedule`), so an ended one started at least 5
+/// minutes ago and one not ended started at most 24 hours ago: these bounds on the start,
+/// implied by the status, narrow the index range to where such teleconsultations can be,
+/// so a status page does not walk past years of the others.
+fn agenda_page_statement(query: &AgendaPageQuery<'_>) -> (String, Vec<Param>) {
+    let mut params = Params::default();
+    let (rows, start, id, mut conditions) = match query.scope {
+        AgendaScope::All => (
+            "teleconsultations s",
+            "s.start_at_ms",
+            "s.id",
+            vec!["s.state = 'active'".to_owned()],
+        ),
+        AgendaScope::Participant(user) => {
+            let user = params.add(Param::Text(user.to_owned()));
+            (
+                "participants q JOIN teleconsultations s ON s.id = q.teleconsultation_id",
+                "q.start_at_ms",
+                "q.teleconsultation_id",
+                vec![
+                    format!("q.external_id = {user}"),
+                    "s.state = 'active'".to_owned(),
+                ],
+            )
+        }
+    };
+    let mut millis = |instant: DateTime<Utc>| params.add(Param::Int(instant.timestamp_millis()));
+    if let Some(from) = query.from {
+        conditions.push(format!("{start} >= {}", millis(from)));
+    }
+    if let Some(to) = query.to {
+        conditions.push(format!("{start} < {}", millis(to)));
+    }
+    if let Some(after) = query.after {
+        let after_start = millis(after.start);
+        let after_id = params.add(Param::Text(after.id.clone()));
+        conditions.push(format!(
+            "{start} >= {after_start} AND ({start} > {after_start} OR {id} > {after_id})"
+        ));
+    }
+    if let Some(status) = query.status {
+        conditions.extend(status_conditions(status, start, &mut params));
+    }
+    let limit = params.add(Param::Int(i64::from(query.limit)));
+    let statement = format!(
+        "{SELECT_JOINED} WHERE t.id IN (SELECT {id} FROM {rows} WHERE {} \
+         ORDER BY {start}, {id} LIMIT {limit}) ORDER BY t.start_at_ms, t.id, p.position",
+        conditions.join(" AND ")
+    );
+    (statement, params.0)
+}
+
+/// The conditions on `s` (a teleconsultation) of having `status.status` at `status.now`;
+/// `start` is the indexed start column the page walks.
+fn status_conditions(status: StatusAt, start: &str, params: &mut Params) -> Vec<String> {
+    const END: &str = "s.start_at_ms + s.duration_secs * 1000";
+    const COMPLETE: &str = "(SELECT COUNT(*) FROM participants c \
+        WHERE c.teleconsultation_id = s.id) = s.participant_count";
+    let now_ms = status.now.timestamp_millis();
+    let now = params.add(Param::Int(now_ms));
+    let links_due_by = params.add(Param::Int(
+        now_ms.saturating_add(i64::try_from(status.immutable_period_ms).unwrap_or(i64::MAX)),
+    ));
+    let not_ended = |params: &mut Params| {
+        let earliest = params.add(Param::Int(
+            now_ms.saturating_sub(schedule::MAX_DURATION_SECS * 1000),
+        ));
+        [format!("{END} > {now}"), format!("{start} > {earliest}")]
+    };
+    match status.status {
+        Status::Ended => {
+            let latest = params.add(Param::Int(
+                now_ms.saturating_sub(schedule::MIN_DURATION_SECS * 1000),
+            ));
+            vec![format!("{END} <= {now}"), format!("{start} <= {latest}")]
+        }
+        Status::Open => {
+            let mut conditions = not_ended(params).to_vec();
+            conditions.push(format!("{start} <= {links_due_by}"));
+            conditions.push(COMPLETE.to_owned());
+            conditions
+        }
+        Status::Scheduled => {
+            let mut conditions = not_ended(params).to_vec();
+            conditions.push(format!("(NOT ({COMPLETE}) OR {start} > {links_due_by})"));
+            conditions
+        }
+    }
+}
 
 type Q<'q, DB> = Query<'q, DB, <DB as Database>::Arguments>;
 
@@ -320,7 +452,8 @@ where
                 .bind(groups_json(&p.groups))
                 .bind(p.full_name.clone())
                 .bind(p.language.clone())
-                .bind(p.link.clone());
+                .bind(p.link.clone())
+                .bind(tc.start.timestamp_millis());
         }
         query
     }
@@ -817,6 +950,23 @@ where
             None,
         )
         .await
+    }
+
+    async fn agenda_page(&self, query: &AgendaPageQuery<'_>) -> StoreResult<Vec<Teleconsultation>> {
+        let (statement, params) = agenda_page_statement(query);
+        let mut query = sqlx::query_as::<DB, JoinedRow>(AssertSqlSafe(statement));
+        for param in params {
+            query = match param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(int) => query.bind(int),
+            };
+        }
+        assemble(
+            query
+                .fetch_all(&self.readers)
+                .await
+                .during("reading a page of the agenda")?,
+        )
     }
 
     async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>> {
