@@ -137,7 +137,8 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// The routes that need a caller (401 without one).
-const ROUTES_WITH_A_CALLER: [(&str, &str); 6] = [
+const ROUTES_WITH_A_CALLER: [(&str, &str); 7] = [
+    ("/teleconsultations", "get"),
     ("/teleconsultation/{roomId}", "get"),
     ("/teleconsultations/{roomId}", "get"),
     ("/teleconsultation/{roomId}/uploads", "delete"),

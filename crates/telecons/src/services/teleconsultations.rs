@@ -1,5 +1,6 @@
 //! The teleconsultation lifecycle (spec §4.1–§4.6): decide (domain rules), store, then
-//! converge (the provisioner); and the agenda's view of one (§4.12), from the store only.
+//! converge (the provisioner); and the agenda (§4.12: the view of one, the list), from the
+//! store only.
 //! HTTP-free: handlers translate requests into these calls and errors into responses.
 //!
 //! Every change is a read–modify–write on a versioned record ([`Teleconsultations::change`]). When
@@ -20,7 +21,8 @@ use super::room_details::{Details, RoomDetailsCache};
 use super::{AfterCommit, ServiceError, Unreadable, commit_then_finish};
 use crate::clock::Clock;
 use crate::domain::access;
-use crate::domain::agenda::{self, AgendaView};
+use crate::domain::agenda::{self, AgendaEntry, AgendaView};
+use crate::domain::agenda_query::{ListQuery, Position};
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -35,7 +37,7 @@ use crate::domain::teleconsultation::{
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::identity::{Caller, IdentityError};
 use crate::provisioner::{Held, Provisioner, UserMap};
-use crate::store::{Store, StoreError};
+use crate::store::{AgendaPageQuery, StatusAt, Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
 /// stored change may be followed by the provisioner's own (the room switch), so a burst of
@@ -100,6 +102,14 @@ pub struct Join {
     pub view: JoinView,
     /// As Kaleyra reports the room; `None` without a room or when Kaleyra cannot answer.
     pub details: Option<Arc<Room>>,
+}
+
+/// A page of the agenda list: its entries, and where the next page starts (`None`: this is
+/// the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgendaList {
+    pub entries: Vec<AgendaEntry>,
+    pub next: Option<Position>,
 }
 
 /// The link the caller asks for (the join's query).
@@ -380,6 +390,59 @@ impl Teleconsultations {
             self.clock.now(),
             self.settings.join.immutable_period_ms,
         ))
+    }
+
+    /// `GET /teleconsultations` for `caller`: the caller first (400, then 401), then who may
+    /// filter by participant (403), then the query (400). A participant's list holds its own
+    /// teleconsultations, a `bookingGroups` caller's every one (or a participant's, when it
+    /// asks); anyone else's is empty. One read of the store, never Kaleyra: `limit` + 1 are
+    /// read, the one more only telling whether a next page exists.
+    pub async fn list(
+        &self,
+        caller: std::result::Result<Caller, IdentityError>,
+        query: std::result::Result<ListQuery, Unreadable>,
+    ) -> Result<AgendaList> {
+        let caller = caller?;
+        let user = access::identified(caller.id.as_deref())?;
+        let query = query?;
+        let reads_all = self.booking.lists(user, &caller).await?;
+        // Whether `participant` may be given is decided on its presence alone (403 before
+        // 400); the scope is then that of the checked value.
+        if query.names_participant {
+            access::may_filter_by_participant(user, reads_all)?;
+        }
+        let filter = query.filter.map_err(|err| ServiceError::Invalid(err.0))?;
+        let scope = access::agenda_scope(user, reads_all, filter.participant.as_deref())?;
+        let now = self.clock.now();
+        let immutable_period_ms = self.settings.join.immutable_period_ms;
+        let mut page = self
+            .store
+            .agenda_page(&AgendaPageQuery {
+                scope,
+                from: filter.from,
+                to: filter.to,
+                status: filter.status.map(|status| StatusAt {
+                    status,
+                    now,
+                    immutable_period_ms,
+                }),
+                after: filter.after.as_ref(),
+                limit: filter.limit.saturating_add(1),
+            })
+            .await?;
+        let more = page.len() > filter.limit as usize;
+        page.truncate(filter.limit as usize);
+        let next = more.then(|| page.last()).flatten().map(|last| Position {
+            start: last.start,
+            id: last.id.clone(),
+        });
+        Ok(AgendaList {
+            entries: page
+                .iter()
+                .map(|tc| agenda::entry(tc, now, immutable_period_ms))
+                .collect(),
+            next,
+        })
     }
 
     /// Kaleyra lost `room_id` (its `on_room_deleted` webhook, or a 404): the live

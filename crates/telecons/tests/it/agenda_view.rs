@@ -32,20 +32,23 @@ crate::on_both_backends!(
 );
 
 /// The group of the back office in the service file of these tests' apps.
-const BACK_OFFICE_GROUP: &str = "back-office";
+pub(crate) const BACK_OFFICE_GROUP: &str = "back-office";
 /// A back-office caller: in `bookingGroups`, in no teleconsultation.
-const BACK_OFFICE: [(&str, &str); 2] = [
+pub(crate) const BACK_OFFICE: [(&str, &str); 2] = [
     ("miauserid", "back-office-1"),
     ("miausergroups", BACK_OFFICE_GROUP),
 ];
 /// The end of the bookings made with [`booking`]: an hour after [`START`].
 const END: &str = "2030-01-02T11:00:00.000Z";
 /// The test clock's start, when the bookings are made.
-const EPOCH: &str = "2030-01-01T10:00:00.000Z";
+pub(crate) const EPOCH: &str = "2030-01-01T10:00:00.000Z";
 
 /// An app whose service file lists [`BACK_OFFICE_GROUP`] in `bookingGroups`, with `env`.
 /// Keep the file alive with the app.
-async fn spawn(db: TestDatabase, env: &[(&str, &str)]) -> (TestApp, tempfile::NamedTempFile) {
+pub(crate) async fn spawn(
+    db: TestDatabase,
+    env: &[(&str, &str)],
+) -> (TestApp, tempfile::NamedTempFile) {
     let service_file = config_file(json!({
         "privileges": {"basic": {"groups": ["patient"]}, "plus": {"groups": ["doctor"]}},
         "bookingGroups": [BACK_OFFICE_GROUP],
@@ -57,7 +60,7 @@ async fn spawn(db: TestDatabase, env: &[(&str, &str)]) -> (TestApp, tempfile::Na
 }
 
 /// `method path` as the back office.
-async fn as_back_office(
+pub(crate) async fn as_back_office(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -67,14 +70,14 @@ async fn as_back_office(
 }
 
 /// Books `body` as the back office; returns the new id.
-async fn book_as_back_office(app: &TestApp, body: Value) -> String {
+pub(crate) async fn book_as_back_office(app: &TestApp, body: Value) -> String {
     let (status, answer) = as_back_office(app, Method::POST, "/teleconsultation", Some(body)).await;
     assert_eq!(status, 201, "{answer}");
     answer["roomId"].as_str().expect("roomId").to_owned()
 }
 
 /// GET `/teleconsultations/{id}` with `headers`.
-async fn view(app: &TestApp, id: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn view(app: &TestApp, id: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     app.get(&format!("/teleconsultations/{id}"), headers).await
 }
 
@@ -84,7 +87,7 @@ fn caller(id: &str) -> [(&'static str, &str); 1] {
 }
 
 /// A doctor ([`DOC`], language `it`) and a patient ([`PAT`], no language).
-fn doctor_and_patient() -> Value {
+pub(crate) fn doctor_and_patient() -> Value {
     booking(
         2,
         vec![
@@ -95,15 +98,15 @@ fn doctor_and_patient() -> Value {
 }
 
 /// The agenda's entry of a participant that [`doctor_and_patient`] (or `pair`) gave.
-fn shown(id: &str, role: &str, language: Option<&str>) -> Value {
+pub(crate) fn shown(id: &str, role: &str, language: Option<&str>) -> Value {
     json!({"userId": id, "fullName": name_of(id), "role": role, "language": language})
 }
 
-fn shown_doctor() -> Value {
+pub(crate) fn shown_doctor() -> Value {
     shown(DOC, "plus", Some("it"))
 }
 
-fn shown_patient() -> Value {
+pub(crate) fn shown_patient() -> Value {
     shown(PAT, "basic", None)
 }
 

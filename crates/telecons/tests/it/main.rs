@@ -14,6 +14,7 @@ mod support;
 mod test_issuer;
 
 mod access;
+mod agenda_list;
 mod agenda_view;
 mod bearer;
 mod budget;

@@ -13,7 +13,7 @@ use crate::domain::participants::{ParticipantEntry, ParticipantsInput};
 use crate::domain::roles::Role;
 use crate::domain::schedule::{format_instant, parse_instant};
 use crate::services::Unreadable;
-use crate::services::teleconsultations::{BookingInput, Join, LinkRequest};
+use crate::services::teleconsultations::{AgendaList, BookingInput, Join, LinkRequest};
 
 // ---------------------------------------------------------------------------------------
 // Request bodies
@@ -419,6 +419,30 @@ impl From<AgendaView> for AgendaViewBody {
         AgendaViewBody {
             entry: view.entry.into(),
             you: view.you.map(AgendaParticipantBody::from),
+        }
+    }
+}
+
+/// A page of the agenda, in `startDate` then `roomId` order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgendaListBody {
+    /// The teleconsultations of this page (the view without `you`).
+    pub items: Vec<AgendaEntryBody>,
+    /// Pass it as `cursor` for the next page; null on the last page. Opaque.
+    #[serde(rename = "nextCursor")]
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+impl From<AgendaList> for AgendaListBody {
+    fn from(list: AgendaList) -> Self {
+        AgendaListBody {
+            items: list
+                .entries
+                .into_iter()
+                .map(AgendaEntryBody::from)
+                .collect(),
+            next_cursor: list.next.map(|position| position.cursor()),
         }
     }
 }

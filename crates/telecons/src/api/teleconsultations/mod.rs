@@ -24,6 +24,7 @@ use super::body::JsonBody;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use super::middleware::Arrival;
+use crate::domain::agenda_query::parse_list_query;
 use crate::domain::participants::ParticipantEntry;
 use crate::services::Unreadable;
 
@@ -38,6 +39,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(add_participant))
         .routes(routes!(delete_uploads))
         .routes(routes!(view_teleconsultation))
+        .routes(routes!(list_teleconsultations))
 }
 
 /// The `:roomId` path segment. A segment that is not valid percent-encoded UTF-8 names no
@@ -185,6 +187,39 @@ async fn view_teleconsultation(
 ) -> Result<Json<AgendaViewBody>, ApiError> {
     let view = state.teleconsultations.view(&id, caller.0).await?;
     Ok(Json(AgendaViewBody::from(view)))
+}
+
+/// The agenda: the teleconsultations the caller sees (its own; every one for a caller in
+/// `bookingGroups`; none for anyone else), in `startDate` then `roomId` order, a page at a
+/// time. A page never repeats or skips a teleconsultation that stays as it is, whatever is
+/// booked, changed or deleted between pages. Any other query parameter is refused (400), as
+/// is each of these given twice. Reads the store only.
+#[utoipa::path(get, path = "/teleconsultations", tag = "teleconsultations",
+    params(
+        ("from" = Option<String>, Query, format = DateTime, description = "RFC 3339: start dates from this instant on (inclusive)"),
+        ("to" = Option<String>, Query, format = DateTime, description = "RFC 3339: start dates before this instant (exclusive); after `from`"),
+        ("status" = Option<AgendaStatusBody>, Query, description = "Only teleconsultations with this status now"),
+        ("participant" = Option<String>, Query, min_length = 1, max_length = 256, description = "Only the teleconsultations of this user id; callers in `bookingGroups` only (403 for others)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "The page size: 1 to 100, default 20"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page, unchanged; absent for the first page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the agenda", body = AgendaListBody),
+        (status = 400, description = "A bad, repeated or unknown query parameter (the message names it and what is allowed), or an identity header sent twice", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
+        (status = 403, description = "`participant` given by a caller not in `bookingGroups`", body = ErrorBody),
+    ))]
+async fn list_teleconsultations(
+    State(state): State<ApiState>,
+    caller: RequestCaller,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<AgendaListBody>, ApiError> {
+    let query = match query {
+        Ok(Query(pairs)) => Ok(parse_list_query(&pairs)),
+        Err(rejection) => Err(Unreadable::invalid(rejection.body_text())),
+    };
+    let list = state.teleconsultations.list(caller.0, query).await?;
+    Ok(Json(AgendaListBody::from(list)))
 }
 
 /// Deletes the teleconsultation and its Kaleyra room (later, if Kaleyra is down).
