@@ -6,26 +6,9 @@
 -- (wrk measures latency from the request's sending, the wait left out).
 package.path = os.getenv("BENCH_LUA_DIR") .. "/?.lua;" .. package.path
 local report = require("report")
+local targets = require("targets")
 
-local targets = {}
-for line in io.lines(os.getenv("BENCH_TARGETS")) do
-   local id, user = line:match("^(%S+)%s+(%S+)$")
-   if id then
-      targets[#targets + 1] = { path = "/teleconsultation/" .. id, user = user }
-   end
-end
-assert(#targets > 0, "no targets in " .. os.getenv("BENCH_TARGETS"))
-
-local threads = 0
-function setup(thread)
-   thread:set("tid", threads)
-   threads = threads + 1
-end
-
-local i = 0
-function init(args)
-   i = (tid or 0) * 7
-end
+local next_target = targets.cycle(targets.read())
 
 local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
 if pace then
@@ -35,9 +18,8 @@ if pace then
 end
 
 function request()
-   i = i % #targets + 1
-   local t = targets[i]
-   return wrk.format("GET", t.path, { ["miauserid"] = t.user })
+   local t = next_target()
+   return wrk.format("GET", "/teleconsultation/" .. t.id, { ["miauserid"] = t.user })
 end
 
 done = report.done
