@@ -26,6 +26,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A [`JsonBody`] with the bytes it was read from, for what compares bodies (an
+/// `Idempotency-Key`'s); `None` when they could not be read whole (too large, cut off).
+pub struct JsonBodyAndBytes<T> {
+    pub body: Result<T, Unreadable>,
+    pub bytes: Option<Bytes>,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBodyAndBytes<T> {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Infallible> {
+        let json = is_json(request.headers());
+        let body = Bytes::from_request(request, state).await;
+        let bytes = body.as_ref().ok().cloned();
+        Ok(JsonBodyAndBytes {
+            body: parse(json, body),
+            bytes,
+        })
+    }
+}
+
 /// A body that may be left out (empty or blank), else as [`JsonBody`].
 pub struct OptionalJsonBody<T>(pub Result<Option<T>, Unreadable>);
 

@@ -105,14 +105,20 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The body this error is answered with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            status_code: self.status.as_u16(),
+            error: self.error.clone(),
+            message: self.message.clone(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            status_code: self.status.as_u16(),
-            error: self.error,
-            message: self.message,
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(self.body())).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
@@ -132,6 +138,10 @@ impl From<StoreError> for ApiError {
                     "storage is unavailable; try again",
                 )
             }
+            // The request held its key longer than the hold; another took it over.
+            StoreError::KeyLost => Self::conflict(
+                "another request with this Idempotency-Key took it over meanwhile; nothing was stored: send the request again",
+            ),
             StoreError::StaleVersion => Self::conflict(
                 "the teleconsultation was changed by another request meanwhile; read it and try again",
             ),
@@ -252,6 +262,13 @@ impl From<ServiceError> for ApiError {
             ServiceError::Directory(err) => err.into(),
             ServiceError::Kaleyra(err) => err.into(),
             ServiceError::Storage(err) => err.into(),
+            ServiceError::InvalidKey(err) => Self::bad_request(err.to_string()),
+            err @ ServiceError::KeyReused => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
+            }
+            err @ ServiceError::KeyInUse { retry_after_secs } => {
+                Self::conflict(err.to_string()).with_retry_after(retry_after_secs)
+            }
             // Nothing was stored: the request may be sent again.
             err @ ServiceError::OutOfTime => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())

@@ -6,6 +6,7 @@ mod body_deadline;
 mod caller;
 mod credentials;
 pub mod error;
+mod idempotency;
 mod middleware;
 mod ops;
 mod settings;
@@ -30,6 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::identity::Identity;
 use crate::services::credentials::Credentials;
 use crate::services::health::Health;
+use crate::services::idempotency::IdempotencyKeys;
 use crate::services::kaleyra_webhooks::KaleyraWebhooks;
 use crate::services::settings::CompanySettings;
 use crate::services::teleconsultations::Teleconsultations;
@@ -39,6 +41,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct ApiState {
     pub teleconsultations: Arc<Teleconsultations>,
+    /// `Idempotency-Key`s of `POST /teleconsultation`.
+    pub idempotency: Arc<IdempotencyKeys>,
     pub credentials: Arc<Credentials>,
     pub company: Arc<CompanySettings>,
     pub health: Arc<Health>,

@@ -31,6 +31,7 @@ use crate::provisioner::{Provisioner, ProvisionerSettings};
 use crate::services::credentials::Credentials;
 use crate::services::guard::GroupGuard;
 use crate::services::health::Health;
+use crate::services::idempotency::IdempotencyKeys;
 use crate::services::kaleyra_webhooks::KaleyraWebhooks;
 use crate::services::settings::CompanySettings;
 use crate::services::teleconsultations::{TeleconsultationSettings, Teleconsultations};
@@ -182,6 +183,11 @@ impl Services {
             },
         );
         let teleconsultations = Arc::new(teleconsultations);
+        let idempotency = Arc::new(IdempotencyKeys::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            deps.request_budget,
+        ));
         let webhooks = KaleyraWebhooks::new(
             config.require_kaleyra()?.api_key.clone(),
             Arc::clone(&clock),
@@ -217,6 +223,7 @@ impl Services {
             provisioner,
             api: ApiState {
                 teleconsultations,
+                idempotency,
                 credentials: Arc::new(credentials),
                 company: Arc::new(company),
                 health: Arc::new(health),
@@ -282,6 +289,11 @@ impl Application {
             telemetry::metrics_handle(),
             background.clone(),
         ));
+        if self.background_worker {
+            tokio::spawn(
+                Arc::clone(&self.services.api.idempotency).sweep_until(background.clone()),
+            );
+        }
         // Rooms whose creation or deletion failed are retried here, also after a restart.
         let worker = self.background_worker.then(|| {
             tokio::spawn(

@@ -30,7 +30,7 @@ use crate::clock::Clock;
 use crate::domain::roles::{Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomAttempt, RoomSpec};
 use crate::domain::teleconsultation::Teleconsultation;
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{KeyClaim, Lease, Store, StoreError};
 use crate::telemetry;
 
 /// A failed provisioning is retried after this, doubling with each failure up to
@@ -180,17 +180,19 @@ impl Provisioner {
     /// the creation of that room marked: provisioning it next ([`Self::converge_held`]
     /// with the returned work) takes neither write of its own, nor a read of the user map
     /// (`users`: the map of `tc`'s participants, as read to resolve them). `Conflict` when
-    /// the id exists.
+    /// the id exists. With `key`, the booking is that idempotency key's answer, stored in
+    /// the same transaction.
     pub async fn store_new(
         &self,
         tc: &Teleconsultation,
         users: UserMap,
+        key: Option<&KeyClaim>,
     ) -> Result<Held, StoreError> {
         let lease = self.lease();
         let spec = tc.desired_room.as_ref().filter(|_| tc.needs_room());
         let attempt = spec.map(|spec| RoomAttempt::new(spec, self.clock.now()));
         self.store
-            .insert_teleconsultation(tc, Some(&lease), attempt.as_ref())
+            .insert_teleconsultation(tc, Some(&lease), attempt.as_ref(), key)
             .await?;
         let mut stored = tc.clone();
         stored.creating_fingerprint = attempt.as_ref().map(|a| a.fingerprint.clone());

@@ -5,6 +5,7 @@
 pub mod credentials;
 pub mod guard;
 pub mod health;
+pub mod idempotency;
 pub mod kaleyra_webhooks;
 pub mod room_details;
 pub mod settings;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::domain::access::Denied;
+use crate::domain::idempotency::InvalidKey;
 use crate::domain::schedule;
 use crate::domain::teleconsultation::NoPlusUser;
 use crate::identity::directory::DirectoryError;
@@ -84,6 +86,19 @@ pub enum ServiceError {
     Kaleyra(#[from] KaleyraError),
     #[error(transparent)]
     Storage(#[from] StoreError),
+    /// The `Idempotency-Key` header cannot be a key (400).
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
+    /// The idempotency key was used with another body (422).
+    #[error(
+        "the Idempotency-Key was used with another body; a key names one request: send another key for another request"
+    )]
+    KeyReused,
+    /// The first request with this idempotency key is still running (409).
+    #[error(
+        "a request with this Idempotency-Key is still running; send it again once that one has answered"
+    )]
+    KeyInUse { retry_after_secs: u64 },
     /// What had to happen before the commit did not fit in the request's time.
     #[error(
         "the request could not be decided in time (the user directory or storage is slow); nothing was stored"

@@ -37,7 +37,7 @@ use crate::domain::teleconsultation::{
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::identity::{Caller, IdentityError};
 use crate::provisioner::{Held, Provisioner, UserMap};
-use crate::store::{AgendaPageQuery, StatusAt, Store, StoreError};
+use crate::store::{AgendaPageQuery, KeyClaim, StatusAt, Store, StoreError};
 
 /// How many times a change is re-decided after losing a race before answering 409. Each
 /// stored change may be followed by the provisioner's own (the room switch), so a burst of
@@ -185,21 +185,34 @@ impl Teleconsultations {
         }
     }
 
-    /// `POST /teleconsultation`: stores a new teleconsultation and provisions it. Returns
-    /// its id. The caller (400, then 401 and 403 with `bookingGroups`), then the body (400).
+    /// Who may book (`POST /teleconsultation`): the caller's identity (400), then, with
+    /// `bookingGroups`, 401 and 403.
+    pub async fn admit_booking(
+        &self,
+        caller: std::result::Result<Caller, IdentityError>,
+    ) -> Result<Caller> {
+        let caller = caller?;
+        self.booking.admit(&caller).await?;
+        Ok(caller)
+    }
+
+    /// `POST /teleconsultation` by an admitted caller ([`Self::admit_booking`]): stores a
+    /// new teleconsultation and provisions it. Returns its id. The body (400) first. With
+    /// `key`, the booking is that idempotency key's answer, in the same transaction.
     pub async fn create(
         self: &Arc<Self>,
-        caller: std::result::Result<Caller, IdentityError>,
+        caller: Caller,
         input: std::result::Result<BookingInput, Unreadable>,
+        key: Option<KeyClaim>,
         arrived: Instant,
     ) -> Result<String> {
         let budget = Budget::from(arrived, self.settings.request_budget);
-        let caller = caller?;
-        self.booking.admit(&caller).await?;
         let input = input?;
         let service = Arc::clone(self);
         commit_then_finish(budget.deadline, async move {
-            let (id, held) = service.store_booking(input, caller.id, &budget).await?;
+            let (id, held) = service
+                .store_booking(input, caller.id, key.as_ref(), &budget)
+                .await?;
             let provisioner = service.provisioner.clone();
             let after: AfterCommit = Box::pin({
                 let id = id.clone();
@@ -215,6 +228,7 @@ impl Teleconsultations {
         &self,
         input: BookingInput,
         caller: Option<String>,
+        key: Option<&KeyClaim>,
         budget: &Budget,
     ) -> Result<(String, Held)> {
         let participants = input
@@ -251,11 +265,11 @@ impl Teleconsultations {
                 source,
             })?;
         // Stored with the work held: this request provisions it next.
-        let held = match self.provisioner.store_new(&tc, users.clone()).await {
+        let held = match self.provisioner.store_new(&tc, users.clone(), key).await {
             // 64 random bits collided: another id, once.
             Err(StoreError::Conflict(_)) => {
                 tc.id = new_teleconsultation_id(now);
-                self.provisioner.store_new(&tc, users).await?
+                self.provisioner.store_new(&tc, users, key).await?
             }
             stored => stored?,
         };

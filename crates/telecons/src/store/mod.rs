@@ -19,6 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::domain::access::AgendaScope;
 use crate::domain::agenda::Status;
 use crate::domain::agenda_query::Position;
+use crate::domain::idempotency::KeptKey;
 use crate::domain::roles::Role;
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::teleconsultation::Teleconsultation;
@@ -50,6 +51,10 @@ pub enum StoreError {
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be read back (a bug or a hand-edited row).
+    /// The idempotency key a write was to answer is no longer held by its request (its
+    /// hold ended and another request took the key): nothing was written.
+    #[error("the idempotency key was taken over by another request")]
+    KeyLost,
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
     #[error("unsupported DATABASE_URL: {0}")]
@@ -85,13 +90,30 @@ pub trait Store: Send + Sync + 'static {
     /// With `lease`, its provisioning lease is held by `lease.owner` from the start, and
     /// `creating` is marked and recorded as [`Store::mark_room_creation`] would: the request
     /// that books it provisions it next, without writes of its own to take the lease and
-    /// mark the creation.
+    /// mark the creation. With `key`, the booking becomes that idempotency key's answer in
+    /// the same transaction; `KeyLost` (nothing stored) when the claim no longer holds it.
     async fn insert_teleconsultation(
         &self,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
+        key: Option<&KeyClaim>,
     ) -> StoreResult<()>;
+
+    /// Takes `claim`'s idempotency key for its request (spec §4.13): `None` when the claim
+    /// now holds it — a new key, one kept longer than [`KEPT_FOR`](crate::domain::idempotency::KEPT_FOR), or one left running by
+    /// a request whose hold has ended (its instance died) — else the key as kept.
+    async fn claim_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<Option<KeptKey>>;
+
+    /// Keeps a refusal (`status`, `body` as sent) as the key's answer, if `claim` still
+    /// holds the key.
+    async fn keep_refusal(&self, claim: &KeyClaim, status: u16, body: &str) -> StoreResult<()>;
+
+    /// Frees the key, if `claim` still holds it: its request failed and keeps nothing.
+    async fn release_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<()>;
+
+    /// Deletes the idempotency keys created at or before `before`.
+    async fn prune_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<()>;
 
     /// The teleconsultation with this id, live or deleted.
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>>;
@@ -402,6 +424,22 @@ pub struct StatusAt {
     pub status: Status,
     pub now: DateTime<Utc>,
     pub immutable_period_ms: u64,
+}
+
+/// A request's hold on an idempotency key (spec §4.13), from when it claims the key until
+/// it answers, or `until` (so that a request that dies with its instance frees the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyClaim {
+    /// [`crate::domain::idempotency::scope`] of the caller.
+    pub scope: String,
+    pub key: String,
+    /// [`crate::domain::idempotency::body_fingerprint`] of the request's body.
+    pub fingerprint: String,
+    /// The request, as the key names its holder.
+    pub owner: String,
+    /// When the key is claimed (its answer is kept [`KEPT_FOR`](crate::domain::idempotency::KEPT_FOR) from then).
+    pub at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 /// A provisioning lease: only `owner` works on a teleconsultation until `until` (several

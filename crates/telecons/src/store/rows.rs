@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Installation, InstallationMode, KaleyraUser, RoomDeletion};
 use super::{StoreError, StoreResult};
+use crate::domain::idempotency::{KeptAnswer, KeptKey};
 use crate::domain::roles::{Role, Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
 use crate::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
@@ -289,6 +290,33 @@ pub fn room_deletion(row: RoomDeletionRow) -> StoreResult<RoomDeletion> {
         teleconsultation_id: row.teleconsultation_id,
         due_at: instant(row.due_at_ms)?,
         attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+    })
+}
+
+#[derive(sqlx::FromRow)]
+pub struct KeptKeyRow {
+    fingerprint: String,
+    lease_until_ms: Option<i64>,
+    teleconsultation_id: Option<String>,
+    answer_status: Option<i64>,
+    answer_body: Option<String>,
+}
+
+/// A key as kept: booked, refused, or (neither) still running.
+pub fn kept_key(row: KeptKeyRow) -> StoreResult<KeptKey> {
+    let answer = match (row.teleconsultation_id, row.answer_status, row.answer_body) {
+        (Some(room_id), _, _) => Some(KeptAnswer::Booked { room_id }),
+        (None, Some(status), Some(body)) => Some(KeptAnswer::Refused {
+            status: u16::try_from(status)
+                .map_err(|_| StoreError::Corrupt(format!("answer status {status}")))?,
+            body,
+        }),
+        _ => None,
+    };
+    Ok(KeptKey {
+        fingerprint: row.fingerprint,
+        answer,
+        lease_until: row.lease_until_ms.map(instant).transpose()?,
     })
 }
 

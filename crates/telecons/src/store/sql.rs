@@ -20,17 +20,18 @@ use super::backend::Backend;
 use super::group_commit::{GroupCommit, WriteWork};
 use super::read_cache::ReadCache;
 use super::rows::{
-    InstallationRow, JoinedRow, KaleyraUserRow, RoomDeletionRow, assemble, groups_json,
-    installation, instant, kaleyra_user, mode_text, role_text, room_deletion, room_spec_json,
-    state_text,
+    InstallationRow, JoinedRow, KaleyraUserRow, KeptKeyRow, RoomDeletionRow, assemble, groups_json,
+    installation, instant, kaleyra_user, kept_key, mode_text, role_text, room_deletion,
+    room_spec_json, state_text,
 };
 use super::{
-    AgendaPageQuery, AttemptTimes, Backlog, Installation, KaleyraUser, Lease, RoomDeletion,
-    StatusAt,
+    AgendaPageQuery, AttemptTimes, Backlog, Installation, KaleyraUser, KeyClaim, Lease,
+    RoomDeletion, StatusAt,
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::access::AgendaScope;
 use crate::domain::agenda::Status;
+use crate::domain::idempotency::{KEPT_FOR, KeptKey};
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::schedule;
 use crate::domain::teleconsultation::Teleconsultation;
@@ -124,6 +125,25 @@ fn insert_attempt(id: &str, teleconsultation: &str, fingerprint: &str, at: &str)
          VALUES ({id}, {teleconsultation}, {fingerprint}, {at})"
     )
 }
+
+/// Ends a claim's hold on its idempotency key (the answer is kept).
+const ANSWERED: &str = "owner = NULL, lease_until_ms = NULL";
+/// The key of claim ($1 scope, $2 key, $3 owner), while the claim still holds it.
+const HELD_BY_CLAIM: &str = "WHERE scope = $1 AND idempotency_key = $2 AND owner = $3";
+
+/// Takes a key for a claim ($1–$6), unless it is kept for a live request or an answer:
+/// free when new, created at or before $7 (its answer has been kept long enough), or
+/// running under a hold that has ended by $6 (its request died with its instance).
+const CLAIM_IDEMPOTENCY_KEY: &str = "INSERT INTO idempotency_keys \
+    (scope, idempotency_key, fingerprint, owner, lease_until_ms, created_at_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
+    ON CONFLICT (scope, idempotency_key) DO UPDATE SET \
+    fingerprint = excluded.fingerprint, owner = excluded.owner, \
+    lease_until_ms = excluded.lease_until_ms, created_at_ms = excluded.created_at_ms, \
+    teleconsultation_id = NULL, answer_status = NULL, answer_body = NULL \
+    WHERE idempotency_keys.created_at_ms <= $7 \
+    OR (idempotency_keys.owner IS NOT NULL AND idempotency_keys.lease_until_ms <= $6) \
+    RETURNING owner";
 
 /// Forgets the original's rooms in a database that becomes a deployment of its own
 /// ([`Store::adopt_database`] with a new installation; `$1` of the first is now): the
@@ -421,6 +441,27 @@ where
         Ok(())
     }
 
+    /// Makes booking `id` the answer of `key`'s idempotency key (a statement of the
+    /// booking's transaction); `KeyLost` when the claim no longer holds the key.
+    async fn answer_key_with_booking(
+        conn: &mut DB::Connection,
+        key: &KeyClaim,
+        id: &str,
+    ) -> StoreResult<()> {
+        let answered: Option<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE idempotency_keys SET teleconsultation_id = $4, {ANSWERED} {HELD_BY_CLAIM} \
+             RETURNING scope"
+        )))
+        .bind(key.scope.clone())
+        .bind(key.key.clone())
+        .bind(key.owner.clone())
+        .bind(id.to_owned())
+        .fetch_optional(&mut *conn)
+        .await
+        .during("keeping a booking as its idempotency key's answer")?;
+        answered.map(|_| ()).ok_or(StoreError::KeyLost)
+    }
+
     /// All participants in one statement (each statement is a round trip; on SQLite, to the
     /// connection's thread).
     async fn insert_participants(
@@ -507,9 +548,12 @@ where
         tc: &Teleconsultation,
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
+        key: Option<&KeyClaim>,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
-        if DB::ONE_STATEMENT_WRITES {
+        // A booking under an idempotency key takes the transaction below: the key's answer
+        // must be written only while the claim holds it, and the whole insert undone if not.
+        if DB::ONE_STATEMENT_WRITES && key.is_none() {
             // The attempt's id and time come after the participants; its record reuses the
             // id ($1) and the creation mark's fingerprint ($18).
             let attempt = creating.map(|_| {
@@ -551,11 +595,20 @@ where
         let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
         let creating = creating.cloned();
+        let key = key.cloned();
         self.in_write_transaction(
             OPERATION,
             move |conn| {
-                let (tc, lease, creating) = (Arc::clone(&tc), lease.clone(), creating.clone());
+                let (tc, lease, creating, key) = (
+                    Arc::clone(&tc),
+                    lease.clone(),
+                    creating.clone(),
+                    key.clone(),
+                );
                 Box::pin(async move {
+                    if let Some(key) = &key {
+                        Self::answer_key_with_booking(conn, key, &tc.id).await?;
+                    }
                     Self::bind_new(
                         sqlx::query(INSERT_TELECONSULTATION),
                         &tc,
@@ -820,6 +873,7 @@ where
     for<'r> JoinedRow: FromRow<'r, DB::Row>,
     for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
+    for<'r> KeptKeyRow: FromRow<'r, DB::Row>,
     for<'r> InstallationRow: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
     for<'r> (Option<String>,): FromRow<'r, DB::Row>,
@@ -889,8 +943,83 @@ where
         tc: &Teleconsultation,
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
+        key: Option<&KeyClaim>,
     ) -> StoreResult<()> {
-        self.insert(tc, lease, creating).await
+        self.insert(tc, lease, creating, key).await
+    }
+
+    async fn claim_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<Option<KeptKey>> {
+        const OPERATION: &str = "claiming an idempotency key";
+        let expired_by = (claim.at - KEPT_FOR).timestamp_millis();
+        // The key may be freed between the claim and the read (its request failed): then
+        // it is claimed again.
+        for _ in 0..3 {
+            let claimed: Option<(Option<String>,)> = sqlx::query_as(CLAIM_IDEMPOTENCY_KEY)
+                .bind(claim.scope.clone())
+                .bind(claim.key.clone())
+                .bind(claim.fingerprint.clone())
+                .bind(claim.owner.clone())
+                .bind(claim.until.timestamp_millis())
+                .bind(claim.at.timestamp_millis())
+                .bind(expired_by)
+                .fetch_optional(&self.writer)
+                .await
+                .during(OPERATION)?;
+            if claimed.is_some() {
+                return Ok(None);
+            }
+            let kept: Option<KeptKeyRow> = sqlx::query_as(
+                "SELECT fingerprint, lease_until_ms, teleconsultation_id, answer_status, \
+                 answer_body FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
+            )
+            .bind(claim.scope.clone())
+            .bind(claim.key.clone())
+            .fetch_optional(&self.writer)
+            .await
+            .during(OPERATION)?;
+            if let Some(kept) = kept {
+                return kept_key(kept).map(Some);
+            }
+        }
+        Err(StoreError::KeyLost)
+    }
+
+    async fn keep_refusal(&self, claim: &KeyClaim, status: u16, body: &str) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE idempotency_keys SET answer_status = $4, answer_body = $5, {ANSWERED} \
+             {HELD_BY_CLAIM}"
+        )))
+        .bind(claim.scope.clone())
+        .bind(claim.key.clone())
+        .bind(claim.owner.clone())
+        .bind(i64::from(status))
+        .bind(body.to_owned())
+        .execute(&self.writer)
+        .await
+        .during("keeping a refusal as its idempotency key's answer")?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM idempotency_keys {HELD_BY_CLAIM}"
+        )))
+        .bind(claim.scope.clone())
+        .bind(claim.key.clone())
+        .bind(claim.owner.clone())
+        .execute(&self.writer)
+        .await
+        .during("freeing an idempotency key")?;
+        Ok(())
+    }
+
+    async fn prune_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms <= $1")
+            .bind(before.timestamp_millis())
+            .execute(&self.writer)
+            .await
+            .during("deleting expired idempotency keys")?;
+        Ok(())
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {

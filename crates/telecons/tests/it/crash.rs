@@ -3,7 +3,7 @@
 //! processes sharing one database. Whatever was answered 2xx is kept, every live
 //! teleconsultation ends with exactly its room, and no room leaks or is created twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use crate::support::{SIM_API_KEY, TestDatabase};
 
 crate::on_both_backends!(
     killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing,
+    bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once,
     two_processes_share_the_work_and_never_create_a_room_twice,
 );
 
@@ -206,6 +207,86 @@ async fn killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing(db: Tes
         let status = if promise.exists { 200 } else { 404 };
         assert_eq!(response.status(), status, "{promise:?}");
     }
+    second.terminate_idle().await;
+}
+
+/// Each booking of a burst carries an `Idempotency-Key`; the service is SIGKILLed mid-burst
+/// and restarted, and every booking is sent again with its key until answered (after a
+/// 409, when the killed request's hold ends: the request budget). Each is booked exactly
+/// once, and a booking answered before the kill is answered again with the same id.
+async fn bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once(db: TestDatabase) {
+    const BURST: usize = 40;
+    let sim = kaleyra_sim::spawn(SIM_API_KEY).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = service_env(&sim, &db, port);
+    let mut first = start(&env, dir.path(), port).await;
+    let url = format!("http://127.0.0.1:{port}/teleconsultation");
+    let http = reqwest::Client::new();
+    let send = |i: usize| {
+        http.post(&url)
+            .header("Idempotency-Key", format!("crash-key-{i}"))
+            .json(&booking(i))
+            .send()
+    };
+    let answered = Arc::new(AtomicUsize::new(0));
+    let burst: Vec<_> = (0..BURST)
+        .map(|i| {
+            let (request, answered) = (send(i), Arc::clone(&answered));
+            tokio::spawn(async move {
+                let response = request.await.ok()?;
+                assert_eq!(response.status(), 201);
+                let body: serde_json::Value = response.json().await.ok()?;
+                answered.fetch_add(1, Ordering::SeqCst);
+                Some((i, body["roomId"].as_str().unwrap().to_owned()))
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::SeqCst) < BURST / 4 {
+        assert!(Instant::now() < deadline, "the burst is not being answered");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.kill();
+    let mut before_the_kill = BTreeMap::new();
+    for task in burst {
+        before_the_kill.extend(task.await.unwrap());
+    }
+    assert!(before_the_kill.len() < BURST, "the kill cut no request");
+
+    let mut second = start(&env, dir.path(), port).await;
+    let mut ids = BTreeMap::new();
+    for i in 0..BURST {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let id = loop {
+            let response = send(i).await.unwrap();
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotency-replayed");
+            let body: serde_json::Value = response.json().await.unwrap();
+            if status == 201 {
+                if before_the_kill.contains_key(&i) {
+                    assert!(replayed, "booking {i} was answered before the kill");
+                }
+                break body["roomId"].as_str().unwrap().to_owned();
+            }
+            // The killed request still holds its key, until its hold ends.
+            assert_eq!(status, 409, "booking {i}: {body}");
+            assert!(Instant::now() < deadline, "booking {i} stays held");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        if let Some(answered) = before_the_kill.get(&i) {
+            assert_eq!(&id, answered, "booking {i} keeps its id");
+        }
+        ids.insert(i, id);
+    }
+    let live = db
+        .store
+        .list_live_teleconsultations("", 1000)
+        .await
+        .unwrap();
+    assert_eq!(live.len(), BURST, "each booking once");
+    let distinct: BTreeSet<&String> = ids.values().collect();
+    assert_eq!(distinct.len(), BURST);
     second.terminate_idle().await;
 }
 

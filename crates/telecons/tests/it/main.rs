@@ -23,6 +23,7 @@ mod connections;
 mod crash;
 mod credentials;
 mod directory;
+mod idempotency;
 mod ops;
 mod provisioning;
 mod raw_http;

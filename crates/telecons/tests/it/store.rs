@@ -4,10 +4,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use telecons::domain::idempotency::{KeptAnswer, KeptKey};
 use telecons::domain::roles::{Role, Tool, Tools};
 use telecons::domain::room_spec::{Recording, RoomAttempt, RoomSpec, RoomSpecParticipant};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
-use telecons::store::{Backlog, KaleyraUser, Lease, RoomDeletion, Store, StoreError, read_cache};
+use telecons::store::{
+    Backlog, KaleyraUser, KeyClaim, Lease, RoomDeletion, Store, StoreError, read_cache,
+};
 
 use crate::support::TestDatabase;
 
@@ -47,6 +50,8 @@ crate::on_both_backends!(
     the_last_attempt_is_read_with_the_end_of_its_call,
     the_database_identity_is_recorded_once_and_adopted,
     a_new_installation_forgets_the_originals_rooms,
+    an_idempotency_key_is_held_by_one_claim_and_keeps_one_answer,
+    concurrent_claims_of_one_key_hold_it_once,
 );
 
 /// A new room creation attempt for `fingerprint`.
@@ -143,7 +148,7 @@ async fn inserted_teleconsultation_reads_back_identically(db: TestDatabase) {
     tc.room_fingerprint = Some(spec().fingerprint().to_owned());
     tc.provision_due_at = Some(at(1_800_000_000_002));
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
 
@@ -158,10 +163,13 @@ async fn unknown_teleconsultation_reads_as_none(db: TestDatabase) {
 async fn same_id_twice_is_a_conflict(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000002");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
-    let again = db.store.insert_teleconsultation(&tc, None, None).await;
+    let again = db
+        .store
+        .insert_teleconsultation(&tc, None, None, None)
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
 
@@ -178,7 +186,7 @@ async fn concurrent_writes_each_keep_only_their_own_outcome(db: TestDatabase) {
         }
         let store = Arc::clone(&db.store);
         writes.spawn(async move {
-            let written = store.insert_teleconsultation(&tc, None, None).await;
+            let written = store.insert_teleconsultation(&tc, None, None, None).await;
             (tc, refused, written)
         });
     }
@@ -201,7 +209,7 @@ async fn concurrent_writes_each_keep_only_their_own_outcome(db: TestDatabase) {
 async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000003");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
 
@@ -236,7 +244,7 @@ async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatab
 async fn update_on_a_stale_version_is_refused_and_changes_nothing(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000004");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     let mut first = tc.clone();
@@ -269,7 +277,7 @@ async fn update_of_an_unknown_id_is_not_found(db: TestDatabase) {
 async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000005");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
 
@@ -298,7 +306,7 @@ async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
 async fn soft_delete_keeps_the_record_but_hides_it_from_listings(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000006");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     let version = soft_delete(
@@ -344,7 +352,7 @@ async fn listing_by_participant_finds_only_their_live_teleconsultations(db: Test
     );
     for tc in [&second, &unrelated, &first] {
         db.store
-            .insert_teleconsultation(tc, None, None)
+            .insert_teleconsultation(tc, None, None, None)
             .await
             .unwrap();
     }
@@ -475,7 +483,7 @@ async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b00000000000000000000a");
     tc.room_id = Some("room_old000000001".into());
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     tc.room_id = None;
@@ -517,7 +525,7 @@ async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
 async fn a_stale_update_retires_nothing(db: TestDatabase) {
     let tc = doctor_and_patient("64b00000000000000000000b");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     db.store.update_teleconsultation(&tc, &[]).await.unwrap();
@@ -543,7 +551,7 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
     let unmarked = doctor_and_patient("64b00000000000000000000e");
     for tc in [&later, &marked, &unmarked] {
         db.store
-            .insert_teleconsultation(tc, None, None)
+            .insert_teleconsultation(tc, None, None, None)
             .await
             .unwrap();
     }
@@ -673,7 +681,7 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
     served.room_fingerprint = Some(spec().fingerprint().to_owned());
     for tc in [&waiting, &served] {
         db.store
-            .insert_teleconsultation(tc, None, None)
+            .insert_teleconsultation(tc, None, None, None)
             .await
             .unwrap();
     }
@@ -718,7 +726,7 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
 async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000011");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
@@ -745,7 +753,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         until: at(2_000),
     };
     db.store
-        .insert_teleconsultation(&tc, Some(&lease), Some(&attempt("abcd")))
+        .insert_teleconsultation(&tc, Some(&lease), Some(&attempt("abcd")), None)
         .await
         .unwrap();
     let read = stored(&db, &tc.id).await;
@@ -776,7 +784,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
     );
     let again = db
         .store
-        .insert_teleconsultation(&tc, Some(&lease), None)
+        .insert_teleconsultation(&tc, Some(&lease), None, None)
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
@@ -786,7 +794,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     tc.desired_room = Some(spec());
     tc.room_id = Some("room_old".into());
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
@@ -872,7 +880,7 @@ async fn kept_in_memory(store: &dyn Store, id: &str) -> Arc<Teleconsultation> {
 async fn cached_reads_are_never_behind_this_instances_changes(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000016");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     assert_eq!(*kept_in_memory(&*db.store, &tc.id).await, tc);
@@ -921,7 +929,7 @@ async fn another_instances_change_reaches_the_read_cache() {
     let other = telecons::store::connect(&db.url).await.unwrap();
     let tc = doctor_and_patient("64b000000000000000000017");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     assert_eq!(kept_in_memory(&*other, &tc.id).await.version, 1);
@@ -960,7 +968,7 @@ async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
         let mut tc = doctor_and_patient(&format!("64b0000000000000000001{i:02}"));
         tc.provision_due_at = Some(at(1_000 + i));
         db.store
-            .insert_teleconsultation(&tc, None, None)
+            .insert_teleconsultation(&tc, None, None, None)
             .await
             .unwrap();
         ids.push(tc.id);
@@ -997,7 +1005,7 @@ async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
 async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000012");
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     db.store
@@ -1020,7 +1028,7 @@ async fn rooms_are_known_when_recorded_or_queued(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b000000000000000000013");
     tc.room_id = Some("room_recorded".into());
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     db.store
@@ -1037,6 +1045,7 @@ async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
         db.store
             .insert_teleconsultation(
                 &doctor_and_patient(&format!("64b0000000000000000002{i:02}")),
+                None,
                 None,
                 None,
             )
@@ -1151,7 +1160,7 @@ async fn failed_provisioning_backs_off_until_a_change(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b000000000000000000300");
     tc.provision_due_at = Some(at(0));
     db.store
-        .insert_teleconsultation(&tc, None, None)
+        .insert_teleconsultation(&tc, None, None, None)
         .await
         .unwrap();
     let (first, max) = (TimeDelta::seconds(10), TimeDelta::seconds(300));
@@ -1213,7 +1222,7 @@ async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
     tc.desired_room = Some(spec());
     let booked = attempt("abcd");
     db.store
-        .insert_teleconsultation(&tc, None, Some(&booked))
+        .insert_teleconsultation(&tc, None, Some(&booked), None)
         .await
         .unwrap();
     let recorded = |attempt: String, id: &'static str| {
@@ -1247,7 +1256,7 @@ async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
     let refused = attempt("abcd");
     let again = db
         .store
-        .insert_teleconsultation(&tc, None, Some(&refused))
+        .insert_teleconsultation(&tc, None, Some(&refused), None)
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert!(!recorded(refused.id, "64b000000000000000000031").await);
@@ -1266,7 +1275,7 @@ async fn the_last_attempt_is_read_with_the_end_of_its_call(db: TestDatabase) {
     assert_eq!(db.store.last_attempt(&tc.id).await.unwrap(), None);
     let booked = attempt("abcd");
     db.store
-        .insert_teleconsultation(&tc, None, Some(&booked))
+        .insert_teleconsultation(&tc, None, Some(&booked), None)
         .await
         .unwrap();
     let last = || db.store.last_attempt(&tc.id);
@@ -1384,7 +1393,7 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
     with_room.room_fingerprint = Some(spec().fingerprint().to_owned());
     with_room.participants[0].link = Some("https://example.test/doc".into());
     db.store
-        .insert_teleconsultation(&with_room, None, None)
+        .insert_teleconsultation(&with_room, None, None, None)
         .await
         .unwrap();
     let mut creating = doctor_and_patient("64b000000000000000000042");
@@ -1392,7 +1401,7 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
     creating.provision_due_at = Some(at(1_500));
     let in_flight = attempt(spec().fingerprint());
     db.store
-        .insert_teleconsultation(&creating, None, Some(&in_flight))
+        .insert_teleconsultation(&creating, None, Some(&in_flight), None)
         .await
         .unwrap();
     let incomplete = booking(
@@ -1400,7 +1409,7 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
         vec![participant("doc", Role::Plus)],
     );
     db.store
-        .insert_teleconsultation(&incomplete, None, None)
+        .insert_teleconsultation(&incomplete, None, None, None)
         .await
         .unwrap();
     db.store
@@ -1470,7 +1479,7 @@ async fn adopting_a_new_installation_is_not_bound_by_the_request_timeouts() {
     with_room.room_fingerprint = Some(spec().fingerprint().to_owned());
     with_room.provision_due_at = Some(at(1_500));
     db.store
-        .insert_teleconsultation(&with_room, None, None)
+        .insert_teleconsultation(&with_room, None, None, None)
         .await
         .unwrap();
     db.run_sql(
@@ -1516,4 +1525,142 @@ async fn adopting_a_new_installation_is_not_bound_by_the_request_timeouts() {
         matches!(bound, Err(StoreError::Database { .. })),
         "{bound:?}"
     );
+}
+
+/// A claim of `key` by request `owner` at `ms`, held for 10 s.
+fn key_claim(key: &str, owner: &str, ms: i64) -> KeyClaim {
+    KeyClaim {
+        scope: "user:backend".into(),
+        key: key.into(),
+        fingerprint: "body-1".into(),
+        owner: owner.into(),
+        at: at(ms),
+        until: at(ms + 10_000),
+    }
+}
+
+async fn an_idempotency_key_is_held_by_one_claim_and_keeps_one_answer(db: TestDatabase) {
+    let store = &db.store;
+    let first = key_claim("k", "req-1", 1_000);
+    assert_eq!(store.claim_idempotency_key(&first).await.unwrap(), None);
+    // Held: another request reads it as running, and changes nothing.
+    let running = KeptKey {
+        fingerprint: "body-1".into(),
+        answer: None,
+        lease_until: Some(at(11_000)),
+    };
+    let second = key_claim("k", "req-2", 2_000);
+    assert_eq!(
+        store.claim_idempotency_key(&second).await.unwrap(),
+        Some(running.clone())
+    );
+    // Only its holder answers or frees it.
+    store.keep_refusal(&second, 400, "{}").await.unwrap();
+    store.release_idempotency_key(&second).await.unwrap();
+    assert_eq!(
+        store.claim_idempotency_key(&second).await.unwrap(),
+        Some(running)
+    );
+    // The booking under the key is its answer, in the booking's transaction; under a claim
+    // that does not hold the key, nothing is stored.
+    let tc = doctor_and_patient("64b000000000000000000301");
+    let mut other = tc.clone();
+    other.id = "64b000000000000000000302".into();
+    assert!(matches!(
+        store
+            .insert_teleconsultation(&other, None, None, Some(&second))
+            .await,
+        Err(StoreError::KeyLost)
+    ));
+    assert!(
+        store
+            .get_teleconsultation(&other.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .insert_teleconsultation(&tc, None, None, Some(&first))
+        .await
+        .unwrap();
+    let booked = KeptKey {
+        fingerprint: "body-1".into(),
+        answer: Some(KeptAnswer::Booked {
+            room_id: tc.id.clone(),
+        }),
+        lease_until: None,
+    };
+    assert_eq!(
+        store.claim_idempotency_key(&second).await.unwrap(),
+        Some(booked.clone())
+    );
+    // Answered, it is no longer held: neither freed nor taken over when the hold ends.
+    store.release_idempotency_key(&first).await.unwrap();
+    let after_the_hold = key_claim("k", "req-3", 60_000);
+    assert_eq!(
+        store.claim_idempotency_key(&after_the_hold).await.unwrap(),
+        Some(booked)
+    );
+
+    // A refusal is kept as sent; a freed key is taken by the next claim.
+    let refused = key_claim("r", "req-4", 1_000);
+    assert_eq!(store.claim_idempotency_key(&refused).await.unwrap(), None);
+    store
+        .keep_refusal(&refused, 400, r#"{"statusCode":400}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_idempotency_key(&key_claim("r", "req-5", 2_000))
+            .await
+            .unwrap()
+            .and_then(|kept| kept.answer),
+        Some(KeptAnswer::Refused {
+            status: 400,
+            body: r#"{"statusCode":400}"#.into()
+        })
+    );
+    let freed = key_claim("f", "req-6", 1_000);
+    assert_eq!(store.claim_idempotency_key(&freed).await.unwrap(), None);
+    store.release_idempotency_key(&freed).await.unwrap();
+    assert_eq!(
+        store
+            .claim_idempotency_key(&key_claim("f", "req-7", 2_000))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Kept 24 hours from the claim: then the key is new again, and the sweep deletes it.
+    let day_later = key_claim("r", "req-8", 1_000 + 24 * 3_600_000);
+    assert_eq!(store.claim_idempotency_key(&day_later).await.unwrap(), None);
+    store.prune_idempotency_keys(at(5_000)).await.unwrap();
+    assert_eq!(
+        store
+            .claim_idempotency_key(&key_claim("r", "req-9", 1_000 + 24 * 3_600_000))
+            .await
+            .unwrap()
+            .map(|kept| kept.lease_until),
+        Some(Some(at(11_000 + 24 * 3_600_000))),
+        "the key claimed again is not swept"
+    );
+}
+
+async fn concurrent_claims_of_one_key_hold_it_once(db: TestDatabase) {
+    let claims = (0..8).map(|i| {
+        let store = Arc::clone(&db.store);
+        tokio::spawn(async move {
+            store
+                .claim_idempotency_key(&key_claim("k", &format!("req-{i}"), 1_000))
+                .await
+                .unwrap()
+        })
+    });
+    let mut held = 0;
+    for claim in claims {
+        if claim.await.unwrap().is_none() {
+            held += 1;
+        }
+    }
+    assert_eq!(held, 1);
 }

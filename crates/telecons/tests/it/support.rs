@@ -71,6 +71,26 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// The number `sql` (a `SELECT COUNT(*)`, the same on both backends) counts, read
+    /// outside the store: for what the store keeps but never shows.
+    #[allow(dead_code)]
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap()
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap()
+        }
+    }
+
     /// A copy of this database, as an operator would make one (a dump restored elsewhere):
     /// SQLite, `VACUUM INTO` another file; PostgreSQL, `CREATE DATABASE … TEMPLATE` this
     /// one (its other connections are ended for that; pools open new ones when next used).

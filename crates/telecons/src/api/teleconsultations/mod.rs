@@ -20,13 +20,14 @@ use utoipa_axum::routes;
 pub use bodies::*;
 
 use super::ApiState;
-use super::body::JsonBody;
+use super::body::{JsonBody, JsonBodyAndBytes};
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
+use super::idempotency::{IdempotencyKeyHeader, book_once, created};
 use super::middleware::Arrival;
 use crate::domain::agenda_query::parse_list_query;
 use crate::domain::participants::ParticipantEntry;
-use crate::services::Unreadable;
+use crate::services::{ServiceError, Unreadable};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -68,27 +69,46 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
 }
 
 /// Books a teleconsultation; creates the Kaleyra room when all participants are known.
+/// With an `Idempotency-Key`, the first answer (201 or 4xx) is kept 24 hours for the caller
+/// and the key: the same body again gets it again (`Idempotency-Replayed: true`; nothing
+/// booked, Kaleyra not called), another body 422, while the first still runs 409. A 5xx
+/// keeps nothing. Requests without a caller id share one set of keys. A body that cannot
+/// be read whole (408, 413) is answered as without a key.
 #[utoipa::path(post, path = "/teleconsultation", tag = "teleconsultations",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters (`!` to `~`), e.g. a UUID: the same booking sent again with the same key is booked once"),
+    ),
     request_body = TeleconsultationBody,
     responses(
-        (status = 201, description = "Stored (and its room created when complete)", body = CreatedBody),
+        (status = 201, description = "Stored (and its room created when complete); or, with `Idempotency-Replayed: true`, the answer kept for the key", body = CreatedBody,
+            headers(("Idempotency-Replayed" = String, description = "`true` when this is the answer kept for the `Idempotency-Key` (also on a kept 4xx)"))),
         (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
         (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
-        (status = 400, description = "Invalid body, or `Failed POST /teleconsultation: no plus user in room`", body = ErrorBody),
+        (status = 400, description = "Invalid body, `Failed POST /teleconsultation: no plus user in room`, or an `Idempotency-Key` that is not 1 to 255 visible ASCII characters or is sent twice", body = ErrorBody),
         (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`Retry-After` says when its hold ends), or took the key over", body = ErrorBody),
+        (status = 422, description = "This `Idempotency-Key` was used with another body (compared as parsed JSON)", body = ErrorBody),
     ))]
 async fn create_teleconsultation(
     State(state): State<ApiState>,
     Arrival(arrived): Arrival,
     caller: RequestCaller,
-    JsonBody(body): JsonBody<TeleconsultationBody>,
-) -> Result<(StatusCode, Json<CreatedBody>), ApiError> {
-    let input = body.and_then(TeleconsultationBody::into_input);
-    let id = state
-        .teleconsultations
-        .create(caller.0, input, arrived)
-        .await?;
-    Ok((StatusCode::CREATED, Json(CreatedBody { room_id: id })))
+    key: IdempotencyKeyHeader,
+    body: JsonBodyAndBytes<TeleconsultationBody>,
+) -> Result<Response, ApiError> {
+    let caller = state.teleconsultations.admit_booking(caller.0).await?;
+    let key = key.0.map_err(ServiceError::from)?;
+    let input = body.body.and_then(TeleconsultationBody::into_input);
+    match (key, body.bytes) {
+        (Some(key), Some(bytes)) => book_once(state, caller, key, &bytes, input, arrived).await,
+        _ => {
+            let id = state
+                .teleconsultations
+                .create(caller, input, None, arrived)
+                .await?;
+            Ok(created(id))
+        }
+    }
 }
 
 /// Changes the given fields; the room is replaced only when the change affects it.
