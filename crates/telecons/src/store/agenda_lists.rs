@@ -23,9 +23,9 @@ use crate::domain::agenda::AgendaItem;
 pub const LONGEST_KEPT: usize = 1_000;
 /// At most this many participants' lists are kept.
 pub const MAX_PARTICIPANTS: usize = 10_000;
-/// At most this many items are kept in all the lists (about 100 bytes each, with the
-/// reverse map).
-pub const MAX_ITEMS: usize = 200_000;
+/// At most this many items are kept in all the lists: some 250 bytes each with the reverse
+/// map, 25 MB in all.
+pub const MAX_ITEMS: usize = 100_000;
 
 /// A participant's agenda list, as kept.
 #[derive(Debug, Clone, PartialEq, Eq)]

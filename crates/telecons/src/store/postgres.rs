@@ -24,7 +24,11 @@ use super::{DatabaseTimeouts, StoreError, StoreResult};
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The channel on which changes of teleconsultations are announced (payload:
-/// [`Change::announcement`]).
+/// [`Change::announcement`]). The previous version announced the id alone, and bookings not
+/// at all: while both run (a rolling update), this version drops every agenda list on such
+/// an announcement, and misses the previous version's bookings for at most the lists' time
+/// to live; the previous version takes this one's payload for an unknown id, and serves
+/// this version's changes at most its read cache's time to live late.
 pub const CHANGES_CHANNEL: &str = "telecons_changes";
 /// After the channel cannot be followed, the next attempt waits this long, doubling with
 /// each failure in a row up to [`MAX_FOLLOW_RETRY`] (one warning each, not one a second).

@@ -557,10 +557,11 @@ where
         let change = Change::of(tc);
         if DB::ONE_STATEMENT_WRITES {
             // Every write is a CTE (each runs, whatever the main statement reads), and the
-            // main statement is the announcement. After the record's $1..$18 come the
-            // participants' rows, the attempt's id and time, and the announcement's payload;
-            // the attempt's record reuses the id ($1) and the creation mark's fingerprint
-            // ($18).
+            // main statement is the announcement: no round trip more, but notifying commits
+            // queue their notifications under one lock of the server, as updates did
+            // already. After the record's $1..$18 come the participants' rows, the attempt's
+            // id and time, and the announcement's payload; the attempt's record reuses the
+            // id ($1) and the creation mark's fingerprint ($18).
             let mut next = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
             let mut writes = vec![format!("inserted AS ({INSERT_TELECONSULTATION})")];
             if !tc.participants.is_empty() {
