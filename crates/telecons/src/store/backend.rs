@@ -15,9 +15,11 @@ pub trait Backend: Database {
     const SKIP_LOCKED: &'static str;
     /// A query that answers only when the database (its file, its server) can be read.
     const PING: &'static str;
-    /// Run in the transaction of every change of a teleconsultation (its id as $1), so that
-    /// other instances hear of it when it commits; `None` where one instance makes them all.
-    const ANNOUNCE_CHANGE: Option<&'static str>;
+    /// The SELECT run with every change of a teleconsultation (in its transaction, or as a
+    /// part of its one statement), so that other instances hear of it when it commits; its
+    /// payload ([`super::read_cache::Change::announcement`]) is the parameter `payload`
+    /// names (`$N`). `None` where one instance makes them all.
+    fn announce_change(payload: &str) -> Option<String>;
     /// Whether one statement may write several tables (`WITH … AS (INSERT/UPDATE …)`):
     /// then a new teleconsultation, and a room recorded by its provisioner, are each written
     /// by one statement (atomic by itself: one round trip, no transaction around it).

@@ -2,6 +2,7 @@
 //! embedded default, and PostgreSQL, for several instances on one database). The store maps
 //! the domain's records to row types of its own (`rows`). The same test suite runs on both.
 
+pub mod agenda_lists;
 mod backend;
 mod group_commit;
 mod postgres;
@@ -17,13 +18,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::access::AgendaScope;
-use crate::domain::agenda::Status;
+use crate::domain::agenda::AgendaFilter;
 use crate::domain::agenda_query::Position;
 use crate::domain::idempotency::KeptKey;
 use crate::domain::roles::Role;
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::teleconsultation::Teleconsultation;
 
+pub use crate::domain::agenda::StatusAt;
 pub use backend::Backend;
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
@@ -158,9 +160,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// A page of the agenda list (spec §4.12): live teleconsultations of `query.scope`,
     /// filtered, in (start, id) order after `query.after`, at most `query.limit`, with
-    /// their participants. Read off an index in that order from the position on (migration
-    /// 0007), so a page costs about the same however many are stored.
-    async fn agenda_page(&self, query: &AgendaPageQuery<'_>) -> StoreResult<Vec<Teleconsultation>>;
+    /// their participants. Every one's: read off an index in that order from the position
+    /// on (migration 0007), so a page costs about the same however many are stored. One
+    /// participant's: from its list kept in memory when it can (`read_cache`, with the
+    /// staleness of [`Store::get_teleconsultation_cached`]), else as every one's.
+    async fn agenda_page(
+        &self,
+        query: &AgendaPageQuery<'_>,
+    ) -> StoreResult<Vec<Arc<Teleconsultation>>>;
 
     /// The Kaleyra user mapped to this external id.
     async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>>;
@@ -417,13 +424,16 @@ pub struct AgendaPageQuery<'a> {
     pub limit: u32,
 }
 
-/// A status as [`crate::domain::agenda::status`] gives it at `now`, the links opening
-/// `immutable_period_ms` before the start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusAt {
-    pub status: Status,
-    pub now: DateTime<Utc>,
-    pub immutable_period_ms: u64,
+impl<'a> AgendaPageQuery<'a> {
+    /// What it asks of each teleconsultation, besides whose it is.
+    pub fn filter(&self) -> AgendaFilter<'a> {
+        AgendaFilter {
+            from: self.from,
+            to: self.to,
+            status: self.status,
+            after: self.after,
+        }
+    }
 }
 
 /// A request's hold on an idempotency key (spec §4.13), from when it claims the key until

@@ -1,8 +1,9 @@
 //! PostgreSQL: for several instances on one database. Concurrent changes are decided by the
 //! version check inside UPDATE (row locks make the loser see the new version); background
 //! work is claimed with `FOR UPDATE SKIP LOCKED`. Each change of a teleconsultation is
-//! announced on [`CHANGES_CHANNEL`] as it commits; every instance follows the channel to
-//! keep its read cache current.
+//! announced on [`CHANGES_CHANNEL`] as it commits, with the participants it has after (a
+//! booking too: it enters their agenda lists); every instance follows the channel to keep
+//! its read cache current.
 
 use std::convert::Infallible;
 use std::str::FromStr;
@@ -16,19 +17,19 @@ use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 
 use super::backend::Backend;
-use super::read_cache::ReadCache;
+use super::read_cache::{Change, ReadCache};
 use super::sql::{During, SqlStore};
 use super::{DatabaseTimeouts, StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-macro_rules! changes_channel {
-    () => {
-        "telecons_changes"
-    };
-}
-/// The channel on which changes of teleconsultations are announced (payload: the id).
-pub const CHANGES_CHANNEL: &str = changes_channel!();
+/// The channel on which changes of teleconsultations are announced (payload:
+/// [`Change::announcement`]). The previous version announced the id alone, and bookings not
+/// at all: while both run (a rolling update), this version drops every agenda list on such
+/// an announcement, and misses the previous version's bookings for at most the lists' time
+/// to live; the previous version takes this one's payload for an unknown id, and serves
+/// this version's changes at most its read cache's time to live late.
+pub const CHANGES_CHANNEL: &str = "telecons_changes";
 /// After the channel cannot be followed, the next attempt waits this long, doubling with
 /// each failure in a row up to [`MAX_FOLLOW_RETRY`] (one warning each, not one a second).
 const FOLLOW_RETRY: Duration = Duration::from_secs(1);
@@ -42,8 +43,9 @@ impl Backend for Postgres {
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
     const PING: &'static str = "SELECT 1";
     /// Delivered to the listeners when the transaction commits, never if it rolls back.
-    const ANNOUNCE_CHANGE: Option<&'static str> =
-        Some(concat!("SELECT pg_notify('", changes_channel!(), "', $1)"));
+    fn announce_change(payload: &str) -> Option<String> {
+        Some(format!("SELECT pg_notify('{CHANGES_CHANNEL}', {payload})"))
+    }
     const ONE_STATEMENT_WRITES: bool = true;
     /// The request's timeouts are lifted: the advisory lock waits for another instance's
     /// migrations, and a migration may rewrite a large table.
@@ -128,8 +130,9 @@ impl SqlStore<Postgres> {
 }
 
 /// Follows the changes other instances announce until `stop`, forgetting each changed
-/// teleconsultation. Whenever announcements may have been missed, everything is forgotten;
-/// while the channel cannot be followed, nothing is served from memory.
+/// teleconsultation and the agenda lists it touches. Whenever announcements may have been
+/// missed, everything is forgotten; while the channel cannot be followed, nothing is served
+/// from memory.
 async fn follow_changes(pool: PgPool, cache: Arc<ReadCache>, stop: CancellationToken) {
     let mut retry = FOLLOW_RETRY;
     loop {
@@ -167,7 +170,16 @@ async fn follow(
     *followed_once = true;
     loop {
         match listener.try_recv().await? {
-            Some(announced) => cache.forget(announced.payload()),
+            Some(announced) => match Change::announced(announced.payload()) {
+                Some(change) => cache.forget(&change),
+                None => {
+                    tracing::warn!(
+                        payload = announced.payload(),
+                        "an unreadable change announcement; everything kept in memory is forgotten"
+                    );
+                    cache.forget_all(true);
+                }
+            },
             // The connection was lost and made again: what was announced meanwhile is
             // unknown.
             None => cache.forget_all(true),

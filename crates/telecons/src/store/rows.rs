@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{Installation, InstallationMode, KaleyraUser, RoomDeletion};
 use super::{StoreError, StoreResult};
+use crate::domain::agenda::AgendaItem;
 use crate::domain::idempotency::{KeptAnswer, KeptKey};
 use crate::domain::roles::{Role, Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
+use crate::domain::schedule::Schedule;
 use crate::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
 
 /// A teleconsultation row joined with one of its participants (none for an empty list).
@@ -253,6 +255,31 @@ pub fn assemble(rows: Vec<JoinedRow>) -> StoreResult<Vec<Teleconsultation>> {
         }
     }
     Ok(out)
+}
+
+/// What the agenda list reads of a live teleconsultation ([`AgendaItem`]): `known` is the
+/// number of its participants.
+#[derive(sqlx::FromRow)]
+pub struct AgendaItemRow {
+    id: String,
+    start_at_ms: i64,
+    duration_secs: i64,
+    participant_count: i64,
+    known: i64,
+}
+
+pub fn agenda_item(row: AgendaItemRow) -> StoreResult<AgendaItem> {
+    let start = instant(row.start_at_ms)?;
+    Ok(AgendaItem {
+        start,
+        id: row.id,
+        end: Schedule {
+            start,
+            duration_secs: row.duration_secs,
+        }
+        .end(),
+        complete: row.known == row.participant_count,
+    })
 }
 
 pub fn kaleyra_user(row: KaleyraUserRow) -> StoreResult<KaleyraUser> {

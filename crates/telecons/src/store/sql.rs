@@ -16,13 +16,14 @@ use sqlx::{
 };
 use tokio_util::sync::DropGuard;
 
+use super::agenda_lists::{AgendaList, LONGEST_KEPT};
 use super::backend::Backend;
 use super::group_commit::{GroupCommit, WriteWork};
-use super::read_cache::ReadCache;
+use super::read_cache::{AgendaLookup, Change, ReadCache};
 use super::rows::{
-    InstallationRow, JoinedRow, KaleyraUserRow, KeptKeyRow, RoomDeletionRow, assemble, groups_json,
-    installation, instant, kaleyra_user, kept_key, mode_text, role_text, room_deletion,
-    room_spec_json, state_text,
+    AgendaItemRow, InstallationRow, JoinedRow, KaleyraUserRow, KeptKeyRow, RoomDeletionRow,
+    agenda_item, assemble, groups_json, installation, instant, kaleyra_user, kept_key, mode_text,
+    role_text, room_deletion, room_spec_json, state_text,
 };
 use super::{
     AgendaPageQuery, AttemptTimes, Backlog, Installation, KaleyraUser, KeyClaim, Lease,
@@ -30,7 +31,7 @@ use super::{
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::access::AgendaScope;
-use crate::domain::agenda::Status;
+use crate::domain::agenda::{AgendaItem, Status};
 use crate::domain::idempotency::{KEPT_FOR, KeptKey};
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::schedule;
@@ -92,6 +93,15 @@ const SELECT_JOINED: &str = "SELECT t.id, t.version, t.state, t.participant_coun
     p.kaleyra_user_id AS p_kaleyra_user_id, p.role AS p_role, p.groups_json AS p_groups_json, \
     p.full_name AS p_full_name, p.language AS p_language, p.link AS p_link \
     FROM teleconsultations t LEFT JOIN participants p ON p.teleconsultation_id = t.id";
+
+/// A participant's live teleconsultations as its agenda list reads them ([`AgendaItemRow`]),
+/// off the index of its participations (`participants_by_user_and_start`), at most $2: no
+/// links, groups or room spec. Their order is made in memory.
+const SELECT_AGENDA_ITEMS: &str = "SELECT t.id, t.start_at_ms, t.duration_secs, \
+    t.participant_count, CAST((SELECT COUNT(*) FROM participants c \
+      WHERE c.teleconsultation_id = t.id) AS BIGINT) AS known \
+    FROM participants q JOIN teleconsultations t ON t.id = q.teleconsultation_id \
+    WHERE q.external_id = $1 AND t.state = 'active' LIMIT $2";
 
 const SELECT_KALEYRA_USERS: &str = "SELECT external_id, kaleyra_user_id, role, \
     created_at_ms, updated_at_ms FROM kaleyra_users";
@@ -204,6 +214,9 @@ impl Params {
 /// - every one (`teleconsultations_live_by_start`, partial on `state = 'active'`: deleted
 ///   ones are not in it).
 ///
+/// The same as [`AgendaFilter`](crate::domain::agenda::AgendaFilter) decides for a list kept
+/// in memory.
+///
 /// The cursor's `(start, id) > (a, b)` is written `start >= a AND (start > a OR id > b)`:
 /// the first term bounds the index range on both backends. The status is decided in SQL as
 /// `agenda::status` decides it: `ended` when start + duration <= now; `open` when complete
@@ -234,7 +247,7 @@ fn agenda_page_statement(query: &AgendaPageQuery<'_>) -> (String, Vec<Param>) {
             )
         }
     };
-    let mut millis = |instant: DateTime<Utc>| params.add(Param::Int(instant.timestamp_millis()));
+    let mut millis = |instant: DateTime<Utc>| params.add(Param::Int(millis_from(instant)));
     if let Some(from) = query.from {
         conditions.push(format!("{start} >= {}", millis(from)));
     }
@@ -258,6 +271,18 @@ fn agenda_page_statement(query: &AgendaPageQuery<'_>) -> (String, Vec<Param>) {
         conditions.join(" AND ")
     );
     (statement, params.0)
+}
+
+/// The first whole millisecond at or after `instant`: a stored start (whole milliseconds) is
+/// at or after `instant` exactly when it is at or after this one, and before it exactly when
+/// before this one (a bound given to the microsecond compares as the agenda's filter does).
+fn millis_from(instant: DateTime<Utc>) -> i64 {
+    let millis = instant.timestamp_millis();
+    if instant.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        millis
+    } else {
+        millis.saturating_add(1)
+    }
 }
 
 /// The conditions on `s` (a teleconsultation) of having `status.status` at `status.now`;
@@ -367,6 +392,7 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'r> JoinedRow: FromRow<'r, DB::Row>,
+    for<'r> AgendaItemRow: FromRow<'r, DB::Row>,
     for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
     for<'r> InstallationRow: FromRow<'r, DB::Row>,
@@ -543,6 +569,25 @@ where
         Ok(())
     }
 
+    /// Announces `change` to other instances (where the backend does) in the transaction of
+    /// `conn`.
+    async fn announce(
+        conn: &mut DB::Connection,
+        change: &Change,
+        operation: &'static str,
+    ) -> StoreResult<()> {
+        if let Some(announce) = DB::announce_change("$1") {
+            sqlx::query(AssertSqlSafe(announce))
+                .bind(change.announcement())
+                .execute(&mut *conn)
+                .await
+                .during(operation)?;
+        }
+        Ok(())
+    }
+
+    /// The insert of [`Store::insert_teleconsultation`]. It is announced (the new one enters
+    /// its participants' agenda lists), and forgotten here, whatever the outcome.
     async fn insert(
         &self,
         tc: &Teleconsultation,
@@ -551,34 +596,42 @@ where
         key: Option<&KeyClaim>,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
+        let change = Change::of(tc);
         // A booking under an idempotency key takes the transaction below: the key's answer
         // must be written only while the claim holds it, and the whole insert undone if not.
         if DB::ONE_STATEMENT_WRITES && key.is_none() {
-            // The attempt's id and time come after the participants; its record reuses the
+            // Every write is a CTE (each runs, whatever the main statement reads), and the
+            // main statement is the announcement: no round trip more, but notifying commits
+            // queue their notifications under one lock of the server, as updates did
+            // already. After the record's $1..$18 come the participants' rows, the attempt's
+            // id and time, and the announcement's payload; the attempt's record reuses the
             // id ($1) and the creation mark's fingerprint ($18).
-            let attempt = creating.map(|_| {
-                let id = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
-                format!(
+            let mut next = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
+            let mut writes = vec![format!("inserted AS ({INSERT_TELECONSULTATION})")];
+            if !tc.participants.is_empty() {
+                let rows = placeholder_rows(
+                    INSERT_PARAMETERS + 1,
+                    tc.participants.len(),
+                    PARTICIPANT_COLUMNS,
+                );
+                writes.push(format!(
+                    "participants_inserted AS ({INSERT_PARTICIPANTS}{rows})"
+                ));
+            }
+            if creating.is_some() {
+                let (id, at) = (format!("${next}"), format!("${}", next + 1));
+                writes.push(format!(
                     "attempt AS ({})",
-                    insert_attempt(&format!("${id}"), "$1", "$18", &format!("${}", id + 1))
-                )
-            });
-            let statement = match (tc.participants.is_empty(), attempt) {
-                (true, None) => INSERT_TELECONSULTATION.to_owned(),
-                (true, Some(attempt)) => format!("WITH {attempt} {INSERT_TELECONSULTATION}"),
-                (false, attempt) => {
-                    let rows = placeholder_rows(
-                        INSERT_PARAMETERS + 1,
-                        tc.participants.len(),
-                        PARTICIPANT_COLUMNS,
-                    );
-                    let attempt = attempt.map(|a| format!(", {a}")).unwrap_or_default();
-                    format!(
-                        "WITH inserted AS ({INSERT_TELECONSULTATION}){attempt} \
-                         {INSERT_PARTICIPANTS}{rows}"
-                    )
-                }
-            };
+                    insert_attempt(&id, "$1", "$18", &at)
+                ));
+                next += 2;
+            }
+            let announce = DB::announce_change(&format!("${next}"));
+            let statement = format!(
+                "WITH {} {}",
+                writes.join(", "),
+                announce.as_deref().unwrap_or("SELECT 1")
+            );
             let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
             let mut query = Self::bind_participants(query, tc);
             if let Some(attempt) = creating {
@@ -586,24 +639,35 @@ where
                     .bind(attempt.id.clone())
                     .bind(attempt.at.timestamp_millis());
             }
-            query
+            if announce.is_some() {
+                query = query.bind(change.announcement());
+            }
+            let inserted = query
                 .execute(&self.writer)
                 .await
-                .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)))?;
-            return Ok(());
+                .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)));
+            self.read_cache.forget(&change);
+            return inserted.map(|_| ());
         }
         let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
         let creating = creating.cloned();
         let key = key.cloned();
+        let change = Arc::new(change);
+        let read_cache = Arc::clone(&self.read_cache);
+        let forget = {
+            let change = Arc::clone(&change);
+            move || read_cache.forget(&change)
+        };
         self.in_write_transaction(
             OPERATION,
             move |conn| {
-                let (tc, lease, creating, key) = (
+                let (tc, lease, creating, key, change) = (
                     Arc::clone(&tc),
                     lease.clone(),
                     creating.clone(),
                     key.clone(),
+                    Arc::clone(&change),
                 );
                 Box::pin(async move {
                     if let Some(key) = &key {
@@ -623,17 +687,19 @@ where
                     if let Some(attempt) = &creating {
                         Self::record_attempt(conn, &tc.id, attempt, OPERATION).await?;
                     }
-                    Self::insert_participants(conn, &tc, OPERATION).await
+                    Self::insert_participants(conn, &tc, OPERATION).await?;
+                    Self::announce(conn, &change, OPERATION).await
                 })
             },
-            || {},
+            forget,
         )
         .await
     }
 
     /// The update of [`Store::update_teleconsultation`]; with `holder`, also the end of the
-    /// room creation of [`Store::record_room`]. The kept read of `tc` is forgotten whatever
-    /// the outcome (a failed commit may still have applied).
+    /// room creation of [`Store::record_room`]. The kept read of `tc`, and the agenda lists
+    /// it touches, are forgotten whatever the outcome (a failed commit may still have
+    /// applied).
     async fn update(
         &self,
         tc: &Teleconsultation,
@@ -641,22 +707,31 @@ where
         holder: Option<&str>,
     ) -> StoreResult<i64> {
         const OPERATION: &str = "updating a teleconsultation";
+        let change = Arc::new(Change::of(tc));
         if let Some(owner) = holder.filter(|_| DB::ONE_STATEMENT_WRITES) {
-            let recorded = self.record_in_one_statement(tc, retired_rooms, owner).await;
-            self.read_cache.forget(&tc.id);
+            let recorded = self
+                .record_in_one_statement(tc, retired_rooms, owner, &change)
+                .await;
+            self.read_cache.forget(&change);
             return recorded;
         }
         let tc = Arc::new(tc.clone());
         let retired_rooms: Arc<[String]> = retired_rooms.into();
         let holder = holder.map(str::to_owned);
         let read_cache = Arc::clone(&self.read_cache);
-        let id = tc.id.clone();
-        let forget = move || read_cache.forget(&id);
+        let forget = {
+            let change = Arc::clone(&change);
+            move || read_cache.forget(&change)
+        };
         self.in_write_transaction(
             OPERATION,
             move |conn| {
-                let (tc, retired_rooms, holder) =
-                    (Arc::clone(&tc), Arc::clone(&retired_rooms), holder.clone());
+                let (tc, retired_rooms, holder, change) = (
+                    Arc::clone(&tc),
+                    Arc::clone(&retired_rooms),
+                    holder.clone(),
+                    Arc::clone(&change),
+                );
                 Box::pin(async move {
                     let updated =
                         Self::bind_teleconsultation(sqlx::query(UPDATE_TELECONSULTATION), &tc)
@@ -680,13 +755,7 @@ where
                     for room_id in retired_rooms.iter() {
                         Self::retire(&mut *conn, room_id, Some(&tc.id), tc.updated_at).await?;
                     }
-                    if let Some(announce) = DB::ANNOUNCE_CHANGE {
-                        sqlx::query(announce)
-                            .bind(tc.id.clone())
-                            .execute(&mut *conn)
-                            .await
-                            .during(OPERATION)?;
-                    }
+                    Self::announce(conn, &change, OPERATION).await?;
                     Ok(tc.version + 1)
                 })
             },
@@ -703,10 +772,13 @@ where
         tc: &Teleconsultation,
         retired_rooms: &[String],
         owner: &str,
+        change: &Change,
     ) -> StoreResult<i64> {
         const OPERATION: &str = "recording a room";
-        // $1..$16 the update, then the links, then the retired rooms' time and ids.
+        // $1..$16 the update, then the links, then the retired rooms' time and ids, then the
+        // announcement's payload.
         let retired_at = UPDATE_PARAMETERS + 2 * tc.participants.len() + 1;
+        let announcement = retired_at + retired_rooms.len() + 1;
         let mut statement = format!("WITH updated AS ({UPDATE_TELECONSULTATION})");
         if !tc.participants.is_empty() {
             let links = links_update(
@@ -728,7 +800,8 @@ where
                 at = retired_at
             );
         }
-        statement += &match DB::ANNOUNCE_CHANGE {
+        let announce = DB::announce_change(&format!("${announcement}"));
+        statement += &match &announce {
             Some(announce) => format!(
                 ", announced AS ({announce} FROM updated) SELECT version FROM updated, announced"
             ),
@@ -739,6 +812,9 @@ where
         let mut query = Self::bind_links(query, tc).bind(tc.updated_at.timestamp_millis());
         for room_id in retired_rooms {
             query = query.bind(room_id.clone());
+        }
+        if announce.is_some() {
+            query = query.bind(change.announcement());
         }
         if query
             .fetch_optional(&self.writer)
@@ -841,6 +917,106 @@ where
         written
     }
 
+    /// The teleconsultations `ids` as [`Store::get_teleconsultation_cached`] reads them, in
+    /// that order (`None` for an id that names none): from memory, and those not kept read
+    /// in one statement (and kept).
+    async fn cached_records(
+        &self,
+        ids: &[&str],
+    ) -> StoreResult<Vec<Option<Arc<Teleconsultation>>>> {
+        let mut records: Vec<Option<Arc<Teleconsultation>>> =
+            ids.iter().map(|id| self.read_cache.get(id)).collect();
+        let missing: Vec<&str> = ids
+            .iter()
+            .zip(&records)
+            .filter(|(_, record)| record.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if missing.is_empty() {
+            return Ok(records);
+        }
+        let ticket = self.read_cache.ticket();
+        let list = placeholder_rows(1, 1, missing.len());
+        let mut query = sqlx::query_as::<DB, JoinedRow>(AssertSqlSafe(format!(
+            "{SELECT_JOINED} WHERE t.id IN {list} ORDER BY t.id, p.position"
+        )));
+        for id in missing {
+            query = query.bind(id.to_owned());
+        }
+        let read = query
+            .fetch_all(&self.readers)
+            .await
+            .during("reading teleconsultations")?;
+        for tc in assemble(read)? {
+            let tc = Arc::new(tc);
+            self.read_cache.keep(ticket, Arc::clone(&tc));
+            if let Some(record) = ids
+                .iter()
+                .zip(records.iter_mut())
+                .find_map(|(id, record)| (*id == tc.id).then_some(record))
+            {
+                *record = Some(tc);
+            }
+        }
+        Ok(records)
+    }
+
+    /// [`Store::agenda_page`] of `participant` from its agenda list kept in memory (read and
+    /// kept when it is not), with the records of the read cache. `None` when the page is to
+    /// be read by SQL: changes are not followed, the list is too long to keep, or a record
+    /// is newer than the list (it no longer is the list's item, live, with the participant:
+    /// a change not heard of yet).
+    async fn agenda_page_from_memory(
+        &self,
+        participant: &str,
+        query: &AgendaPageQuery<'_>,
+    ) -> StoreResult<Option<Vec<Arc<Teleconsultation>>>> {
+        let items = match self.read_cache.agenda(participant) {
+            AgendaLookup::Kept(AgendaList::Items(items)) => items,
+            AgendaLookup::Kept(AgendaList::TooLong) | AgendaLookup::NotServed => return Ok(None),
+            AgendaLookup::NotKept => {
+                let ticket = self.read_cache.ticket();
+                let read = self.agenda_items(participant).await?;
+                match self.read_cache.keep_agenda(ticket, participant, read) {
+                    AgendaList::Items(items) => items,
+                    AgendaList::TooLong => return Ok(None),
+                }
+            }
+        };
+        let page: Vec<&AgendaItem> = query.filter().page(&items, query.limit as usize).collect();
+        let ids: Vec<&str> = page.iter().map(|item| item.id.as_str()).collect();
+        let records = self.cached_records(&ids).await?;
+        let mut answer = Vec::with_capacity(records.len());
+        for (item, record) in page.into_iter().zip(records) {
+            match record {
+                Some(tc)
+                    if tc.is_live()
+                        && item.describes(&tc)
+                        && tc.participant(participant).is_some() =>
+                {
+                    answer.push(tc);
+                }
+                _ => {
+                    self.read_cache.drop_agenda(participant);
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(answer))
+    }
+
+    /// `participant`'s live teleconsultations as its agenda list reads them: one more than
+    /// [`LONGEST_KEPT`] at most (enough to tell a list too long to keep).
+    async fn agenda_items(&self, participant: &str) -> StoreResult<Vec<AgendaItem>> {
+        let rows: Vec<AgendaItemRow> = sqlx::query_as(SELECT_AGENDA_ITEMS)
+            .bind(participant.to_owned())
+            .bind(i64::try_from(LONGEST_KEPT + 1).unwrap_or(i64::MAX))
+            .fetch_all(&self.readers)
+            .await
+            .during("reading a participant's agenda")?;
+        rows.into_iter().map(agenda_item).collect()
+    }
+
     async fn select_joined(
         &self,
         operation: &'static str,
@@ -871,6 +1047,7 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'r> JoinedRow: FromRow<'r, DB::Row>,
+    for<'r> AgendaItemRow: FromRow<'r, DB::Row>,
     for<'r> KaleyraUserRow: FromRow<'r, DB::Row>,
     for<'r> RoomDeletionRow: FromRow<'r, DB::Row>,
     for<'r> KeptKeyRow: FromRow<'r, DB::Row>,
@@ -1038,15 +1215,11 @@ where
         &self,
         id: &str,
     ) -> StoreResult<Option<Arc<Teleconsultation>>> {
+        // The join's polls: nothing allocated when it is kept.
         if let Some(kept) = self.read_cache.get(id) {
             return Ok(Some(kept));
         }
-        let ticket = self.read_cache.ticket();
-        let read = self.get_teleconsultation(id).await?.map(Arc::new);
-        if let Some(tc) = &read {
-            self.read_cache.keep(ticket, Arc::clone(tc));
-        }
-        Ok(read)
+        Ok(self.cached_records(&[id]).await?.pop().flatten())
     }
 
     async fn update_teleconsultation(
@@ -1081,7 +1254,15 @@ where
         .await
     }
 
-    async fn agenda_page(&self, query: &AgendaPageQuery<'_>) -> StoreResult<Vec<Teleconsultation>> {
+    async fn agenda_page(
+        &self,
+        query: &AgendaPageQuery<'_>,
+    ) -> StoreResult<Vec<Arc<Teleconsultation>>> {
+        if let AgendaScope::Participant(participant) = query.scope
+            && let Some(page) = self.agenda_page_from_memory(participant, query).await?
+        {
+            return Ok(page);
+        }
         let (statement, params) = agenda_page_statement(query);
         let mut query = sqlx::query_as::<DB, JoinedRow>(AssertSqlSafe(statement));
         for param in params {
@@ -1090,12 +1271,11 @@ where
                 Param::Int(int) => query.bind(int),
             };
         }
-        assemble(
-            query
-                .fetch_all(&self.readers)
-                .await
-                .during("reading a page of the agenda")?,
-        )
+        let read = query
+            .fetch_all(&self.readers)
+            .await
+            .during("reading a page of the agenda")?;
+        Ok(assemble(read)?.into_iter().map(Arc::new).collect())
     }
 
     async fn get_kaleyra_user(&self, external_id: &str) -> StoreResult<Option<KaleyraUser>> {

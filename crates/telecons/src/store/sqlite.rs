@@ -29,7 +29,9 @@ impl Backend for Sqlite {
     /// Reads the schema: `SELECT 1` would be answered without touching the file.
     const PING: &'static str = "SELECT COUNT(*) FROM sqlite_schema";
     /// One instance per database file: it hears of every change it makes.
-    const ANNOUNCE_CHANGE: Option<&'static str> = None;
+    fn announce_change(_payload: &str) -> Option<String> {
+        None
+    }
     /// Its WITH takes no INSERT or UPDATE (and its writes are grouped anyway).
     const ONE_STATEMENT_WRITES: bool = false;
 

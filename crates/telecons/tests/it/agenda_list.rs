@@ -37,19 +37,19 @@ crate::on_both_backends!(
 );
 
 /// The response date format of `instant`.
-fn format(instant: DateTime<Utc>) -> String {
+pub(crate) fn format(instant: DateTime<Utc>) -> String {
     instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// [`doctor_and_patient`] starting at `start_date`, for an hour.
-fn pair_at(start_date: DateTime<Utc>) -> Value {
+pub(crate) fn pair_at(start_date: DateTime<Utc>) -> Value {
     let mut body = doctor_and_patient();
     body["start_date"] = json!(format(start_date));
     body
 }
 
 /// Books [`pair_at`] `start_date` as the back office; returns the id.
-async fn book_pair_at(app: &TestApp, start_date: DateTime<Utc>) -> String {
+pub(crate) async fn book_pair_at(app: &TestApp, start_date: DateTime<Utc>) -> String {
     book_as_back_office(app, pair_at(start_date)).await
 }
 
@@ -80,7 +80,7 @@ fn empty() -> Value {
 }
 
 /// GET `/teleconsultations{query}` with `headers`.
-async fn list(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn list(app: &TestApp, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     app.get(&format!("/teleconsultations{query}"), headers)
         .await
 }
@@ -137,7 +137,7 @@ fn may_not_filter(user: &str) -> Value {
 }
 
 /// The identity header of the caller `id` (no groups header).
-fn caller(id: &str) -> [(&'static str, &str); 1] {
+pub(crate) fn caller(id: &str) -> [(&'static str, &str); 1] {
     [("miauserid", id)]
 }
 

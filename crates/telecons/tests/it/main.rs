@@ -15,6 +15,7 @@ mod test_issuer;
 
 mod access;
 mod agenda_list;
+mod agenda_memory;
 mod agenda_view;
 mod bearer;
 mod budget;

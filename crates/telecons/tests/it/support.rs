@@ -47,6 +47,21 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
+    /// The same database through a store of its own, as another instance of the service
+    /// opens it (on PostgreSQL, following the changes channel on its own). The database
+    /// stays this one's: it goes with this value, not with the one returned.
+    #[allow(dead_code)]
+    pub async fn another_instance(&self) -> Self {
+        Self {
+            url: self.url.clone(),
+            store: store::connect(&self.url)
+                .await
+                .expect("open the database again"),
+            _dir: None,
+            _postgres: None,
+        }
+    }
+
     /// The same database, its store opened again with the database timeouts of requests of
     /// `request_budget` (as `serve` opens it), for an app with that budget.
     #[allow(dead_code)]
@@ -381,6 +396,20 @@ impl TestApp {
         Self::spawn_on(db, env, Arc::new(sim), budget).await
     }
 
+    /// Another instance of this app on its database (a store of its own), its
+    /// configuration and its Kaleyra, with a clock of its own. Keep this app alive with it:
+    /// the database goes with this one.
+    #[allow(dead_code)]
+    pub async fn spawn_another_instance(&self) -> Self {
+        Self::start(
+            self.db.another_instance().await,
+            self.config.clone(),
+            Arc::clone(&self.sim),
+            telecons::app::DEFAULT_REQUEST_BUDGET,
+        )
+        .await
+    }
+
     async fn spawn_on(
         db: TestDatabase,
         env: &[(&str, &str)],
@@ -400,6 +429,15 @@ impl TestApp {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = telecons::config::Config::from_vars(&vars).expect("valid test config");
+        Self::start(db, config, sim, request_budget).await
+    }
+
+    async fn start(
+        db: TestDatabase,
+        config: telecons::config::Config,
+        sim: Arc<kaleyra_sim::RunningSimulator>,
+        request_budget: std::time::Duration,
+    ) -> Self {
         let clock = Arc::new(telecons::clock::ManualClock::new(test_epoch()));
         let deps = telecons::Dependencies {
             request_budget,
@@ -501,5 +539,23 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+    }
+}
+
+/// Asks `heard` again until it answers true: a change made by another instance on one
+/// PostgreSQL reaches this one by its notification, well before the read cache's time to
+/// live would bring it anyway (so that the expiry cannot pass for the notification).
+#[allow(dead_code)]
+pub async fn until_heard<F>(what: &str, mut heard: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = bool>,
+{
+    let changed_at = std::time::Instant::now();
+    while !heard().await {
+        assert!(
+            changed_at.elapsed() < telecons::store::read_cache::TIME_TO_LIVE / 2,
+            "{what}: not heard of"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
