@@ -266,9 +266,8 @@ impl From<ServiceError> for ApiError {
             err @ ServiceError::KeyReused => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
             }
-            err @ ServiceError::KeyInUse { retry_after_secs } => {
-                Self::conflict(err.to_string()).with_retry_after(retry_after_secs)
-            }
+            err @ ServiceError::KeyInUse => Self::conflict(err.to_string())
+                .with_retry_after(crate::domain::idempotency::RETRY_AFTER_SECS),
             // Nothing was stored: the request may be sent again.
             err @ ServiceError::OutOfTime => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string())

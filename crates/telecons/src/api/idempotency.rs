@@ -3,6 +3,7 @@
 //! answer given again.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::FromRequestParts;
@@ -18,8 +19,9 @@ use super::teleconsultations::CreatedBody;
 use crate::domain::idempotency::{self, IdempotencyKey, InvalidKey, KeptAnswer};
 use crate::identity::Caller;
 use crate::services::Unreadable;
-use crate::services::idempotency::Claimed;
+use crate::services::idempotency::{Claimed, IdempotencyKeys};
 use crate::services::teleconsultations::BookingInput;
+use crate::store::KeyClaim;
 
 /// The request's `Idempotency-Key`, handed to the handler unopened: it is read after the
 /// caller is admitted (401 and 403 first).
@@ -66,10 +68,15 @@ pub async fn book_once(
                 Claimed::Held(claim) => claim,
                 Claimed::Replay(answer) => return Ok(replay(answer)),
             };
+            let unanswered = FreedUnlessAnswered {
+                keys: Arc::clone(&state.idempotency),
+                claim: Some(claim.clone()),
+            };
             let booked = state
                 .teleconsultations
                 .create(caller, input, Some(claim.clone()), arrived)
                 .await;
+            unanswered.answered();
             match booked {
                 Ok(room_id) => Ok(created(room_id)),
                 Err(err) => {
@@ -91,10 +98,32 @@ pub async fn book_once(
     );
     match work.await {
         Ok(answer) => answer,
-        // A panic goes on up (the panic layer answers 500; the key is free when its hold
-        // ends); otherwise the runtime is stopping, and this request with it.
+        // A panic goes on up (the panic layer answers 500; the key was freed); otherwise
+        // the runtime is stopping, and this request with it.
         Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         Err(_) => std::future::pending().await,
+    }
+}
+
+/// Frees a claimed key when the booking ends without an answer (a panic unwinds through
+/// it): a 500 keeps nothing, and the key need not wait for its hold to end.
+struct FreedUnlessAnswered {
+    keys: Arc<IdempotencyKeys>,
+    claim: Option<KeyClaim>,
+}
+
+impl FreedUnlessAnswered {
+    fn answered(mut self) {
+        self.claim = None;
+    }
+}
+
+impl Drop for FreedUnlessAnswered {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            let keys = Arc::clone(&self.keys);
+            tokio::spawn(async move { keys.release(&claim).await });
+        }
     }
 }
 

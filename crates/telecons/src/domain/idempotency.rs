@@ -18,6 +18,9 @@ pub const REPLAYED_HEADER: &str = "Idempotency-Replayed";
 pub const KEPT_FOR: TimeDelta = TimeDelta::hours(24);
 /// The longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;
+/// The `Retry-After` of a 409 (the first request still running): a live request answers
+/// well within it; a dead one's hold ends within the request budget, a few dozen of them.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// A key as sent: 1 to [`MAX_KEY_LEN`] visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,25 +133,18 @@ pub enum KeyReuse {
     Replay(KeptAnswer),
     /// Another body under the same key (422).
     OtherBody,
-    /// The first request is still running (409): retry in this many seconds.
-    Running { retry_after_secs: u64 },
+    /// The first request is still running (409): retry in [`RETRY_AFTER_SECS`].
+    Running,
 }
 
-/// What `kept` answers to a request with body `fingerprint` at `now`.
-pub fn reuse(kept: &KeptKey, fingerprint: &str, now: DateTime<Utc>) -> KeyReuse {
+/// What `kept` answers to a request with body `fingerprint`.
+pub fn reuse(kept: &KeptKey, fingerprint: &str) -> KeyReuse {
     if kept.fingerprint != fingerprint {
         return KeyReuse::OtherBody;
     }
     match &kept.answer {
         Some(answer) => KeyReuse::Replay(answer.clone()),
-        None => {
-            let left = kept
-                .lease_until
-                .map_or(0, |until| (until - now).num_milliseconds().max(0));
-            // Whole seconds, rounded up: never "retry in 0 s" while the hold lasts.
-            let retry_after_secs = u64::try_from(left).unwrap_or(0).div_ceil(1000).max(1);
-            KeyReuse::Running { retry_after_secs }
-        }
+        None => KeyReuse::Running,
     }
 }
 
@@ -237,30 +233,19 @@ mod tests {
             answer: Some(answer.clone()),
             lease_until: None,
         };
-        assert_eq!(reuse(&kept, "f", at(0)), KeyReuse::Replay(answer));
-        assert_eq!(reuse(&kept, "g", at(0)), KeyReuse::OtherBody);
+        assert_eq!(reuse(&kept, "f"), KeyReuse::Replay(answer));
+        assert_eq!(reuse(&kept, "g"), KeyReuse::OtherBody);
     }
 
     #[test]
-    fn a_running_key_asks_to_retry_when_its_hold_ends() {
+    fn a_running_key_is_running_to_the_same_body_only() {
         let running = KeptKey {
             fingerprint: "f".into(),
             answer: None,
             lease_until: Some(at(30)),
         };
-        assert_eq!(
-            reuse(&running, "f", at(0)),
-            KeyReuse::Running {
-                retry_after_secs: 30
-            }
-        );
-        assert_eq!(
-            reuse(&running, "f", at(29) + TimeDelta::milliseconds(1)),
-            KeyReuse::Running {
-                retry_after_secs: 1
-            }
-        );
+        assert_eq!(reuse(&running, "f"), KeyReuse::Running);
         // Another body is refused as such, running or not.
-        assert_eq!(reuse(&running, "g", at(0)), KeyReuse::OtherBody);
+        assert_eq!(reuse(&running, "g"), KeyReuse::OtherBody);
     }
 }

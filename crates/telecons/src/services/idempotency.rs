@@ -65,12 +65,10 @@ impl IdempotencyKeys {
         let Some(kept) = self.store.claim_idempotency_key(&claim).await? else {
             return Ok(Claimed::Held(claim));
         };
-        match idempotency::reuse(&kept, &claim.fingerprint, at) {
+        match idempotency::reuse(&kept, &claim.fingerprint) {
             KeyReuse::Replay(answer) => Ok(Claimed::Replay(answer)),
             KeyReuse::OtherBody => Err(ServiceError::KeyReused),
-            KeyReuse::Running { retry_after_secs } => {
-                Err(ServiceError::KeyInUse { retry_after_secs })
-            }
+            KeyReuse::Running => Err(ServiceError::KeyInUse),
         }
     }
 

@@ -98,7 +98,7 @@ pub enum ServiceError {
     #[error(
         "a request with this Idempotency-Key is still running; send it again once that one has answered"
     )]
-    KeyInUse { retry_after_secs: u64 },
+    KeyInUse,
     /// What had to happen before the commit did not fit in the request's time.
     #[error(
         "the request could not be decided in time (the user directory or storage is slow); nothing was stored"

@@ -52,11 +52,11 @@ pub enum StoreError {
     },
     #[error("migration error: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    /// A stored value could not be read back (a bug or a hand-edited row).
     /// The idempotency key a write was to answer is no longer held by its request (its
     /// hold ended and another request took the key): nothing was written.
     #[error("the idempotency key was taken over by another request")]
     KeyLost,
+    /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
     #[error("unsupported DATABASE_URL: {0}")]

@@ -141,6 +141,16 @@ const ANSWERED: &str = "owner = NULL, lease_until_ms = NULL";
 /// The key of claim ($1 scope, $2 key, $3 owner), while the claim still holds it.
 const HELD_BY_CLAIM: &str = "WHERE scope = $1 AND idempotency_key = $2 AND owner = $3";
 
+/// What a claim found: the key held by it, kept for another request, or gone meanwhile.
+enum KeyRead {
+    Held,
+    Kept(KeptKeyRow),
+    Gone,
+}
+
+/// Expired keys deleted per statement.
+const PRUNE_BATCH: usize = 1_000;
+
 /// Takes a key for a claim ($1–$6), unless it is kept for a live request or an answer:
 /// free when new, created at or before $7 (its answer has been kept long enough), or
 /// running under a hold that has ended by $6 (its request died with its instance).
@@ -870,6 +880,22 @@ where
         written
     }
 
+    /// A write of its own (its statements in autocommit, or in a transaction where the
+    /// database has one writer): grouped with concurrent writes on SQLite ([`GroupCommit`],
+    /// one commit's fsync shared), else straight on a writer connection, with no
+    /// `BEGIN`/`COMMIT` round trips for what needs no transaction.
+    async fn write_alone<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        write: impl WriteWork<DB, T>,
+    ) -> StoreResult<T> {
+        if let Some(group) = &self.group_commit {
+            return group.write(operation, write, || {}).await;
+        }
+        let mut connection = self.writer.acquire().await.during(operation)?;
+        write(&mut connection).await
+    }
+
     /// A connection of its own on which the request's timeouts are lifted
     /// ([`Backend::MIGRATION_SESSION`]), for work that may rightly take longer than a
     /// request's statements: the migrations, adopting a database. Its session settings stay
@@ -1127,76 +1153,126 @@ where
 
     async fn claim_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<Option<KeptKey>> {
         const OPERATION: &str = "claiming an idempotency key";
-        let expired_by = (claim.at - KEPT_FOR).timestamp_millis();
+        let claim = Arc::new(claim.clone());
         // The key may be freed between the claim and the read (its request failed): then
         // it is claimed again.
         for _ in 0..3 {
-            let claimed: Option<(Option<String>,)> = sqlx::query_as(CLAIM_IDEMPOTENCY_KEY)
-                .bind(claim.scope.clone())
-                .bind(claim.key.clone())
-                .bind(claim.fingerprint.clone())
-                .bind(claim.owner.clone())
-                .bind(claim.until.timestamp_millis())
-                .bind(claim.at.timestamp_millis())
-                .bind(expired_by)
-                .fetch_optional(&self.writer)
-                .await
-                .during(OPERATION)?;
-            if claimed.is_some() {
-                return Ok(None);
-            }
-            let kept: Option<KeptKeyRow> = sqlx::query_as(
-                "SELECT fingerprint, lease_until_ms, teleconsultation_id, answer_status, \
-                 answer_body FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2",
-            )
-            .bind(claim.scope.clone())
-            .bind(claim.key.clone())
-            .fetch_optional(&self.writer)
-            .await
-            .during(OPERATION)?;
-            if let Some(kept) = kept {
-                return kept_key(kept).map(Some);
+            let claim = Arc::clone(&claim);
+            let read = self
+                .write_alone(OPERATION, move |conn| {
+                    let claim = Arc::clone(&claim);
+                    Box::pin(async move {
+                        let claimed: Option<(Option<String>,)> =
+                            sqlx::query_as(CLAIM_IDEMPOTENCY_KEY)
+                                .bind(claim.scope.clone())
+                                .bind(claim.key.clone())
+                                .bind(claim.fingerprint.clone())
+                                .bind(claim.owner.clone())
+                                .bind(claim.until.timestamp_millis())
+                                .bind(claim.at.timestamp_millis())
+                                .bind((claim.at - KEPT_FOR).timestamp_millis())
+                                .fetch_optional(&mut *conn)
+                                .await
+                                .during(OPERATION)?;
+                        if claimed.is_some() {
+                            return Ok(KeyRead::Held);
+                        }
+                        let kept: Option<KeptKeyRow> = sqlx::query_as(
+                            "SELECT fingerprint, lease_until_ms, teleconsultation_id, \
+                             answer_status, answer_body FROM idempotency_keys \
+                             WHERE scope = $1 AND idempotency_key = $2",
+                        )
+                        .bind(claim.scope.clone())
+                        .bind(claim.key.clone())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                        Ok(kept.map_or(KeyRead::Gone, KeyRead::Kept))
+                    })
+                })
+                .await?;
+            match read {
+                KeyRead::Held => return Ok(None),
+                KeyRead::Kept(kept) => return kept_key(kept).map(Some),
+                KeyRead::Gone => {}
             }
         }
         Err(StoreError::KeyLost)
     }
 
     async fn keep_refusal(&self, claim: &KeyClaim, status: u16, body: &str) -> StoreResult<()> {
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE idempotency_keys SET answer_status = $4, answer_body = $5, {ANSWERED} \
-             {HELD_BY_CLAIM}"
-        )))
-        .bind(claim.scope.clone())
-        .bind(claim.key.clone())
-        .bind(claim.owner.clone())
-        .bind(i64::from(status))
-        .bind(body.to_owned())
-        .execute(&self.writer)
+        const OPERATION: &str = "keeping a refusal as its idempotency key's answer";
+        let (claim, body) = (Arc::new(claim.clone()), Arc::<str>::from(body));
+        self.write_alone(OPERATION, move |conn| {
+            let (claim, body) = (Arc::clone(&claim), Arc::clone(&body));
+            Box::pin(async move {
+                sqlx::query(AssertSqlSafe(format!(
+                    "UPDATE idempotency_keys SET answer_status = $4, answer_body = $5, \
+                     {ANSWERED} {HELD_BY_CLAIM}"
+                )))
+                .bind(claim.scope.clone())
+                .bind(claim.key.clone())
+                .bind(claim.owner.clone())
+                .bind(i64::from(status))
+                .bind(body.to_string())
+                .execute(&mut *conn)
+                .await
+                .during(OPERATION)?;
+                Ok(())
+            })
+        })
         .await
-        .during("keeping a refusal as its idempotency key's answer")?;
-        Ok(())
     }
 
     async fn release_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<()> {
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM idempotency_keys {HELD_BY_CLAIM}"
-        )))
-        .bind(claim.scope.clone())
-        .bind(claim.key.clone())
-        .bind(claim.owner.clone())
-        .execute(&self.writer)
+        const OPERATION: &str = "freeing an idempotency key";
+        let claim = Arc::new(claim.clone());
+        self.write_alone(OPERATION, move |conn| {
+            let claim = Arc::clone(&claim);
+            Box::pin(async move {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM idempotency_keys {HELD_BY_CLAIM}"
+                )))
+                .bind(claim.scope.clone())
+                .bind(claim.key.clone())
+                .bind(claim.owner.clone())
+                .execute(&mut *conn)
+                .await
+                .during(OPERATION)?;
+                Ok(())
+            })
+        })
         .await
-        .during("freeing an idempotency key")?;
-        Ok(())
     }
 
+    /// In batches of [`PRUNE_BATCH`], each a short write: a day's keys after an outage
+    /// never make one statement that outlasts the statement timeout or holds SQLite's
+    /// writer for long.
     async fn prune_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at_ms <= $1")
-            .bind(before.timestamp_millis())
-            .execute(&self.writer)
-            .await
-            .during("deleting expired idempotency keys")?;
-        Ok(())
+        const OPERATION: &str = "deleting expired idempotency keys";
+        let before = before.timestamp_millis();
+        loop {
+            let deleted = self
+                .write_alone(OPERATION, move |conn| {
+                    Box::pin(async move {
+                        let deleted: Vec<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
+                            "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN \
+                             (SELECT scope, idempotency_key FROM idempotency_keys \
+                              WHERE created_at_ms <= $1 LIMIT {PRUNE_BATCH}) \
+                             RETURNING created_at_ms"
+                        )))
+                        .bind(before)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                        Ok(deleted.len())
+                    })
+                })
+                .await?;
+            if deleted < PRUNE_BATCH {
+                return Ok(());
+            }
+        }
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {

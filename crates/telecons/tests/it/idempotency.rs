@@ -28,6 +28,8 @@ crate::on_both_backends!(
     a_key_that_is_not_1_to_255_visible_characters_is_refused_after_the_callers_checks,
     a_key_answered_by_one_instance_is_answered_again_by_another,
     expired_keys_are_swept,
+    requests_with_one_key_at_once_book_once,
+    a_client_that_hangs_up_leaves_its_key_answered_or_free,
 );
 
 /// An answer: status, the `Idempotency-Replayed` header (if any), the body as JSON.
@@ -137,12 +139,13 @@ async fn the_same_key_and_body_get_the_first_answer_again_and_book_once(db: Test
     let id = booked(&first);
     assert_eq!(room_creations(&app), 1);
 
+    let calls = app.kaleyra_calls();
     for _ in 0..2 {
         let again = post(&app, "booking-7f3a", &pair()).await;
         assert_replayed(&again, 201, &json!({"roomId": id}));
     }
     assert_eq!(live_count(&app).await, 1, "booked once");
-    assert_eq!(room_creations(&app), 1, "Kaleyra is not called again");
+    assert_eq!(app.kaleyra_calls(), calls, "Kaleyra is not called again");
 
     // Another key is another booking.
     let other = booked(&post(&app, "booking-7f3b", &pair()).await);
@@ -220,9 +223,9 @@ async fn a_refusal_is_kept_and_given_again(db: TestDatabase) {
 }
 
 /// A request that claimed its key and died (its instance killed) holds it until its hold
-/// ends — the request budget, 25 s — and the same request sent meanwhile gets a 409 saying
-/// when to retry; after, the key is free. A request that still tries to book under a key
-/// taken over stores nothing.
+/// ends — the request budget, 25 s — and the same request sent meanwhile gets a 409 asking
+/// to retry in a second; after, the key is free. A request that still tries to book under a
+/// key taken over stores nothing.
 async fn a_request_still_running_holds_its_key_until_it_answers_or_its_hold_ends(db: TestDatabase) {
     let app = TestApp::spawn(db).await;
     let body = serde_json::to_vec(&pair()).unwrap();
@@ -247,7 +250,7 @@ async fn a_request_still_running_holds_its_key_until_it_answers_or_its_hold_ends
         Answer {
             status: 409,
             replayed: None,
-            retry_after: Some("25".into()),
+            retry_after: Some("1".into()),
             body: error(409, "Conflict", STILL_RUNNING),
         }
     );
@@ -255,7 +258,7 @@ async fn a_request_still_running_holds_its_key_until_it_answers_or_its_hold_ends
     let running = post_raw(&app, Some("k-1"), None, body.clone()).await;
     assert_eq!(
         (running.status, running.retry_after.as_deref()),
-        (409, Some("5"))
+        (409, Some("1"))
     );
     assert_eq!(live_count(&app).await, 0);
     assert!(app.kaleyra_calls().is_empty());
@@ -269,18 +272,6 @@ async fn a_request_still_running_holds_its_key_until_it_answers_or_its_hold_ends
         &json!({"roomId": id}),
     );
     // The dead request's booking, were it to come now, stores nothing.
-    let late = app
-        .services
-        .api
-        .teleconsultations
-        .create(
-            telecons::identity::Caller::default(),
-            Ok(telecons::services::teleconsultations::BookingInput::default()),
-            Some(dead.clone()),
-            tokio::time::Instant::now(),
-        )
-        .await;
-    assert!(late.is_err(), "an empty booking is refused anyway");
     let stored = app.stored(&id).await;
     let mut copy = stored.clone();
     copy.id = "64b000000000000000000999".into();
@@ -420,6 +411,37 @@ async fn a_key_that_is_not_1_to_255_visible_characters_is_refused_after_the_call
             )
         )
     );
+    // The identity's 400 comes before the key's, the key's before the body's.
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/teleconsultation",
+            &[
+                ("miauserid", "a"),
+                ("miauserid", "b"),
+                ("Idempotency-Key", "a b"),
+            ],
+            Some(pair()),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("miauserid"),
+        "{body}"
+    );
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            "/teleconsultation",
+            &[
+                ("miauserid", "backend"),
+                ("miausergroups", "booking"),
+                ("Idempotency-Key", "a b"),
+            ],
+            Some(json!({"participants": "none"})),
+        )
+        .await;
+    assert_eq!((status, body), malformed);
     assert_eq!(live_count(&app).await, 0);
     // The longest and the most varied keys are keys.
     for good in ["~".repeat(255), "!#$%&'*+-.^_`|~0aZ".into()] {
@@ -484,4 +506,65 @@ async fn expired_keys_are_swept(db: TestDatabase) {
         "the recent key is kept"
     );
     assert_eq!(keys().await, 1, "the old key is swept");
+}
+
+/// Requests sent at once with one key and body: one books, each other gets its answer
+/// again or a 409 while it runs; one teleconsultation, one room.
+async fn requests_with_one_key_at_once_book_once(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let body = serde_json::to_vec(&pair()).unwrap();
+    let sent: Vec<_> = (0..8)
+        .map(|_| {
+            let (base, http, body) = (app.base_url.clone(), app.http.clone(), body.clone());
+            tokio::spawn(async move { post_to(&base, &http, Some("k-1"), None, body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for answer in sent {
+        answers.push(answer.await.unwrap());
+    }
+    let booked: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.replayed.is_none() && a.status == 201)
+        .collect();
+    assert_eq!(booked.len(), 1, "{answers:?}");
+    let id = &booked[0].body;
+    for answer in &answers {
+        match (answer.status, answer.replayed.as_deref()) {
+            (201, None) => {}
+            (201, Some("true")) => assert_eq!(&answer.body, id),
+            (409, None) => assert_eq!(answer.body, error(409, "Conflict", STILL_RUNNING)),
+            other => panic!("{other:?}: {answer:?}"),
+        }
+    }
+    assert_eq!(live_count(&app).await, 1);
+    assert_eq!(room_creations(&app), 1);
+}
+
+/// A client that hangs up mid-request (at any point of it) leaves its key answered or free,
+/// never held: sent again, the booking gets its answer within a few retries — the test
+/// clock never moves, so a key left held would stay held — and is booked once.
+async fn a_client_that_hangs_up_leaves_its_key_answered_or_free(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let body = serde_json::to_vec(&pair()).unwrap();
+    for (i, cut_after_us) in [0, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000]
+        .into_iter()
+        .enumerate()
+    {
+        let key = format!("k-{i}");
+        let request = post_raw(&app, Some(&key), None, body.clone());
+        let _ = tokio::time::timeout(StdDuration::from_micros(cut_after_us), request).await;
+        let mut attempts = 0;
+        let answer = loop {
+            let answer = post_raw(&app, Some(&key), None, body.clone()).await;
+            if answer.status != 409 {
+                break answer;
+            }
+            attempts += 1;
+            assert!(attempts < 200, "key {key} stays held");
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        };
+        assert_eq!(answer.status, 201, "{answer:?}");
+        assert_eq!(live_count(&app).await, i + 1, "booked once under {key}");
+    }
 }

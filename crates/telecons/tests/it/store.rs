@@ -1653,4 +1653,22 @@ async fn concurrent_claims_of_one_key_hold_it_once(db: TestDatabase) {
         }
     }
     assert_eq!(held, 1);
+
+    // Once its hold has ended, the key is taken over by one of many claims at once.
+    let takeovers = (0..8).map(|i| {
+        let store = Arc::clone(&db.store);
+        tokio::spawn(async move {
+            store
+                .claim_idempotency_key(&key_claim("k", &format!("late-{i}"), 20_000))
+                .await
+                .unwrap()
+        })
+    });
+    let mut held = 0;
+    for claim in takeovers {
+        if claim.await.unwrap().is_none() {
+            held += 1;
+        }
+    }
+    assert_eq!(held, 1);
 }
