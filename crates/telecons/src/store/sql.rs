@@ -141,6 +141,15 @@ const ANSWERED: &str = "owner = NULL, lease_until_ms = NULL";
 /// The key of claim ($1 scope, $2 key, $3 owner), while the claim still holds it.
 const HELD_BY_CLAIM: &str = "WHERE scope = $1 AND idempotency_key = $2 AND owner = $3";
 
+/// `insert` (an `INSERT … VALUES …`) made to write only when the `answered` CTE of its
+/// statement has a row (the idempotency key was still the booking's to answer).
+fn only_if_answered(insert: &str) -> String {
+    let (head, values) = insert
+        .split_once(" VALUES ")
+        .expect("an INSERT … VALUES statement");
+    format!("{head} SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM answered)")
+}
+
 /// What a claim found: the key held by it, kept for another request, or gone meanwhile.
 enum KeyRead {
     Held,
@@ -607,57 +616,10 @@ where
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         let change = Change::of(tc);
-        // A booking under an idempotency key takes the transaction below: the key's answer
-        // must be written only while the claim holds it, and the whole insert undone if not.
-        if DB::ONE_STATEMENT_WRITES && key.is_none() {
-            // Every write is a CTE (each runs, whatever the main statement reads), and the
-            // main statement is the announcement: no round trip more, but notifying commits
-            // queue their notifications under one lock of the server, as updates did
-            // already. After the record's $1..$18 come the participants' rows, the attempt's
-            // id and time, and the announcement's payload; the attempt's record reuses the
-            // id ($1) and the creation mark's fingerprint ($18).
-            let mut next = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
-            let mut writes = vec![format!("inserted AS ({INSERT_TELECONSULTATION})")];
-            if !tc.participants.is_empty() {
-                let rows = placeholder_rows(
-                    INSERT_PARAMETERS + 1,
-                    tc.participants.len(),
-                    PARTICIPANT_COLUMNS,
-                );
-                writes.push(format!(
-                    "participants_inserted AS ({INSERT_PARTICIPANTS}{rows})"
-                ));
-            }
-            if creating.is_some() {
-                let (id, at) = (format!("${next}"), format!("${}", next + 1));
-                writes.push(format!(
-                    "attempt AS ({})",
-                    insert_attempt(&id, "$1", "$18", &at)
-                ));
-                next += 2;
-            }
-            let announce = DB::announce_change(&format!("${next}"));
-            let statement = format!(
-                "WITH {} {}",
-                writes.join(", "),
-                announce.as_deref().unwrap_or("SELECT 1")
-            );
-            let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
-            let mut query = Self::bind_participants(query, tc);
-            if let Some(attempt) = creating {
-                query = query
-                    .bind(attempt.id.clone())
-                    .bind(attempt.at.timestamp_millis());
-            }
-            if announce.is_some() {
-                query = query.bind(change.announcement());
-            }
-            let inserted = query
-                .execute(&self.writer)
-                .await
-                .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)));
-            self.read_cache.forget(&change);
-            return inserted.map(|_| ());
+        if DB::ONE_STATEMENT_WRITES {
+            return self
+                .insert_in_one_statement(tc, lease, creating, key, &change)
+                .await;
         }
         let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
@@ -704,6 +666,108 @@ where
             forget,
         )
         .await
+    }
+
+    /// [`Self::insert`] in one statement (`ONE_STATEMENT_WRITES`): every write is a CTE
+    /// (each runs, whatever the main statement reads), and the main statement reads the
+    /// announcement: no round trip more, but notifying commits queue their notifications
+    /// under one lock of the server, as updates did already. With an idempotency key, the
+    /// first write makes the booking the key's answer while the claim holds it, and every
+    /// other write reads from it: under a key taken over, nothing is written (`KeyLost`).
+    /// After the record's $1..$18 come the participants' rows, the attempt's id and time,
+    /// the key's scope, key and holder, and the announcement's payload; the attempt's record
+    /// reuses the id ($1) and the creation mark's fingerprint ($18).
+    async fn insert_in_one_statement(
+        &self,
+        tc: &Teleconsultation,
+        lease: Option<&Lease>,
+        creating: Option<&RoomAttempt>,
+        key: Option<&KeyClaim>,
+        change: &Change,
+    ) -> StoreResult<()> {
+        const OPERATION: &str = "inserting a teleconsultation";
+        let gate = |insert: String| match key {
+            Some(_) => only_if_answered(&insert),
+            None => insert,
+        };
+        let mut next = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
+        let mut writes = vec![format!(
+            "inserted AS ({})",
+            gate(INSERT_TELECONSULTATION.to_owned())
+        )];
+        if !tc.participants.is_empty() {
+            let rows = placeholder_rows(
+                INSERT_PARAMETERS + 1,
+                tc.participants.len(),
+                PARTICIPANT_COLUMNS,
+            );
+            writes.push(format!(
+                "participants_inserted AS ({})",
+                gate(format!("{INSERT_PARTICIPANTS}{rows}"))
+            ));
+        }
+        if creating.is_some() {
+            let (id, at) = (format!("${next}"), format!("${}", next + 1));
+            writes.push(format!(
+                "attempt AS ({})",
+                gate(insert_attempt(&id, "$1", "$18", &at))
+            ));
+            next += 2;
+        }
+        if key.is_some() {
+            writes.insert(
+                0,
+                format!(
+                    "answered AS (UPDATE idempotency_keys SET teleconsultation_id = $1, \
+                     {ANSWERED} WHERE scope = ${next} AND idempotency_key = ${} \
+                     AND owner = ${} RETURNING 1)",
+                    next + 1,
+                    next + 2
+                ),
+            );
+            next += 3;
+        }
+        let announce = DB::announce_change(&format!("${next}"));
+        let main = match (key, &announce) {
+            (None, Some(announce)) => announce.clone(),
+            (None, None) => "SELECT 1".to_owned(),
+            // Announced only when written; the count says whether it was.
+            (Some(_), Some(announce)) => {
+                writes.push(format!("announced AS ({announce} FROM answered)"));
+                "SELECT COUNT(*) FROM answered, announced".to_owned()
+            }
+            (Some(_), None) => "SELECT COUNT(*) FROM answered".to_owned(),
+        };
+        let statement = format!("WITH {} {main}", writes.join(", "));
+        let query = Self::bind_new(sqlx::query(AssertSqlSafe(statement)), tc, lease, creating);
+        let mut query = Self::bind_participants(query, tc);
+        if let Some(attempt) = creating {
+            query = query
+                .bind(attempt.id.clone())
+                .bind(attempt.at.timestamp_millis());
+        }
+        if let Some(key) = key {
+            query = query
+                .bind(key.scope.clone())
+                .bind(key.key.clone())
+                .bind(key.owner.clone());
+        }
+        if announce.is_some() {
+            query = query.bind(change.announcement());
+        }
+        let inserted = query
+            .fetch_one(&self.writer)
+            .await
+            .map_err(|e| conflict_or(e, OPERATION, &format!("teleconsultation {}", tc.id)));
+        self.read_cache.forget(change);
+        let row = inserted?;
+        if key.is_some() {
+            let (answered,) = <(i64,)>::from_row(&row).during(OPERATION)?;
+            if answered == 0 {
+                return Err(StoreError::KeyLost);
+            }
+        }
+        Ok(())
     }
 
     /// The update of [`Store::update_teleconsultation`]; with `holder`, also the end of the
