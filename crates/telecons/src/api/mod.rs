@@ -6,7 +6,6 @@ mod body_deadline;
 mod caller;
 mod credentials;
 pub mod error;
-mod idempotency;
 mod middleware;
 mod ops;
 mod settings;

@@ -6,10 +6,19 @@
 use chrono::{DateTime, Utc};
 
 use super::access::AgendaViewer;
-use super::agenda_query::Position;
 use super::roles::Role;
 use super::schedule;
 use super::teleconsultation::{Participant, Teleconsultation};
+
+/// A place in the agenda's order (start, then id): the last item of a page. The next page
+/// starts strictly after it, so an item that stays where it is is never shown twice nor
+/// skipped, whatever is added, moved or deleted around it between pages. (The list's
+/// cursor carries it: `agenda_query`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub start: DateTime<Utc>,
+    pub id: String,
+}
 
 /// Where a teleconsultation stands in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::agenda::Status;
+use super::agenda::{Position, Status};
 use super::ids::is_well_formed;
 use super::participants::check_user_id;
 use super::schedule::parse_instant;
@@ -20,19 +20,11 @@ pub const MAX_LIMIT: u32 = 100;
 /// not silently answer an unfiltered list.
 pub const PARAMETERS: [&str; 6] = ["from", "to", "status", "participant", "limit", "cursor"];
 
-/// A place in the agenda's order (start, then id): the last item of a page. The next page
-/// starts strictly after it, so an item that stays where it is is never shown twice nor
-/// skipped, whatever is added, moved or deleted around it between pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub start: DateTime<Utc>,
-    pub id: String,
-}
-
 /// The cursor's format version: a cursor of another version is refused (400), never
 /// misread.
 const CURSOR_VERSION: &str = "v1";
 
+/// A position as the list's cursor carries it.
 impl Position {
     /// The opaque cursor of this position: base64url (no padding) of `v1:<start ms>:<id>`.
     /// Opaque to callers (they pass it back unchanged); nothing secret is in it.

@@ -21,8 +21,8 @@ use super::room_details::{Details, RoomDetailsCache};
 use super::{AfterCommit, ServiceError, Unreadable, commit_then_finish};
 use crate::clock::Clock;
 use crate::domain::access;
-use crate::domain::agenda::{self, AgendaEntry, AgendaView};
-use crate::domain::agenda_query::{ListQuery, Position};
+use crate::domain::agenda::{self, AgendaEntry, AgendaView, Position};
+use crate::domain::agenda_query::ListQuery;
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{

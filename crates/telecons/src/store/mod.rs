@@ -19,7 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::access::AgendaScope;
 use crate::domain::agenda::AgendaFilter;
-use crate::domain::agenda_query::Position;
+use crate::domain::agenda::Position;
 use crate::domain::idempotency::KeptKey;
 use crate::domain::roles::Role;
 use crate::domain::room_spec::RoomAttempt;

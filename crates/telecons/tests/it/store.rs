@@ -1637,38 +1637,25 @@ async fn an_idempotency_key_is_held_by_one_claim_and_keeps_one_answer(db: TestDa
 }
 
 async fn concurrent_claims_of_one_key_hold_it_once(db: TestDatabase) {
-    let claims = (0..8).map(|i| {
-        let store = Arc::clone(&db.store);
-        tokio::spawn(async move {
-            store
-                .claim_idempotency_key(&key_claim("k", &format!("req-{i}"), 1_000))
-                .await
-                .unwrap()
+    assert_eq!(claims_at_once(&db, "new", 1_000).await, 1);
+    // Once its hold has ended, the key is taken over by one of many claims at once.
+    assert_eq!(claims_at_once(&db, "late", 20_000).await, 1);
+}
+
+/// How many of 8 claims of key `k` made at once at `ms` hold it.
+async fn claims_at_once(db: &TestDatabase, owners: &str, ms: i64) -> usize {
+    let claims: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&db.store);
+            let claim = key_claim("k", &format!("{owners}-{i}"), ms);
+            tokio::spawn(async move { store.claim_idempotency_key(&claim).await.unwrap() })
         })
-    });
+        .collect();
     let mut held = 0;
     for claim in claims {
         if claim.await.unwrap().is_none() {
             held += 1;
         }
     }
-    assert_eq!(held, 1);
-
-    // Once its hold has ended, the key is taken over by one of many claims at once.
-    let takeovers = (0..8).map(|i| {
-        let store = Arc::clone(&db.store);
-        tokio::spawn(async move {
-            store
-                .claim_idempotency_key(&key_claim("k", &format!("late-{i}"), 20_000))
-                .await
-                .unwrap()
-        })
-    });
-    let mut held = 0;
-    for claim in takeovers {
-        if claim.await.unwrap().is_none() {
-            held += 1;
-        }
-    }
-    assert_eq!(held, 1);
+    held
 }

@@ -5,6 +5,7 @@
 //! (no plus user); on the agenda, 401 before 404.
 
 mod bodies;
+mod idempotency;
 
 use std::convert::Infallible;
 
@@ -23,11 +24,11 @@ use super::ApiState;
 use super::body::{JsonBody, JsonBodyAndBytes};
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
-use super::idempotency::{IdempotencyKeyHeader, book_once, created};
 use super::middleware::Arrival;
 use crate::domain::agenda_query::parse_list_query;
 use crate::domain::participants::ParticipantEntry;
 use crate::services::{ServiceError, Unreadable};
+use idempotency::{IdempotencyKeyHeader, book_once, created};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::ApiState;
-use super::error::ApiError;
-use super::teleconsultations::CreatedBody;
+use super::bodies::CreatedBody;
+use crate::api::ApiState;
+use crate::api::error::ApiError;
 use crate::domain::idempotency::{self, IdempotencyKey, InvalidKey, KeptAnswer};
 use crate::identity::Caller;
 use crate::services::Unreadable;
