@@ -87,7 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
         (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
         (status = 400, description = "Invalid body, `Failed POST /teleconsultation: no plus user in room`, or an `Idempotency-Key` that is not 1 to 255 visible ASCII characters or is sent twice", body = ErrorBody),
         (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 409, description = "A request with this `Idempotency-Key` is still running (`Retry-After` says when its hold ends), or took the key over", body = ErrorBody),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`Retry-After: 1`; a request killed mid-way holds its key for at most the request budget), or took the key over", body = ErrorBody),
         (status = 422, description = "This `Idempotency-Key` was used with another body (compared as parsed JSON)", body = ErrorBody),
     ))]
 async fn create_teleconsultation(
