@@ -64,7 +64,8 @@ enum Command {
         long_about = "Load and validate the configuration as `serve` would (every \
         variable of the README's \"Configuration\" and the service file named by \
         TELECONSULTATION_SERVICE_CONFIG_PATH), print every problem at once, and exit \
-        non-zero if there is any. Connects to nothing."
+        non-zero if there is any; else print the warnings and whether events are sent, where \
+        and how (never a secret). Connects to nothing."
     )]
     CheckConfig,
     /// Print the OpenAPI document.
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
                 for warning in config.warnings() {
                     println!("warning: {warning}");
                 }
+                println!("{}", config.events_summary());
                 println!("configuration OK");
                 ExitCode::SUCCESS
             }

@@ -54,7 +54,7 @@ impl fmt::Debug for DatabaseUrl {
 }
 
 /// `value` with any password (userinfo or a `password=` query parameter) masked.
-fn redact_url(value: &str) -> String {
+pub(super) fn redact_url(value: &str) -> String {
     let mut out = value.to_owned();
     if let Some(scheme_end) = out.find("://") {
         let authority_start = scheme_end + 3;

@@ -8,6 +8,8 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
+use super::database_url::redact_url;
+
 // Variable names (spec §3).
 pub(super) const KALEYRA_KEY: &str = "BANDYER_API_SECRET_KEY";
 pub(super) const KALEYRA_KEY_ALIAS: &str = "KALEYRA_API_KEY";
@@ -37,6 +39,9 @@ pub(super) const JWT_USER_ID_CLAIM: &str = "JWT_USER_ID_CLAIM";
 pub(super) const JWT_GROUPS_CLAIM: &str = "JWT_GROUPS_CLAIM";
 pub(super) const PROVISIONING_LEASE_SECONDS: &str = "PROVISIONING_LEASE_SECONDS";
 pub(super) const PROVISIONING_CONCURRENCY: &str = "PROVISIONING_CONCURRENCY";
+pub(super) const EVENTS_WEBHOOK_URL: &str = "EVENTS_WEBHOOK_URL";
+pub(super) const EVENTS_WEBHOOK_SECRET: &str = "EVENTS_WEBHOOK_SECRET";
+pub(super) const EVENTS_RETRY_SCHEDULE: &str = "EVENTS_RETRY_SCHEDULE";
 
 /// The Kaleyra company API: key and base URL.
 pub(super) const KALEYRA: Group<2> = Group {
@@ -145,11 +150,7 @@ pub(super) struct Group<const N: usize> {
 impl<const N: usize> Group<N> {
     /// The variables as messages name them: `A, B and C`.
     pub(super) fn names(&self) -> String {
-        let names: Vec<String> = self.vars.iter().map(Var::to_string).collect();
-        match names.split_last() {
-            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-            _ => names.concat(),
-        }
+        listed(&self.vars.map(|var| var.to_string()))
     }
 
     /// The problem when none of them is set but they are needed, `because` …
@@ -193,6 +194,15 @@ impl<'a> Env<'a> {
                 None
             }
         }
+    }
+
+    /// Whether `name` is set (not blank), without reading it: a value that is not valid
+    /// UTF-8 counts as set and is not reported.
+    pub(super) fn is_set(&self, name: &str) -> bool {
+        self.vars
+            .0
+            .get(name)
+            .is_some_and(|value| !matches!(value, Ok(v) if v.trim().is_empty()))
     }
 
     /// The variable under its name or its alias; both set differently is an error (the
@@ -292,6 +302,25 @@ impl<'a> Env<'a> {
         parsed
     }
 
+    /// As [`Env::parsed`], for a URL that may carry a password: a refused value is shown
+    /// with the password masked.
+    pub(super) fn parsed_url<T>(
+        &mut self,
+        name: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let value = self.get(name)?;
+        let parsed = parse(&value);
+        if parsed.is_none() {
+            self.problem(format!(
+                "{name} must be {expected}, got {:?}",
+                redact_url(&value)
+            ));
+        }
+        parsed
+    }
+
     /// `true`/`false`, also `1`/`0`; anything else is reported (spec §3).
     pub(super) fn bool(&mut self, name: &str, default: bool) -> bool {
         self.parsed(name, "true, false, 1 or 0", |v| match v {
@@ -328,6 +357,15 @@ impl<'a> Env<'a> {
     }
 }
 
+/// Names as messages list them: `A`, `A and B`, `A, B and C`.
+pub(super) fn listed(names: &[impl AsRef<str>]) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
 /// `value` if it is an `http(s)` URL with a host, trimmed of trailing slashes.
 pub(super) fn http_url(value: &str) -> Option<String> {
     reqwest::Url::parse(value)
@@ -339,15 +377,21 @@ pub(super) fn http_url(value: &str) -> Option<String> {
 /// network in plain text could be read or swapped on the way (keys, a client secret).
 pub(super) fn secure_url(value: &str) -> Option<String> {
     let url = reqwest::Url::parse(value).ok()?;
-    let host = url.host_str()?;
+    is_secure(&url).then(|| value.trim_end_matches('/').to_owned())
+}
+
+/// Whether `url` is `https`, or `http` to a loopback host (see [`secure_url`]).
+pub(super) fn is_secure(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    (url.scheme() == "https" || (url.scheme() == "http" && loopback))
-        .then(|| value.trim_end_matches('/').to_owned())
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! Everything is validated up front and every problem is collected, so that an operator
 //! fixes a deployment in one round instead of one error per restart. Secrets (the Kaleyra
-//! API key, the Auth0 client secret, a database password) never appear in `Debug` output
-//! nor in error messages.
+//! API key, the Auth0 client secret, a database or webhook password, the events' signing
+//! secrets) never appear in `Debug` output nor in error messages.
 //!
 //! Choices where the spec is silent:
 //! - A variable set to an empty (or blank) value counts as unset; values are trimmed.
@@ -31,9 +31,11 @@ use crate::domain::room_spec::{Recording, RoomSettings};
 
 mod database_url;
 mod env;
+mod events;
 mod service_file;
 
 pub use database_url::DatabaseUrl;
+pub use events::{EventsConfig, WebhookUrl};
 pub use service_file::ServiceFile;
 
 use env::*;
@@ -114,7 +116,11 @@ pub struct Config {
     pub auth0: Option<Auth0Settings>,
     /// Bearer-token authentication of callers (replaces the identity headers when set).
     pub jwt: Option<BearerSettings>,
+    /// The events sent to the platform; `None` without `EVENTS_WEBHOOK_URL` (spec §9).
+    pub events: Option<EventsConfig>,
     pub service: ServiceFile,
+    /// The events' variables set without `EVENTS_WEBHOOK_URL`: read by nothing, warned about.
+    events_ignored: Vec<&'static str>,
 }
 
 /// How long an instance may work on one teleconsultation's room before another instance may
@@ -300,6 +306,8 @@ impl Config {
             })
         });
 
+        let events = events::read(&mut env);
+
         let service = service_file(&mut env, &headers.user_id);
         if bearer_mode {
             require_group_lists(&mut env, service.as_ref());
@@ -326,7 +334,9 @@ impl Config {
             headers,
             auth0,
             jwt,
+            events: events.config,
             service,
+            events_ignored: events.ignored,
         })
     }
 
@@ -341,7 +351,27 @@ impl Config {
                  the groups that may"
             ));
         }
+        if !self.events_ignored.is_empty() {
+            let are = if self.events_ignored.len() == 1 {
+                "is"
+            } else {
+                "are"
+            };
+            warnings.push(format!(
+                "{} {are} set but {EVENTS_WEBHOOK_URL} is not: events are off, nothing is \
+                 kept or sent; set {EVENTS_WEBHOOK_URL} to turn them on",
+                listed(&self.events_ignored)
+            ));
+        }
         warnings
+    }
+
+    /// Whether events are on, and how (never the secrets): said by `check-config`.
+    pub fn events_summary(&self) -> String {
+        match &self.events {
+            Some(events) => format!("events: {events}"),
+            None => format!("events: off ({EVENTS_WEBHOOK_URL} is not set)"),
+        }
     }
 
     /// The Kaleyra settings, or the error `serve` stops with (naming both variables).
@@ -508,6 +538,7 @@ mod tests {
         assert_eq!(c.headers, IdentityHeaders::default());
         assert!(c.auth0.is_none());
         assert!(c.jwt.is_none());
+        assert!(c.events.is_none());
         assert_eq!(c.service, ServiceFile::built_in("miauserid"));
         assert_eq!(c.service.privileges, Privileges::default());
         assert_eq!(
@@ -549,6 +580,12 @@ mod tests {
             (JWT_JWKS_URL, "https://issuer/.well-known/jwks.json"),
             (JWT_USER_ID_CLAIM, "uid"),
             (JWT_GROUPS_CLAIM, "roles"),
+            (EVENTS_WEBHOOK_URL, "https://platform.example/hooks"),
+            (
+                EVENTS_WEBHOOK_SECRET,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+            (EVENTS_RETRY_SCHEDULE, "1s,1m"),
         ]);
         let k = c.require_kaleyra().unwrap();
         assert_eq!(k.base_url, "https://api.sandbox.eu.bandyer.com");
@@ -578,6 +615,10 @@ mod tests {
         assert_eq!(j.user_id_claim, "uid");
         assert_eq!(j.groups_claim, "roles");
         assert_eq!(c.room_settings().recording, Recording::Automatic);
+        let e = c.events.as_ref().unwrap();
+        assert_eq!(e.url.url().as_str(), "https://platform.example/hooks");
+        assert_eq!(e.secrets.count(), 1);
+        assert_eq!(e.retry_schedule.to_string(), "1s,1m");
     }
 
     #[test]

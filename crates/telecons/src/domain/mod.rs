@@ -3,6 +3,7 @@
 pub mod access;
 pub mod agenda;
 pub mod agenda_query;
+pub mod events;
 pub mod idempotency;
 pub mod ids;
 pub mod join;

@@ -428,7 +428,12 @@ async fn check_config_in_bearer_mode_names_a_missing_group_list() {
     let mut run = bearer(&file);
     let status = run.finish().await;
     assert!(status.success(), "check-config must pass\n{}", run.output());
-    assert_eq!(run.stdout().trim(), "configuration OK", "{}", run.output());
+    assert_eq!(
+        run.stdout().trim(),
+        "events: off (EVENTS_WEBHOOK_URL is not set)\nconfiguration OK",
+        "{}",
+        run.output()
+    );
 }
 
 #[tokio::test]
@@ -524,6 +529,118 @@ async fn check_config_never_prints_secret_values() {
     ] {
         assert!(!output.contains(secret), "{secret} leaked\n{output}");
     }
+}
+
+#[tokio::test]
+async fn check_config_shows_the_events_never_their_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = write_file(
+        dir.path(),
+        "guarded.json",
+        r#"{
+            "privileges": { "basic": { "groups": ["patient"] }, "plus": { "groups": ["doctor"] } },
+            "settingsGroups": ["admin"]
+        }"#,
+    );
+    let check = |events: &[(&'static str, &str)]| {
+        let mut env = vec![
+            ("BANDYER_API_SECRET_KEY", "some-key"),
+            ("BANDYER_BASE_URL", "https://api.sandbox.eu.bandyer.com"),
+            ("TELECONSULTATION_SERVICE_CONFIG_PATH", file.as_str()),
+        ];
+        env.extend_from_slice(events);
+        Running::start(telecons(&["check-config"], dir.path(), &env))
+    };
+    // Two secrets (the new one first) of 24 bytes, the second with a recognisable text.
+    let new_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let old_secret = "whsec_Y2FuYXJ5LXNlY3JldC1vbGQtNDJhYmNkZWY=";
+    let rotating = format!("{new_secret} {old_secret}");
+    let secret_texts = [
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "Y2FuYXJ5LXNlY3JldC1vbGQtNDJhYmNkZWY",
+    ];
+
+    // On: where, how many secrets and the schedule; the URL's password masked.
+    let mut run = check(&[
+        (
+            "EVENTS_WEBHOOK_URL",
+            "https://telecons:canary-hook-pass@platform.example/hooks",
+        ),
+        ("EVENTS_WEBHOOK_SECRET", &rotating),
+        ("EVENTS_RETRY_SCHEDULE", "10s, 90m"),
+    ]);
+    let status = run.finish().await;
+    assert!(status.success(), "check-config must pass\n{}", run.output());
+    assert_eq!(
+        run.stdout().trim(),
+        "events: on, sent to https://telecons:***@platform.example/hooks, signed with 2 secrets \
+         (a rotation: the first is the new one), retried after 10s,90m (3 attempts at most)\n\
+         configuration OK",
+        "{}",
+        run.output()
+    );
+    let output = run.output();
+    for secret in secret_texts.iter().chain(&["canary-hook-pass"]) {
+        assert!(!output.contains(secret), "{secret} leaked\n{output}");
+    }
+
+    // Every problem at once, each naming its variable, never a secret or the password.
+    let mut run = check(&[
+        (
+            "EVENTS_WEBHOOK_URL",
+            "http://telecons:canary-hook-pass@platform.example/hooks",
+        ),
+        (
+            "EVENTS_WEBHOOK_SECRET",
+            "whsec_canary-not-base64 whsec_Y2FuYXJ5LXNlY3JldC1vbGQ=",
+        ),
+        ("EVENTS_RETRY_SCHEDULE", "5s,0s"),
+        ("LIVE_TELECONSULTATION", "maybe"),
+    ]);
+    let status = run.finish().await;
+    assert!(
+        !status.success(),
+        "check-config must fail\n{}",
+        run.output()
+    );
+    let stderr = run.stderr();
+    let problems: [&[&str]; 5] = [
+        &[
+            "EVENTS_WEBHOOK_URL must be an https:// URL",
+            "telecons:***@",
+        ],
+        &["EVENTS_WEBHOOK_SECRET: the first secret is not standard base64"],
+        &["EVENTS_WEBHOOK_SECRET: the second secret holds 17 bytes; 24 to 64"],
+        &["EVENTS_RETRY_SCHEDULE must be", "\"5s,0s\""],
+        &["LIVE_TELECONSULTATION", "\"maybe\""],
+    ];
+    for words in problems {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| words.iter().all(|w| line.contains(w))),
+            "no line of stderr mentions {words:?}\n{}",
+            run.output()
+        );
+    }
+    let output = run.output();
+    for secret in ["canary", "Y2FuYXJ5LXNlY3JldC1vbGQ"] {
+        assert!(!output.contains(secret), "{secret} leaked\n{output}");
+    }
+
+    // A secret without the URL: events are off, and a warning says why.
+    let mut run = check(&[("EVENTS_WEBHOOK_SECRET", new_secret)]);
+    let status = run.finish().await;
+    assert!(status.success(), "check-config must pass\n{}", run.output());
+    assert_eq!(
+        run.stdout().trim(),
+        "warning: EVENTS_WEBHOOK_SECRET is set but EVENTS_WEBHOOK_URL is not: events are off, \
+         nothing is kept or sent; set EVENTS_WEBHOOK_URL to turn them on\n\
+         events: off (EVENTS_WEBHOOK_URL is not set)\n\
+         configuration OK",
+        "{}",
+        run.output()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
