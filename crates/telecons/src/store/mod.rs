@@ -321,6 +321,75 @@ pub trait Store: Send + Sync + 'static {
 
     /// What the provisioner has not finished yet.
     async fn backlog(&self, now: DateTime<Utc>, immutable_period_ms: u64) -> StoreResult<Backlog>;
+
+    // The event outbox (spec §9). An event is pending until delivered or given up; of a
+    // teleconsultation's pending events only the first (its chain's head) is ever sent, so
+    // that they arrive in order. Settling an attempt is done by the lease's owner only.
+
+    /// Stores a new pending event, due at `event.due_at`. `Conflict` when its webhook id
+    /// exists.
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;
+
+    /// Leases to `owner` until `until` up to `limit` events to send at `now`, oldest due
+    /// first: pending, due, not leased (or their lease has expired) and the head of their
+    /// teleconsultation's chain (no earlier event of it pending, leased or not), so that at
+    /// most one event per teleconsultation is in flight. Concurrent claims never take one
+    /// event twice.
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedEvent>>;
+
+    /// The event was delivered at `now` (`answer`, e.g. "HTTP 204"), if `owner` holds its
+    /// lease: counted as an attempt, settled, and no longer holding back the next one.
+    /// Whether it was recorded.
+    async fn event_delivered(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        answer: &str,
+    ) -> StoreResult<bool>;
+
+    /// An attempt at the event failed at `now` with `answer` ("HTTP 503", "timeout"), if
+    /// `owner` holds its lease: counted, the lease released, and the event retried at
+    /// `next_due` (the later pending events of its teleconsultation are then due no
+    /// earlier: they wait for it anyway), or, `None`, given up (settled at `now`: it no
+    /// longer holds back the next one). Whether it was recorded.
+    async fn event_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        next_due: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        answer: &str,
+    ) -> StoreResult<bool>;
+
+    /// Gives up `owner`'s lease on the event without counting an attempt (the receiver
+    /// answered 410: deliveries stop, the event stays pending as it was). Whether `owner`
+    /// held it.
+    async fn release_event(&self, id: i64, owner: &str) -> StoreResult<bool>;
+
+    /// The given-up events, in the order they were stored.
+    async fn failed_events(&self) -> StoreResult<Vec<FailedEvent>>;
+
+    /// Makes given-up events pending again, with no attempt counted and due at `now`: the
+    /// one with this webhook id, or (`None`) all of them. Their webhook ids, in the order
+    /// they were stored (none when there was no such given-up event).
+    async fn redeliver_events(
+        &self,
+        webhook_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>>;
+
+    /// Deletes the events delivered before `before` (given-up ones are kept).
+    async fn prune_delivered_events(&self, before: DateTime<Utc>) -> StoreResult<()>;
+
+    /// How many events are pending and how many were given up, for the metrics.
+    async fn event_counts(&self) -> StoreResult<EventCounts>;
 }
 
 /// How long the database may work on one statement, and wait for one lock, before it gives
@@ -484,6 +553,52 @@ pub struct Backlog {
     pub oldest_due_at: Option<DateTime<Utc>>,
     /// Provisionings and room deletions leased to an instance now: being worked on.
     pub being_worked: u64,
+}
+
+/// An event to store in the outbox ([`Store::insert_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique per event, the same on every attempt (the `webhook-id` header).
+    pub webhook_id: String,
+    pub teleconsultation_id: String,
+    /// The event's type, e.g. `teleconsultation.created`.
+    pub event_type: String,
+    /// The exact JSON sent and signed on every attempt.
+    pub body: String,
+    /// When the first attempt is due.
+    pub due_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An event leased to a sender ([`Store::claim_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedEvent {
+    /// Names the event when its attempt is settled.
+    pub id: i64,
+    pub webhook_id: String,
+    pub teleconsultation_id: String,
+    pub event_type: String,
+    pub body: String,
+    /// The attempts made before this one.
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A given-up event, as `telecons events --failed` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEvent {
+    pub webhook_id: String,
+    pub event_type: String,
+    pub teleconsultation_id: String,
+    /// What its last attempt got.
+    pub last_answer: Option<String>,
+}
+
+/// The outbox's size, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventCounts {
+    pub pending: u64,
+    pub given_up: u64,
 }
 
 /// Which program made a database: the service, or `telecons demo` (whose Kaleyra is a

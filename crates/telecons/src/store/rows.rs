@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Installation, InstallationMode, KaleyraUser, RoomDeletion};
+use super::{ClaimedEvent, FailedEvent, Installation, InstallationMode, KaleyraUser, RoomDeletion};
 use super::{StoreError, StoreResult};
 use crate::domain::agenda::AgendaItem;
 use crate::domain::idempotency::{KeptAnswer, KeptKey};
@@ -345,6 +345,56 @@ pub fn kept_key(row: KeptKeyRow) -> StoreResult<KeptKey> {
         answer,
         lease_until: row.lease_until_ms.map(instant).transpose()?,
     })
+}
+
+/// A claimed event ([`super::Store::claim_events`]); `due_at_ms` orders a claim's events.
+#[derive(sqlx::FromRow)]
+pub struct ClaimedEventRow {
+    id: i64,
+    webhook_id: String,
+    teleconsultation_id: String,
+    r#type: String,
+    body: String,
+    attempts: i64,
+    due_at_ms: i64,
+    created_at_ms: i64,
+}
+
+impl ClaimedEventRow {
+    /// Where the event comes in a claim: oldest due first.
+    pub fn claim_order(&self) -> (i64, i64) {
+        (self.due_at_ms, self.id)
+    }
+}
+
+pub fn claimed_event(row: ClaimedEventRow) -> StoreResult<ClaimedEvent> {
+    Ok(ClaimedEvent {
+        id: row.id,
+        webhook_id: row.webhook_id,
+        teleconsultation_id: row.teleconsultation_id,
+        event_type: row.r#type,
+        body: row.body,
+        attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+        created_at: instant(row.created_at_ms)?,
+    })
+}
+
+/// A given-up event ([`super::Store::failed_events`]).
+#[derive(sqlx::FromRow)]
+pub struct FailedEventRow {
+    webhook_id: String,
+    r#type: String,
+    teleconsultation_id: String,
+    last_answer: Option<String>,
+}
+
+pub fn failed_event(row: FailedEventRow) -> FailedEvent {
+    FailedEvent {
+        webhook_id: row.webhook_id,
+        event_type: row.r#type,
+        teleconsultation_id: row.teleconsultation_id,
+        last_answer: row.last_answer,
+    }
 }
 
 #[cfg(test)]

@@ -21,13 +21,14 @@ use super::backend::Backend;
 use super::group_commit::{GroupCommit, WriteWork};
 use super::read_cache::{AgendaLookup, Change, ReadCache};
 use super::rows::{
-    AgendaItemRow, InstallationRow, JoinedRow, KaleyraUserRow, KeptKeyRow, RoomDeletionRow,
-    agenda_item, assemble, groups_json, installation, instant, kaleyra_user, kept_key, mode_text,
-    role_text, room_deletion, room_spec_json, state_text,
+    AgendaItemRow, ClaimedEventRow, FailedEventRow, InstallationRow, JoinedRow, KaleyraUserRow,
+    KeptKeyRow, RoomDeletionRow, agenda_item, assemble, claimed_event, failed_event, groups_json,
+    installation, instant, kaleyra_user, kept_key, mode_text, role_text, room_deletion,
+    room_spec_json, state_text,
 };
 use super::{
-    AgendaPageQuery, AttemptTimes, Backlog, Installation, KaleyraUser, KeyClaim, Lease,
-    RoomDeletion, StatusAt,
+    AgendaPageQuery, AttemptTimes, Backlog, ClaimedEvent, EventCounts, FailedEvent, Installation,
+    KaleyraUser, KeyClaim, Lease, NewEvent, RoomDeletion, StatusAt,
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::access::AgendaScope;
@@ -150,6 +151,50 @@ fn only_if_answered(insert: &str) -> String {
     format!("{head} SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM answered)")
 }
 
+/// Stores a new pending event ([`NewEvent`]) from parameters `$first`… in the order
+/// [`SqlStore::bind_event`] binds them: standalone, or as a part of a change's own write.
+fn insert_event(first: usize) -> String {
+    let [webhook_id, teleconsultation, kind, body, due_at, created_at] =
+        std::array::from_fn(|i| format!("${}", first + i));
+    format!(
+        "INSERT INTO events \
+         (webhook_id, teleconsultation_id, type, body, due_at_ms, created_at_ms) \
+         VALUES ({webhook_id}, {teleconsultation}, {kind}, {body}, {due_at}, {created_at})"
+    )
+}
+
+/// Leases to $2 until $3 up to $4 events to send at $1 (see [`Store::claim_events`]). A
+/// leased head still blocks its chain (it is pending), so one event per teleconsultation is
+/// in flight; delivered and given-up ones no longer do. The conditions on `state` are the
+/// partial indexes' (`events_due`, `events_chain`), as literals. `{skip}`: rows being
+/// claimed by another transaction are skipped (PostgreSQL); the chain check still sees them
+/// pending, so their successors are not taken meanwhile.
+fn claim_events(skip: &str) -> String {
+    format!(
+        "UPDATE events SET lease_owner = $2, lease_until_ms = $3 \
+         WHERE id IN (SELECT e.id FROM events e \
+           WHERE e.state = 'pending' AND e.due_at_ms <= $1 \
+             AND (e.lease_until_ms IS NULL OR e.lease_until_ms < $1) \
+             AND NOT EXISTS (SELECT 1 FROM events p \
+               WHERE p.teleconsultation_id = e.teleconsultation_id \
+                 AND p.state = 'pending' AND p.id < e.id) \
+           ORDER BY e.due_at_ms, e.id LIMIT $4 {skip}) \
+         RETURNING id, webhook_id, teleconsultation_id, type, body, attempts, due_at_ms, \
+           created_at_ms"
+    )
+}
+
+/// Settles an attempt at event $1 while $2 holds its lease: counts it, releases the lease,
+/// records the answer ($3) and applies `changes` (its further `SET` clauses, from $4).
+fn settle_event(changes: &str) -> String {
+    format!(
+        "UPDATE events SET attempts = attempts + 1, last_answer = $3, \
+           lease_owner = NULL, lease_until_ms = NULL, {changes} \
+         WHERE id = $1 AND lease_owner = $2 AND state = 'pending' \
+         RETURNING teleconsultation_id"
+    )
+}
+
 /// What a claim found: the key held by it, kept for another request, or gone meanwhile.
 enum KeyRead {
     Held,
@@ -157,7 +202,7 @@ enum KeyRead {
     Gone,
 }
 
-/// Expired keys deleted per statement.
+/// Expired idempotency keys, or delivered events, deleted per statement.
 const PRUNE_BATCH: usize = 1_000;
 
 /// Takes a key for a claim ($1–$6), unless it is kept for a live request or an answer:
@@ -420,6 +465,55 @@ where
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
 {
+    /// Binds the parameters of [`insert_event`] to `query`'s next ones.
+    fn bind_event<'q>(query: Q<'q, DB>, event: &NewEvent) -> Q<'q, DB> {
+        query
+            .bind(event.webhook_id.clone())
+            .bind(event.teleconsultation_id.clone())
+            .bind(event.event_type.clone())
+            .bind(event.body.clone())
+            .bind(event.due_at.timestamp_millis())
+            .bind(event.created_at.timestamp_millis())
+    }
+
+    /// Settles an attempt at event `id` by a [`settle_event`] `statement` whose $4 is `at`,
+    /// if `owner` holds its lease; whether it did.
+    async fn settle_event_at(
+        &self,
+        operation: &'static str,
+        statement: String,
+        id: i64,
+        owner: &str,
+        answer: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let (statement, owner, answer) = (
+            Arc::<str>::from(statement),
+            Arc::<str>::from(owner),
+            Arc::<str>::from(answer),
+        );
+        self.write_alone(operation, move |conn| {
+            let (statement, owner, answer) = (
+                Arc::clone(&statement),
+                Arc::clone(&owner),
+                Arc::clone(&answer),
+            );
+            Box::pin(async move {
+                let settled: Option<(String,)> =
+                    sqlx::query_as(AssertSqlSafe(statement.to_string()))
+                        .bind(id)
+                        .bind(owner.to_string())
+                        .bind(answer.to_string())
+                        .bind(at.timestamp_millis())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .during(operation)?;
+                Ok(settled.is_some())
+            })
+        })
+        .await
+    }
+
     async fn begin_write(
         &self,
         operation: &'static str,
@@ -1147,6 +1241,10 @@ where
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
     for<'r> (i64, Option<i64>): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64, String): FromRow<'r, DB::Row>,
+    for<'r> ClaimedEventRow: FromRow<'r, DB::Row>,
+    for<'r> FailedEventRow: FromRow<'r, DB::Row>,
 {
     fn backend(&self) -> &'static str {
         DB::LABEL
@@ -1934,6 +2032,237 @@ where
             being_worked: count(being_worked),
         })
     }
+
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<()> {
+        const OPERATION: &str = "storing an event";
+        let event = Arc::new(event.clone());
+        self.write_alone(OPERATION, move |conn| {
+            let event = Arc::clone(&event);
+            Box::pin(async move {
+                Self::bind_event(sqlx::query(AssertSqlSafe(insert_event(1))), &event)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|err| conflict_or(err, OPERATION, "the webhook id"))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn claim_events(
+        &self,
+        now: DateTime<Utc>,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedEvent>> {
+        const OPERATION: &str = "claiming events to send";
+        let owner = Arc::<str>::from(owner);
+        let mut rows = self
+            .write_alone(OPERATION, move |conn| {
+                let owner = Arc::clone(&owner);
+                Box::pin(async move {
+                    let rows: Vec<ClaimedEventRow> =
+                        sqlx::query_as(AssertSqlSafe(claim_events(DB::SKIP_LOCKED)))
+                            .bind(now.timestamp_millis())
+                            .bind(owner.to_string())
+                            .bind(until.timestamp_millis())
+                            .bind(i64::from(limit))
+                            .fetch_all(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                    Ok(rows)
+                })
+            })
+            .await?;
+        // RETURNING follows no order: the claim's is restored.
+        rows.sort_by_key(ClaimedEventRow::claim_order);
+        rows.into_iter().map(claimed_event).collect()
+    }
+
+    async fn event_delivered(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        answer: &str,
+    ) -> StoreResult<bool> {
+        let statement = settle_event("state = 'delivered', settled_at_ms = $4");
+        self.settle_event_at(
+            "recording a delivered event",
+            statement,
+            id,
+            owner,
+            answer,
+            now,
+        )
+        .await
+    }
+
+    async fn event_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        next_due: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        answer: &str,
+    ) -> StoreResult<bool> {
+        const OPERATION: &str = "recording a failed event delivery";
+        let Some(next_due) = next_due else {
+            let statement = settle_event("state = 'given_up', settled_at_ms = $4");
+            return self
+                .settle_event_at(OPERATION, statement, id, owner, answer, now)
+                .await;
+        };
+        let (owner, answer) = (Arc::<str>::from(owner), Arc::<str>::from(answer));
+        let next_due = next_due.timestamp_millis();
+        self.in_write_transaction(
+            OPERATION,
+            move |conn| {
+                let (owner, answer) = (Arc::clone(&owner), Arc::clone(&answer));
+                Box::pin(async move {
+                    let retried: Option<(String,)> =
+                        sqlx::query_as(AssertSqlSafe(settle_event("due_at_ms = $4")))
+                            .bind(id)
+                            .bind(owner.to_string())
+                            .bind(answer.to_string())
+                            .bind(next_due)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .during(OPERATION)?;
+                    let Some((teleconsultation,)) = retried else {
+                        return Ok(false);
+                    };
+                    // Only an optimisation (the chain check alone keeps the order): the
+                    // events waiting behind this one are not due before it, so they leave
+                    // the due scan while the receiver fails.
+                    sqlx::query(
+                        "UPDATE events SET due_at_ms = $3 \
+                         WHERE teleconsultation_id = $1 AND state = 'pending' AND id > $2 \
+                           AND due_at_ms < $3",
+                    )
+                    .bind(teleconsultation)
+                    .bind(id)
+                    .bind(next_due)
+                    .execute(&mut *conn)
+                    .await
+                    .during(OPERATION)?;
+                    Ok(true)
+                })
+            },
+            || {},
+        )
+        .await
+    }
+
+    async fn release_event(&self, id: i64, owner: &str) -> StoreResult<bool> {
+        const OPERATION: &str = "releasing an event's lease";
+        let owner = Arc::<str>::from(owner);
+        self.write_alone(OPERATION, move |conn| {
+            let owner = Arc::clone(&owner);
+            Box::pin(async move {
+                let released: Option<(i64,)> = sqlx::query_as(
+                    "UPDATE events SET lease_owner = NULL, lease_until_ms = NULL \
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' RETURNING id",
+                )
+                .bind(id)
+                .bind(owner.to_string())
+                .fetch_optional(&mut *conn)
+                .await
+                .during(OPERATION)?;
+                Ok(released.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn failed_events(&self) -> StoreResult<Vec<FailedEvent>> {
+        let rows: Vec<FailedEventRow> = sqlx::query_as(
+            "SELECT webhook_id, type, teleconsultation_id, last_answer FROM events \
+             WHERE state = 'given_up' ORDER BY id",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .during("listing the given-up events")?;
+        Ok(rows.into_iter().map(failed_event).collect())
+    }
+
+    async fn redeliver_events(
+        &self,
+        webhook_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<String>> {
+        const OPERATION: &str = "redelivering given-up events";
+        // '' (no webhook id is empty) stands for all of them.
+        let webhook_id = Arc::<str>::from(webhook_id.unwrap_or_default());
+        let mut redelivered = self
+            .write_alone(OPERATION, move |conn| {
+                let webhook_id = Arc::clone(&webhook_id);
+                Box::pin(async move {
+                    let rows: Vec<(i64, String)> = sqlx::query_as(
+                        "UPDATE events SET state = 'pending', attempts = 0, due_at_ms = $2, \
+                           settled_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL \
+                         WHERE state = 'given_up' AND ($1 = '' OR webhook_id = $1) \
+                         RETURNING id, webhook_id",
+                    )
+                    .bind(webhook_id.to_string())
+                    .bind(now.timestamp_millis())
+                    .fetch_all(&mut *conn)
+                    .await
+                    .during(OPERATION)?;
+                    Ok(rows)
+                })
+            })
+            .await?;
+        redelivered.sort();
+        Ok(redelivered.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// In batches of [`PRUNE_BATCH`], as [`Store::prune_idempotency_keys`].
+    async fn prune_delivered_events(&self, before: DateTime<Utc>) -> StoreResult<()> {
+        const OPERATION: &str = "deleting delivered events";
+        let before = before.timestamp_millis();
+        loop {
+            let deleted = self
+                .write_alone(OPERATION, move |conn| {
+                    Box::pin(async move {
+                        let deleted: Vec<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
+                            "DELETE FROM events WHERE id IN \
+                             (SELECT id FROM events \
+                              WHERE state = 'delivered' AND settled_at_ms < $1 \
+                              ORDER BY settled_at_ms LIMIT {PRUNE_BATCH}) \
+                             RETURNING id"
+                        )))
+                        .bind(before)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                        Ok(deleted.len())
+                    })
+                })
+                .await?;
+            if deleted < PRUNE_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn event_counts(&self) -> StoreResult<EventCounts> {
+        // One statement, one snapshot; each count through its state's partial index.
+        let (pending, given_up): (i64, i64) = sqlx::query_as(
+            "SELECT \
+               CAST((SELECT COUNT(*) FROM events WHERE state = 'pending') AS BIGINT), \
+               CAST((SELECT COUNT(*) FROM events WHERE state = 'given_up') AS BIGINT)",
+        )
+        .fetch_one(&self.readers)
+        .await
+        .during("counting the events")?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(EventCounts {
+            pending: count(pending),
+            given_up: count(given_up),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1964,5 +2293,15 @@ mod tests {
             highest_parameter(UPDATE_TELECONSULTATION),
             UPDATE_PARAMETERS
         );
+    }
+
+    /// The event's INSERT takes its six parameters from the one named on, so that a
+    /// change's own write can append it after its own.
+    #[test]
+    fn the_event_insert_numbers_its_parameters_from_the_first_given() {
+        assert_eq!(highest_parameter(&insert_event(1)), 6);
+        let appended = insert_event(INSERT_PARAMETERS + 1);
+        assert_eq!(highest_parameter(&appended), INSERT_PARAMETERS + 6);
+        assert!(appended.contains(&format!("VALUES (${}, ", INSERT_PARAMETERS + 1)));
     }
 }

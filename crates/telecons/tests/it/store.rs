@@ -8,7 +8,10 @@ use telecons::domain::idempotency::{KeptAnswer, KeptKey};
 use telecons::domain::roles::{Role, Tool, Tools};
 use telecons::domain::room_spec::{Recording, RoomAttempt, RoomSpec, RoomSpecParticipant};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
-use telecons::store::{Backlog, KaleyraUser, KeyClaim, Lease, RoomDeletion, Store, StoreError};
+use telecons::store::{
+    Backlog, ClaimedEvent, EventCounts, FailedEvent, KaleyraUser, KeyClaim, Lease, NewEvent,
+    RoomDeletion, Store, StoreError,
+};
 
 use crate::support::{TestDatabase, until_heard};
 
@@ -50,6 +53,15 @@ crate::on_both_backends!(
     a_new_installation_forgets_the_originals_rooms,
     an_idempotency_key_is_held_by_one_claim_and_keeps_one_answer,
     concurrent_claims_of_one_key_hold_it_once,
+    events_are_claimed_head_first_per_teleconsultation,
+    a_settled_head_frees_the_next_event,
+    a_retry_sets_the_due_time_and_pushes_the_chain,
+    an_event_lease_keeps_other_owners_out_until_it_expires,
+    only_the_lease_owner_settles_an_event,
+    given_up_events_are_listed_and_redelivered,
+    pruning_deletes_only_events_delivered_before_the_cutoff,
+    concurrent_event_claims_take_each_event_once,
+    a_webhook_id_is_stored_once,
 );
 
 /// A new room creation attempt for `fingerprint`.
@@ -1658,4 +1670,424 @@ async fn claims_at_once(db: &TestDatabase, owners: &str, ms: i64) -> usize {
         }
     }
     held
+}
+
+/// A new event `webhook_id` of teleconsultation `teleconsultation`, due at `due_ms`.
+fn event(webhook_id: &str, teleconsultation: &str, due_ms: i64) -> NewEvent {
+    NewEvent {
+        webhook_id: webhook_id.into(),
+        teleconsultation_id: teleconsultation.into(),
+        event_type: "teleconsultation.updated".into(),
+        body: format!(r#"{{"type":"teleconsultation.updated","data":{{"id":"{webhook_id}"}}}}"#),
+        due_at: at(due_ms),
+        created_at: at(500),
+    }
+}
+
+async fn insert_events(db: &TestDatabase, events: &[(&str, &str, i64)]) {
+    for (webhook_id, teleconsultation, due_ms) in events {
+        db.store
+            .insert_event(&event(webhook_id, teleconsultation, *due_ms))
+            .await
+            .unwrap();
+    }
+}
+
+/// The events `owner` claims at `now_ms` (leased for 30 s), as their webhook ids.
+async fn claim(db: &TestDatabase, owner: &str, now_ms: i64) -> Vec<ClaimedEvent> {
+    db.store
+        .claim_events(at(now_ms), owner, at(now_ms + 30_000), 10)
+        .await
+        .unwrap()
+}
+
+fn webhook_ids(events: &[ClaimedEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.webhook_id.as_str()).collect()
+}
+
+/// Claims the one event `webhook_id` is (it must be among those claimable at `now_ms`).
+async fn claim_one(db: &TestDatabase, webhook_id: &str, now_ms: i64) -> ClaimedEvent {
+    let claimed = claim(db, "worker", now_ms).await;
+    let one = claimed
+        .iter()
+        .find(|e| e.webhook_id == webhook_id)
+        .unwrap_or_else(|| panic!("{webhook_id} not claimed: {claimed:?}"))
+        .clone();
+    for other in claimed.iter().filter(|e| e.webhook_id != webhook_id) {
+        assert!(db.store.release_event(other.id, "worker").await.unwrap());
+    }
+    one
+}
+
+/// Claims `webhook_id` and fails its attempt for good.
+async fn give_up(db: &TestDatabase, webhook_id: &str, now_ms: i64) {
+    let claimed = claim_one(db, webhook_id, now_ms).await;
+    let answer = format!("HTTP 500 for {webhook_id}");
+    assert!(
+        db.store
+            .event_failed(claimed.id, "worker", None, at(now_ms), &answer)
+            .await
+            .unwrap()
+    );
+}
+
+async fn events_are_claimed_head_first_per_teleconsultation(db: TestDatabase) {
+    insert_events(
+        &db,
+        &[
+            ("a1", "tc-a", 2_000),
+            ("a2", "tc-a", 1_000),
+            ("b1", "tc-b", 1_500),
+            // c1 is not due yet: c2, due already, waits for it.
+            ("c1", "tc-c", 9_000),
+            ("c2", "tc-c", 1_000),
+        ],
+    )
+    .await;
+    // Only the heads of the chains, oldest due first.
+    let claimed = claim(&db, "one", 5_000).await;
+    assert_eq!(webhook_ids(&claimed), ["b1", "a1"]);
+    let a1 = &claimed[1];
+    assert_eq!(
+        (a1.teleconsultation_id.as_str(), a1.event_type.as_str()),
+        ("tc-a", "teleconsultation.updated")
+    );
+    assert_eq!(a1.body, event("a1", "tc-a", 2_000).body);
+    assert_eq!((a1.attempts, a1.created_at), (0, at(500)));
+    // Leased heads still hold back their chains; another teleconsultation's event is
+    // claimed meanwhile.
+    insert_events(&db, &[("d1", "tc-d", 1_000)]).await;
+    assert_eq!(webhook_ids(&claim(&db, "two", 6_000).await), ["d1"]);
+    assert!(claim(&db, "two", 7_000).await.is_empty());
+    assert_eq!(
+        db.store.event_counts().await.unwrap(),
+        EventCounts {
+            pending: 6,
+            given_up: 0
+        }
+    );
+}
+
+async fn a_settled_head_frees_the_next_event(db: TestDatabase) {
+    insert_events(
+        &db,
+        &[
+            ("a1", "tc-a", 1_000),
+            ("a2", "tc-a", 1_000),
+            ("a3", "tc-a", 1_000),
+        ],
+    )
+    .await;
+    let a1 = claim_one(&db, "a1", 2_000).await;
+    assert!(
+        db.store
+            .event_delivered(a1.id, "worker", at(2_100), "HTTP 204")
+            .await
+            .unwrap()
+    );
+    // Delivered: the next one goes.
+    let a2 = claim_one(&db, "a2", 2_200).await;
+    assert!(
+        db.store
+            .event_failed(a2.id, "worker", None, at(2_300), "timeout")
+            .await
+            .unwrap()
+    );
+    // Given up: it no longer holds back the next one, and is counted.
+    assert_eq!(webhook_ids(&claim(&db, "worker", 2_400).await), ["a3"]);
+    assert_eq!(
+        db.store.event_counts().await.unwrap(),
+        EventCounts {
+            pending: 1,
+            given_up: 1
+        }
+    );
+    // Settled events are never claimed again, however long after.
+    assert_eq!(webhook_ids(&claim(&db, "other", 1_000_000).await), ["a3"]);
+}
+
+async fn a_retry_sets_the_due_time_and_pushes_the_chain(db: TestDatabase) {
+    insert_events(
+        &db,
+        &[
+            ("a1", "tc-a", 1_000),
+            ("a2", "tc-a", 1_000),
+            ("a3", "tc-a", 90_000),
+            ("b1", "tc-b", 1_000),
+        ],
+    )
+    .await;
+    let a1 = claim_one(&db, "a1", 2_000).await;
+    assert!(
+        db.store
+            .event_failed(a1.id, "worker", Some(at(50_000)), at(2_100), "HTTP 503")
+            .await
+            .unwrap()
+    );
+    // Not due before its retry, and its chain waits; other teleconsultations' events go.
+    assert_eq!(webhook_ids(&claim(&db, "worker", 49_999).await), ["b1"]);
+    // The later pending events of the chain are due no earlier than the retry (a2 pushed,
+    // a3 already later and left as it was).
+    let due = |webhook_id: &str| {
+        format!("SELECT due_at_ms FROM events WHERE webhook_id = '{webhook_id}'")
+    };
+    assert_eq!(db.count(&due("a2")).await, 50_000);
+    assert_eq!(db.count(&due("a3")).await, 90_000);
+    let retried = claim(&db, "worker", 50_000).await;
+    assert_eq!(webhook_ids(&retried), ["a1"]);
+    assert_eq!(retried[0].attempts, 1);
+    assert!(
+        db.store
+            .event_delivered(retried[0].id, "worker", at(50_100), "HTTP 200")
+            .await
+            .unwrap()
+    );
+    assert_eq!(webhook_ids(&claim(&db, "worker", 50_200).await), ["a2"]);
+    assert_eq!(
+        db.count("SELECT attempts FROM events WHERE webhook_id = 'a1'")
+            .await,
+        2
+    );
+}
+
+async fn an_event_lease_keeps_other_owners_out_until_it_expires(db: TestDatabase) {
+    insert_events(&db, &[("a1", "tc-a", 1_000)]).await;
+    let first = claim(&db, "one", 2_000).await;
+    assert_eq!(webhook_ids(&first), ["a1"]);
+    // Leased until 32 000 (inclusive).
+    assert!(claim(&db, "two", 32_000).await.is_empty());
+    let second = claim(&db, "two", 32_001).await;
+    assert_eq!(webhook_ids(&second), ["a1"]);
+    assert_eq!(second[0].attempts, 0);
+    assert!(claim(&db, "three", 40_000).await.is_empty());
+}
+
+async fn only_the_lease_owner_settles_an_event(db: TestDatabase) {
+    insert_events(&db, &[("a1", "tc-a", 1_000)]).await;
+    let id = claim(&db, "one", 2_000).await[0].id;
+    // Its lease expired and another owner took it: the first one settles nothing.
+    assert_eq!(claim(&db, "two", 40_000).await[0].id, id);
+    let store = &db.store;
+    assert!(
+        !store
+            .event_delivered(id, "one", at(40_100), "HTTP 200")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .event_failed(id, "one", None, at(40_100), "timeout")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .event_failed(id, "one", Some(at(90_000)), at(40_100), "timeout")
+            .await
+            .unwrap()
+    );
+    assert!(!store.release_event(id, "one").await.unwrap());
+    assert!(claim(&db, "three", 40_200).await.is_empty(), "still two's");
+    assert_eq!(
+        db.count("SELECT attempts FROM events WHERE webhook_id = 'a1'")
+            .await,
+        0
+    );
+    // The owner releases it (410): pending as it was, no attempt counted, claimable at once.
+    assert!(store.release_event(id, "two").await.unwrap());
+    let again = claim(&db, "three", 40_300).await;
+    assert_eq!((again[0].id, again[0].attempts), (id, 0));
+    assert!(
+        store
+            .event_delivered(id, "three", at(40_400), "HTTP 200")
+            .await
+            .unwrap()
+    );
+    // Settled: not settled again.
+    assert!(
+        !store
+            .event_delivered(id, "three", at(40_500), "HTTP 200")
+            .await
+            .unwrap()
+    );
+    assert!(!store.release_event(id, "three").await.unwrap());
+}
+
+async fn given_up_events_are_listed_and_redelivered(db: TestDatabase) {
+    insert_events(
+        &db,
+        &[
+            ("w-a", "tc-a", 1_000),
+            ("w-b", "tc-b", 1_000),
+            ("w-c", "tc-c", 1_000),
+            ("w-d", "tc-d", 1_000),
+        ],
+    )
+    .await;
+    for webhook_id in ["w-c", "w-a", "w-b"] {
+        give_up(&db, webhook_id, 2_000).await;
+    }
+    let failed = |webhook_id: &str, teleconsultation: &str| FailedEvent {
+        webhook_id: webhook_id.into(),
+        event_type: "teleconsultation.updated".into(),
+        teleconsultation_id: teleconsultation.into(),
+        last_answer: Some(format!("HTTP 500 for {webhook_id}")),
+    };
+    // In the order stored, whatever the order given up.
+    assert_eq!(
+        db.store.failed_events().await.unwrap(),
+        [
+            failed("w-a", "tc-a"),
+            failed("w-b", "tc-b"),
+            failed("w-c", "tc-c")
+        ]
+    );
+    // One: pending again, due at once, no attempt counted.
+    assert_eq!(
+        db.store
+            .redeliver_events(Some("w-b"), at(10_000))
+            .await
+            .unwrap(),
+        ["w-b"]
+    );
+    assert_eq!(
+        db.store.failed_events().await.unwrap(),
+        [failed("w-a", "tc-a"), failed("w-c", "tc-c")]
+    );
+    // A pending or unknown webhook id redelivers nothing.
+    for nothing in ["w-b", "w-d", "w-x"] {
+        assert!(
+            db.store
+                .redeliver_events(Some(nothing), at(10_000))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // Due at 10 000, not before.
+    let early = claim(&db, "worker", 9_999).await;
+    assert_eq!(webhook_ids(&early), ["w-d"]);
+    assert!(db.store.release_event(early[0].id, "worker").await.unwrap());
+    let redelivered = claim_one(&db, "w-b", 10_000).await;
+    assert_eq!(redelivered.attempts, 0);
+    assert!(
+        db.store
+            .release_event(redelivered.id, "worker")
+            .await
+            .unwrap()
+    );
+    // All of them.
+    assert_eq!(
+        db.store.redeliver_events(None, at(20_000)).await.unwrap(),
+        ["w-a", "w-c"]
+    );
+    assert!(db.store.failed_events().await.unwrap().is_empty());
+    assert_eq!(
+        webhook_ids(&claim(&db, "worker", 20_000).await),
+        ["w-d", "w-b", "w-a", "w-c"]
+    );
+    assert_eq!(
+        db.store.event_counts().await.unwrap(),
+        EventCounts {
+            pending: 4,
+            given_up: 0
+        }
+    );
+}
+
+async fn pruning_deletes_only_events_delivered_before_the_cutoff(db: TestDatabase) {
+    insert_events(
+        &db,
+        &[
+            ("early", "tc-a", 1_000),
+            ("at-cutoff", "tc-b", 1_000),
+            ("given-up", "tc-c", 1_000),
+            ("pending", "tc-d", 1_000),
+        ],
+    )
+    .await;
+    for (webhook_id, settled_ms) in [("early", 2_999), ("at-cutoff", 3_000)] {
+        let claimed = claim_one(&db, webhook_id, 2_000).await;
+        assert!(
+            db.store
+                .event_delivered(claimed.id, "worker", at(settled_ms), "HTTP 200")
+                .await
+                .unwrap()
+        );
+    }
+    give_up(&db, "given-up", 2_000).await;
+    db.store.prune_delivered_events(at(3_000)).await.unwrap();
+    let left = db.store.event_counts().await.unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) FROM events").await, 3);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM events WHERE webhook_id = 'early'")
+            .await,
+        0
+    );
+    assert_eq!(
+        left,
+        EventCounts {
+            pending: 1,
+            given_up: 1
+        }
+    );
+    // In batches: more than one batch's worth goes.
+    for i in 0..1_005 {
+        db.store
+            .insert_event(&event(&format!("bulk-{i}"), &format!("tc-bulk-{i}"), 1_000))
+            .await
+            .unwrap();
+    }
+    db.run_sql(
+        "UPDATE events SET state = 'delivered', settled_at_ms = 4000 \
+         WHERE webhook_id LIKE 'bulk-%'",
+        "UPDATE events SET state = 'delivered', settled_at_ms = 4000 \
+         WHERE webhook_id LIKE 'bulk-%'",
+    )
+    .await;
+    db.store.prune_delivered_events(at(5_000)).await.unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) FROM events").await, 2);
+}
+
+async fn concurrent_event_claims_take_each_event_once(db: TestDatabase) {
+    let mut heads = Vec::new();
+    for tc in 0..12 {
+        for n in 0..2 {
+            let webhook_id = format!("w-{tc:02}-{n}");
+            db.store
+                .insert_event(&event(&webhook_id, &format!("tc-{tc:02}"), 1_000 + tc))
+                .await
+                .unwrap();
+            if n == 0 {
+                heads.push(webhook_id);
+            }
+        }
+    }
+    // Four owners claim at once, with room for every event: each head goes to exactly one
+    // of them, and no event behind a head.
+    let claims: Vec<_> = (0..4)
+        .map(|i| {
+            let store = Arc::clone(&db.store);
+            tokio::spawn(async move {
+                let owner = format!("owner-{i}");
+                store
+                    .claim_events(at(5_000), &owner, at(35_000), 24)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claim in claims {
+        all.extend(claim.await.unwrap().into_iter().map(|e| e.webhook_id));
+    }
+    all.sort();
+    assert_eq!(all, heads);
+}
+
+async fn a_webhook_id_is_stored_once(db: TestDatabase) {
+    insert_events(&db, &[("w-1", "tc-a", 1_000)]).await;
+    let again = db.store.insert_event(&event("w-1", "tc-b", 2_000)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM events").await, 1);
 }
