@@ -1054,6 +1054,40 @@ where
         write(&mut connection).await
     }
 
+    /// Runs `delete` (a `DELETE … RETURNING` of at most [`PRUNE_BATCH`] rows older than
+    /// `$1` = `before`) until it deletes fewer: each batch a short write of its own, so a
+    /// backlog never makes one statement that outlasts the statement timeout or holds
+    /// SQLite's writer for long.
+    async fn delete_in_batches(
+        &self,
+        operation: &'static str,
+        delete: String,
+        before: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let delete: Arc<str> = delete.into();
+        let before = before.timestamp_millis();
+        loop {
+            let delete = Arc::clone(&delete);
+            let deleted = self
+                .write_alone(operation, move |conn| {
+                    let delete = Arc::clone(&delete);
+                    Box::pin(async move {
+                        let deleted: Vec<(i64,)> =
+                            sqlx::query_as(AssertSqlSafe(delete.to_string()))
+                                .bind(before)
+                                .fetch_all(&mut *conn)
+                                .await
+                                .during(operation)?;
+                        Ok(deleted.len())
+                    })
+                })
+                .await?;
+            if deleted < PRUNE_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
     /// A connection of its own on which the request's timeouts are lifted
     /// ([`Backend::MIGRATION_SESSION`]), for work that may rightly take longer than a
     /// request's statements: the migrations, adopting a database. Its session settings stay
@@ -1407,34 +1441,19 @@ where
         .await
     }
 
-    /// In batches of [`PRUNE_BATCH`], each a short write: a day's keys after an outage
-    /// never make one statement that outlasts the statement timeout or holds SQLite's
-    /// writer for long.
+    /// In batches ([`Self::delete_in_batches`]).
     async fn prune_idempotency_keys(&self, before: DateTime<Utc>) -> StoreResult<()> {
-        const OPERATION: &str = "deleting expired idempotency keys";
-        let before = before.timestamp_millis();
-        loop {
-            let deleted = self
-                .write_alone(OPERATION, move |conn| {
-                    Box::pin(async move {
-                        let deleted: Vec<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
-                            "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN \
-                             (SELECT scope, idempotency_key FROM idempotency_keys \
-                              WHERE created_at_ms <= $1 LIMIT {PRUNE_BATCH}) \
-                             RETURNING created_at_ms"
-                        )))
-                        .bind(before)
-                        .fetch_all(&mut *conn)
-                        .await
-                        .during(OPERATION)?;
-                        Ok(deleted.len())
-                    })
-                })
-                .await?;
-            if deleted < PRUNE_BATCH {
-                return Ok(());
-            }
-        }
+        self.delete_in_batches(
+            "deleting expired idempotency keys",
+            format!(
+                "DELETE FROM idempotency_keys WHERE (scope, idempotency_key) IN \
+                 (SELECT scope, idempotency_key FROM idempotency_keys \
+                  WHERE created_at_ms <= $1 LIMIT {PRUNE_BATCH}) \
+                 RETURNING created_at_ms"
+            ),
+            before,
+        )
+        .await
     }
 
     async fn get_teleconsultation(&self, id: &str) -> StoreResult<Option<Teleconsultation>> {
@@ -2218,33 +2237,20 @@ where
         Ok(redelivered.into_iter().map(|(_, id)| id).collect())
     }
 
-    /// In batches of [`PRUNE_BATCH`], as [`Store::prune_idempotency_keys`].
+    /// In batches ([`Self::delete_in_batches`]).
     async fn prune_delivered_events(&self, before: DateTime<Utc>) -> StoreResult<()> {
-        const OPERATION: &str = "deleting delivered events";
-        let before = before.timestamp_millis();
-        loop {
-            let deleted = self
-                .write_alone(OPERATION, move |conn| {
-                    Box::pin(async move {
-                        let deleted: Vec<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
-                            "DELETE FROM events WHERE id IN \
-                             (SELECT id FROM events \
-                              WHERE state = 'delivered' AND settled_at_ms < $1 \
-                              ORDER BY settled_at_ms LIMIT {PRUNE_BATCH}) \
-                             RETURNING id"
-                        )))
-                        .bind(before)
-                        .fetch_all(&mut *conn)
-                        .await
-                        .during(OPERATION)?;
-                        Ok(deleted.len())
-                    })
-                })
-                .await?;
-            if deleted < PRUNE_BATCH {
-                return Ok(());
-            }
-        }
+        self.delete_in_batches(
+            "deleting delivered events",
+            format!(
+                "DELETE FROM events WHERE id IN \
+                 (SELECT id FROM events \
+                  WHERE state = 'delivered' AND settled_at_ms < $1 \
+                  ORDER BY settled_at_ms LIMIT {PRUNE_BATCH}) \
+                 RETURNING id"
+            ),
+            before,
+        )
+        .await
     }
 
     async fn event_counts(&self) -> StoreResult<EventCounts> {
