@@ -323,15 +323,7 @@ async fn check_config_reports_every_problem_at_once() {
         // the bad boolean, named with its value
         &["LIVE_TELECONSULTATION", "\"maybe\""],
     ];
-    for words in problems {
-        assert!(
-            stderr
-                .lines()
-                .any(|line| words.iter().all(|w| line.contains(w))),
-            "no line of stderr mentions {words:?}\n{}",
-            run.output()
-        );
-    }
+    assert_each_on_a_line(&stderr, &problems, &run.output());
 }
 
 #[tokio::test]
@@ -616,15 +608,7 @@ async fn check_config_shows_the_events_never_their_secrets() {
         &["EVENTS_RETRY_SCHEDULE must be", "\"5s,0s\""],
         &["LIVE_TELECONSULTATION", "\"maybe\""],
     ];
-    for words in problems {
-        assert!(
-            stderr
-                .lines()
-                .any(|line| words.iter().all(|w| line.contains(w))),
-            "no line of stderr mentions {words:?}\n{}",
-            run.output()
-        );
-    }
+    assert_each_on_a_line(&stderr, &problems, &run.output());
     let output = run.output();
     for secret in ["canary", "Y2FuYXJ5LXNlY3JldC1vbGQ"] {
         assert!(!output.contains(secret), "{secret} leaked\n{output}");
@@ -1397,4 +1381,18 @@ async fn a_second_demo_in_the_same_directory_refuses_to_start() {
     ));
     wait_for_banner(&mut third, "Stop with Ctrl-C.").await;
     third.terminate_idle().await;
+}
+
+/// Each problem (a set of words) is on one line of `stderr` (`output`: the whole run, shown
+/// when one is not).
+#[track_caller]
+fn assert_each_on_a_line(stderr: &str, problems: &[&[&str]], output: &str) {
+    for words in problems {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| words.iter().all(|w| line.contains(w))),
+            "no line of stderr mentions {words:?}\n{output}"
+        );
+    }
 }
