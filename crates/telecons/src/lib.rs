@@ -9,7 +9,8 @@
 //! api                      HTTP
 //! services                 the use cases
 //! provisioner   config
-//! store         identity
+//! events                   the outbox: what happened, told to the platform
+//! store         identity  views
 //! domain                   pure rules, no I/O
 //! clock         telemetry  leaves
 //! ```
@@ -20,10 +21,12 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod identity;
 pub mod provisioner;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod views;
 
 pub use app::{Application, Dependencies, Services};

@@ -60,7 +60,7 @@ pub const JSON_BODY_LIMIT: usize = 256 * 1024;
 /// How much longer than the use cases' request budget a request may take before it gets
 /// 503: the use cases answer within their budget, so this only bounds what has no budget of
 /// its own (and lets shutdown drain in bounded time).
-const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(OpenApi)]
 #[openapi(

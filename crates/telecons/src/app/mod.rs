@@ -24,6 +24,7 @@ use crate::config::{Config, KaleyraSettings};
 use crate::domain::access;
 use crate::domain::join::JoinRules;
 use crate::domain::room_spec::RoomRules;
+use crate::events::Outbox;
 use crate::identity::bearer::{BearerOptions, BearerVerifier};
 use crate::identity::directory::Auth0Directory;
 use crate::identity::{CallerGroups, GatewayIdentity, Identity};
@@ -40,6 +41,12 @@ use crate::telemetry;
 
 /// How long one request's work may take (the HTTP timeout is a little longer).
 pub const DEFAULT_REQUEST_BUDGET: Duration = store::DEFAULT_BUDGET;
+
+/// How long after its change a request may still answer: its budget, and the margin the
+/// HTTP timeout gives past it. Its events are held until then at the latest.
+fn event_hold(request_budget: Duration) -> TimeDelta {
+    TimeDelta::from_std(request_budget + api::REQUEST_TIMEOUT_MARGIN).unwrap_or(TimeDelta::MAX)
+}
 
 /// How long shutdown waits for the provisioning worker's pass in progress.
 const WORKER_DRAIN: Duration = Duration::from_secs(10);
@@ -142,6 +149,11 @@ impl Services {
                 immutable_period_ms: config.immutable_period_ms,
                 concurrency: config.provisioning_concurrency,
             },
+            Arc::new(Outbox::new(
+                config.events.is_some(),
+                config.immutable_period_ms,
+                event_hold(deps.request_budget),
+            )),
         );
         let caller_groups = CallerGroups::new(directory.clone());
         let credentials = Credentials::new(

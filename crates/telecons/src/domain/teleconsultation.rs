@@ -344,7 +344,8 @@ pub(crate) mod tests {
         )
     }
 
-    fn complete() -> Teleconsultation {
+    /// Doctor and patient, complete, its room planned.
+    pub(crate) fn complete() -> Teleconsultation {
         let mut tc = booking(
             2,
             vec![person("doc", Role::Plus), person("pat", Role::Basic)],
@@ -354,7 +355,7 @@ pub(crate) mod tests {
     }
 
     /// `tc` with a room made for its current spec.
-    fn provisioned(tc: &Teleconsultation) -> Teleconsultation {
+    pub(crate) fn provisioned(tc: &Teleconsultation) -> Teleconsultation {
         let fingerprint = tc.desired_room.as_ref().unwrap().fingerprint();
         tc.switched_to(
             "room_1",

@@ -27,10 +27,12 @@ pub use users::UserMap;
 pub use worker::POLL_INTERVAL;
 
 use crate::clock::Clock;
+use crate::domain::events;
 use crate::domain::roles::{Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomAttempt, RoomSpec};
 use crate::domain::teleconsultation::Teleconsultation;
-use crate::store::{KeyClaim, Lease, Store, StoreError};
+use crate::events::Outbox;
+use crate::store::{KeyClaim, Lease, NewEvent, Store, StoreError};
 use crate::telemetry;
 
 /// A failed provisioning is retried after this, doubling with each failure up to
@@ -128,6 +130,8 @@ pub struct Provisioner {
     sweep_cursor: Arc<tokio::sync::Mutex<Option<recovery::SweepKey>>>,
     /// The last listing of this installation's rooms, shared by the clean-up of one pass.
     tagged_rooms: Arc<tokio::sync::Mutex<Option<Arc<recovery::TaggedRooms>>>>,
+    /// The events of the rooms it records (spec §9).
+    outbox: Arc<Outbox>,
 }
 
 impl Provisioner {
@@ -136,8 +140,10 @@ impl Provisioner {
         kaleyra: KaleyraClient,
         clock: Arc<dyn Clock>,
         settings: ProvisionerSettings,
+        outbox: Arc<Outbox>,
     ) -> Self {
         Self {
+            outbox,
             store,
             kaleyra,
             clock,
@@ -146,6 +152,11 @@ impl Provisioner {
             sweep_cursor: Arc::default(),
             tagged_rooms: Arc::default(),
         }
+    }
+
+    /// The events of stored changes (spec §9), shared with the use cases.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     /// This database's installation id (in every room tag).
@@ -181,18 +192,19 @@ impl Provisioner {
     /// with the returned work) takes neither write of its own, nor a read of the user map
     /// (`users`: the map of `tc`'s participants, as read to resolve them). `Conflict` when
     /// the id exists. With `key`, the booking is that idempotency key's answer, stored in
-    /// the same transaction.
+    /// the same transaction, as are `events`.
     pub async fn store_new(
         &self,
         tc: &Teleconsultation,
         users: UserMap,
         key: Option<&KeyClaim>,
+        events: &[NewEvent],
     ) -> Result<Held, StoreError> {
         let lease = self.lease();
         let spec = tc.desired_room.as_ref().filter(|_| tc.needs_room());
         let attempt = spec.map(|spec| RoomAttempt::new(spec, self.clock.now()));
         self.store
-            .insert_teleconsultation(tc, Some(&lease), attempt.as_ref(), key)
+            .insert_teleconsultation(tc, Some(&lease), attempt.as_ref(), key, events)
             .await?;
         let mut stored = tc.clone();
         stored.creating_fingerprint = attempt.as_ref().map(|a| a.fingerprint.clone());
@@ -399,8 +411,18 @@ impl Provisioner {
                 return Ok(false);
             }
             let (switched, retired) = tc.switched_to(&room.id, fingerprint, &links);
-            match self.store.record_room(&switched, &retired, owner).await {
+            let events = self.outbox.event(
+                events::of_recorded_room(&switched),
+                &switched,
+                self.clock.now(),
+            );
+            match self
+                .store
+                .record_room(&switched, &retired, owner, &events)
+                .await
+            {
                 Ok(_) => {
+                    self.outbox.wake();
                     tracing::info!(teleconsultation = %tc.id, room = %room.id, "room created");
                     self.delete_rooms(&retired).await;
                     return Ok(true);

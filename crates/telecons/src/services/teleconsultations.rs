@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::domain::access;
 use crate::domain::agenda::{self, AgendaEntry, AgendaView, Position};
 use crate::domain::agenda_query::ListQuery;
+use crate::domain::events::{self, EventType};
 use crate::domain::ids::{is_well_formed, new_teleconsultation_id};
 use crate::domain::join::{self, JoinRules, JoinView, LinkOptions};
 use crate::domain::participants::{
@@ -34,6 +35,7 @@ use crate::domain::schedule::{self, DurationInput, Schedule, ScheduleError};
 use crate::domain::teleconsultation::{
     AddParticipantError, Participant, Teleconsultation, keep_links,
 };
+use crate::events::HeldEvents;
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::identity::{Caller, IdentityError};
 use crate::provisioner::{Held, Provisioner, UserMap};
@@ -209,9 +211,11 @@ impl Teleconsultations {
         let budget = Budget::from(arrived, self.settings.request_budget);
         let input = input?;
         let service = Arc::clone(self);
+        // Its event goes once this request has answered.
+        let (_answering, events) = self.provisioner.outbox().hold_until_answered();
         commit_then_finish(budget.deadline, async move {
             let (id, held) = service
-                .store_booking(input, caller.id, key.as_ref(), &budget)
+                .store_booking(input, caller.id, key.as_ref(), &budget, events)
                 .await?;
             let provisioner = service.provisioner.clone();
             let after: AfterCommit = Box::pin({
@@ -223,13 +227,15 @@ impl Teleconsultations {
         .await
     }
 
-    /// The booking decided and stored, with the work on it the request holds.
+    /// The booking decided and stored with its event, with the work on it the request
+    /// holds.
     async fn store_booking(
         &self,
         input: BookingInput,
         caller: Option<String>,
         key: Option<&KeyClaim>,
         budget: &Budget,
+        held_events: HeldEvents,
     ) -> Result<(String, Held)> {
         let participants = input
             .participants
@@ -265,14 +271,22 @@ impl Teleconsultations {
                 source,
             })?;
         // Stored with the work held: this request provisions it next.
-        let held = match self.provisioner.store_new(&tc, users.clone(), key).await {
+        let outbox = self.provisioner.outbox();
+        let mut events = outbox.held_event(EventType::Created, &tc, now);
+        let held = match self
+            .provisioner
+            .store_new(&tc, users.clone(), key, &events)
+            .await
+        {
             // 64 random bits collided: another id, once.
             Err(StoreError::Conflict(_)) => {
                 tc.id = new_teleconsultation_id(now);
-                self.provisioner.store_new(&tc, users, key).await?
+                events = outbox.held_event(EventType::Created, &tc, now);
+                self.provisioner.store_new(&tc, users, key, &events).await?
             }
             stored => stored?,
         };
+        held_events.release_when_answered(&events);
         Ok((tc.id, held))
     }
 
@@ -575,23 +589,27 @@ impl Teleconsultations {
         };
         let change = make(self)?;
         let service = Arc::clone(self);
+        // Its event goes once this request has answered.
+        let (_answering, events) = self.provisioner.outbox().hold_until_answered();
         commit_then_finish(budget.deadline, async move {
             let after = service
-                .store_change(current, change, caller, &budget)
+                .store_change(current, change, caller, &budget, events)
                 .await?;
             Ok(((), after))
         })
         .await
     }
 
-    /// [`Self::change`] from the record as first read: decides and stores, again on the
-    /// fresh record after losing a race. Returns the work after the commit.
+    /// [`Self::change`] from the record as first read: decides and stores (with its
+    /// event), again on the fresh record after losing a race. Returns the work after the
+    /// commit.
     async fn store_change(
         self: &Arc<Self>,
         mut current: Teleconsultation,
         mut change: impl Change,
         caller: Option<String>,
         budget: &Budget,
+        held_events: HeldEvents,
     ) -> Result<AfterCommit> {
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -601,12 +619,25 @@ impl Teleconsultations {
             let Decision::Store { mut next, retired } = decision else {
                 return Ok(Box::pin(async {}));
             };
+            let now = self.clock.now();
             if change.by_caller() {
-                next.updated_at = self.clock.now();
+                next.updated_at = now;
                 next.updated_by = caller.clone();
             }
-            match self.store.update_teleconsultation(&next, &retired).await {
+            // A deletion is told with the teleconsultation as it last was: once deleted,
+            // its view would say nothing true of it.
+            let shown = if next.is_live() { &next } else { &current };
+            let events = self
+                .provisioner
+                .outbox()
+                .held_event(events::of_change(&next), shown, now);
+            match self
+                .store
+                .update_teleconsultation(&next, &retired, &events)
+                .await
+            {
                 Ok(_) => {
+                    held_events.release_when_answered(&events);
                     let provisioner = self.provisioner.clone();
                     let provision = next.is_live().then(|| next.id.clone());
                     return Ok(Box::pin(async move {

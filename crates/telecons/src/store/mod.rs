@@ -94,12 +94,14 @@ pub trait Store: Send + Sync + 'static {
     /// that books it provisions it next, without writes of its own to take the lease and
     /// mark the creation. With `key`, the booking becomes that idempotency key's answer in
     /// the same transaction; `KeyLost` (nothing stored) when the claim no longer holds it.
+    /// `events` (spec §9) are stored in the same transaction, in their order.
     async fn insert_teleconsultation(
         &self,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
         key: Option<&KeyClaim>,
+        events: &[NewEvent],
     ) -> StoreResult<()>;
 
     /// Takes `claim`'s idempotency key for its request (spec §4.13): `None` when the claim
@@ -133,11 +135,12 @@ pub trait Store: Send + Sync + 'static {
     /// stored version is still `tc.version`; the stored version becomes `tc.version + 1`,
     /// which is returned. `StaleVersion` when someone changed it meanwhile, `NotFound` when
     /// there is no such row. `retired_rooms` are queued for deletion in the same
-    /// transaction, so a room that leaves the record is never forgotten.
+    /// transaction, so a room that leaves the record is never forgotten; so are `events`.
     async fn update_teleconsultation(
         &self,
         tc: &Teleconsultation,
         retired_rooms: &[String],
+        events: &[NewEvent],
     ) -> StoreResult<i64>;
 
     /// [`Store::update_teleconsultation`] by the provisioner holding `owner`'s lease, which
@@ -145,11 +148,13 @@ pub trait Store: Send + Sync + 'static {
     /// releases the lease. When the lease is no longer `owner`'s (it expired and another
     /// took it), the holder's mark and lease stay. Of the participants, only their links
     /// are written: `tc` is the stored record of its version with the room switched.
+    /// `events` are stored in the same transaction.
     async fn record_room(
         &self,
         tc: &Teleconsultation,
         retired_rooms: &[String],
         owner: &str,
+        events: &[NewEvent],
     ) -> StoreResult<i64>;
 
     /// The live teleconsultations in which this external user id participates, oldest first.
@@ -329,6 +334,10 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new pending event, due at `event.due_at`. `Conflict` when its webhook id
     /// exists.
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;
+
+    /// Makes the pending events with these webhook ids due at `now` (held until their
+    /// request answered; see `events::outbox`), unless due already.
+    async fn make_events_due(&self, webhook_ids: &[String], now: DateTime<Utc>) -> StoreResult<()>;
 
     /// Leases to `owner` until `until` up to `limit` events to send at `now`, oldest due
     /// first: pending, due, not leased (or their lease has expired) and the head of their

@@ -142,24 +142,27 @@ const ANSWERED: &str = "owner = NULL, lease_until_ms = NULL";
 /// The key of claim ($1 scope, $2 key, $3 owner), while the claim still holds it.
 const HELD_BY_CLAIM: &str = "WHERE scope = $1 AND idempotency_key = $2 AND owner = $3";
 
-/// `insert` (an `INSERT … VALUES …`) made to write only when the `answered` CTE of its
-/// statement has a row (the idempotency key was still the booking's to answer).
-fn only_if_answered(insert: &str) -> String {
+/// `insert` (an `INSERT … VALUES …`) made to write only when the CTE `source` of its
+/// statement has a row: `answered` (the idempotency key was still the booking's to answer),
+/// `updated` (the version check held).
+fn only_if(insert: &str, source: &str) -> String {
     let (head, values) = insert
         .split_once(" VALUES ")
         .expect("an INSERT … VALUES statement");
-    format!("{head} SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM answered)")
+    format!("{head} SELECT * FROM (VALUES {values}) AS v WHERE EXISTS (SELECT 1 FROM {source})")
 }
 
-/// Stores a new pending event ([`NewEvent`]) from parameters `$first`… in the order
-/// [`SqlStore::bind_event`] binds them: standalone, or as a part of a change's own write.
-fn insert_event(first: usize) -> String {
-    let [webhook_id, teleconsultation, kind, body, due_at, created_at] =
-        std::array::from_fn(|i| format!("${}", first + i));
+/// The columns of an event's row [`SqlStore::bind_event`] binds.
+const EVENT_COLUMNS: usize = 6;
+
+/// Stores `count` new pending events ([`NewEvent`]), in their order, from parameters
+/// `$first`… as [`SqlStore::bind_event`] binds them: standalone, or as a part of a change's
+/// own write.
+fn insert_events(first: usize, count: usize) -> String {
     format!(
         "INSERT INTO events \
-         (webhook_id, teleconsultation_id, type, body, due_at_ms, created_at_ms) \
-         VALUES ({webhook_id}, {teleconsultation}, {kind}, {body}, {due_at}, {created_at})"
+         (webhook_id, teleconsultation_id, type, body, due_at_ms, created_at_ms) VALUES {}",
+        placeholder_rows(first, count, EVENT_COLUMNS)
     )
 }
 
@@ -476,6 +479,31 @@ where
             .bind(event.created_at.timestamp_millis())
     }
 
+    /// `events`' rows bound after what `query` binds already.
+    fn bind_events<'q>(mut query: Q<'q, DB>, events: &[NewEvent]) -> Q<'q, DB> {
+        for event in events {
+            query = Self::bind_event(query, event);
+        }
+        query
+    }
+
+    /// Stores `events` in one statement of a change's write transaction.
+    async fn insert_events_of_change(
+        conn: &mut DB::Connection,
+        events: &[NewEvent],
+        operation: &'static str,
+    ) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let query = sqlx::query(AssertSqlSafe(insert_events(1, events.len())));
+        Self::bind_events(query, events)
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| conflict_or(err, operation, "an event's webhook id"))?;
+        Ok(())
+    }
+
     /// Settles an attempt at event `id` by a [`settle_event`] `statement` whose $4 is `at`,
     /// if `owner` holds its lease; whether it did.
     async fn settle_event_at(
@@ -707,18 +735,20 @@ where
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
         key: Option<&KeyClaim>,
+        events: &[NewEvent],
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         let change = Change::of(tc);
         if DB::ONE_STATEMENT_WRITES {
             return self
-                .insert_in_one_statement(tc, lease, creating, key, &change)
+                .insert_in_one_statement(tc, lease, creating, key, events, &change)
                 .await;
         }
         let tc = Arc::new(tc.clone());
         let lease = lease.cloned();
         let creating = creating.cloned();
         let key = key.cloned();
+        let events: Arc<[NewEvent]> = events.into();
         let change = Arc::new(change);
         let read_cache = Arc::clone(&self.read_cache);
         let forget = {
@@ -728,11 +758,12 @@ where
         self.in_write_transaction(
             OPERATION,
             move |conn| {
-                let (tc, lease, creating, key, change) = (
+                let (tc, lease, creating, key, events, change) = (
                     Arc::clone(&tc),
                     lease.clone(),
                     creating.clone(),
                     key.clone(),
+                    Arc::clone(&events),
                     Arc::clone(&change),
                 );
                 Box::pin(async move {
@@ -754,6 +785,7 @@ where
                         Self::record_attempt(conn, &tc.id, attempt, OPERATION).await?;
                     }
                     Self::insert_participants(conn, &tc, OPERATION).await?;
+                    Self::insert_events_of_change(conn, &events, OPERATION).await?;
                     Self::announce(conn, &change, OPERATION).await
                 })
             },
@@ -769,19 +801,20 @@ where
     /// first write makes the booking the key's answer while the claim holds it, and every
     /// other write reads from it: under a key taken over, nothing is written (`KeyLost`).
     /// After the record's $1..$18 come the participants' rows, the attempt's id and time,
-    /// the key's scope, key and holder, and the announcement's payload; the attempt's record
-    /// reuses the id ($1) and the creation mark's fingerprint ($18).
+    /// the events' rows, the key's scope, key and holder, and the announcement's payload;
+    /// the attempt's record reuses the id ($1) and the creation mark's fingerprint ($18).
     async fn insert_in_one_statement(
         &self,
         tc: &Teleconsultation,
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
         key: Option<&KeyClaim>,
+        events: &[NewEvent],
         change: &Change,
     ) -> StoreResult<()> {
         const OPERATION: &str = "inserting a teleconsultation";
         let gate = |insert: String| match key {
-            Some(_) => only_if_answered(&insert),
+            Some(_) => only_if(&insert, "answered"),
             None => insert,
         };
         let mut next = INSERT_PARAMETERS + tc.participants.len() * PARTICIPANT_COLUMNS + 1;
@@ -807,6 +840,13 @@ where
                 gate(insert_attempt(&id, "$1", "$18", &at))
             ));
             next += 2;
+        }
+        if !events.is_empty() {
+            writes.push(format!(
+                "events_inserted AS ({})",
+                gate(insert_events(next, events.len()))
+            ));
+            next += events.len() * EVENT_COLUMNS;
         }
         if key.is_some() {
             writes.insert(
@@ -840,6 +880,7 @@ where
                 .bind(attempt.id.clone())
                 .bind(attempt.at.timestamp_millis());
         }
+        query = Self::bind_events(query, events);
         if let Some(key) = key {
             query = query
                 .bind(key.scope.clone())
@@ -873,18 +914,20 @@ where
         tc: &Teleconsultation,
         retired_rooms: &[String],
         holder: Option<&str>,
+        events: &[NewEvent],
     ) -> StoreResult<i64> {
         const OPERATION: &str = "updating a teleconsultation";
         let change = Arc::new(Change::of(tc));
         if let Some(owner) = holder.filter(|_| DB::ONE_STATEMENT_WRITES) {
             let recorded = self
-                .record_in_one_statement(tc, retired_rooms, owner, &change)
+                .record_in_one_statement(tc, retired_rooms, owner, events, &change)
                 .await;
             self.read_cache.forget(&change);
             return recorded;
         }
         let tc = Arc::new(tc.clone());
         let retired_rooms: Arc<[String]> = retired_rooms.into();
+        let events: Arc<[NewEvent]> = events.into();
         let holder = holder.map(str::to_owned);
         let read_cache = Arc::clone(&self.read_cache);
         let forget = {
@@ -894,10 +937,11 @@ where
         self.in_write_transaction(
             OPERATION,
             move |conn| {
-                let (tc, retired_rooms, holder, change) = (
+                let (tc, retired_rooms, holder, events, change) = (
                     Arc::clone(&tc),
                     Arc::clone(&retired_rooms),
                     holder.clone(),
+                    Arc::clone(&events),
                     Arc::clone(&change),
                 );
                 Box::pin(async move {
@@ -923,6 +967,7 @@ where
                     for room_id in retired_rooms.iter() {
                         Self::retire(&mut *conn, room_id, Some(&tc.id), tc.updated_at).await?;
                     }
+                    Self::insert_events_of_change(conn, &events, OPERATION).await?;
                     Self::announce(conn, &change, OPERATION).await?;
                     Ok(tc.version + 1)
                 })
@@ -933,20 +978,22 @@ where
     }
 
     /// [`Store::record_room`] in one statement (where [`Backend::ONE_STATEMENT_WRITES`]):
-    /// the record's update, its links, the retired rooms queued and the change announced,
-    /// all or nothing.
+    /// the record's update, its links, the retired rooms queued, its events stored and the
+    /// change announced, all or nothing.
     async fn record_in_one_statement(
         &self,
         tc: &Teleconsultation,
         retired_rooms: &[String],
         owner: &str,
+        events: &[NewEvent],
         change: &Change,
     ) -> StoreResult<i64> {
         const OPERATION: &str = "recording a room";
         // $1..$16 the update, then the links, then the retired rooms' time and ids, then the
-        // announcement's payload.
+        // events' rows, then the announcement's payload.
         let retired_at = UPDATE_PARAMETERS + 2 * tc.participants.len() + 1;
-        let announcement = retired_at + retired_rooms.len() + 1;
+        let first_event = retired_at + retired_rooms.len() + 1;
+        let announcement = first_event + events.len() * EVENT_COLUMNS;
         let mut statement = format!("WITH updated AS ({UPDATE_TELECONSULTATION})");
         if !tc.participants.is_empty() {
             let links = links_update(
@@ -968,6 +1015,10 @@ where
                 at = retired_at
             );
         }
+        if !events.is_empty() {
+            let insert = only_if(&insert_events(first_event, events.len()), "updated");
+            statement += &format!(", events_inserted AS ({insert})");
+        }
         let announce = DB::announce_change(&format!("${announcement}"));
         statement += &match &announce {
             Some(announce) => format!(
@@ -981,6 +1032,7 @@ where
         for room_id in retired_rooms {
             query = query.bind(room_id.clone());
         }
+        query = Self::bind_events(query, events);
         if announce.is_some() {
             query = query.bind(change.announcement());
         }
@@ -1343,8 +1395,9 @@ where
         lease: Option<&Lease>,
         creating: Option<&RoomAttempt>,
         key: Option<&KeyClaim>,
+        events: &[NewEvent],
     ) -> StoreResult<()> {
-        self.insert(tc, lease, creating, key).await
+        self.insert(tc, lease, creating, key, events).await
     }
 
     async fn claim_idempotency_key(&self, claim: &KeyClaim) -> StoreResult<Option<KeptKey>> {
@@ -1483,8 +1536,9 @@ where
         &self,
         tc: &Teleconsultation,
         retired_rooms: &[String],
+        events: &[NewEvent],
     ) -> StoreResult<i64> {
-        self.update(tc, retired_rooms, None).await
+        self.update(tc, retired_rooms, None, events).await
     }
 
     async fn record_room(
@@ -1492,8 +1546,9 @@ where
         tc: &Teleconsultation,
         retired_rooms: &[String],
         owner: &str,
+        events: &[NewEvent],
     ) -> StoreResult<i64> {
-        self.update(tc, retired_rooms, Some(owner)).await
+        self.update(tc, retired_rooms, Some(owner), events).await
     }
 
     async fn list_teleconsultations_by_participant(
@@ -2058,7 +2113,7 @@ where
         self.write_alone(OPERATION, move |conn| {
             let event = Arc::clone(&event);
             Box::pin(async move {
-                Self::bind_event(sqlx::query(AssertSqlSafe(insert_event(1))), &event)
+                Self::bind_event(sqlx::query(AssertSqlSafe(insert_events(1, 1))), &event)
                     .execute(&mut *conn)
                     .await
                     .map_err(|err| conflict_or(err, OPERATION, "the webhook id"))?;
@@ -2066,6 +2121,37 @@ where
             })
         })
         .await
+    }
+
+    async fn make_events_due(&self, webhook_ids: &[String], now: DateTime<Utc>) -> StoreResult<()> {
+        const OPERATION: &str = "releasing held events";
+        // A few hundred ids a statement: far below either backend's parameter limit.
+        for chunk in webhook_ids.chunks(500) {
+            let ids: Arc<[String]> = chunk.into();
+            let statement: Arc<str> = format!(
+                "UPDATE events SET due_at_ms = $1 \
+                 WHERE state = 'pending' AND due_at_ms > $1 AND webhook_id IN ({})",
+                (2..chunk.len() + 2)
+                    .map(|n| format!("${n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+            .into();
+            self.write_alone(OPERATION, move |conn| {
+                let (ids, statement) = (Arc::clone(&ids), Arc::clone(&statement));
+                Box::pin(async move {
+                    let mut query = sqlx::query(AssertSqlSafe(statement.to_string()))
+                        .bind(now.timestamp_millis());
+                    for id in ids.iter() {
+                        query = query.bind(id.clone());
+                    }
+                    query.execute(&mut *conn).await.during(OPERATION)?;
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn claim_events(
@@ -2301,13 +2387,16 @@ mod tests {
         );
     }
 
-    /// The event's INSERT takes its six parameters from the one named on, so that a
+    /// The events' INSERT takes six parameters a row from the one named on, so that a
     /// change's own write can append it after its own.
     #[test]
     fn the_event_insert_numbers_its_parameters_from_the_first_given() {
-        assert_eq!(highest_parameter(&insert_event(1)), 6);
-        let appended = insert_event(INSERT_PARAMETERS + 1);
-        assert_eq!(highest_parameter(&appended), INSERT_PARAMETERS + 6);
+        assert_eq!(highest_parameter(&insert_events(1, 1)), EVENT_COLUMNS);
+        let appended = insert_events(INSERT_PARAMETERS + 1, 2);
+        assert_eq!(
+            highest_parameter(&appended),
+            INSERT_PARAMETERS + 2 * EVENT_COLUMNS
+        );
         assert!(appended.contains(&format!("VALUES (${}, ", INSERT_PARAMETERS + 1)));
     }
 }

@@ -74,7 +74,7 @@ fn consultation(
 
 async fn insert(store: &dyn Store, tc: &Teleconsultation) {
     store
-        .insert_teleconsultation(tc, None, None, None)
+        .insert_teleconsultation(tc, None, None, None, &[])
         .await
         .unwrap();
 }
@@ -162,7 +162,10 @@ async fn a_participants_page_from_memory_is_the_sql_page(db: TestDatabase) {
     let mut deleted = consultation(7, S + 30 * MINUTE, 30, 2, &["doc", "pat"]);
     insert(store, &deleted).await;
     deleted.state = TeleconsultationState::Deleted;
-    store.update_teleconsultation(&deleted, &[]).await.unwrap();
+    store
+        .update_teleconsultation(&deleted, &[], &[])
+        .await
+        .unwrap();
     // Every one's holds the marker too.
     let marker = consultation(8, S, 30, 1, &["doc"]);
     insert(store, &marker).await;
@@ -373,7 +376,10 @@ async fn a_participant_with_too_many_to_keep_is_paged_by_sql(db: TestDatabase) {
 
     // One fewer (deleted through the store, which hears of it): short enough to keep.
     let (third, _) = many[2].deleted(at(S));
-    store.update_teleconsultation(&third, &[]).await.unwrap();
+    store
+        .update_teleconsultation(&third, &[], &[])
+        .await
+        .unwrap();
     heard_all_so_far(&db, store, &marker.id).await;
     assert_eq!(page_ids(store, &first).await, ids_of(&[&many[1]]));
     deleted_unheard(&db, &many[1].id).await;

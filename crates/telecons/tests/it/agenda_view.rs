@@ -39,7 +39,7 @@ pub(crate) const BACK_OFFICE: [(&str, &str); 2] = [
     ("miausergroups", BACK_OFFICE_GROUP),
 ];
 /// The end of the bookings made with [`booking`]: an hour after [`START`].
-const END: &str = "2030-01-02T11:00:00.000Z";
+pub(crate) const END: &str = "2030-01-02T11:00:00.000Z";
 /// The test clock's start, when the bookings are made.
 pub(crate) const EPOCH: &str = "2030-01-01T10:00:00.000Z";
 
@@ -113,7 +113,7 @@ pub(crate) fn shown_patient() -> Value {
 /// The view of the booking `id` of [`START`]–[`END`], made at the test epoch, that expects
 /// `number` participants and knows `participants`, with its links opening at
 /// `links_open_at`, `status`, `room` and `you`.
-fn body(
+pub(crate) fn body(
     id: &str,
     number: u32,
     participants: Vec<Value>,
@@ -137,7 +137,7 @@ fn body(
 
 /// The view of [`doctor_and_patient`] booked as `id`, without an immutable period, before
 /// its start, its room made.
-fn scheduled_pair(id: &str, you: Value) -> Value {
+pub(crate) fn scheduled_pair(id: &str, you: Value) -> Value {
     body(
         id,
         2,

@@ -278,7 +278,7 @@ async fn a_request_still_running_holds_its_key_until_it_answers_or_its_hold_ends
     let lost = app
         .services
         .store
-        .insert_teleconsultation(&copy, None, None, Some(&dead))
+        .insert_teleconsultation(&copy, None, None, Some(&dead), &[])
         .await;
     assert!(
         matches!(lost, Err(telecons::store::StoreError::KeyLost)),

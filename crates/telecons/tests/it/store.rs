@@ -158,7 +158,7 @@ async fn inserted_teleconsultation_reads_back_identically(db: TestDatabase) {
     tc.room_fingerprint = Some(spec().fingerprint().to_owned());
     tc.provision_due_at = Some(at(1_800_000_000_002));
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
 
@@ -173,12 +173,12 @@ async fn unknown_teleconsultation_reads_as_none(db: TestDatabase) {
 async fn same_id_twice_is_a_conflict(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000002");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     let again = db
         .store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
@@ -196,7 +196,9 @@ async fn concurrent_writes_each_keep_only_their_own_outcome(db: TestDatabase) {
         }
         let store = Arc::clone(&db.store);
         writes.spawn(async move {
-            let written = store.insert_teleconsultation(&tc, None, None, None).await;
+            let written = store
+                .insert_teleconsultation(&tc, None, None, None, &[])
+                .await;
             (tc, refused, written)
         });
     }
@@ -219,7 +221,7 @@ async fn concurrent_writes_each_keep_only_their_own_outcome(db: TestDatabase) {
 async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000003");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
 
@@ -235,7 +237,7 @@ async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatab
     changed.updated_by = Some("editor".into());
     let version = db
         .store
-        .update_teleconsultation(&changed, &[])
+        .update_teleconsultation(&changed, &[], &[])
         .await
         .unwrap();
     assert_eq!(version, 2);
@@ -254,17 +256,20 @@ async fn update_replaces_fields_and_participants_and_bumps_version(db: TestDatab
 async fn update_on_a_stale_version_is_refused_and_changes_nothing(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000004");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     let mut first = tc.clone();
     first.duration_secs = 600;
-    db.store.update_teleconsultation(&first, &[]).await.unwrap();
+    db.store
+        .update_teleconsultation(&first, &[], &[])
+        .await
+        .unwrap();
 
     let mut stale = tc.clone(); // still version 1
     stale.duration_secs = 900;
     stale.participants.pop();
-    let result = db.store.update_teleconsultation(&stale, &[]).await;
+    let result = db.store.update_teleconsultation(&stale, &[], &[]).await;
     assert!(
         matches!(result, Err(StoreError::StaleVersion)),
         "{result:?}"
@@ -279,7 +284,7 @@ async fn update_on_a_stale_version_is_refused_and_changes_nothing(db: TestDataba
 async fn update_of_an_unknown_id_is_not_found(db: TestDatabase) {
     let result = db
         .store
-        .update_teleconsultation(&doctor_and_patient("64b0000000000000000000ff"), &[])
+        .update_teleconsultation(&doctor_and_patient("64b0000000000000000000ff"), &[], &[])
         .await;
     assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
 }
@@ -287,7 +292,7 @@ async fn update_of_an_unknown_id_is_not_found(db: TestDatabase) {
 async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000005");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
 
@@ -296,7 +301,7 @@ async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
             let store = Arc::clone(&db.store);
             let mut change = tc.clone();
             change.duration_secs = 1000 + i;
-            tokio::spawn(async move { store.update_teleconsultation(&change, &[]).await })
+            tokio::spawn(async move { store.update_teleconsultation(&change, &[], &[]).await })
         })
         .collect();
     let mut applied = Vec::new();
@@ -316,7 +321,7 @@ async fn concurrent_updates_from_one_version_apply_once(db: TestDatabase) {
 async fn soft_delete_keeps_the_record_but_hides_it_from_listings(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000006");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     let version = soft_delete(
@@ -362,7 +367,7 @@ async fn listing_by_participant_finds_only_their_live_teleconsultations(db: Test
     );
     for tc in [&second, &unrelated, &first] {
         db.store
-            .insert_teleconsultation(tc, None, None, None)
+            .insert_teleconsultation(tc, None, None, None, &[])
             .await
             .unwrap();
     }
@@ -493,13 +498,13 @@ async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b00000000000000000000a");
     tc.room_id = Some("room_old000000001".into());
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     tc.room_id = None;
     tc.updated_at = at(1_800_000_001_000);
     db.store
-        .update_teleconsultation(&tc, &["room_old000000001".to_owned()])
+        .update_teleconsultation(&tc, &["room_old000000001".to_owned()], &[])
         .await
         .unwrap();
 
@@ -535,13 +540,16 @@ async fn an_update_retires_rooms_in_the_same_transaction(db: TestDatabase) {
 async fn a_stale_update_retires_nothing(db: TestDatabase) {
     let tc = doctor_and_patient("64b00000000000000000000b");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
-    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    db.store
+        .update_teleconsultation(&tc, &[], &[])
+        .await
+        .unwrap();
     let stale = db
         .store
-        .update_teleconsultation(&tc, &["room_x".to_owned()])
+        .update_teleconsultation(&tc, &["room_x".to_owned()], &[])
         .await;
     assert!(matches!(stale, Err(StoreError::StaleVersion)), "{stale:?}");
     assert!(
@@ -561,7 +569,7 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
     let unmarked = doctor_and_patient("64b00000000000000000000e");
     for tc in [&later, &marked, &unmarked] {
         db.store
-            .insert_teleconsultation(tc, None, None, None)
+            .insert_teleconsultation(tc, None, None, None, &[])
             .await
             .unwrap();
     }
@@ -610,7 +618,10 @@ async fn provisioning_marks_are_due_postponed_and_cleared_only_at_their_version(
     assert!(db.store.clear_provisioning(&unmarked.id, 1).await.unwrap());
 
     // A change made since version 1 keeps the mark; clearing at the current version works.
-    db.store.update_teleconsultation(&later, &[]).await.unwrap();
+    db.store
+        .update_teleconsultation(&later, &[], &[])
+        .await
+        .unwrap();
     assert!(!db.store.clear_provisioning(&later.id, 1).await.unwrap());
     assert!(
         db.store
@@ -691,7 +702,7 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
     served.room_fingerprint = Some(spec().fingerprint().to_owned());
     for tc in [&waiting, &served] {
         db.store
-            .insert_teleconsultation(tc, None, None, None)
+            .insert_teleconsultation(tc, None, None, None, &[])
             .await
             .unwrap();
     }
@@ -736,7 +747,7 @@ async fn backlog_counts_unfinished_work(db: TestDatabase) {
 async fn leases_keep_other_owners_out_until_they_expire(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000011");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
@@ -763,7 +774,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
         until: at(2_000),
     };
     db.store
-        .insert_teleconsultation(&tc, Some(&lease), Some(&attempt("abcd")), None)
+        .insert_teleconsultation(&tc, Some(&lease), Some(&attempt("abcd")), None, &[])
         .await
         .unwrap();
     let read = stored(&db, &tc.id).await;
@@ -794,7 +805,7 @@ async fn a_booking_is_stored_with_its_lease_held(db: TestDatabase) {
     );
     let again = db
         .store
-        .insert_teleconsultation(&tc, Some(&lease), None, None)
+        .insert_teleconsultation(&tc, Some(&lease), None, None, &[])
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 }
@@ -804,7 +815,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     tc.desired_room = Some(spec());
     tc.room_id = Some("room_old".into());
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     assert!(leases(&db, &tc.id, "a", 1_000, 2_000).await);
@@ -816,7 +827,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     // A stale record changes nothing, mark and lease included.
     let mut stale = tc.clone();
     stale.version = 0;
-    let refused = db.store.record_room(&stale, &[], "a").await;
+    let refused = db.store.record_room(&stale, &[], "a", &[]).await;
     assert!(
         matches!(refused, Err(StoreError::StaleVersion)),
         "{refused:?}"
@@ -832,7 +843,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
     made.participants[1].link = Some("https://example.test/pat".into());
     let version = db
         .store
-        .record_room(&made, &["room_old".to_owned()], "a")
+        .record_room(&made, &["room_old".to_owned()], "a", &[])
         .await
         .unwrap();
     assert_eq!(version, 2);
@@ -856,7 +867,7 @@ async fn recording_a_room_ends_the_creation_and_the_lease_of_its_holder_only(db:
         .await
         .unwrap();
     made.version = version;
-    assert_eq!(db.store.record_room(&made, &[], "a").await.unwrap(), 3);
+    assert_eq!(db.store.record_room(&made, &[], "a", &[]).await.unwrap(), 3);
     assert_eq!(
         stored(&db, &tc.id).await.creating_fingerprint.as_deref(),
         Some("efgh")
@@ -890,18 +901,21 @@ pub(crate) async fn kept_in_memory(store: &dyn Store, id: &str) -> Arc<Teleconsu
 async fn cached_reads_are_never_behind_this_instances_changes(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000016");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     assert_eq!(*kept_in_memory(&*db.store, &tc.id).await, tc);
 
-    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    db.store
+        .update_teleconsultation(&tc, &[], &[])
+        .await
+        .unwrap();
     let read = db.store.get_teleconsultation_cached(&tc.id).await.unwrap();
     assert_eq!(read.unwrap().version, 2, "an update is seen at once");
 
     let mut made = (*kept_in_memory(&*db.store, &tc.id).await).clone();
     made.room_id = Some("room_new".into());
-    db.store.record_room(&made, &[], "a").await.unwrap();
+    db.store.record_room(&made, &[], "a", &[]).await.unwrap();
     let read = db.store.get_teleconsultation_cached(&tc.id).await.unwrap();
     assert_eq!(
         read.unwrap().room_id.as_deref(),
@@ -910,7 +924,7 @@ async fn cached_reads_are_never_behind_this_instances_changes(db: TestDatabase) 
     );
 
     // A refused (stale) update changes nothing, and the read stays right.
-    let refused = db.store.update_teleconsultation(&tc, &[]).await;
+    let refused = db.store.update_teleconsultation(&tc, &[], &[]).await;
     assert!(
         matches!(refused, Err(StoreError::StaleVersion)),
         "{refused:?}"
@@ -939,14 +953,14 @@ async fn another_instances_change_reaches_the_read_cache() {
     let other = telecons::store::connect(&db.url).await.unwrap();
     let tc = doctor_and_patient("64b000000000000000000017");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     assert_eq!(kept_in_memory(&*other, &tc.id).await.version, 1);
 
     let (deleted, _) = tc.deleted(at(1_800_000_000_500));
     db.store
-        .update_teleconsultation(&deleted, &[])
+        .update_teleconsultation(&deleted, &[], &[])
         .await
         .unwrap();
     until_heard("the deletion", || async {
@@ -970,7 +984,7 @@ async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
         let mut tc = doctor_and_patient(&format!("64b0000000000000000001{i:02}"));
         tc.provision_due_at = Some(at(1_000 + i));
         db.store
-            .insert_teleconsultation(&tc, None, None, None)
+            .insert_teleconsultation(&tc, None, None, None, &[])
             .await
             .unwrap();
         ids.push(tc.id);
@@ -1007,7 +1021,7 @@ async fn claims_take_each_due_teleconsultation_once(db: TestDatabase) {
 async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
     let tc = doctor_and_patient("64b000000000000000000012");
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     db.store
@@ -1018,7 +1032,10 @@ async fn creation_marks_are_bookkeeping_outside_versions(db: TestDatabase) {
     assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"));
     assert_eq!(read.version, 1);
     // A versioned update leaves the mark alone.
-    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    db.store
+        .update_teleconsultation(&tc, &[], &[])
+        .await
+        .unwrap();
     let read = stored(&db, &tc.id).await;
     assert_eq!(read.creating_fingerprint.as_deref(), Some("abcd"));
     db.store.mark_room_creation(&tc.id, None).await.unwrap();
@@ -1030,7 +1047,7 @@ async fn rooms_are_known_when_recorded_or_queued(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b000000000000000000013");
     tc.room_id = Some("room_recorded".into());
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     db.store
@@ -1050,6 +1067,7 @@ async fn live_teleconsultations_are_listed_in_pages(db: TestDatabase) {
                 None,
                 None,
                 None,
+                &[],
             )
             .await
             .unwrap();
@@ -1088,7 +1106,7 @@ async fn soft_delete(
     tc.state = TeleconsultationState::Deleted;
     tc.updated_by = by;
     tc.updated_at = at;
-    store.update_teleconsultation(&tc, &[]).await
+    store.update_teleconsultation(&tc, &[], &[]).await
 }
 
 async fn room_deletions_are_claimed_by_one_worker_at_a_time(db: TestDatabase) {
@@ -1162,7 +1180,7 @@ async fn failed_provisioning_backs_off_until_a_change(db: TestDatabase) {
     let mut tc = doctor_and_patient("64b000000000000000000300");
     tc.provision_due_at = Some(at(0));
     db.store
-        .insert_teleconsultation(&tc, None, None, None)
+        .insert_teleconsultation(&tc, None, None, None, &[])
         .await
         .unwrap();
     let (first, max) = (TimeDelta::seconds(10), TimeDelta::seconds(300));
@@ -1178,7 +1196,10 @@ async fn failed_provisioning_backs_off_until_a_change(db: TestDatabase) {
     }
     assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
     // A change starts over.
-    db.store.update_teleconsultation(&tc, &[]).await.unwrap();
+    db.store
+        .update_teleconsultation(&tc, &[], &[])
+        .await
+        .unwrap();
     let due = db
         .store
         .postpone_provisioning(&tc.id, at(1_000_000), first, max)
@@ -1224,7 +1245,7 @@ async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
     tc.desired_room = Some(spec());
     let booked = attempt("abcd");
     db.store
-        .insert_teleconsultation(&tc, None, Some(&booked), None)
+        .insert_teleconsultation(&tc, None, Some(&booked), None, &[])
         .await
         .unwrap();
     let recorded = |attempt: String, id: &'static str| {
@@ -1258,7 +1279,7 @@ async fn room_attempts_are_recorded_with_the_mark_and_kept(db: TestDatabase) {
     let refused = attempt("abcd");
     let again = db
         .store
-        .insert_teleconsultation(&tc, None, Some(&refused), None)
+        .insert_teleconsultation(&tc, None, Some(&refused), None, &[])
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert!(!recorded(refused.id, "64b000000000000000000031").await);
@@ -1277,7 +1298,7 @@ async fn the_last_attempt_is_read_with_the_end_of_its_call(db: TestDatabase) {
     assert_eq!(db.store.last_attempt(&tc.id).await.unwrap(), None);
     let booked = attempt("abcd");
     db.store
-        .insert_teleconsultation(&tc, None, Some(&booked), None)
+        .insert_teleconsultation(&tc, None, Some(&booked), None, &[])
         .await
         .unwrap();
     let last = || db.store.last_attempt(&tc.id);
@@ -1395,7 +1416,7 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
     with_room.room_fingerprint = Some(spec().fingerprint().to_owned());
     with_room.participants[0].link = Some("https://example.test/doc".into());
     db.store
-        .insert_teleconsultation(&with_room, None, None, None)
+        .insert_teleconsultation(&with_room, None, None, None, &[])
         .await
         .unwrap();
     let mut creating = doctor_and_patient("64b000000000000000000042");
@@ -1403,7 +1424,7 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
     creating.provision_due_at = Some(at(1_500));
     let in_flight = attempt(spec().fingerprint());
     db.store
-        .insert_teleconsultation(&creating, None, Some(&in_flight), None)
+        .insert_teleconsultation(&creating, None, Some(&in_flight), None, &[])
         .await
         .unwrap();
     let incomplete = booking(
@@ -1411,7 +1432,7 @@ async fn a_new_installation_forgets_the_originals_rooms(db: TestDatabase) {
         vec![participant("doc", Role::Plus)],
     );
     db.store
-        .insert_teleconsultation(&incomplete, None, None, None)
+        .insert_teleconsultation(&incomplete, None, None, None, &[])
         .await
         .unwrap();
     db.store
@@ -1481,7 +1502,7 @@ async fn adopting_a_new_installation_is_not_bound_by_the_request_timeouts() {
     with_room.room_fingerprint = Some(spec().fingerprint().to_owned());
     with_room.provision_due_at = Some(at(1_500));
     db.store
-        .insert_teleconsultation(&with_room, None, None, None)
+        .insert_teleconsultation(&with_room, None, None, None, &[])
         .await
         .unwrap();
     db.run_sql(
@@ -1570,7 +1591,7 @@ async fn an_idempotency_key_is_held_by_one_claim_and_keeps_one_answer(db: TestDa
     other.id = "64b000000000000000000302".into();
     assert!(matches!(
         store
-            .insert_teleconsultation(&other, None, None, Some(&second))
+            .insert_teleconsultation(&other, None, None, Some(&second), &[])
             .await,
         Err(StoreError::KeyLost)
     ));
@@ -1582,7 +1603,7 @@ async fn an_idempotency_key_is_held_by_one_claim_and_keeps_one_answer(db: TestDa
             .is_none()
     );
     store
-        .insert_teleconsultation(&tc, None, None, Some(&first))
+        .insert_teleconsultation(&tc, None, None, Some(&first), &[])
         .await
         .unwrap();
     let booked = KeptKey {

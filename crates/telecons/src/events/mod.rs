@@ -1,0 +1,6 @@
+//! Events to the platform (spec §9): made with the change they report and stored in its
+//! transaction (the outbox), then sent by a worker.
+
+pub mod outbox;
+
+pub use outbox::{HeldEvents, Outbox};

@@ -1,0 +1,354 @@
+//! Events to the platform (spec §9): each stored change stores its event in the same
+//! transaction, with the §4.12 view of the teleconsultation as it was; nothing is stored
+//! without `EVENTS_WEBHOOK_URL`, nor for a change that stored nothing. What the outbox holds
+//! is read here the way its sender reads it (claims of each teleconsultation's next event).
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeDelta};
+use reqwest::Method;
+use serde_json::{Value, json};
+use telecons::clock::Clock as _;
+use telecons::domain::teleconsultation::Teleconsultation;
+use telecons::store::{KeyClaim, NewEvent, Store, StoreError};
+
+use crate::agenda_view::{
+    EPOCH, as_back_office, body, book_as_back_office, doctor_and_patient, scheduled_pair,
+    shown_doctor, shown_patient, spawn,
+};
+use crate::support::{TestDatabase, test_epoch};
+use crate::teleconsultations::{START, booking, doctor, patient};
+
+crate::on_both_backends!(
+    every_change_stores_its_event_with_the_view_as_it_was,
+    no_event_is_kept_without_a_receiver,
+    a_change_that_stores_nothing_stores_no_event,
+    a_room_kaleyra_lost_is_an_update_then_ready_again,
+    a_write_refused_by_its_checks_stores_none_of_its_events,
+);
+
+/// A receiver on loopback (nothing listens there: these tests read the outbox itself).
+pub(crate) const EVENTS_ENV: [(&str, &str); 2] = [
+    ("EVENTS_WEBHOOK_URL", "http://127.0.0.1:9/telecons-events"),
+    (
+        "EVENTS_WEBHOOK_SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ),
+];
+
+/// The events stored since the last call, in the order they are sent, as sent (their
+/// bodies): each is claimed as the sender claims it and settled as delivered.
+pub(crate) async fn sent(store: &dyn Store) -> Vec<Value> {
+    // Far enough ahead that events held for their request are due too.
+    let later = test_epoch() + Duration::days(3650);
+    let mut sent = Vec::new();
+    loop {
+        let claimed = store
+            .claim_events(later, "reader", later + Duration::minutes(1), 1000)
+            .await
+            .unwrap();
+        if claimed.is_empty() {
+            return sent;
+        }
+        for event in claimed {
+            let body: Value = serde_json::from_str(&event.body).unwrap();
+            assert_eq!(body["type"], event.event_type.as_str(), "{body}");
+            assert_eq!(body["data"]["roomId"], event.teleconsultation_id.as_str());
+            assert!(event.webhook_id.starts_with("msg_"), "{}", event.webhook_id);
+            assert!(
+                store
+                    .event_delivered(event.id, "reader", later, "HTTP 204")
+                    .await
+                    .unwrap()
+            );
+            sent.push(body);
+        }
+    }
+}
+
+/// An event's body: `type`, `timestamp`, and `data`.
+fn event(kind: &str, timestamp: &str, data: Value) -> Value {
+    json!({"type": format!("teleconsultation.{kind}"), "timestamp": timestamp, "data": data})
+}
+
+/// The agenda's view without `you`, as list items and event data carry it.
+fn without_you(mut view: Value) -> Value {
+    view.as_object_mut().unwrap().remove("you");
+    view
+}
+
+async fn every_change_stores_its_event_with_the_view_as_it_was(db: TestDatabase) {
+    let (app, _file) = spawn(db, &EVENTS_ENV).await;
+    let store = &*app.services.store;
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    let preparing = without_you(body(
+        &id,
+        2,
+        vec![shown_doctor(), shown_patient()],
+        (START, "scheduled", "preparing"),
+        Value::Null,
+    ));
+    let ready = without_you(scheduled_pair(&id, Value::Null));
+    assert_eq!(
+        sent(store).await,
+        [
+            event("created", EPOCH, preparing.clone()),
+            event("room_ready", EPOCH, ready.clone())
+        ]
+    );
+
+    // Two hours later a participant's name changes: an update, the room as it was.
+    app.clock.set(test_epoch() + Duration::hours(2));
+    let renamed = json!({"participants": {"number": 2, "data": [
+        doctor(crate::teleconsultations::DOC),
+        {"userId": crate::teleconsultations::PAT, "groups": ["patient"], "fullName": "Renamed"},
+    ]}});
+    let (status, answer) = as_back_office(
+        &app,
+        Method::PATCH,
+        &format!("/teleconsultation/{id}"),
+        Some(renamed),
+    )
+    .await;
+    assert_eq!((status, answer), (204, Value::Null));
+    let two_hours_later = "2030-01-01T12:00:00.000Z";
+    let mut updated = ready.clone();
+    updated["participants"][1]["fullName"] = json!("Renamed");
+    updated["updatedAt"] = json!(two_hours_later);
+    assert_eq!(
+        sent(store).await,
+        [event("updated", two_hours_later, updated.clone())]
+    );
+
+    // Deleted: told with the teleconsultation as it last was.
+    app.clock.set(test_epoch() + Duration::hours(3));
+    let (status, _) = as_back_office(
+        &app,
+        Method::DELETE,
+        &format!("/teleconsultation/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        sent(store).await,
+        [event("deleted", "2030-01-01T13:00:00.000Z", updated)]
+    );
+
+    // A participant added to an incomplete one is an update too; its room follows.
+    let waiting = book_as_back_office(
+        &app,
+        booking(2, vec![doctor(crate::teleconsultations::DOC)]),
+    )
+    .await;
+    let kinds = |events: Vec<Value>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(sent(store).await), ["teleconsultation.created"]);
+    let (status, answer) = as_back_office(
+        &app,
+        Method::POST,
+        &format!("/teleconsultation/{waiting}/participants/data"),
+        Some(patient(crate::teleconsultations::PAT)),
+    )
+    .await;
+    assert_eq!((status, answer), (201, Value::Null), "participants/data");
+    let events = sent(store).await;
+    assert_eq!(
+        kinds(events.clone()),
+        ["teleconsultation.updated", "teleconsultation.room_ready"]
+    );
+    assert_eq!(events[0]["data"]["room"], "preparing", "{}", events[0]);
+    assert_eq!(events[1]["data"]["room"], "ready", "{}", events[1]);
+    assert_eq!(
+        events[1]["data"],
+        without_you(
+            crate::agenda_view::view(&app, &waiting, &crate::agenda_view::BACK_OFFICE)
+                .await
+                .1
+        )
+    );
+}
+
+async fn no_event_is_kept_without_a_receiver(db: TestDatabase) {
+    let (app, _file) = spawn(db, &[]).await;
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    let (status, _) = as_back_office(
+        &app,
+        Method::PATCH,
+        &format!("/teleconsultation/{id}"),
+        Some(json!({"duration_in_seconds": 1800})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = as_back_office(
+        &app,
+        Method::DELETE,
+        &format!("/teleconsultation/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM events").await, 0);
+    assert_eq!(sent(&*app.services.store).await, Vec::<Value>::new());
+}
+
+async fn a_change_that_stores_nothing_stores_no_event(db: TestDatabase) {
+    let (app, _file) = spawn(db, &EVENTS_ENV).await;
+    let store = &*app.services.store;
+    // The same booking sent again with its key: answered as before, booked once.
+    let headers = [
+        crate::agenda_view::BACK_OFFICE[0],
+        crate::agenda_view::BACK_OFFICE[1],
+        ("idempotency-key", "booking-1"),
+    ];
+    let first = app
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &headers,
+            Some(doctor_and_patient()),
+        )
+        .await;
+    let again = app
+        .send(
+            Method::POST,
+            "/teleconsultation",
+            &headers,
+            Some(doctor_and_patient()),
+        )
+        .await;
+    assert_eq!(first.0, 201);
+    assert_eq!(again, first);
+    let id = first.1["roomId"].as_str().unwrap().to_owned();
+    assert_eq!(sent(store).await.len(), 2, "created and room_ready, once");
+
+    // Refused (400), and a change to what it already is: nothing stored, nothing told.
+    let path = format!("/teleconsultation/{id}");
+    let (status, _) = as_back_office(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"duration_in_seconds": -5})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = as_back_office(
+        &app,
+        Method::PATCH,
+        &path,
+        Some(json!({"start_date": START})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(sent(store).await, Vec::<Value>::new());
+    assert_eq!(app.db.count("SELECT COUNT(*) FROM events").await, 2);
+}
+
+async fn a_room_kaleyra_lost_is_an_update_then_ready_again(db: TestDatabase) {
+    let (app, _file) = spawn(db, &EVENTS_ENV).await;
+    let store = &*app.services.store;
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    sent(store).await;
+    let room = app.stored(&id).await.room_id.unwrap();
+    // As the webhook of a room deleted in Kaleyra's console has it done.
+    let replaced = app.services.api.teleconsultations.room_lost(&room).await;
+    assert_eq!(replaced.unwrap(), Some(id.clone()));
+    let events = sent(store).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["teleconsultation.updated", "teleconsultation.room_ready"]
+    );
+    assert_eq!(events[0]["data"]["room"], "preparing");
+    assert_eq!(events[1]["data"]["room"], "ready");
+    // Not a caller's change: `updatedAt` is the booking's.
+    assert_eq!(events[0]["data"]["updatedAt"], EPOCH);
+}
+
+/// The store's writes: events go with the change or not at all.
+async fn a_write_refused_by_its_checks_stores_none_of_its_events(db: TestDatabase) {
+    let (app, _file) = spawn(db, &EVENTS_ENV).await;
+    let store: Arc<dyn Store> = Arc::clone(&app.services.store);
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    sent(&*store).await;
+    let stored = app.stored(&id).await;
+    let now = app.clock.now();
+    let events = |tc: &Teleconsultation, kinds: &[&str]| -> Vec<NewEvent> {
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(n, kind)| NewEvent {
+                webhook_id: format!("msg_{}_{n}_{kind}", tc.version),
+                teleconsultation_id: tc.id.clone(),
+                event_type: format!("teleconsultation.{kind}"),
+                body:
+                    json!({"type": format!("teleconsultation.{kind}"), "data": {"roomId": tc.id}})
+                        .to_string(),
+                due_at: now,
+                created_at: now,
+            })
+            .collect()
+    };
+
+    // A stale version: neither the update nor its events.
+    let mut stale = stored.clone();
+    stale.version -= 1;
+    let update = store
+        .update_teleconsultation(&stale, &[], &events(&stale, &["updated"]))
+        .await;
+    assert!(
+        matches!(update, Err(StoreError::StaleVersion)),
+        "{update:?}"
+    );
+    let record = store
+        .record_room(&stale, &[], "owner", &events(&stale, &["room_ready"]))
+        .await;
+    assert!(
+        matches!(record, Err(StoreError::StaleVersion)),
+        "{record:?}"
+    );
+    assert_eq!(sent(&*store).await, Vec::<Value>::new());
+
+    // A current version: the events, in their order.
+    let version = store
+        .record_room(
+            &stored,
+            &[],
+            "owner",
+            &events(&stored, &["room_ready", "links_open"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(version, stored.version + 1);
+    let kinds: Vec<Value> = sent(&*store)
+        .await
+        .into_iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["teleconsultation.room_ready", "teleconsultation.links_open"]
+    );
+
+    // A booking whose idempotency key was taken over: nothing stored, events included.
+    let mut copy = stored.clone();
+    copy.id = "64b0000000000000000000aa".into();
+    copy.version = 1;
+    let lost = KeyClaim {
+        scope: "anonymous".into(),
+        key: "never-claimed".into(),
+        fingerprint: "f".into(),
+        owner: "nobody".into(),
+        at: now,
+        until: now + TimeDelta::seconds(25),
+    };
+    let insert = store
+        .insert_teleconsultation(&copy, None, None, Some(&lost), &events(&copy, &["created"]))
+        .await;
+    assert!(matches!(insert, Err(StoreError::KeyLost)), "{insert:?}");
+    assert_eq!(sent(&*store).await, Vec::<Value>::new());
+}
