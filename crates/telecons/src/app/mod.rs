@@ -24,7 +24,7 @@ use crate::config::{Config, KaleyraSettings};
 use crate::domain::access;
 use crate::domain::join::JoinRules;
 use crate::domain::room_spec::RoomRules;
-use crate::events::Outbox;
+use crate::events::{LinksMoments, Outbox};
 use crate::identity::bearer::{BearerOptions, BearerVerifier};
 use crate::identity::directory::Auth0Directory;
 use crate::identity::{CallerGroups, GatewayIdentity, Identity};
@@ -98,6 +98,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub kaleyra: KaleyraClient,
     pub provisioner: Provisioner,
+    /// The timed events' worker (spec §9); run only with `EVENTS_WEBHOOK_URL`.
+    pub links_moments: Arc<LinksMoments>,
     pub api: ApiState,
 }
 
@@ -137,6 +139,11 @@ impl Services {
         } else {
             installation(&*store, deps.mode, clock.now()).await?
         };
+        let outbox = Arc::new(Outbox::new(
+            config.events.is_some(),
+            config.immutable_period_ms,
+            event_hold(deps.request_budget),
+        ));
         let provisioner = Provisioner::new(
             Arc::clone(&store),
             kaleyra.clone(),
@@ -149,12 +156,14 @@ impl Services {
                 immutable_period_ms: config.immutable_period_ms,
                 concurrency: config.provisioning_concurrency,
             },
-            Arc::new(Outbox::new(
-                config.events.is_some(),
-                config.immutable_period_ms,
-                event_hold(deps.request_budget),
-            )),
+            Arc::clone(&outbox),
         );
+        let links_moments = Arc::new(LinksMoments::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&outbox),
+            config.immutable_period_ms,
+        ));
         let caller_groups = CallerGroups::new(directory.clone());
         let credentials = Credentials::new(
             provisioner.clone(),
@@ -233,6 +242,7 @@ impl Services {
             store,
             kaleyra,
             provisioner,
+            links_moments,
             api: ApiState {
                 teleconsultations,
                 idempotency,
@@ -305,6 +315,9 @@ impl Application {
             tokio::spawn(
                 Arc::clone(&self.services.api.idempotency).sweep_until(background.clone()),
             );
+        }
+        if self.background_worker && self.services.provisioner.outbox().is_enabled() {
+            tokio::spawn(Arc::clone(&self.services.links_moments).run_until(background.clone()));
         }
         // Rooms whose creation or deletion failed are retried here, also after a restart.
         let worker = self.background_worker.then(|| {

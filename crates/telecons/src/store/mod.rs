@@ -20,6 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::domain::access::AgendaScope;
 use crate::domain::agenda::AgendaFilter;
 use crate::domain::agenda::Position;
+use crate::domain::events::LinksMoment;
 use crate::domain::idempotency::KeptKey;
 use crate::domain::roles::Role;
 use crate::domain::room_spec::RoomAttempt;
@@ -335,6 +336,32 @@ pub trait Store: Send + Sync + 'static {
     /// exists.
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<()>;
 
+    /// Teleconsultations whose links moment (spec §9's timed events) may have something to
+    /// tell at `now`, their links opening `immutable_period_ms` before their start: live,
+    /// complete ones whose links are open and whose moment is due, those whose room was told
+    /// missing and is ready now, and those deleted or ended with their moment untold (to
+    /// clear). In (start, id) order after `after`, at most `limit`.
+    async fn links_moments(
+        &self,
+        now: DateTime<Utc>,
+        immutable_period_ms: u64,
+        after: Option<&LinksMomentDue>,
+        limit: u32,
+    ) -> StoreResult<Vec<LinksMomentDue>>;
+
+    /// Moves the links moment of `id` from `from` to `to` (`None`: nothing more to tell for
+    /// its start), storing `events` in the same transaction, if the record is still at
+    /// `version` and its moment at `from` (not a change: the version stays). Whether it did:
+    /// of two instances telling the same moment, one does.
+    async fn settle_links_moment(
+        &self,
+        id: &str,
+        version: i64,
+        from: LinksMoment,
+        to: Option<LinksMoment>,
+        events: &[NewEvent],
+    ) -> StoreResult<bool>;
+
     /// Makes the pending events with these webhook ids due at `now` (held until their
     /// request answered; see `events::outbox`), unless due already.
     async fn make_events_due(&self, webhook_ids: &[String], now: DateTime<Utc>) -> StoreResult<()>;
@@ -577,6 +604,15 @@ pub struct NewEvent {
     /// When the first attempt is due.
     pub due_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A teleconsultation whose links moment may have something to tell
+/// ([`Store::links_moments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinksMomentDue {
+    pub id: String,
+    pub start: DateTime<Utc>,
+    pub moment: LinksMoment,
 }
 
 /// An event leased to a sender ([`Store::claim_events`]).

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{ClaimedEvent, FailedEvent, Installation, InstallationMode, KaleyraUser, RoomDeletion};
 use super::{StoreError, StoreResult};
 use crate::domain::agenda::AgendaItem;
+use crate::domain::events::LinksMoment;
 use crate::domain::idempotency::{KeptAnswer, KeptKey};
 use crate::domain::roles::{Role, Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomSpec, RoomSpecParticipant};
@@ -104,6 +105,22 @@ fn state(text: &str) -> StoreResult<TeleconsultationState> {
         "active" => Ok(TeleconsultationState::Active),
         "deleted" => Ok(TeleconsultationState::Deleted),
         other => Err(StoreError::Corrupt(format!("state {other:?}"))),
+    }
+}
+
+/// A links moment as the `links_event` column holds it.
+pub fn links_moment_text(moment: LinksMoment) -> &'static str {
+    match moment {
+        LinksMoment::Due => "due",
+        LinksMoment::RoomMissing => "missing",
+    }
+}
+
+pub fn links_moment(text: &str) -> StoreResult<LinksMoment> {
+    match text {
+        "due" => Ok(LinksMoment::Due),
+        "missing" => Ok(LinksMoment::RoomMissing),
+        other => Err(StoreError::Corrupt(format!("links_event {other:?}"))),
     }
 }
 

@@ -23,16 +23,17 @@ use super::read_cache::{AgendaLookup, Change, ReadCache};
 use super::rows::{
     AgendaItemRow, ClaimedEventRow, FailedEventRow, InstallationRow, JoinedRow, KaleyraUserRow,
     KeptKeyRow, RoomDeletionRow, agenda_item, assemble, claimed_event, failed_event, groups_json,
-    installation, instant, kaleyra_user, kept_key, mode_text, role_text, room_deletion,
-    room_spec_json, state_text,
+    installation, instant, kaleyra_user, kept_key, links_moment, links_moment_text, mode_text,
+    role_text, room_deletion, room_spec_json, state_text,
 };
 use super::{
     AgendaPageQuery, AttemptTimes, Backlog, ClaimedEvent, EventCounts, FailedEvent, Installation,
-    KaleyraUser, KeyClaim, Lease, NewEvent, RoomDeletion, StatusAt,
+    KaleyraUser, KeyClaim, Lease, LinksMomentDue, NewEvent, RoomDeletion, StatusAt,
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::access::AgendaScope;
 use crate::domain::agenda::{AgendaItem, Status};
+use crate::domain::events::LinksMoment;
 use crate::domain::idempotency::{KEPT_FOR, KeptKey};
 use crate::domain::room_spec::RoomAttempt;
 use crate::domain::schedule;
@@ -70,7 +71,9 @@ const UPDATE_TELECONSULTATION: &str = "UPDATE teleconsultations SET \
     room_fingerprint = $14, provision_due_at_ms = $15, provision_attempts = 0, \
     creating_fingerprint = CASE WHEN lease_owner = $16 THEN NULL ELSE creating_fingerprint END, \
     lease_until_ms = CASE WHEN lease_owner = $16 THEN NULL ELSE lease_until_ms END, \
-    lease_owner = CASE WHEN lease_owner = $16 THEN NULL ELSE lease_owner END \
+    lease_owner = CASE WHEN lease_owner = $16 THEN NULL ELSE lease_owner END, \
+    links_event = CASE WHEN $3 <> 'active' THEN NULL \
+      WHEN start_at_ms <> $5 THEN 'due' ELSE links_event END \
     WHERE id = $1 AND version = $2 RETURNING version";
 
 const TELECONSULTATION_EXISTS: &str = "SELECT id FROM teleconsultations WHERE id = $1";
@@ -197,6 +200,25 @@ fn settle_event(changes: &str) -> String {
          RETURNING teleconsultation_id"
     )
 }
+
+/// Teleconsultations whose links moment may have something to tell (see
+/// [`Store::links_moments`]): starting at or before $1 (now + the immutable period), after
+/// ($2 start, $3 id), ended at $4 (now) or deleted, or complete with their moment due, or
+/// with their room told missing and now current; $5 at most. `links_event IS NOT NULL` is
+/// the partial index's predicate, as a literal.
+const LINKS_MOMENTS: &str = "SELECT id, start_at_ms, links_event FROM teleconsultations \
+    WHERE links_event IS NOT NULL AND start_at_ms <= $1 \
+      AND (start_at_ms > $2 OR (start_at_ms = $2 AND id > $3)) \
+      AND (state <> 'active' OR start_at_ms + duration_secs * 1000 <= $4 \
+        OR (links_event = 'due' AND desired_fingerprint IS NOT NULL) \
+        OR (links_event = 'missing' AND room_id IS NOT NULL \
+          AND room_fingerprint = desired_fingerprint)) \
+    ORDER BY start_at_ms, id LIMIT $5";
+
+/// The links moment of teleconsultation $1 moved from $3 to $4, if it is still at version
+/// $2 and moment $3.
+const SETTLE_LINKS_MOMENT: &str = "UPDATE teleconsultations SET links_event = $4 \
+    WHERE id = $1 AND version = $2 AND links_event = $3 RETURNING id";
 
 /// What a claim found: the key held by it, kept for another request, or gone meanwhile.
 enum KeyRead {
@@ -467,6 +489,7 @@ where
     for<'r> (Option<String>,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (String, i64, String): FromRow<'r, DB::Row>,
 {
     /// Binds the parameters of [`insert_event`] to `query`'s next ones.
     fn bind_event<'q>(query: Q<'q, DB>, event: &NewEvent) -> Q<'q, DB> {
@@ -1326,6 +1349,7 @@ where
     for<'r> (Option<String>,): FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (String, i64, String): FromRow<'r, DB::Row>,
     for<'r> (i64, Option<i64>): FromRow<'r, DB::Row>,
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
     for<'r> (i64, String): FromRow<'r, DB::Row>,
@@ -2120,6 +2144,73 @@ where
                 Ok(())
             })
         })
+        .await
+    }
+
+    async fn links_moments(
+        &self,
+        now: DateTime<Utc>,
+        immutable_period_ms: u64,
+        after: Option<&LinksMomentDue>,
+        limit: u32,
+    ) -> StoreResult<Vec<LinksMomentDue>> {
+        const OPERATION: &str = "reading the links moments to tell";
+        let opening_by = now
+            .timestamp_millis()
+            .saturating_add(i64::try_from(immutable_period_ms).unwrap_or(i64::MAX));
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(LINKS_MOMENTS)
+            .bind(opening_by)
+            .bind(after.map_or(i64::MIN, |a| a.start.timestamp_millis()))
+            .bind(after.map(|a| a.id.clone()).unwrap_or_default())
+            .bind(now.timestamp_millis())
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await
+            .during(OPERATION)?;
+        rows.into_iter()
+            .map(|(id, start, moment)| {
+                Ok(LinksMomentDue {
+                    start: instant(start)?,
+                    moment: links_moment(&moment)?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    async fn settle_links_moment(
+        &self,
+        id: &str,
+        version: i64,
+        from: LinksMoment,
+        to: Option<LinksMoment>,
+        events: &[NewEvent],
+    ) -> StoreResult<bool> {
+        const OPERATION: &str = "telling a links moment";
+        let id: Arc<str> = id.into();
+        let events: Arc<[NewEvent]> = events.into();
+        self.in_write_transaction(
+            OPERATION,
+            move |conn| {
+                let (id, events) = (Arc::clone(&id), Arc::clone(&events));
+                Box::pin(async move {
+                    let moved: Option<(String,)> = sqlx::query_as(SETTLE_LINKS_MOMENT)
+                        .bind(id.to_string())
+                        .bind(version)
+                        .bind(links_moment_text(from).to_owned())
+                        .bind(to.map(|to| links_moment_text(to).to_owned()))
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .during(OPERATION)?;
+                    if moved.is_none() {
+                        return Ok(false);
+                    }
+                    Self::insert_events_of_change(conn, &events, OPERATION).await?;
+                    Ok(true)
+                })
+            },
+            || {},
+        )
         .await
     }
 

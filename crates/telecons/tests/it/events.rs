@@ -17,7 +17,7 @@ use crate::agenda_view::{
     shown_doctor, shown_patient, spawn,
 };
 use crate::support::{TestDatabase, test_epoch};
-use crate::teleconsultations::{START, booking, doctor, patient};
+use crate::teleconsultations::{DOC, PAT, START, booking, doctor, patient, start};
 
 crate::on_both_backends!(
     every_change_stores_its_event_with_the_view_as_it_was,
@@ -25,6 +25,12 @@ crate::on_both_backends!(
     a_change_that_stores_nothing_stores_no_event,
     a_room_kaleyra_lost_is_an_update_then_ready_again,
     a_write_refused_by_its_checks_stores_none_of_its_events,
+    links_open_is_told_once_at_links_open_at_when_the_room_is_ready,
+    a_room_missing_at_links_open_at_is_told_then_links_open_once_ready,
+    a_moved_start_is_told_at_its_new_moment,
+    ended_and_deleted_ones_are_told_nothing,
+    an_incomplete_one_is_told_once_its_room_is_ready,
+    two_instances_tell_a_moment_once,
 );
 
 /// A receiver on loopback (nothing listens there: these tests read the outbox itself).
@@ -351,4 +357,194 @@ async fn a_write_refused_by_its_checks_stores_none_of_its_events(db: TestDatabas
         .await;
     assert!(matches!(insert, Err(StoreError::KeyLost)), "{insert:?}");
     assert_eq!(sent(&*store).await, Vec::<Value>::new());
+}
+
+/// [`EVENTS_ENV`] with links opening ten minutes before the start.
+const TIMED_ENV: [(&str, &str); 3] = [
+    EVENTS_ENV[0],
+    EVENTS_ENV[1],
+    ("IMMUTABLE_PERIOD_MS", "600000"),
+];
+/// Ten minutes before [`START`]: the bookings' `linksOpenAt` under [`TIMED_ENV`].
+const LINKS_OPEN_AT: &str = "2030-01-02T09:50:00.000Z";
+
+fn links_open_at() -> chrono::DateTime<chrono::Utc> {
+    start() - Duration::minutes(10)
+}
+
+/// One pass of the timed events at the app's clock; how many it stored.
+async fn tell_moments(app: &crate::support::TestApp) -> usize {
+    app.services.links_moments.run_pass().await.unwrap()
+}
+
+/// The types of `events`, in their order.
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+async fn links_open_is_told_once_at_links_open_at_when_the_room_is_ready(db: TestDatabase) {
+    let (app, _file) = spawn(db, &TIMED_ENV).await;
+    let store = &*app.services.store;
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    sent(store).await;
+    assert_eq!(tell_moments(&app).await, 0);
+    app.clock.set(links_open_at() - Duration::milliseconds(1));
+    assert_eq!(tell_moments(&app).await, 0, "not before linksOpenAt");
+    app.clock.set(links_open_at());
+    assert_eq!(tell_moments(&app).await, 1);
+    let open = without_you(body(
+        &id,
+        2,
+        vec![shown_doctor(), shown_patient()],
+        (LINKS_OPEN_AT, "open", "ready"),
+        Value::Null,
+    ));
+    assert_eq!(
+        sent(store).await,
+        [event("links_open", LINKS_OPEN_AT, open)]
+    );
+    app.clock.set(start());
+    assert_eq!(tell_moments(&app).await, 0, "told once");
+    assert_eq!(sent(store).await, Vec::<Value>::new());
+}
+
+async fn a_room_missing_at_links_open_at_is_told_then_links_open_once_ready(db: TestDatabase) {
+    let (app, _file) = spawn(db, &TIMED_ENV).await;
+    let store = &*app.services.store;
+    app.sim
+        .add_fault(kaleyra_sim::Fault::status("/v2/rooms", 500).method("POST"));
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    assert_eq!(types(&sent(store).await), ["teleconsultation.created"]);
+    app.clock.set(links_open_at());
+    assert_eq!(tell_moments(&app).await, 1);
+    let missing = sent(store).await;
+    assert_eq!(
+        missing,
+        [event(
+            "room_missing",
+            LINKS_OPEN_AT,
+            without_you(body(
+                &id,
+                2,
+                vec![shown_doctor(), shown_patient()],
+                (LINKS_OPEN_AT, "open", "preparing"),
+                Value::Null,
+            ))
+        )]
+    );
+    app.clock.set(links_open_at() + Duration::minutes(1));
+    assert_eq!(tell_moments(&app).await, 0, "the alarm is told once");
+
+    // Kaleyra is back: the worker makes the room, and the links open then.
+    app.sim.clear_faults();
+    app.clock.set(links_open_at() + Duration::minutes(2));
+    app.services.provisioner.run_due().await.unwrap();
+    assert_eq!(tell_moments(&app).await, 1);
+    let events = sent(store).await;
+    assert_eq!(
+        types(&events),
+        ["teleconsultation.room_ready", "teleconsultation.links_open"]
+    );
+    assert_eq!(events[1]["timestamp"], "2030-01-02T09:52:00.000Z");
+    assert_eq!(events[1]["data"]["room"], "ready");
+    assert_eq!(tell_moments(&app).await, 0);
+}
+
+async fn a_moved_start_is_told_at_its_new_moment(db: TestDatabase) {
+    let (app, _file) = spawn(db, &TIMED_ENV).await;
+    let store = &*app.services.store;
+    let id = book_as_back_office(&app, doctor_and_patient()).await;
+    let (status, _) = as_back_office(
+        &app,
+        Method::PATCH,
+        &format!("/teleconsultation/{id}"),
+        Some(json!({"start_date": "2030-01-02T12:00:00.000Z"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    sent(store).await;
+    app.clock.set(links_open_at());
+    assert_eq!(tell_moments(&app).await, 0, "the old moment is gone");
+    app.clock.set(links_open_at() + Duration::hours(2));
+    assert_eq!(tell_moments(&app).await, 1);
+    let events = sent(store).await;
+    assert_eq!(types(&events), ["teleconsultation.links_open"]);
+    assert_eq!(events[0]["data"]["linksOpenAt"], "2030-01-02T11:50:00.000Z");
+}
+
+async fn ended_and_deleted_ones_are_told_nothing(db: TestDatabase) {
+    let (app, _file) = spawn(db, &TIMED_ENV).await;
+    let store = &*app.services.store;
+    let ended = book_as_back_office(&app, doctor_and_patient()).await;
+    let deleted = book_as_back_office(&app, doctor_and_patient()).await;
+    let (status, _) = as_back_office(
+        &app,
+        Method::DELETE,
+        &format!("/teleconsultation/{deleted}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    sent(store).await;
+    let untold = "SELECT COUNT(*) FROM teleconsultations WHERE links_event IS NOT NULL";
+    assert_eq!(
+        app.db.count(untold).await,
+        1,
+        "a deletion clears its moment"
+    );
+    // No pass ran while it took place (the service was down): nothing is told late.
+    app.clock.set(start() + Duration::hours(1));
+    assert_eq!(tell_moments(&app).await, 0);
+    assert_eq!(sent(store).await, Vec::<Value>::new());
+    assert_eq!(app.db.count(untold).await, 0, "{ended} is cleared");
+}
+
+async fn an_incomplete_one_is_told_once_its_room_is_ready(db: TestDatabase) {
+    let (app, _file) = spawn(db, &TIMED_ENV).await;
+    let store = &*app.services.store;
+    let id = book_as_back_office(&app, booking(2, vec![doctor(DOC)])).await;
+    sent(store).await;
+    app.clock.set(links_open_at());
+    assert_eq!(tell_moments(&app).await, 0, "its links cannot open yet");
+    app.clock.set(start());
+    let (status, answer) = as_back_office(
+        &app,
+        Method::POST,
+        &format!("/teleconsultation/{id}/participants/data"),
+        Some(patient(PAT)),
+    )
+    .await;
+    assert_eq!((status, answer), (201, Value::Null));
+    assert_eq!(tell_moments(&app).await, 1);
+    let events = sent(store).await;
+    assert_eq!(
+        types(&events),
+        [
+            "teleconsultation.updated",
+            "teleconsultation.room_ready",
+            "teleconsultation.links_open"
+        ]
+    );
+    assert_eq!(events[2]["timestamp"], START);
+}
+
+async fn two_instances_tell_a_moment_once(db: TestDatabase) {
+    let (app, _file) = spawn(db, &TIMED_ENV).await;
+    let other = app.spawn_another_instance().await;
+    let store = &*app.services.store;
+    for _ in 0..20 {
+        book_as_back_office(&app, doctor_and_patient()).await;
+    }
+    sent(store).await;
+    app.clock.set(links_open_at());
+    other.clock.set(links_open_at());
+    let (here, there) = tokio::join!(tell_moments(&app), tell_moments(&other));
+    assert_eq!(here + there, 20, "{here} here, {there} there");
+    let events = sent(store).await;
+    assert_eq!(events.len(), 20);
+    let told: std::collections::HashSet<&str> = events
+        .iter()
+        .map(|e| e["data"]["roomId"].as_str().unwrap())
+        .collect();
+    assert_eq!(told.len(), 20, "each once");
 }
