@@ -8,6 +8,7 @@
 //! app                      the one assembly
 //! api                      HTTP
 //! services                 the use cases
+//! events                   sending the stored events to the platform
 //! provisioner   config
 //! store         identity
 //! domain                   pure rules, no I/O
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod identity;
 pub mod provisioner;
 pub mod services;
