@@ -24,6 +24,7 @@ mod connections;
 mod crash;
 mod credentials;
 mod directory;
+mod events_delivery;
 mod idempotency;
 mod ops;
 mod provisioning;
