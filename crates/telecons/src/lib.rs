@@ -8,8 +8,9 @@
 //! app                      the one assembly
 //! api                      HTTP
 //! services                 the use cases
+//! events                   sending the stored events to the platform
 //! provisioner   config
-//! events                   the outbox: what happened, told to the platform
+//! outbox                   each change's event, stored with it; the timed ones
 //! store         identity  views
 //! domain                   pure rules, no I/O
 //! clock         telemetry  leaves
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod identity;
+pub mod outbox;
 pub mod provisioner;
 pub mod services;
 pub mod store;

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 use telecons::app::{self, Application, Dependencies, Services};
 use telecons::config::{Config, ConfigErrors};
 use telecons::telemetry;
@@ -96,6 +96,24 @@ enum Command {
         #[arg(long)]
         new_installation: bool,
     },
+    /// List the events given up after their last attempt, or send them again.
+    #[command(
+        long_about = "The events sent to the platform (EVENTS_WEBHOOK_URL) that were given up \
+        after their last attempt, stored in DATABASE_URL. --failed lists them (webhook-id, \
+        type, teleconsultation, last answer; tab-separated, under a header line); --redeliver \
+        ID (a webhook-id) or --redeliver all makes them pending again: a running service \
+        sends them within a second, ahead of their teleconsultations' events still pending. \
+        Exits non-zero when ID is not a given-up event. Needs no Kaleyra settings.",
+        group(ArgGroup::new("action").required(true).args(["failed", "redeliver"]))
+    )]
+    Events {
+        /// List the given-up events.
+        #[arg(long)]
+        failed: bool,
+        /// Make the given-up event ID (its webhook-id), or all of them, pending again.
+        #[arg(long, value_name = "ID|all")]
+        redeliver: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -147,6 +165,23 @@ fn main() -> ExitCode {
             with_config(Config::from_env, |config| async move {
                 let done =
                     app::adopt_database(&config, new_installation, chrono::Utc::now()).await?;
+                println!("{done}");
+                Ok(())
+            })
+        }
+        Command::Events { failed, redeliver } => {
+            with_config(Config::from_env, |config| async move {
+                let store = app::open_store(&config).await?;
+                let done = match redeliver {
+                    Some(which) => {
+                        telecons::events::commands::redeliver(&*store, &which, chrono::Utc::now())
+                            .await?
+                    }
+                    None => {
+                        debug_assert!(failed, "clap requires one of the two");
+                        telecons::events::commands::list_failed(&*store).await?
+                    }
+                };
                 println!("{done}");
                 Ok(())
             })

@@ -1,5 +1,6 @@
 //! The one assembly of the service: [`Application::build`] wires storage, Kaleyra, the
-//! provisioner, the use cases and the HTTP API from a [`Config`], and binds the listener;
+//! provisioner, the events' delivery, the use cases and the HTTP API from a [`Config`], and
+//! binds the listener;
 //! `serve`, `demo`, the tests and the soak all use it. [`Services`] is the same wiring
 //! without a listener, for commands that do not serve (`telecons audit`).
 
@@ -24,10 +25,11 @@ use crate::config::{Config, KaleyraSettings};
 use crate::domain::access;
 use crate::domain::join::JoinRules;
 use crate::domain::room_spec::RoomRules;
-use crate::events::{LinksMoments, Outbox};
+use crate::events::{self, EventDelivery};
 use crate::identity::bearer::{BearerOptions, BearerVerifier};
 use crate::identity::directory::Auth0Directory;
 use crate::identity::{CallerGroups, GatewayIdentity, Identity};
+use crate::outbox::{LinksMoments, Outbox};
 use crate::provisioner::{Provisioner, ProvisionerSettings};
 use crate::services::credentials::Credentials;
 use crate::services::guard::GroupGuard;
@@ -48,7 +50,7 @@ fn event_hold(request_budget: Duration) -> TimeDelta {
     TimeDelta::from_std(request_budget + api::REQUEST_TIMEOUT_MARGIN).unwrap_or(TimeDelta::MAX)
 }
 
-/// How long shutdown waits for the provisioning worker's pass in progress.
+/// How long shutdown waits for the background workers' passes in progress.
 const WORKER_DRAIN: Duration = Duration::from_secs(10);
 
 /// What the application runs on besides its configuration. `Default` is production's;
@@ -73,6 +75,8 @@ pub struct Dependencies {
     pub existing_installation_only: bool,
     /// Connection deadlines and limits.
     pub connections: ConnectionLimits,
+    /// How long the events' receiver has to answer an attempt (spec §9: 10 s).
+    pub event_delivery_timeout: Duration,
 }
 
 impl Default for Dependencies {
@@ -87,12 +91,14 @@ impl Default for Dependencies {
             request_budget: DEFAULT_REQUEST_BUDGET,
             existing_installation_only: false,
             connections: ConnectionLimits::default(),
+            event_delivery_timeout: events::DEFAULT_TIMEOUT,
         }
     }
 }
 
 /// The service's parts, wired together: what the HTTP API reaches, and what runs beside it
-/// (the provisioner's worker) or looks underneath it (tests, the soak, `audit`).
+/// (the provisioner's worker, the events' delivery) or looks underneath it (tests, the
+/// soak, `audit`).
 #[derive(Clone)]
 pub struct Services {
     pub store: Arc<dyn Store>,
@@ -100,6 +106,8 @@ pub struct Services {
     pub provisioner: Provisioner,
     /// The timed events' worker (spec §9); run only with `EVENTS_WEBHOOK_URL`.
     pub links_moments: Arc<LinksMoments>,
+    /// Sends the stored events; `None` without `EVENTS_WEBHOOK_URL` (no events are sent).
+    pub events: Option<EventDelivery>,
     pub api: ApiState,
 }
 
@@ -164,6 +172,20 @@ impl Services {
             Arc::clone(&outbox),
             config.immutable_period_ms,
         ));
+        let events = config
+            .events
+            .as_ref()
+            .map(|events| {
+                EventDelivery::new(
+                    Arc::clone(&store),
+                    Arc::clone(&clock),
+                    events,
+                    deps.event_delivery_timeout,
+                    Arc::clone(&outbox),
+                )
+            })
+            .transpose()
+            .context("cannot set up the events' delivery")?;
         let caller_groups = CallerGroups::new(directory.clone());
         let credentials = Credentials::new(
             provisioner.clone(),
@@ -237,12 +259,14 @@ impl Services {
             clock,
             config.immutable_period_ms,
             identity.bearer().cloned(),
+            events.is_some(),
         );
         Ok(Services {
             store,
             kaleyra,
             provisioner,
             links_moments,
+            events,
             api: ApiState {
                 teleconsultations,
                 idempotency,
@@ -328,6 +352,13 @@ impl Application {
                     .run_worker(background.clone()),
             )
         });
+        // Stored events are sent here, also those a stopped instance left.
+        let delivery = self
+            .services
+            .events
+            .clone()
+            .filter(|_| self.background_worker)
+            .map(|events| tokio::spawn(events.run_worker(background.clone())));
         tracing::info!(
             address = %self.listener.local_addr()?,
             storage = self.services.store.backend(),
@@ -341,10 +372,20 @@ impl Application {
         )
         .await;
         background.cancel();
+        // Both drain at once, within one bound.
+        let drained_by = tokio::time::Instant::now() + WORKER_DRAIN;
         if let Some(worker) = worker
-            && tokio::time::timeout(WORKER_DRAIN, worker).await.is_err()
+            && tokio::time::timeout_at(drained_by, worker).await.is_err()
         {
             tracing::warn!("the provisioning worker did not finish in time; its leases expire");
+        }
+        if let Some(delivery) = delivery
+            && tokio::time::timeout_at(drained_by, delivery).await.is_err()
+        {
+            tracing::warn!(
+                "the events' delivery did not finish in time; its leases expire and the events \
+                 in flight are sent again"
+            );
         }
         tracing::info!("telecons stopped");
         Ok(())

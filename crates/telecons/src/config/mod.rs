@@ -351,14 +351,6 @@ impl Config {
                  the groups that may"
             ));
         }
-        if self.events.is_some() {
-            // Issue 24 is built in slices: the configuration first. Say so rather than
-            // accept a URL and stay silent.
-            warnings.push(format!(
-                "{EVENTS_WEBHOOK_URL} is set, but this version does not deliver events yet: \
-                 the events configuration is checked, nothing is kept or sent"
-            ));
-        }
         if !self.events_ignored.is_empty() {
             let are = if self.events_ignored.len() == 1 {
                 "is"

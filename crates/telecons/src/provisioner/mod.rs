@@ -31,7 +31,7 @@ use crate::domain::events;
 use crate::domain::roles::{Tool, Tools};
 use crate::domain::room_spec::{Recording, RoomAttempt, RoomSpec};
 use crate::domain::teleconsultation::Teleconsultation;
-use crate::events::Outbox;
+use crate::outbox::Outbox;
 use crate::store::{KeyClaim, Lease, NewEvent, Store, StoreError};
 use crate::telemetry;
 

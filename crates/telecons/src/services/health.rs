@@ -44,6 +44,8 @@ pub struct Health {
     immutable_period_ms: u64,
     /// In bearer mode, whose key set must be readable.
     bearer: Option<BearerVerifier>,
+    /// Whether events are sent (`EVENTS_WEBHOOK_URL`): their gauges are kept then.
+    events: bool,
     /// The last verdict and when (the injected clock) it was computed. Held while a
     /// verdict is computed, so that concurrent probes wait for that one instead of
     /// computing their own.
@@ -57,6 +59,7 @@ impl Health {
         clock: Arc<dyn Clock>,
         immutable_period_ms: u64,
         bearer: Option<BearerVerifier>,
+        events: bool,
     ) -> Self {
         Self {
             store,
@@ -64,6 +67,7 @@ impl Health {
             clock,
             immutable_period_ms,
             bearer,
+            events,
             last_check_up: tokio::sync::Mutex::new(None),
         }
     }
@@ -158,8 +162,8 @@ impl Health {
         }
     }
 
-    /// Reads the provisioning backlog (it lives in the store, shared by every instance) into
-    /// its gauges.
+    /// Reads the provisioning backlog and, when events are sent, the outbox (they live in the
+    /// store, shared by every instance) into their gauges.
     pub async fn refresh_gauges(&self) {
         match self
             .store
@@ -181,6 +185,16 @@ impl Health {
                 metrics::gauge!(telemetry::BACKLOG_OLDEST_DUE_SECONDS).set(oldest_due_age);
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the provisioning backlog"),
+        }
+        if !self.events {
+            return;
+        }
+        match self.store.event_counts().await {
+            Ok(counts) => {
+                metrics::gauge!(telemetry::EVENTS_PENDING).set(counts.pending as f64);
+                metrics::gauge!(telemetry::EVENTS_FAILED).set(counts.given_up as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the events' outbox"),
         }
     }
 }

@@ -35,9 +35,9 @@ use crate::domain::schedule::{self, DurationInput, Schedule, ScheduleError};
 use crate::domain::teleconsultation::{
     AddParticipantError, Participant, Teleconsultation, keep_links,
 };
-use crate::events::HeldEvents;
 use crate::identity::directory::{Auth0Directory, DirectoryError};
 use crate::identity::{Caller, IdentityError};
+use crate::outbox::HeldEvents;
 use crate::provisioner::{Held, Provisioner, UserMap};
 use crate::store::{AgendaPageQuery, KeyClaim, StatusAt, Store, StoreError};
 

@@ -30,6 +30,13 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// An event's delivery takes milliseconds, or hours when the platform was down (the retry
+/// schedule spans about 33 hours by default).
+const EVENT_LATENCY_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 7200.0, 18000.0,
+    43200.0, 86400.0, 172800.0,
+];
+
 /// The process-wide Prometheus recorder. The `metrics` facade has one global recorder, so
 /// every app built in this process (tests build many) reports to it.
 pub fn metrics_handle() -> PrometheusHandle {
@@ -38,6 +45,12 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("static, non-empty buckets")
+                // A full name wins over the suffix above.
+                .set_buckets_for_metric(
+                    Matcher::Full(names::EVENT_DELIVERY_LATENCY.into()),
+                    EVENT_LATENCY_BUCKETS,
+                )
                 .expect("static, non-empty buckets")
                 .build_recorder();
             let handle = recorder.handle();

@@ -18,6 +18,12 @@ pub const BACKLOG_DUE: &str = "backlog_due";
 pub const BACKLOG_OLDEST_DUE_SECONDS: &str = "backlog_oldest_due_seconds";
 pub const BACKLOG_BEING_WORKED: &str = "backlog_being_worked";
 pub const WORKER_CONCURRENCY: &str = "worker_concurrency_limit";
+pub const EVENTS_PENDING: &str = "events_pending";
+pub const EVENTS_FAILED: &str = "events_failed";
+pub const EVENTS_DELIVERED: &str = "events_delivered_total";
+pub const EVENTS_RETRIED: &str = "events_retried_total";
+pub const EVENTS_GIVEN_UP: &str = "events_given_up_total";
+pub const EVENT_DELIVERY_LATENCY: &str = "events_delivery_latency_seconds";
 
 /// Gives every metric its help text and unit (once, at start-up).
 pub fn describe() {
@@ -72,6 +78,31 @@ pub fn describe() {
     describe_counter!(
         ROOM_LISTINGS,
         "Listings of the company's Kaleyra rooms taken for clean-up (lost creation answers, orphan sweeps); one serves a whole pass"
+    );
+    describe_gauge!(
+        EVENTS_PENDING,
+        "Events to the platform stored and not yet delivered nor given up (every instance's: they share the database)"
+    );
+    describe_gauge!(
+        EVENTS_FAILED,
+        "Events given up after their last attempt, kept until redelivered (telecons events --failed lists them)"
+    );
+    describe_counter!(
+        EVENTS_DELIVERED,
+        "Events the platform accepted (2xx within the timeout)"
+    );
+    describe_counter!(
+        EVENTS_RETRIED,
+        "Failed delivery attempts that will be tried again on EVENTS_RETRY_SCHEDULE"
+    );
+    describe_counter!(
+        EVENTS_GIVEN_UP,
+        "Events given up: their last attempt failed"
+    );
+    describe_histogram!(
+        EVENT_DELIVERY_LATENCY,
+        Unit::Seconds,
+        "Time from an event's creation to its delivery, retries included"
     );
     kaleyra_client::describe_metrics();
 }

@@ -565,9 +565,7 @@ async fn check_config_shows_the_events_never_their_secrets() {
     assert!(status.success(), "check-config must pass\n{}", run.output());
     assert_eq!(
         run.stdout().trim(),
-        "warning: EVENTS_WEBHOOK_URL is set, but this version does not deliver events yet: the \
-         events configuration is checked, nothing is kept or sent\n\
-         events: on, sent to https://telecons:***@platform.example/hooks, signed with 2 secrets \
+        "events: on, sent to https://telecons:***@platform.example/hooks, signed with 2 secrets \
          (a rotation: the first is the new one), retried after 10s,90m (3 attempts at most)\n\
          configuration OK",
         "{}",

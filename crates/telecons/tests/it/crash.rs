@@ -103,7 +103,7 @@ async fn wait_converged(db: &TestDatabase, sim: &kaleyra_sim::RunningSimulator) 
             immutable_period_ms: 0,
             concurrency: 32,
         },
-        Arc::new(telecons::events::Outbox::disabled()),
+        Arc::new(telecons::outbox::Outbox::disabled()),
     );
     let deadline = Instant::now() + CONVERGENCE;
     loop {

@@ -25,6 +25,7 @@ mod crash;
 mod credentials;
 mod directory;
 mod events;
+mod events_delivery;
 mod idempotency;
 mod ops;
 mod provisioning;

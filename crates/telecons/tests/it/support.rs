@@ -405,9 +405,23 @@ impl TestApp {
             self.db.another_instance().await,
             self.config.clone(),
             Arc::clone(&self.sim),
-            telecons::app::DEFAULT_REQUEST_BUDGET,
+            |_| {},
         )
         .await
+    }
+
+    /// With `env` as [`Self::spawn_with`], and the dependencies changed by `change` (after
+    /// the tests' own).
+    #[allow(dead_code)]
+    pub async fn spawn_with_dependencies(
+        db: TestDatabase,
+        env: &[(&str, &str)],
+        change: impl FnOnce(&mut telecons::Dependencies),
+    ) -> Self {
+        let sim = kaleyra_sim::spawn(SIM_API_KEY)
+            .await
+            .expect("start simulator");
+        Self::spawn_on_with(db, env, Arc::new(sim), change).await
     }
 
     async fn spawn_on(
@@ -415,6 +429,15 @@ impl TestApp {
         env: &[(&str, &str)],
         sim: Arc<kaleyra_sim::RunningSimulator>,
         request_budget: std::time::Duration,
+    ) -> Self {
+        Self::spawn_on_with(db, env, sim, |deps| deps.request_budget = request_budget).await
+    }
+
+    async fn spawn_on_with(
+        db: TestDatabase,
+        env: &[(&str, &str)],
+        sim: Arc<kaleyra_sim::RunningSimulator>,
+        change: impl FnOnce(&mut telecons::Dependencies),
     ) -> Self {
         let mut vars: std::collections::HashMap<String, String> = [
             ("BANDYER_API_SECRET_KEY", SIM_API_KEY),
@@ -429,20 +452,18 @@ impl TestApp {
             vars.insert((*k).to_owned(), (*v).to_owned());
         }
         let config = telecons::config::Config::from_vars(&vars).expect("valid test config");
-        Self::start(db, config, sim, request_budget).await
+        Self::start(db, config, sim, change).await
     }
 
     async fn start(
         db: TestDatabase,
         config: telecons::config::Config,
         sim: Arc<kaleyra_sim::RunningSimulator>,
-        request_budget: std::time::Duration,
+        change: impl FnOnce(&mut telecons::Dependencies),
     ) -> Self {
         let clock = Arc::new(telecons::clock::ManualClock::new(test_epoch()));
-        let deps = telecons::Dependencies {
-            request_budget,
-            ..test_dependencies(&db, &clock)
-        };
+        let mut deps = test_dependencies(&db, &clock);
+        change(&mut deps);
         let application = telecons::Application::build(config.clone(), deps)
             .await
             .expect("the app builds");
@@ -558,4 +579,185 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// A stand-in for the platform's events receiver, on a random loopback port: it records
+/// every request it gets and answers each with its scripted status (per webhook id, in
+/// order; afterwards, or for an id without a script, the default: 204), after the delay set.
+/// It notes any request that arrives while another with the same webhook id is being
+/// answered.
+#[allow(dead_code)]
+pub struct WebhookReceiver {
+    /// Where it listens, `/hooks` on it.
+    pub url: String,
+    state: Arc<ReceiverState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+struct ReceiverState {
+    replies: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<u16>>>,
+    default_status: std::sync::atomic::AtomicU16,
+    delay: std::sync::Mutex<std::time::Duration>,
+    received: std::sync::Mutex<Vec<ReceivedRequest>>,
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
+    overlapping: std::sync::Mutex<Vec<String>>,
+}
+
+/// One request the receiver got, and what it answered.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+pub struct ReceivedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: String,
+    pub status: u16,
+}
+
+#[allow(dead_code)]
+impl ReceivedRequest {
+    /// The header's value; panics when it is missing or not text.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header: {self:?}"))
+            .to_str()
+            .expect("a text header")
+    }
+
+    pub fn webhook_id(&self) -> &str {
+        self.header("webhook-id")
+    }
+}
+
+#[allow(dead_code)]
+impl WebhookReceiver {
+    pub async fn spawn() -> Self {
+        let state = Arc::new(ReceiverState {
+            replies: Default::default(),
+            default_status: std::sync::atomic::AtomicU16::new(204),
+            delay: Default::default(),
+            received: Default::default(),
+            in_flight: Default::default(),
+            overlapping: Default::default(),
+        });
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hooks", listener.local_addr().expect("address"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state, server }
+    }
+
+    /// The next requests of event `webhook_id` are answered `statuses`, in order.
+    pub fn reply(&self, webhook_id: &str, statuses: &[u16]) {
+        self.state
+            .replies
+            .lock()
+            .unwrap()
+            .entry(webhook_id.to_owned())
+            .or_default()
+            .extend(statuses);
+    }
+
+    /// What requests without a script are answered from now on.
+    pub fn reply_by_default(&self, status: u16) {
+        self.state
+            .default_status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How long every answer waits from now on.
+    pub fn delay(&self, delay: std::time::Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Every request so far, in the order they arrived.
+    pub fn received(&self) -> Vec<ReceivedRequest> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// The webhook ids of the requests so far, in the order they arrived.
+    pub fn received_ids(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| r.webhook_id().to_owned())
+            .collect()
+    }
+
+    /// The webhook ids that arrived while a request with the same id was being answered.
+    pub fn overlapping(&self) -> Vec<String> {
+        self.state.overlapping.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Takes a webhook id out of the receiver's requests in flight, however the answer ends
+/// (the sender may give up waiting and close the connection).
+struct InFlight(Arc<ReceiverState>, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.lock().unwrap().remove(&self.1);
+    }
+}
+
+async fn receive(
+    axum::extract::State(state): axum::extract::State<Arc<ReceiverState>>,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    let webhook_id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if !state.in_flight.lock().unwrap().insert(webhook_id.clone()) {
+        state.overlapping.lock().unwrap().push(webhook_id.clone());
+    }
+    let _in_flight = InFlight(Arc::clone(&state), webhook_id.clone());
+    let status = state
+        .replies
+        .lock()
+        .unwrap()
+        .get_mut(&webhook_id)
+        .and_then(|replies| replies.pop_front())
+        .unwrap_or_else(|| {
+            state
+                .default_status
+                .load(std::sync::atomic::Ordering::SeqCst)
+        });
+    state.received.lock().unwrap().push(ReceivedRequest {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        headers,
+        body,
+        status,
+    });
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let status = http::StatusCode::from_u16(status).expect("a valid status");
+    let mut response = axum::response::IntoResponse::into_response(status);
+    if status.is_redirection() {
+        // Somewhere a sender that follows redirects would go.
+        response.headers_mut().insert(
+            http::header::LOCATION,
+            http::HeaderValue::from_static("/elsewhere"),
+        );
+    }
+    response
 }

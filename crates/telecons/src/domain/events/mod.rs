@@ -1,7 +1,8 @@
 //! The pure parts of the events sent to the platform (spec §9): which event a stored change
-//! makes, how an event is signed and when a failed delivery is tried again. Storing and
-//! sending them is not here.
+//! makes, how an event is signed, what an attempt's answer means and when a failed delivery
+//! is tried again. Storing and sending them is not here.
 
+pub mod answer;
 pub mod retry;
 pub mod signature;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Outbox;
+use super::held::Outbox;
 use crate::clock::Clock;
 use crate::domain::events::links_moment;
 use crate::store::{Store, StoreResult};
