@@ -28,6 +28,7 @@ PostgreSQL database it made is dropped. Only the standard library is used.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import datetime as dt
 import http.client
@@ -43,6 +44,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -337,6 +339,54 @@ class Simulator:
         self.stderr.close()
 
 
+class EventReceiver:
+    """The platform's webhook for --events: answers every event 204 at once (keep-alive), on
+    loopback, in a thread of the harness; counts them. Light, so that what is measured is the
+    service's own work of storing, signing and sending."""
+
+    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received = 0
+        started = threading.Event()
+        loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            await asyncio.start_server(self._connection, "127.0.0.1", self.port)
+            started.set()
+            await asyncio.Event().wait()
+
+        threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True).start()
+        if not started.wait(10):
+            raise HarnessError("the events' receiver did not start")
+
+    async def _connection(self, reader, writer) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                await reader.readexactly(length)
+                self.received += 1
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def env(self) -> dict[str, str]:
+        return {"EVENTS_WEBHOOK_URL": f"http://127.0.0.1:{self.port}/events",
+                "EVENTS_WEBHOOK_SECRET": self.SECRET}
+
+
+# Started once by main() with --events; every service measured then sends it its events.
+RECEIVER: EventReceiver | None = None
+
+
 class Service:
     """`wrapper`: a command the service runs under (valgrind for --instructions)."""
 
@@ -355,6 +405,8 @@ class Service:
             HTTP_PORT=str(self.port),
             LOG_LEVEL=log_level,
         )
+        if RECEIVER is not None:
+            env.update(RECEIVER.env())
         started = time.perf_counter()
         self.proc = PROCS.start(
             [*(wrapper or []), str(bin_dir / "telecons"), "serve"],
@@ -1214,6 +1266,9 @@ def report(args, results: list[dict], info: dict, started: dt.datetime, elapsed:
     out = [f"### {title} — {args.label or kind}\n"]
     if args.note:
         out.append(f"{args.note}\n")
+    if RECEIVER is not None:
+        out.append(f"Events on (`--events`): `EVENTS_WEBHOOK_URL` set, a receiver on loopback "
+                   f"answering 204 at once; {RECEIVER.received:,} events received.\n")
     out.append(
         f"- Command: `{shlex.join(['bench/run'] + shown_argv(args.argv))}` "
         f"({elapsed / 60:.1f} min)\n"
@@ -1370,6 +1425,9 @@ def parse_args(argv: list[str]):
                         "bench/history/README.md (default for full runs)")
     p.add_argument("--no-write", dest="write", action="store_false",
                    help="only print the section")
+    p.add_argument("--events", action="store_true",
+                   help="the services send their events (EVENTS_WEBHOOK_URL) to a receiver "
+                        "of the harness that answers 204 at once")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, wrk output)")
     p.add_argument("--skip-build", action="store_true", help="(bench/run) use the binaries as built")
     p.add_argument("--instructions", action="store_true",
@@ -1449,6 +1507,9 @@ def main(argv: list[str]) -> int:
         if shutil.which(tool) is None:
             log(f"{tool} is missing: run bench/run (it installs it)")
             return 2
+    if args.events:
+        global RECEIVER
+        RECEIVER = EventReceiver()
     workdir = Path(tempfile.mkdtemp(prefix="telecons-bench-", dir="/var/tmp"))
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()

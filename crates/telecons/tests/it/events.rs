@@ -31,6 +31,7 @@ crate::on_both_backends!(
     ended_and_deleted_ones_are_told_nothing,
     an_incomplete_one_is_told_once_its_room_is_ready,
     two_instances_tell_a_moment_once,
+    a_requests_events_are_sent_only_once_it_has_answered,
 );
 
 /// A receiver on loopback (nothing listens there: these tests read the outbox itself).
@@ -547,4 +548,73 @@ async fn two_instances_tell_a_moment_once(db: TestDatabase) {
         .map(|e| e["data"]["roomId"].as_str().unwrap())
         .collect();
     assert_eq!(told.len(), 20, "each once");
+}
+
+async fn a_requests_events_are_sent_only_once_it_has_answered(db: TestDatabase) {
+    let receiver = crate::support::WebhookReceiver::spawn().await;
+    let (app, _file) = spawn(db, &[("EVENTS_WEBHOOK_URL", &receiver.url), EVENTS_ENV[1]]).await;
+    let delivery = app.services.events.as_ref().expect("events are on");
+    // Kaleyra holds room creations until two are asked at once: the first booking stays in
+    // flight after its commit, its event stored.
+    app.sim
+        .add_fault(kaleyra_sim::Fault::gather("/v2/rooms", 2).method("POST"));
+    let first = tokio::spawn({
+        let request = app
+            .http
+            .post(app.url("/teleconsultation"))
+            .headers(headers(&crate::agenda_view::BACK_OFFICE))
+            .json(&doctor_and_patient());
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    crate::support::until_heard("the first booking's event stored", || async {
+        app.db.count("SELECT COUNT(*) FROM events").await == 1
+    })
+    .await;
+    delivery.run_pass().await.unwrap();
+    assert!(
+        receiver.received().is_empty(),
+        "sent before its request answered"
+    );
+
+    // A second booking lets both room creations through: both requests answer.
+    book_as_back_office(&app, doctor_and_patient()).await;
+    assert_eq!(first.await.unwrap(), 201);
+    crate::support::until_heard("the events of both, once answered", || async {
+        delivery.run_pass().await.unwrap();
+        receiver.received().len() == 4
+    })
+    .await;
+    let types: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types
+            .iter()
+            .filter(|t| *t == "teleconsultation.created")
+            .count(),
+        2,
+        "{types:?}"
+    );
+    // Still before the hold would have let them go on its own.
+    assert_eq!(app.clock.now(), test_epoch());
+}
+
+/// `pairs` as a header map.
+fn headers(pairs: &[(&str, &str)]) -> reqwest::header::HeaderMap {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            )
+        })
+        .collect()
 }
