@@ -110,14 +110,7 @@ async fn every_change_stores_its_event_with_the_view_as_it_was(db: TestDatabase)
         doctor(crate::teleconsultations::DOC),
         {"userId": crate::teleconsultations::PAT, "groups": ["patient"], "fullName": "Renamed"},
     ]}});
-    let (status, answer) = as_back_office(
-        &app,
-        Method::PATCH,
-        &format!("/teleconsultation/{id}"),
-        Some(renamed),
-    )
-    .await;
-    assert_eq!((status, answer), (204, Value::Null));
+    patch(&app, &id, renamed).await;
     let two_hours_later = "2030-01-01T12:00:00.000Z";
     let mut updated = ready.clone();
     updated["participants"][1]["fullName"] = json!("Renamed");
@@ -129,14 +122,7 @@ async fn every_change_stores_its_event_with_the_view_as_it_was(db: TestDatabase)
 
     // Deleted: told with the teleconsultation as it last was.
     app.clock.set(test_epoch() + Duration::hours(3));
-    let (status, _) = as_back_office(
-        &app,
-        Method::DELETE,
-        &format!("/teleconsultation/{id}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 204);
+    delete(&app, &id).await;
     assert_eq!(
         sent(store).await,
         [event("deleted", "2030-01-01T13:00:00.000Z", updated)]
@@ -148,24 +134,11 @@ async fn every_change_stores_its_event_with_the_view_as_it_was(db: TestDatabase)
         booking(2, vec![doctor(crate::teleconsultations::DOC)]),
     )
     .await;
-    let kinds = |events: Vec<Value>| -> Vec<String> {
-        events
-            .iter()
-            .map(|e| e["type"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(kinds(sent(store).await), ["teleconsultation.created"]);
-    let (status, answer) = as_back_office(
-        &app,
-        Method::POST,
-        &format!("/teleconsultation/{waiting}/participants/data"),
-        Some(patient(crate::teleconsultations::PAT)),
-    )
-    .await;
-    assert_eq!((status, answer), (201, Value::Null), "participants/data");
+    assert_eq!(types(&sent(store).await), ["teleconsultation.created"]);
+    add_patient(&app, &waiting, crate::teleconsultations::PAT).await;
     let events = sent(store).await;
     assert_eq!(
-        kinds(events.clone()),
+        types(&events),
         ["teleconsultation.updated", "teleconsultation.room_ready"]
     );
     assert_eq!(events[0]["data"]["room"], "preparing", "{}", events[0]);
@@ -183,22 +156,8 @@ async fn every_change_stores_its_event_with_the_view_as_it_was(db: TestDatabase)
 async fn no_event_is_kept_without_a_receiver(db: TestDatabase) {
     let (app, _file) = spawn(db, &[]).await;
     let id = book_as_back_office(&app, doctor_and_patient()).await;
-    let (status, _) = as_back_office(
-        &app,
-        Method::PATCH,
-        &format!("/teleconsultation/{id}"),
-        Some(json!({"duration_in_seconds": 1800})),
-    )
-    .await;
-    assert_eq!(status, 204);
-    let (status, _) = as_back_office(
-        &app,
-        Method::DELETE,
-        &format!("/teleconsultation/{id}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 204);
+    patch(&app, &id, json!({"duration_in_seconds": 1800})).await;
+    delete(&app, &id).await;
     assert_eq!(app.db.count("SELECT COUNT(*) FROM events").await, 0);
     assert_eq!(sent(&*app.services.store).await, Vec::<Value>::new());
 }
@@ -212,22 +171,16 @@ async fn a_change_that_stores_nothing_stores_no_event(db: TestDatabase) {
         crate::agenda_view::BACK_OFFICE[1],
         ("idempotency-key", "booking-1"),
     ];
-    let first = app
-        .send(
+    let book = || {
+        app.send(
             Method::POST,
             "/teleconsultation",
             &headers,
             Some(doctor_and_patient()),
         )
-        .await;
-    let again = app
-        .send(
-            Method::POST,
-            "/teleconsultation",
-            &headers,
-            Some(doctor_and_patient()),
-        )
-        .await;
+    };
+    let first = book().await;
+    let again = book().await;
     assert_eq!(first.0, 201);
     assert_eq!(again, first);
     let id = first.1["roomId"].as_str().unwrap().to_owned();
@@ -235,22 +188,10 @@ async fn a_change_that_stores_nothing_stores_no_event(db: TestDatabase) {
 
     // Refused (400), and a change to what it already is: nothing stored, nothing told.
     let path = format!("/teleconsultation/{id}");
-    let (status, _) = as_back_office(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"duration_in_seconds": -5})),
-    )
-    .await;
+    let refused = json!({"duration_in_seconds": -5});
+    let (status, _) = as_back_office(&app, Method::PATCH, &path, Some(refused)).await;
     assert_eq!(status, 400);
-    let (status, _) = as_back_office(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"start_date": START})),
-    )
-    .await;
-    assert_eq!(status, 204);
+    patch(&app, &id, json!({"start_date": START})).await;
     assert_eq!(sent(store).await, Vec::<Value>::new());
     assert_eq!(app.db.count("SELECT COUNT(*) FROM events").await, 2);
 }
@@ -265,9 +206,8 @@ async fn a_room_kaleyra_lost_is_an_update_then_ready_again(db: TestDatabase) {
     let replaced = app.services.api.teleconsultations.room_lost(&room).await;
     assert_eq!(replaced.unwrap(), Some(id.clone()));
     let events = sent(store).await;
-    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
-        kinds,
+        types(&events),
         ["teleconsultation.updated", "teleconsultation.room_ready"]
     );
     assert_eq!(events[0]["data"]["room"], "preparing");
@@ -455,14 +395,7 @@ async fn a_moved_start_is_told_at_its_new_moment(db: TestDatabase) {
     let (app, _file) = spawn(db, &TIMED_ENV).await;
     let store = &*app.services.store;
     let id = book_as_back_office(&app, doctor_and_patient()).await;
-    let (status, _) = as_back_office(
-        &app,
-        Method::PATCH,
-        &format!("/teleconsultation/{id}"),
-        Some(json!({"start_date": "2030-01-02T12:00:00.000Z"})),
-    )
-    .await;
-    assert_eq!(status, 204);
+    patch(&app, &id, json!({"start_date": "2030-01-02T12:00:00.000Z"})).await;
     sent(store).await;
     app.clock.set(links_open_at());
     assert_eq!(tell_moments(&app).await, 0, "the old moment is gone");
@@ -478,14 +411,7 @@ async fn ended_and_deleted_ones_are_told_nothing(db: TestDatabase) {
     let store = &*app.services.store;
     let ended = book_as_back_office(&app, doctor_and_patient()).await;
     let deleted = book_as_back_office(&app, doctor_and_patient()).await;
-    let (status, _) = as_back_office(
-        &app,
-        Method::DELETE,
-        &format!("/teleconsultation/{deleted}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 204);
+    delete(&app, &deleted).await;
     sent(store).await;
     let untold = "SELECT COUNT(*) FROM teleconsultations WHERE links_event IS NOT NULL";
     assert_eq!(
@@ -508,14 +434,7 @@ async fn an_incomplete_one_is_told_once_its_room_is_ready(db: TestDatabase) {
     app.clock.set(links_open_at());
     assert_eq!(tell_moments(&app).await, 0, "its links cannot open yet");
     app.clock.set(start());
-    let (status, answer) = as_back_office(
-        &app,
-        Method::POST,
-        &format!("/teleconsultation/{id}/participants/data"),
-        Some(patient(PAT)),
-    )
-    .await;
-    assert_eq!((status, answer), (201, Value::Null));
+    add_patient(&app, &id, PAT).await;
     assert_eq!(tell_moments(&app).await, 1);
     let events = sent(store).await;
     assert_eq!(
@@ -617,4 +536,35 @@ fn headers(pairs: &[(&str, &str)]) -> reqwest::header::HeaderMap {
             )
         })
         .collect()
+}
+
+/// `PATCH`es `id` with `body` as the back office: 204.
+async fn patch(app: &crate::support::TestApp, id: &str, body: Value) {
+    let answer = as_back_office(
+        app,
+        Method::PATCH,
+        &format!("/teleconsultation/{id}"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(answer, (204, Value::Null), "PATCH {id}");
+}
+
+/// Deletes `id` as the back office: 204.
+async fn delete(app: &crate::support::TestApp, id: &str) {
+    let answer = as_back_office(
+        app,
+        Method::DELETE,
+        &format!("/teleconsultation/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(answer, (204, Value::Null), "DELETE {id}");
+}
+
+/// Adds the patient `user` to `id` as the back office: 201.
+async fn add_patient(app: &crate::support::TestApp, id: &str, user: &str) {
+    let path = format!("/teleconsultation/{id}/participants/data");
+    let answer = as_back_office(app, Method::POST, &path, Some(patient(user))).await;
+    assert_eq!(answer, (201, Value::Null), "participants/data of {id}");
 }
