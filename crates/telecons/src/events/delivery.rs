@@ -43,6 +43,8 @@ pub const RETENTION: TimeDelta = TimeDelta::days(7);
 /// A lease outlasts the attempt's timeout by this much: time to record the answer, even on a
 /// slow database, before another instance may take the event over.
 const LEASE_MARGIN: Duration = Duration::from_secs(20);
+/// How much of a receiver's answer is read (and ignored), to keep its connection.
+const ANSWER_READ_AT_MOST: usize = 64 * 1024;
 /// Events leased per pass at most: a pass ends even if events keep coming due.
 const EVENTS_PER_PASS: usize = 10_000;
 
@@ -316,7 +318,20 @@ impl EventDelivery {
             .send()
             .await;
         match sent {
-            Ok(response) => Answer::Status(response.status().as_u16()),
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                // A short answer is read to its end, so that its connection serves the next
+                // event (the timeout bounds this too); a long one is left and its connection
+                // closed.
+                let mut left = ANSWER_READ_AT_MOST;
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    let Some(rest) = left.checked_sub(chunk.len()) else {
+                        break;
+                    };
+                    left = rest;
+                }
+                Answer::Status(status)
+            }
             Err(err) if err.is_timeout() => Answer::Timeout,
             Err(err) if err.is_connect() => Answer::ConnectionFailed,
             Err(_) => Answer::NoAnswer,
