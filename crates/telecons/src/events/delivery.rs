@@ -154,7 +154,9 @@ impl EventDelivery {
         let mut claim_error = None;
         loop {
             let free = CONCURRENCY.saturating_sub(sending.len());
-            if free > 0
+            // Claimed when half the places are free (or none is busy): under load one write
+            // leases many events, instead of one for each event settled.
+            if (sending.is_empty() || free >= CONCURRENCY / 2)
                 && may_be_due
                 && claimed_so_far < EVENTS_PER_PASS
                 && claim_error.is_none()
@@ -166,20 +168,36 @@ impl EventDelivery {
                         claimed_so_far += batch.len();
                         may_be_due = batch.len() == free;
                         for event in batch {
-                            let (this, owner) = (self.clone(), owner.clone());
-                            sending.spawn(async move { this.deliver(event, &owner).await });
+                            let this = self.clone();
+                            sending.spawn(async move {
+                                let answer = this.send(&event).await;
+                                (event, answer)
+                            });
                         }
                     }
                     Err(err) => claim_error = Some(err),
                 }
             }
-            match sending.join_next().await {
-                None => break,
-                Some(Ok(Settled::ChainMovedOn)) => may_be_due = true,
-                Some(Ok(Settled::ChainWaits)) => {}
-                Some(Err(panicked)) => {
-                    tracing::error!(error = %panicked, "an event delivery task failed");
-                }
+            let Some(first) = sending.join_next().await else {
+                break;
+            };
+            // Every attempt answered by now is settled together: delivered ones in one write.
+            let mut answered = vec![first];
+            while let Some(more) = sending.try_join_next() {
+                answered.push(more);
+            }
+            let answered = answered
+                .into_iter()
+                .filter_map(|attempt| {
+                    attempt
+                        .inspect_err(|panicked| {
+                            tracing::error!(error = %panicked, "an event delivery task failed");
+                        })
+                        .ok()
+                })
+                .collect();
+            if let Settled::ChainMovedOn = self.settle(answered, &owner).await {
+                may_be_due = true;
             }
         }
         claim_error.map_or(Ok(()), Err)
@@ -209,39 +227,100 @@ impl EventDelivery {
             .await
     }
 
-    /// One attempt at `event`, leased to `owner`, and its answer recorded.
-    async fn deliver(&self, event: ClaimedEvent, owner: &str) -> Settled {
-        let answer = self.send(&event).await;
+    /// Records the answers of attempts at events leased to `owner`: the delivered ones in
+    /// one write, the others each in its own. Whether a chain moved on (an event delivered or
+    /// given up: its teleconsultation's next one may be due now).
+    async fn settle(&self, answered: Vec<(ClaimedEvent, Answer)>, owner: &str) -> Settled {
         let now = self.0.clock.now();
-        let recorded_as = answer.to_string();
+        let mut moved_on = false;
+        let mut delivered: Vec<(ClaimedEvent, String)> = Vec::new();
+        for (event, answer) in answered {
+            let recorded_as = answer.to_string();
+            match verdict(
+                answer,
+                event.attempts,
+                &self.0.retry_schedule,
+                rand::random(),
+            ) {
+                Verdict::Delivered => delivered.push((event, recorded_as)),
+                verdict => {
+                    let moves_chain = matches!(verdict, Verdict::GiveUp);
+                    let recorded = self
+                        .settle_failed(&event, verdict, &recorded_as, owner, now)
+                        .await;
+                    if let Settled::ChainMovedOn = after_record(&event, moves_chain, recorded) {
+                        moved_on = true;
+                    }
+                }
+            }
+        }
+        // By answer ("HTTP 204", "HTTP 200"…): one write each, usually one in all.
+        delivered.sort_by(|a, b| a.1.cmp(&b.1));
+        for group in delivered.chunk_by(|a, b| a.1 == b.1) {
+            let ids: Vec<i64> = group.iter().map(|(event, _)| event.id).collect();
+            match self
+                .0
+                .store
+                .events_delivered(&ids, owner, now, &group[0].1)
+                .await
+            {
+                Ok(recorded) => {
+                    for (event, answer) in group {
+                        let was = recorded.contains(&event.id);
+                        if was {
+                            metrics::counter!(telemetry::EVENTS_DELIVERED).increment(1);
+                            let latency = (now - event.created_at).num_milliseconds().max(0) as f64;
+                            metrics::histogram!(telemetry::EVENT_DELIVERY_LATENCY)
+                                .record(latency / 1000.0);
+                            tracing::debug!(
+                                webhook_id = %event.webhook_id,
+                                r#type = %event.event_type,
+                                answer = %answer,
+                                "event delivered"
+                            );
+                        }
+                        if let Settled::ChainMovedOn = after_record(event, true, Ok(was)) {
+                            moved_on = true;
+                        }
+                    }
+                }
+                Err(err) => {
+                    // Their leases expire and they are sent again.
+                    tracing::warn!(
+                        error = %err,
+                        events = group.len(),
+                        "cannot record delivered events"
+                    );
+                }
+            }
+        }
+        if moved_on {
+            Settled::ChainMovedOn
+        } else {
+            Settled::ChainWaits
+        }
+    }
+
+    /// Records an attempt at `event` as its `verdict` says (one not delivered, usually).
+    async fn settle_failed(
+        &self,
+        event: &ClaimedEvent,
+        verdict: Verdict,
+        recorded_as: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool> {
         let store = &self.0.store;
-        let (settled, recorded) = match verdict(
-            answer,
-            event.attempts,
-            &self.0.retry_schedule,
-            rand::random(),
-        ) {
+        match verdict {
+            // `settle` records the delivered ones together; alone, it is the same write.
             Verdict::Delivered => {
-                metrics::counter!(telemetry::EVENTS_DELIVERED).increment(1);
-                let latency = (now - event.created_at).num_milliseconds().max(0) as f64;
-                metrics::histogram!(telemetry::EVENT_DELIVERY_LATENCY).record(latency / 1000.0);
-                tracing::debug!(
-                    webhook_id = %event.webhook_id,
-                    r#type = %event.event_type,
-                    answer = %recorded_as,
-                    "event delivered"
-                );
-                let recorded = store
-                    .event_delivered(event.id, owner, now, &recorded_as)
-                    .await;
-                (Settled::ChainMovedOn, recorded)
+                store
+                    .event_delivered(event.id, owner, now, recorded_as)
+                    .await
             }
             Verdict::Stop => {
                 self.stop();
-                (
-                    Settled::ChainWaits,
-                    store.release_event(event.id, owner).await,
-                )
+                store.release_event(event.id, owner).await
             }
             Verdict::RetryIn(wait) => {
                 metrics::counter!(telemetry::EVENTS_RETRIED).increment(1);
@@ -254,10 +333,9 @@ impl EventDelivery {
                     next_attempt_at = %next_due.to_rfc3339(),
                     "event delivery failed; it is tried again later"
                 );
-                let recorded = store
-                    .event_failed(event.id, owner, Some(next_due), now, &recorded_as)
-                    .await;
-                (Settled::ChainWaits, recorded)
+                store
+                    .event_failed(event.id, owner, Some(next_due), now, recorded_as)
+                    .await
             }
             Verdict::GiveUp => {
                 metrics::counter!(telemetry::EVENTS_GIVEN_UP).increment(1);
@@ -270,34 +348,12 @@ impl EventDelivery {
                     "event given up after its last attempt: `telecons events --redeliver` \
                      sends it again"
                 );
-                let recorded = store
-                    .event_failed(event.id, owner, None, now, &recorded_as)
-                    .await;
-                (Settled::ChainMovedOn, recorded)
-            }
-        };
-        match recorded {
-            Ok(true) => settled,
-            Ok(false) => {
-                // Another instance took it over: it may be sent again (at least once).
-                tracing::warn!(
-                    webhook_id = %event.webhook_id,
-                    "the event's lease expired before its attempt was recorded"
-                );
-                Settled::ChainWaits
-            }
-            Err(err) => {
-                // Its lease expires and it is sent again.
-                tracing::warn!(
-                    webhook_id = %event.webhook_id,
-                    error = %err,
-                    "cannot record an event's delivery attempt"
-                );
-                Settled::ChainWaits
+                store
+                    .event_failed(event.id, owner, None, now, recorded_as)
+                    .await
             }
         }
     }
-
     /// Sends `event` once: `POST` of its stored body, signed for this attempt's timestamp.
     async fn send(&self, event: &ClaimedEvent) -> Answer {
         let timestamp = self.0.clock.now().timestamp();
@@ -365,6 +421,32 @@ impl EventDelivery {
         }
         if let Err(err) = self.0.store.prune_delivered_events(now - RETENTION).await {
             tracing::warn!(error = %err, "cannot prune the delivered events");
+        }
+    }
+}
+
+/// What recording an attempt at `event` did to its chain: moved on when recorded and
+/// `moves_chain` (delivered or given up).
+fn after_record(event: &ClaimedEvent, moves_chain: bool, recorded: StoreResult<bool>) -> Settled {
+    match recorded {
+        Ok(true) if moves_chain => Settled::ChainMovedOn,
+        Ok(true) => Settled::ChainWaits,
+        Ok(false) => {
+            // Another instance took it over: it may be sent again (at least once).
+            tracing::warn!(
+                webhook_id = %event.webhook_id,
+                "the event's lease expired before its attempt was recorded"
+            );
+            Settled::ChainWaits
+        }
+        Err(err) => {
+            // Its lease expires and it is sent again.
+            tracing::warn!(
+                webhook_id = %event.webhook_id,
+                error = %err,
+                "cannot record an event's delivery attempt"
+            );
+            Settled::ChainWaits
         }
     }
 }

@@ -379,16 +379,30 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<ClaimedEvent>>;
 
-    /// The event was delivered at `now` (`answer`, e.g. "HTTP 204"), if `owner` holds its
-    /// lease: counted as an attempt, settled, and no longer holding back the next one.
-    /// Whether it was recorded.
+    /// These events were delivered at `now` (`answer`, e.g. "HTTP 204"): those whose lease
+    /// `owner` holds are counted as an attempt, settled, and no longer hold back the next
+    /// one of their teleconsultation, in one write. Their ids (the others were taken over).
+    async fn events_delivered(
+        &self,
+        ids: &[i64],
+        owner: &str,
+        now: DateTime<Utc>,
+        answer: &str,
+    ) -> StoreResult<Vec<i64>>;
+
+    /// [`Store::events_delivered`] of one event: whether it was recorded.
     async fn event_delivered(
         &self,
         id: i64,
         owner: &str,
         now: DateTime<Utc>,
         answer: &str,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        Ok(!self
+            .events_delivered(&[id], owner, now, answer)
+            .await?
+            .is_empty())
+    }
 
     /// An attempt at the event failed at `now` with `answer` ("HTTP 503", "timeout"), if
     /// `owner` holds its lease: counted, the lease released, and the event retried at

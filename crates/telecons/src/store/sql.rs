@@ -201,6 +201,18 @@ fn settle_event(changes: &str) -> String {
     )
 }
 
+/// Records events `$4`… (`count` ids) delivered at $3 with the answer $2, those of them $1
+/// holds: counts the attempt, releases the lease, settles them.
+fn settle_delivered(count: usize) -> String {
+    let ids: Vec<String> = (4..4 + count).map(|n| format!("${n}")).collect();
+    format!(
+        "UPDATE events SET attempts = attempts + 1, last_answer = $2, \
+           lease_owner = NULL, lease_until_ms = NULL, state = 'delivered', settled_at_ms = $3 \
+         WHERE lease_owner = $1 AND state = 'pending' AND id IN ({}) RETURNING id",
+        ids.join(", ")
+    )
+}
+
 /// Teleconsultations whose links moment may have something to tell (see
 /// [`Store::links_moments`]): starting at or before $1 (now + the immutable period), after
 /// ($2 start, $3 id), ended at $4 (now) or deleted, or complete with their moment due, or
@@ -2276,23 +2288,45 @@ where
         rows.into_iter().map(claimed_event).collect()
     }
 
-    async fn event_delivered(
+    async fn events_delivered(
         &self,
-        id: i64,
+        ids: &[i64],
         owner: &str,
         now: DateTime<Utc>,
         answer: &str,
-    ) -> StoreResult<bool> {
-        let statement = settle_event("state = 'delivered', settled_at_ms = $4");
-        self.settle_event_at(
-            "recording a delivered event",
-            statement,
-            id,
-            owner,
-            answer,
-            now,
-        )
-        .await
+    ) -> StoreResult<Vec<i64>> {
+        const OPERATION: &str = "recording delivered events";
+        let mut recorded = Vec::with_capacity(ids.len());
+        // A few hundred ids a statement: far below either backend's parameter limit.
+        for chunk in ids.chunks(500) {
+            let ids: Arc<[i64]> = chunk.into();
+            let (owner, answer) = (Arc::<str>::from(owner), Arc::<str>::from(answer));
+            let statement: Arc<str> = settle_delivered(chunk.len()).into();
+            let settled = self
+                .write_alone(OPERATION, move |conn| {
+                    let (ids, owner, answer, statement) = (
+                        Arc::clone(&ids),
+                        Arc::clone(&owner),
+                        Arc::clone(&answer),
+                        Arc::clone(&statement),
+                    );
+                    Box::pin(async move {
+                        let mut query = sqlx::query_as(AssertSqlSafe(statement.to_string()))
+                            .bind(owner.to_string())
+                            .bind(answer.to_string())
+                            .bind(now.timestamp_millis());
+                        for id in ids.iter() {
+                            query = query.bind(*id);
+                        }
+                        let rows: Vec<(i64,)> =
+                            query.fetch_all(&mut *conn).await.during(OPERATION)?;
+                        Ok(rows)
+                    })
+                })
+                .await?;
+            recorded.extend(settled.into_iter().map(|(id,)| id));
+        }
+        Ok(recorded)
     }
 
     async fn event_failed(

@@ -55,6 +55,7 @@ crate::on_both_backends!(
     concurrent_claims_of_one_key_hold_it_once,
     events_are_claimed_head_first_per_teleconsultation,
     a_settled_head_frees_the_next_event,
+    delivered_events_are_recorded_together_for_their_lease_owner_only,
     a_retry_sets_the_due_time_and_pushes_the_chain,
     an_event_lease_keeps_other_owners_out_until_it_expires,
     only_the_lease_owner_settles_an_event,
@@ -1787,6 +1788,49 @@ async fn events_are_claimed_head_first_per_teleconsultation(db: TestDatabase) {
             given_up: 0
         }
     );
+}
+
+async fn delivered_events_are_recorded_together_for_their_lease_owner_only(db: TestDatabase) {
+    insert_events(
+        &db,
+        &[
+            ("a1", "tc-a", 1_000),
+            ("a2", "tc-a", 1_000),
+            ("b1", "tc-b", 1_000),
+            ("c1", "tc-c", 1_000),
+        ],
+    )
+    .await;
+    let mine = claim(&db, "mine", 2_000).await;
+    assert_eq!(webhook_ids(&mine), ["a1", "b1", "c1"]);
+    let c1 = mine[2].id;
+    assert!(db.store.release_event(c1, "mine").await.unwrap());
+    let theirs = claim(&db, "theirs", 2_100).await;
+    assert_eq!(webhook_ids(&theirs), ["c1"]);
+    // c1 is no longer "mine": only a1 and b1 are recorded.
+    let recorded = db
+        .store
+        .events_delivered(&[mine[0].id, mine[1].id, c1], "mine", at(2_200), "HTTP 204")
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert!(recorded.contains(&mine[0].id) && recorded.contains(&mine[1].id));
+    // Settled: a2 follows a1; c1 is still theirs.
+    assert_eq!(webhook_ids(&claim(&db, "mine", 2_300).await), ["a2"]);
+    assert_eq!(
+        db.store.event_counts().await.unwrap(),
+        EventCounts {
+            pending: 2,
+            given_up: 0
+        }
+    );
+    // Recorded once: a second record of the same ids does nothing.
+    let again = db
+        .store
+        .events_delivered(&[mine[0].id], "mine", at(2_400), "HTTP 204")
+        .await
+        .unwrap();
+    assert!(again.is_empty());
 }
 
 async fn a_settled_head_frees_the_next_event(db: TestDatabase) {
