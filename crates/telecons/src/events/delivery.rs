@@ -35,6 +35,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONCURRENCY: usize = 16;
 /// How often the worker looks for due events when nobody wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two passes (events stored meanwhile wait for the next one).
+const PASS_GAP: Duration = Duration::from_millis(50);
 /// How often delivered events are pruned.
 pub const PRUNE_EVERY: TimeDelta = TimeDelta::minutes(10);
 /// How long a delivered event is kept (for an operator looking into what the platform got),
@@ -136,10 +138,16 @@ impl EventDelivery {
             if let Err(err) = self.run_pass_until(&shutdown).await {
                 tracing::warn!(error = %err, "event delivery pass failed");
             }
+            // A short gap between passes lets the events of a busy moment gather, so that a
+            // pass leases and records many at once (a wake meanwhile is kept for after it).
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PASS_GAP) => {}
+            }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.0.outbox.woken() => {}
-                () = tokio::time::sleep(POLL_INTERVAL) => {}
+                () = tokio::time::sleep(POLL_INTERVAL.saturating_sub(PASS_GAP)) => {}
             }
         }
     }
