@@ -363,14 +363,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
 
     /// Makes the pending events with these webhook ids due at `now` (held until their
-    /// request answered; see `events::outbox`), unless due already.
+    /// request answered; see `outbox`), unless due already.
     async fn make_events_due(&self, webhook_ids: &[String], now: DateTime<Utc>) -> StoreResult<()>;
 
-    /// Leases to `owner` until `until` up to `limit` events to send at `now`, oldest due
-    /// first: pending, due, not leased (or their lease has expired) and the head of their
-    /// teleconsultation's chain (no earlier event of it pending, leased or not), so that at
-    /// most one event per teleconsultation is in flight. Concurrent claims never take one
-    /// event twice.
+    /// Leases to `owner` until `until` up to `limit` events to send at `now`, the oldest
+    /// stored first: pending, due, not leased (or their lease has expired) and the head of
+    /// their teleconsultation's chain (no earlier event of it pending, leased or not), so
+    /// that at most one event per teleconsultation is in flight. Concurrent claims never take
+    /// one event twice. Its cost does not grow with the backlog.
     async fn claim_events(
         &self,
         now: DateTime<Utc>,

@@ -169,26 +169,36 @@ fn insert_events(first: usize, count: usize) -> String {
     )
 }
 
-/// Leases to $2 until $3 up to $4 events to send at $1 (see [`Store::claim_events`]). A
-/// leased head still blocks its chain (it is pending), so one event per teleconsultation is
-/// in flight; delivered and given-up ones no longer do. The conditions on `state` are the
-/// partial indexes' (`events_due`, `events_chain`), as literals. `{skip}`: rows being
-/// claimed by another transaction are skipped (PostgreSQL); the chain check still sees them
-/// pending, so their successors are not taken meanwhile.
+/// Leases to $2 until $3 up to $4 events to send at $1 (see [`Store::claim_events`]): of
+/// the first [`CLAIM_WINDOW`] pending events due and not leased, oldest first by id, those
+/// at the head of their teleconsultation's chain. A leased head still blocks its chain (it is
+/// pending), so one event per teleconsultation is in flight; delivered and given-up ones no
+/// longer do. The window bounds the work whatever the backlog: it holds the heads first (a
+/// chain's events are in id order), and of the blocked events only those behind heads in
+/// flight or held for their request (the newest). The conditions on `state` are the partial
+/// indexes' (`events_pending`, `events_chain`), as literals. `{skip}`: rows being claimed by
+/// another transaction are skipped (PostgreSQL); the chain check still sees them pending, so
+/// their successors are not taken meanwhile.
 fn claim_events(skip: &str) -> String {
     format!(
         "UPDATE events SET lease_owner = $2, lease_until_ms = $3 \
-         WHERE id IN (SELECT e.id FROM events e \
-           WHERE e.state = 'pending' AND e.due_at_ms <= $1 \
-             AND (e.lease_until_ms IS NULL OR e.lease_until_ms < $1) \
-             AND NOT EXISTS (SELECT 1 FROM events p \
-               WHERE p.teleconsultation_id = e.teleconsultation_id \
-                 AND p.state = 'pending' AND p.id < e.id) \
-           ORDER BY e.due_at_ms, e.id LIMIT $4 {skip}) \
+         WHERE id IN (SELECT w.id FROM (SELECT id, teleconsultation_id FROM events \
+             WHERE state = 'pending' AND due_at_ms <= $1 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $1) \
+             ORDER BY id LIMIT {CLAIM_WINDOW} {skip}) w \
+           WHERE w.id = (SELECT MIN(p.id) FROM events p \
+             WHERE p.teleconsultation_id = w.teleconsultation_id AND p.state = 'pending') \
+           ORDER BY w.id LIMIT $4) \
          RETURNING id, webhook_id, teleconsultation_id, type, body, attempts, due_at_ms, \
            created_at_ms"
     )
 }
+
+/// How many pending events a claim looks at, at most (see [`claim_events`]): more than the
+/// events in flight at once across instances, whose successors it passes over. Each is
+/// checked for being its chain's head by one lookup of the chain's first (a scalar
+/// subquery, which the planners do not turn into a join over every pending event).
+const CLAIM_WINDOW: u32 = 256;
 
 /// Settles an attempt at event $1 while $2 holds its lease: counts it, releases the lease,
 /// records the answer ($3) and applies `changes` (its further `SET` clauses, from $4).
