@@ -46,6 +46,8 @@ pub struct Change {
     /// `None` when the kill cut its request and the client learned from the database that
     /// it was stored.
     pub answered_at: Option<Instant>,
+    /// The request, as a failed check names it.
+    pub request: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,12 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    pub const ALL: [ChangeKind; 3] = [
+        ChangeKind::Created,
+        ChangeKind::Updated,
+        ChangeKind::Deleted,
+    ];
+
     /// The event the change makes.
     pub fn event_type(self) -> &'static str {
         match self {
@@ -182,6 +190,7 @@ impl Client {
                         changes: vec![Change {
                             kind: ChangeKind::Created,
                             answered_at: Some(answered_at),
+                            request: format!("POST {key}"),
                         }],
                     });
                 }
@@ -198,8 +207,10 @@ impl Client {
                         })
                         .await?;
                     if let Outcome::Stored(at) = outcome {
+                        booking
+                            .changes
+                            .push(Change::updated(at, format!("add {user}")));
                         booking.participants.push(user);
-                        booking.changes.push(Change::updated(at));
                     }
                 } else if rand::rng().random_bool(0.5) {
                     // Now and then the same duration: a change of nothing, which stores
@@ -215,7 +226,9 @@ impl Client {
                         && duration != booking.duration
                     {
                         booking.duration = duration;
-                        booking.changes.push(Change::updated(at));
+                        booking
+                            .changes
+                            .push(Change::updated(at, format!("duration {duration}")));
                     }
                 } else {
                     // Replace a patient: a new room.
@@ -233,8 +246,12 @@ impl Client {
                         })
                         .await?;
                     if let Outcome::Stored(at) = outcome {
+                        let replaced = format!(
+                            "replace by {}",
+                            participants.last().map_or("", String::as_str)
+                        );
                         booking.participants = participants;
-                        booking.changes.push(Change::updated(at));
+                        booking.changes.push(Change::updated(at, replaced));
                     }
                 }
             } else if roll < 85 {
@@ -262,6 +279,7 @@ impl Client {
                     booking.changes.push(Change {
                         kind: ChangeKind::Deleted,
                         answered_at: at,
+                        request: "DELETE".to_owned(),
                     });
                 }
             }
@@ -382,11 +400,12 @@ impl Client {
             self.tally.cut_off.fetch_add(1, Ordering::SeqCst);
             self.tally.sent.fetch_add(1, Ordering::SeqCst);
             let within = Duration::from_micros(rand::rng().random_range(0..5_000));
-            if let Ok(Ok(answer)) = tokio::time::timeout(within, request(&self.http).send()).await {
+            let answered = tokio::time::timeout(within, request(&self.http).send()).await;
+            gave_up_at = Some(Instant::now());
+            if let Ok(Ok(answer)) = answered {
                 // Answered before the cut: the answer is read, then dropped as if lost.
                 drop(answer.bytes().await);
             }
-            gave_up_at = Some(Instant::now());
         }
         loop {
             let answer = match self.send(request(&self.http)).await? {
@@ -428,10 +447,11 @@ impl Client {
 }
 
 impl Change {
-    fn updated(answered_at: Option<Instant>) -> Change {
+    fn updated(answered_at: Option<Instant>, request: String) -> Change {
         Change {
             kind: ChangeKind::Updated,
             answered_at,
+            request,
         }
     }
 }

@@ -24,6 +24,9 @@ pub struct Observed<'a> {
     /// Requests the receiver refused (bad signature, timestamp or body).
     pub rejected: u64,
     pub receiver_away: Duration,
+    /// How far ahead of its answer an event may be read without counting as sent before it
+    /// (see `--answer-slack-ms`).
+    pub answer_slack: Duration,
     /// How long after the faults stopped nothing was pending any more (`None`: not in time).
     pub drained_after: Option<Duration>,
 }
@@ -162,6 +165,9 @@ pub fn check(observed: &Observed<'_>) -> EventsReport {
     let mut never_ready = Vec::new();
     let mut early = Vec::new();
     let mut largest_lead = Duration::ZERO;
+    // Read ahead of their answers, but within the slack: this process's own order of reading.
+    let mut within_slack = 0;
+    let mut largest_slack_lead = Duration::ZERO;
     let mut smallest_margin: Option<Duration> = None;
     let no_events = Vec::new();
     for booking in observed.bookings {
@@ -171,13 +177,9 @@ pub fn check(observed: &Observed<'_>) -> EventsReport {
         let of_changes: Vec<&StoredEvent> = events
             .iter()
             .filter(|e| {
-                [
-                    ChangeKind::Created,
-                    ChangeKind::Updated,
-                    ChangeKind::Deleted,
-                ]
-                .iter()
-                .any(|k| k.event_type() == e.event_type)
+                ChangeKind::ALL
+                    .iter()
+                    .any(|k| k.event_type() == e.event_type)
             })
             .copied()
             .collect();
@@ -198,7 +200,20 @@ pub fn check(observed: &Observed<'_>) -> EventsReport {
                     .iter()
                     .map(|e| short(&e.event_type))
                     .collect::<Vec<_>>(),
-                done.iter().map(|t| short(t)).collect::<Vec<_>>()
+                booking
+                    .changes
+                    .iter()
+                    .map(|c| format!(
+                        "{} ({}{})",
+                        short(c.kind.event_type()),
+                        c.request,
+                        if c.answered_at.is_none() {
+                            ", unanswered"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .collect::<Vec<_>>()
             ));
             continue;
         }
@@ -211,14 +226,22 @@ pub fn check(observed: &Observed<'_>) -> EventsReport {
             else {
                 continue;
             };
-            match seen.first.checked_duration_since(answered) {
-                Some(margin) if !margin.is_zero() => {
-                    smallest_margin = Some(smallest_margin.map_or(margin, |m| m.min(margin)));
-                }
-                _ => {
-                    largest_lead = largest_lead.max(answered.duration_since(seen.first));
-                    early.push(event.webhook_id.as_str());
-                }
+            let lead = answered.saturating_duration_since(seen.first);
+            if seen.first > answered {
+                let margin = seen.first - answered;
+                smallest_margin = Some(smallest_margin.map_or(margin, |m| m.min(margin)));
+            } else if lead <= observed.answer_slack {
+                within_slack += 1;
+                largest_slack_lead = largest_slack_lead.max(lead);
+            } else {
+                largest_lead = largest_lead.max(lead);
+                early.push(format!(
+                    "{} of {} ({}, {:.1} ms early)",
+                    short(&event.event_type),
+                    booking.id,
+                    change.request,
+                    lead.as_secs_f64() * 1000.0
+                ));
             }
         }
     }
@@ -243,10 +266,16 @@ pub fn check(observed: &Observed<'_>) -> EventsReport {
     }
     if !early.is_empty() {
         failures.push(format!(
-            "{} events arrived before their change was answered (largest lead {:.1} ms; e.g. {})",
+            "{} events arrived over {} ms before their change was answered (largest lead {:.1} ms; e.g. {})",
             early.len(),
+            observed.answer_slack.as_millis(),
             largest_lead.as_secs_f64() * 1000.0,
-            first_few(&early)
+            early
+                .iter()
+                .take(NAMED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
 
@@ -272,17 +301,25 @@ pub fn check(observed: &Observed<'_>) -> EventsReport {
     } else {
         format!("{} out of order", out_of_order.len())
     };
-    let timing = match (early.len(), smallest_margin) {
+    let mut timing = match (early.len(), smallest_margin) {
         (0, Some(margin)) => format!(
             "none before its answer (smallest margin {:.1} ms)",
             margin.as_secs_f64() * 1000.0
         ),
-        (0, None) => "none before its answer (none to compare)".to_owned(),
+        (0, None) => "none before its answer".to_owned(),
         (n, _) => format!(
-            "{n} before their answer (largest lead {:.1} ms)",
+            "{n} before their answer by over {} ms (largest lead {:.1} ms)",
+            observed.answer_slack.as_millis(),
             largest_lead.as_secs_f64() * 1000.0
         ),
     };
+    if within_slack > 0 {
+        timing += &format!(
+            "; {within_slack} read up to {:.1} ms ahead of their answer, within the {} ms slack",
+            largest_slack_lead.as_secs_f64() * 1000.0,
+            observed.answer_slack.as_millis()
+        );
+    }
     let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
     for event in observed.stored {
         *by_type.entry(short(&event.event_type)).or_default() += 1;

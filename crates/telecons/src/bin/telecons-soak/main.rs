@@ -98,6 +98,13 @@ struct Args {
     /// instance; with several, the last).
     #[arg(long)]
     kill: bool,
+    /// Milliseconds an event's arrival may be read ahead of its answer without failing the
+    /// soak. This process reads both, the receiver's request and the client's answer, and a
+    /// busy machine stalls it now and then for milliseconds, after which it reads whatever
+    /// is ready in any order (the service answered first, by its own clock). An event not
+    /// held until its answer is read far earlier: its request still waits for Kaleyra.
+    #[arg(long, default_value_t = 50)]
+    answer_slack_ms: u64,
     /// Seconds after the faults stop within which no event may be left pending.
     #[arg(long, default_value_t = 120)]
     drain_within: u64,
@@ -414,6 +421,7 @@ async fn main() -> anyhow::Result<()> {
             bookings: &bookings,
             rejected: receiver.rejected(),
             receiver_away: injected.receiver_away,
+            answer_slack: Duration::from_millis(args.answer_slack_ms),
             drained_after,
         });
         for line in &events.lines {
