@@ -559,15 +559,14 @@ async fn start_instances(
     for _ in 0..args.instances - usize::from(args.kill) {
         in_process.push(start_instance(&vars, stop).await?);
     }
-    let child = match args.kill {
-        true => {
-            let port = child::free_port()?;
-            let mut vars = vars.clone();
-            vars.push(("HTTP_PORT".into(), port.to_string()));
-            vars.push(("LOG_LEVEL".into(), "error".into()));
-            Some(Arc::new(ChildInstance::start(vars, port).await?))
-        }
-        false => None,
+    let child = if args.kill {
+        let port = child::free_port()?;
+        let mut vars = vars.clone();
+        vars.push(("HTTP_PORT".into(), port.to_string()));
+        vars.push(("LOG_LEVEL".into(), "error".into()));
+        Some(Arc::new(ChildInstance::start(vars, port).await?))
+    } else {
+        None
     };
     let observer = match in_process.first() {
         Some(first) => first.services.clone(),
