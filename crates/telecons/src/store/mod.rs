@@ -440,6 +440,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many events are pending and how many were given up, for the metrics.
     async fn event_counts(&self) -> StoreResult<EventCounts>;
+
+    /// Every event kept, in the order stored (bodies left out): what the platform is told,
+    /// for checking it against the changes that made it (the soak).
+    async fn all_events(&self) -> StoreResult<Vec<StoredEvent>>;
 }
 
 /// How long the database may work on one statement, and wait for one lock, before it gives
@@ -651,6 +655,29 @@ pub struct FailedEvent {
     pub teleconsultation_id: String,
     /// What its last attempt got.
     pub last_answer: Option<String>,
+}
+
+/// An event as kept in the outbox ([`Store::all_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The order stored: a teleconsultation's events are sent in this order.
+    pub id: i64,
+    pub webhook_id: String,
+    pub teleconsultation_id: String,
+    pub event_type: String,
+    pub state: EventState,
+    /// The attempts made so far (a delivered event's count its last, successful, one).
+    pub attempts: u32,
+}
+
+/// Where an event stands in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    /// To send (possibly leased, or waiting for a retry).
+    Pending,
+    Delivered,
+    /// Its retry schedule exhausted; kept until redelivered.
+    GivenUp,
 }
 
 /// The outbox's size, for the metrics.

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ClaimedEvent, FailedEvent, Installation, InstallationMode, KaleyraUser, RoomDeletion};
+use super::{
+    ClaimedEvent, EventState, FailedEvent, Installation, InstallationMode, KaleyraUser,
+    RoomDeletion, StoredEvent,
+};
 use super::{StoreError, StoreResult};
 use crate::domain::agenda::AgendaItem;
 use crate::domain::events::LinksMoment;
@@ -412,6 +415,34 @@ pub fn failed_event(row: FailedEventRow) -> FailedEvent {
         teleconsultation_id: row.teleconsultation_id,
         last_answer: row.last_answer,
     }
+}
+
+/// An event as kept ([`super::Store::all_events`]).
+#[derive(sqlx::FromRow)]
+pub struct StoredEventRow {
+    id: i64,
+    webhook_id: String,
+    teleconsultation_id: String,
+    r#type: String,
+    state: String,
+    attempts: i64,
+}
+
+pub fn stored_event(row: StoredEventRow) -> StoreResult<StoredEvent> {
+    let state = match row.state.as_str() {
+        "pending" => EventState::Pending,
+        "delivered" => EventState::Delivered,
+        "given_up" => EventState::GivenUp,
+        other => return Err(StoreError::Corrupt(format!("event state {other:?}"))),
+    };
+    Ok(StoredEvent {
+        id: row.id,
+        webhook_id: row.webhook_id,
+        teleconsultation_id: row.teleconsultation_id,
+        event_type: row.r#type,
+        state,
+        attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
+    })
 }
 
 #[cfg(test)]

@@ -22,13 +22,14 @@ use super::group_commit::{GroupCommit, WriteWork};
 use super::read_cache::{AgendaLookup, Change, ReadCache};
 use super::rows::{
     AgendaItemRow, ClaimedEventRow, FailedEventRow, InstallationRow, JoinedRow, KaleyraUserRow,
-    KeptKeyRow, RoomDeletionRow, agenda_item, assemble, claimed_event, failed_event, groups_json,
-    installation, instant, kaleyra_user, kept_key, links_moment, links_moment_text, mode_text,
-    role_text, room_deletion, room_spec_json, state_text,
+    KeptKeyRow, RoomDeletionRow, StoredEventRow, agenda_item, assemble, claimed_event,
+    failed_event, groups_json, installation, instant, kaleyra_user, kept_key, links_moment,
+    links_moment_text, mode_text, role_text, room_deletion, room_spec_json, state_text,
+    stored_event,
 };
 use super::{
     AgendaPageQuery, AttemptTimes, Backlog, ClaimedEvent, EventCounts, FailedEvent, Installation,
-    KaleyraUser, KeyClaim, Lease, LinksMomentDue, NewEvent, RoomDeletion, StatusAt,
+    KaleyraUser, KeyClaim, Lease, LinksMomentDue, NewEvent, RoomDeletion, StatusAt, StoredEvent,
 };
 use super::{Store, StoreError, StoreResult};
 use crate::domain::access::AgendaScope;
@@ -1377,6 +1378,7 @@ where
     for<'r> (i64, String): FromRow<'r, DB::Row>,
     for<'r> ClaimedEventRow: FromRow<'r, DB::Row>,
     for<'r> FailedEventRow: FromRow<'r, DB::Row>,
+    for<'r> StoredEventRow: FromRow<'r, DB::Row>,
 {
     fn backend(&self) -> &'static str {
         DB::LABEL
@@ -2472,6 +2474,17 @@ where
             before,
         )
         .await
+    }
+
+    async fn all_events(&self) -> StoreResult<Vec<StoredEvent>> {
+        let rows: Vec<StoredEventRow> = sqlx::query_as(
+            "SELECT id, webhook_id, teleconsultation_id, type, state, attempts FROM events \
+             ORDER BY id",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .during("listing the events")?;
+        rows.into_iter().map(stored_event).collect()
     }
 
     async fn event_counts(&self) -> StoreResult<EventCounts> {

@@ -9,8 +9,8 @@ use telecons::domain::roles::{Role, Tool, Tools};
 use telecons::domain::room_spec::{Recording, RoomAttempt, RoomSpec, RoomSpecParticipant};
 use telecons::domain::teleconsultation::{Participant, Teleconsultation, TeleconsultationState};
 use telecons::store::{
-    Backlog, ClaimedEvent, EventCounts, FailedEvent, KaleyraUser, KeyClaim, Lease, NewEvent,
-    RoomDeletion, Store, StoreError,
+    Backlog, ClaimedEvent, EventCounts, EventState, FailedEvent, KaleyraUser, KeyClaim, Lease,
+    NewEvent, RoomDeletion, Store, StoreError, StoredEvent,
 };
 
 use crate::support::{TestDatabase, until_heard};
@@ -63,6 +63,7 @@ crate::on_both_backends!(
     pruning_deletes_only_events_delivered_before_the_cutoff,
     concurrent_event_claims_take_each_event_once,
     a_webhook_id_is_stored_once,
+    every_event_is_listed_in_the_order_stored_with_its_state,
 );
 
 /// A new room creation attempt for `fingerprint`.
@@ -1976,6 +1977,65 @@ async fn only_the_lease_owner_settles_an_event(db: TestDatabase) {
             .unwrap()
     );
     assert!(!store.release_event(id, "three").await.unwrap());
+}
+
+async fn every_event_is_listed_in_the_order_stored_with_its_state(db: TestDatabase) {
+    assert!(db.store.all_events().await.unwrap().is_empty());
+    // Stored in this order, whatever their due times.
+    insert_events(
+        &db,
+        &[
+            ("w-a", "tc-a", 3_000),
+            ("w-b", "tc-b", 1_000),
+            ("w-c", "tc-a", 1_000),
+            ("w-d", "tc-c", 2_000),
+        ],
+    )
+    .await;
+    give_up(&db, "w-b", 5_000).await;
+    let delivered = claim_one(&db, "w-a", 5_000).await;
+    assert!(
+        db.store
+            .event_failed(
+                delivered.id,
+                "worker",
+                Some(at(6_000)),
+                at(5_000),
+                "HTTP 503"
+            )
+            .await
+            .unwrap()
+    );
+    let delivered = claim_one(&db, "w-a", 6_000).await;
+    assert!(
+        db.store
+            .event_delivered(delivered.id, "worker", at(6_000), "HTTP 204")
+            .await
+            .unwrap()
+    );
+    let listed = db.store.all_events().await.unwrap();
+    let ids: Vec<i64> = listed.iter().map(|e| e.id).collect();
+    assert!(ids.is_sorted(), "{ids:?}");
+    let stored = |webhook_id: &str, teleconsultation: &str, state, attempts| StoredEvent {
+        id: listed
+            .iter()
+            .find(|e| e.webhook_id == webhook_id)
+            .map_or(0, |e| e.id),
+        webhook_id: webhook_id.into(),
+        teleconsultation_id: teleconsultation.into(),
+        event_type: "teleconsultation.updated".into(),
+        state,
+        attempts,
+    };
+    assert_eq!(
+        listed,
+        [
+            stored("w-a", "tc-a", EventState::Delivered, 2),
+            stored("w-b", "tc-b", EventState::GivenUp, 1),
+            stored("w-c", "tc-a", EventState::Pending, 0),
+            stored("w-d", "tc-c", EventState::Pending, 0),
+        ]
+    );
 }
 
 async fn given_up_events_are_listed_and_redelivered(db: TestDatabase) {

@@ -10,20 +10,30 @@
 //! answered, as a booking backend would: each must be booked once, so no live
 //! teleconsultation may exist that the soak was not answered for.
 //!
+//! The events (spec §9, on unless `--no-events`) go to a receiver the soak runs, which fails a
+//! share of the deliveries and goes away for a while; with `--kill` one instance is the real
+//! `telecons` binary, SIGKILLed mid-burst and started again. Once the invariant holds, the
+//! outbox must drain, and then every stored event must have arrived, in order per
+//! teleconsultation, be what the answered changes imply, and none before its change was
+//! answered ([`events_check`]).
+//!
 //! Exits non-zero when the invariant does not hold within `--converge-within` of the faults
-//! stopping, or a request got an unexpected status.
+//! stopping, the outbox does not drain within `--drain-within`, an events check fails, or a
+//! request got an unexpected status.
+
+mod child;
+mod clients;
+mod events_check;
+mod receiver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use kaleyra_sim::{Fault, FaultAction, RecordedRequest};
-use rand::Rng;
-use reqwest::Method;
-use serde_json::{Value, json};
 use telecons::app::Services;
 use telecons::clock::{Clock, SystemClock};
 use telecons::config::Config;
@@ -32,6 +42,10 @@ use telecons::provisioner::AuditReport;
 use telecons::store::{Backlog, Store};
 use telecons::{Application, Dependencies};
 use tokio_util::sync::CancellationToken;
+
+use child::ChildInstance;
+use clients::{Booking, Client, Killed, Tally};
+use receiver::Receiver;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,6 +81,33 @@ struct Args {
     /// few milliseconds), then sent again with the same `Idempotency-Key` until answered.
     #[arg(long, default_value_t = 0.1)]
     cut_off: f64,
+    /// No events: the instances run without `EVENTS_WEBHOOK_URL` and nothing of them is
+    /// checked.
+    #[arg(long)]
+    no_events: bool,
+    /// The share of deliveries the events' receiver answers 503 while the operations run.
+    #[arg(long, default_value_t = 0.1)]
+    receiver_failures: f64,
+    /// Seconds the receiver is away (its port closed, its connections cut), from when a
+    /// third of the operations were sent; 0: never. Well below the retry schedule's ~100 s,
+    /// so that no event is given up meanwhile.
+    #[arg(long, default_value_t = 5.0)]
+    receiver_away: f64,
+    /// One instance is the `telecons` binary beside the soak's, SIGKILLed when half the
+    /// operations were sent and started again on the same port (on SQLite the only
+    /// instance; with several, the last).
+    #[arg(long)]
+    kill: bool,
+    /// Milliseconds an event's arrival may be read ahead of its answer without failing the
+    /// soak. This process reads both, the receiver's request and the client's answer, and a
+    /// busy machine stalls it now and then for milliseconds, after which it reads whatever
+    /// is ready in any order (the service answered first, by its own clock). An event not
+    /// held until its answer is read far earlier: its request still waits for Kaleyra.
+    #[arg(long, default_value_t = 50)]
+    answer_slack_ms: u64,
+    /// Seconds after the faults stop within which no event may be left pending.
+    #[arg(long, default_value_t = 120)]
+    drain_within: u64,
 }
 
 /// How Kaleyra misbehaves during the operations (faults are drawn per call).
@@ -119,28 +160,6 @@ impl FaultMix {
     }
 }
 
-/// What the soak believes about one teleconsultation, from the answers it got.
-#[derive(Debug, Clone)]
-struct Booking {
-    id: String,
-    number: usize,
-    participants: Vec<String>,
-    start: String,
-    duration: i64,
-    deleted: bool,
-}
-
-#[derive(Default)]
-struct Tally {
-    sent: AtomicU64,
-    unexpected: AtomicU64,
-    /// Bookings whose first answer was cut off, and the answers to their retries that were
-    /// the kept one (`Idempotency-Replayed`) or a 409 (the first still running).
-    cut_off: AtomicU64,
-    replayed: AtomicU64,
-    still_running: AtomicU64,
-}
-
 const API_KEY: &str = "soak-key";
 
 /// How often the soak looks whether the invariant holds, and how often it says how far the
@@ -150,11 +169,58 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 /// How often the soak says how far the operations are (a long run takes minutes).
 const OPERATIONS_PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
-/// One instance of the service, running.
-struct Instance {
+/// The instances' retry schedule for events: short, so that the outbox drains soon after the
+/// faults stop, yet about two minutes in all (100 s at least, jitter included), far longer
+/// than the receiver is away: no event is given up meanwhile, whatever its attempts met.
+const RETRY_SCHEDULE: &str = "200ms,500ms,1s,2s,5s,10s,20s,30s,60s";
+/// How often the soak looks whether the outbox has drained.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// An instance of the service in this process, running.
+struct InProcess {
     base: String,
     services: Services,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// The instances the clients talk to.
+struct Instances {
+    in_process: Vec<InProcess>,
+    /// The one the soak kills (`--kill`), a child process; last in [`Self::bases`].
+    child: Option<Arc<ChildInstance>>,
+    /// Where the soak looks underneath: the first in-process instance's parts, or, when the
+    /// child is the only instance, the same wiring without a listener.
+    observer: Services,
+}
+
+impl Instances {
+    fn bases(&self) -> Vec<String> {
+        self.in_process
+            .iter()
+            .map(|i| i.base.clone())
+            .chain(self.child.iter().map(|c| c.base.clone()))
+            .collect()
+    }
+
+    /// Stops them all (the child by SIGKILL: it has nothing left to do).
+    async fn stop(self, stop: &CancellationToken) -> anyhow::Result<()> {
+        stop.cancel();
+        for instance in self.in_process {
+            instance.server.await??;
+        }
+        if let Some(child) = self.child {
+            child.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the faults beside Kaleyra's came to.
+struct Injected {
+    /// How long the receiver was away.
+    receiver_away: Duration,
+    /// How long the killed instance took from SIGKILL to ready again.
+    down: Option<Duration>,
 }
 
 #[tokio::main]
@@ -174,15 +240,28 @@ async fn main() -> anyhow::Result<()> {
     if args.instances == 0 || (args.instances > 1 && storage == "sqlite") {
         bail!("--instances: 1, or several on PostgreSQL (one SQLite file serves one instance)");
     }
+    if !(0.0..1.0).contains(&args.receiver_failures) || !(0.0..=60.0).contains(&args.receiver_away)
+    {
+        bail!("--receiver-failures: from 0 to below 1; --receiver-away: 0 to 60 seconds");
+    }
     let converge_within = Duration::from_secs(args.converge_within);
     let wait_at_most = Duration::from_secs(args.wait_at_most.unwrap_or(0)).max(converge_within);
 
     let sim = kaleyra_sim::spawn(API_KEY).await?;
+    let receiver = if args.no_events {
+        None
+    } else {
+        Some(Arc::new(Receiver::start(args.receiver_failures).await?))
+    };
     let stop = CancellationToken::new();
-    let mut instances = Vec::new();
-    for _ in 0..args.instances {
-        instances.push(start_instance(sim.base_url(), &database_url, &stop).await?);
-    }
+    let instances = start_instances(
+        &args,
+        sim.base_url(),
+        &database_url,
+        receiver.as_deref(),
+        &stop,
+    )
+    .await?;
     for rule in args.faults.rules() {
         sim.add_fault(rule);
     }
@@ -194,34 +273,68 @@ async fn main() -> anyhow::Result<()> {
         args.instances,
         args.faults.describe()
     );
+    if receiver.is_some() {
+        println!(
+            "  events: the receiver answers 503 to {:.0}% of deliveries while the operations run and is away {:.1} s from a third of them; retried after {RETRY_SCHEDULE}",
+            args.receiver_failures * 100.0,
+            args.receiver_away
+        );
+    }
+    if instances.child.is_some() {
+        println!(
+            "  instance {} is the telecons binary, SIGKILLed when half the operations were sent and started again",
+            args.instances
+        );
+    }
     let tally = Arc::new(Tally::default());
     let http = reqwest::Client::new();
     let started = Instant::now();
+    let bases = instances.bases();
+    let killed = instances.child.as_ref().map(|child| Killed {
+        watch: child.watch(),
+        database_url: database_url.clone(),
+    });
     let clients: Vec<_> = (0..args.concurrency)
-        .map(|client| {
+        .map(|number| {
             let share = args.operations / args.concurrency
-                + u64::from(client < args.operations % args.concurrency);
-            let base = instances[client as usize % instances.len()].base.clone();
-            tokio::spawn(run_client(
-                client,
-                share,
-                base,
-                http.clone(),
-                tally.clone(),
-                args.cut_off,
-            ))
+                + u64::from(number < args.operations % args.concurrency);
+            let instance = number as usize % bases.len();
+            let client = Client {
+                number,
+                base: bases[instance].clone(),
+                http: http.clone(),
+                tally: tally.clone(),
+                cut_off: args.cut_off,
+                // The child is the last instance.
+                killed: killed.clone().filter(|_| instance == bases.len() - 1),
+            };
+            tokio::spawn(client.run(share))
         })
         .collect();
     let progress = tokio::spawn(report_operations(tally.clone(), started));
+    let faults = tokio::spawn(inject_faults(
+        tally.clone(),
+        args.operations,
+        receiver
+            .clone()
+            .filter(|_| args.receiver_away > 0.0)
+            .map(|r| (r, Duration::from_secs_f64(args.receiver_away))),
+        instances.child.clone(),
+    ));
     let mut bookings = Vec::new();
     for client in clients {
         bookings.extend(client.await??);
     }
     progress.abort();
     let elapsed = started.elapsed();
+    let injected = faults.await??;
 
-    // Kaleyra recovers; from now on only the instances' background workers act.
+    // Kaleyra and the receiver recover; from now on only the instances' background workers
+    // act.
     sim.clear_faults();
+    if let Some(receiver) = &receiver {
+        receiver.stop_failing();
+    }
     let faults_stopped = Instant::now();
     let during_operations = sim.requests();
     let sent = tally.sent.load(Ordering::SeqCst);
@@ -237,8 +350,17 @@ async fn main() -> anyhow::Result<()> {
         tally.replayed.load(Ordering::SeqCst),
         tally.still_running.load(Ordering::SeqCst)
     );
+    if let Some(down) = injected.down {
+        println!(
+            "  killed: down {:.1} s (SIGKILL to ready again); requests unanswered: {}, changes among them: {} ({} found stored)",
+            down.as_secs_f64(),
+            tally.connection_errors.load(Ordering::SeqCst),
+            tally.unanswered_changes.load(Ordering::SeqCst),
+            tally.unanswered_stored.load(Ordering::SeqCst)
+        );
+    }
     println!("  Kaleyra: {}", describe_faults(&during_operations));
-    let services = instances[0].services.clone();
+    let services = instances.observer.clone();
     let backlog = services.store.backlog(SystemClock.now(), 0).await?;
     println!(
         "faults stopped: {} teleconsultations to provision, {} rooms to delete ({} of these due now)",
@@ -247,9 +369,14 @@ async fn main() -> anyhow::Result<()> {
 
     let outcome = converge(&services, faults_stopped, wait_at_most).await?;
     let meanwhile = &sim.requests()[during_operations.len()..];
-    stop.cancel();
-    for instance in instances {
-        instance.server.await??;
+    let drain_within = Duration::from_secs(args.drain_within);
+    let drained_after = match &receiver {
+        Some(_) => drain(&*services.store, faults_stopped, drain_within).await?,
+        None => None,
+    };
+    instances.stop(&stop).await?;
+    if let Some(receiver) = &receiver {
+        receiver.stop();
     }
     match outcome.converged_after {
         Some(after) => println!(
@@ -284,14 +411,53 @@ async fn main() -> anyhow::Result<()> {
         lost,
         unknown
     );
+    let mut events_failures = Vec::new();
+    if let Some(receiver) = &receiver {
+        let stored = services.store.all_events().await?;
+        let arrivals = receiver.arrivals();
+        let events = events_check::check(&events_check::Observed {
+            stored: &stored,
+            arrivals: &arrivals,
+            bookings: &bookings,
+            rejected: receiver.rejected(),
+            receiver_away: injected.receiver_away,
+            answer_slack: Duration::from_millis(args.answer_slack_ms),
+            drained_after,
+        });
+        for line in &events.lines {
+            println!("{line}");
+        }
+        if drained_after.is_none_or(|after| after > drain_within) {
+            events_failures.push(format!(
+                "events still pending {} s after the faults stopped",
+                drain_within.as_secs()
+            ));
+        }
+        events_failures.extend(events.failures);
+    }
     let in_time = outcome
         .converged_after
         .is_some_and(|after| after <= converge_within);
-    if !in_time || lost > 0 || unknown > 0 || unexpected > 0 {
-        bail!(
-            "soak failed: {}; lost {lost}; booked twice or unanswered {unknown}; unexpected answers {unexpected}",
-            describe_inconsistency(&report, &outcome.backlog, converge_within)
-        );
+    let mut problems = Vec::new();
+    if !in_time {
+        problems.push(describe_inconsistency(
+            &report,
+            &outcome.backlog,
+            converge_within,
+        ));
+    }
+    for (count, what) in [
+        (lost, "lost"),
+        (unknown, "booked twice or unanswered"),
+        (unexpected, "unexpected answers"),
+    ] {
+        if count > 0 {
+            problems.push(format!("{what} {count}"));
+        }
+    }
+    problems.extend(events_failures.iter().map(|f| format!("events: {f}")));
+    if !problems.is_empty() {
+        bail!("soak failed: {}", problems.join("; "));
     }
     println!("soak: OK");
     let _ = std::fs::remove_dir_all(&dir);
@@ -314,26 +480,121 @@ async fn report_operations(tally: Arc<Tally>, started: Instant) {
     }
 }
 
-/// Builds one instance of the service on `database_url`, serving on a loopback port, with its
-/// own background worker, until `stop`.
-async fn start_instance(
+/// The faults beside Kaleyra's, timed by the operations begun: the receiver goes away for
+/// its while once a third were, the child is killed and restarted once half were.
+async fn inject_faults(
+    tally: Arc<Tally>,
+    operations: u64,
+    receiver_away: Option<(Arc<Receiver>, Duration)>,
+    child: Option<Arc<ChildInstance>>,
+) -> anyhow::Result<Injected> {
+    let begun = |share: u64| {
+        let tally = Arc::clone(&tally);
+        async move {
+            while tally.operations.load(Ordering::SeqCst) < operations / share {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let away = async {
+        let Some((receiver, away)) = receiver_away else {
+            return Ok(Duration::ZERO);
+        };
+        begun(3).await;
+        receiver.go_away(away).await
+    };
+    let kill = async {
+        let Some(child) = child else {
+            return Ok(None);
+        };
+        begun(2).await;
+        child.kill_and_restart().await.map(Some)
+    };
+    let (receiver_away, down) = tokio::try_join!(away, kill)?;
+    Ok(Injected {
+        receiver_away,
+        down,
+    })
+}
+
+/// The variables every instance is configured by.
+fn service_vars(
     kaleyra_url: &str,
     database_url: &str,
-    stop: &CancellationToken,
-) -> anyhow::Result<Instance> {
-    let vars = [
+    receiver: Option<&Receiver>,
+) -> Vec<(String, String)> {
+    let mut vars = vec![
         ("BANDYER_API_SECRET_KEY", API_KEY),
         ("BANDYER_BASE_URL", kaleyra_url),
         ("DATABASE_URL", database_url),
         ("UNLIMITED_TELECONSULTATION", "false"),
-        ("HTTP_PORT", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ];
+    if let Some(receiver) = receiver {
+        vars.extend([
+            ("EVENTS_WEBHOOK_URL", receiver.url.as_str()),
+            ("EVENTS_WEBHOOK_SECRET", receiver.secret.as_str()),
+            ("EVENTS_RETRY_SCHEDULE", RETRY_SCHEDULE),
+        ]);
+    }
+    vars.into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn config(vars: &[(String, String)]) -> anyhow::Result<Config> {
+    Config::from_vars(&vars.iter().cloned().collect()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Starts `--instances` instances on `database_url`, the last one a child process with
+/// `--kill`, all configured alike.
+async fn start_instances(
+    args: &Args,
+    kaleyra_url: &str,
+    database_url: &str,
+    receiver: Option<&Receiver>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Instances> {
+    let vars = service_vars(kaleyra_url, database_url, receiver);
+    let mut in_process = Vec::new();
+    for _ in 0..args.instances - usize::from(args.kill) {
+        in_process.push(start_instance(&vars, stop).await?);
+    }
+    let child = if args.kill {
+        let port = child::free_port()?;
+        let mut vars = vars.clone();
+        vars.push(("HTTP_PORT".into(), port.to_string()));
+        vars.push(("LOG_LEVEL".into(), "error".into()));
+        Some(Arc::new(ChildInstance::start(vars, port).await?))
+    } else {
+        None
+    };
+    let observer = match in_process.first() {
+        Some(first) => first.services.clone(),
+        None => {
+            let deps = Dependencies {
+                existing_installation_only: true,
+                ..Dependencies::default()
+            };
+            Services::build(&config(&vars)?, &deps).await?
+        }
+    };
+    Ok(Instances {
+        in_process,
+        child,
+        observer,
+    })
+}
+
+/// Builds one instance of the service configured by `vars`, serving on a loopback port, with
+/// its own background workers, until `stop`.
+async fn start_instance(
+    vars: &[(String, String)],
+    stop: &CancellationToken,
+) -> anyhow::Result<InProcess> {
+    let mut vars = vars.to_vec();
+    vars.push(("HTTP_PORT".into(), "0".into()));
     let application = Application::build(
-        config,
+        config(&vars)?,
         Dependencies {
             address: std::net::Ipv4Addr::LOCALHOST.into(),
             ..Dependencies::default()
@@ -343,11 +604,40 @@ async fn start_instance(
     let base = format!("http://{}", application.address()?);
     let services = application.services().clone();
     let server = tokio::spawn(application.run_until_stopped(stop.clone().cancelled_owned()));
-    Ok(Instance {
+    Ok(InProcess {
         base,
         services,
         server,
     })
+}
+
+/// Polls the outbox every [`DRAIN_POLL`] until no event is pending, for at most `within`
+/// since `since`: how long after `since` it drained.
+async fn drain(
+    store: &dyn Store,
+    since: Instant,
+    within: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let mut next_progress = PROGRESS_EVERY;
+    loop {
+        let counts = store.event_counts().await?;
+        if counts.pending == 0 {
+            return Ok(Some(since.elapsed()));
+        }
+        if since.elapsed() >= within {
+            return Ok(None);
+        }
+        if since.elapsed() >= next_progress {
+            next_progress += PROGRESS_EVERY;
+            println!(
+                "  after {:>3} s: {} events pending, {} given up",
+                since.elapsed().as_secs(),
+                counts.pending,
+                counts.given_up
+            );
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }
 
 /// What the soak saw while waiting for the invariant.
@@ -501,237 +791,6 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("telecons-soak-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).context("temporary directory")?;
     Ok(dir)
-}
-
-/// One client: its own teleconsultations, so that it knows exactly what each should be.
-async fn run_client(
-    client: u64,
-    operations: u64,
-    base: String,
-    http: reqwest::Client,
-    tally: Arc<Tally>,
-    cut_off: f64,
-) -> anyhow::Result<Vec<Booking>> {
-    let mut bookings: Vec<Booking> = Vec::new();
-    let mut next_key = 0_u64;
-    let mut next_user = 0_u64;
-    let mut new_patient = |client: u64| {
-        next_user += 1;
-        format!("c{client}-patient-{next_user}")
-    };
-    for _ in 0..operations {
-        let live: Vec<usize> = (0..bookings.len())
-            .filter(|i| !bookings[*i].deleted)
-            .collect();
-        let roll = rand::rng().random_range(0..100);
-        let pick = |live: &[usize]| live[rand::rng().random_range(0..live.len())];
-        if live.is_empty() || roll < 30 {
-            // Create: a doctor shared by many bookings, new patients; some left incomplete.
-            let number = rand::rng().random_range(2..=4);
-            let known = if rand::rng().random_bool(0.7) {
-                number
-            } else {
-                number - 1
-            };
-            let mut participants = vec![format!("doctor-{}", rand::rng().random_range(0..20))];
-            while participants.len() < known {
-                participants.push(new_patient(client));
-            }
-            let start = format!("2031-0{}-1{}T10:00:00.000Z", 1 + client % 9, client % 10);
-            let body = json!({
-                "participants": {"number": number, "data": data(&participants)},
-                "start_date": start,
-                "duration_in_seconds": 1800,
-            });
-            next_key += 1;
-            let key = format!("soak-c{client}-b{next_key}");
-            let cut = rand::rng().random_bool(cut_off);
-            if let Some(answer) = book(&http, &tally, &base, &key, &body, cut).await? {
-                bookings.push(Booking {
-                    id: answer["roomId"].as_str().unwrap_or_default().to_owned(),
-                    number,
-                    participants,
-                    start,
-                    duration: 1800,
-                    deleted: false,
-                });
-            }
-        } else if roll < 45 {
-            let i = pick(&live);
-            let booking = &mut bookings[i];
-            let url = format!("{base}/teleconsultation/{}", booking.id);
-            if booking.participants.len() < booking.number {
-                let user = new_patient(client);
-                let body = data(std::slice::from_ref(&user)).pop();
-                if call(
-                    &http,
-                    &tally,
-                    Method::POST,
-                    &format!("{url}/participants/data"),
-                    body,
-                    201,
-                )
-                .await?
-                .is_some()
-                {
-                    booking.participants.push(user);
-                }
-            } else if rand::rng().random_bool(0.5) {
-                let duration = 600 + 60 * rand::rng().random_range(0..30);
-                if call(
-                    &http,
-                    &tally,
-                    Method::PATCH,
-                    &url,
-                    Some(json!({"duration_in_seconds": duration})),
-                    204,
-                )
-                .await?
-                .is_some()
-                {
-                    booking.duration = duration;
-                }
-            } else {
-                // Replace a patient: a new room.
-                let mut participants = booking.participants.clone();
-                if let Some(last) = participants.last_mut() {
-                    *last = new_patient(client);
-                }
-                let body = json!({"participants": {"number": booking.number, "data": data(&participants)}});
-                if call(&http, &tally, Method::PATCH, &url, Some(body), 204)
-                    .await?
-                    .is_some()
-                {
-                    booking.participants = participants;
-                }
-            }
-        } else if roll < 85 {
-            let booking = &bookings[pick(&live)];
-            let url = format!("{base}/teleconsultation/{}", booking.id);
-            let request = http.get(&url).header("miauserid", &booking.participants[0]);
-            tally.sent.fetch_add(1, Ordering::SeqCst);
-            let status = request.send().await?.status().as_u16();
-            if status != 200 {
-                report_unexpected(&tally, "GET", &url, status, "");
-            }
-        } else {
-            let booking = &mut bookings[pick(&live)];
-            let url = format!("{base}/teleconsultation/{}", booking.id);
-            if call(&http, &tally, Method::DELETE, &url, None, 204)
-                .await?
-                .is_some()
-            {
-                booking.deleted = true;
-            }
-        }
-    }
-    Ok(bookings)
-}
-
-/// Books `body` under `key`: when `cut`, the first request is abandoned within a few
-/// milliseconds (its answer lost, wherever the service was in it), then sent again with the
-/// same key until answered — after a 409 (the first still running), once its hold ends.
-/// `Some(body)` of the 201.
-async fn book(
-    http: &reqwest::Client,
-    tally: &Tally,
-    base: &str,
-    key: &str,
-    body: &Value,
-    cut: bool,
-) -> anyhow::Result<Option<Value>> {
-    let url = format!("{base}/teleconsultation");
-    let request = || {
-        http.post(&url)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-    };
-    if cut {
-        tally.cut_off.fetch_add(1, Ordering::SeqCst);
-        tally.sent.fetch_add(1, Ordering::SeqCst);
-        let within = Duration::from_micros(rand::rng().random_range(0..5_000));
-        if let Ok(answer) = tokio::time::timeout(within, request()).await {
-            // Answered before the cut: the answer is read, then dropped as if lost.
-            drop(answer?.bytes().await);
-        }
-    }
-    loop {
-        tally.sent.fetch_add(1, Ordering::SeqCst);
-        let response = request().await?;
-        let status = response.status().as_u16();
-        let replayed = response.headers().contains_key("idempotency-replayed");
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let text = response.text().await?;
-        match status {
-            201 => {
-                if replayed {
-                    tally.replayed.fetch_add(1, Ordering::SeqCst);
-                }
-                return Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)));
-            }
-            409 if cut => {
-                tally.still_running.fetch_add(1, Ordering::SeqCst);
-                // Retry-After is when a dead request's hold would end; a live one answers
-                // sooner, so look again shortly.
-                let wait =
-                    Duration::from_millis(50).min(Duration::from_secs(retry_after.unwrap_or(1)));
-                tokio::time::sleep(wait).await;
-            }
-            _ => {
-                report_unexpected(tally, "POST", &url, status, &text);
-                return Ok(None);
-            }
-        }
-    }
-}
-
-fn data(participants: &[String]) -> Vec<Value> {
-    participants
-        .iter()
-        .map(|id| {
-            let group = if id.starts_with("doctor-") {
-                "doctor"
-            } else {
-                "patient"
-            };
-            json!({"userId": id, "groups": [group], "fullName": format!("Name of {id}")})
-        })
-        .collect()
-}
-
-/// Sends one request; `Some(body)` when it got the `expected` status.
-async fn call(
-    http: &reqwest::Client,
-    tally: &Tally,
-    method: Method,
-    url: &str,
-    body: Option<Value>,
-    expected: u16,
-) -> anyhow::Result<Option<Value>> {
-    let mut request = http.request(method.clone(), url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    tally.sent.fetch_add(1, Ordering::SeqCst);
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    if status != expected {
-        report_unexpected(tally, method.as_str(), url, status, &text);
-        return Ok(None);
-    }
-    Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-fn report_unexpected(tally: &Tally, method: &str, url: &str, status: u16, body: &str) {
-    // Show the first few; count them all.
-    if tally.unexpected.fetch_add(1, Ordering::SeqCst) < 5 {
-        eprintln!("  unexpected: {method} {url} -> {status} {body}");
-    }
 }
 
 /// Bookings whose stored state is not what their 2xx answers said.
