@@ -215,12 +215,11 @@ fn settle_event(changes: &str) -> String {
 /// Records events `$4`… (`count` ids) delivered at $3 with the answer $2, those of them $1
 /// holds: counts the attempt, releases the lease, settles them.
 fn settle_delivered(count: usize) -> String {
-    let ids: Vec<String> = (4..4 + count).map(|n| format!("${n}")).collect();
     format!(
         "UPDATE events SET attempts = attempts + 1, last_answer = $2, \
            lease_owner = NULL, lease_until_ms = NULL, state = 'delivered', settled_at_ms = $3 \
          WHERE lease_owner = $1 AND state = 'pending' AND id IN ({}) RETURNING id",
-        ids.join(", ")
+        placeholders(4, count)
     )
 }
 
@@ -442,15 +441,21 @@ const INSERT_PARAMETERS: usize = 18;
 /// The parameters UPDATE_TELECONSULTATION binds.
 const UPDATE_PARAMETERS: usize = 16;
 
+/// `count` placeholders numbered from `$first`, for an `IN (…)` list: `$3, $4, $5`.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Ids listed in one statement at most: far below either backend's parameter limit.
+const IDS_PER_STATEMENT: usize = 500;
+
 /// `count` rows of `columns` placeholders each, numbered from `$first`: `($1, $2), ($3, $4)`.
 fn placeholder_rows(first: usize, count: usize, columns: usize) -> String {
     (0..count)
-        .map(|row| {
-            let cells: Vec<String> = (0..columns)
-                .map(|column| format!("${}", first + row * columns + column))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
+        .map(|row| format!("({})", placeholders(first + row * columns, columns)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -2240,16 +2245,12 @@ where
 
     async fn make_events_due(&self, webhook_ids: &[String], now: DateTime<Utc>) -> StoreResult<()> {
         const OPERATION: &str = "releasing held events";
-        // A few hundred ids a statement: far below either backend's parameter limit.
-        for chunk in webhook_ids.chunks(500) {
+        for chunk in webhook_ids.chunks(IDS_PER_STATEMENT) {
             let ids: Arc<[String]> = chunk.into();
             let statement: Arc<str> = format!(
                 "UPDATE events SET due_at_ms = $1 \
                  WHERE state = 'pending' AND due_at_ms > $1 AND webhook_id IN ({})",
-                (2..chunk.len() + 2)
-                    .map(|n| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                placeholders(2, chunk.len())
             )
             .into();
             self.write_alone(OPERATION, move |conn| {
@@ -2309,8 +2310,7 @@ where
     ) -> StoreResult<Vec<i64>> {
         const OPERATION: &str = "recording delivered events";
         let mut recorded = Vec::with_capacity(ids.len());
-        // A few hundred ids a statement: far below either backend's parameter limit.
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let ids: Arc<[i64]> = chunk.into();
             let (owner, answer) = (Arc::<str>::from(owner), Arc::<str>::from(answer));
             let statement: Arc<str> = settle_delivered(chunk.len()).into();
