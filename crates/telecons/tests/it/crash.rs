@@ -215,9 +215,17 @@ async fn killed_mid_burst_then_restarted_loses_nothing_and_leaks_nothing(db: Tes
 /// and restarted, and every booking is sent again with its key until answered (after a
 /// 409, when the killed request's hold ends: the request budget). Each is booked exactly
 /// once, and a booking answered before the kill is answered again with the same id.
+///
+/// Kaleyra takes [`ROOM_CREATION`] to create a room and the bookings are sent one every
+/// [`BOOKING_GAP`], so that bookings are in flight at every moment, at different stages: the
+/// kill always cuts some that are stored but unanswered. (Sent all at once, the group commit
+/// of SQLite answered the whole burst together, and the kill could come after it.)
 async fn bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once(db: TestDatabase) {
     const BURST: usize = 40;
+    const ROOM_CREATION: Duration = Duration::from_millis(300);
+    const BOOKING_GAP: Duration = Duration::from_millis(20);
     let sim = kaleyra_sim::spawn(SIM_API_KEY).await.unwrap();
+    sim.add_fault(Fault::delay("/v2/rooms", ROOM_CREATION).method("POST"));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env = service_env(&sim, &db, port);
@@ -235,6 +243,7 @@ async fn bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once(d
         .map(|i| {
             let (request, answered) = (send(i), Arc::clone(&answered));
             tokio::spawn(async move {
+                tokio::time::sleep(BOOKING_GAP * i as u32).await;
                 let response = request.await.ok()?;
                 assert_eq!(response.status(), 201);
                 let body: serde_json::Value = response.json().await.ok()?;
@@ -255,8 +264,12 @@ async fn bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once(d
     }
     assert!(before_the_kill.len() < BURST, "the kill cut no request");
 
+    sim.clear_faults();
     let mut second = start(&env, dir.path(), port).await;
     let mut ids = BTreeMap::new();
+    // Bookings stored by the killed service whose answers the kill cut: answered now as
+    // they were stored.
+    let mut stored_unanswered = 0;
     for i in 0..BURST {
         let deadline = Instant::now() + Duration::from_secs(60);
         let id = loop {
@@ -267,6 +280,8 @@ async fn bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once(d
             if status == 201 {
                 if before_the_kill.contains_key(&i) {
                     assert!(replayed, "booking {i} was answered before the kill");
+                } else if replayed {
+                    stored_unanswered += 1;
                 }
                 break body["roomId"].as_str().unwrap().to_owned();
             }
@@ -286,6 +301,10 @@ async fn bookings_sent_again_with_their_keys_after_a_kill_are_each_booked_once(d
         .await
         .unwrap();
     assert_eq!(live.len(), BURST, "each booking once");
+    assert!(
+        stored_unanswered > 0,
+        "the kill cut no booking between its insert and its answer"
+    );
     let distinct: BTreeSet<&String> = ids.values().collect();
     assert_eq!(distinct.len(), BURST);
     second.terminate_idle().await;
