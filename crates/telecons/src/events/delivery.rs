@@ -31,8 +31,12 @@ use crate::telemetry;
 
 /// How long the receiver has to answer an attempt (spec §9: a 2xx within 10 seconds).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many events one instance sends at once.
-pub const CONCURRENCY: usize = 16;
+/// How many events one instance sends at once. A claim leases half of them at least, and the
+/// answers of half are recorded together, so the more at once, the fewer writes per event.
+pub const CONCURRENCY: usize = 64;
+/// How long an answered attempt may wait for others to be recorded with it (see
+/// [`EventDelivery::gather_answers`]): the delay it adds to its teleconsultation's next event.
+const GATHER_ANSWERS_FOR: Duration = Duration::from_millis(20);
 /// How often the worker looks for due events when nobody wakes it.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The least time between two passes (events stored meanwhile wait for the next one).
@@ -186,15 +190,34 @@ impl EventDelivery {
                     Err(err) => claim_error = Some(err),
                 }
             }
-            let Some(first) = sending.join_next().await else {
+            let Some(answered) = Self::gather_answers(&mut sending).await else {
                 break;
             };
-            // Every attempt answered by now is settled together: delivered ones in one write.
-            let mut answered = vec![first];
-            while let Some(more) = sending.try_join_next() {
-                answered.push(more);
+            if let Settled::ChainMovedOn = self.settle(answered, &owner).await {
+                may_be_due = true;
             }
-            let answered = answered
+        }
+        claim_error.map_or(Ok(()), Err)
+    }
+
+    /// Waits for the next answered attempt, then gathers those answered with it: until half
+    /// the places are answered, none is in flight, or [`GATHER_ANSWERS_FOR`] has passed
+    /// (under load one write then records many; one slow receiver holds nobody back for
+    /// longer). `None` when nothing is in flight.
+    async fn gather_answers(
+        sending: &mut JoinSet<(ClaimedEvent, Answer)>,
+    ) -> Option<Vec<(ClaimedEvent, Answer)>> {
+        let first = sending.join_next().await?;
+        let until = tokio::time::Instant::now() + GATHER_ANSWERS_FOR;
+        let mut answered = vec![first];
+        while answered.len() < CONCURRENCY / 2 {
+            match tokio::time::timeout_at(until, sending.join_next()).await {
+                Ok(Some(more)) => answered.push(more),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Some(
+            answered
                 .into_iter()
                 .filter_map(|attempt| {
                     attempt
@@ -203,12 +226,8 @@ impl EventDelivery {
                         })
                         .ok()
                 })
-                .collect();
-            if let Settled::ChainMovedOn = self.settle(answered, &owner).await {
-                may_be_due = true;
-            }
-        }
-        claim_error.map_or(Ok(()), Err)
+                .collect(),
+        )
     }
 
     /// Makes due now the held events whose requests have answered since the last pass (see

@@ -13,6 +13,9 @@ pub trait Backend: Database {
     /// Appended to the claim query's row selection: skip rows another transaction is
     /// claiming (empty where the database has one writer anyway).
     const SKIP_LOCKED: &'static str;
+    /// Run first in the claim's transaction (see [`super::Store::claim_events`]), where the
+    /// database must be told how to read the pending events.
+    const CLAIM_EVENTS_SETTING: Option<&'static str> = None;
     /// A query that answers only when the database (its file, its server) can be read.
     const PING: &'static str;
     /// The SELECT run with every change of a teleconsultation (in its transaction, or as a

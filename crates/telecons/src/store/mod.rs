@@ -362,8 +362,9 @@ pub trait Store: Send + Sync + 'static {
         events: &[NewEvent],
     ) -> StoreResult<bool>;
 
-    /// Makes the pending events with these webhook ids due at `now` (held until their
-    /// request answered; see `outbox`), unless due already.
+    /// Makes the events with these webhook ids due at `now` (held until their request
+    /// answered; see `outbox`), unless due already. (Only pending events are due later than
+    /// now: a settled one was due when it was claimed.)
     async fn make_events_due(&self, webhook_ids: &[String], now: DateTime<Utc>) -> StoreResult<()>;
 
     /// Leases to `owner` until `until` up to `limit` events to send at `now`, the oldest

@@ -41,6 +41,12 @@ impl Backend for Postgres {
     const LABEL: &'static str = "postgres";
     const BEGIN_WRITE: &'static str = "BEGIN";
     const SKIP_LOCKED: &'static str = "FOR UPDATE SKIP LOCKED";
+    /// The claim reads the pending events in id order through their index, never by a
+    /// bitmap of it: an event's older row versions stay in the index until a vacuum, and an
+    /// index scan marks those it meets dead so that later claims skip them, where a bitmap
+    /// scan reads every one of them each time (right after a burst, 20,000 delivered events
+    /// made each claim 11 ms instead of 0.6).
+    const CLAIM_EVENTS_SETTING: Option<&'static str> = Some("SET LOCAL enable_bitmapscan = off");
     const PING: &'static str = "SELECT 1";
     /// Delivered to the listeners when the transaction commits, never if it rolls back.
     fn announce_change(payload: &str) -> Option<String> {

@@ -2247,9 +2247,12 @@ where
         const OPERATION: &str = "releasing held events";
         for chunk in webhook_ids.chunks(IDS_PER_STATEMENT) {
             let ids: Arc<[String]> = chunk.into();
+            // By their webhook ids alone, not also by `state`: a held event (due later) is
+            // pending, and the pending events' index would be read too (on PostgreSQL with
+            // every older row version it still holds).
             let statement: Arc<str> = format!(
                 "UPDATE events SET due_at_ms = $1 \
-                 WHERE state = 'pending' AND due_at_ms > $1 AND webhook_id IN ({})",
+                 WHERE due_at_ms > $1 AND webhook_id IN ({})",
                 placeholders(2, chunk.len())
             )
             .into();
@@ -2280,21 +2283,31 @@ where
         const OPERATION: &str = "claiming events to send";
         let owner = Arc::<str>::from(owner);
         let mut rows = self
-            .write_alone(OPERATION, move |conn| {
-                let owner = Arc::clone(&owner);
-                Box::pin(async move {
-                    let rows: Vec<ClaimedEventRow> =
-                        sqlx::query_as(AssertSqlSafe(claim_events(DB::SKIP_LOCKED)))
-                            .bind(now.timestamp_millis())
-                            .bind(owner.to_string())
-                            .bind(until.timestamp_millis())
-                            .bind(i64::from(limit))
-                            .fetch_all(&mut *conn)
-                            .await
-                            .during(OPERATION)?;
-                    Ok(rows)
-                })
-            })
+            .in_write_transaction(
+                OPERATION,
+                move |conn| {
+                    let owner = Arc::clone(&owner);
+                    Box::pin(async move {
+                        if let Some(setting) = DB::CLAIM_EVENTS_SETTING {
+                            sqlx::query(setting)
+                                .execute(&mut *conn)
+                                .await
+                                .during(OPERATION)?;
+                        }
+                        let rows: Vec<ClaimedEventRow> =
+                            sqlx::query_as(AssertSqlSafe(claim_events(DB::SKIP_LOCKED)))
+                                .bind(now.timestamp_millis())
+                                .bind(owner.to_string())
+                                .bind(until.timestamp_millis())
+                                .bind(i64::from(limit))
+                                .fetch_all(&mut *conn)
+                                .await
+                                .during(OPERATION)?;
+                        Ok(rows)
+                    })
+                },
+                || {},
+            )
             .await?;
         // RETURNING follows no order: the claim's is restored.
         rows.sort_by_key(ClaimedEventRow::claim_order);
