@@ -50,8 +50,9 @@ fn event_hold(request_budget: Duration) -> TimeDelta {
     TimeDelta::from_std(request_budget + api::REQUEST_TIMEOUT_MARGIN).unwrap_or(TimeDelta::MAX)
 }
 
-/// How long shutdown waits for the background workers' passes in progress.
-const WORKER_DRAIN: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the background workers' passes in progress (after the
+/// requests in flight: a deployment's stop timeout covers both).
+pub const WORKER_DRAIN: Duration = Duration::from_secs(10);
 
 /// What the application runs on besides its configuration. `Default` is production's;
 /// tests, the demo and the soak change what they need.

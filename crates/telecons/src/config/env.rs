@@ -43,6 +43,42 @@ pub(super) const EVENTS_WEBHOOK_URL: &str = "EVENTS_WEBHOOK_URL";
 pub(super) const EVENTS_WEBHOOK_SECRET: &str = "EVENTS_WEBHOOK_SECRET";
 pub(super) const EVENTS_RETRY_SCHEDULE: &str = "EVENTS_RETRY_SCHEDULE";
 
+/// Every variable the service reads, aliases included: what a deployment may set (the
+/// deployment manifests' test holds them to this list). A unit test below keeps it complete.
+pub const VARIABLES: &[&str] = &[
+    KALEYRA_KEY,
+    KALEYRA_KEY_ALIAS,
+    KALEYRA_URL,
+    KALEYRA_URL_ALIAS,
+    SERVICE_CONFIG_PATH,
+    DATABASE_URL,
+    HTTP_PORT,
+    LOG_LEVEL,
+    UNLIMITED,
+    LIVE,
+    IMMUTABLE_PERIOD_MS,
+    DELETE_UPLOADS,
+    DEFAULT_RECORDING,
+    AUTH_SERVICE,
+    USERID_HEADER,
+    GROUPS_HEADER,
+    USER_PROPERTIES_HEADER,
+    CLIENTTYPE_HEADER,
+    AUTH0_DOMAIN,
+    AUTH0_CLIENT_ID,
+    AUTH0_CLIENT_SECRET,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    JWT_JWKS_URL,
+    JWT_USER_ID_CLAIM,
+    JWT_GROUPS_CLAIM,
+    PROVISIONING_LEASE_SECONDS,
+    PROVISIONING_CONCURRENCY,
+    EVENTS_WEBHOOK_URL,
+    EVENTS_WEBHOOK_SECRET,
+    EVENTS_RETRY_SCHEDULE,
+];
+
 /// The Kaleyra company API: key and base URL.
 pub(super) const KALEYRA: Group<2> = Group {
     what: "Kaleyra",
@@ -398,6 +434,27 @@ pub(super) fn is_secure(url: &reqwest::Url) -> bool {
 mod tests {
     use super::*;
     use crate::config::testing::{errs, guarded_file, ok};
+
+    /// Every variable name declared above is in [`VARIABLES`]: a new variable cannot be
+    /// left out of what deployments are checked against.
+    #[test]
+    fn every_variable_is_listed() {
+        let declared: Vec<&str> = include_str!("env.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("pub(super) const "))
+            .filter_map(|rest| rest.split_once(": &str = \""))
+            .map(|(_, value)| value.trim_end_matches("\";"))
+            .filter(|value| {
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        assert_eq!(declared.len(), VARIABLES.len(), "{declared:?}");
+        for name in declared {
+            assert!(VARIABLES.contains(&name), "{name} is not in VARIABLES");
+        }
+    }
 
     #[test]
     fn kaleyra_aliases() {

@@ -35,6 +35,7 @@ mod events;
 mod service_file;
 
 pub use database_url::DatabaseUrl;
+pub use env::VARIABLES;
 pub use events::{EventsConfig, WebhookUrl};
 pub use service_file::ServiceFile;
 

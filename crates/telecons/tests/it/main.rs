@@ -23,6 +23,7 @@ mod cli;
 mod connections;
 mod crash;
 mod credentials;
+mod deploy;
 mod directory;
 mod events;
 mod events_delivery;
