@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,6 +13,7 @@ use super::ApiState;
 use super::body::OptionalJsonBody;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
+use super::expect;
 use crate::domain::schedule::format_instant;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -27,8 +28,12 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 )]
 pub struct CredentialsBody {
     /// Seconds until the token expires: 360–86400, default 3600.
-    #[serde(default, rename = "expiresIn")]
+    #[serde(default, rename = "expiresIn", deserialize_with = "seconds")]
     pub expires_in: Option<i64>,
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    expect::optional_whole_number(deserializer, "a whole number of seconds (360 to 86400)")
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -6,6 +6,7 @@ mod body_deadline;
 mod caller;
 mod credentials;
 pub mod error;
+mod expect;
 mod middleware;
 mod ops;
 mod settings;
