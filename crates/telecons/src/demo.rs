@@ -146,8 +146,8 @@ ANSWER=$(curl -s -w '\nHTTP %{{http_code}}' -X POST {base}/teleconsultation \
   "start_date": "{start}", "duration_in_seconds": 1800}}'); echo "$ANSWER"
 ROOM=$(echo "$ANSWER" | sed -n 's/.*"roomId":"\([0-9a-f]*\)".*/\1/p')
 echo "roomId: ${{ROOM:-none, the booking failed (see its answer above)}}"
-# 2. The patient asks for its join link (accessLinkURL; it points at the built-in simulator,
-#    not at a real video call):
+# 2. The patient asks for its join link (accessLinkURL: made up by the built-in simulator in
+#    the form of Kaleyra's sandbox links; no video call is behind it):
 curl -s -w '\nHTTP %{{http_code}}\n' {base}/teleconsultation/$ROOM -H '{user_header}: patient-1'
 # 3. Cancel the booking (its room is deleted):
 curl -s -w 'HTTP %{{http_code}}\n' -X DELETE {base}/teleconsultation/$ROOM
@@ -182,7 +182,7 @@ mod tests {
             "every curl shows its status"
         );
         assert!(!text.contains("tee "), "{text}");
-        assert!(text.contains("points at the built-in simulator"), "{text}");
+        assert!(text.contains("no video call is behind it"), "{text}");
     }
 
     #[test]

@@ -4,15 +4,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
 use super::body::OptionalJsonBody;
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
+use super::expect;
+use super::{ApiState, examples};
 use crate::domain::schedule::format_instant;
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -27,8 +28,12 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 )]
 pub struct CredentialsBody {
     /// Seconds until the token expires: 360–86400, default 3600.
-    #[serde(default, rename = "expiresIn")]
+    #[serde(default, rename = "expiresIn", deserialize_with = "seconds")]
     pub expires_in: Option<i64>,
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    expect::optional_whole_number(deserializer, "a whole number of seconds (360 to 86400)")
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,15 +53,23 @@ pub struct CredentialsAnswer {
 /// A Kaleyra SDK token for the caller, whose Kaleyra user is created on first use. The
 /// caller's role comes from its groups (the user directory's, when `AUTH_SERVICE` is set).
 #[utoipa::path(post, path = "/credentials", tag = "credentials",
-    request_body(content = CredentialsBody, description = "Optional"),
+    request_body(content = CredentialsBody, description = "Optional: no body (or an empty one) means `expiresIn` 3600",
+        example = json!(examples::credentials_request())),
     responses(
-        (status = 201, description = "Issued", body = CredentialsAnswer),
-        (status = 400, description = "`expiresIn` outside 360–86400 or not an integer; a caller the directory does not know", body = ErrorBody),
-        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
-        (status = 403, description = "The caller's groups give it no role", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed", body = ErrorBody),
-        (status = 503, description = "Kaleyra or the user directory unreachable", body = ErrorBody),
+        (status = 201, description = "Issued", body = CredentialsAnswer,
+            example = json!(examples::credentials())),
+        (status = 400, description = "`expiresIn` outside 360–86400 or not an integer; a caller the directory does not know", body = ErrorBody,
+            example = json!(examples::expires_in_out_of_bounds())),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller's groups give it no role", body = ErrorBody,
+            example = json!(examples::no_role())),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 502, description = "Kaleyra failed", body = ErrorBody,
+            example = json!(examples::kaleyra_failed("create_sdk_credentials"))),
+        (status = 503, description = "Kaleyra or the user directory unreachable", body = ErrorBody,
+            example = json!(examples::kaleyra_unreachable("create_sdk_credentials"))),
     ))]
 async fn create_credentials(
     State(state): State<ApiState>,

@@ -6,7 +6,10 @@ mod body_deadline;
 mod caller;
 mod credentials;
 pub mod error;
+mod examples;
+mod expect;
 mod middleware;
+pub mod openapi;
 mod ops;
 mod settings;
 mod teleconsultations;
@@ -24,8 +27,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
-use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
 
 use crate::identity::Identity;
 use crate::services::credentials::Credentials;
@@ -35,6 +36,7 @@ use crate::services::kaleyra_webhooks::KaleyraWebhooks;
 use crate::services::settings::CompanySettings;
 use crate::services::teleconsultations::Teleconsultations;
 use error::ApiError;
+pub use openapi::{CallerSchemes, GatewayHeaders};
 
 /// What handlers reach. Cheap to clone (all `Arc`s).
 #[derive(Clone)]
@@ -53,6 +55,8 @@ pub struct ApiState {
     pub request_budget: Duration,
     /// How long after its head a request's body may take to arrive (408 after it).
     pub body_read_timeout: Duration,
+    /// How callers identify here, as `GET /documentation/json` says.
+    pub documented_callers: CallerSchemes,
 }
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.
@@ -62,46 +66,16 @@ pub const JSON_BODY_LIMIT: usize = 256 * 1024;
 /// its own (and lets shutdown drain in bounded time).
 pub const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "telecons",
-        description = "Teleconsultation backend: turns booked video consultations into Kaleyra \
-                       Video rooms and hands each participant a personal join link. A drop-in \
-                       replacement for the Mia-Platform Teleconsultation Service Backend.",
-    ),
-    components(schemas(error::ErrorBody)),
-    tags(
-        (name = "teleconsultations", description = "Bookings, their Kaleyra rooms and join links"),
-        (name = "credentials", description = "Kaleyra SDK tokens for the caller"),
-        (name = "settings", description = "The company's look on Kaleyra: virtual backgrounds"),
-        (name = "webhooks", description = "Events Kaleyra sends, signed with the API key"),
-        (name = "operations", description = "Health, readiness, metrics, documentation"),
-    )
-)]
-struct ApiDoc;
-
-/// The routes and their OpenAPI description, without state or middleware.
-fn routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(teleconsultations::routes())
-        .merge(credentials::routes())
-        .merge(settings::routes())
-        .merge(webhooks::routes())
-        .merge(ops::routes())
-}
-
-/// The OpenAPI document of every route, generated from the code.
+/// The OpenAPI document of every route, as `telecons openapi` prints it: callers in either
+/// mode (an instance serves the one of its configuration).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    openapi::document(&CallerSchemes::either_mode())
 }
 
 /// The whole HTTP application: routes, middleware, the OpenAPI document.
 pub fn router(state: ApiState) -> Router {
-    let (routes, mut openapi) = routes().split_for_parts();
-    if state.identity.bearer().is_some() {
-        document_bearer_tokens(&mut openapi);
-    }
+    let routes = openapi::routes().split_for_parts().0;
+    let document = openapi::document(&state.documented_callers);
     let request_id = HeaderName::from_static(middleware::REQUEST_ID);
     let middleware = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -132,63 +106,11 @@ pub fn router(state: ApiState) -> Router {
         )))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     routes
-        .merge(ops::documentation(openapi))
+        .merge(ops::documentation(document))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware)
         .with_state(state)
-}
-
-/// The routes that need a caller (401 without one).
-const ROUTES_WITH_A_CALLER: [(&str, &str); 7] = [
-    ("/teleconsultations", "get"),
-    ("/teleconsultation/{roomId}", "get"),
-    ("/teleconsultations/{roomId}", "get"),
-    ("/teleconsultation/{roomId}/uploads", "delete"),
-    ("/credentials", "post"),
-    ("/settings/background-image", "post"),
-    ("/settings/update", "patch"),
-];
-
-/// In bearer mode, the served document says how callers identify: `Authorization: Bearer
-/// <JWT>` on the routes that need a caller (the gateway's headers are then ignored).
-fn document_bearer_tokens(openapi: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::security::{
-        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-    };
-    openapi
-        .components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(
-                        "A token of the issuer in JWT_ISSUER, signed with a key of JWT_JWKS_URL; \
-                         the caller is its JWT_USER_ID_CLAIM, its groups JWT_GROUPS_CLAIM",
-                    ))
-                    .build(),
-            ),
-        );
-    for (path, method) in ROUTES_WITH_A_CALLER {
-        let Some(item) = openapi.paths.paths.get_mut(path) else {
-            continue;
-        };
-        let operation = match method {
-            "get" => item.get.as_mut(),
-            "post" => item.post.as_mut(),
-            "patch" => item.patch.as_mut(),
-            _ => item.delete.as_mut(),
-        };
-        if let Some(operation) = operation {
-            operation.security = Some(vec![SecurityRequirement::new(
-                "bearer",
-                Vec::<String>::new(),
-            )]);
-        }
-    }
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

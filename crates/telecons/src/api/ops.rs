@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
+use super::{ApiState, examples};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new()
@@ -49,7 +49,7 @@ fn verdict(ok: bool) -> &'static str {
 
 /// The process is alive.
 #[utoipa::path(get, path = "/-/healthz", tag = "operations",
-    responses((status = 200, description = "Alive", body = StatusBody)))]
+    responses((status = 200, description = "Alive", body = StatusBody, example = json!(examples::alive()))))]
 async fn healthz() -> (StatusCode, Json<StatusBody>) {
     status_response(BTreeMap::new())
 }
@@ -57,8 +57,8 @@ async fn healthz() -> (StatusCode, Json<StatusBody>) {
 /// The storage is reachable: the instance can serve requests.
 #[utoipa::path(get, path = "/-/ready", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = StatusBody),
-        (status = 503, description = "Storage unreachable", body = StatusBody),
+        (status = 200, description = "Ready", body = StatusBody, example = json!(examples::ready())),
+        (status = 503, description = "Storage unreachable", body = StatusBody, example = json!(examples::not_ready())),
     ))]
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
     let storage = state.health.ready().await;
@@ -69,8 +69,8 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) 
 /// missing its room, and no due work has waited over a minute.
 #[utoipa::path(get, path = "/-/check-up", tag = "operations",
     responses(
-        (status = 200, description = "Every dependency answers", body = StatusBody),
-        (status = 503, description = "A dependency does not answer", body = StatusBody),
+        (status = 200, description = "Every dependency answers", body = StatusBody, example = json!(examples::checked_up())),
+        (status = 503, description = "A dependency does not answer", body = StatusBody, example = json!(examples::check_up_failed())),
     ))]
 async fn check_up(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
     let checks = state.health.check_up().await;
@@ -92,7 +92,8 @@ async fn check_up(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody
 
 /// Prometheus text format.
 #[utoipa::path(get, path = "/-/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+    responses((status = 200, description = "Prometheus metrics", body = String, content_type = "text/plain",
+        example = json!(examples::METRICS))))]
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     state.health.refresh_gauges().await;
     (

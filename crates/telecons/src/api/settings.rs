@@ -17,10 +17,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
 use super::body::{JsonBody, declared_length, reserve_for};
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
+use super::{ApiState, examples};
 use crate::domain::schedule::format_instant;
 use crate::services::settings::{MAX_BACKGROUND_BYTES, check_jpeg, check_jpeg_start};
 
@@ -124,19 +124,30 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
 /// Uploads a company virtual background: `multipart/form-data` with one file field
 /// `virtual_background`, a JPEG of at most 10 MB.
 #[utoipa::path(post, path = "/settings/background-image", tag = "settings",
-    request_body(content = BackgroundForm, content_type = "multipart/form-data"),
+    request_body(content = BackgroundForm, content_type = "multipart/form-data",
+        description = "One file field, `virtual_background`, e.g. `curl -F virtual_background=@background.jpg`"),
     responses(
-        (status = 200, description = "Uploaded", body = BackgroundUploaded),
-        (status = 400, description = "The file field is missing, empty or repeated, or another field was sent", body = ErrorBody),
-        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
-        (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 409, description = "The company has as many backgrounds as Kaleyra allows", body = ErrorBody),
-        (status = 413, description = "Larger than 10 MB (reading stops at the limit)", body = ErrorBody),
-        (status = 415, description = "Not multipart, or the file is not a JPEG (known by its first bytes: refused before the rest is read)", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
+        (status = 200, description = "Uploaded", body = BackgroundUploaded,
+            example = json!(examples::background_uploaded())),
+        (status = 400, description = "The file field is missing, empty or repeated, or another field was sent", body = ErrorBody,
+            example = json!(examples::background_missing())),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody,
+            example = json!(examples::not_in_settings_groups())),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 409, description = "The company has as many backgrounds as Kaleyra allows", body = ErrorBody,
+            example = json!(examples::too_many_backgrounds())),
+        (status = 413, description = "Larger than 10 MB (reading stops at the limit)", body = ErrorBody,
+            example = json!(examples::background_too_large())),
+        (status = 415, description = "Not multipart, or the file is not a JPEG (known by its first bytes: refused before the rest is read)", body = ErrorBody,
+            example = json!(examples::not_jpeg())),
+        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody,
+            example = json!(examples::kaleyra_failed("upload_virtual_background"))),
         (status = 503, description = "Kaleyra unreachable; or 4 uploads are in progress on this instance (with `Retry-After: 1`)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before sending the upload again (when uploads are in progress)"))),
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the upload again (when uploads are in progress)")),
+            example = json!(examples::uploads_busy())),
     ))]
 async fn upload_background(
     State(state): State<ApiState>,
@@ -224,16 +235,24 @@ async fn read_image(field: &mut Field<'_>, declared: Option<u64>) -> Result<Vec<
 
 /// Makes an uploaded background the company default.
 #[utoipa::path(patch, path = "/settings/update", tag = "settings",
-    request_body = UpdateSettingsBody,
+    request_body(content = UpdateSettingsBody, example = json!(examples::settings_update())),
     responses(
-        (status = 200, description = "The company settings", body = CompanyAnswer),
-        (status = 400, description = "`background_alias` missing, empty or not a string; unknown fields", body = ErrorBody),
-        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
-        (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody),
-        (status = 404, description = "Kaleyra knows no background with this alias", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody),
-        (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
+        (status = 200, description = "The company settings", body = CompanyAnswer,
+            example = json!(examples::company())),
+        (status = 400, description = "`background_alias` missing, empty or not a string; unknown fields", body = ErrorBody,
+            example = json!(examples::alias_missing())),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller is not in `settingsGroups`", body = ErrorBody,
+            example = json!(examples::not_in_settings_groups())),
+        (status = 404, description = "Kaleyra knows no background with this alias", body = ErrorBody,
+            example = json!(examples::unknown_alias())),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 502, description = "Kaleyra failed: names the operation and Kaleyra's status", body = ErrorBody,
+            example = json!(examples::kaleyra_failed("update_company"))),
+        (status = 503, description = "Kaleyra unreachable", body = ErrorBody,
+            example = json!(examples::kaleyra_unreachable("update_company"))),
     ))]
 async fn update_settings(
     State(state): State<ApiState>,

@@ -8,9 +8,9 @@ use axum::http::{HeaderMap, StatusCode};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiState;
 use super::body::{Limited, declared_length, read_at_most};
 use super::error::{ApiError, ErrorBody};
+use super::{ApiState, examples};
 use crate::services::kaleyra_webhooks::{MAX_BODY_BYTES, Refusal};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -21,16 +21,20 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 /// a room a live teleconsultation still points to makes that room again; other events are
 /// acknowledged and ignored. Needs no caller identity.
 #[utoipa::path(post, path = "/webhooks/kaleyra", tag = "webhooks",
-    request_body(content = String, content_type = "application/json",
-        description = "Kaleyra's event envelope, e.g. `{\"event\": \"on_room_deleted\", \"data\": {\"room_id\": \"room_…\"}}`"),
+    request_body(content = Object, content_type = "application/json",
+        description = "Kaleyra's event envelope", example = json!(examples::kaleyra_event())),
     params(("bandyer-signature" = String, Header,
         description = "`t=<seconds>,v0=<hex HMAC-SHA256 of t + \".\" + body, keyed with the API key>`")),
     responses(
         (status = 204, description = "Accepted (acted on, or nothing to do)"),
-        (status = 401, description = "Missing, malformed, wrong or stale signature: nothing done (the body is not read when the header alone says so)", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 413, description = "A body over 64 KiB: nothing done, the rest not read", body = ErrorBody),
-        (status = 503, description = "Could not be acted on now (storage): Kaleyra sends it again", body = ErrorBody),
+        (status = 401, description = "Missing, malformed, wrong or stale signature: nothing done (the body is not read when the header alone says so)", body = ErrorBody,
+            example = json!(examples::bad_signature())),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 413, description = "A body over 64 KiB: nothing done, the rest not read", body = ErrorBody,
+            example = json!(examples::webhook_too_large())),
+        (status = 503, description = "Could not be acted on now (storage): Kaleyra sends it again", body = ErrorBody,
+            example = json!(examples::webhook_not_now())),
     ))]
 async fn kaleyra_webhook(
     State(state): State<ApiState>,

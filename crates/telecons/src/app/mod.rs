@@ -19,7 +19,7 @@ use kaleyra_client::{KaleyraClient, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, CallerSchemes, GatewayHeaders};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KaleyraSettings};
 use crate::domain::access;
@@ -237,22 +237,38 @@ impl Services {
             Arc::clone(&clock),
             Arc::clone(&teleconsultations),
         );
-        let identity = match &config.jwt {
-            Some(settings) => Identity::Bearer(
-                BearerVerifier::with_options(
-                    settings.clone(),
-                    BearerOptions {
-                        clock: Arc::clone(&deps.clock),
-                        ..BearerOptions::default()
-                    },
-                )
-                .context("cannot set up bearer-token verification")?,
+        let (identity, documented_callers) = match &config.jwt {
+            Some(settings) => (
+                Identity::Bearer(
+                    BearerVerifier::with_options(
+                        settings.clone(),
+                        BearerOptions {
+                            clock: Arc::clone(&deps.clock),
+                            ..BearerOptions::default()
+                        },
+                    )
+                    .context("cannot set up bearer-token verification")?,
+                ),
+                CallerSchemes::bearer(),
             ),
-            None => Identity::Gateway(GatewayIdentity::new(
-                config.service.user_id_path.clone(),
-                &config.headers.groups,
-                &config.headers.user_properties,
-            )),
+            None => (
+                Identity::Gateway(GatewayIdentity::new(
+                    config.service.user_id_path.clone(),
+                    &config.headers.groups,
+                    &config.headers.user_properties,
+                )),
+                CallerSchemes::gateway(GatewayHeaders {
+                    user_id: config
+                        .service
+                        .user_id_path
+                        .start_header()
+                        .unwrap_or(&config.headers.user_id)
+                        .to_owned(),
+                    groups: config.headers.groups.clone(),
+                    user_properties: config.headers.user_properties.clone(),
+                    booking_groups: config.service.booking_groups.is_some(),
+                }),
+            ),
         };
         let health = Health::new(
             Arc::clone(&store),
@@ -279,6 +295,7 @@ impl Services {
                 metrics: telemetry::metrics_handle(),
                 request_budget: deps.request_budget,
                 body_read_timeout: deps.connections.body_read_timeout,
+                documented_callers,
             },
         })
     }

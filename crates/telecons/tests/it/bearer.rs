@@ -302,8 +302,22 @@ async fn check_up_reports_the_key_set_and_the_document_names_the_scheme(db: Test
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Only the bearer token: the gateway's headers are ignored, every route guarded.
+    for (path, method) in [
+        ("/credentials", "post"),
+        ("/teleconsultation", "post"),
+        ("/teleconsultation/{roomId}", "get"),
+    ] {
+        assert_eq!(
+            doc["paths"][path][method]["security"],
+            json!([{"bearer": []}]),
+            "{method} {path}"
+        );
+    }
     assert_eq!(
-        doc["paths"]["/credentials"]["post"]["security"],
-        json!([{"bearer": []}])
+        doc["components"]["securitySchemes"]
+            .as_object()
+            .map(|schemes| schemes.keys().map(String::as_str).collect::<Vec<_>>()),
+        Some(vec!["bearer"])
     );
 }

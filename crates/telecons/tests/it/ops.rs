@@ -570,10 +570,175 @@ async fn openapi_document_describes_the_operational_routes() {
             paths.keys().collect::<Vec<_>>()
         );
     }
-    // Served as built: the same document as `telecons openapi` prints.
+    // Served for its configuration: `telecons openapi`'s document, callers as the gateway's
+    // headers (by their default names) and nothing else.
+    let mut expected = serde_json::to_value(telecons::api::openapi()).expect("serialisable");
+    expected["components"]["securitySchemes"]
+        .as_object_mut()
+        .expect("schemes")
+        .remove("bearer");
+    for item in expected["paths"]
+        .as_object_mut()
+        .expect("paths")
+        .values_mut()
+    {
+        for operation in item.as_object_mut().expect("operations").values_mut() {
+            if let Some(alternatives) = operation.get_mut("security").and_then(Value::as_array_mut)
+            {
+                alternatives.retain(|a| a.get("bearer").is_none());
+            }
+        }
+    }
+    assert_eq!(doc, expected);
     assert_eq!(
-        doc,
-        serde_json::to_value(telecons::api::openapi()).expect("serialisable")
+        doc["paths"]["/teleconsultation/{roomId}"]["get"]["security"],
+        json!([{"userId": []}])
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["userId"],
+        json!({"type": "apiKey", "in": "header", "name": "miauserid", "description": doc["components"]["securitySchemes"]["userId"]["description"]})
+    );
+}
+
+/// The served document names the headers this instance reads, and leaves no anonymous
+/// alternative on the booking routes once `bookingGroups` guards them.
+#[tokio::test]
+async fn the_served_document_names_the_configured_identity_headers() {
+    let service_file = crate::teleconsultations::config_file(json!({
+        "privileges": {"basic": {"groups": ["patient"]}, "plus": {"groups": ["doctor"]}},
+        "bookingGroups": ["booking"],
+    }));
+    let app = TestApp::spawn_with(
+        TestDatabase::sqlite().await,
+        &[
+            ("USERID_HEADER_KEY", "x-user-id"),
+            ("GROUPS_HEADER_KEY", "x-user-groups"),
+            (
+                "TELECONSULTATION_SERVICE_CONFIG_PATH",
+                service_file.path().to_str().expect("a UTF-8 path"),
+            ),
+        ],
+    )
+    .await;
+    let (status, doc) = app.get("/documentation/json", &[]).await;
+    assert_eq!(status, 200);
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["userId"]["name"], "x-user-id");
+    assert_eq!(schemes["groups"]["name"], "x-user-groups");
+    assert_eq!(schemes["userProperties"]["name"], "miauserproperties");
+    assert!(schemes.get("bearer").is_none(), "{schemes}");
+    for (path, method) in [
+        ("/teleconsultation", "post"),
+        ("/teleconsultation/{roomId}", "delete"),
+    ] {
+        assert_eq!(
+            doc["paths"][path][method]["security"],
+            json!([{"userId": [], "groups": []}]),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        doc["paths"]["/teleconsultations"]["get"]["security"],
+        json!([{"userId": []}])
+    );
+}
+
+/// What a reader of `openapi.json` alone needs: every route that needs a caller says how
+/// to identify (schemes that exist), `/credentials`' body is optional, and every request
+/// body and every answer with content has an example — an error's of its own status. (Its
+/// validity as OpenAPI 3.1 is checked by `.ci/run` with `openapi-spec-validator`.)
+#[test]
+fn the_committed_openapi_document_documents_identity_and_examples() {
+    let doc: Value = serde_json::from_str(include_str!("../../openapi.json")).expect("JSON");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1")
+    );
+    let schemes = doc["components"]["securitySchemes"]
+        .as_object()
+        .expect("security schemes");
+    assert_eq!(
+        schemes.keys().collect::<Vec<_>>(),
+        ["bearer", "groups", "userId", "userProperties"]
+    );
+    assert_eq!(schemes["userId"]["name"], "miauserid");
+    assert_eq!(schemes["groups"]["name"], "miausergroups");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    let mut problems = Vec::new();
+    let mut with_a_caller = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let at = format!("{} {path}", method.to_uppercase());
+            let tag = operation["tags"][0].as_str().unwrap_or_default();
+            let needs_no_caller = tag == "operations" || tag == "webhooks";
+            match operation["security"].as_array() {
+                None if needs_no_caller => {}
+                None => problems.push(format!("{at}: no security")),
+                Some(_) if needs_no_caller => problems.push(format!("{at}: security")),
+                Some(alternatives) => {
+                    with_a_caller += 1;
+                    if !alternatives.contains(&json!({"bearer": []})) {
+                        problems.push(format!("{at}: no bearer alternative"));
+                    }
+                    for alternative in alternatives {
+                        for scheme in alternative.as_object().expect("a requirement").keys() {
+                            if !schemes.contains_key(scheme) {
+                                problems.push(format!("{at}: unknown scheme {scheme}"));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(body) = operation.get("requestBody") {
+                for (media, content) in body["content"].as_object().expect("content") {
+                    if media != "multipart/form-data" && content.get("example").is_none() {
+                        problems.push(format!("{at}: request body {media} without example"));
+                    }
+                }
+            }
+            for (status, answer) in operation["responses"].as_object().expect("responses") {
+                let Some(content) = answer.get("content").and_then(Value::as_object) else {
+                    continue;
+                };
+                for (media, content) in content {
+                    let examples: Vec<&Value> =
+                        match (content.get("example"), content.get("examples")) {
+                            (Some(example), _) => vec![example],
+                            (None, Some(named)) => named
+                                .as_object()
+                                .expect("named examples")
+                                .values()
+                                .map(|e| &e["value"])
+                                .collect(),
+                            (None, None) => {
+                                problems.push(format!("{at} {status}: {media} without example"));
+                                continue;
+                            }
+                        };
+                    let is_error = content["schema"]["$ref"] == "#/components/schemas/ErrorBody";
+                    for example in examples.into_iter().filter(|_| is_error) {
+                        if example["statusCode"]
+                            .as_u64()
+                            .map(|code| code.to_string())
+                            .as_ref()
+                            != Some(status)
+                            || !example["error"].is_string()
+                            || !example["message"].is_string()
+                        {
+                            problems.push(format!("{at} {status}: example {example}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(problems, Vec::<String>::new());
+    assert_eq!(with_a_caller, 11, "the routes that read their caller");
+    assert_eq!(
+        doc["paths"]["/credentials"]["post"]["requestBody"]["required"],
+        false
     );
 }
 

@@ -8,6 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::api::expect;
 use crate::domain::agenda::AgendaView;
 use crate::domain::participants::{ParticipantEntry, ParticipantsInput};
 use crate::domain::schedule::{format_instant, parse_instant};
@@ -75,9 +76,25 @@ impl<'de> Deserialize<'de> for OneOrMany {
 )]
 pub struct ListedParticipants {
     /// How many participants the teleconsultation will have (2–25).
+    #[serde(deserialize_with = "participant_count")]
     pub number: i64,
     /// The participants known so far (at most `number`), in order; may be empty.
+    #[serde(deserialize_with = "participant_list")]
     pub data: Vec<ParticipantBody>,
+}
+
+fn participant_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    expect::whole_number(deserializer, "a whole number of participants (2 to 25)")
+}
+
+fn participant_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<ParticipantBody>, D::Error> {
+    expect::array_of_objects(
+        deserializer,
+        "an array of participants",
+        "a participant: an object with userId (or userExternalId), groups (or group), fullName and language",
+    )
 }
 
 /// `participants`: user ids (with a user directory) or `{number, data}`.
@@ -131,8 +148,12 @@ pub struct TeleconsultationBody {
     #[serde(default)]
     pub end_date: Option<String>,
     /// The duration in seconds (300–86400); give it or `end_date`, not both.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seconds")]
     pub duration_in_seconds: Option<i64>,
+}
+
+fn seconds<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    expect::optional_whole_number(deserializer, "a whole number of seconds")
 }
 
 fn instant(field: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, Unreadable> {

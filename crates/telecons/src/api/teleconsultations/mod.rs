@@ -20,11 +20,11 @@ use utoipa_axum::routes;
 
 pub use bodies::*;
 
-use super::ApiState;
 use super::body::{JsonBody, JsonBodyAndBytes};
 use super::caller::RequestCaller;
 use super::error::{ApiError, ErrorBody};
 use super::middleware::Arrival;
+use super::{ApiState, examples};
 use crate::domain::agenda_query::parse_list_query;
 use crate::domain::participants::ParticipantEntry;
 use crate::services::{ServiceError, Unreadable};
@@ -79,16 +79,26 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters (`!` to `~`), e.g. a UUID: the same booking sent again with the same key is booked once"),
     ),
-    request_body = TeleconsultationBody,
+    request_body(content = TeleconsultationBody, example = json!(examples::booking())),
     responses(
         (status = 201, description = "Stored (and its room created when complete); or, with `Idempotency-Replayed: true`, the answer kept for the key", body = CreatedBody,
-            headers(("Idempotency-Replayed" = String, description = "`true` when this is the answer kept for the `Idempotency-Key` (also on a kept 4xx)"))),
-        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
-        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
-        (status = 400, description = "Invalid body, `Failed POST /teleconsultation: no plus user in room`, or an `Idempotency-Key` that is not 1 to 255 visible ASCII characters or is sent twice", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 409, description = "A request with this `Idempotency-Key` is still running (`Retry-After: 1`; a request killed mid-way holds its key for at most the request budget), or took the key over", body = ErrorBody),
-        (status = 422, description = "This `Idempotency-Key` was used with another body (compared as parsed JSON)", body = ErrorBody),
+            headers(("Idempotency-Replayed" = String, description = "`true` when this is the answer kept for the `Idempotency-Key` (also on a kept 4xx)")),
+            example = json!(examples::created())),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody,
+            example = json!(examples::not_in_booking_groups())),
+        (status = 400, description = "Invalid body, `Failed POST /teleconsultation: no plus user in room`, or an `Idempotency-Key` that is not 1 to 255 visible ASCII characters or is sent twice", body = ErrorBody,
+            examples(
+                ("invalid body" = (value = json!(examples::wrong_type()))),
+                ("no plus user" = (value = json!(examples::no_plus_user("POST /teleconsultation")))),
+            )),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 409, description = "A request with this `Idempotency-Key` is still running (`Retry-After: 1`; a request killed mid-way holds its key for at most the request budget), or took the key over", body = ErrorBody,
+            example = json!(examples::key_in_use())),
+        (status = 422, description = "This `Idempotency-Key` was used with another body (compared as parsed JSON)", body = ErrorBody,
+            example = json!(examples::key_reused())),
     ))]
 async fn create_teleconsultation(
     State(state): State<ApiState>,
@@ -115,15 +125,24 @@ async fn create_teleconsultation(
 /// Changes the given fields; the room is replaced only when the change affects it.
 #[utoipa::path(patch, path = "/teleconsultation/{roomId}", tag = "teleconsultations",
     params(("roomId" = String, Path, description = "The teleconsultation id")),
-    request_body = TeleconsultationBody,
+    request_body(content = TeleconsultationBody, example = json!(examples::change())),
     responses(
         (status = 204, description = "Changed"),
-        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
-        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
-        (status = 400, description = "Invalid body, or `Failed PATCH /teleconsultation: no plus user in room`", body = ErrorBody),
-        (status = 404, description = "Unknown or deleted", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 409, description = "Inside the immutable period", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody,
+            example = json!(examples::not_in_booking_groups())),
+        (status = 400, description = "Invalid body, or `Failed PATCH /teleconsultation: no plus user in room`", body = ErrorBody,
+            examples(
+                ("invalid body" = (value = json!(examples::wrong_type()))),
+                ("no plus user" = (value = json!(examples::no_plus_user("PATCH /teleconsultation")))),
+            )),
+        (status = 404, description = "Unknown or deleted", body = ErrorBody,
+            example = json!(examples::unknown_id())),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 409, description = "Inside the immutable period", body = ErrorBody,
+            example = json!(examples::immutable())),
     ))]
 async fn update_teleconsultation(
     State(state): State<ApiState>,
@@ -143,15 +162,21 @@ async fn update_teleconsultation(
 /// Adds one participant; creates the room when it completes the list.
 #[utoipa::path(post, path = "/teleconsultation/{roomId}/participants/data", tag = "teleconsultations",
     params(("roomId" = String, Path, description = "The teleconsultation id")),
-    request_body = ParticipantBody,
+    request_body(content = ParticipantBody, example = json!(examples::participant())),
     responses(
         (status = 201, description = "Added (empty body)"),
-        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
-        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
-        (status = 400, description = "Invalid body, or `Failed POST /teleconsultation/<roomId>/participants/data: no plus user in room`", body = ErrorBody),
-        (status = 404, description = "Unknown or deleted", body = ErrorBody),
-        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody),
-        (status = 409, description = "Immutable, already complete, or the user is already a participant", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody,
+            example = json!(examples::not_in_booking_groups())),
+        (status = 400, description = "Invalid body, or `Failed POST /teleconsultation/<roomId>/participants/data: no plus user in room`", body = ErrorBody,
+            example = json!(examples::no_plus_user(&format!("POST /teleconsultation/{}/participants/data", examples::ROOM_ID)))),
+        (status = 404, description = "Unknown or deleted", body = ErrorBody,
+            example = json!(examples::unknown_id())),
+        (status = 408, description = "The body did not arrive whole within 10 s of the request head: the connection is closed", body = ErrorBody,
+            example = json!(examples::body_too_slow())),
+        (status = 409, description = "Immutable, already complete, or the user is already a participant", body = ErrorBody,
+            example = json!(examples::already_present())),
     ))]
 async fn add_participant(
     State(state): State<ApiState>,
@@ -172,9 +197,12 @@ async fn add_participant(
 #[utoipa::path(get, path = "/teleconsultation/{roomId}", tag = "teleconsultations",
     params(("roomId" = String, Path, description = "The teleconsultation id"), JoinQuery),
     responses(
-        (status = 200, description = "The caller's view", body = JoinBody),
-        (status = 401, description = "`Unauthorized user`: no caller, or not a participant", body = ErrorBody),
-        (status = 404, description = "`Room with id <roomId> not found on CRUD`", body = ErrorBody),
+        (status = 200, description = "The caller's view", body = JoinBody,
+            example = json!(examples::join())),
+        (status = 401, description = "`Unauthorized user`: no caller, or not a participant", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 404, description = "`Room with id <roomId> not found on CRUD`", body = ErrorBody,
+            example = json!(examples::room_not_found())),
     ))]
 async fn get_teleconsultation(
     State(state): State<ApiState>,
@@ -196,10 +224,14 @@ async fn get_teleconsultation(
 #[utoipa::path(get, path = "/teleconsultations/{roomId}", tag = "teleconsultations",
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
-        (status = 200, description = "The teleconsultation", body = AgendaViewBody),
-        (status = 400, description = "An identity header sent twice", body = ErrorBody),
-        (status = 401, description = "`Unauthorized user`: no caller (before any 404)", body = ErrorBody),
-        (status = 404, description = "Unknown or deleted, or the caller neither takes part nor is in `bookingGroups` (the same answer: an id's existence is not revealed)", body = ErrorBody),
+        (status = 200, description = "The teleconsultation", body = AgendaViewBody,
+            example = json!(examples::view())),
+        (status = 400, description = "An identity header sent twice", body = ErrorBody,
+            example = json!(examples::repeated_identity())),
+        (status = 401, description = "`Unauthorized user`: no caller (before any 404)", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 404, description = "Unknown or deleted, or the caller neither takes part nor is in `bookingGroups` (the same answer: an id's existence is not revealed)", body = ErrorBody,
+            example = json!(examples::unknown_id())),
     ))]
 async fn view_teleconsultation(
     State(state): State<ApiState>,
@@ -225,10 +257,14 @@ async fn view_teleconsultation(
         ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page, unchanged; absent for the first page"),
     ),
     responses(
-        (status = 200, description = "A page of the agenda", body = AgendaListBody),
-        (status = 400, description = "A bad, repeated or unknown query parameter (the message names it and what is allowed), or an identity header sent twice", body = ErrorBody),
-        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody),
-        (status = 403, description = "`participant` given by a caller not in `bookingGroups`", body = ErrorBody),
+        (status = 200, description = "A page of the agenda", body = AgendaListBody,
+            example = json!(examples::agenda_page())),
+        (status = 400, description = "A bad, repeated or unknown query parameter (the message names it and what is allowed), or an identity header sent twice", body = ErrorBody,
+            example = json!(examples::bad_query())),
+        (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "`participant` given by a caller not in `bookingGroups`", body = ErrorBody,
+            example = json!(examples::participant_filter_refused())),
     ))]
 async fn list_teleconsultations(
     State(state): State<ApiState>,
@@ -248,9 +284,12 @@ async fn list_teleconsultations(
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody),
-        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody),
-        (status = 404, description = "Unknown or already deleted", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody,
+            example = json!(examples::not_in_booking_groups())),
+        (status = 404, description = "Unknown or already deleted", body = ErrorBody,
+            example = json!(examples::unknown_id())),
     ))]
 async fn delete_teleconsultation(
     State(state): State<ApiState>,
@@ -269,12 +308,17 @@ async fn delete_teleconsultation(
 #[utoipa::path(delete, path = "/teleconsultation/{roomId}/uploads", tag = "teleconsultations",
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
-        (status = 200, description = "`deleted` < `total` when some deletions failed: send again", body = UploadsDeletedBody),
+        (status = 200, description = "`deleted` < `total` when some deletions failed: send again", body = UploadsDeletedBody,
+            example = json!(examples::uploads_deleted())),
         (status = 204, description = "Disabled: nothing done"),
-        (status = 401, description = "`Unauthorized user`: not a participant", body = ErrorBody),
-        (status = 404, description = "Unknown or deleted", body = ErrorBody),
-        (status = 502, description = "Kaleyra failed", body = ErrorBody),
-        (status = 503, description = "Kaleyra unreachable", body = ErrorBody),
+        (status = 401, description = "`Unauthorized user`: not a participant", body = ErrorBody,
+            example = json!(examples::unauthorized())),
+        (status = 404, description = "Unknown or deleted", body = ErrorBody,
+            example = json!(examples::unknown_id())),
+        (status = 502, description = "Kaleyra failed", body = ErrorBody,
+            example = json!(examples::kaleyra_failed("list_uploads"))),
+        (status = 503, description = "Kaleyra unreachable", body = ErrorBody,
+            example = json!(examples::kaleyra_unreachable("list_uploads"))),
     ))]
 async fn delete_uploads(
     State(state): State<ApiState>,

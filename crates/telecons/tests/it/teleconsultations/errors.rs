@@ -15,6 +15,7 @@ crate::on_both_backends!(
     oversized_bodies_are_413_in_the_error_shape,
     a_malformed_query_is_400_in_the_error_shape,
     messages_name_json_fields_not_rust_types,
+    type_errors_name_the_field_and_its_json_type_in_words,
     text_storage_cannot_keep_is_400_naming_the_field,
     ids_no_teleconsultation_can_have_are_404_in_the_error_shape,
 );
@@ -272,6 +273,113 @@ async fn messages_name_json_fields_not_rust_types(db: TestDatabase) {
             .contains("struct"),
         "{answer}"
     );
+}
+
+/// Every body field of the wrong JSON type is answered with its path and what belongs there
+/// in words — "a whole number of seconds", never `i64` — and what was sent instead; the whole
+/// error body, exactly, on every route that takes a JSON body.
+async fn type_errors_name_the_field_and_its_json_type_in_words(db: TestDatabase) {
+    let app = TestApp::spawn(db).await;
+    let incomplete = create_tc(&app, booking(3, vec![doctor(DOC)])).await;
+    app.sim.clear_requests();
+    let with = |key: &str, value: Value| {
+        let mut body = pair();
+        body[key] = value;
+        body
+    };
+    let mut user_id_as_number = pair();
+    user_id_as_number["participants"]["data"][1]["userId"] = json!(7);
+    let mut entry_as_array = pair();
+    entry_as_array["participants"]["data"][1] = json!(["pat-9", ["patient"], "Name", "it"]);
+    let participants = format!("/teleconsultation/{incomplete}/participants/data");
+    let patch = format!("/teleconsultation/{incomplete}");
+    let participant = "a participant: an object with userId (or userExternalId), groups (or \
+                       group), fullName and language";
+    let doctor_headers = [("miauserid", DOC), ("miausergroups", "doctor")];
+    let cases: Vec<(Method, &str, Value, String)> = vec![
+        (
+            Method::POST,
+            "/teleconsultation",
+            with("duration_in_seconds", json!("3600")),
+            r#"duration_in_seconds must be a whole number of seconds, not the string "3600""#
+                .to_owned(),
+        ),
+        (
+            Method::POST,
+            "/teleconsultation",
+            with("duration_in_seconds", json!(3600.5)),
+            "duration_in_seconds must be a whole number of seconds, not the number 3600.5"
+                .to_owned(),
+        ),
+        (
+            Method::POST,
+            "/teleconsultation",
+            user_id_as_number,
+            "participants.data[1].userId must be a string, not the number 7".to_owned(),
+        ),
+        (
+            Method::POST,
+            "/teleconsultation",
+            with("participants", json!({"number": 2, "data": {"0": doctor(DOC)}})),
+            "participants.data must be an array of participants, not an object".to_owned(),
+        ),
+        (
+            Method::POST,
+            "/teleconsultation",
+            entry_as_array,
+            format!("participants.data[1] must be {participant}, not an array"),
+        ),
+        (
+            Method::PATCH,
+            &patch,
+            json!({"participants": {"number": "two", "data": []}}),
+            r#"participants.number must be a whole number of participants (2 to 25), not the string "two""#
+                .to_owned(),
+        ),
+        (
+            Method::PATCH,
+            &patch,
+            json!({"start_date": false}),
+            "start_date must be a string, not false".to_owned(),
+        ),
+        (
+            Method::POST,
+            &participants,
+            {
+                let mut entry = patient(PAT);
+                entry["groups"] = json!({"a": 1});
+                entry
+            },
+            "groups must be a group name or a list of group names, not an object".to_owned(),
+        ),
+        (
+            Method::POST,
+            "/credentials",
+            json!({"expiresIn": "3600"}),
+            r#"expiresIn must be a whole number of seconds (360 to 86400), not the string "3600""#
+                .to_owned(),
+        ),
+        (
+            Method::PATCH,
+            "/settings/update",
+            json!({"background_alias": 5}),
+            "background_alias must be a string, not the number 5".to_owned(),
+        ),
+    ];
+    for (method, path, body, message) in cases {
+        let answer = app
+            .send(method.clone(), path, &doctor_headers, Some(body))
+            .await;
+        assert_eq!(
+            answer,
+            (
+                400,
+                json!({"statusCode": 400, "error": "Bad Request", "message": message})
+            ),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(app.kaleyra_calls(), Vec::<String>::new());
 }
 
 /// Text that a backend could not keep (PostgreSQL refuses NUL characters; long values
