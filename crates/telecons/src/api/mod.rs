@@ -6,6 +6,7 @@ mod body_deadline;
 mod caller;
 mod credentials;
 pub mod error;
+pub mod join_page;
 mod middleware;
 mod ops;
 mod settings;
@@ -53,6 +54,8 @@ pub struct ApiState {
     pub request_budget: Duration,
     /// How long after its head a request's body may take to arrive (408 after it).
     pub body_read_timeout: Duration,
+    /// `GET /join/:roomId`, the waiting-room page.
+    pub join_page: Arc<join_page::JoinPage>,
 }
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.
@@ -89,6 +92,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .merge(settings::routes())
         .merge(webhooks::routes())
         .merge(ops::routes())
+        .merge(join_page::routes())
 }
 
 /// The OpenAPI document of every route, generated from the code.
