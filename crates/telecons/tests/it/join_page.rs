@@ -412,7 +412,6 @@ async fn network_failures_are_retried_until_the_service_answers(db: TestDatabase
     assert!(status.starts_with("You can join from "), "{status}");
     assert!(!browser.shown("retry").await);
     assert_eq!(browser.eval("window.sameDocument === true").await, true);
-    tokio::time::sleep(Duration::from_millis(10)).await;
     requests_stay_within(&browser, &app, &[]).await;
 }
 
