@@ -87,6 +87,7 @@
   let failures = 0;
   let loading = false;
   let lastAnnounced = null;
+  let countingTo = null;
 
   function pageLanguage(stored) {
     if (stored && TEXTS[stored]) return stored;
@@ -115,9 +116,12 @@
 
   function show(state, message) {
     document.body.dataset.state = state;
-    $('status').textContent = message;
+    // Only a change is announced: every poll would otherwise repeat the same words.
+    if ($('status').textContent !== message) $('status').textContent = message;
     $('join').hidden = state !== 'join';
     $('retry').hidden = state !== 'network' && state !== 'error';
+    // Nothing to show of a consultation that is not, or not the caller's.
+    if (state === 'cancelled' || state === 'not-participant') $('details').hidden = true;
     if (state !== 'waiting') stopCountdown();
   }
 
@@ -258,7 +262,10 @@
   }
 
   function startCountdown(opensAt) {
+    // Asked again while counting to the same moment: go on (and do not announce anew).
+    if (ticker !== null && countingTo === opensAt) return;
     stopCountdown();
+    countingTo = opensAt;
     $('countdown-box').hidden = false;
     const tick = () => {
       const left = remaining(opensAt);
@@ -281,6 +288,7 @@
   function stopCountdown() {
     clearInterval(ticker);
     ticker = null;
+    countingTo = null;
     lastAnnounced = null;
     $('countdown-box').hidden = true;
   }
