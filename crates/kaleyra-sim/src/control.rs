@@ -26,6 +26,7 @@ pub(crate) fn router() -> Router<Simulator> {
             "/_sim/faults",
             get(faults).post(add_fault).delete(clear_faults),
         )
+        .route("/_sim/call/{token}", get(call_page))
         .route("/_sim/rooms", get(rooms))
         .route("/_sim/rooms/{id}", delete(console_delete_room))
         .route("/_sim/rooms/{id}/uploads", post(seed_upload))
@@ -67,6 +68,34 @@ async fn add_fault(
 async fn clear_faults(State(sim): State<Simulator>) -> StatusCode {
     sim.clear_faults();
     StatusCode::NO_CONTENT
+}
+
+/// Where participants' links point with [`crate::SimOptions::links_to_itself`]: a page
+/// standing in for the call, so that a browser opening a link (the service's waiting-room
+/// page, a demo) lands somewhere real. It shows the link's token and options.
+async fn call_page(
+    Path(token): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Html<String> {
+    let options = query.unwrap_or_default();
+    axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Simulated Kaleyra call</title></head><body>\
+         <h1 id=\"simulated-call\">Simulated Kaleyra call</h1>\
+         <p>The Kaleyra simulator stands in for a video call here: no camera, no one else.</p>\
+         <p>Link <code id=\"token\">{}</code>, options <code id=\"options\">{}</code></p>\
+         </body></html>",
+        escape_html(&token),
+        escape_html(&options)
+    ))
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 async fn rooms(State(sim): State<Simulator>) -> Json<Vec<SimRoom>> {

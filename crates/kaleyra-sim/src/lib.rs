@@ -35,6 +35,7 @@
 //! | `GET /_sim/latency` | `200 {"ms": N}`: the artificial latency of every `/v2` answer |
 //! | `PUT /_sim/latency` | `{"ms": N}` (0–60000) → `200 {"ms": N}`; `400` above |
 //! | `GET /_sim/rate-limit` | `200 {"per_second": N \| null}`: the company's rate limit |
+//! | `GET /_sim/call/{token}` | `200` an HTML page standing in for a call: where the participants' links point with [`SimOptions::links_to_itself`] |
 //! | `PUT /_sim/rate-limit` | `{"per_second": N \| null}` (N ≥ 1; `null`: unlimited) → `200` the same, with a full allowance; `400` for 0 |
 //!
 //! Choices where kaleyra.md is silent (all in [`wire`] or [`state`], easy to change):
@@ -165,6 +166,9 @@ struct Inner {
     faults: Mutex<Vec<Fault>>,
     /// `/v2` calls being answered now.
     in_flight: AtomicUsize,
+    /// `http://ADDRESS` once served: the origin of its links with
+    /// [`SimOptions::links_to_itself`].
+    served_at: OnceLock<String>,
 }
 
 // By hand so that the API key never reaches a log.
@@ -194,6 +198,10 @@ pub struct SimOptions {
     /// At most this many `/v2` requests per second (`429` with `Retry-After` beyond).
     /// Default none: unlimited.
     pub rate_limit: Option<NonZeroU32>,
+    /// Participants' links point at the simulator's own `GET /_sim/call/{token}` page (a
+    /// stand-in for a call a browser on the same machine can open) instead of Kaleyra's
+    /// sandbox host. Default false.
+    pub links_to_itself: bool,
 }
 
 impl SimOptions {
@@ -206,6 +214,12 @@ impl SimOptions {
     /// Sets [`SimOptions::rate_limit`].
     pub fn rate_limit(mut self, per_second: NonZeroU32) -> Self {
         self.rate_limit = Some(per_second);
+        self
+    }
+
+    /// Sets [`SimOptions::links_to_itself`].
+    pub fn links_to_itself(mut self) -> Self {
+        self.links_to_itself = true;
         self
     }
 
@@ -259,6 +273,7 @@ impl Simulator {
                 log: Mutex::default(),
                 in_flight: AtomicUsize::new(0),
                 faults: Mutex::default(),
+                served_at: OnceLock::new(),
             }),
         }
     }
@@ -477,6 +492,15 @@ impl Simulator {
         &self.inner.api_key
     }
 
+    /// What participants' links start with: Kaleyra's sandbox host, or with
+    /// [`SimOptions::links_to_itself`] (once served) the simulator's own call page.
+    pub(crate) fn link_prefix(&self) -> String {
+        match self.inner.served_at.get() {
+            Some(base) if self.inner.options.links_to_itself => format!("{base}/_sim/call/"),
+            _ => state::LINK_PREFIX.to_owned(),
+        }
+    }
+
     pub(crate) fn lock_model(&self) -> MutexGuard<'_, state::Model> {
         lock(&self.inner.model)
     }
@@ -592,6 +616,9 @@ pub async fn spawn_on(addr: SocketAddr, api_key: &str) -> std::io::Result<Runnin
 /// Serves `simulator` on an already bound listener in a background task.
 pub fn serve(listener: TcpListener, simulator: Simulator) -> std::io::Result<RunningSimulator> {
     let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    // The first address it is served at names its links (a simulator is served once).
+    let _ = simulator.inner.served_at.set(base_url.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let app = simulator.router();
     let task = tokio::spawn(async move {
@@ -605,7 +632,7 @@ pub fn serve(listener: TcpListener, simulator: Simulator) -> std::io::Result<Run
         }
     });
     Ok(RunningSimulator {
-        base_url: format!("http://{addr}"),
+        base_url,
         addr,
         simulator,
         shutdown: Some(tx),

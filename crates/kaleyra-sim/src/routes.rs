@@ -67,7 +67,8 @@ async fn create_room(
     State(sim): State<Simulator>,
     KJson(req): KJson<CreateRoomRequest>,
 ) -> ApiResult<(StatusCode, Json<Room>)> {
-    let room = sim.lock_model().create_room(req)?;
+    let prefix = sim.link_prefix();
+    let room = sim.lock_model().create_room(req, &prefix)?;
     Ok((StatusCode::CREATED, Json(Room::from(&room))))
 }
 

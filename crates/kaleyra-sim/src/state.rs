@@ -249,7 +249,12 @@ impl Model {
 
     // --- rooms -------------------------------------------------------------------------------
 
-    pub fn create_room(&mut self, req: CreateRoomRequest) -> Result<SimRoom, SimError> {
+    /// Each participant's link is `link_prefix` and a random token.
+    pub fn create_room(
+        &mut self,
+        req: CreateRoomRequest,
+        link_prefix: &str,
+    ) -> Result<SimRoom, SimError> {
         let n = req.participants.len();
         if !(MIN_PARTICIPANTS..=MAX_PARTICIPANTS).contains(&n) {
             return Err(SimError::Invalid(format!(
@@ -300,7 +305,7 @@ impl Model {
                 is_admin: p.is_admin.unwrap_or(false),
                 tools: p.tools,
                 // 13 random bytes = the 26 hex characters seen in real links.
-                link: format!("{LINK_PREFIX}{}", random_hex(13)),
+                link: format!("{link_prefix}{}", random_hex(13)),
             })
             .collect();
         let room = SimRoom {
@@ -636,26 +641,31 @@ mod tests {
         user(&mut m, "pat2", Role::Basic);
 
         assert!(matches!(
-            m.create_room(room_req(&["doc"])),
+            m.create_room(room_req(&["doc"]), LINK_PREFIX),
             Err(SimError::Invalid(_))
         ));
         assert!(matches!(
-            m.create_room(room_req(&["doc", "doc"])),
+            m.create_room(room_req(&["doc", "doc"]), LINK_PREFIX),
             Err(SimError::Invalid(_))
         ));
         assert!(matches!(
-            m.create_room(room_req(&["doc", "ghost"])),
+            m.create_room(room_req(&["doc", "ghost"]), LINK_PREFIX),
             Err(SimError::UserNotFound(_))
         ));
         assert_eq!(
-            m.create_room(room_req(&["pat", "pat2"])),
+            m.create_room(room_req(&["pat", "pat2"]), LINK_PREFIX),
             Err(SimError::NoPlusUser)
         );
         let mut short = room_req(&["doc", "pat"]);
         short.duration = Some(59);
-        assert!(matches!(m.create_room(short), Err(SimError::Invalid(_))));
+        assert!(matches!(
+            m.create_room(short, LINK_PREFIX),
+            Err(SimError::Invalid(_))
+        ));
 
-        let room = m.create_room(room_req(&["doc", "pat"])).unwrap();
+        let room = m
+            .create_room(room_req(&["doc", "pat"]), LINK_PREFIX)
+            .unwrap();
         assert_eq!(room.id.len(), "room_".len() + 12);
         assert!(
             room.id["room_".len()..]
@@ -684,7 +694,11 @@ mod tests {
         user(&mut m, "doc", Role::Plus);
         user(&mut m, "pat", Role::Basic);
         let ids: Vec<String> = (0..4)
-            .map(|_| m.create_room(room_req(&["doc", "pat"])).unwrap().id)
+            .map(|_| {
+                m.create_room(room_req(&["doc", "pat"]), LINK_PREFIX)
+                    .unwrap()
+                    .id
+            })
             .collect();
         m.delete_room(&ids[1]).unwrap();
         let listed: Vec<String> = m.rooms().into_iter().map(|r| r.id).collect();

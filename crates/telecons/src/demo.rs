@@ -10,11 +10,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::Context;
+use kaleyra_sim::SimOptions;
 use secrecy::SecretString;
 
 use crate::app::{self, Application, Dependencies};
 use crate::config::{Config, DatabaseUrl, KaleyraSettings};
-use crate::domain::schedule::format_instant;
 use crate::store::InstallationMode;
 
 /// The demo's own database, in the working directory.
@@ -44,9 +44,12 @@ pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Re
         .context("--database-url must start with sqlite: (e.g. sqlite://demo.db) or postgres://")?;
     // A fresh key per run: the simulator only has to agree with our client.
     let api_key = format!("demo-{:032x}", rand::random::<u128>());
-    let simulator = kaleyra_sim::spawn(&api_key)
+    // Its links lead to its own stand-in page for a call, which a browser here can open.
+    let simulator = kaleyra_sim::spawn_with(&api_key, SimOptions::default().links_to_itself())
         .await
         .context("cannot start the embedded Kaleyra simulator")?;
+    // The waiting-room page frames those links.
+    config.link_origins = vec![simulator.base_url().to_owned()];
     config.kaleyra = Some(KaleyraSettings {
         base_url: simulator.base_url().to_owned(),
         api_key: SecretString::from(api_key),
@@ -55,6 +58,7 @@ pub async fn run(mut config: Config, database_url: Option<String>) -> anyhow::Re
         storage: config.database_url.to_string(),
         fresh,
         user_header: config.headers.user_id.clone(),
+        groups_header: config.headers.groups.clone(),
         simulator: simulator.base_url().to_owned(),
     };
     // Loopback only: the demo is for the machine it runs on.
@@ -111,13 +115,13 @@ struct Banner {
     storage: String,
     fresh: bool,
     user_header: String,
+    groups_header: String,
     simulator: String,
 }
 
 impl Banner {
     fn render(&self, address: SocketAddr) -> String {
         let base = format!("http://{address}");
-        let start = format_instant(chrono::Utc::now());
         let storage_note = if self.fresh {
             "a fresh database each run, like the simulator's memory"
         } else {
@@ -126,6 +130,7 @@ impl Banner {
         let Banner {
             storage,
             user_header,
+            groups_header,
             simulator,
             ..
         } = self;
@@ -137,19 +142,49 @@ impl Banner {
 
 Try it: paste these lines into a shell. Every answer ends with its HTTP status.
 
-# 1. Book a teleconsultation that starts now, so that its links are available at once:
+# 1. Book a teleconsultation that starts in two minutes (GNU date, else BSD date):
+START=$(date -u -d '+2 minutes' +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -v+2M +%Y-%m-%dT%H:%M:%SZ)
 ANSWER=$(curl -s -w '\nHTTP %{{http_code}}' -X POST {base}/teleconsultation \
   -H 'content-type: application/json' -d '{{
   "participants": {{"number": 2, "data": [
     {{"userId": "doctor-1",  "groups": ["doctor"],  "fullName": "Dr. Maria Rossi", "language": "it"}},
-    {{"userId": "patient-1", "groups": ["patient"], "fullName": "Luca Bianchi",    "language": "it"}}]}},
-  "start_date": "{start}", "duration_in_seconds": 1800}}'); echo "$ANSWER"
+    {{"userId": "patient-1", "groups": ["patient"], "fullName": "Luca Bianchi",    "language": "en"}}]}},
+  "start_date": "'"$START"'", "duration_in_seconds": 1800}}'); echo "$ANSWER"
 ROOM=$(echo "$ANSWER" | sed -n 's/.*"roomId":"\([0-9a-f]*\)".*/\1/p')
 echo "roomId: ${{ROOM:-none, the booking failed (see its answer above)}}"
-# 2. The patient asks for its join link (accessLinkURL: made up by the built-in simulator in
-#    the form of Kaleyra's sandbox links; no video call is behind it):
+# 2. Each participant's waiting-room page: open it in a browser on this machine. It counts
+#    down to the start, then offers Join. (The demo, and only the demo, takes the participant
+#    from ?as=; behind a gateway the page is identified like any API call.) Join opens the
+#    participant's link, which points at the built-in Kaleyra simulator's stand-in page for a
+#    call ({simulator}/_sim/call/...), not at a real video call.
+echo "doctor-1:  {base}/join/$ROOM?as=doctor-1"
+echo "patient-1: {base}/join/$ROOM?as=patient-1"
+# 3. The patient asks for its join link itself (accessLinkURL: null until the start, then
+#    the link):
 curl -s -w '\nHTTP %{{http_code}}\n' {base}/teleconsultation/$ROOM -H '{user_header}: patient-1'
-# 3. Cancel the booking (its room is deleted):
+
+# Then try:
+# - move the start (refused from the start on: the links are out by then); the pages follow:
+LATER=$(date -u -d '+4 minutes' +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -v+4M +%Y-%m-%dT%H:%M:%SZ)
+curl -s -w 'HTTP %{{http_code}}\n' -X PATCH {base}/teleconsultation/$ROOM \
+  -H 'content-type: application/json' -d '{{"start_date": "'"$LATER"'"}}'
+# - book for three and add the third participant later (the room is made once all are known):
+ANSWER=$(curl -s -w '\nHTTP %{{http_code}}' -X POST {base}/teleconsultation \
+  -H 'content-type: application/json' -d '{{
+  "participants": {{"number": 3, "data": [
+    {{"userId": "doctor-1",  "groups": ["doctor"],  "fullName": "Dr. Maria Rossi", "language": "it"}},
+    {{"userId": "patient-1", "groups": ["patient"], "fullName": "Luca Bianchi",    "language": "en"}}]}},
+  "start_date": "'"$LATER"'", "duration_in_seconds": 1800}}'); echo "$ANSWER"
+ROOM3=$(echo "$ANSWER" | sed -n 's/.*"roomId":"\([0-9a-f]*\)".*/\1/p')
+curl -s -w 'HTTP %{{http_code}}\n' -X POST {base}/teleconsultation/$ROOM3/participants/data \
+  -H 'content-type: application/json' \
+  -d '{{"userId": "patient-2", "groups": ["patient"], "fullName": "Anna Verdi", "language": "it"}}'
+echo "patient-2: {base}/join/$ROOM3?as=patient-2"
+# - a Kaleyra SDK token for the doctor, as a mobile app asks for one:
+curl -s -w '\nHTTP %{{http_code}}\n' -X POST {base}/credentials \
+  -H '{user_header}: doctor-1' -H '{groups_header}: doctor'
+# - every route, with its bodies and answers: the OpenAPI document at {base}/documentation/json
+# - cancel the first booking (its room is deleted; its pages say it was cancelled):
 curl -s -w 'HTTP %{{http_code}}\n' -X DELETE {base}/teleconsultation/$ROOM
 
 Stop with Ctrl-C."#
@@ -167,9 +202,13 @@ mod tests {
             storage: "sqlite://telecons-demo.db".into(),
             fresh: true,
             user_header: "miauserid".into(),
+            groups_header: "miausergroups".into(),
             simulator: "http://127.0.0.1:9".into(),
         };
         let text = banner.render(SocketAddr::from(([127, 0, 0, 1], 3000)));
+        if std::env::var_os("SHOW_BANNER").is_some() {
+            println!("{text}");
+        }
         assert!(
             text.contains("listening on http://127.0.0.1:3000"),
             "{text}"
@@ -177,12 +216,25 @@ mod tests {
         assert!(text.contains("a fresh database each run"), "{text}");
         assert!(text.contains("-H 'miauserid: patient-1'"), "{text}");
         assert_eq!(
-            text.matches("-w '").count(),
-            3,
+            text.matches("curl ").count(),
+            text.matches("curl -s -w '").count(),
             "every curl shows its status"
         );
+        assert!(
+            text.contains("echo \"patient-1: http://127.0.0.1:3000/join/$ROOM?as=patient-1\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("echo \"doctor-1:  http://127.0.0.1:3000/join/$ROOM?as=doctor-1\""),
+            "{text}"
+        );
+        assert!(text.contains("-H 'miausergroups: doctor'"), "{text}");
+        assert!(text.contains("http://127.0.0.1:9/_sim/call/"), "{text}");
         assert!(!text.contains("tee "), "{text}");
-        assert!(text.contains("no video call is behind it"), "{text}");
+        assert!(
+            text.contains("points at the built-in Kaleyra simulator"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use kaleyra_sim::SimOptions;
+
 use crate::{Ctx, assert_error, is_iso_millis, is_lower_hex};
 
 #[tokio::test]
@@ -252,4 +254,42 @@ async fn uploads_list_delete_seed() {
         json!([seeded])
     );
     let _ = key2;
+}
+
+#[tokio::test]
+async fn links_to_itself_point_at_its_own_call_page() {
+    let ctx = Ctx::with_options(SimOptions::default().links_to_itself()).await;
+    ctx.doc_and_pat().await;
+    let (status, created) = ctx
+        .post(
+            "/v2/rooms",
+            json!({"participants": [{"user_id": "doc", "is_admin": true}, {"user_id": "pat"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let link = created["participants"][1]["link"].as_str().unwrap();
+    let prefix = format!("{}/_sim/call/", ctx.sim.base_url());
+    let token = link
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(token.len() == 26 && is_lower_hex(token), "{link}");
+
+    let page = ctx
+        .http
+        .get(format!("{link}?language=it"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Simulated Kaleyra call"), "{html}");
+    assert!(
+        html.contains(&format!("<code id=\"token\">{token}</code>")),
+        "{html}"
+    );
+    assert!(
+        html.contains("<code id=\"options\">language=it</code>"),
+        "{html}"
+    );
 }

@@ -8,6 +8,7 @@ mod credentials;
 pub mod error;
 mod examples;
 mod expect;
+pub mod join_page;
 mod middleware;
 pub mod openapi;
 mod ops;
@@ -57,6 +58,8 @@ pub struct ApiState {
     pub body_read_timeout: Duration,
     /// How callers identify here, as `GET /documentation/json` says.
     pub documented_callers: CallerSchemes,
+    /// `GET /join/:roomId`, the waiting-room page.
+    pub join_page: Arc<join_page::JoinPage>,
 }
 
 /// JSON bodies are small; the one large body (a background image) has its own limit.

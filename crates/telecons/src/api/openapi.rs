@@ -10,7 +10,9 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{HttpMethod, OpenApi as Document, RefOr, Required};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{ApiState, credentials, error, ops, settings, teleconsultations, webhooks};
+use super::{
+    ApiState, credentials, error, join_page, ops, settings, teleconsultations, webhooks,
+};
 use crate::config::IdentityHeaders;
 
 #[derive(OpenApi)]
@@ -44,6 +46,7 @@ pub(super) fn routes() -> OpenApiRouter<ApiState> {
         .merge(settings::routes())
         .merge(webhooks::routes())
         .merge(ops::routes())
+        .merge(join_page::routes())
 }
 
 /// How callers identify, as a document describes it.

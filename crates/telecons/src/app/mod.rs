@@ -19,6 +19,7 @@ use kaleyra_client::{KaleyraClient, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::join_page::JoinPage;
 use crate::api::{self, ApiState, CallerSchemes, GatewayHeaders};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, KaleyraSettings};
@@ -296,6 +297,12 @@ impl Services {
                 request_budget: deps.request_budget,
                 body_read_timeout: deps.connections.body_read_timeout,
                 documented_callers,
+                join_page: Arc::new(JoinPage::new(
+                    &config.link_origins,
+                    // Only the demo takes a participant's identity from the page's URL.
+                    (deps.mode == InstallationMode::Demo)
+                        .then_some(config.headers.user_id.as_str()),
+                )),
             },
         })
     }

@@ -42,6 +42,7 @@ pub(super) const PROVISIONING_CONCURRENCY: &str = "PROVISIONING_CONCURRENCY";
 pub(super) const EVENTS_WEBHOOK_URL: &str = "EVENTS_WEBHOOK_URL";
 pub(super) const EVENTS_WEBHOOK_SECRET: &str = "EVENTS_WEBHOOK_SECRET";
 pub(super) const EVENTS_RETRY_SCHEDULE: &str = "EVENTS_RETRY_SCHEDULE";
+pub(super) const KALEYRA_LINK_ORIGINS: &str = "KALEYRA_LINK_ORIGINS";
 
 /// Every variable the service reads, aliases included: what a deployment may set (the
 /// deployment manifests' test holds them to this list). A unit test below keeps it complete.

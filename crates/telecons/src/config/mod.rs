@@ -120,6 +120,9 @@ pub struct Config {
     /// The events sent to the platform; `None` without `EVENTS_WEBHOOK_URL` (spec §9).
     pub events: Option<EventsConfig>,
     pub service: ServiceFile,
+    /// `KALEYRA_LINK_ORIGINS`: where participants' links point, the only origins the
+    /// waiting-room page (`/join/:roomId`) may show in its frame (its `frame-src`).
+    pub link_origins: Vec<String>,
     /// The events' variables set without `EVENTS_WEBHOOK_URL`: read by nothing, warned about.
     events_ignored: Vec<&'static str>,
 }
@@ -132,6 +135,10 @@ pub const DEFAULT_PROVISIONING_LEASE_SECS: u64 = 60;
 /// to keep up with Kaleyra's pace at tens of milliseconds a call, few enough not to make a
 /// storm worse (the worker halves it on Kaleyra's refusals and grows it back on success).
 pub const DEFAULT_PROVISIONING_CONCURRENCY: usize = 32;
+
+/// Where Kaleyra's participant links point by default (`sandbox.bandyer.com` and the
+/// companies' hosts).
+pub const DEFAULT_LINK_ORIGINS: &str = "https://*.bandyer.com";
 
 /// The variables `telecons demo` ignores (see [`Config::from_env_for_demo`]).
 const DEMO_IGNORES: [&str; 10] = [
@@ -308,6 +315,14 @@ impl Config {
         });
 
         let events = events::read(&mut env);
+        let link_origins = env
+            .parsed(
+                KALEYRA_LINK_ORIGINS,
+                "origins separated by spaces, each https://HOST[:PORT] or https://*.DOMAIN \
+                 (http:// only for a loopback host), without a path",
+                link_origins,
+            )
+            .unwrap_or_else(|| vec![DEFAULT_LINK_ORIGINS.to_owned()]);
 
         let service = service_file(&mut env, &headers.user_id);
         if bearer_mode {
@@ -337,6 +352,7 @@ impl Config {
             jwt,
             events: events.config,
             service,
+            link_origins,
             events_ignored: events.ignored,
         })
     }
@@ -407,6 +423,41 @@ fn auth0_base_url(domain: &str) -> Option<String> {
     } else {
         secure_url(&format!("https://{domain}"))
     }
+}
+
+/// `KALEYRA_LINK_ORIGINS` as CSP sources: each an origin (`https://host[:port]`, or
+/// `https://*.domain` for its subdomains; `http://` only on loopback), nothing else — the
+/// value goes into a `Content-Security-Policy` header.
+fn link_origins(value: &str) -> Option<Vec<String>> {
+    value.split_whitespace().map(link_origin).collect()
+}
+
+fn link_origin(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (subdomains, host) = match rest.strip_prefix("*.") {
+        Some(domain) => (true, domain),
+        None => (false, rest),
+    };
+    let url = reqwest::Url::parse(&format!("{scheme}://{host}")).ok()?;
+    let bare = url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !bare || !is_secure(&url) || (subdomains && url.scheme() != "https") {
+        return None;
+    }
+    let origin = url.origin().ascii_serialization();
+    let origin = if subdomains {
+        origin.replacen("://", "://*.", 1)
+    } else {
+        origin
+    };
+    origin
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-:/*[]".contains(c))
+        .then_some(origin)
 }
 
 /// A `LOG_LEVEL` as the tracing level it stands for.
@@ -518,6 +569,40 @@ mod testing {
 mod tests {
     use secrecy::ExposeSecret;
 
+    #[test]
+    fn link_origins_are_bare_origins_fit_for_a_content_security_policy() {
+        let c = ok(&[(
+            KALEYRA_LINK_ORIGINS,
+            " https://video.example.org/ https://*.kaleyra.test:8443 http://127.0.0.1:9000 ",
+        )]);
+        assert_eq!(
+            c.link_origins,
+            [
+                "https://video.example.org",
+                "https://*.kaleyra.test:8443",
+                "http://127.0.0.1:9000"
+            ]
+        );
+        for bad in [
+            "http://video.example.org",
+            "https://video.example.org/call",
+            "https://video.example.org?x=1",
+            "https://user@video.example.org",
+            "https://a.test; script-src *",
+            "https://a.test;",
+            "'unsafe-inline'",
+            "*",
+            "http://*.localhost",
+        ] {
+            let problems = errs(&[(KALEYRA_LINK_ORIGINS, bad)]);
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert!(
+                problems[0].starts_with("KALEYRA_LINK_ORIGINS must be origins"),
+                "{bad}: {problems:?}"
+            );
+        }
+    }
+
     use super::testing::{BEARER, errs, file, guarded_file, ok};
     use super::*;
     use crate::domain::roles::Privileges;
@@ -540,6 +625,7 @@ mod tests {
         assert!(c.auth0.is_none());
         assert!(c.jwt.is_none());
         assert!(c.events.is_none());
+        assert_eq!(c.link_origins, ["https://*.bandyer.com"]);
         assert_eq!(c.service, ServiceFile::built_in("miauserid"));
         assert_eq!(c.service.privileges, Privileges::default());
         assert_eq!(

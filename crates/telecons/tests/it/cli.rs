@@ -898,11 +898,13 @@ async fn demo_serves_on_its_embedded_simulator_and_stops_on_sigterm() {
     run.terminate_idle().await;
 }
 
-/// A new user's first ten minutes: what the demo prints alone books a teleconsultation and
-/// gives a participant's join link — on the first run and after a restart (when the
-/// simulator starts empty again).
+/// A new user's first ten minutes: what the demo prints alone books a teleconsultation,
+/// prints each participant's waiting-room page (which the demo serves, identifying the
+/// participant by `?as=`), gives the join (its link null until the start, two minutes on),
+/// and then what to try next works as printed — on the first run and after a restart (when
+/// the simulator starts empty again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_printed_walkthrough_gives_a_link_on_the_first_run_and_after_a_restart() {
+async fn the_printed_walkthrough_works_on_the_first_run_and_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let port_text = port.to_string();
@@ -935,19 +937,47 @@ async fn the_printed_walkthrough_gives_a_link_on_the_first_run_and_after_a_resta
             "{attempt}:\n{output}\n{}",
             String::from_utf8_lossy(&shell.stderr)
         );
-        assert!(
-            output.contains("\nHTTP 201\n"),
-            "{attempt}: booked\n{output}"
+        let statuses: Vec<&str> = output
+            .lines()
+            .filter_map(|line| line.strip_prefix("HTTP "))
+            .collect();
+        // Booked; its join (no link before the start); moved; the second booking and its
+        // third participant; the doctor's SDK token; cancelled.
+        assert_eq!(
+            statuses,
+            ["201", "200", "204", "201", "201", "201", "204"],
+            "{attempt}:\n{output}"
         );
         assert!(
-            output.contains("\"accessLinkURL\":\"https://"),
-            "{attempt}: a join link\n{output}"
+            output.contains("\"accessLinkURL\":null"),
+            "{attempt}: no link before the start\n{output}"
         );
-        assert!(output.contains("\nHTTP 200\n"), "{attempt}:\n{output}");
-        assert!(
-            output.ends_with("HTTP 204\n"),
-            "{attempt}: cancelled\n{output}"
+        // The printed page links: the page, made for the demo.
+        let pages: Vec<&str> = output
+            .lines()
+            .filter(|line| line.contains("/join/"))
+            .filter_map(|line| line.split_once("http://").map(|(_, url)| url))
+            .collect();
+        let participants: Vec<&str> = pages
+            .iter()
+            .filter_map(|page| page.split_once("?as=").map(|(_, who)| who))
+            .collect();
+        assert_eq!(
+            participants,
+            ["doctor-1", "patient-1", "patient-2"],
+            "{attempt}:\n{output}"
         );
+        for page in pages {
+            let answer = reqwest::get(format!("http://{page}"))
+                .await
+                .expect("the page answers");
+            assert_eq!(answer.status(), 200, "{page}");
+            let html = answer.text().await.expect("the page");
+            assert!(
+                html.contains("data-demo-user-header=\"miauserid\""),
+                "{page}"
+            );
+        }
         run.terminate_idle().await;
     }
 }

@@ -433,7 +433,8 @@ impl TestApp {
         Self::spawn_on_with(db, env, sim, |deps| deps.request_budget = request_budget).await
     }
 
-    async fn spawn_on_with(
+    /// On `sim`, with `env` as [`Self::spawn_with`] and the dependencies changed by `change`.
+    pub async fn spawn_on_with(
         db: TestDatabase,
         env: &[(&str, &str)],
         sim: Arc<kaleyra_sim::RunningSimulator>,
