@@ -34,6 +34,7 @@ use crate::config::IdentityHeaders;
         (name = "settings", description = "The company's look on Kaleyra: virtual backgrounds"),
         (name = "webhooks", description = "Events Kaleyra sends, signed with the API key"),
         (name = "operations", description = "Health, readiness, metrics, documentation"),
+        (name = "pages", description = "What a participant opens in a browser: the waiting-room page"),
     )
 )]
 struct ApiDoc;

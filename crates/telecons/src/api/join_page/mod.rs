@@ -91,10 +91,13 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 /// `GET /teleconsultation/{roomId}` with the caller's identity: the gateway's headers, or
 /// `#access_token=<JWT>` in the page's URL in bearer mode). The same page for any id: what
 /// it shows comes from those routes.
-#[utoipa::path(get, path = "/join/{roomId}", tag = "teleconsultations",
+/// The page itself needs no caller (the same for everyone); the API calls it makes carry the
+/// participant's identity.
+#[utoipa::path(get, path = "/join/{roomId}", tag = "pages",
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
-        (status = 200, description = "The page (HTML, its script and style inline; a strict `Content-Security-Policy`)", content_type = "text/html"),
+        (status = 200, description = "The page (HTML, its script and style inline; a strict `Content-Security-Policy`)", content_type = "text/html",
+            example = json!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Teleconsultation</title>…</head><body>…</body></html>")),
     ))]
 async fn join_page(State(state): State<ApiState>) -> impl IntoResponse {
     let page = &state.join_page;
