@@ -10,9 +10,7 @@ use utoipa::openapi::security::{
 use utoipa::openapi::{HttpMethod, OpenApi as Document, RefOr, Required};
 use utoipa_axum::router::OpenApiRouter;
 
-use super::{
-    ApiState, credentials, error, join_page, ops, settings, teleconsultations, webhooks,
-};
+use super::{ApiState, credentials, error, join_page, ops, settings, teleconsultations, webhooks};
 use crate::config::IdentityHeaders;
 
 #[derive(OpenApi)]
