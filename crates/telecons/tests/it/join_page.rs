@@ -24,6 +24,10 @@ use crate::teleconsultations::config_file;
 use crate::test_issuer::{JwksEndpoint, keys};
 
 crate::on_both_backends!(
+    #[cfg_attr(
+        not(telecons_browser_tests),
+        ignore = "no chromedriver: apt-get install chromium chromium-driver (or set CHROMEDRIVER)"
+    )]
     the_countdown_reaches_zero_and_join_appears_without_a_reload,
     the_page_speaks_the_participants_language_and_shows_the_browsers_time_zone,
     ended_cancelled_unknown_and_strangers_each_get_their_message,

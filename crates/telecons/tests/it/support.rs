@@ -274,9 +274,14 @@ impl Drop for FreshPostgres {
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
+        $crate::on_both_backends!(#[cfg(all())] $($name),*);
+    };
+    // `#[$attr]` on every test of both (e.g. an `ignore` of their own).
+    (#[$attr:meta] $($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$attr]
                 async fn $name() {
                     super::$name($crate::support::TestDatabase::sqlite().await).await;
                 }
@@ -285,6 +290,7 @@ macro_rules! on_both_backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[$attr]
                 #[cfg_attr(
                     not(telecons_postgres_tests),
                     ignore = "TELECONS_TEST_POSTGRES_URL is not set"
