@@ -453,14 +453,7 @@ async fn a_bearer_token_from_the_fragment_is_sent_as_a_header_and_never_in_a_url
     browser
         .go(&app.url(&format!("/join/{id}#access_token={token}")))
         .await;
-    let status = browser.wait_for_state("waiting").await;
-    assert!(status.starts_with("You can join from "), "{status}");
-    assert!(
-        browser
-            .text("participants")
-            .await
-            .ends_with("Luca Bianchi (you)")
-    );
+    waits_as_the_patient(&browser).await;
     // Out of the address, and so of the history; nowhere the page keeps things.
     assert_eq!(
         browser.eval("location.href").await,
@@ -497,14 +490,7 @@ async fn only_the_demo_takes_the_participant_from_the_page_url(db: TestDatabase)
     browser
         .go(&demo.url(&format!("/join/{id}?as=patient-1")))
         .await;
-    let status = browser.wait_for_state("waiting").await;
-    assert!(status.starts_with("You can join from "), "{status}");
-    assert!(
-        browser
-            .text("participants")
-            .await
-            .ends_with("Luca Bianchi (you)")
-    );
+    waits_as_the_patient(&browser).await;
     requests_stay_within(&browser, &demo, &[]).await;
 
     // `serve` ignores `?as=`: no identity, and none sent.
@@ -565,4 +551,16 @@ async fn the_page_is_served_with_a_strict_policy_and_no_cookie() {
         .await
         .unwrap();
     assert_eq!(html, other, "the same document for every id");
+}
+
+/// The page waits for the links to open, and shows the patient as the caller.
+async fn waits_as_the_patient(browser: &Browser) {
+    let status = browser.wait_for_state("waiting").await;
+    assert!(status.starts_with("You can join from "), "{status}");
+    assert!(
+        browser
+            .text("participants")
+            .await
+            .ends_with("Luca Bianchi (you)")
+    );
 }
