@@ -78,6 +78,7 @@ pub const VARIABLES: &[&str] = &[
     EVENTS_WEBHOOK_URL,
     EVENTS_WEBHOOK_SECRET,
     EVENTS_RETRY_SCHEDULE,
+    KALEYRA_LINK_ORIGINS,
 ];
 
 /// The Kaleyra company API: key and base URL.
