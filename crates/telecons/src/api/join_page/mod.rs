@@ -85,14 +85,14 @@ pub fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::new().routes(routes!(join_page))
 }
 
-/// The waiting-room page of a teleconsultation, for its participants' browsers: its date and
-/// time, who takes part, a countdown to when the links open, then a Join button for the
-/// caller's own link (the page reads `GET /teleconsultations/{roomId}` and
+/// The waiting-room page of a teleconsultation, for its participants' browsers.
+///
+/// Its date and time, who takes part, a countdown to when the links open, then a Join button
+/// for the caller's own link (the page reads `GET /teleconsultations/{roomId}` and
 /// `GET /teleconsultation/{roomId}` with the caller's identity: the gateway's headers, or
 /// `#access_token=<JWT>` in the page's URL in bearer mode). The same page for any id: what
-/// it shows comes from those routes.
-/// The page itself needs no caller (the same for everyone); the API calls it makes carry the
-/// participant's identity.
+/// it shows comes from those routes. The page itself needs no caller; the API calls it makes
+/// carry the participant's identity.
 #[utoipa::path(get, path = "/join/{roomId}", tag = "pages",
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
