@@ -57,7 +57,7 @@ pub struct CredentialsAnswer {
         example = json!(examples::credentials_request())),
     responses(
         (status = 201, description = "Issued", body = CredentialsAnswer,
-            example = json!(examples::credentials())),
+            example = json!(example_credentials())),
         (status = 400, description = "`expiresIn` outside 360–86400 or not an integer; a caller the directory does not know", body = ErrorBody,
             example = json!(examples::expires_in_out_of_bounds())),
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
@@ -86,4 +86,16 @@ async fn create_credentials(
             bandyer_user_id: issued.kaleyra_user_id,
         }),
     ))
+}
+
+// --- OpenAPI examples of the answers (see `examples`) ---------------------------------------
+
+fn example_credentials() -> CredentialsAnswer {
+    CredentialsAnswer {
+        access_token:
+            "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VySWQiOiJ1c3JfLi4uIn0.c2lnbmF0dXJl"
+                .to_owned(),
+        expires_at: "2030-01-01T11:00:00.000Z".to_owned(),
+        bandyer_user_id: kaleyra_client::kaleyra_user_id("doc-1"),
+    }
 }

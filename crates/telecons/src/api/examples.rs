@@ -1,30 +1,16 @@
 //! The OpenAPI document's examples: one booking of Anna Bianchi (`doc-1`, a doctor) and Mario
 //! Rossi (`pat-1`, a patient) on 2030-01-02 at 10:00 UTC, seen through every route, and the
-//! errors each route answers. Answers are built from the answer types themselves, so that an
-//! example cannot show a key the API does not send; request examples are JSON, and the tests
-//! below read each with its body type. Error messages are the service's own.
-
-use std::collections::BTreeMap;
+//! errors each route answers. A route's answers are built beside it from its answer types, so
+//! that an example cannot show a key the API does not send; request examples are JSON, which
+//! `api`'s tests read each with its body type. Error messages are the service's own.
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::credentials::CredentialsAnswer;
 use super::error::{ApiError, ErrorBody};
-use super::ops::StatusBody;
-use super::settings::{
-    BackgroundUploaded, CompanyAnswer, CompanyBody, DefaultBackgroundBody, VirtualBackgroundBody,
-};
-use super::teleconsultations::{
-    AgendaListBody, AgendaViewBody, CreatedBody, DetailsBody, JoinBody, ParticipantCallBody,
-    UploadsDeletedBody,
-};
-use crate::views::{
-    AgendaEntryBody, AgendaParticipantBody, AgendaRoleBody, AgendaRoomBody, AgendaStatusBody,
-};
 
 pub const ROOM_ID: &str = "65a1f0c2e4b0a1b2c3d4e5f6";
-const ALIAS: &str = "5f6b0c7e-6e8f-4c39-9d0e-2a1b3c4d5e6f";
+pub const ALIAS: &str = "5f6b0c7e-6e8f-4c39-9d0e-2a1b3c4d5e6f";
 
 // --- requests -----------------------------------------------------------------------------
 
@@ -71,191 +57,7 @@ pub fn kaleyra_event() -> Value {
     })
 }
 
-// --- answers ------------------------------------------------------------------------------
-
-pub fn created() -> CreatedBody {
-    CreatedBody {
-        room_id: ROOM_ID.to_owned(),
-    }
-}
-
-/// `GET /teleconsultation/{roomId}` as the patient asks it.
-pub fn join() -> JoinBody {
-    let call = |user: &str, name: &str| ParticipantCallBody {
-        bandyer_user_id: kaleyra_client::kaleyra_user_id(user),
-        full_name: Some(name.to_owned()),
-    };
-    JoinBody {
-        bandyer_user_id: kaleyra_client::kaleyra_user_id("pat-1"),
-        access_link_url: Some(
-            "https://sandbox.bandyer.com/eu/direct-rest-call-handler/3f9a1c0b7d2e4a".to_owned(),
-        ),
-        participants_bandyer_call: vec![
-            call("doc-1", "Anna Bianchi"),
-            call("pat-1", "Mario Rossi"),
-        ],
-        details: Some(DetailsBody {
-            recording: "none".to_owned(),
-            recording_status: "stopped".to_owned(),
-            call_type: "audio_video".to_owned(),
-            description: Some(format!(
-                "telecons:9c1e5b2a7f3d4e60:4b1d7a9e02c3f815:{ROOM_ID}:1d2c3b4a5f6e7d8c"
-            )),
-            status: "NOT_RUNNING".to_owned(),
-            disabled: false,
-            creation_date: "2030-01-01T10:00:01.000Z".to_owned(),
-            duration_in_seconds: 0,
-            duration_used_in_seconds: 0,
-            live: true,
-        }),
-    }
-}
-
-fn agenda_participant(
-    user: &str,
-    name: &str,
-    role: AgendaRoleBody,
-    language: Option<&str>,
-) -> AgendaParticipantBody {
-    AgendaParticipantBody {
-        user_id: user.to_owned(),
-        full_name: Some(name.to_owned()),
-        role,
-        language: language.map(str::to_owned),
-    }
-}
-
-fn agenda_entry() -> AgendaEntryBody {
-    AgendaEntryBody {
-        room_id: ROOM_ID.to_owned(),
-        start_date: "2030-01-02T10:00:00.000Z".to_owned(),
-        end_date: "2030-01-02T11:00:00.000Z".to_owned(),
-        number: 2,
-        status: AgendaStatusBody::Scheduled,
-        links_open_at: "2030-01-02T09:50:00.000Z".to_owned(),
-        room: AgendaRoomBody::Ready,
-        participants: vec![
-            agenda_participant("doc-1", "Anna Bianchi", AgendaRoleBody::Plus, Some("it")),
-            agenda_participant("pat-1", "Mario Rossi", AgendaRoleBody::Basic, None),
-        ],
-        created_at: "2030-01-01T10:00:00.000Z".to_owned(),
-        updated_at: "2030-01-01T10:00:00.000Z".to_owned(),
-    }
-}
-
-/// `GET /teleconsultations/{roomId}` as the patient asks it.
-pub fn view() -> AgendaViewBody {
-    AgendaViewBody {
-        entry: agenda_entry(),
-        you: Some(agenda_participant(
-            "pat-1",
-            "Mario Rossi",
-            AgendaRoleBody::Basic,
-            None,
-        )),
-    }
-}
-
-/// A page of one, with more to come.
-pub fn agenda_page() -> AgendaListBody {
-    AgendaListBody {
-        items: vec![agenda_entry()],
-        next_cursor: Some("djE6MTg5MzU3ODQwMDAwMDo2NWExZjBjMmU0YjBhMWIyYzNkNGU1ZjY".to_owned()),
-    }
-}
-
-pub fn uploads_deleted() -> UploadsDeletedBody {
-    UploadsDeletedBody {
-        total: 3,
-        deleted: 3,
-    }
-}
-
-pub fn credentials() -> CredentialsAnswer {
-    CredentialsAnswer {
-        access_token:
-            "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VySWQiOiJ1c3JfLi4uIn0.c2lnbmF0dXJl"
-                .to_owned(),
-        expires_at: "2030-01-01T11:00:00.000Z".to_owned(),
-        bandyer_user_id: kaleyra_client::kaleyra_user_id("doc-1"),
-    }
-}
-
-fn background_url() -> String {
-    format!("https://static.bandyer.com/corporate/virtual_backgrounds/sandbox/{ALIAS}.jpg")
-}
-
-pub fn background_uploaded() -> BackgroundUploaded {
-    BackgroundUploaded {
-        virtual_background: VirtualBackgroundBody {
-            background_alias: ALIAS.to_owned(),
-            url: background_url(),
-            creation_date: "2030-01-01T10:00:00.000Z".to_owned(),
-        },
-    }
-}
-
-pub fn company() -> CompanyAnswer {
-    CompanyAnswer {
-        company: CompanyBody {
-            name: "Example Clinic".to_owned(),
-            default_language: Some("it".to_owned()),
-            default_background: Some(DefaultBackgroundBody {
-                alias: ALIAS.to_owned(),
-                url: background_url(),
-                creation_date: "2030-01-01T10:00:00.000Z".to_owned(),
-            }),
-            end_call_redirect_url: None,
-            user_details_provider_url: None,
-            end_call_redirect_timeout_ms: None,
-        },
-    }
-}
-
-pub fn alive() -> StatusBody {
-    StatusBody {
-        status: "OK",
-        checks: BTreeMap::new(),
-    }
-}
-
-pub fn ready() -> StatusBody {
-    StatusBody {
-        status: "OK",
-        checks: BTreeMap::from([("storage", "OK")]),
-    }
-}
-
-pub fn not_ready() -> StatusBody {
-    StatusBody {
-        status: "KO",
-        checks: BTreeMap::from([("storage", "KO")]),
-    }
-}
-
-pub fn checked_up() -> StatusBody {
-    StatusBody {
-        status: "OK",
-        checks: BTreeMap::from([
-            ("backlog", "OK"),
-            ("kaleyra", "OK"),
-            ("rooms", "OK"),
-            ("storage", "OK"),
-        ]),
-    }
-}
-
-pub fn check_up_failed() -> StatusBody {
-    StatusBody {
-        status: "KO",
-        checks: BTreeMap::from([
-            ("backlog", "OK"),
-            ("kaleyra", "KO"),
-            ("rooms", "OK"),
-            ("storage", "OK"),
-        ]),
-    }
-}
+// --- answers: each resource's own are beside its routes (`example_…`) ----------------------
 
 pub const METRICS: &str = "# TYPE http_requests_total counter\n\
     http_requests_total{method=\"GET\",route=\"/teleconsultation/{roomId}\",status=\"200\"} 42\n";
@@ -473,32 +275,4 @@ pub fn webhook_not_now() -> ErrorBody {
         "the webhook could not be acted on now: database error while reading a teleconsultation: \
          pool timed out while waiting for an open connection",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use serde::de::DeserializeOwned;
-
-    use super::*;
-    use crate::api::credentials::CredentialsBody;
-    use crate::api::settings::UpdateSettingsBody;
-    use crate::api::teleconsultations::{ParticipantBody, TeleconsultationBody};
-
-    fn reads_as<T: DeserializeOwned>(example: Value) {
-        if let Err(err) = serde_json::from_value::<T>(example.clone()) {
-            panic!("{example} is not a {}: {err}", std::any::type_name::<T>());
-        }
-    }
-
-    #[test]
-    fn each_request_example_is_read_by_its_body_type() {
-        reads_as::<TeleconsultationBody>(booking());
-        reads_as::<TeleconsultationBody>(change());
-        reads_as::<ParticipantBody>(participant());
-        reads_as::<CredentialsBody>(credentials_request());
-        reads_as::<UpdateSettingsBody>(settings_update());
-        let event = serde_json::to_vec(&kaleyra_event()).unwrap();
-        let parsed = kaleyra_client::webhook::parse_event(&event).expect("a Kaleyra event");
-        assert_eq!(parsed.room_deleted_id(), Some("room_5beecf8c0f29"));
-    }
 }

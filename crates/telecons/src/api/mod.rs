@@ -126,3 +126,33 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         format!("Method {method} is not allowed on {}", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use serde_json::Value;
+
+    use super::examples::*;
+    use crate::api::credentials::CredentialsBody;
+    use crate::api::settings::UpdateSettingsBody;
+    use crate::api::teleconsultations::{ParticipantBody, TeleconsultationBody};
+
+    fn reads_as<T: DeserializeOwned>(example: Value) {
+        if let Err(err) = serde_json::from_value::<T>(example.clone()) {
+            panic!("{example} is not a {}: {err}", std::any::type_name::<T>());
+        }
+    }
+
+    #[test]
+    fn each_request_example_is_read_by_its_body_type() {
+        reads_as::<TeleconsultationBody>(booking());
+        reads_as::<TeleconsultationBody>(change());
+        reads_as::<ParticipantBody>(participant());
+        reads_as::<CredentialsBody>(credentials_request());
+        reads_as::<UpdateSettingsBody>(settings_update());
+        let event = serde_json::to_vec(&kaleyra_event()).unwrap();
+        let parsed = kaleyra_client::webhook::parse_event(&event).expect("a Kaleyra event");
+        assert_eq!(parsed.room_deleted_id(), Some("room_5beecf8c0f29"));
+    }
+}

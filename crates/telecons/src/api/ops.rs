@@ -49,7 +49,7 @@ fn verdict(ok: bool) -> &'static str {
 
 /// The process is alive.
 #[utoipa::path(get, path = "/-/healthz", tag = "operations",
-    responses((status = 200, description = "Alive", body = StatusBody, example = json!(examples::alive()))))]
+    responses((status = 200, description = "Alive", body = StatusBody, example = json!(example_alive()))))]
 async fn healthz() -> (StatusCode, Json<StatusBody>) {
     status_response(BTreeMap::new())
 }
@@ -57,8 +57,8 @@ async fn healthz() -> (StatusCode, Json<StatusBody>) {
 /// The storage is reachable: the instance can serve requests.
 #[utoipa::path(get, path = "/-/ready", tag = "operations",
     responses(
-        (status = 200, description = "Ready", body = StatusBody, example = json!(examples::ready())),
-        (status = 503, description = "Storage unreachable", body = StatusBody, example = json!(examples::not_ready())),
+        (status = 200, description = "Ready", body = StatusBody, example = json!(example_ready())),
+        (status = 503, description = "Storage unreachable", body = StatusBody, example = json!(example_not_ready())),
     ))]
 async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
     let storage = state.health.ready().await;
@@ -69,8 +69,8 @@ async fn ready(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) 
 /// missing its room, and no due work has waited over a minute.
 #[utoipa::path(get, path = "/-/check-up", tag = "operations",
     responses(
-        (status = 200, description = "Every dependency answers", body = StatusBody, example = json!(examples::checked_up())),
-        (status = 503, description = "A dependency does not answer", body = StatusBody, example = json!(examples::check_up_failed())),
+        (status = 200, description = "Every dependency answers", body = StatusBody, example = json!(example_checked_up())),
+        (status = 503, description = "A dependency does not answer", body = StatusBody, example = json!(example_check_up_failed())),
     ))]
 async fn check_up(State(state): State<ApiState>) -> (StatusCode, Json<StatusBody>) {
     let checks = state.health.check_up().await;
@@ -116,4 +116,51 @@ pub fn documentation(openapi: utoipa::openapi::OpenApi) -> axum::Router<ApiState
             async move { ([(header::CONTENT_TYPE, "application/json")], json) }
         }),
     )
+}
+
+// --- OpenAPI examples of the answers (see `examples`) ---------------------------------------
+
+fn example_alive() -> StatusBody {
+    StatusBody {
+        status: "OK",
+        checks: BTreeMap::new(),
+    }
+}
+
+fn example_ready() -> StatusBody {
+    StatusBody {
+        status: "OK",
+        checks: BTreeMap::from([("storage", "OK")]),
+    }
+}
+
+fn example_not_ready() -> StatusBody {
+    StatusBody {
+        status: "KO",
+        checks: BTreeMap::from([("storage", "KO")]),
+    }
+}
+
+fn example_checked_up() -> StatusBody {
+    StatusBody {
+        status: "OK",
+        checks: BTreeMap::from([
+            ("backlog", "OK"),
+            ("kaleyra", "OK"),
+            ("rooms", "OK"),
+            ("storage", "OK"),
+        ]),
+    }
+}
+
+fn example_check_up_failed() -> StatusBody {
+    StatusBody {
+        status: "KO",
+        checks: BTreeMap::from([
+            ("backlog", "OK"),
+            ("kaleyra", "KO"),
+            ("rooms", "OK"),
+            ("storage", "OK"),
+        ]),
+    }
 }

@@ -128,7 +128,7 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, read_one: bool
         description = "One file field, `virtual_background`, e.g. `curl -F virtual_background=@background.jpg`"),
     responses(
         (status = 200, description = "Uploaded", body = BackgroundUploaded,
-            example = json!(examples::background_uploaded())),
+            example = json!(example_background_uploaded())),
         (status = 400, description = "The file field is missing, empty or repeated, or another field was sent", body = ErrorBody,
             example = json!(examples::background_missing())),
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
@@ -238,7 +238,7 @@ async fn read_image(field: &mut Field<'_>, declared: Option<u64>) -> Result<Vec<
     request_body(content = UpdateSettingsBody, example = json!(examples::settings_update())),
     responses(
         (status = 200, description = "The company settings", body = CompanyAnswer,
-            example = json!(examples::company())),
+            example = json!(example_company())),
         (status = 400, description = "`background_alias` missing, empty or not a string; unknown fields", body = ErrorBody,
             example = json!(examples::alias_missing())),
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
@@ -284,4 +284,40 @@ async fn update_settings(
             end_call_redirect_timeout_ms: company.end_call_redirect_timeout_ms,
         },
     }))
+}
+
+// --- OpenAPI examples of the answers (see `examples`) ---------------------------------------
+
+fn example_background_url() -> String {
+    format!(
+        "https://static.bandyer.com/corporate/virtual_backgrounds/sandbox/{}.jpg",
+        examples::ALIAS
+    )
+}
+
+fn example_background_uploaded() -> BackgroundUploaded {
+    BackgroundUploaded {
+        virtual_background: VirtualBackgroundBody {
+            background_alias: examples::ALIAS.to_owned(),
+            url: example_background_url(),
+            creation_date: "2030-01-01T10:00:00.000Z".to_owned(),
+        },
+    }
+}
+
+fn example_company() -> CompanyAnswer {
+    CompanyAnswer {
+        company: CompanyBody {
+            name: "Example Clinic".to_owned(),
+            default_language: Some("it".to_owned()),
+            default_background: Some(DefaultBackgroundBody {
+                alias: examples::ALIAS.to_owned(),
+                url: example_background_url(),
+                creation_date: "2030-01-01T10:00:00.000Z".to_owned(),
+            }),
+            end_call_redirect_url: None,
+            user_details_provider_url: None,
+            end_call_redirect_timeout_ms: None,
+        },
+    }
 }

@@ -28,6 +28,7 @@ use super::{ApiState, examples};
 use crate::domain::agenda_query::parse_list_query;
 use crate::domain::participants::ParticipantEntry;
 use crate::services::{ServiceError, Unreadable};
+use crate::views::{AgendaRoleBody, AgendaRoomBody};
 use idempotency::{IdempotencyKeyHeader, book_once, created};
 
 pub fn routes() -> OpenApiRouter<ApiState> {
@@ -83,7 +84,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RoomId {
     responses(
         (status = 201, description = "Stored (and its room created when complete); or, with `Idempotency-Replayed: true`, the answer kept for the key", body = CreatedBody,
             headers(("Idempotency-Replayed" = String, description = "`true` when this is the answer kept for the `Idempotency-Key` (also on a kept 4xx)")),
-            example = json!(examples::created())),
+            example = json!(example_created())),
         (status = 401, description = "`Unauthorized user`: no caller, where `bookingGroups` guards the route (always in bearer mode)", body = ErrorBody,
             example = json!(examples::unauthorized())),
         (status = 403, description = "The caller is not in `bookingGroups`", body = ErrorBody,
@@ -198,7 +199,7 @@ async fn add_participant(
     params(("roomId" = String, Path, description = "The teleconsultation id"), JoinQuery),
     responses(
         (status = 200, description = "The caller's view", body = JoinBody,
-            example = json!(examples::join())),
+            example = json!(example_join())),
         (status = 401, description = "`Unauthorized user`: no caller, or not a participant", body = ErrorBody,
             example = json!(examples::unauthorized())),
         (status = 404, description = "`Room with id <roomId> not found on CRUD`", body = ErrorBody,
@@ -225,7 +226,7 @@ async fn get_teleconsultation(
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
         (status = 200, description = "The teleconsultation", body = AgendaViewBody,
-            example = json!(examples::view())),
+            example = json!(example_view())),
         (status = 400, description = "An identity header sent twice", body = ErrorBody,
             example = json!(examples::repeated_identity())),
         (status = 401, description = "`Unauthorized user`: no caller (before any 404)", body = ErrorBody,
@@ -258,7 +259,7 @@ async fn view_teleconsultation(
     ),
     responses(
         (status = 200, description = "A page of the agenda", body = AgendaListBody,
-            example = json!(examples::agenda_page())),
+            example = json!(example_agenda_page())),
         (status = 400, description = "A bad, repeated or unknown query parameter (the message names it and what is allowed), or an identity header sent twice", body = ErrorBody,
             example = json!(examples::bad_query())),
         (status = 401, description = "`Unauthorized user`: no caller", body = ErrorBody,
@@ -309,7 +310,7 @@ async fn delete_teleconsultation(
     params(("roomId" = String, Path, description = "The teleconsultation id")),
     responses(
         (status = 200, description = "`deleted` < `total` when some deletions failed: send again", body = UploadsDeletedBody,
-            example = json!(examples::uploads_deleted())),
+            example = json!(example_uploads_deleted())),
         (status = 204, description = "Disabled: nothing done"),
         (status = 401, description = "`Unauthorized user`: not a participant", body = ErrorBody,
             example = json!(examples::unauthorized())),
@@ -337,4 +338,105 @@ async fn delete_uploads(
         .into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
+}
+
+// --- OpenAPI examples of the answers (see `examples`) ---------------------------------------
+
+fn example_created() -> CreatedBody {
+    CreatedBody {
+        room_id: examples::ROOM_ID.to_owned(),
+    }
+}
+
+/// `GET /teleconsultation/{roomId}` as the patient asks it.
+fn example_join() -> JoinBody {
+    let call = |user: &str, name: &str| ParticipantCallBody {
+        bandyer_user_id: kaleyra_client::kaleyra_user_id(user),
+        full_name: Some(name.to_owned()),
+    };
+    JoinBody {
+        bandyer_user_id: kaleyra_client::kaleyra_user_id("pat-1"),
+        access_link_url: Some(
+            "https://sandbox.bandyer.com/eu/direct-rest-call-handler/3f9a1c0b7d2e4a".to_owned(),
+        ),
+        participants_bandyer_call: vec![
+            call("doc-1", "Anna Bianchi"),
+            call("pat-1", "Mario Rossi"),
+        ],
+        details: Some(DetailsBody {
+            recording: "none".to_owned(),
+            recording_status: "stopped".to_owned(),
+            call_type: "audio_video".to_owned(),
+            description: Some(format!(
+                "telecons:9c1e5b2a7f3d4e60:4b1d7a9e02c3f815:{}:1d2c3b4a5f6e7d8c",
+                examples::ROOM_ID
+            )),
+            status: "NOT_RUNNING".to_owned(),
+            disabled: false,
+            creation_date: "2030-01-01T10:00:01.000Z".to_owned(),
+            duration_in_seconds: 0,
+            duration_used_in_seconds: 0,
+            live: true,
+        }),
+    }
+}
+
+fn example_agenda_participant(
+    user: &str,
+    name: &str,
+    role: AgendaRoleBody,
+    language: Option<&str>,
+) -> AgendaParticipantBody {
+    AgendaParticipantBody {
+        user_id: user.to_owned(),
+        full_name: Some(name.to_owned()),
+        role,
+        language: language.map(str::to_owned),
+    }
+}
+
+fn example_agenda_entry() -> AgendaEntryBody {
+    AgendaEntryBody {
+        room_id: examples::ROOM_ID.to_owned(),
+        start_date: "2030-01-02T10:00:00.000Z".to_owned(),
+        end_date: "2030-01-02T11:00:00.000Z".to_owned(),
+        number: 2,
+        status: AgendaStatusBody::Scheduled,
+        links_open_at: "2030-01-02T09:50:00.000Z".to_owned(),
+        room: AgendaRoomBody::Ready,
+        participants: vec![
+            example_agenda_participant("doc-1", "Anna Bianchi", AgendaRoleBody::Plus, Some("it")),
+            example_agenda_participant("pat-1", "Mario Rossi", AgendaRoleBody::Basic, None),
+        ],
+        created_at: "2030-01-01T10:00:00.000Z".to_owned(),
+        updated_at: "2030-01-01T10:00:00.000Z".to_owned(),
+    }
+}
+
+/// `GET /teleconsultations/{roomId}` as the patient asks it.
+fn example_view() -> AgendaViewBody {
+    AgendaViewBody {
+        entry: example_agenda_entry(),
+        you: Some(example_agenda_participant(
+            "pat-1",
+            "Mario Rossi",
+            AgendaRoleBody::Basic,
+            None,
+        )),
+    }
+}
+
+/// A page of one, with more to come.
+fn example_agenda_page() -> AgendaListBody {
+    AgendaListBody {
+        items: vec![example_agenda_entry()],
+        next_cursor: Some("djE6MTg5MzU3ODQwMDAwMDo2NWExZjBjMmU0YjBhMWIyYzNkNGU1ZjY".to_owned()),
+    }
+}
+
+fn example_uploads_deleted() -> UploadsDeletedBody {
+    UploadsDeletedBody {
+        total: 3,
+        deleted: 3,
+    }
 }
