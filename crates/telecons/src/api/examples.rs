@@ -272,7 +272,6 @@ pub fn webhook_too_large() -> ErrorBody {
 pub fn webhook_not_now() -> ErrorBody {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
-        "the webhook could not be acted on now: database error while reading a teleconsultation: \
-         pool timed out while waiting for an open connection",
+        "the webhook could not be acted on now: the service logged why; send it again",
     )
 }

@@ -66,7 +66,7 @@ fn refusal(refusal: Refusal) -> ApiError {
     let status = match refusal {
         Refusal::Signature(_) => StatusCode::UNAUTHORIZED,
         Refusal::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Refusal::NotNow(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Refusal::NotNow => StatusCode::SERVICE_UNAVAILABLE,
     };
     ApiError::new(status, refusal.to_string())
 }

@@ -30,9 +30,10 @@ pub enum Refusal {
     /// Its body is over [`MAX_BODY_BYTES`] (413): nothing done, the rest left unread.
     #[error("the webhook body is larger than {MAX_BODY_BYTES} bytes")]
     TooLarge,
-    /// What it asks could not be stored now (503): Kaleyra sends it again.
-    #[error("the webhook could not be acted on now: {0}")]
-    NotNow(String),
+    /// What it asks could not be stored now (503): Kaleyra sends it again. Why is logged,
+    /// never answered (spec §6: an answer does not echo the service's internals).
+    #[error("the webhook could not be acted on now: the service logged why; send it again")]
+    NotNow,
 }
 
 pub struct KaleyraWebhooks {
@@ -110,7 +111,7 @@ impl KaleyraWebhooks {
             // Not acknowledged, so that Kaleyra sends it again.
             Err(err) => {
                 tracing::warn!(room = room_id, error = %err, "a room Kaleyra deleted is not replaced yet");
-                return Err(Refusal::NotNow(err.to_string()));
+                return Err(Refusal::NotNow);
             }
         }
         Ok(())
