@@ -96,6 +96,14 @@ enum Command {
         #[arg(long)]
         new_installation: bool,
     },
+    /// Ask the service on this machine whether it is alive; exit non-zero if not.
+    #[command(
+        long_about = "GET http://127.0.0.1:HTTP_PORT/-/healthz (HTTP_PORT as `serve` \
+        reads it, default 3000) within 2 seconds; exit 0 when it answers 200, non-zero \
+        otherwise. For a container's HEALTHCHECK: the image needs no other program for it. \
+        Needs no Kaleyra settings."
+    )]
+    Healthcheck,
     /// List the events given up after their last attempt, or send them again.
     #[command(
         long_about = "The events sent to the platform (EVENTS_WEBHOOK_URL) that were given up \
@@ -186,6 +194,9 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Healthcheck => with_config(Config::from_env, |config| async move {
+            app::check_health(config.http_port).await
+        }),
         Command::Migrate => with_config(Config::from_env, |config| async move {
             let store = app::open_store(&config).await?;
             println!("migrations applied ({})", store.backend());

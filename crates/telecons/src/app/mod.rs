@@ -475,6 +475,29 @@ async fn check_database_identity(store: &dyn Store) -> anyhow::Result<()> {
     }
 }
 
+/// How long `telecons healthcheck` waits for `/-/healthz`.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `telecons healthcheck`: whether the service on this machine's `port` answers
+/// `GET /-/healthz` with 200 (a container's HEALTHCHECK, with no other program in the image).
+pub async fn check_health(port: u16) -> anyhow::Result<()> {
+    let url = format!("http://127.0.0.1:{port}/-/healthz");
+    let answer = reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} did not answer within {HEALTHCHECK_TIMEOUT:?}"))?;
+    anyhow::ensure!(
+        answer.status() == reqwest::StatusCode::OK,
+        "{url} answered {}",
+        answer.status()
+    );
+    println!("alive ({url})");
+    Ok(())
+}
+
 /// `telecons adopt-database`: records the database `config` names as its installation's
 /// own, after a move or a restore (`new_installation` false: the same deployment, same
 /// installation id), or makes a copy a deployment of its own (`new_installation`: a new

@@ -51,8 +51,9 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// Its text in the message, not as a source too (which printed it twice in a chain).
     #[error("migration error: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(sqlx::migrate::MigrateError),
     /// The idempotency key a write was to answer is no longer held by its request (its
     /// hold ended and another request took the key): nothing was written.
     #[error("the idempotency key was taken over by another request")]
@@ -65,6 +66,12 @@ pub enum StoreError {
     /// The database cannot be opened: says where (never the password) and what to do.
     #[error("{0}")]
     CannotConnect(String),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        Self::Migration(err)
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -695,6 +695,21 @@ async fn serve_on_default_sqlite_is_ready_and_stops_on_sigterm() {
         run.wait_for(port, "/-/check-up", 200).await,
         json!({"status": "OK", "checks": {"storage": "OK", "kaleyra": "OK", "rooms": "OK", "backlog": "OK"}})
     );
+    // `telecons healthcheck` (the image's HEALTHCHECK) asks HTTP_PORT's /-/healthz: alive
+    // here, not where nothing listens.
+    let healthcheck = |port: &str| {
+        telecons(&["healthcheck"], dir.path(), &[("HTTP_PORT", port)])
+            .output()
+            .expect("run telecons healthcheck")
+    };
+    let alive = healthcheck(&port_text);
+    assert!(alive.status.success(), "{alive:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&alive.stdout),
+        format!("alive (http://127.0.0.1:{port}/-/healthz)\n")
+    );
+    let nobody = healthcheck(&free_port().to_string());
+    assert!(!nobody.status.success(), "{nobody:?}");
     run.terminate_idle().await;
     assert!(
         applied_migrations(&format!("sqlite://{}", db.display())).await > 0,
