@@ -17,6 +17,7 @@ crate::on_both_backends!(
     other_events_and_unknown_rooms_are_acknowledged_and_ignored,
     a_body_over_64_kib_is_413_and_left_unread,
     a_missing_malformed_or_stale_header_is_401_before_the_body_is_read,
+    a_webhook_storage_cannot_take_now_is_503_naming_no_internals_then_taken_when_sent_again,
 );
 
 /// An app whose clock is the real time (webhook signatures are checked against it) and whose
@@ -247,4 +248,64 @@ async fn a_missing_malformed_or_stale_header_is_401_before_the_body_is_read(db: 
         app.stored(&id).await.room_id.as_deref(),
         Some(room.as_str())
     );
+}
+
+/// What a webhook asks cannot be stored now (the store refuses the teleconsultation's
+/// change): 503, so that Kaleyra sends it again, and the answer names none of the service's
+/// internals (spec §6: the reason is logged). Sent again once the store takes it, it is done.
+async fn a_webhook_storage_cannot_take_now_is_503_naming_no_internals_then_taken_when_sent_again(
+    db: TestDatabase,
+) {
+    let (app, id, room) = app_with_room(db).await;
+    let before = link(&app, &id).await;
+    app.db
+        .run_sql(
+            "CREATE TRIGGER refuse_changes BEFORE UPDATE ON teleconsultations \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+            "CREATE FUNCTION refuse_changes() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+             CREATE TRIGGER refuse_changes BEFORE UPDATE ON teleconsultations \
+             FOR EACH ROW EXECUTE FUNCTION refuse_changes();",
+        )
+        .await;
+    let delivery = app
+        .sim
+        .delete_room_from_console(&room)
+        .await
+        .unwrap()
+        .expect("a webhook was sent");
+    assert_eq!(delivery.status, Some(503), "{delivery:?}");
+    // Sent again as Kaleyra would (the same body and signature), to read the answer.
+    let send_again = || {
+        app.http
+            .post(app.url("/webhooks/kaleyra"))
+            .header("content-type", "application/json")
+            .header(
+                "bandyer-signature",
+                delivery.signature.clone().expect("signed"),
+            )
+            .body(delivery.body.clone())
+            .send()
+    };
+    let answer = send_again().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(
+        answer.json::<Value>().await.unwrap(),
+        json!({
+            "statusCode": 503,
+            "error": "Service Unavailable",
+            "message": "the webhook could not be acted on now: the service logged why; send it again",
+        })
+    );
+    assert_eq!(link(&app, &id).await, before, "nothing was done");
+
+    app.db
+        .run_sql(
+            "DROP TRIGGER refuse_changes;",
+            "DROP TRIGGER refuse_changes ON teleconsultations;",
+        )
+        .await;
+    assert_eq!(send_again().await.unwrap().status(), 204);
+    let after = link(&app, &id).await;
+    assert!(after.is_string() && after != before, "{after}");
 }
